@@ -1,0 +1,317 @@
+//! Map names, sizes, keys and values.
+//!
+//! Policy-derived maps are double-buffered: every key (or array index)
+//! carries a generation slot `0` or `1`. The controller writes a complete
+//! policy into the inactive slot, then flips [`MAP_ACTIVE`]; the datapath reads
+//! the slot once per packet, so a packet sees one whole policy or the other.
+
+/// Single-entry array holding the active generation slot (`u32`, 0 or 1).
+pub const MAP_ACTIVE: &str = "ISPF_ACTIVE";
+/// Array of [`Settings`], one per generation slot.
+pub const MAP_SETTINGS: &str = "ISPF_SETTINGS";
+/// Array of [`SegmentInfo`], index `slot * MAX_SEGMENTS + segment`.
+pub const MAP_SEGMENTS: &str = "ISPF_SEGMENTS";
+/// Hash [`MacKey`] -> [`DeviceVal`].
+pub const MAP_DEV_MAC: &str = "ISPF_DEV_MAC";
+/// Hash [`V4Key`] -> [`DeviceVal`].
+pub const MAP_DEV_V4: &str = "ISPF_DEV_V4";
+/// Hash [`V6Key`] -> [`DeviceVal`].
+pub const MAP_DEV_V6: &str = "ISPF_DEV_V6";
+/// LPM trie over `[slot, addr..4]` -> `u32` segment.
+pub const MAP_SUBNET_V4: &str = "ISPF_SUBNET_V4";
+/// LPM trie over `[slot, addr..16]` -> `u32` segment.
+pub const MAP_SUBNET_V6: &str = "ISPF_SUBNET_V6";
+/// Array `u32` segment (0 = none), index `slot * 4096 + vlan id`.
+pub const MAP_VLAN: &str = "ISPF_VLAN";
+/// Hash [`MacKey`] -> `u32` (1): the care unit's routers.
+pub const MAP_ROUTERS: &str = "ISPF_ROUTERS";
+/// Array `u32` port class, index `slot * 3 * 65536 + l4 * 65536 + port`.
+pub const MAP_PORT_CLASS: &str = "ISPF_PORT_CLASS";
+/// Hash [`PolicyKey`] -> [`PolicyVal`]: the compiled rule matrix.
+pub const MAP_POLICY: &str = "ISPF_POLICY";
+/// LRU hash [`CtKey`] -> [`CtVal`]: connection tracking.
+pub const MAP_CONNTRACK: &str = "ISPF_CONNTRACK";
+/// Hash [`FragKey`] -> [`FragVal`]: verdicts of first fragments.
+pub const MAP_FRAGMENTS: &str = "ISPF_FRAGMENTS";
+/// Per-CPU hash [`CounterKey`] -> [`CounterVal`].
+pub const MAP_COUNTERS: &str = "ISPF_COUNTERS";
+/// Per-CPU single-entry array of [`LastVerdict`]: the verdict of the last
+/// packet judged on this CPU, read by `ispf replay`.
+pub const MAP_LAST: &str = "ISPF_LAST";
+
+/// Name of the XDP program in the object.
+pub const PROGRAM_NAME: &str = "ispf";
+
+/// Segment ids are `1..MAX_SEGMENTS`; 0 means "no segment".
+pub const MAX_SEGMENTS: u32 = 4096;
+pub const NO_SEGMENT: u16 = 0;
+pub const VLAN_SLOTS: u32 = 4096;
+pub const GEN_SLOTS: u32 = 2;
+/// TCP, UDP, SCTP each get a 65536-entry port-class table.
+pub const PORT_TABLES: u32 = 3;
+pub const PORT_TABLE_TCP: u32 = 0;
+pub const PORT_TABLE_UDP: u32 = 1;
+pub const PORT_TABLE_SCTP: u32 = 2;
+
+pub const DEFAULT_DEVICE_ENTRIES: u32 = 131_072;
+pub const DEFAULT_SUBNET_ENTRIES: u32 = 16_384;
+pub const DEFAULT_ROUTER_ENTRIES: u32 = 1024;
+pub const DEFAULT_POLICY_ENTRIES: u32 = 1_048_576;
+pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+pub const DEFAULT_FRAGMENT_ENTRIES: u32 = 8192;
+pub const DEFAULT_COUNTER_ENTRIES: u32 = 65_536;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+/// Address family values used in keys.
+pub const FAMILY_ANY: u8 = 0;
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// `Settings` enumerations.
+pub const ACTION_DENY: u8 = 0;
+pub const ACTION_ALLOW: u8 = 1;
+pub const FRAGMENTS_TRACK: u8 = 0;
+pub const FRAGMENTS_DENY: u8 = 1;
+
+/// `SegmentInfo::flags`.
+pub const SEG_MONITOR: u8 = 1;
+pub const SEG_INTRA_DENY: u8 = 2;
+pub const SEG_LIFE_CRITICAL: u8 = 4;
+pub const SEG_PRESENT: u8 = 8;
+
+/// `DeviceVal::flags`.
+pub const DEV_HAS_IP: u8 = 1;
+pub const DEV_HAS_MAC: u8 = 2;
+
+/// `PolicyVal::rule` when the entry records that no rule matched.
+pub const RULE_NONE: u32 = u32::MAX;
+
+/// Per-generation policy settings.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Monotonic policy number; conntrack entries of older epochs are
+    /// re-judged against the current policy before they are trusted.
+    pub epoch: u32,
+    pub world_segment: u16,
+    pub unknown_segment: u16,
+    pub default_action: u8,
+    pub infrastructure: u8,
+    pub fragments: u8,
+    pub _pad: u8,
+    pub tcp_timeout_s: u32,
+    pub tcp_closing_timeout_s: u32,
+    pub udp_timeout_s: u32,
+    pub icmp_timeout_s: u32,
+    pub fragment_timeout_s: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacKey {
+    pub slot: u8,
+    pub _pad: u8,
+    pub mac: [u8; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct V4Key {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct V6Key {
+    pub slot: u8,
+    pub _pad: [u8; 3],
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceVal {
+    /// Index of the device in the policy plus one.
+    pub device: u32,
+    pub segment: u16,
+    /// VLAN the MAC identity is scoped to, 0 for any.
+    pub vlan: u16,
+    pub flags: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the compiled rule matrix. `family == FAMILY_ANY` (with proto and
+/// class 0) is the pair's any-protocol entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub src: u16,
+    pub dst: u16,
+    pub slot: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    pub port_class: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyVal {
+    /// Index of the deciding rule in the policy file, or [`RULE_NONE`].
+    pub rule: u32,
+    pub action: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Conntrack key in canonical order: endpoint `a` sorts before `b`
+/// (address, then port), so both directions of a flow find the same entry.
+/// IPv4 addresses occupy the first 4 bytes. For ICMP echo both ports hold
+/// the echo identifier.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub a_addr: [u8; 16],
+    pub b_addr: [u8; 16],
+    pub a_port: [u8; 2],
+    pub b_port: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+pub const CT_ORIG_IS_A: u8 = 1;
+pub const CT_FIN_SEEN: u8 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtVal {
+    pub last_seen_ns: u64,
+    pub epoch: u32,
+    pub rule: u32,
+    /// Segments of the originating direction.
+    pub orig_src: u16,
+    pub orig_dst: u16,
+    /// Reason the opening packet was passed with (`allowed`, `intra_allowed`).
+    pub reason: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: u32,
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragVal {
+    pub last_seen_ns: u64,
+    pub rule: u32,
+    pub verdict: u8,
+    pub reason: u8,
+    pub _pad: [u8; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    pub src: u16,
+    pub dst: u16,
+    pub reason: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterVal {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LastVerdict {
+    /// Incremented for every packet judged on this CPU.
+    pub seq: u64,
+    pub rule: u32,
+    pub src: u16,
+    pub dst: u16,
+    pub verdict: u8,
+    pub reason: u8,
+    pub _pad: [u8; 6],
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are repr(C), Copy, and have no implicit padding
+    // (checked by the size tests), so any byte pattern is a valid value.
+    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for SegmentInfo {}
+    unsafe impl aya::Pod for MacKey {}
+    unsafe impl aya::Pod for V4Key {}
+    unsafe impl aya::Pod for V6Key {}
+    unsafe impl aya::Pod for DeviceVal {}
+    unsafe impl aya::Pod for PolicyKey {}
+    unsafe impl aya::Pod for PolicyVal {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtVal {}
+    unsafe impl aya::Pod for FragKey {}
+    unsafe impl aya::Pod for FragVal {}
+    unsafe impl aya::Pod for CounterKey {}
+    unsafe impl aya::Pod for CounterVal {}
+    unsafe impl aya::Pod for LastVerdict {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, size_of};
+
+    /// A size equal to the sum of the fields proves there is no implicit
+    /// padding, which both `aya::Pod` and byte-exact hashing of keys need.
+    #[test]
+    fn layouts_are_fixed() {
+        assert_eq!((size_of::<Settings>(), align_of::<Settings>()), (32, 4));
+        assert_eq!(
+            (size_of::<SegmentInfo>(), align_of::<SegmentInfo>()),
+            (4, 1)
+        );
+        assert_eq!((size_of::<MacKey>(), align_of::<MacKey>()), (8, 1));
+        assert_eq!((size_of::<V4Key>(), align_of::<V4Key>()), (8, 1));
+        assert_eq!((size_of::<V6Key>(), align_of::<V6Key>()), (20, 1));
+        assert_eq!((size_of::<DeviceVal>(), align_of::<DeviceVal>()), (12, 4));
+        assert_eq!((size_of::<PolicyKey>(), align_of::<PolicyKey>()), (12, 4));
+        assert_eq!((size_of::<PolicyVal>(), align_of::<PolicyVal>()), (8, 4));
+        assert_eq!((size_of::<CtKey>(), align_of::<CtKey>()), (40, 1));
+        assert_eq!((size_of::<CtVal>(), align_of::<CtVal>()), (24, 8));
+        assert_eq!((size_of::<FragKey>(), align_of::<FragKey>()), (40, 4));
+        assert_eq!((size_of::<FragVal>(), align_of::<FragVal>()), (16, 8));
+        assert_eq!((size_of::<CounterKey>(), align_of::<CounterKey>()), (8, 2));
+        assert_eq!((size_of::<CounterVal>(), align_of::<CounterVal>()), (16, 8));
+        assert_eq!(
+            (size_of::<LastVerdict>(), align_of::<LastVerdict>()),
+            (24, 8)
+        );
+    }
+}

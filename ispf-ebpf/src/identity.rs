@@ -1,0 +1,176 @@
+//! Who sent a frame and who receives it, in the order the spec prescribes:
+//! device by MAC (VLAN-scoped), routers, device by IP, longest-prefix
+//! subnet, VLAN segment, `unknown_source`; and anti-spoofing both ways.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use ispf_common::{
+    DeviceVal, MacKey, Settings, V4Key, V6Key, DEV_HAS_IP, DEV_HAS_MAC, FAMILY_V4, FAMILY_V6,
+    NO_SEGMENT, VLAN_SLOTS,
+};
+
+use crate::{
+    maps::{
+        ISPF_DEV_MAC, ISPF_DEV_V4, ISPF_DEV_V6, ISPF_ROUTERS, ISPF_SUBNET_V4, ISPF_SUBNET_V6,
+        ISPF_VLAN,
+    },
+    parse::Packet,
+};
+
+/// The source could not be identified because it borrows another device's
+/// identity. Carries the segment the frame really came from, for counting.
+pub struct Spoofed(pub u16);
+
+#[inline(always)]
+fn device_by_mac(slot: u8, mac: &[u8; 6], vlan: u16) -> Option<DeviceVal> {
+    let key = MacKey {
+        slot,
+        _pad: 0,
+        mac: *mac,
+    };
+    // SAFETY: the value is copied out immediately; the map is only written
+    // by the controller, which never frees entries under a reader (RCU).
+    let d = unsafe { ISPF_DEV_MAC.get(&key) }.copied()?;
+    if d.vlan != 0 && d.vlan != vlan {
+        return None;
+    }
+    Some(d)
+}
+
+#[inline(always)]
+fn is_router(slot: u8, mac: &[u8; 6]) -> bool {
+    let key = MacKey {
+        slot,
+        _pad: 0,
+        mac: *mac,
+    };
+    ISPF_ROUTERS.get_ptr(&key).is_some()
+}
+
+#[inline(always)]
+fn device_by_ip(slot: u8, family: u8, ip: &[u8; 16]) -> Option<DeviceVal> {
+    // SAFETY: as in `device_by_mac`.
+    unsafe {
+        if family == FAMILY_V4 {
+            let key = V4Key {
+                slot,
+                _pad: [0; 3],
+                addr: [ip[0], ip[1], ip[2], ip[3]],
+            };
+            ISPF_DEV_V4.get(&key).copied()
+        } else {
+            let key = V6Key {
+                slot,
+                _pad: [0; 3],
+                addr: *ip,
+            };
+            ISPF_DEV_V6.get(&key).copied()
+        }
+    }
+}
+
+#[inline(always)]
+fn subnet(slot: u8, family: u8, ip: &[u8; 16]) -> u16 {
+    let seg = if family == FAMILY_V4 {
+        let key = Key::new(8 + 32, [slot, ip[0], ip[1], ip[2], ip[3]]);
+        ISPF_SUBNET_V4.get(&key).copied()
+    } else {
+        let mut data = [0u8; 17];
+        data[0] = slot;
+        data[1..].copy_from_slice(ip);
+        ISPF_SUBNET_V6.get(&Key::new(8 + 128, data)).copied()
+    };
+    seg.unwrap_or(0) as u16
+}
+
+#[inline(always)]
+fn vlan_segment(slot: u8, vlan: u16) -> u16 {
+    let idx = slot as u32 * VLAN_SLOTS + (vlan as u32 & 0x0fff);
+    ISPF_VLAN.get(idx).copied().unwrap_or(0) as u16
+}
+
+/// The device or, failing that, the subnet that owns `ip`.
+#[inline(always)]
+fn by_address(slot: u8, family: u8, ip: &[u8; 16]) -> u16 {
+    if let Some(d) = device_by_ip(slot, family, ip) {
+        return d.segment;
+    }
+    subnet(slot, family, ip)
+}
+
+/// Source segment. With `check_spoof` false (infrastructure frames, whose
+/// source addresses are legitimately unset or foreign) the spoofing checks
+/// are skipped and identification continues as if they had passed.
+#[inline(always)]
+pub fn source(slot: u8, s: &Settings, pkt: &Packet, check_spoof: bool) -> Result<u16, Spoofed> {
+    let is_ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
+    // 1. A registered device's MAC.
+    if let Some(d) = device_by_mac(slot, &pkt.src_mac, pkt.vlan) {
+        if check_spoof && is_ip {
+            let owner = device_by_ip(slot, pkt.family, &pkt.src_ip);
+            let spoofed = if d.flags & DEV_HAS_IP != 0 {
+                !matches!(owner, Some(o) if o.device == d.device)
+            } else {
+                owner.is_some()
+            };
+            if spoofed {
+                return Err(Spoofed(d.segment));
+            }
+        }
+        return Ok(d.segment);
+    }
+    // 2. A router: identified by IP alone.
+    if is_router(slot, &pkt.src_mac) {
+        let seg = if is_ip {
+            by_address(slot, pkt.family, &pkt.src_ip)
+        } else {
+            NO_SEGMENT
+        };
+        return Ok(if seg != NO_SEGMENT {
+            seg
+        } else {
+            s.world_segment
+        });
+    }
+    // 3. An unclaimed MAC.
+    let where_plugged = || {
+        let seg = vlan_segment(slot, pkt.vlan);
+        if seg != NO_SEGMENT {
+            seg
+        } else {
+            s.unknown_segment
+        }
+    };
+    if is_ip {
+        if let Some(d) = device_by_ip(slot, pkt.family, &pkt.src_ip) {
+            if check_spoof && d.flags & DEV_HAS_MAC != 0 {
+                return Err(Spoofed(where_plugged()));
+            }
+            return Ok(d.segment);
+        }
+        let seg = subnet(slot, pkt.family, &pkt.src_ip);
+        if seg != NO_SEGMENT {
+            return Ok(seg);
+        }
+    }
+    Ok(where_plugged())
+}
+
+/// Destination segment: device by IP, subnet, device by unicast non-router
+/// MAC, else `world`.
+#[inline(always)]
+pub fn destination(slot: u8, s: &Settings, pkt: &Packet) -> u16 {
+    if pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6 {
+        let seg = by_address(slot, pkt.family, &pkt.dst_ip);
+        if seg != NO_SEGMENT {
+            return seg;
+        }
+    }
+    if pkt.dst_mac[0] & 1 == 0 {
+        if let Some(d) = device_by_mac(slot, &pkt.dst_mac, pkt.vlan) {
+            if !is_router(slot, &pkt.dst_mac) {
+                return d.segment;
+            }
+        }
+    }
+    s.world_segment
+}

@@ -1,0 +1,139 @@
+//! The ispf XDP program: parse, identify, decide, track, count. The entry
+//! point only maps the pipeline's outcome to an XDP action; every outcome
+//! carries exactly one reason from the policy specification.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod counters;
+#[cfg(target_arch = "bpf")]
+mod fragments;
+#[cfg(target_arch = "bpf")]
+mod identity;
+#[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod policy;
+
+#[cfg(target_arch = "bpf")]
+mod program {
+    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use ispf_common::{
+        Settings, ACTION_ALLOW, FRAGMENTS_DENY, NO_SEGMENT, REASON_FRAGMENT_UNTRACKED,
+        REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED, REASON_SPOOFED,
+    };
+    use ispf_ebpf::decide::{default_judgement, monitor, on_fault, Judgement};
+
+    use crate::{
+        conntrack::{self, Flow},
+        counters, fragments, identity,
+        maps::{ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
+        parse::{self, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_OTHER},
+        policy::segment_flags,
+    };
+
+    #[xdp]
+    pub fn ispf(ctx: XdpContext) -> u32 {
+        let bytes = (ctx.data_end() - ctx.data()) as u64;
+        let (src, dst, j) = judge(&ctx);
+        counters::record(src, dst, &j, bytes);
+        if j.is_pass() {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    /// The whole pipeline: `(source segment, destination segment, judgement)`.
+    #[inline(always)]
+    fn judge(ctx: &XdpContext) -> (u16, u16, Judgement) {
+        let Some(scratch) = ISPF_SCRATCH.get_ptr_mut(0) else {
+            return (
+                NO_SEGMENT,
+                NO_SEGMENT,
+                Judgement::drop(REASON_INTERNAL_FAULT),
+            );
+        };
+        // SAFETY: this CPU's own slot; XDP does not nest on a CPU.
+        let scratch = unsafe { &mut *scratch };
+        if parse::parse(ctx, &mut scratch.pkt).is_err() {
+            return (NO_SEGMENT, NO_SEGMENT, Judgement::drop(REASON_MALFORMED));
+        }
+        let pkt = &scratch.pkt;
+        let slot = (ISPF_ACTIVE.get(0).copied().unwrap_or(0) & 1) as u8;
+        let Some(s) = ISPF_SETTINGS.get(slot as u32) else {
+            // Unreachable (arrays are preallocated); fail closed all the same.
+            return (
+                NO_SEGMENT,
+                NO_SEGMENT,
+                Judgement::drop(REASON_INTERNAL_FAULT),
+            );
+        };
+        let s: &Settings = s;
+        let dst = identity::destination(slot, s, pkt);
+
+        if pkt.kind == KIND_INFRA {
+            let src = identity::source(slot, s, pkt, false).unwrap_or_else(|e| e.0);
+            let j = if s.infrastructure == ACTION_ALLOW {
+                Judgement::pass(REASON_INFRASTRUCTURE)
+            } else {
+                Judgement::drop(REASON_INFRASTRUCTURE)
+            };
+            return (src, dst, j);
+        }
+        let src = match identity::source(slot, s, pkt, true) {
+            Ok(seg) => seg,
+            Err(identity::Spoofed(seg)) => return (seg, dst, Judgement::drop(REASON_SPOOFED)),
+        };
+        let f = Flow {
+            src,
+            dst,
+            src_flags: segment_flags(slot, src),
+            dst_flags: segment_flags(slot, dst),
+        };
+
+        if pkt.kind == KIND_OTHER {
+            return (
+                src,
+                dst,
+                monitor(
+                    default_judgement(s.default_action),
+                    f.src_flags,
+                    f.dst_flags,
+                ),
+            );
+        }
+        if pkt.frag != FRAG_NONE && s.fragments == FRAGMENTS_DENY {
+            return (src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED));
+        }
+        if pkt.frag == FRAG_LATER {
+            return (src, dst, fragments::follow(pkt, &mut scratch.frag, s));
+        }
+        let mut j = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f);
+        if pkt.frag == FRAG_FIRST
+            && fragments::remember(pkt, &mut scratch.frag, &j).is_err()
+            && j.is_pass()
+        {
+            j = on_fault(j, f.src_flags, f.dst_flags);
+        }
+        (src, dst, j)
+    }
+
+    #[no_mangle]
+    #[link_section = "license"]
+    pub static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    // The datapath only exists for the BPF target; see ispf-userspace/build.rs.
+}

@@ -1,0 +1,60 @@
+//! Every map of the datapath. Static names equal the `ispf_common::MAP_*`
+//! constants the controller opens them by.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+};
+use ispf_common::*;
+
+#[map]
+pub static ISPF_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+pub static ISPF_SETTINGS: Array<Settings> = Array::with_max_entries(GEN_SLOTS, 0);
+#[map]
+pub static ISPF_SEGMENTS: Array<SegmentInfo> = Array::with_max_entries(GEN_SLOTS * MAX_SEGMENTS, 0);
+#[map]
+pub static ISPF_DEV_MAC: HashMap<MacKey, DeviceVal> =
+    HashMap::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
+#[map]
+pub static ISPF_DEV_V4: HashMap<V4Key, DeviceVal> =
+    HashMap::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
+#[map]
+pub static ISPF_DEV_V6: HashMap<V6Key, DeviceVal> =
+    HashMap::with_max_entries(DEFAULT_DEVICE_ENTRIES, 0);
+#[map]
+pub static ISPF_SUBNET_V4: LpmTrie<[u8; 5], u32> =
+    LpmTrie::with_max_entries(DEFAULT_SUBNET_ENTRIES, 0);
+#[map]
+pub static ISPF_SUBNET_V6: LpmTrie<[u8; 17], u32> =
+    LpmTrie::with_max_entries(DEFAULT_SUBNET_ENTRIES, 0);
+#[map]
+pub static ISPF_VLAN: Array<u32> = Array::with_max_entries(GEN_SLOTS * VLAN_SLOTS, 0);
+#[map]
+pub static ISPF_ROUTERS: HashMap<MacKey, u32> =
+    HashMap::with_max_entries(DEFAULT_ROUTER_ENTRIES, 0);
+#[map]
+pub static ISPF_PORT_CLASS: Array<u32> =
+    Array::with_max_entries(GEN_SLOTS * PORT_TABLES * 65536, 0);
+#[map]
+pub static ISPF_POLICY: HashMap<PolicyKey, PolicyVal> =
+    HashMap::with_max_entries(DEFAULT_POLICY_ENTRIES, 0);
+#[map]
+pub static ISPF_CONNTRACK: LruHashMap<CtKey, CtVal> =
+    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
+// A plain hash, not LRU: a fragment flood must not silently evict the
+// verdicts of legitimate datagrams; a full map is a fault handled per segment.
+#[map]
+pub static ISPF_FRAGMENTS: HashMap<FragKey, FragVal> =
+    HashMap::with_max_entries(DEFAULT_FRAGMENT_ENTRIES, 0);
+#[map]
+pub static ISPF_COUNTERS: PerCpuHashMap<CounterKey, CounterVal> =
+    PerCpuHashMap::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
+#[map]
+pub static ISPF_LAST: PerCpuArray<LastVerdict> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch space for the parsed packet and the large map keys, which
+/// do not fit the 512-byte BPF stack together. XDP does not nest on a CPU, so
+/// one slot per CPU is enough.
+#[map]
+pub static ISPF_SCRATCH: PerCpuArray<crate::parse::Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -1,0 +1,354 @@
+//! Compiles a validated policy into map entries. The rule matrix is resolved
+//! here, per segment pair, so the datapath needs a fixed, small number of
+//! O(1) lookups per packet whatever the number of rules.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use ispf_common::{
+    DeviceVal, PolicyKey, PolicyVal, SegmentInfo, Settings, ACTION_ALLOW, ACTION_DENY, DEV_HAS_IP,
+    DEV_HAS_MAC, FAMILY_ANY, FRAGMENTS_DENY, FRAGMENTS_TRACK, IPPROTO_SCTP, IPPROTO_TCP,
+    IPPROTO_UDP, PORT_TABLES, RULE_NONE, SEG_INTRA_DENY, SEG_LIFE_CRITICAL, SEG_MONITOR,
+    SEG_PRESENT,
+};
+
+use super::{validate::specificity, Action, Fragments, Policy, Rule};
+
+/// Everything the datapath needs for one policy, independent of the
+/// generation slot it will be written to (keys carry slot 0 here).
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    pub settings: Settings,
+    pub segments: Vec<(u16, SegmentInfo)>,
+    pub dev_mac: Vec<([u8; 6], DeviceVal)>,
+    pub dev_v4: Vec<([u8; 4], DeviceVal)>,
+    pub dev_v6: Vec<([u8; 16], DeviceVal)>,
+    pub subnet_v4: Vec<([u8; 4], u8, u32)>,
+    pub subnet_v6: Vec<([u8; 16], u8, u32)>,
+    pub vlans: Vec<(u16, u32)>,
+    pub routers: Vec<[u8; 6]>,
+    /// `(port table, port, class)` for every port some rule names.
+    pub port_classes: Vec<(u32, u16, u32)>,
+    pub policy: Vec<(PolicyKey, PolicyVal)>,
+}
+
+fn action(a: Action) -> u8 {
+    match a {
+        Action::Allow => ACTION_ALLOW,
+        Action::Deny => ACTION_DENY,
+    }
+}
+
+fn port_table(proto: u8) -> Option<u32> {
+    match proto {
+        IPPROTO_TCP => Some(0),
+        IPPROTO_UDP => Some(1),
+        IPPROTO_SCTP => Some(2),
+        _ => None,
+    }
+}
+
+const TABLE_PROTOS: [u8; PORT_TABLES as usize] = [IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP];
+
+/// Ports split into classes: ports no rule names are class 0; the rest are
+/// grouped into the elementary intervals between range boundaries, so every
+/// port of a class is matched by exactly the same rules.
+struct PortClasses {
+    /// Per table: class of every port.
+    class: Vec<Vec<u32>>,
+    /// Per table: first port of each class (index = class).
+    representative: Vec<Vec<u16>>,
+}
+
+impl PortClasses {
+    fn new(rules: &[Rule]) -> Self {
+        let mut class = Vec::new();
+        let mut representative = Vec::new();
+        for proto in TABLE_PROTOS {
+            let mut bounds = vec![];
+            let mut covered = vec![false; 65537];
+            for r in rules {
+                let (Some(ps), Some(ports)) = (&r.protos, &r.ports) else {
+                    continue;
+                };
+                if !ps.iter().any(|(_, p)| *p == proto) {
+                    continue;
+                }
+                for &(lo, hi) in ports {
+                    bounds.push(lo as u32);
+                    bounds.push(hi as u32 + 1);
+                    for p in lo as usize..=hi as usize {
+                        covered[p] = true;
+                    }
+                }
+            }
+            bounds.push(65536);
+            bounds.sort_unstable();
+            bounds.dedup();
+            let mut table = vec![0u32; 65536];
+            let mut reps = vec![0u16];
+            let mut start = 0u32;
+            for &b in &bounds {
+                if b > start && covered[start as usize] {
+                    reps.push(start as u16);
+                    let id = reps.len() as u32 - 1;
+                    for p in start..b {
+                        table[p as usize] = id;
+                    }
+                }
+                start = b;
+            }
+            class.push(table);
+            representative.push(reps);
+        }
+        Self {
+            class,
+            representative,
+        }
+    }
+}
+
+fn rule_matches(r: &Rule, family: u8, proto: Option<u8>, port: Option<u16>) -> bool {
+    match (&r.protos, proto) {
+        (None, _) => {}
+        (Some(_), None) => return false,
+        (Some(ps), Some(p)) => {
+            if !ps.contains(&(family, p)) {
+                return false;
+            }
+        }
+    }
+    match (&r.ports, port) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(ranges), Some(port)) => ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&port)),
+    }
+}
+
+/// The deciding rule for one pair: levels in specificity order, and within a
+/// level ports, then protocol, then neither. `proto == None` stands for a
+/// protocol no rule of the pair names; `port == None` for a port no port rule
+/// of the pair names.
+fn decide<'a>(
+    levels: &[&'a [&'a Rule]; 4],
+    family: u8,
+    proto: Option<u8>,
+    port: Option<u16>,
+) -> Option<&'a Rule> {
+    for level in levels {
+        for kind in 0..3 {
+            let hit = level
+                .iter()
+                .filter(|r| specificity(r).1 == kind)
+                .find(|r| rule_matches(r, family, proto, port));
+            if hit.is_some() {
+                return hit.copied();
+            }
+        }
+    }
+    None
+}
+
+fn val(r: Option<&Rule>) -> PolicyVal {
+    match r {
+        Some(r) => PolicyVal {
+            rule: r.index as u32,
+            action: if r.allow { ACTION_ALLOW } else { ACTION_DENY },
+            _pad: [0; 3],
+        },
+        None => PolicyVal {
+            rule: RULE_NONE,
+            action: ACTION_DENY,
+            _pad: [0; 3],
+        },
+    }
+}
+
+pub fn compile(p: &Policy) -> Compiled {
+    let d = &p.doc.defaults;
+    let settings = Settings {
+        epoch: 0,
+        world_segment: p.world,
+        unknown_segment: p.unknown,
+        default_action: action(d.default_action),
+        infrastructure: action(d.infrastructure),
+        fragments: match d.fragments {
+            Fragments::Track => FRAGMENTS_TRACK,
+            Fragments::Deny => FRAGMENTS_DENY,
+        },
+        _pad: 0,
+        tcp_timeout_s: d.timeouts.tcp,
+        tcp_closing_timeout_s: d.timeouts.tcp_closing,
+        udp_timeout_s: d.timeouts.udp,
+        icmp_timeout_s: d.timeouts.icmp,
+        fragment_timeout_s: d.timeouts.fragment,
+    };
+    let mut c = Compiled {
+        settings,
+        ..Compiled::default()
+    };
+    for (i, s) in p.segments.iter().enumerate() {
+        let id = i as u16 + 1;
+        let mut flags = SEG_PRESENT;
+        if s.monitor {
+            flags |= SEG_MONITOR;
+        }
+        if s.intra_deny {
+            flags |= SEG_INTRA_DENY;
+        }
+        if s.life_critical {
+            flags |= SEG_LIFE_CRITICAL;
+        }
+        c.segments.push((
+            id,
+            SegmentInfo {
+                flags,
+                _pad: [0; 3],
+            },
+        ));
+        c.vlans.extend(s.vlans.iter().map(|v| (*v, id as u32)));
+        for net in &s.subnets {
+            match net {
+                IpNet::V4(n) => c
+                    .subnet_v4
+                    .push((n.addr().octets(), n.prefix_len(), id as u32)),
+                IpNet::V6(n) => c
+                    .subnet_v6
+                    .push((n.addr().octets(), n.prefix_len(), id as u32)),
+            }
+        }
+    }
+    for (i, dev) in p.devices.iter().enumerate() {
+        let mut flags = 0;
+        if dev.mac.is_some() {
+            flags |= DEV_HAS_MAC;
+        }
+        if !dev.ipv4.is_empty() || !dev.ipv6.is_empty() {
+            flags |= DEV_HAS_IP;
+        }
+        let v = DeviceVal {
+            device: i as u32 + 1,
+            segment: dev.segment,
+            vlan: dev.vlan,
+            flags,
+            _pad: [0; 3],
+        };
+        if let Some(mac) = dev.mac {
+            c.dev_mac.push((mac, v));
+        }
+        c.dev_v4.extend(dev.ipv4.iter().map(|a| (a.octets(), v)));
+        c.dev_v6.extend(dev.ipv6.iter().map(|a| (a.octets(), v)));
+    }
+    c.routers = p.routers.clone();
+
+    let classes = PortClasses::new(&p.rules);
+    for (t, table) in classes.class.iter().enumerate() {
+        for (port, &class) in table.iter().enumerate() {
+            if class != 0 {
+                c.port_classes.push((t as u32, port as u16, class));
+            }
+        }
+    }
+
+    let mut by_pair: HashMap<(Option<u16>, Option<u16>), Vec<&Rule>> = HashMap::new();
+    for r in &p.rules {
+        by_pair.entry((r.from, r.to)).or_default().push(r);
+    }
+    let empty: Vec<&Rule> = Vec::new();
+    let get = |k| by_pair.get(&k).unwrap_or(&empty).as_slice();
+    let n = p.segments.len() as u16;
+    for src in 1..=n {
+        for dst in 1..=n {
+            let levels = [
+                get((Some(src), Some(dst))),
+                get((Some(src), None)),
+                get((None, Some(dst))),
+                get((None, None)),
+            ];
+            if levels.iter().all(|l| l.is_empty()) {
+                continue;
+            }
+            compile_pair(&mut c, &classes, src, dst, &levels);
+        }
+    }
+    c
+}
+
+fn compile_pair(
+    c: &mut Compiled,
+    classes: &PortClasses,
+    src: u16,
+    dst: u16,
+    levels: &[&[&Rule]; 4],
+) {
+    let key = |family, proto, port_class| PolicyKey {
+        src,
+        dst,
+        slot: 0,
+        family,
+        proto,
+        _pad: 0,
+        port_class,
+    };
+    let any = decide(levels, FAMILY_ANY, None, None);
+    if any.is_some() {
+        c.policy.push((key(FAMILY_ANY, 0, 0), val(any)));
+    }
+    let mut protos: Vec<(u8, u8)> = levels
+        .iter()
+        .flat_map(|l| l.iter())
+        .filter_map(|r| r.protos.clone())
+        .flatten()
+        .collect();
+    protos.sort_unstable();
+    protos.dedup();
+    for (family, proto) in protos {
+        let base = decide(levels, family, Some(proto), None);
+        if base.map(|r| r.index) != any.map(|r| r.index) {
+            c.policy.push((key(family, proto, 0), val(base)));
+        }
+        let Some(t) = port_table(proto) else { continue };
+        let reps = &classes.representative[t as usize];
+        // Only classes some port rule of this pair covers can differ from `base`.
+        let mut pair_classes: Vec<u32> = levels
+            .iter()
+            .flat_map(|l| l.iter())
+            .filter(|r| {
+                r.protos
+                    .as_ref()
+                    .is_some_and(|ps| ps.contains(&(family, proto)))
+            })
+            .filter_map(|r| r.ports.as_ref())
+            .flatten()
+            .flat_map(|&(lo, hi)| {
+                let table = &classes.class[t as usize];
+                let (a, b) = (table[lo as usize], table[hi as usize]);
+                a..=b
+            })
+            .collect();
+        pair_classes.sort_unstable();
+        pair_classes.dedup();
+        for class in pair_classes {
+            let rule = decide(levels, family, Some(proto), Some(reps[class as usize]));
+            if rule.map(|r| r.index) != base.map(|r| r.index) {
+                c.policy.push((key(family, proto, class), val(rule)));
+            }
+        }
+    }
+}
+
+impl Compiled {
+    /// Entries per map, for capacity checks and `ispf check`.
+    pub fn entry_count(&self) -> usize {
+        self.dev_mac.len()
+            + self.dev_v4.len()
+            + self.dev_v6.len()
+            + self.subnet_v4.len()
+            + self.subnet_v6.len()
+            + self.vlans.len()
+            + self.routers.len()
+            + self.port_classes.len()
+            + self.policy.len()
+            + self.segments.len()
+    }
+}
