@@ -413,7 +413,20 @@ impl Datapath {
 
     /// Runs one frame through the program with BPF_PROG_TEST_RUN; state the
     /// program keeps (conntrack, fragments, counters) persists across calls.
+    ///
+    /// Frames shorter than an Ethernet header never reach XDP on a real link
+    /// and BPF_PROG_TEST_RUN refuses them, so they are judged `malformed`
+    /// here without running the program.
     pub fn run(&mut self, frame: &[u8]) -> Result<Outcome> {
+        if frame.len() < 14 {
+            return Ok(Outcome {
+                pass: false,
+                reason: REASON_MALFORMED,
+                src: NO_SEGMENT,
+                dst: NO_SEGMENT,
+                rule: None,
+            });
+        }
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         let res = self.program().test_run(opts)?;

@@ -1,1 +1,19 @@
+//! Shared pieces of the ispf test tiers: a frame builder, the reference
+//! model of the policy specification, a random policy/frame generator, and
+//! network-namespace fixtures.
 
+pub mod frames;
+pub mod gen;
+pub mod model;
+pub mod netns;
+
+/// Kernel tiers need root; when not root they say so and skip (the xtask
+/// always runs them as root).
+pub fn require_root() -> bool {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root (run `cargo xtask test`)");
+        return false;
+    }
+    true
+}
