@@ -2,6 +2,7 @@
 //! model of the policy specification, a random policy/frame generator, and
 //! network-namespace fixtures.
 
+pub mod care_unit;
 pub mod frames;
 pub mod gen;
 pub mod model;

@@ -1,1 +1,178 @@
-fn main() {}
+//! `cargo xtask`: set-up, tests and demos. It runs things; the eBPF object
+//! itself is built by `ispf-userspace/build.rs`.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing, then run every test tier.
+    Test {
+        /// Generated cases for the kernel-vs-model test (default 100000).
+        #[arg(long)]
+        cases: Option<u64>,
+    },
+    /// Install the toolchain and packages only.
+    Setup,
+    /// Replay the bundled care-unit capture against the example policy.
+    ReplayDemo,
+}
+
+/// Debian packages the build and the tests use.
+const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "iputils-ping"];
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup(),
+        Cmd::Test { cases } => {
+            setup()?;
+            test(cases)
+        }
+        Cmd::ReplayDemo => {
+            setup()?;
+            replay_demo()
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits in the workspace")
+        .to_owned()
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Idempotent: each step checks first, so a ready machine costs seconds.
+fn setup() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "Debian packages {missing:?} are missing; install them as root: apt-get install {}",
+                missing.join(" ")
+            );
+        }
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+        .unwrap_or(false);
+    if !has_src {
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if !succeeds(Command::new("bpf-linker").arg("--version")) {
+        // Debian has LLVM 22, not the 23 bpf-linker defaults to.
+        let path = format!(
+            "/usr/lib/llvm-22/bin:{}",
+            std::env::var("PATH").unwrap_or_default()
+        );
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("PATH", path))?;
+    }
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut c = Command::new("cargo");
+    c.current_dir(root()).args(args);
+    c
+}
+
+fn test(cases: Option<u64>) -> Result<()> {
+    // Tier 1: host unit tests (shared types, pure datapath logic, compiler).
+    run(&mut cargo(&[
+        "test",
+        "-p",
+        "ispf-common",
+        "-p",
+        "ispf-ebpf",
+        "-p",
+        "ispf-userspace",
+    ]))?;
+    // Tiers 2-3 and the model: the real program in the kernel.
+    if !is_root() {
+        bail!("the kernel and end-to-end tiers load XDP programs and create network namespaces: run `cargo xtask test` as root");
+    }
+    let mut c = cargo(&["test", "-p", "ispf-tests", "--", "--test-threads=1"]);
+    if let Some(n) = cases {
+        c.env("ISPF_CASES", n.to_string());
+    }
+    run(&mut c)
+}
+
+fn replay_demo() -> Result<()> {
+    let r = root();
+    run(&mut cargo(&["build", "-p", "ispf-userspace"]))?;
+    let ispf = r.join("target/debug/ispf");
+    run(Command::new(&ispf)
+        .arg("check")
+        .arg(r.join("examples/care-unit.json")))?;
+    run(Command::new(&ispf)
+        .arg("replay")
+        .arg("--policy")
+        .arg(r.join("examples/care-unit.json"))
+        .arg("--pcap")
+        .arg(r.join("examples/care-unit.pcap")))
+}

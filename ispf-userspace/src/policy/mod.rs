@@ -117,7 +117,10 @@ impl Policy {
     pub fn from_str(text: &str, file: &Path) -> Result<Self, PolicyError> {
         let de = &mut serde_json::Deserializer::from_str(text);
         let doc: PolicyDoc = serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
+            let path = match e.path().to_string() {
+                p if p == "?" || p == "." => "(document)".to_owned(),
+                p => p,
+            };
             let inner = e.into_inner();
             let message = if inner.is_syntax() || inner.is_eof() {
                 format!("{inner} (not valid JSON)")

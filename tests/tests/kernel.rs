@@ -1,0 +1,483 @@
+//! Tier 2: the real XDP program under BPF_PROG_TEST_RUN.
+
+use ispf::{
+    datapath::{Datapath, MapSizes},
+    policy::{compile::compile, Policy},
+};
+use ispf_common::{reason_code, reason_name};
+use ispf_tests::{care_unit::*, frames::*, require_root};
+
+fn load(policy: &Policy, sizes: MapSizes) -> Datapath {
+    let mut dp = Datapath::load(sizes).expect("load");
+    dp.apply(&compile(policy)).expect("apply");
+    dp
+}
+
+fn care_unit() -> Policy {
+    Policy::from_file(&policy_path()).expect("example policy is valid")
+}
+
+fn check(
+    dp: &mut Datapath,
+    p: &Policy,
+    name: &str,
+    frame: &[u8],
+    pass: bool,
+    reason: &str,
+    src: &str,
+    dst: &str,
+) {
+    let o = dp.run(frame).expect("test run");
+    let got = (
+        o.pass,
+        reason_name(o.reason).unwrap(),
+        p.segment_name(o.src),
+        p.segment_name(o.dst),
+    );
+    assert_eq!(got, (pass, reason, src, dst), "case `{name}`");
+}
+
+#[test]
+fn care_unit_scenario() {
+    if !require_root() {
+        return;
+    }
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let mut seen = std::collections::BTreeSet::new();
+    for c in scenario() {
+        check(
+            &mut dp, &p, c.name, &c.frame, c.pass, c.reason, c.src, c.dst,
+        );
+        seen.insert(c.reason);
+    }
+    // Every spec reason but `would_drop` (see `monitor_mode`) is exercised.
+    assert_eq!(seen.len(), 10, "reasons covered: {seen:?}");
+}
+
+#[test]
+fn monitor_mode_passes_would_be_drops() {
+    if !require_root() {
+        return;
+    }
+    let text = std::fs::read_to_string(policy_path())
+        .unwrap()
+        .replace(r#""mode": "enforce""#, r#""mode": "monitor""#);
+    let p = Policy::from_str(&text, "monitor.json".as_ref()).unwrap();
+    let mut dp = load(&p, MapSizes::default());
+    let guest_to_pis = eth(
+        mac(PIS),
+        mac(LAPTOP),
+        &[140],
+        ETH_IP,
+        &ipv4(
+            v4("10.99.0.5"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(1, 443, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    check(
+        &mut dp,
+        &p,
+        "guest denied by rule, monitored",
+        &guest_to_pis,
+        true,
+        "would_drop",
+        "guest",
+        "pis-servers",
+    );
+    // Malformed and spoofed drops are not softened.
+    let mut bad = guest_to_pis.clone();
+    bad[18] = 0x44;
+    check(
+        &mut dp,
+        &p,
+        "malformed in monitor",
+        &bad,
+        false,
+        "malformed",
+        "-",
+        "-",
+    );
+    let spoof = eth(
+        mac(PIS),
+        mac(LAPTOP),
+        &[140],
+        ETH_IP,
+        &ipv4(
+            v4("10.10.0.11"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(1, 443, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    check(
+        &mut dp,
+        &p,
+        "spoofed in monitor",
+        &spoof,
+        false,
+        "spoofed",
+        "guest",
+        "pis-servers",
+    );
+    // A would-drop opens no flow: the answer is judged on its own (an
+    // unregistered guest address is `world` as a destination).
+    let answer = reply_of(&guest_to_pis).unwrap();
+    check(
+        &mut dp,
+        &p,
+        "answer to a would-drop",
+        &answer,
+        false,
+        "denied_default",
+        "pis-servers",
+        "world",
+    );
+}
+
+#[test]
+fn reload_ends_flows_the_new_policy_forbids() {
+    if !require_root() {
+        return;
+    }
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let open = eth(
+        mac(PIS),
+        mac(PUMP1),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.10.0.11"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(41000, 2575, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    let ws = eth(
+        mac(PIS),
+        mac(WS),
+        &[130],
+        ETH_IP,
+        &ipv4(
+            v4("10.30.0.31"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(41001, 443, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    check(
+        &mut dp,
+        &p,
+        "pump flow",
+        &open,
+        true,
+        "allowed",
+        "infusion-pumps",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p,
+        "workstation flow",
+        &ws,
+        true,
+        "allowed",
+        "clinical-workstations",
+        "pis-servers",
+    );
+    // New policy: the pump rule is gone, the workstation rule stays.
+    let text = std::fs::read_to_string(policy_path()).unwrap().replace(
+        r#""ports": [2575], "action": "allow" },
+    { "id": "monitor-hl7""#,
+        r#""ports": [2575], "action": "deny" },
+    { "id": "monitor-hl7""#,
+    );
+    let p2 = Policy::from_str(&text, "p2.json".as_ref()).unwrap();
+    let epoch = dp.apply(&compile(&p2)).unwrap();
+    assert_eq!(epoch, 2);
+    check(
+        &mut dp,
+        &p2,
+        "reply on a flow the new policy denies",
+        &reply_of(&open).unwrap(),
+        false,
+        "denied_default",
+        "pis-servers",
+        "infusion-pumps",
+    );
+    check(
+        &mut dp,
+        &p2,
+        "pump flow continues",
+        &open,
+        false,
+        "denied_rule",
+        "infusion-pumps",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p2,
+        "reply on a flow still allowed",
+        &reply_of(&ws).unwrap(),
+        true,
+        "reply",
+        "pis-servers",
+        "clinical-workstations",
+    );
+}
+
+#[test]
+fn fragments_deny_drops_every_fragment() {
+    if !require_root() {
+        return;
+    }
+    let text = std::fs::read_to_string(policy_path())
+        .unwrap()
+        .replace(r#""fragments": "track""#, r#""fragments": "deny""#);
+    let p = Policy::from_str(&text, "f.json".as_ref()).unwrap();
+    let mut dp = load(&p, MapSizes::default());
+    let first = eth(
+        mac(PIS),
+        mac(PUMP1),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.10.0.11"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(1, 2575, TCP_SYN),
+            Frag {
+                offset: 0,
+                more: true,
+                id: 5,
+            },
+            0,
+        ),
+    );
+    check(
+        &mut dp,
+        &p,
+        "first fragment",
+        &first,
+        false,
+        "fragment_untracked",
+        "infusion-pumps",
+        "pis-servers",
+    );
+    let v6frag = eth(
+        mac(PIS),
+        mac(MON1),
+        &[],
+        ETH_IPV6,
+        &ipv6(
+            v6("fd00:20::21"),
+            v6("fd00:50::10"),
+            &[Ext::Fragment(Frag {
+                offset: 0,
+                more: true,
+                id: 9,
+            })],
+            6,
+            &tcp(1, 2575, TCP_SYN),
+        ),
+    );
+    check(
+        &mut dp,
+        &p,
+        "IPv6 first fragment",
+        &v6frag,
+        false,
+        "fragment_untracked",
+        "patient-monitors",
+        "pis-servers",
+    );
+}
+
+#[test]
+fn ipv6_fragments_in_and_out_of_order() {
+    if !require_root() {
+        return;
+    }
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let f = |off, more, payload: &[u8]| {
+        eth(
+            mac(PIS),
+            mac(MON1),
+            &[],
+            ETH_IPV6,
+            &ipv6(
+                v6("fd00:20::21"),
+                v6("fd00:50::10"),
+                &[
+                    Ext::HopByHop,
+                    Ext::Fragment(Frag {
+                        offset: off,
+                        more,
+                        id: 0xabcdef,
+                    }),
+                ],
+                6,
+                payload,
+            ),
+        )
+    };
+    check(
+        &mut dp,
+        &p,
+        "later first",
+        &f(4, false, &[0u8; 16]),
+        false,
+        "fragment_untracked",
+        "patient-monitors",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p,
+        "first",
+        &f(0, true, &tcp(1, 2575, TCP_SYN)),
+        true,
+        "allowed",
+        "patient-monitors",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p,
+        "last",
+        &f(4, false, &[0u8; 16]),
+        true,
+        "allowed",
+        "patient-monitors",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p,
+        "after the last, the datagram is closed",
+        &f(2, true, &[0u8; 16]),
+        false,
+        "fragment_untracked",
+        "patient-monitors",
+        "pis-servers",
+    );
+}
+
+#[test]
+fn full_map_fails_open_only_for_life_critical() {
+    if !require_root() {
+        return;
+    }
+    let p = care_unit();
+    let mut dp = load(
+        &p,
+        MapSizes {
+            fragments: 1,
+            ..MapSizes::default()
+        },
+    );
+    let frag = |src_mac, vlans: &[u16], src, id| {
+        eth(
+            mac(PIS),
+            mac(src_mac),
+            vlans,
+            ETH_IP,
+            &ipv4(
+                v4(src),
+                v4("10.50.0.10"),
+                6,
+                &tcp(1, if src_mac == WS { 443 } else { 2575 }, TCP_SYN),
+                Frag {
+                    offset: 0,
+                    more: true,
+                    id,
+                },
+                0,
+            ),
+        )
+    };
+    check(
+        &mut dp,
+        &p,
+        "fills the one-entry fragment map",
+        &frag(PUMP1, &[], "10.10.0.11", 1),
+        true,
+        "allowed",
+        "infusion-pumps",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p,
+        "workstation: fails closed",
+        &frag(WS, &[130], "10.30.0.31", 2),
+        false,
+        "internal_fault",
+        "clinical-workstations",
+        "pis-servers",
+    );
+    check(
+        &mut dp,
+        &p,
+        "pump (life-critical): fails open",
+        &frag(PUMP2, &[], "10.10.0.12", 3),
+        true,
+        "allowed",
+        "infusion-pumps",
+        "pis-servers",
+    );
+}
+
+#[test]
+fn counters_count_every_verdict_by_pair_and_reason() {
+    if !require_root() {
+        return;
+    }
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let frames = scenario();
+    let mut expected = std::collections::BTreeMap::<(String, String, &str), (u64, u64)>::new();
+    for c in &frames {
+        let o = dp.run(&c.frame).unwrap();
+        if c.frame.len() >= 14 {
+            let e = expected
+                .entry((
+                    p.segment_name(o.src).to_owned(),
+                    p.segment_name(o.dst).to_owned(),
+                    reason_name(o.reason).unwrap(),
+                ))
+                .or_default();
+            e.0 += 1;
+            e.1 += c.frame.len() as u64;
+        }
+    }
+    let got: std::collections::BTreeMap<_, _> = dp
+        .counters()
+        .into_iter()
+        .map(|(k, v)| {
+            (
+                (
+                    p.segment_name(k.src).to_owned(),
+                    p.segment_name(k.dst).to_owned(),
+                    reason_name(k.reason).unwrap(),
+                ),
+                (v.packets, v.bytes),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(reason_code("reply").map(|c| c as usize), Some(1));
+}
