@@ -190,7 +190,7 @@ impl Datapath {
 
     fn check_capacity(&self, c: &Compiled, slot: usize) -> Result<()> {
         let other = self.slots[1 - slot].as_ref();
-        let count = |f: &dyn Fn(&Compiled) -> usize| f(c) + other.map_or(0, |o| f(o));
+        let count = |f: &dyn Fn(&Compiled) -> usize| f(c) + other.map_or(0, f);
         let checks: [(&'static str, usize, u32); 6] = [
             (MAP_DEV_MAC, count(&|x| x.dev_mac.len()), self.sizes.devices),
             (MAP_DEV_V4, count(&|x| x.dev_v4.len()), self.sizes.devices),

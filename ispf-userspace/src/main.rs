@@ -48,6 +48,13 @@ enum Command {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        // A reader that stops early (`ispf replay | head`) is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("ispf: {e:#}");
             ExitCode::FAILURE
@@ -120,8 +127,8 @@ fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
     if !json {
         writeln!(
             out,
-            "{:>6}  {:<7} {:<18} {:<24} {:<24} {}",
-            "frame", "verdict", "reason", "from", "to", "rule"
+            "{:>6}  {:<7} {:<18} {:<24} {:<24} rule",
+            "frame", "verdict", "reason", "from", "to"
         )?;
     }
     for (i, frame) in frames.iter().enumerate() {
@@ -144,7 +151,15 @@ fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
             });
             writeln!(out, "{line}")?;
         } else {
-            let rule = o.rule.map(|r| format!("rules[{r}]")).unwrap_or_default();
+            let rule = o
+                .rule
+                .map(
+                    |r| match p.doc.rules.get(r as usize).and_then(|r| r.id.as_deref()) {
+                        Some(id) => format!("rules[{r}] ({id})"),
+                        None => format!("rules[{r}]"),
+                    },
+                )
+                .unwrap_or_default();
             writeln!(
                 out,
                 "{:>6}  {:<7} {:<18} {:<24} {:<24} {}",

@@ -33,7 +33,7 @@ fn valid_policy_is_summarised() {
     assert!(out.contains("valid"), "{out}");
     assert!(out.contains("segments: 7"), "{out}");
     assert!(out.contains("devices:  6"), "{out}");
-    assert!(out.contains("rules:    7"), "{out}");
+    assert!(out.contains("rules:    8"), "{out}");
 }
 
 #[test]
@@ -82,8 +82,8 @@ fn conflicting_rules_are_reported_with_both_paths() {
     let f = write("conflict.json", &text);
     let (ok, _, err) = ispf(&["check", f.to_str().unwrap()]);
     assert!(!ok);
-    assert!(err.contains("rules[7]: conflicts with rules[6]"), "{err}");
-    assert!(err.contains("rules[9]: conflicts with rules[8]"), "{err}");
+    assert!(err.contains("rules[8]: conflicts with rules[7]"), "{err}");
+    assert!(err.contains("rules[10]: conflicts with rules[9]"), "{err}");
     assert!(
         !err.contains("rules[10]"),
         "a different protocol does not overlap: {err}"

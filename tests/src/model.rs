@@ -266,11 +266,13 @@ pub struct Model {
     doc: PolicyDoc,
     epoch: u32,
     flows: HashMap<FlowKey, Flow>,
-    fragments: HashMap<
-        (bool, std::net::IpAddr, std::net::IpAddr, u32, u8),
-        (bool, &'static str, Option<usize>),
-    >,
+    fragments: HashMap<FragmentKey, Judged>,
 }
+
+/// IPv6?, source, destination, identification, protocol.
+type FragmentKey = (bool, std::net::IpAddr, std::net::IpAddr, u32, u8);
+/// Pass?, reason, deciding rule.
+type Judged = (bool, &'static str, Option<usize>);
 
 const WORLD: &str = "world";
 

@@ -17,6 +17,10 @@ fn care_unit() -> Policy {
     Policy::from_file(&policy_path()).expect("example policy is valid")
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one argument per column of a test-case row"
+)]
 fn check(
     dp: &mut Datapath,
     p: &Policy,

@@ -77,9 +77,7 @@ impl PortClasses {
                 for &(lo, hi) in ports {
                     bounds.push(lo as u32);
                     bounds.push(hi as u32 + 1);
-                    for p in lo as usize..=hi as usize {
-                        covered[p] = true;
-                    }
+                    covered[lo as usize..=hi as usize].fill(true);
                 }
             }
             bounds.push(65536);

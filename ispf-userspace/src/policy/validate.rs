@@ -407,7 +407,9 @@ fn overlap(a: &Rule, b: &Rule) -> bool {
 }
 
 fn check_conflicts(rules: &[Rule], doc: &PolicyDoc, pr: &mut Problems) {
-    let mut groups: HashMap<(Option<u16>, Option<u16>, (u8, u8)), Vec<&Rule>> = HashMap::new();
+    // Rules can only conflict with rules of the same pair and specificity.
+    type Group = (Option<u16>, Option<u16>, (u8, u8));
+    let mut groups: HashMap<Group, Vec<&Rule>> = HashMap::new();
     for r in rules {
         groups
             .entry((r.from, r.to, specificity(r)))
