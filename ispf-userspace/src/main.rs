@@ -110,6 +110,16 @@ fn check(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One `--json` line; field order as documented.
+#[derive(serde::Serialize)]
+struct ReplayLine<'a> {
+    packet: usize,
+    verdict: &'a str,
+    reason: &'a str,
+    src_segment: &'a str,
+    dst_segment: &'a str,
+}
+
 fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
     let p = match Policy::from_file(policy_file) {
         Ok(p) => p,
@@ -145,11 +155,14 @@ fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
             t.1 += 1
         }
         if json {
-            let line = serde_json::json!({
-                "packet": i + 1, "verdict": verdict, "reason": reason,
-                "src_segment": src, "dst_segment": dst,
-            });
-            writeln!(out, "{line}")?;
+            let line = ReplayLine {
+                packet: i + 1,
+                verdict,
+                reason,
+                src_segment: src,
+                dst_segment: dst,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
         } else {
             let rule = o
                 .rule
