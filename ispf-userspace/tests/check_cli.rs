@@ -85,7 +85,7 @@ fn conflicting_rules_are_reported_with_both_paths() {
     assert!(err.contains("rules[8]: conflicts with rules[7]"), "{err}");
     assert!(err.contains("rules[10]: conflicts with rules[9]"), "{err}");
     assert!(
-        !err.contains("rules[10]"),
+        !err.contains("rules[11]"),
         "a different protocol does not overlap: {err}"
     );
     assert!(err.contains("2 problems"), "{err}");
