@@ -11,7 +11,8 @@ use ispf_ebpf::{
     flow::{ct_expired, ct_key, tracking, Tracking, TCP_FIN, TCP_RST},
 };
 
-use crate::{maps::ISPF_CONNTRACK, parse::Packet, policy};
+use crate::{maps::ISPF_CONNTRACK, policy};
+use ispf_ebpf::parse::Packet;
 
 pub struct Flow {
     pub src: u16,

@@ -6,7 +6,8 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use ispf_common::{FragKey, FragVal, Settings, REASON_FRAGMENT_UNTRACKED};
 use ispf_ebpf::decide::Judgement;
 
-use crate::{maps::ISPF_FRAGMENTS, parse::Packet};
+use crate::maps::ISPF_FRAGMENTS;
+use ispf_ebpf::parse::Packet;
 
 #[inline(always)]
 fn fill(k: &mut FragKey, pkt: &Packet) {

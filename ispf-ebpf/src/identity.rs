@@ -8,12 +8,10 @@ use ispf_common::{
     NO_SEGMENT, VLAN_SLOTS,
 };
 
-use crate::{
-    maps::{
-        ISPF_DEV_MAC, ISPF_DEV_V4, ISPF_DEV_V6, ISPF_ROUTERS, ISPF_SUBNET_V4, ISPF_SUBNET_V6,
-        ISPF_VLAN,
-    },
-    parse::Packet,
+use ispf_ebpf::parse::Packet;
+
+use crate::maps::{
+    ISPF_DEV_MAC, ISPF_DEV_V4, ISPF_DEV_V6, ISPF_ROUTERS, ISPF_SUBNET_V4, ISPF_SUBNET_V6, ISPF_VLAN,
 };
 
 /// The source could not be identified because it borrows another device's

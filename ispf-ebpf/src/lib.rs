@@ -5,3 +5,4 @@
 
 pub mod decide;
 pub mod flow;
+pub mod parse;

@@ -15,8 +15,6 @@ mod identity;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
-mod parse;
-#[cfg(target_arch = "bpf")]
 mod policy;
 
 #[cfg(target_arch = "bpf")]
@@ -32,9 +30,39 @@ mod program {
         conntrack::{self, Flow},
         counters, fragments, identity,
         maps::{ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
-        parse::{self, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_OTHER},
         policy::segment_flags,
     };
+    use ispf_ebpf::parse::{
+        self, Frame, Malformed, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_OTHER, MAX_OFF,
+    };
+
+    /// The packet as XDP hands it over: `[data, data_end)`.
+    struct XdpFrame {
+        start: usize,
+        end: usize,
+    }
+
+    impl Frame for XdpFrame {
+        #[inline(always)]
+        fn size(&self) -> usize {
+            self.end - self.start
+        }
+
+        #[inline(always)]
+        fn bytes<const N: usize>(&self, off: usize) -> Result<&[u8; N], Malformed> {
+            if off > MAX_OFF {
+                return Err(Malformed);
+            }
+            let p = self.start + off;
+            if p + N > self.end {
+                return Err(Malformed);
+            }
+            // SAFETY: [p, p+N) lies inside the packet (checked above, in the
+            // form the verifier tracks), and a byte array has alignment 1.
+            // Reading in place keeps headers off the 512-byte BPF stack.
+            Ok(unsafe { &*(p as *const [u8; N]) })
+        }
+    }
 
     #[xdp]
     pub fn ispf(ctx: XdpContext) -> u32 {
@@ -60,7 +88,11 @@ mod program {
         };
         // SAFETY: this CPU's own slot; XDP does not nest on a CPU.
         let scratch = unsafe { &mut *scratch };
-        if parse::parse(ctx, &mut scratch.pkt).is_err() {
+        let frame = XdpFrame {
+            start: ctx.data(),
+            end: ctx.data_end(),
+        };
+        if parse::parse(&frame, &mut scratch.pkt).is_err() {
             return (NO_SEGMENT, NO_SEGMENT, Judgement::drop(REASON_MALFORMED));
         }
         let pkt = &scratch.pkt;

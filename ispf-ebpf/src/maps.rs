@@ -57,4 +57,11 @@ pub static ISPF_LAST: PerCpuArray<LastVerdict> = PerCpuArray::with_max_entries(1
 /// do not fit the 512-byte BPF stack together. XDP does not nest on a CPU, so
 /// one slot per CPU is enough.
 #[map]
-pub static ISPF_SCRATCH: PerCpuArray<crate::parse::Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static ISPF_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+pub struct Scratch {
+    pub pkt: ispf_ebpf::parse::Packet,
+    pub ct: CtKey,
+    pub frag: FragKey,
+}

@@ -3,15 +3,44 @@
 //! TCP/UDP/SCTP/ICMP/ICMPv6 header fields policy needs.
 //!
 //! Every read is bounds-checked against the frame end; anything the frame
-//! announces but does not contain is `Err(Malformed)`.
+//! announces but does not contain is `Err(Malformed)`. The parser is generic
+//! over [`Frame`], so the same code runs on XDP packet memory in the kernel
+//! and on byte slices in host unit tests.
 
-use aya_ebpf::programs::XdpContext;
 use ispf_common::{
     FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
 };
-use ispf_ebpf::flow::{is_dhcp, is_neighbour_discovery};
 
+use crate::flow::{is_dhcp, is_neighbour_discovery};
+
+#[derive(Debug, PartialEq, Eq)]
 pub struct Malformed;
+
+/// Bounds-checked access to a frame's bytes.
+pub trait Frame {
+    /// Length of the frame in bytes.
+    fn size(&self) -> usize;
+    /// `N` bytes at `off`, or malformed if the frame is shorter.
+    fn bytes<const N: usize>(&self, off: usize) -> Result<&[u8; N], Malformed>;
+}
+
+/// A frame in a byte slice (host tests, tools).
+pub struct SliceFrame<'a>(pub &'a [u8]);
+
+impl Frame for SliceFrame<'_> {
+    fn size(&self) -> usize {
+        self.0.len()
+    }
+    fn bytes<const N: usize>(&self, off: usize) -> Result<&[u8; N], Malformed> {
+        if off > MAX_OFF {
+            return Err(Malformed);
+        }
+        self.0
+            .get(off..off + N)
+            .and_then(|s| s.try_into().ok())
+            .ok_or(Malformed)
+    }
+}
 
 /// What kind of frame this is, for the decision.
 pub const KIND_IP: u8 = 0;
@@ -38,16 +67,10 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 /// Largest offset we ever read at; keeps offsets provably bounded for the
 /// verifier (frames are at most a page).
-const MAX_OFF: usize = 4096;
+pub const MAX_OFF: usize = 4096;
 
 #[repr(C)]
-pub struct Scratch {
-    pub pkt: Packet,
-    pub ct: ispf_common::CtKey,
-    pub frag: ispf_common::FragKey,
-}
-
-#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Packet {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
@@ -67,36 +90,9 @@ pub struct Packet {
     pub frag_id: u32,
 }
 
-struct Cursor {
-    start: usize,
-    end: usize,
-}
-
-impl Cursor {
-    /// `N` bytes at `off`, or malformed if the frame is shorter.
-    #[inline(always)]
-    fn bytes<const N: usize>(&self, off: usize) -> Result<&[u8; N], Malformed> {
-        if off > MAX_OFF {
-            return Err(Malformed);
-        }
-        let p = self.start + off;
-        if p + N > self.end {
-            return Err(Malformed);
-        }
-        // SAFETY: [p, p+N) was checked to lie inside the frame above, and a
-        // byte array has alignment 1. Reading in place keeps headers off the
-        // 512-byte BPF stack.
-        Ok(unsafe { &*(p as *const [u8; N]) })
-    }
-}
-
 #[inline(always)]
-pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Malformed> {
-    let c = Cursor {
-        start: ctx.data(),
-        end: ctx.data_end(),
-    };
-    let frame_len = c.end - c.start;
+pub fn parse<F: Frame>(c: &F, pkt: &mut Packet) -> Result<(), Malformed> {
+    let frame_len = c.size();
     let eth = c.bytes::<14>(0)?;
     pkt.dst_mac.copy_from_slice(&eth[0..6]);
     pkt.src_mac.copy_from_slice(&eth[6..12]);
@@ -129,8 +125,8 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Malformed> {
     }
 
     match ethertype {
-        ETH_P_IP => parse_ipv4(&c, off, frame_len, pkt)?,
-        ETH_P_IPV6 => parse_ipv6(&c, off, frame_len, pkt)?,
+        ETH_P_IP => parse_ipv4(c, off, frame_len, pkt)?,
+        ETH_P_IPV6 => parse_ipv6(c, off, frame_len, pkt)?,
         ETH_P_ARP => {
             // Ethernet/IPv4 ARP is 28 bytes.
             c.bytes::<28>(off)?;
@@ -150,7 +146,12 @@ pub fn parse(ctx: &XdpContext, pkt: &mut Packet) -> Result<(), Malformed> {
 }
 
 #[inline(always)]
-fn parse_ipv4(c: &Cursor, l3: usize, frame_len: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+fn parse_ipv4<F: Frame>(
+    c: &F,
+    l3: usize,
+    frame_len: usize,
+    pkt: &mut Packet,
+) -> Result<(), Malformed> {
     let h = c.bytes::<20>(l3)?;
     if h[0] >> 4 != 4 {
         return Err(Malformed);
@@ -177,7 +178,12 @@ fn parse_ipv4(c: &Cursor, l3: usize, frame_len: usize, pkt: &mut Packet) -> Resu
 }
 
 #[inline(always)]
-fn parse_ipv6(c: &Cursor, l3: usize, frame_len: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+fn parse_ipv6<F: Frame>(
+    c: &F,
+    l3: usize,
+    frame_len: usize,
+    pkt: &mut Packet,
+) -> Result<(), Malformed> {
     let h = c.bytes::<40>(l3)?;
     if h[0] >> 4 != 6 {
         return Err(Malformed);
@@ -248,7 +254,7 @@ fn set_fragment(pkt: &mut Packet, offset: u16, more: bool) {
 }
 
 #[inline(always)]
-fn parse_l4(c: &Cursor, off: usize, ip_end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+fn parse_l4<F: Frame>(c: &F, off: usize, ip_end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
     let need = match pkt.proto {
         IPPROTO_TCP => 20,
         IPPROTO_UDP => 8,
@@ -296,4 +302,208 @@ fn parse_l4(c: &Cursor, off: usize, ip_end: usize, pkt: &mut Packet) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use etherparse::PacketBuilder;
+
+    use super::*;
+
+    const SRC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+    const DST: [u8; 6] = [2, 0, 0, 0, 0, 2];
+
+    fn parse_bytes(b: &[u8]) -> Result<Packet, Malformed> {
+        let mut p = Packet::default();
+        parse(&SliceFrame(b), &mut p).map(|()| p)
+    }
+
+    fn tcp4(vlans: &[u16], sport: u16, dport: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        let b = PacketBuilder::ethernet2(SRC, DST);
+        let payload = [0u8; 4];
+        match vlans {
+            [] => b
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(sport, dport, 1, 1000)
+                .syn()
+                .write(&mut out, &payload),
+            [v] => b
+                .single_vlan((*v).try_into().unwrap())
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(sport, dport, 1, 1000)
+                .syn()
+                .write(&mut out, &payload),
+            [o, i] => b
+                .double_vlan((*o).try_into().unwrap(), (*i).try_into().unwrap())
+                .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                .tcp(sport, dport, 1, 1000)
+                .syn()
+                .write(&mut out, &payload),
+            _ => unreachable!(),
+        }
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn ipv4_tcp_fields() {
+        let p = parse_bytes(&tcp4(&[], 40000, 2575)).unwrap();
+        assert_eq!(
+            (p.kind, p.family, p.proto),
+            (KIND_IP, FAMILY_V4, IPPROTO_TCP)
+        );
+        assert_eq!((p.src_mac, p.dst_mac), (SRC, DST));
+        assert_eq!(&p.src_ip[..4], &[10, 0, 0, 1]);
+        assert_eq!(&p.dst_ip[..4], &[10, 0, 0, 2]);
+        assert_eq!(
+            (u16::from_be_bytes(p.sport), u16::from_be_bytes(p.dport)),
+            (40000, 2575)
+        );
+        assert_eq!(p.tcp_flags & 0x02, 0x02);
+        assert_eq!((p.vlan, p.frag), (0, FRAG_NONE));
+    }
+
+    #[test]
+    fn vlan_and_qinq_take_the_inner_tag() {
+        assert_eq!(parse_bytes(&tcp4(&[130], 1, 2)).unwrap().vlan, 130);
+        let qinq = tcp4(&[300, 140], 1, 2);
+        assert_eq!(&qinq[12..14], &[0x88, 0xa8]);
+        assert_eq!(parse_bytes(&qinq).unwrap().vlan, 140);
+        // A third tag: splice another 802.1Q header after the two.
+        let mut three = qinq.clone();
+        three.splice(20..20, [0x81, 0x00, 0x00, 0x0a]);
+        assert_eq!(parse_bytes(&three), Err(Malformed));
+    }
+
+    #[test]
+    fn ipv4_header_lengths() {
+        let good = tcp4(&[], 1, 2);
+        let mut bad_ihl = good.clone();
+        bad_ihl[14] = 0x44;
+        assert_eq!(parse_bytes(&bad_ihl), Err(Malformed));
+        let mut long_total = good.clone();
+        long_total[16..18].copy_from_slice(&1000u16.to_be_bytes());
+        assert_eq!(parse_bytes(&long_total), Err(Malformed));
+        let mut v6_in_v4 = good.clone();
+        v6_in_v4[14] = 0x65;
+        assert_eq!(parse_bytes(&v6_in_v4), Err(Malformed));
+        // Truncated TCP header (IP total length shrunk to 12 bytes of TCP).
+        let mut short = good.clone();
+        short[16..18].copy_from_slice(&32u16.to_be_bytes());
+        assert_eq!(parse_bytes(&short), Err(Malformed));
+        // Ethernet padding after the IP datagram is fine.
+        let mut padded = good;
+        padded.extend_from_slice(&[0u8; 20]);
+        assert!(parse_bytes(&padded).is_ok());
+        assert_eq!(parse_bytes(&[0u8; 13]), Err(Malformed));
+    }
+
+    #[test]
+    fn ipv4_fragments() {
+        let mut f = tcp4(&[], 1, 2);
+        f[20..22].copy_from_slice(&0x2000u16.to_be_bytes()); // MF, offset 0
+        let p = parse_bytes(&f).unwrap();
+        assert_eq!((p.frag, p.more_frags), (FRAG_FIRST, 1));
+        f[20..22].copy_from_slice(&0x0003u16.to_be_bytes()); // offset 3, last
+        let p = parse_bytes(&f).unwrap();
+        assert_eq!(
+            (p.frag, p.more_frags, u16::from_be_bytes(p.dport)),
+            (FRAG_LATER, 0, 0)
+        );
+    }
+
+    fn ipv6(exts: &[u8], proto: u8, l4: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (i, e) in exts.iter().enumerate() {
+            let next = exts.get(i + 1).copied().unwrap_or(proto);
+            match e {
+                44 => body.extend_from_slice(&[next, 0, 0, 1, 0, 0, 0, 9]),
+                51 => body.extend_from_slice(&[next, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+                _ => body.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]),
+            }
+        }
+        body.extend_from_slice(l4);
+        let mut f = Vec::new();
+        f.extend_from_slice(&DST);
+        f.extend_from_slice(&SRC);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        f.push(exts.first().copied().unwrap_or(proto));
+        f.push(64);
+        f.extend_from_slice(&[0xfd; 16]);
+        f.extend_from_slice(&[0xfe; 16]);
+        f.extend_from_slice(&body);
+        f
+    }
+
+    #[test]
+    fn ipv6_extension_walk() {
+        let udp = [0x30, 0x39, 0x00, 0x7b, 0, 8, 0, 0];
+        let p = parse_bytes(&ipv6(&[0, 60, 43, 51], IPPROTO_UDP, &udp)).unwrap();
+        assert_eq!(
+            (p.family, p.proto, u16::from_be_bytes(p.dport)),
+            (FAMILY_V6, IPPROTO_UDP, 123)
+        );
+        assert!(parse_bytes(&ipv6(&[0, 60, 43, 51, 60, 43], IPPROTO_UDP, &udp)).is_ok());
+        assert_eq!(
+            parse_bytes(&ipv6(&[0, 60, 43, 51, 60, 43, 60], IPPROTO_UDP, &udp)),
+            Err(Malformed)
+        );
+        let first = parse_bytes(&ipv6(&[0, 44], IPPROTO_UDP, &udp)).unwrap();
+        assert_eq!(
+            (first.frag, first.frag_id, first.proto),
+            (FRAG_FIRST, 9, IPPROTO_UDP)
+        );
+        let mut later = ipv6(&[44], IPPROTO_UDP, &[0u8; 8]);
+        later[54 + 3] = 0x10; // offset 2, last
+        let p = parse_bytes(&later).unwrap();
+        assert_eq!((p.frag, p.proto), (FRAG_LATER, IPPROTO_UDP));
+        // An extension header that runs past the payload.
+        let mut cut = ipv6(&[0], IPPROTO_UDP, &udp);
+        cut[54 + 1] = 9;
+        assert_eq!(parse_bytes(&cut), Err(Malformed));
+    }
+
+    #[test]
+    fn infrastructure_frames() {
+        let nd = parse_bytes(&ipv6(&[], IPPROTO_ICMPV6, &[135, 0, 0, 0, 0, 0, 0, 0])).unwrap();
+        assert_eq!(nd.kind, KIND_INFRA);
+        let echo = parse_bytes(&ipv6(&[], IPPROTO_ICMPV6, &[128, 0, 0, 0, 0, 7, 0, 1])).unwrap();
+        assert_eq!(
+            (echo.kind, echo.icmp_type, u16::from_be_bytes(echo.sport)),
+            (KIND_IP, 128, 7)
+        );
+        let dhcp6 = parse_bytes(&ipv6(&[], IPPROTO_UDP, &[2, 34, 2, 35, 0, 8, 0, 0])).unwrap();
+        assert_eq!(dhcp6.kind, KIND_INFRA);
+        let mut dhcp = Vec::new();
+        PacketBuilder::ethernet2(SRC, [0xff; 6])
+            .ipv4([0; 4], [255; 4], 64)
+            .udp(68, 67)
+            .write(&mut dhcp, &[0u8; 8])
+            .unwrap();
+        assert_eq!(parse_bytes(&dhcp).unwrap().kind, KIND_INFRA);
+        let mut arp = vec![0xff; 6];
+        arp.extend_from_slice(&SRC);
+        arp.extend_from_slice(&[0x08, 0x06]);
+        assert_eq!(
+            parse_bytes(&[&arp[..], &[0u8; 27]].concat()),
+            Err(Malformed)
+        );
+        assert_eq!(
+            parse_bytes(&[&arp[..], &[0u8; 28]].concat()).unwrap().kind,
+            KIND_INFRA
+        );
+        let mut stp = vec![0x01, 0x80, 0xc2, 0, 0, 0];
+        stp.extend_from_slice(&SRC);
+        stp.extend_from_slice(&[0, 38, 0x42, 0x42, 0x03]);
+        assert_eq!(parse_bytes(&stp).unwrap().kind, KIND_INFRA);
+        let mut lldp = vec![0x01, 0x80, 0xc2, 0, 0, 0x0e];
+        lldp.extend_from_slice(&SRC);
+        lldp.extend_from_slice(&[0x88, 0xcc, 0, 0]);
+        assert_eq!(parse_bytes(&lldp).unwrap().kind, KIND_INFRA);
+        let mut other = lldp.clone();
+        other[12..14].copy_from_slice(&[0x88, 0xb5]);
+        assert_eq!(parse_bytes(&other).unwrap().kind, KIND_OTHER);
+    }
 }

@@ -141,6 +141,16 @@ fn cargo(args: &[&str]) -> Command {
 }
 
 fn test(cases: Option<u64>) -> Result<()> {
+    // Style gates first: they are quick and fail with a precise message.
+    run(&mut cargo(&["fmt", "--all", "--", "--check"]))?;
+    run(&mut cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // Tier 1: host unit tests (shared types, pure datapath logic, compiler).
     run(&mut cargo(&[
         "test",
