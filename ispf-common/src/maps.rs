@@ -238,7 +238,9 @@ pub struct CounterKey {
     pub src: u16,
     pub dst: u16,
     pub reason: u8,
-    pub _pad: [u8; 3],
+    /// `VERDICT_PASS` or `VERDICT_DROP` (`infrastructure` can be either).
+    pub verdict: u8,
+    pub _pad: [u8; 2],
 }
 
 #[repr(C)]
@@ -258,7 +260,9 @@ pub struct LastVerdict {
     pub dst: u16,
     pub verdict: u8,
     pub reason: u8,
-    pub _pad: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Policy epoch the packet was judged under.
+    pub epoch: u32,
 }
 
 #[cfg(feature = "user")]

@@ -7,12 +7,13 @@ use ispf_ebpf::decide::Judgement;
 use crate::maps::{ISPF_COUNTERS, ISPF_LAST};
 
 #[inline(always)]
-pub fn record(src: u16, dst: u16, j: &Judgement, bytes: u64) {
+pub fn record(src: u16, dst: u16, j: &Judgement, bytes: u64, epoch: u32) {
     let key = CounterKey {
         src,
         dst,
         reason: j.reason,
-        _pad: [0; 3],
+        verdict: j.verdict,
+        _pad: [0; 2],
     };
     match ISPF_COUNTERS.get_ptr_mut(&key) {
         // SAFETY: per-CPU value, no other writer on this CPU.
@@ -34,6 +35,7 @@ pub fn record(src: u16, dst: u16, j: &Judgement, bytes: u64) {
             (*last).dst = dst;
             (*last).verdict = j.verdict;
             (*last).reason = j.reason;
+            (*last).epoch = epoch;
         }
     }
 }

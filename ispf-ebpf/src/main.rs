@@ -29,7 +29,7 @@ mod program {
     use crate::{
         conntrack::{self, Flow},
         counters, fragments, identity,
-        maps::{ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
+        maps::{Scratch, ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
         policy::segment_flags,
     };
     use ispf_ebpf::parse::{
@@ -67,8 +67,21 @@ mod program {
     #[xdp]
     pub fn ispf(ctx: XdpContext) -> u32 {
         let bytes = (ctx.data_end() - ctx.data()) as u64;
-        let (src, dst, j) = judge(&ctx);
-        counters::record(src, dst, &j, bytes);
+        let slot = (ISPF_ACTIVE.get(0).copied().unwrap_or(0) & 1) as u8;
+        let (settings, scratch) =
+            match (ISPF_SETTINGS.get(slot as u32), ISPF_SCRATCH.get_ptr_mut(0)) {
+                (Some(s), Some(scratch)) => (s, scratch),
+                // Unreachable (arrays are preallocated); fail closed all the same.
+                _ => {
+                    let j = Judgement::drop(REASON_INTERNAL_FAULT);
+                    counters::record(NO_SEGMENT, NO_SEGMENT, &j, bytes, 0);
+                    return xdp_action::XDP_DROP;
+                }
+            };
+        // SAFETY: this CPU's own slot; XDP does not nest on a CPU.
+        let scratch = unsafe { &mut *scratch };
+        let (src, dst, j) = judge(&ctx, slot, settings, scratch);
+        counters::record(src, dst, &j, bytes, settings.epoch);
         if j.is_pass() {
             xdp_action::XDP_PASS
         } else {
@@ -76,18 +89,15 @@ mod program {
         }
     }
 
-    /// The whole pipeline: `(source segment, destination segment, judgement)`.
+    /// The whole pipeline under one policy generation: `(source segment,
+    /// destination segment, judgement)`.
     #[inline(always)]
-    fn judge(ctx: &XdpContext) -> (u16, u16, Judgement) {
-        let Some(scratch) = ISPF_SCRATCH.get_ptr_mut(0) else {
-            return (
-                NO_SEGMENT,
-                NO_SEGMENT,
-                Judgement::drop(REASON_INTERNAL_FAULT),
-            );
-        };
-        // SAFETY: this CPU's own slot; XDP does not nest on a CPU.
-        let scratch = unsafe { &mut *scratch };
+    fn judge(
+        ctx: &XdpContext,
+        slot: u8,
+        s: &Settings,
+        scratch: &mut Scratch,
+    ) -> (u16, u16, Judgement) {
         let frame = XdpFrame {
             start: ctx.data(),
             end: ctx.data_end(),
@@ -96,16 +106,6 @@ mod program {
             return (NO_SEGMENT, NO_SEGMENT, Judgement::drop(REASON_MALFORMED));
         }
         let pkt = &scratch.pkt;
-        let slot = (ISPF_ACTIVE.get(0).copied().unwrap_or(0) & 1) as u8;
-        let Some(s) = ISPF_SETTINGS.get(slot as u32) else {
-            // Unreachable (arrays are preallocated); fail closed all the same.
-            return (
-                NO_SEGMENT,
-                NO_SEGMENT,
-                Judgement::drop(REASON_INTERNAL_FAULT),
-            );
-        };
-        let s: &Settings = s;
         let dst = identity::destination(slot, s, pkt);
 
         if pkt.kind == KIND_INFRA {

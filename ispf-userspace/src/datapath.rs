@@ -2,13 +2,14 @@
 //! inactive generation slot and flipping it, running frames through the
 //! program with BPF_PROG_TEST_RUN, and reading counters.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
+use aya_obj::programs::XdpAttachType;
 use ispf_common::*;
 
 use crate::policy::compile::Compiled;
@@ -34,6 +35,12 @@ pub enum DatapathError {
     },
     #[error("program: {0}")]
     Program(#[from] ProgramError),
+    /// bpffs refused a pin.
+    #[error("cannot pin {}: {message}; ispf pins under a bpffs mount (mount -t bpf bpf /sys/fs/bpf)", path.display())]
+    Pin {
+        path: std::path::PathBuf,
+        message: String,
+    },
     /// The compiled policy needs more entries than a map holds.
     #[error("policy does not fit: map {name} would need {needed} entries but holds {capacity}; reduce the policy or raise the map size")]
     Capacity {
@@ -74,10 +81,28 @@ pub struct Outcome {
     pub src: u16,
     pub dst: u16,
     pub rule: Option<u32>,
+    /// Policy epoch the frame was judged under.
+    pub epoch: u32,
+}
+
+/// Where the program came from: loaded by this process, or reopened from a
+/// bpffs pin left by an earlier controller.
+enum ProgramHandle {
+    Owned(Ebpf),
+    Pinned(Box<Xdp>),
+}
+
+/// What a generation slot holds, so it can be cleared before reuse.
+#[derive(Clone)]
+enum Slot {
+    Empty,
+    Holds(Box<Compiled>),
+    /// Adopted from pins: contents unknown, cleared by scanning the maps.
+    Unknown,
 }
 
 pub struct Datapath {
-    ebpf: Ebpf,
+    program: ProgramHandle,
     sizes: MapSizes,
     active: Array<MapData, u32>,
     settings: Array<MapData, Settings>,
@@ -96,28 +121,103 @@ pub struct Datapath {
     counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
     last: PerCpuArray<MapData, LastVerdict>,
     last_seq: Vec<u64>,
-    /// What each generation slot holds, so it can be cleared before reuse.
-    slots: [Option<Compiled>; 2],
+    slots: [Slot; 2],
     epoch: u32,
+}
+
+/// Every map, in the order they are pinned.
+pub const MAP_NAMES: [&str; 16] = [
+    MAP_ACTIVE,
+    MAP_SETTINGS,
+    MAP_SEGMENTS,
+    MAP_DEV_MAC,
+    MAP_DEV_V4,
+    MAP_DEV_V6,
+    MAP_SUBNET_V4,
+    MAP_SUBNET_V6,
+    MAP_VLAN,
+    MAP_ROUTERS,
+    MAP_PORT_CLASS,
+    MAP_POLICY,
+    MAP_CONNTRACK,
+    MAP_FRAGMENTS,
+    MAP_COUNTERS,
+    MAP_LAST,
+];
+
+macro_rules! take {
+    ($source:expr, $ty:ident, $name:expr) => {{
+        let map = $source($name)?;
+        $ty::try_from(map).map_err(map_err($name))?
+    }};
+}
+
+/// The typed maps, opened from a freshly loaded object or from pins.
+struct Maps {
+    active: Array<MapData, u32>,
+    settings: Array<MapData, Settings>,
+    segments: Array<MapData, SegmentInfo>,
+    dev_mac: HashMap<MapData, MacKey, DeviceVal>,
+    dev_v4: HashMap<MapData, V4Key, DeviceVal>,
+    dev_v6: HashMap<MapData, V6Key, DeviceVal>,
+    subnet_v4: LpmTrie<MapData, [u8; 5], u32>,
+    subnet_v6: LpmTrie<MapData, [u8; 17], u32>,
+    vlan: Array<MapData, u32>,
+    routers: HashMap<MapData, MacKey, u32>,
+    port_class: Array<MapData, u32>,
+    policy: HashMap<MapData, PolicyKey, PolicyVal>,
+    conntrack: HashMap<MapData, CtKey, CtVal>,
+    fragments: HashMap<MapData, FragKey, FragVal>,
+    counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
+    last: PerCpuArray<MapData, LastVerdict>,
+}
+
+impl Maps {
+    fn open(source: &mut dyn FnMut(&'static str) -> Result<aya::maps::Map>) -> Result<Self> {
+        Ok(Self {
+            active: take!(source, Array, MAP_ACTIVE),
+            settings: take!(source, Array, MAP_SETTINGS),
+            segments: take!(source, Array, MAP_SEGMENTS),
+            dev_mac: take!(source, HashMap, MAP_DEV_MAC),
+            dev_v4: take!(source, HashMap, MAP_DEV_V4),
+            dev_v6: take!(source, HashMap, MAP_DEV_V6),
+            subnet_v4: take!(source, LpmTrie, MAP_SUBNET_V4),
+            subnet_v6: take!(source, LpmTrie, MAP_SUBNET_V6),
+            vlan: take!(source, Array, MAP_VLAN),
+            routers: take!(source, HashMap, MAP_ROUTERS),
+            port_class: take!(source, Array, MAP_PORT_CLASS),
+            policy: take!(source, HashMap, MAP_POLICY),
+            conntrack: take!(source, HashMap, MAP_CONNTRACK),
+            fragments: take!(source, HashMap, MAP_FRAGMENTS),
+            counters: take!(source, PerCpuHashMap, MAP_COUNTERS),
+            last: take!(source, PerCpuArray, MAP_LAST),
+        })
+    }
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
 }
 
-macro_rules! take {
-    ($ebpf:expr, $ty:ident, $name:expr) => {{
-        let map = $ebpf.take_map($name).ok_or(DatapathError::Missing {
-            kind: "map",
-            name: $name,
-        })?;
-        $ty::try_from(map).map_err(map_err($name))?
-    }};
-}
-
 impl Datapath {
-    /// Loads and verifies the program (not attached anywhere).
+    /// Loads and verifies the program (not attached anywhere). Nothing is
+    /// pinned: the program and its maps live as long as this value.
     pub fn load(sizes: MapSizes) -> Result<Self> {
+        Self::load_inner(sizes, None)
+    }
+
+    /// Loads the program and pins it and every map under `dir` (on bpffs,
+    /// as `prog` and `maps/NAME`), so enforcement outlives this process and
+    /// a later controller can [`adopt`](Self::adopt) it.
+    pub fn load_pinned(sizes: MapSizes, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("maps")).map_err(|e| DatapathError::Pin {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::load_inner(sizes, Some(dir))
+    }
+
+    fn load_inner(sizes: MapSizes, pin_dir: Option<&Path>) -> Result<Self> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return Err(DatapathError::NotRoot);
@@ -139,48 +239,168 @@ impl Datapath {
             })?
             .try_into()?;
         prog.load()?;
+        let mut take_map = |name: &'static str| {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(DatapathError::Missing { kind: "map", name })?;
+            if let Some(dir) = pin_dir {
+                let path = dir.join("maps").join(name);
+                map.pin(&path).map_err(|e| DatapathError::Pin {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            Ok(map)
+        };
+        let maps = Maps::open(&mut take_map)?;
+        let mut dp = Self::assemble(
+            ProgramHandle::Owned(ebpf),
+            maps,
+            sizes,
+            [Slot::Empty, Slot::Empty],
+            0,
+        )?;
+        if let Some(dir) = pin_dir {
+            let path = dir.join("prog");
+            dp.program_mut()
+                .pin(&path)
+                .map_err(|e| DatapathError::Pin {
+                    path,
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(dp)
+    }
+
+    /// Reopens the program and maps an earlier controller pinned under
+    /// `dir`, keeping everything they hold: the enforced policy, its epoch,
+    /// connection state and counters.
+    pub fn adopt(dir: &Path) -> Result<Self> {
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(DatapathError::NotRoot);
+        }
+        let prog = Xdp::from_pin(dir.join("prog"), XdpAttachType::Interface)?;
+        let mut capacity = std::collections::HashMap::new();
+        let mut open = |name: &'static str| {
+            let data = MapData::from_pin(dir.join("maps").join(name)).map_err(map_err(name))?;
+            capacity.insert(name, data.info().map(|i| i.max_entries()).unwrap_or(0));
+            aya::maps::Map::from_map_data(data).map_err(map_err(name))
+        };
+        let maps = Maps::open(&mut open)?;
+        let sizes = MapSizes {
+            devices: capacity[MAP_DEV_MAC],
+            policy: capacity[MAP_POLICY],
+            conntrack: capacity[MAP_CONNTRACK],
+            fragments: capacity[MAP_FRAGMENTS],
+        };
+        let slot = maps.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
+        let epoch = maps
+            .settings
+            .get(&(slot as u32), 0)
+            .map_err(map_err(MAP_SETTINGS))?
+            .epoch;
+        Self::assemble(
+            ProgramHandle::Pinned(Box::new(prog)),
+            maps,
+            sizes,
+            [Slot::Unknown, Slot::Unknown],
+            epoch,
+        )
+    }
+
+    fn assemble(
+        program: ProgramHandle,
+        maps: Maps,
+        sizes: MapSizes,
+        slots: [Slot; 2],
+        epoch: u32,
+    ) -> Result<Self> {
         let ncpu = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Map {
             name: MAP_LAST,
             source: aya::maps::MapError::IoError(e),
         })?;
+        let Maps {
+            active,
+            settings,
+            segments,
+            dev_mac,
+            dev_v4,
+            dev_v6,
+            subnet_v4,
+            subnet_v6,
+            vlan,
+            routers,
+            port_class,
+            policy,
+            conntrack,
+            fragments,
+            counters,
+            last,
+        } = maps;
         Ok(Self {
-            active: take!(ebpf, Array, MAP_ACTIVE),
-            settings: take!(ebpf, Array, MAP_SETTINGS),
-            segments: take!(ebpf, Array, MAP_SEGMENTS),
-            dev_mac: take!(ebpf, HashMap, MAP_DEV_MAC),
-            dev_v4: take!(ebpf, HashMap, MAP_DEV_V4),
-            dev_v6: take!(ebpf, HashMap, MAP_DEV_V6),
-            subnet_v4: take!(ebpf, LpmTrie, MAP_SUBNET_V4),
-            subnet_v6: take!(ebpf, LpmTrie, MAP_SUBNET_V6),
-            vlan: take!(ebpf, Array, MAP_VLAN),
-            routers: take!(ebpf, HashMap, MAP_ROUTERS),
-            port_class: take!(ebpf, Array, MAP_PORT_CLASS),
-            policy: take!(ebpf, HashMap, MAP_POLICY),
-            conntrack: take!(ebpf, HashMap, MAP_CONNTRACK),
-            fragments: take!(ebpf, HashMap, MAP_FRAGMENTS),
-            counters: take!(ebpf, PerCpuHashMap, MAP_COUNTERS),
-            last: take!(ebpf, PerCpuArray, MAP_LAST),
-            last_seq: vec![0; ncpu],
-            ebpf,
+            program,
             sizes,
-            slots: [None, None],
-            epoch: 0,
+            active,
+            settings,
+            segments,
+            dev_mac,
+            dev_v4,
+            dev_v6,
+            subnet_v4,
+            subnet_v6,
+            vlan,
+            routers,
+            port_class,
+            policy,
+            conntrack,
+            fragments,
+            counters,
+            last,
+            last_seq: vec![0; ncpu],
+            slots,
+            epoch,
         })
     }
 
+    /// Entries in use and capacity of the maps that fill up.
+    /// `(map, entries in use, capacity)` for the maps that fill up. Both
+    /// generation slots count: during a reload both are full.
+    pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
+        let z = &self.sizes;
+        vec![
+            (MAP_DEV_MAC, self.dev_mac.keys().count(), z.devices),
+            (MAP_DEV_V4, self.dev_v4.keys().count(), z.devices),
+            (MAP_DEV_V6, self.dev_v6.keys().count(), z.devices),
+            (MAP_POLICY, self.policy.keys().count(), z.policy),
+            (MAP_CONNTRACK, self.conntrack.keys().count(), z.conntrack),
+            (MAP_FRAGMENTS, self.fragments.keys().count(), z.fragments),
+            (
+                MAP_COUNTERS,
+                self.counters.keys().count(),
+                DEFAULT_COUNTER_ENTRIES,
+            ),
+        ]
+    }
+
     pub fn program(&self) -> &Xdp {
-        // Checked to exist and be XDP in `load`.
-        self.ebpf
-            .program(PROGRAM_NAME)
-            .and_then(|p| <&Xdp>::try_from(p).ok())
-            .expect("program checked at load")
+        match &self.program {
+            // Checked to exist and be XDP in `load`.
+            ProgramHandle::Owned(ebpf) => ebpf
+                .program(PROGRAM_NAME)
+                .and_then(|p| <&Xdp>::try_from(p).ok())
+                .expect("program checked at load"),
+            ProgramHandle::Pinned(p) => p,
+        }
     }
 
     pub fn program_mut(&mut self) -> &mut Xdp {
-        self.ebpf
-            .program_mut(PROGRAM_NAME)
-            .and_then(|p| <&mut Xdp>::try_from(p).ok())
-            .expect("program checked at load")
+        match &mut self.program {
+            ProgramHandle::Owned(ebpf) => ebpf
+                .program_mut(PROGRAM_NAME)
+                .and_then(|p| <&mut Xdp>::try_from(p).ok())
+                .expect("program checked at load"),
+            ProgramHandle::Pinned(p) => p,
+        }
     }
 
     /// The policy epoch currently enforced (0 before the first apply).
@@ -189,7 +409,10 @@ impl Datapath {
     }
 
     fn check_capacity(&self, c: &Compiled, slot: usize) -> Result<()> {
-        let other = self.slots[1 - slot].as_ref();
+        let other = match &self.slots[1 - slot] {
+            Slot::Holds(c) => Some(c.as_ref()),
+            _ => None,
+        };
         let count = |f: &dyn Fn(&Compiled) -> usize| f(c) + other.map_or(0, f);
         let checks: [(&'static str, usize, u32); 6] = [
             (MAP_DEV_MAC, count(&|x| x.dev_mac.len()), self.sizes.devices),
@@ -234,15 +457,17 @@ impl Datapath {
         let active = self.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
         let slot = if self.epoch == 0 { active } else { 1 - active };
         self.check_capacity(c, slot)?;
-        if let Some(old) = self.slots[slot].take() {
-            self.clear_slot(&old, slot as u8)?;
+        match std::mem::replace(&mut self.slots[slot], Slot::Empty) {
+            Slot::Holds(old) => self.clear_slot(&old, slot as u8)?,
+            Slot::Unknown => self.clear_slot_by_scan(slot as u8)?,
+            Slot::Empty => {}
         }
         let epoch = self.epoch + 1;
         self.write_slot(c, slot as u8, epoch)?;
         self.active
             .set(0, slot as u32, 0)
             .map_err(map_err(MAP_ACTIVE))?;
-        self.slots[slot] = Some(c.clone());
+        self.slots[slot] = Slot::Holds(Box::new(c.clone()));
         self.epoch = epoch;
         Ok(epoch)
     }
@@ -398,6 +623,73 @@ impl Datapath {
         Ok(())
     }
 
+    /// Clears a slot whose contents this process did not write (after
+    /// adopting pins): every key carrying the slot, every array entry of it.
+    fn clear_slot_by_scan(&mut self, s: u8) -> Result<()> {
+        fn drop_keys<K: aya::Pod, V: aya::Pod>(
+            m: &mut HashMap<MapData, K, V>,
+            mine: impl Fn(&K) -> bool,
+        ) {
+            let keys: Vec<K> = m
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| mine(k))
+                .collect();
+            for k in keys {
+                let _ = m.remove(&k);
+            }
+        }
+        drop_keys(&mut self.dev_mac, |k| k.slot == s);
+        drop_keys(&mut self.dev_v4, |k| k.slot == s);
+        drop_keys(&mut self.dev_v6, |k| k.slot == s);
+        drop_keys(&mut self.routers, |k| k.slot == s);
+        drop_keys(&mut self.policy, |k| k.slot == s);
+        let v4: Vec<Key<[u8; 5]>> = self
+            .subnet_v4
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.data()[0] == s)
+            .collect();
+        for k in v4 {
+            let _ = self.subnet_v4.remove(&k);
+        }
+        let v6: Vec<Key<[u8; 17]>> = self
+            .subnet_v6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.data()[0] == s)
+            .collect();
+        for k in v6 {
+            let _ = self.subnet_v6.remove(&k);
+        }
+        for i in 0..MAX_SEGMENTS {
+            self.segments
+                .set(s as u32 * MAX_SEGMENTS + i, SegmentInfo::default(), 0)
+                .map_err(map_err(MAP_SEGMENTS))?;
+        }
+        for i in 0..VLAN_SLOTS {
+            self.vlan
+                .set(s as u32 * VLAN_SLOTS + i, 0, 0)
+                .map_err(map_err(MAP_VLAN))?;
+        }
+        for t in 0..PORT_TABLES {
+            for port in 0..=u16::MAX {
+                let idx = port_index(s, t, port);
+                if self
+                    .port_class
+                    .get(&idx, 0)
+                    .map_err(map_err(MAP_PORT_CLASS))?
+                    != 0
+                {
+                    self.port_class
+                        .set(idx, 0, 0)
+                        .map_err(map_err(MAP_PORT_CLASS))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets all connection and fragment state (a fresh replay).
     pub fn reset_state(&mut self) -> Result<()> {
         let keys: Vec<CtKey> = self.conntrack.keys().filter_map(|k| k.ok()).collect();
@@ -425,6 +717,7 @@ impl Datapath {
                 src: NO_SEGMENT,
                 dst: NO_SEGMENT,
                 rule: None,
+                epoch: self.epoch,
             });
         }
         let mut opts = TestRunOptions::new();
@@ -460,6 +753,7 @@ impl Datapath {
             src: last.src,
             dst: last.dst,
             rule: (last.rule != RULE_NONE).then_some(last.rule),
+            epoch: last.epoch,
         })
     }
 
@@ -496,4 +790,35 @@ fn v6_lpm(slot: u8, a: &[u8; 16], plen: u8) -> Key<[u8; 17]> {
     d[0] = slot;
     d[1..].copy_from_slice(a);
     Key::new(8 + plen as u32, d)
+}
+
+/// Now on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Datapath {
+    /// Drops fragment entries older than `timeout_s`: the fragment map is a
+    /// plain hash (a flood must not evict live datagrams), so the controller
+    /// reaps what the datapath only ignores. Returns how many went.
+    pub fn gc_fragments(&mut self, timeout_s: u32) -> usize {
+        let now = monotonic_ns();
+        let stale: Vec<FragKey> = self
+            .fragments
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, v)| now.saturating_sub(v.last_seen_ns) > timeout_s as u64 * 1_000_000_000)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &stale {
+            let _ = self.fragments.remove(k);
+        }
+        stale.len()
+    }
 }

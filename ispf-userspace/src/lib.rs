@@ -1,9 +1,12 @@
 //! The ispf controller library: policy model, validation and compilation,
 //! the datapath loader, and replay of captures through the real program.
 
+pub mod control;
+pub mod controller;
 pub mod datapath;
 pub mod policy;
 pub mod replay;
+pub mod system;
 
 /// The XDP object, built from `ispf-ebpf` by `build.rs`.
 pub const ISPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ispf"));

@@ -8,7 +8,11 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
 use ispf::{
+    control::{self, Request, Response, Status, DEFAULT_PIN_DIR, DEFAULT_RUN_DIR},
+    controller::{self, RunOptions},
     datapath::{Datapath, MapSizes},
     policy::{compile::compile, Policy, PolicyDoc},
     replay::read_frames,
@@ -43,6 +47,43 @@ enum Command {
     },
     /// Print the JSON Schema of the policy format.
     Schema,
+    /// Enforce POLICY on the named bridge ports until stopped. Enforcement
+    /// is pinned and survives this process; a restart adopts it.
+    Run {
+        #[arg(long)]
+        policy: PathBuf,
+        /// A bridge port to enforce on (repeat for several).
+        #[arg(long = "iface", required = true)]
+        interfaces: Vec<String>,
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Validate and apply a policy atomically (the running one's file when
+    /// POLICY is omitted); prints what changes. An invalid file changes nothing.
+    Reload {
+        policy: Option<PathBuf>,
+        /// Show what would change without applying it.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Policy generation, interfaces, map occupancy and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Remove ispf from every interface and delete its pins and maps.
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,16 +97,115 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ispf: {e:#}");
+            eprintln!("ispf: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, leaving out a cause whose text an outer
+/// message already quotes (our error types name their cause inline).
+fn describe(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { policy } => check(&policy),
         Command::Replay { policy, pcap, json } => replay(&policy, &pcap, json),
+        Command::Run {
+            policy,
+            interfaces,
+            pin_dir,
+            run_dir,
+        } => {
+            controller::run(RunOptions {
+                policy,
+                interfaces,
+                pin_dir,
+                run_dir,
+                sizes: MapSizes::default(),
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload {
+            policy,
+            dry_run,
+            run_dir,
+        } => {
+            // The controller resolves relative paths from its own directory.
+            let policy = policy.map(|p| std::path::absolute(&p).unwrap_or(p));
+            match control::request(
+                &run_dir,
+                &Request::Reload { policy, dry_run },
+                Duration::from_secs(60),
+            )? {
+                Response::Reload(r) => {
+                    print!("{}", r.diff);
+                    if r.applied {
+                        println!(
+                            "applied {} as generation {}",
+                            r.policy_path.display(),
+                            r.generation
+                        );
+                    } else {
+                        println!(
+                            "dry run: nothing applied (generation {} stays)",
+                            r.generation
+                        );
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Response::Error { message } => {
+                    eprintln!("ispf: reload refused: {message}");
+                    Ok(ExitCode::FAILURE)
+                }
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            }
+        }
+        Command::Status { json, run_dir } => {
+            match control::request(&run_dir, &Request::Status, Duration::from_secs(30))? {
+                Response::Status(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Response::Status(s) => {
+                    print_status(&s);
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            }
+        }
+        Command::Detach { pin_dir, run_dir } => {
+            match control::request(&run_dir, &Request::Detach, Duration::from_secs(30)) {
+                Ok(Response::Detached) => println!("detached; the controller has stopped"),
+                Ok(Response::Error { message }) => anyhow::bail!("detach failed: {message}"),
+                Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
+                // No controller: remove what it left pinned.
+                Err(control::ControlError::Connect { .. }) => {
+                    ispf::system::require_root()?;
+                    let ifaces = controller::detach(&pin_dir, &run_dir)?;
+                    println!(
+                        "detached from {}",
+                        if ifaces.is_empty() {
+                            "no interface".to_owned()
+                        } else {
+                            ifaces.join(", ")
+                        }
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             let schema = schemars::schema_for!(PolicyDoc);
             println!("{}", serde_json::to_string_pretty(&schema)?);
@@ -192,4 +332,43 @@ fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(s: &Status) {
+    println!(
+        "policy      {} (sha256 {})",
+        s.policy_path.display(),
+        &s.policy_sha256[..16.min(s.policy_sha256.len())]
+    );
+    println!(
+        "generation  {} applied {}{}",
+        s.generation,
+        s.applied_at,
+        if s.adopted {
+            " (adopted from pins)"
+        } else {
+            ""
+        }
+    );
+    println!("pins        {}", s.pin_dir.display());
+    for i in &s.interfaces {
+        println!("interface   {} ({} XDP)", i.name, i.mode);
+    }
+    for m in &s.maps {
+        println!(
+            "map         {:<16} {:>8} / {}",
+            m.name, m.entries, m.capacity
+        );
+    }
+    println!(
+        "packets     {} passed, {} dropped",
+        s.packets_passed, s.packets_dropped
+    );
+    for (reason, n) in &s.by_reason {
+        println!("            {reason:<18} {n}");
+    }
+    println!(
+        "reloads     {} applied, {} refused",
+        s.reloads_ok, s.reloads_failed
+    );
 }

@@ -350,3 +350,39 @@ impl Compiled {
             + self.segments.len()
     }
 }
+
+/// Whether `p` passes traffic from segment `src` to `dst` of `family`,
+/// protocol `proto` (`None`: one no rule names) to `port` (`None`: one no
+/// rule names), by rules, `intra` or the default — monitor mode aside.
+pub fn allows(
+    p: &Policy,
+    src: u16,
+    dst: u16,
+    family: u8,
+    proto: Option<u8>,
+    port: Option<u16>,
+) -> bool {
+    let pick = |f: Option<u16>, t: Option<u16>| {
+        p.rules
+            .iter()
+            .filter(move |r| r.from == f && r.to == t)
+            .collect::<Vec<_>>()
+    };
+    let levels = [
+        pick(Some(src), Some(dst)),
+        pick(Some(src), None),
+        pick(None, Some(dst)),
+        pick(None, None),
+    ];
+    let levels = [
+        levels[0].as_slice(),
+        levels[1].as_slice(),
+        levels[2].as_slice(),
+        levels[3].as_slice(),
+    ];
+    match decide(&levels, family, proto, port) {
+        Some(r) => r.allow,
+        None if src == dst => !p.segments[src as usize - 1].intra_deny,
+        None => p.doc.defaults.default_action == Action::Allow,
+    }
+}

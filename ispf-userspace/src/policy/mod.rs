@@ -2,6 +2,7 @@
 //! module), and its compilation into map entries (`compile`).
 
 pub mod compile;
+pub mod diff;
 pub mod model;
 mod validate;
 

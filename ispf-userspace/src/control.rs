@@ -1,0 +1,123 @@
+//! The control socket: a Unix socket under the run directory, mode 0600,
+//! root only; one JSON request and one JSON response per line. Nothing
+//! listens on a network port for control.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::diff::PolicyDiff;
+
+pub const DEFAULT_RUN_DIR: &str = "/run/ispf";
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ispf";
+pub const SOCKET_NAME: &str = "ispf.sock";
+
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET_NAME)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Reload {
+        /// A new policy file; the running one when absent.
+        policy: Option<PathBuf>,
+        dry_run: bool,
+    },
+    Detach,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// `native` or `generic`.
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MapStatus {
+    pub name: String,
+    pub entries: usize,
+    pub capacity: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub policy_path: PathBuf,
+    /// SHA-256 of the enforced policy file's bytes.
+    pub policy_sha256: String,
+    pub generation: u32,
+    /// RFC 3339 time the enforced policy was applied.
+    pub applied_at: String,
+    pub adopted: bool,
+    pub pin_dir: PathBuf,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub maps: Vec<MapStatus>,
+    pub packets_passed: u64,
+    pub packets_dropped: u64,
+    /// Packets per verdict reason.
+    pub by_reason: Vec<(String, u64)>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub policy_path: PathBuf,
+    pub diff: PolicyDiff,
+    pub applied: bool,
+    pub generation: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    Status(Status),
+    Reload(ReloadReport),
+    Detached,
+    Error { message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no ispf controller is listening on {}: {source}; start one with `ispf run`", path.display())]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to the controller on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the controller sent an unreadable answer: {0}")]
+    Protocol(String),
+}
+
+/// Sends one request and waits for its answer.
+pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    let path = socket_path(run_dir);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut s = UnixStream::connect(&path).map_err(|source| ControlError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&s).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))
+}

@@ -1,0 +1,165 @@
+//! What the host must offer before ispf attaches anywhere: root, BTF, a
+//! mounted bpffs, and interfaces that exist, are up and carry no other XDP
+//! program. Every check fails with the fix in its message.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error(
+        "ispf must run as root (it loads XDP programs and pins them under bpffs); run it with sudo"
+    )]
+    NotRoot,
+    #[error("this kernel has no BTF (/sys/kernel/btf/vmlinux is missing); ispf needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    NoBtf,
+    #[error("bpffs is not mounted at {} and mounting it failed: {source}; mount it with: mount -t bpf bpf {}", path.display(), path.display())]
+    Bpffs {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is not on a bpffs mount; pin under /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)", path.display())]
+    NotBpffs { path: PathBuf },
+    #[error("interface {iface} does not exist; `ip link show` lists the interfaces of this host")]
+    NoSuchInterface { iface: String },
+    #[error("interface {iface} is down; bring it up with: ip link set {iface} up")]
+    InterfaceDown { iface: String },
+    #[error("interface {iface} already has an XDP program (id {prog_id}) that ispf did not attach; remove it first (ip link set dev {iface} xdp off), or use `ispf detach` if it is an earlier ispf")]
+    OtherXdp { iface: String, prog_id: u64 },
+}
+
+pub fn require_root() -> Result<(), SystemError> {
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SystemError::NotRoot);
+    }
+    Ok(())
+}
+
+pub fn require_btf() -> Result<(), SystemError> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(SystemError::NoBtf);
+    }
+    Ok(())
+}
+
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into a zeroed struct we own.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Makes sure the pin directory `dir` lies on bpffs, mounting bpffs at
+/// `/sys/fs/bpf` when nothing is mounted there yet.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
+    let root = Path::new("/sys/fs/bpf");
+    if dir.starts_with(root) && !is_bpffs(root) {
+        let src = CString::new("bpf").expect("static");
+        let target = CString::new("/sys/fs/bpf").expect("static");
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(SystemError::Bpffs {
+                path: root.to_owned(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(root);
+    if !is_bpffs(existing) {
+        return Err(SystemError::NotBpffs {
+            path: dir.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Id of the XDP program attached to `iface`, if any (via iproute2).
+pub fn attached_xdp(iface: &str) -> Option<u64> {
+    let out = Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", iface])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let xdp = &v.get(0)?["xdp"];
+    xdp.get("prog").and_then(|p| p["id"].as_u64()).or_else(|| {
+        xdp["attached"]
+            .get(0)
+            .and_then(|a| a["prog"]["id"].as_u64())
+    })
+}
+
+/// Checks that `iface` can take the ispf program.
+pub fn check_interface(iface: &str) -> Result<(), SystemError> {
+    let base = Path::new("/sys/class/net").join(iface);
+    if iface.is_empty() || iface.contains('/') || !base.exists() {
+        return Err(SystemError::NoSuchInterface {
+            iface: iface.to_owned(),
+        });
+    }
+    let flags = std::fs::read_to_string(base.join("flags")).unwrap_or_default();
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap_or(0);
+    if flags & libc::IFF_UP as u32 == 0 {
+        return Err(SystemError::InterfaceDown {
+            iface: iface.to_owned(),
+        });
+    }
+    if let Some(prog_id) = attached_xdp(iface) {
+        return Err(SystemError::OtherXdp {
+            iface: iface.to_owned(),
+            prog_id,
+        });
+    }
+    Ok(())
+}
+
+/// Whether the NIC strips 802.1Q tags before XDP sees them
+/// (rx-vlan-offload). Then VLAN-scoped identity cannot work on that port.
+pub fn strips_vlan_tags(iface: &str) -> bool {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    const ETHTOOL_GFLAGS: u32 = 0x25;
+    const ETH_FLAG_RXVLAN: u32 = 1 << 8;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_GFLAGS,
+        data: 0,
+    };
+    // SAFETY: a zeroed ifreq with the name copied in (bounded), pointing at a
+    // value that outlives the ioctl; the socket is closed before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return false;
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in iface.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
+            ifr.ifr_name[i] = b as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut ifr);
+        libc::close(fd);
+        rc == 0 && value.data & ETH_FLAG_RXVLAN != 0
+    }
+}
