@@ -35,6 +35,9 @@ pub enum DatapathError {
     },
     #[error("program: {0}")]
     Program(#[from] ProgramError),
+    /// Live traffic on the CPU overwrote the verdict record of a test run.
+    #[error("live traffic overwrote the verdict record of a test run; replay on a program that is not attached, or retry")]
+    Busy,
     /// bpffs refused a pin.
     #[error("cannot pin {}: {message}; ispf pins under a bpffs mount (mount -t bpf bpf /sys/fs/bpf)", path.display())]
     Pin {
@@ -359,6 +362,14 @@ impl Datapath {
             last_seq: vec![0; ncpu],
             slots,
             epoch,
+        })
+        .map(|mut dp| {
+            // Start from what the CPUs already recorded (an adopted program
+            // has judged traffic), so `run` sees only its own frame's record.
+            if let Ok(values) = dp.last.get(&0, 0) {
+                dp.last_seq = values.iter().map(|v| v.seq).collect();
+            }
+            dp
         })
     }
 
@@ -720,6 +731,10 @@ impl Datapath {
                 epoch: self.epoch,
             });
         }
+        // BPF_PROG_TEST_RUN runs on the calling CPU; hold the thread there
+        // so the per-CPU verdict record read afterwards is this frame's.
+        let _pin = CpuPin::current();
+        let cpu = _pin.as_ref().map_or(0, |p| p.cpu);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         let res = self.program().test_run(opts)?;
@@ -734,19 +749,16 @@ impl Datapath {
                 )))
             }
         };
-        // The CPU the run happened on is the one whose sequence moved.
         let values = self.last.get(&0, 0).map_err(map_err(MAP_LAST))?;
-        let mut last = None;
-        for (cpu, v) in values.iter().enumerate() {
-            if cpu < self.last_seq.len() && v.seq != self.last_seq[cpu] {
-                self.last_seq[cpu] = v.seq;
-                last = Some(*v);
-            }
+        let v = *values.get(cpu).ok_or(DatapathError::Busy)?;
+        let expected = self.last_seq.get(cpu).copied().unwrap_or(0) + 1;
+        if let Some(seq) = self.last_seq.get_mut(cpu) {
+            *seq = v.seq;
         }
-        let last = last.ok_or(DatapathError::Missing {
-            kind: "verdict record for the run in",
-            name: MAP_LAST,
-        })?;
+        // Exactly one packet on this CPU since the last look: ours. More
+        // means live traffic overwrote the record meanwhile.
+        let last = (v.seq == expected).then_some(v);
+        let last = last.ok_or(DatapathError::Busy)?;
         Ok(Outcome {
             pass,
             reason: last.reason,
@@ -820,5 +832,44 @@ impl Datapath {
             let _ = self.fragments.remove(k);
         }
         stale.len()
+    }
+}
+
+/// Holds the calling thread on the CPU it runs on until dropped, then
+/// restores its affinity.
+struct CpuPin {
+    cpu: usize,
+    saved: libc::cpu_set_t,
+}
+
+impl CpuPin {
+    fn current() -> Option<Self> {
+        // SAFETY: plain libc calls on this thread with sets we own.
+        unsafe {
+            let mut saved: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut saved) != 0 {
+                return None;
+            }
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 {
+                return None;
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+                return None;
+            }
+            Some(Self {
+                cpu: cpu as usize,
+                saved,
+            })
+        }
+    }
+}
+
+impl Drop for CpuPin {
+    fn drop(&mut self) {
+        // SAFETY: restores the set saved in `current`.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.saved) };
     }
 }

@@ -18,3 +18,19 @@ pub fn require_root() -> bool {
     }
     true
 }
+
+/// The `ispf` binary, built on demand (integration tests of another package
+/// have no `CARGO_BIN_EXE_ispf`).
+pub fn ispf_bin() -> std::path::PathBuf {
+    let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_owned();
+    let st = std::process::Command::new("cargo")
+        .args(["build", "-q", "-p", "ispf-userspace"])
+        .current_dir(&ws)
+        .status()
+        .expect("cargo build");
+    assert!(st.success(), "building ispf failed");
+    ws.join("target/debug/ispf")
+}

@@ -18,13 +18,7 @@ fn workspace() -> PathBuf {
 /// The `ispf` binary, built on demand (integration tests of another package
 /// have no CARGO_BIN_EXE for it).
 fn ispf() -> PathBuf {
-    let st = Command::new("cargo")
-        .args(["build", "-q", "-p", "ispf-userspace"])
-        .current_dir(workspace())
-        .status()
-        .unwrap();
-    assert!(st.success());
-    workspace().join("target/debug/ispf")
+    ispf_tests::ispf_bin()
 }
 
 fn replay(pcap: &Path, json: bool) -> Output {

@@ -1,0 +1,591 @@
+//! The controller as it runs on a care-unit bridge: hot reload under load,
+//! kill -9 and adoption, refused reloads, the control socket, and interfaces
+//! it must refuse. Each test builds its own bridge and namespaces.
+
+use std::{
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use ispf::{
+    control::{self, Request, Response},
+    datapath::Datapath,
+    policy::Policy,
+};
+use ispf_common::reason_name;
+use ispf_tests::{care_unit::*, frames::*, ispf_bin, netns::*, require_root};
+
+struct Paths {
+    pin: PathBuf,
+    run: PathBuf,
+}
+
+fn paths(tag: &str) -> Paths {
+    let p = Paths {
+        pin: PathBuf::from(format!("/sys/fs/bpf/ispf-test-{tag}")),
+        run: PathBuf::from(format!("/tmp/ispf-test-run-{tag}")),
+    };
+    let _ = Command::new(ispf_bin())
+        .args(["detach", "--pin-dir"])
+        .arg(&p.pin)
+        .arg("--run-dir")
+        .arg(&p.run)
+        .output();
+    p
+}
+
+/// `ispf run` as a child; killed (not detached) on drop, then detached so
+/// no test leaves enforcement behind.
+struct Ctl {
+    child: Option<Child>,
+    paths: Paths,
+}
+
+impl Ctl {
+    fn start(paths: Paths, policy: &Path, ifaces: &[&str]) -> Ctl {
+        let mut c = Command::new(ispf_bin());
+        c.arg("run")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--pin-dir")
+            .arg(&paths.pin)
+            .arg("--run-dir")
+            .arg(&paths.run);
+        for i in ifaces {
+            c.args(["--iface", i]);
+        }
+        let child = c.stderr(Stdio::piped()).spawn().unwrap();
+        let ctl = Ctl {
+            child: Some(child),
+            paths,
+        };
+        ctl.wait_ready();
+        ctl
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if control::request(&self.paths.run, &Request::Status, Duration::from_secs(5)).is_ok() {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("controller did not come up");
+    }
+
+    fn status(&self) -> control::Status {
+        match control::request(&self.paths.run, &Request::Status, Duration::from_secs(10)).unwrap()
+        {
+            Response::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(ispf_bin())
+            .args(args)
+            .arg("--run-dir")
+            .arg(&self.paths.run)
+            .output()
+            .unwrap()
+    }
+
+    fn kill9(&mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    fn stderr_after_exit(&mut self) -> String {
+        let child = self.child.take().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(ispf_bin())
+            .args(["detach", "--pin-dir"])
+            .arg(&self.paths.pin)
+            .arg("--run-dir")
+            .arg(&self.paths.run)
+            .output();
+    }
+}
+
+/// A care unit on bridge `br`: pump, PIS and laptop namespaces.
+fn unit(tag: &str) -> (Topology, [String; 3]) {
+    let mut t = Topology::default();
+    let br = format!("ispfb{tag}");
+    t.bridge(&br);
+    let ports = [
+        format!("ip{tag}pump"),
+        format!("ip{tag}pis"),
+        format!("ip{tag}lap"),
+    ];
+    t.host(
+        &format!("ispf-{tag}-pump"),
+        &ports[0],
+        &br,
+        PUMP1,
+        &["10.10.0.11/8"],
+    );
+    t.host(
+        &format!("ispf-{tag}-pis"),
+        &ports[1],
+        &br,
+        PIS,
+        &["10.50.0.10/8"],
+    );
+    t.host(
+        &format!("ispf-{tag}-lap"),
+        &ports[2],
+        &br,
+        LAPTOP,
+        &["10.99.0.7/8"],
+    );
+    (t, ports)
+}
+
+fn write_policy(name: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ispf-ctl-{name}.json"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Policy A: the example plus NTP for quarantined laptops. Policy B: the
+/// example as shipped. Pump -> PIS HL7 and ping are allowed by both.
+fn policies() -> (PathBuf, PathBuf) {
+    let base = std::fs::read_to_string(policy_path()).unwrap();
+    let a = base.replace(
+        r#"{ "id": "guest-out""#,
+        r#"{ "id": "lab-ntp", "from": "quarantine", "to": "pis-servers", "proto": "udp", "ports": [123], "action": "allow" },
+    { "id": "guest-out""#,
+    );
+    assert_ne!(a, base);
+    (write_policy("a", &a), write_policy("b", &base))
+}
+
+fn ping(ns: &str, ip: &str, count: u32, interval: &str) -> Output {
+    in_ns(
+        ns,
+        &[
+            "ping",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            ip,
+        ],
+    )
+}
+
+fn loss(out: &Output) -> String {
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.lines()
+        .find(|l| l.contains("packet loss"))
+        .unwrap_or("no ping summary")
+        .to_owned()
+}
+
+#[test]
+fn reload_under_load_is_atomic_and_loses_nothing() {
+    if !require_root() {
+        return;
+    }
+    let (_topo, ports) = unit("r");
+    let (a, b) = policies();
+    let ctl = Ctl::start(paths("r"), &a, &[&ports[0], &ports[1], &ports[2]]);
+    let pa = Policy::from_file(&a).unwrap();
+    let pb = Policy::from_file(&b).unwrap();
+
+    // Phase 1: every packet is judged wholly by one generation. Frames run
+    // through the pinned program while another thread reloads A/B 200 times;
+    // the datapath reports the generation that judged each frame.
+    let mut dp = Datapath::adopt(&ctl.paths.pin).unwrap();
+    let frames = [
+        (
+            "pump HL7",
+            eth(
+                mac(PIS),
+                mac(PUMP1),
+                &[],
+                ETH_IP,
+                &ipv4(
+                    v4("10.10.0.11"),
+                    v4("10.50.0.10"),
+                    6,
+                    &tcp(45000, 2575, TCP_SYN),
+                    Frag::default(),
+                    0,
+                ),
+            ),
+        ),
+        (
+            "laptop NTP",
+            eth(
+                mac(PIS),
+                mac(LAPTOP),
+                &[],
+                ETH_IP,
+                &ipv4(
+                    v4("10.99.0.7"),
+                    v4("10.50.0.10"),
+                    17,
+                    &udp(45001, 123, b"t"),
+                    Frag::default(),
+                    0,
+                ),
+            ),
+        ),
+        (
+            "pump HTTPS",
+            eth(
+                mac(PIS),
+                mac(PUMP1),
+                &[],
+                ETH_IP,
+                &ipv4(
+                    v4("10.10.0.11"),
+                    v4("10.50.0.10"),
+                    6,
+                    &tcp(45002, 443, TCP_SYN),
+                    Frag::default(),
+                    0,
+                ),
+            ),
+        ),
+    ];
+    let run_dir = ctl.paths.run.clone();
+    let (a2, b2) = (a.clone(), b.clone());
+    let reloader = std::thread::spawn(move || {
+        for i in 0..200 {
+            let p = if i % 2 == 0 { &b2 } else { &a2 };
+            match control::request(
+                &run_dir,
+                &Request::Reload {
+                    policy: Some(p.clone()),
+                    dry_run: false,
+                },
+                Duration::from_secs(30),
+            )
+            .unwrap()
+            {
+                Response::Reload(r) => assert!(r.applied && r.generation == i + 2, "{r:?}"),
+                other => panic!("reload {i}: {other:?}"),
+            }
+        }
+    });
+    let mut generations = std::collections::BTreeSet::new();
+    let mut judged = 0u64;
+    let mut busy = 0u64;
+    while !reloader.is_finished() {
+        for (name, f) in &frames {
+            let o = match dp.run(f) {
+                Ok(o) => o,
+                Err(ispf::datapath::DatapathError::Busy) => {
+                    busy += 1;
+                    continue;
+                }
+                Err(e) => panic!("{e}"),
+            };
+            let policy = if o.epoch % 2 == 1 { &pa } else { &pb };
+            let expected = match (*name, o.epoch % 2) {
+                ("pump HL7", _) => (true, "allowed"),
+                ("laptop NTP", 1) => (true, "allowed"),
+                ("laptop NTP", _) => (false, "denied_default"),
+                _ => (false, "denied_default"),
+            };
+            assert_eq!(
+                (o.pass, reason_name(o.reason).unwrap()),
+                expected,
+                "{name} under generation {}: {o:?}",
+                o.epoch
+            );
+            assert_eq!(
+                policy.segment_name(o.dst),
+                "pis-servers",
+                "{name} under generation {}: {o:?}",
+                o.epoch
+            );
+            generations.insert(o.epoch);
+            judged += 1;
+        }
+    }
+    reloader.join().unwrap();
+    assert_eq!(ctl.status().generation, 201);
+    assert!(
+        generations.len() >= 20,
+        "frames ran under only {} generations; the test did not overlap the reloads",
+        generations.len()
+    );
+    eprintln!("phase 1: {judged} frames over {} generations, each judged wholly by one ({busy} records overwritten by live traffic)", generations.len());
+    assert!(
+        busy * 100 <= judged,
+        "{busy} of {judged} records overwritten: there should be no live traffic in phase 1"
+    );
+    drop(dp);
+
+    // Phase 2: real traffic. A ping flow that both policies allow loses
+    // nothing while the policy is reloaded 200 more times.
+    let pinger = {
+        let ns = format!("ispf-r-pump");
+        std::thread::spawn(move || ping(&ns, "10.50.0.10", 800, "0.01"))
+    };
+    sleep(Duration::from_millis(300));
+    for i in 0..200 {
+        let p = if i % 2 == 0 { &a } else { &b };
+        let out = ctl.cli(&["reload", p.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = pinger.join().unwrap();
+    assert!(
+        loss(&out).contains(" 0% packet loss"),
+        "ping during reloads: {}",
+        loss(&out)
+    );
+    let s = ctl.status();
+    assert_eq!(
+        (s.generation, s.reloads_ok, s.reloads_failed),
+        (401, 400, 0)
+    );
+}
+
+#[test]
+fn kill_9_keeps_enforcing_and_restart_adopts() {
+    if !require_root() {
+        return;
+    }
+    let (_topo, ports) = unit("k");
+    let (a, _) = policies();
+    let mut ctl = Ctl::start(paths("k"), &a, &[&ports[0], &ports[1], &ports[2]]);
+    assert!(loss(&ping("ispf-k-pump", "10.50.0.10", 3, "0.2")).contains(" 0% packet loss"));
+    let before = ctl.status();
+    let ct = |s: &control::Status| {
+        s.maps
+            .iter()
+            .find(|m| m.name == "ISPF_CONNTRACK")
+            .unwrap()
+            .entries
+    };
+    assert!(ct(&before) >= 1, "the ping opened a flow");
+
+    // Traffic across the kill: the allowed flow loses nothing, the denied
+    // one stays denied.
+    let pinger = std::thread::spawn(|| ping("ispf-k-pump", "10.50.0.10", 100, "0.03"));
+    sleep(Duration::from_millis(500));
+    ctl.kill9();
+    let out = pinger.join().unwrap();
+    assert!(
+        loss(&out).contains(" 0% packet loss"),
+        "ping across kill -9: {}",
+        loss(&out)
+    );
+    assert!(
+        loss(&ping("ispf-k-pis", "10.10.0.11", 2, "0.2")).contains("100% packet loss"),
+        "PIS -> pump stays denied"
+    );
+    for p in &ports {
+        assert!(
+            attached_xdp(p),
+            "{p} lost its program when the controller died"
+        );
+    }
+
+    // Restart: adopts generation, conntrack and counters instead of reloading.
+    let paths_k = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+    };
+    std::mem::forget(ctl); // its Drop would detach
+    let mut ctl = Ctl::start(paths_k, &a, &[&ports[0], &ports[1], &ports[2]]);
+    let after = ctl.status();
+    assert!(after.adopted);
+    assert_eq!(after.generation, before.generation);
+    assert!(ct(&after) >= 1, "connection state was kept");
+    assert!(
+        after.packets_passed > before.packets_passed,
+        "counters were kept and kept counting"
+    );
+
+    // Detach leaves nothing behind.
+    let out = ctl.cli(&["detach", "--pin-dir", ctl.paths.pin.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = ctl.stderr_after_exit();
+    assert!(stderr.contains("adopted the pinned datapath"), "{stderr}");
+    for p in &ports {
+        assert!(!attached_xdp(p), "{p} still has XDP after detach");
+    }
+    assert!(!ctl.paths.pin.exists(), "pins left behind");
+    assert!(!ctl.paths.run.join("ispf.sock").exists());
+    sleep(Duration::from_millis(200));
+    let leftover: Vec<String> = aya::maps::loaded_maps()
+        .filter_map(|m| m.ok())
+        .filter_map(|m| m.name_as_str().map(str::to_owned))
+        .filter(|n| n.starts_with("ISPF_"))
+        .collect();
+    assert!(leftover.is_empty(), "maps left loaded: {leftover:?}");
+}
+
+fn attached_xdp(iface: &str) -> bool {
+    ispf::system::attached_xdp(iface).is_some()
+}
+
+#[test]
+fn invalid_reload_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let (_topo, ports) = unit("i");
+    let (a, _) = policies();
+    let ctl = Ctl::start(paths("i"), &a, &[&ports[0], &ports[1], &ports[2]]);
+    let bad = std::fs::read_to_string(&a).unwrap().replace(
+        r#""mac": "02:00:00:00:10:02""#,
+        r#""mac": "02:00:00:00:10:01""#,
+    );
+    let bad = write_policy("bad", &bad);
+    let out = ctl.cli(&["reload", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("devices[1].mac: duplicate MAC"), "{err}");
+    assert!(err.contains("generation 1) stays enforced"), "{err}");
+    let s = ctl.status();
+    assert_eq!((s.generation, s.reloads_failed), (1, 1));
+    assert!(loss(&ping("ispf-i-pump", "10.50.0.10", 2, "0.2")).contains(" 0% packet loss"));
+    // A dry run reports and applies nothing.
+    let (_, b) = policies();
+    let out = ctl.cli(&["reload", "--dry-run", b.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("- closes quarantine -> pis-servers: udp/123"),
+        "{text}"
+    );
+    assert!(text.contains("dry run: nothing applied"), "{text}");
+    assert_eq!(ctl.status().generation, 1);
+}
+
+#[test]
+fn control_socket_is_root_only() {
+    if !require_root() {
+        return;
+    }
+    let (_topo, ports) = unit("s");
+    let (a, _) = policies();
+    let ctl = Ctl::start(paths("s"), &a, &[&ports[0]]);
+    let sock = std::fs::metadata(ctl.paths.run.join("ispf.sock")).unwrap();
+    assert_eq!((sock.uid(), sock.permissions().mode() & 0o777), (0, 0o600));
+    let dir = std::fs::metadata(&ctl.paths.run).unwrap();
+    assert_eq!(dir.permissions().mode() & 0o777, 0o700);
+    // An unprivileged user cannot talk to it.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(ispf_bin())
+        .args(["status", "--run-dir"])
+        .arg(&ctl.paths.run)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let listening = Command::new("ss")
+        .args(["-Htlnup"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        !listening.contains("ispf"),
+        "ispf listens on a network port: {listening}"
+    );
+}
+
+#[test]
+fn unusable_interfaces_are_refused_whole() {
+    if !require_root() {
+        return;
+    }
+    let (_topo, ports) = unit("f");
+    let (a, _) = policies();
+    let run = |ifaces: &[&str], tag: &str| {
+        let p = paths(tag);
+        let mut c = Command::new(ispf_bin());
+        c.arg("run")
+            .arg("--policy")
+            .arg(&a)
+            .arg("--pin-dir")
+            .arg(&p.pin)
+            .arg("--run-dir")
+            .arg(&p.run);
+        for i in ifaces {
+            c.args(["--iface", i]);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success());
+        assert!(!p.pin.exists(), "pins left after a refused start");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[&ports[0], "ispf-nope0"], "f1");
+    assert!(err.contains("interface ispf-nope0 does not exist"), "{err}");
+    must(&["ip", "link", "set", &ports[2], "down"]);
+    let err = run(&[&ports[0], &ports[2]], "f2");
+    assert!(
+        err.contains(&format!("interface {} is down", ports[2])),
+        "{err}"
+    );
+    must(&["ip", "link", "set", &ports[2], "up"]);
+    // Another XDP program on the second port: the first must not be left attached.
+    let mut other = Datapath::load(Default::default()).unwrap();
+    other
+        .program_mut()
+        .attach(&ports[1], aya::programs::XdpMode::Skb)
+        .unwrap();
+    let err = run(&[&ports[0], &ports[1]], "f3");
+    assert!(
+        err.contains(&format!(
+            "interface {} already has an XDP program",
+            ports[1]
+        )),
+        "{err}"
+    );
+    assert!(!attached_xdp(&ports[0]), "nothing half-attached");
+    drop(other);
+    // Not root: said plainly.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(ispf_bin())
+        .args(["run", "--policy"])
+        .arg(&a)
+        .args([
+            "--iface",
+            &ports[0],
+            "--pin-dir",
+            "/sys/fs/bpf/ispf-test-f5",
+            "--run-dir",
+            "/tmp/ispf-test-run-f5",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must run as root"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
