@@ -342,7 +342,7 @@ fn reload_under_load_is_atomic_and_loses_nothing() {
     // Phase 2: real traffic. A ping flow that both policies allow loses
     // nothing while the policy is reloaded 200 more times.
     let pinger = {
-        let ns = format!("ispf-r-pump");
+        let ns = "ispf-r-pump".to_owned();
         std::thread::spawn(move || ping(&ns, "10.50.0.10", 800, "0.01"))
     };
     sleep(Duration::from_millis(300));
