@@ -134,7 +134,17 @@ pub fn check_interface(iface: &str) -> Result<(), SystemError> {
 
 /// Whether the NIC strips 802.1Q tags before XDP sees them
 /// (rx-vlan-offload). Then VLAN-scoped identity cannot work on that port.
+///
+/// Only hardware NICs strip tags before XDP; virtual devices (veth, which
+/// report the flag too) hand XDP the frame as sent, so they are not flagged.
 pub fn strips_vlan_tags(iface: &str) -> bool {
+    if !Path::new("/sys/class/net")
+        .join(iface)
+        .join("device")
+        .exists()
+    {
+        return false;
+    }
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,

@@ -34,3 +34,7 @@ pub fn ispf_bin() -> std::path::PathBuf {
     assert!(st.success(), "building ispf failed");
     ws.join("target/debug/ispf")
 }
+
+/// The VLAN access-port fixture (tests/fixtures), built by build.rs.
+pub const VLAN_TAGGER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vlan-tagger"));

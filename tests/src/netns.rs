@@ -56,6 +56,17 @@ impl Topology {
         must(&[
             "ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "address", mac,
         ]);
+        // No IPv6 autoconfiguration chatter: tests count and trace packets.
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.eth0.disable_ipv6=1",
+        ]);
         for a in addrs {
             must(&[
                 "ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", "eth0",
@@ -74,5 +85,73 @@ impl Drop for Topology {
         for n in self.namespaces.iter().rev() {
             let _ = sh(&["ip", "netns", "del", n]);
         }
+    }
+}
+
+/// While alive, the calling thread is inside network namespace `ns`.
+pub struct InNs {
+    root: std::fs::File,
+}
+
+impl InNs {
+    pub fn enter(ns: &str) -> InNs {
+        use std::os::fd::AsRawFd;
+        let root = std::fs::File::open("/proc/thread-self/ns/net").expect("own netns");
+        let target = std::fs::File::open(format!("/var/run/netns/{ns}"))
+            .unwrap_or_else(|e| panic!("netns {ns}: {e}"));
+        // SAFETY: setns on this thread with a namespace fd we hold open.
+        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+        InNs { root }
+    }
+}
+
+impl Drop for InNs {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: back to the namespace this thread came from.
+        unsafe { libc::setns(self.root.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
+/// Makes the host in namespace `ns` sit on an access port of VLAN `vid`:
+/// its `eth0` frames leave with an in-band 802.1Q tag and arrive untagged.
+/// (No 8021q module or bridge VLAN filtering on this kernel, so the tagging
+/// is a TC program, `tests/fixtures`.) Also makes `eth0` accept tagged frames
+/// from others. Detached when dropped.
+pub struct VlanAccess {
+    _ebpf: aya::Ebpf,
+}
+
+impl VlanAccess {
+    pub fn new(ns: &str, vid: Option<u16>) -> VlanAccess {
+        use aya::programs::{tc, SchedClassifier, TcAttachType};
+        let _inside = InNs::enter(ns);
+        // Segmentation offloads would hand TC frames larger than the MTU.
+        let _ = sh(&[
+            "ethtool", "-K", "eth0", "tso", "off", "gso", "off", "gro", "off",
+        ]);
+        let mut ebpf = aya::Ebpf::load(crate::VLAN_TAGGER).expect("load the VLAN tagger fixture");
+        let _ = tc::qdisc_add_clsact("eth0");
+        if let Some(vid) = vid {
+            // if_nametoindex asks the kernel in this thread's namespace; /sys
+            // would show the namespace it was mounted in.
+            // SAFETY: a NUL-terminated literal.
+            let ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) };
+            assert_ne!(ifindex, 0, "eth0 in {ns}");
+            let mut map: aya::maps::HashMap<_, u32, u32> =
+                aya::maps::HashMap::try_from(ebpf.map_mut("VLAN_OF").unwrap()).unwrap();
+            map.insert(ifindex, vid as u32, 0).unwrap();
+            let push: &mut SchedClassifier =
+                ebpf.program_mut("vlan_push").unwrap().try_into().unwrap();
+            push.load().unwrap();
+            push.attach("eth0", TcAttachType::Egress)
+                .expect("attach vlan_push");
+        }
+        let pop: &mut SchedClassifier = ebpf.program_mut("vlan_pop").unwrap().try_into().unwrap();
+        pop.load().unwrap();
+        pop.attach("eth0", TcAttachType::Ingress)
+            .expect("attach vlan_pop");
+        VlanAccess { _ebpf: ebpf }
     }
 }

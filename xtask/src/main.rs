@@ -30,7 +30,7 @@ enum Cmd {
 }
 
 /// Debian packages the build and the tests use.
-const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "iputils-ping"];
+const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "iputils-ping", "ethtool"];
 
 fn main() -> Result<()> {
     match Cli::parse().command {
