@@ -22,12 +22,15 @@ pub struct Flow {
 }
 
 /// Judges an IP packet (not a later fragment) through conntrack and policy.
+/// Returns the judgement and the destination segment to count it under: a
+/// reply is counted towards the segment its flow came from (an unregistered
+/// originator, say a quarantined laptop, is `world` as a destination).
 #[inline(always)]
-pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) -> Judgement {
+pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) -> (Judgement, u16) {
     let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
     let dport = u16::from_be_bytes(pkt.dport);
     if track == Tracking::None {
-        return judge_new(slot, s, pkt, f, dport);
+        return (judge_new(slot, s, pkt, f, dport), f.dst);
     }
     let src_is_a = ct_key(
         key,
@@ -45,17 +48,20 @@ pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) ->
         // same flow on another CPU can at worst race a timestamp.
         let ct = unsafe { &mut *ct };
         let orig_dir = (ct.flags & CT_ORIG_IS_A != 0) == src_is_a;
-        let same_segments = if orig_dir {
-            ct.orig_src == f.src && ct.orig_dst == f.dst
+        // Only the side that opened (or was opened to) in that segment may
+        // use the flow: the sender's segment must be the one recorded for
+        // its end. (The receiver is fixed by the addresses of the key.)
+        let sender_fits = if orig_dir {
+            ct.orig_src == f.src
         } else {
-            ct.orig_src == f.dst && ct.orig_dst == f.src
+            ct.orig_dst == f.src
         };
         // An echo request only continues its own direction, an echo reply
         // only answers; TCP and UDP packets may do either.
         let icmp_fits = pkt.proto == IPPROTO_TCP
             || pkt.proto == ispf_common::IPPROTO_UDP
             || (orig_dir == (track == Tracking::Opens));
-        if same_segments && icmp_fits && !ct_expired(now, ct, pkt.proto, s) {
+        if sender_fits && icmp_fits && !ct_expired(now, ct, pkt.proto, s) {
             let orig_dport = if orig_dir {
                 dport
             } else {
@@ -74,19 +80,22 @@ pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) ->
                 if pkt.tcp_flags & TCP_FIN != 0 {
                     ct.flags |= CT_FIN_SEEN;
                 }
-                let j = if orig_dir {
-                    Judgement {
-                        verdict: ispf_common::VERDICT_PASS,
-                        reason: ct.reason,
-                        rule: ct.rule,
-                    }
+                let (j, dst) = if orig_dir {
+                    (
+                        Judgement {
+                            verdict: ispf_common::VERDICT_PASS,
+                            reason: ct.reason,
+                            rule: ct.rule,
+                        },
+                        f.dst,
+                    )
                 } else {
-                    Judgement::pass(REASON_REPLY)
+                    (Judgement::pass(REASON_REPLY), ct.orig_src)
                 };
                 if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & TCP_RST != 0 {
                     let _ = ISPF_CONNTRACK.remove(key);
                 }
-                return j;
+                return (j, dst);
             }
             // The policy no longer allows this flow: forget it.
             let _ = ISPF_CONNTRACK.remove(key);
@@ -113,10 +122,10 @@ pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) ->
             _pad: [0; 2],
         };
         if ISPF_CONNTRACK.insert(key, &v, 0).is_err() {
-            return on_fault(j, f.src_flags, f.dst_flags);
+            return (on_fault(j, f.src_flags, f.dst_flags), f.dst);
         }
     }
-    j
+    (j, f.dst)
 }
 
 #[inline(always)]

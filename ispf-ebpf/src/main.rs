@@ -145,7 +145,7 @@ mod program {
         if pkt.frag == FRAG_LATER {
             return (src, dst, fragments::follow(pkt, &mut scratch.frag, s));
         }
-        let mut j = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f);
+        let (mut j, dst) = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f);
         if pkt.frag == FRAG_FIRST
             && fragments::remember(pkt, &mut scratch.frag, &j).is_err()
             && j.is_pass()

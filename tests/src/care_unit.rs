@@ -297,6 +297,22 @@ pub fn scenario() -> Vec<Case> {
             "pis-servers",
         ),
         c(
+            "quarantined laptop pings the PIS (ping-pis)",
+            ip4(LAPTOP, PIS, &[], "10.99.0.7", pis, 1, &icmp(8, 3)),
+            true,
+            "allowed",
+            "quarantine",
+            "pis-servers",
+        ),
+        c(
+            "the echo reply reaches the quarantined laptop",
+            ip4(PIS, LAPTOP, &[], pis, "10.99.0.7", 1, &icmp(0, 3)),
+            true,
+            "reply",
+            "pis-servers",
+            "quarantine",
+        ),
+        c(
             "an unregistered destination is world, even on the same bridge",
             ip4(
                 LAPTOP,

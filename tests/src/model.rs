@@ -554,14 +554,27 @@ impl Model {
             }
             return v(pass, reason, &src, &dst, rule);
         }
-        let (pass, reason, rule) = self.judge_flow(&src, &dst, &ip);
+        let (pass, reason, rule, reply_to) = self.judge_flow(&src, &dst, &ip);
         if ip.first_fragment == Some(true) {
             self.fragments.insert(fkey, (pass, reason, rule));
         }
-        v(pass, reason, &src, &dst, rule)
+        v(
+            pass,
+            reason,
+            &src,
+            reply_to.as_deref().unwrap_or(&dst),
+            rule,
+        )
     }
 
-    fn judge_flow(&mut self, src: &str, dst: &str, ip: &Ip) -> (bool, &'static str, Option<usize>) {
+    /// Pass?, reason, rule, and the destination segment to report when it
+    /// is not the packet's own (replies).
+    fn judge_flow(
+        &mut self,
+        src: &str,
+        dst: &str,
+        ip: &Ip,
+    ) -> (bool, &'static str, Option<usize>, Option<String>) {
         // Which packets take part in flows: TCP/UDP both ways; ICMP echo
         // requests open, echo replies answer.
         let (opens, answers_only) = match (ip.proto, ip.v6) {
@@ -582,10 +595,11 @@ impl Model {
             // The flow key ignores the address family: IPv4 and IPv6 endpoints never compare equal.
             if let Some(flow) = self.flows.get(&key).cloned() {
                 let forward = flow.orig == me;
+                // The sender must be in the segment recorded for its end.
                 let segments_fit = if forward {
-                    flow.orig_src == src && flow.orig_dst == dst
+                    flow.orig_src == src
                 } else {
-                    flow.orig_src == dst && flow.orig_dst == src
+                    flow.orig_dst == src
                 };
                 let direction_fits = matches!(ip.proto, 6 | 17) || forward == opens;
                 if segments_fit && direction_fits {
@@ -609,9 +623,10 @@ impl Model {
                             self.flows.remove(&key);
                         }
                         return if forward {
-                            (true, reason, rule)
+                            (true, reason, rule, None)
                         } else {
-                            (true, "reply", None)
+                            // A reply counts towards the flow's originator.
+                            (true, "reply", None, Some(flow.orig_src.clone()))
                         };
                     }
                     self.flows.remove(&key);
@@ -631,8 +646,9 @@ impl Model {
                     },
                 );
             }
-            return (pass, reason, rule);
+            return (pass, reason, rule, None);
         }
-        self.judge_policy(src, dst, ip)
+        let (pass, reason, rule) = self.judge_policy(src, dst, ip);
+        (pass, reason, rule, None)
     }
 }

@@ -27,6 +27,10 @@ enum Cmd {
     Setup,
     /// Replay the bundled care-unit capture against the example policy.
     ReplayDemo,
+    /// Build a simulated care unit in network namespaces, enforce the
+    /// example policy with `ispf run`, drive real traffic, print the
+    /// verdicts, clean up (root).
+    Demo,
 }
 
 /// Debian packages the build and the tests use.
@@ -42,6 +46,27 @@ fn main() -> Result<()> {
         Cmd::ReplayDemo => {
             setup()?;
             replay_demo()
+        }
+        Cmd::Demo => {
+            setup()?;
+            if !is_root() {
+                bail!("the demo creates network namespaces and attaches XDP programs: run `cargo xtask demo` as root");
+            }
+            run(&mut cargo(&[
+                "build",
+                "-q",
+                "-p",
+                "ispf-userspace",
+                "-p",
+                "ispf-tests",
+                "--bin",
+                "ispf",
+                "--bin",
+                "care-unit-demo",
+            ]))?;
+            run(&mut Command::new(
+                root().join("target/debug/care-unit-demo"),
+            ))
         }
     }
 }

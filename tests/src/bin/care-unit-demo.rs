@@ -1,0 +1,568 @@
+//! `cargo xtask demo`: a simulated care unit on this machine, enforced by
+//! `ispf run` with the README's example policy.
+//!
+//! Network namespaces play the devices, a Linux bridge plays the care-unit
+//! switch, and ispf runs on every bridge port. The workstation and the guest
+//! laptop sit on access ports of VLAN 130 and 140 (their frames carry the
+//! tag on the wire). Real traffic is driven through it — allowed flows and
+//! their replies, denied flows, a spoofing attempt, and policy reloads while
+//! traffic runs — and the demo prints what passed, what was dropped and why.
+//! It exits non-zero if any outcome differs from what the policy says.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use ispf::{datapath::Datapath, policy::Policy};
+use ispf_common::{reason_name, VERDICT_PASS};
+use ispf_tests::{
+    care_unit::policy_path,
+    ispf_bin,
+    netns::{in_ns, sh, Topology, VlanAccess},
+};
+
+const PIN_DIR: &str = "/sys/fs/bpf/ispf-demo";
+const RUN_DIR: &str = "/run/ispf-demo";
+const BRIDGE: &str = "ispf-care";
+
+struct Host {
+    ns: &'static str,
+    port: &'static str,
+    mac: &'static str,
+    ip: &'static str,
+    vlan: Option<u16>,
+    role: &'static str,
+}
+
+const HOSTS: &[Host] = &[
+    Host {
+        ns: "care-pump1",
+        port: "care-pump1",
+        mac: "02:00:00:00:10:01",
+        ip: "10.10.0.11",
+        vlan: None,
+        role: "infusion pump pump-3w-01",
+    },
+    Host {
+        ns: "care-pump2",
+        port: "care-pump2",
+        mac: "02:00:00:00:10:02",
+        ip: "10.10.0.12",
+        vlan: None,
+        role: "infusion pump pump-3w-02",
+    },
+    Host {
+        ns: "care-mon1",
+        port: "care-mon1",
+        mac: "02:00:00:00:20:01",
+        ip: "10.20.0.21",
+        vlan: None,
+        role: "patient monitor monitor-3w-01",
+    },
+    Host {
+        ns: "care-mon2",
+        port: "care-mon2",
+        mac: "02:00:00:00:20:02",
+        ip: "10.20.0.22",
+        vlan: None,
+        role: "patient monitor monitor-3w-02",
+    },
+    Host {
+        ns: "care-nurse",
+        port: "care-nurse",
+        mac: "02:00:00:00:30:01",
+        ip: "10.30.0.31",
+        vlan: Some(130),
+        role: "nurse workstation ws-3w-nurse (VLAN 130)",
+    },
+    Host {
+        ns: "care-pis",
+        port: "care-pis",
+        mac: "02:00:00:00:50:01",
+        ip: "10.50.0.10",
+        vlan: None,
+        role: "PIS/EHR server pis-01 (HL7 2575, DICOM 104/11112, HTTPS 443, NTP 123)",
+    },
+    Host {
+        ns: "care-guest",
+        port: "care-guest",
+        mac: "02:00:00:00:99:05",
+        ip: "10.99.0.5",
+        vlan: Some(140),
+        role: "visitor's phone on guest Wi-Fi (VLAN 140)",
+    },
+    Host {
+        ns: "care-laptop",
+        port: "care-laptop",
+        mac: "02:00:00:00:99:07",
+        ip: "10.99.0.7",
+        vlan: None,
+        role: "unknown laptop plugged into a free wall port",
+    },
+];
+
+const SERVER: &str = r#"
+import socket, sys, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port)); s.listen(16)
+    while True:
+        c, _ = s.accept(); c.sendall(b"ok\n"); c.close()
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
+    while True:
+        d, a = s.recvfrom(100); s.sendto(d, a)
+for p in [int(x) for x in sys.argv[1].split(",")]:
+    threading.Thread(target=tcp, args=(p,), daemon=True).start()
+threading.Thread(target=udp, args=(123,), daemon=True).start()
+print("ready", flush=True)
+threading.Event().wait()
+"#;
+const TCP: &str = "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5); assert s.recv(3)==b'ok\\n'";
+const UDP: &str = "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5); s.sendto(b'tick', (sys.argv[1], int(sys.argv[2]))); assert s.recvfrom(100)[0]==b'tick'";
+const SPOOF_TCP: &str = "import socket,sys; s=socket.socket(); s.settimeout(1.5); s.bind((sys.argv[3], 0)); s.connect((sys.argv[1], int(sys.argv[2]))); assert s.recv(3)==b'ok\\n'";
+
+struct Servers(Vec<Child>);
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_server(ns: &str, tcp_ports: &str) -> Result<Child> {
+    let mut c = Command::new("ip")
+        .args([
+            "netns", "exec", ns, "python3", "-u", "-c", SERVER, tcp_ports,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().context("server stdout")?).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("server in {ns} did not start");
+    }
+    Ok(c)
+}
+
+fn host(ns: &str) -> &'static Host {
+    HOSTS.iter().find(|h| h.ns == ns).expect("known host")
+}
+
+enum Probe {
+    Tcp(u16),
+    Udp(u16),
+    Ping,
+    SpoofTcp(u16, &'static str),
+}
+
+fn probe(from: &str, to: &str, p: &Probe) -> bool {
+    let ip = host(to).ip;
+    let out = match p {
+        Probe::Tcp(port) => in_ns(from, &["python3", "-c", TCP, ip, &port.to_string()]),
+        Probe::Udp(port) => in_ns(from, &["python3", "-c", UDP, ip, &port.to_string()]),
+        Probe::Ping => in_ns(from, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip]),
+        Probe::SpoofTcp(port, src) => in_ns(
+            from,
+            &["python3", "-c", SPOOF_TCP, ip, &port.to_string(), src],
+        ),
+    };
+    out.status.success()
+}
+
+fn describe(p: &Probe) -> String {
+    match p {
+        Probe::Tcp(port) => format!("TCP {port}"),
+        Probe::Udp(port) => format!("UDP {port}"),
+        Probe::Ping => "ping".to_owned(),
+        Probe::SpoofTcp(port, src) => format!("TCP {port} from borrowed {src}"),
+    }
+}
+
+fn ispf(args: &[&str]) -> Result<std::process::Output> {
+    Ok(Command::new(ispf_bin()).args(args).output()?)
+}
+
+fn main() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the demo creates network namespaces and loads XDP: run it as root (cargo xtask demo does)");
+    }
+    let policy_file = policy_path().canonicalize()?;
+    let policy = Policy::from_file(&policy_file)?;
+    let _ = ispf(&["detach", "--pin-dir", PIN_DIR, "--run-dir", RUN_DIR]);
+
+    println!("== Building the care unit: bridge {BRIDGE}, one namespace per device");
+    let mut topo = Topology::default();
+    topo.bridge(BRIDGE);
+    let mut vlan_ports = Vec::new();
+    for h in HOSTS {
+        topo.host(h.ns, h.port, BRIDGE, h.mac, &[&format!("{}/8", h.ip)]);
+        vlan_ports.push(VlanAccess::new(h.ns, h.vlan));
+        println!("   {:<12} {:<15} {}", h.ns, h.ip, h.role);
+    }
+    let servers = Servers(vec![
+        start_server("care-pis", "2575,104,11112,443")?,
+        start_server("care-mon1", "443")?,
+        start_server("care-pump2", "5000")?,
+    ]);
+
+    println!(
+        "\n== ispf run --policy {} on every bridge port",
+        policy_file.display()
+    );
+    let mut run = Command::new(ispf_bin());
+    run.args(["run", "--policy"]).arg(&policy_file).args([
+        "--pin-dir",
+        PIN_DIR,
+        "--run-dir",
+        RUN_DIR,
+    ]);
+    for h in HOSTS {
+        run.args(["--iface", h.port]);
+    }
+    let mut controller = Controller(run.stderr(Stdio::inherit()).spawn()?);
+    wait_for_controller()?;
+
+    let failures = std::cell::Cell::new(0u32);
+    let check = |from: &str, to: &str, p: Probe, expect: bool, why: &str| {
+        let got = probe(from, to, &p);
+        let mark = if got == expect { "ok " } else { "FAIL" };
+        if got != expect {
+            failures.set(failures.get() + 1);
+        }
+        println!(
+            "   [{mark}] {:<12} -> {:<10} {:<26} {:<8} {why}",
+            from,
+            to,
+            describe(&p),
+            if got { "passed" } else { "blocked" }
+        );
+    };
+
+    println!("\n== Traffic the policy allows (replies return through connection tracking)");
+    check(
+        "care-pump1",
+        "care-pis",
+        Probe::Tcp(2575),
+        true,
+        "pump-hl7: pumps -> PIS HL7",
+    );
+    check(
+        "care-mon1",
+        "care-pis",
+        Probe::Tcp(2575),
+        true,
+        "monitor-hl7",
+    );
+    check(
+        "care-nurse",
+        "care-pis",
+        Probe::Tcp(443),
+        true,
+        "ws-pis: workstation HTTPS (VLAN 130)",
+    );
+    check(
+        "care-nurse",
+        "care-pis",
+        Probe::Tcp(11112),
+        true,
+        "ws-pis: DICOM 11112-11115",
+    );
+    check(
+        "care-nurse",
+        "care-pis",
+        Probe::Tcp(104),
+        true,
+        "ws-pis: DICOM 104",
+    );
+    check(
+        "care-nurse",
+        "care-mon1",
+        Probe::Tcp(443),
+        true,
+        "ws-monitors: monitor web UI",
+    );
+    check(
+        "care-pump1",
+        "care-pis",
+        Probe::Udp(123),
+        true,
+        "ntp: pumps sync time with the PIS",
+    );
+    check(
+        "care-pump1",
+        "care-pump2",
+        Probe::Tcp(5000),
+        true,
+        "intra allow: pumps may talk to pumps",
+    );
+    check(
+        "care-laptop",
+        "care-pis",
+        Probe::Ping,
+        true,
+        "ping-pis: anyone may ping the PIS",
+    );
+
+    println!("\n== Traffic the policy blocks");
+    check(
+        "care-pump1",
+        "care-pis",
+        Probe::Tcp(443),
+        false,
+        "no rule: pumps get HL7 only",
+    );
+    check(
+        "care-pis",
+        "care-pump1",
+        Probe::Ping,
+        false,
+        "no rule back into the pumps",
+    );
+    check(
+        "care-mon1",
+        "care-mon2",
+        Probe::Ping,
+        false,
+        "intra deny: monitors never talk to monitors",
+    );
+    check(
+        "care-guest",
+        "care-pis",
+        Probe::Ping,
+        false,
+        "guest-in beats ping-pis (more specific)",
+    );
+    check(
+        "care-guest",
+        "care-pump1",
+        Probe::Tcp(5000),
+        false,
+        "guest-in: guests reach no device",
+    );
+    check(
+        "care-laptop",
+        "care-pis",
+        Probe::Tcp(2575),
+        false,
+        "unknown laptop is quarantined",
+    );
+
+    println!("\n== A spoofing attempt: the laptop takes infusion pump pump-3w-01's address");
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        "care-laptop",
+        "ip",
+        "addr",
+        "add",
+        "10.10.0.11/8",
+        "dev",
+        "eth0",
+    ]);
+    check(
+        "care-laptop",
+        "care-pis",
+        Probe::SpoofTcp(2575, "10.10.0.11"),
+        false,
+        "spoofed: 10.10.0.11 belongs to a registered MAC",
+    );
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        "care-laptop",
+        "ip",
+        "addr",
+        "del",
+        "10.10.0.11/8",
+        "dev",
+        "eth0",
+    ]);
+
+    println!("\n== Reloads while a pump streams to the PIS (ping every 10 ms)");
+    let pinger = std::thread::spawn(|| {
+        in_ns(
+            "care-pump1",
+            &[
+                "ping",
+                "-q",
+                "-c",
+                "300",
+                "-i",
+                "0.01",
+                "-W",
+                "1",
+                "10.50.0.10",
+            ],
+        )
+    });
+    sleep(Duration::from_millis(300));
+    let tighter = write_variant(
+        &policy_file,
+        r#""ports": [443, 104, "11112-11115"]"#,
+        r#""ports": [443]"#,
+        "no-dicom",
+    )?;
+    println!("   $ ispf reload --dry-run {}", tighter.display());
+    print_indented(&ispf(&[
+        "reload",
+        "--dry-run",
+        tighter.to_str().unwrap(),
+        "--run-dir",
+        RUN_DIR,
+    ])?);
+    println!("   $ ispf reload {}", tighter.display());
+    print_indented(&ispf(&[
+        "reload",
+        tighter.to_str().unwrap(),
+        "--run-dir",
+        RUN_DIR,
+    ])?);
+    check(
+        "care-nurse",
+        "care-pis",
+        Probe::Tcp(11112),
+        false,
+        "DICOM closed by the new generation",
+    );
+    check(
+        "care-nurse",
+        "care-pis",
+        Probe::Tcp(443),
+        true,
+        "HTTPS still open",
+    );
+    let broken = write_variant(
+        &policy_file,
+        r#""segment": "patient-monitors", "kind": "patient-monitor", "risk": "critical" },"#,
+        r#""segment": "patient-monitorz", "kind": "patient-monitor", "risk": "critical" },"#,
+        "broken",
+    )?;
+    println!("   $ ispf reload {}   # a typo", broken.display());
+    let out = ispf(&["reload", broken.to_str().unwrap(), "--run-dir", RUN_DIR])?;
+    print_indented(&out);
+    if out.status.success() {
+        failures.set(failures.get() + 1);
+        println!("   [FAIL] an invalid policy was applied");
+    }
+    println!("   $ ispf reload {}", policy_file.display());
+    print_indented(&ispf(&[
+        "reload",
+        policy_file.to_str().unwrap(),
+        "--run-dir",
+        RUN_DIR,
+    ])?);
+    check(
+        "care-nurse",
+        "care-pis",
+        Probe::Tcp(11112),
+        true,
+        "DICOM open again",
+    );
+    let ping_out = pinger.join().expect("pinger");
+    let summary = String::from_utf8_lossy(&ping_out.stdout)
+        .lines()
+        .find(|l| l.contains("packet loss"))
+        .unwrap_or("")
+        .to_owned();
+    let lossless = summary.contains(" 0% packet loss");
+    println!(
+        "   [{}] pump -> PIS stream across three reloads: {summary}",
+        if lossless { "ok " } else { "FAIL" }
+    );
+    if !lossless {
+        failures.set(failures.get() + 1);
+    }
+
+    println!("\n== What ispf saw, by segment pair and reason (from its per-CPU counters)");
+    {
+        let dp = Datapath::adopt(Path::new(PIN_DIR))?;
+        println!(
+            "   {:<22} {:<22} {:<16} {:<5} {:>7}",
+            "from", "to", "reason", "", "packets"
+        );
+        for (k, v) in dp.counters() {
+            println!(
+                "   {:<22} {:<22} {:<16} {:<5} {:>7}",
+                policy.segment_name(k.src),
+                policy.segment_name(k.dst),
+                reason_name(k.reason).unwrap_or("?"),
+                if k.verdict == VERDICT_PASS {
+                    "pass"
+                } else {
+                    "drop"
+                },
+                v.packets
+            );
+        }
+    }
+    println!("\n== ispf status");
+    print_indented(&ispf(&["status", "--run-dir", RUN_DIR])?);
+
+    println!("\n== ispf detach, then tear the care unit down");
+    print_indented(&ispf(&[
+        "detach",
+        "--pin-dir",
+        PIN_DIR,
+        "--run-dir",
+        RUN_DIR,
+    ])?);
+    let _ = controller.0.wait();
+    drop(servers);
+    drop(vlan_ports);
+    drop(topo);
+    if failures.get() > 0 {
+        bail!("{} outcome(s) differed from the policy", failures.get());
+    }
+    println!("\nevery outcome matched the policy");
+    Ok(())
+}
+
+struct Controller(Child);
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = Command::new(ispf_bin())
+            .args(["detach", "--pin-dir", PIN_DIR, "--run-dir", RUN_DIR])
+            .output();
+    }
+}
+
+fn wait_for_controller() -> Result<()> {
+    for _ in 0..200 {
+        if ispf(&["status", "--run-dir", RUN_DIR])?.status.success() {
+            return Ok(());
+        }
+        sleep(Duration::from_millis(50));
+    }
+    bail!("ispf run did not come up")
+}
+
+fn write_variant(base: &Path, from: &str, to: &str, name: &str) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(base)?;
+    if !text.contains(from) {
+        bail!("demo variant {name}: the example policy changed; update the demo");
+    }
+    let path = std::env::temp_dir().join(format!("care-unit-{name}.json"));
+    std::fs::write(&path, text.replace(from, to))?;
+    Ok(path)
+}
+
+fn print_indented(out: &std::process::Output) {
+    for l in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        println!("     {l}");
+    }
+}
