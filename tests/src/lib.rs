@@ -38,3 +38,24 @@ pub fn ispf_bin() -> std::path::PathBuf {
 /// The VLAN access-port fixture (tests/fixtures), built by build.rs.
 pub const VLAN_TAGGER: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vlan-tagger"));
+
+/// Copies the `ispf` binary and `files` into a fresh world-readable
+/// directory, so a test can run them as an unprivileged user even when the
+/// checkout lives in a private directory (CI clones into one). Returns the
+/// binary's path and the copies' paths.
+pub fn unprivileged_copies(
+    files: &[&std::path::Path],
+) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("ispf-unpriv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = |src: &std::path::Path, mode: u32| {
+        let dst = dir.join(src.file_name().unwrap());
+        std::fs::copy(src, &dst).unwrap();
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(mode)).unwrap();
+        dst
+    };
+    let bin = copy(&ispf_bin(), 0o755);
+    (bin, files.iter().map(|f| copy(f, 0o644)).collect())
+}

@@ -498,14 +498,20 @@ fn control_socket_is_root_only() {
     let dir = std::fs::metadata(&ctl.paths.run).unwrap();
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
     // An unprivileged user cannot talk to it.
+    let (unpriv_bin, _) = ispf_tests::unprivileged_copies(&[]);
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(ispf_bin())
+        .arg(&unpriv_bin)
         .args(["status", "--run-dir"])
         .arg(&ctl.paths.run)
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Permission denied"),
+        "refused for another reason: {err}"
+    );
     let listening = Command::new("ss")
         .args(["-Htlnup"])
         .output()
@@ -568,11 +574,12 @@ fn unusable_interfaces_are_refused_whole() {
     assert!(!attached_xdp(&ports[0]), "nothing half-attached");
     drop(other);
     // Not root: said plainly.
+    let (unpriv_bin, unpriv_policy) = ispf_tests::unprivileged_copies(&[&a]);
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(ispf_bin())
+        .arg(&unpriv_bin)
         .args(["run", "--policy"])
-        .arg(&a)
+        .arg(&unpriv_policy[0])
         .args([
             "--iface",
             &ports[0],

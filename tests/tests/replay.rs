@@ -131,14 +131,15 @@ fn replay_without_root_says_so() {
     if !require_root() {
         return;
     }
-    let bin = ispf();
+    let pcap = workspace().join("examples/care-unit.pcap");
+    let (bin, copies) = ispf_tests::unprivileged_copies(&[&policy_path(), &pcap]);
     let o = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
         .args(["replay", "--policy"])
-        .arg(policy_path())
+        .arg(&copies[0])
         .arg("--pcap")
-        .arg(workspace().join("examples/care-unit.pcap"))
+        .arg(&copies[1])
         .output()
         .unwrap();
     assert!(!o.status.success());
