@@ -39,6 +39,26 @@ pub const MAP_COUNTERS: &str = "ISPF_COUNTERS";
 /// packet judged on this CPU, read by `ispf replay`.
 pub const MAP_LAST: &str = "ISPF_LAST";
 
+/// Ring buffer of [`Event`]s.
+pub const MAP_EVENTS: &str = "ISPF_EVENTS";
+/// Per-CPU single-entry array of [`EventStats`].
+pub const MAP_EVENT_STATS: &str = "ISPF_EVENT_STATS";
+/// LRU hash [`CtKey`] (directional: `a` = source) -> `u64` time the denied
+/// flow was last reported, so a denied 5-tuple is reported once a minute.
+pub const MAP_DENIED_SEEN: &str = "ISPF_DENIED_SEEN";
+
+pub const EVENTS_BYTES: u32 = 1 << 20;
+pub const DENIED_SEEN_ENTRIES: u32 = 65_536;
+/// A denied flow is reported again after this long.
+pub const DENIED_REPORT_INTERVAL_NS: u64 = 60_000_000_000;
+/// Per CPU: events per second, and the burst allowed above it. A flood of
+/// denied packets cannot make the datapath spend more than this on events.
+pub const EVENT_RATE_PER_SEC: u64 = 1000;
+pub const EVENT_BURST: u64 = 200;
+
+pub const EVENT_DENIED: u8 = 1;
+pub const EVENT_NEW_FLOW: u8 = 2;
+
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "ispf";
 
@@ -241,6 +261,8 @@ pub struct CounterKey {
     /// `VERDICT_PASS` or `VERDICT_DROP` (`infrastructure` can be either).
     pub verdict: u8,
     pub _pad: [u8; 2],
+    /// Deciding rule, or [`RULE_NONE`]: per-rule hit counts come from here.
+    pub rule: u32,
 }
 
 #[repr(C)]
@@ -265,6 +287,46 @@ pub struct LastVerdict {
     pub epoch: u32,
 }
 
+/// A flow event, written by the datapath into [`MAP_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub rule: u32,
+    pub ifindex: u32,
+    pub src: u16,
+    pub dst: u16,
+    pub vlan: u16,
+    pub kind: u8,
+    pub reason: u8,
+    pub verdict: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub _pad2: [u8; 4],
+}
+
+/// Per-CPU event accounting; nothing the datapath drops goes uncounted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventStats {
+    pub emitted: u64,
+    /// Over the per-CPU rate.
+    pub rate_limited: u64,
+    /// The ring buffer was full (the reader is behind).
+    pub ringbuf_full: u64,
+    /// Token-bucket state (datapath-internal).
+    pub tokens: u64,
+    pub refill_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -285,6 +347,8 @@ mod pod {
     unsafe impl aya::Pod for CounterKey {}
     unsafe impl aya::Pod for CounterVal {}
     unsafe impl aya::Pod for LastVerdict {}
+    unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for EventStats {}
 }
 
 #[cfg(test)]
@@ -311,7 +375,9 @@ mod tests {
         assert_eq!((size_of::<CtVal>(), align_of::<CtVal>()), (24, 8));
         assert_eq!((size_of::<FragKey>(), align_of::<FragKey>()), (40, 4));
         assert_eq!((size_of::<FragVal>(), align_of::<FragVal>()), (16, 8));
-        assert_eq!((size_of::<CounterKey>(), align_of::<CounterKey>()), (8, 2));
+        assert_eq!((size_of::<CounterKey>(), align_of::<CounterKey>()), (12, 4));
+        assert_eq!((size_of::<Event>(), align_of::<Event>()), (80, 8));
+        assert_eq!((size_of::<EventStats>(), align_of::<EventStats>()), (40, 8));
         assert_eq!((size_of::<CounterVal>(), align_of::<CounterVal>()), (16, 8));
         assert_eq!(
             (size_of::<LastVerdict>(), align_of::<LastVerdict>()),

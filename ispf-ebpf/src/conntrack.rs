@@ -24,13 +24,20 @@ pub struct Flow {
 /// Judges an IP packet (not a later fragment) through conntrack and policy.
 /// Returns the judgement and the destination segment to count it under: a
 /// reply is counted towards the segment its flow came from (an unregistered
-/// originator, say a quarantined laptop, is `world` as a destination).
+/// originator, say a quarantined laptop, is `world` as a destination),
+/// and whether the packet opened a new flow.
 #[inline(always)]
-pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) -> (Judgement, u16) {
+pub fn judge(
+    slot: u8,
+    s: &Settings,
+    pkt: &Packet,
+    key: &mut CtKey,
+    f: &Flow,
+) -> (Judgement, u16, bool) {
     let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
     let dport = u16::from_be_bytes(pkt.dport);
     if track == Tracking::None {
-        return (judge_new(slot, s, pkt, f, dport), f.dst);
+        return (judge_new(slot, s, pkt, f, dport), f.dst, false);
     }
     let src_is_a = ct_key(
         key,
@@ -95,7 +102,7 @@ pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) ->
                 if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & TCP_RST != 0 {
                     let _ = ISPF_CONNTRACK.remove(key);
                 }
-                return (j, dst);
+                return (j, dst, false);
             }
             // The policy no longer allows this flow: forget it.
             let _ = ISPF_CONNTRACK.remove(key);
@@ -122,10 +129,11 @@ pub fn judge(slot: u8, s: &Settings, pkt: &Packet, key: &mut CtKey, f: &Flow) ->
             _pad: [0; 2],
         };
         if ISPF_CONNTRACK.insert(key, &v, 0).is_err() {
-            return (on_fault(j, f.src_flags, f.dst_flags), f.dst);
+            return (on_fault(j, f.src_flags, f.dst_flags), f.dst, false);
         }
+        return (j, f.dst, true);
     }
-    (j, f.dst)
+    (j, f.dst, false)
 }
 
 #[inline(always)]

@@ -14,6 +14,7 @@ pub fn record(src: u16, dst: u16, j: &Judgement, bytes: u64, epoch: u32) {
         reason: j.reason,
         verdict: j.verdict,
         _pad: [0; 2],
+        rule: j.rule,
     };
     match ISPF_COUNTERS.get_ptr_mut(&key) {
         // SAFETY: per-CPU value, no other writer on this CPU.

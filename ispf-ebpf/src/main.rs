@@ -9,6 +9,8 @@ mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
 mod fragments;
 #[cfg(target_arch = "bpf")]
 mod identity;
@@ -21,14 +23,15 @@ mod policy;
 mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use ispf_common::{
-        Settings, ACTION_ALLOW, FRAGMENTS_DENY, NO_SEGMENT, REASON_FRAGMENT_UNTRACKED,
-        REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED, REASON_SPOOFED,
+        Settings, ACTION_ALLOW, EVENT_DENIED, EVENT_NEW_FLOW, FRAGMENTS_DENY, NO_SEGMENT,
+        REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED,
+        REASON_SPOOFED, REASON_WOULD_DROP,
     };
     use ispf_ebpf::decide::{default_judgement, monitor, on_fault, Judgement};
 
     use crate::{
         conntrack::{self, Flow},
-        counters, fragments, identity,
+        counters, events, fragments, identity,
         maps::{Scratch, ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
         policy::segment_flags,
     };
@@ -80,8 +83,9 @@ mod program {
             };
         // SAFETY: this CPU's own slot; XDP does not nest on a CPU.
         let scratch = unsafe { &mut *scratch };
-        let (src, dst, j) = judge(&ctx, slot, settings, scratch);
+        let (src, dst, j, opened) = judge(&ctx, slot, settings, scratch);
         counters::record(src, dst, &j, bytes, settings.epoch);
+        report(&ctx, scratch, src, dst, &j, opened, settings.world_segment);
         if j.is_pass() {
             xdp_action::XDP_PASS
         } else {
@@ -89,21 +93,57 @@ mod program {
         }
     }
 
+    /// Events for the controller: denied flows (their first packet) and new
+    /// east-west flows. Packets of established flows never get here.
+    #[inline(always)]
+    fn report(
+        ctx: &XdpContext,
+        scratch: &mut Scratch,
+        src: u16,
+        dst: u16,
+        j: &Judgement,
+        opened: bool,
+        world: u16,
+    ) {
+        let denied = !j.is_pass() || j.reason == REASON_WOULD_DROP;
+        if denied && j.reason != REASON_MALFORMED {
+            let now = events::now();
+            if events::first_of_denied_flow(&scratch.pkt, &mut scratch.denied, now) {
+                events::emit(ctx, EVENT_DENIED, &scratch.pkt, src, dst, j, now);
+            }
+        } else if opened && src != world && dst != world {
+            events::emit(
+                ctx,
+                EVENT_NEW_FLOW,
+                &scratch.pkt,
+                src,
+                dst,
+                j,
+                events::now(),
+            );
+        }
+    }
+
     /// The whole pipeline under one policy generation: `(source segment,
-    /// destination segment, judgement)`.
+    /// destination segment, judgement, opened a new flow)`.
     #[inline(always)]
     fn judge(
         ctx: &XdpContext,
         slot: u8,
         s: &Settings,
         scratch: &mut Scratch,
-    ) -> (u16, u16, Judgement) {
+    ) -> (u16, u16, Judgement, bool) {
         let frame = XdpFrame {
             start: ctx.data(),
             end: ctx.data_end(),
         };
         if parse::parse(&frame, &mut scratch.pkt).is_err() {
-            return (NO_SEGMENT, NO_SEGMENT, Judgement::drop(REASON_MALFORMED));
+            return (
+                NO_SEGMENT,
+                NO_SEGMENT,
+                Judgement::drop(REASON_MALFORMED),
+                false,
+            );
         }
         let pkt = &scratch.pkt;
         let dst = identity::destination(slot, s, pkt);
@@ -115,11 +155,13 @@ mod program {
             } else {
                 Judgement::drop(REASON_INFRASTRUCTURE)
             };
-            return (src, dst, j);
+            return (src, dst, j, false);
         }
         let src = match identity::source(slot, s, pkt, true) {
             Ok(seg) => seg,
-            Err(identity::Spoofed(seg)) => return (seg, dst, Judgement::drop(REASON_SPOOFED)),
+            Err(identity::Spoofed(seg)) => {
+                return (seg, dst, Judgement::drop(REASON_SPOOFED), false)
+            }
         };
         let f = Flow {
             src,
@@ -137,22 +179,28 @@ mod program {
                     f.src_flags,
                     f.dst_flags,
                 ),
+                false,
             );
         }
         if pkt.frag != FRAG_NONE && s.fragments == FRAGMENTS_DENY {
-            return (src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED));
+            return (src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED), false);
         }
         if pkt.frag == FRAG_LATER {
-            return (src, dst, fragments::follow(pkt, &mut scratch.frag, s));
+            return (
+                src,
+                dst,
+                fragments::follow(pkt, &mut scratch.frag, s),
+                false,
+            );
         }
-        let (mut j, dst) = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f);
+        let (mut j, dst, opened) = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f);
         if pkt.frag == FRAG_FIRST
             && fragments::remember(pkt, &mut scratch.frag, &j).is_err()
             && j.is_pass()
         {
             j = on_fault(j, f.src_flags, f.dst_flags);
         }
-        (src, dst, j)
+        (src, dst, j, opened)
     }
 
     #[no_mangle]

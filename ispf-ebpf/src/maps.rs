@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use ispf_common::*;
 
@@ -64,4 +64,13 @@ pub struct Scratch {
     pub pkt: ispf_ebpf::parse::Packet,
     pub ct: CtKey,
     pub frag: FragKey,
+    pub denied: CtKey,
 }
+
+#[map]
+pub static ISPF_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+#[map]
+pub static ISPF_EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ISPF_DENIED_SEEN: LruHashMap<CtKey, u64> =
+    LruHashMap::with_max_entries(DENIED_SEEN_ENTRIES, 0);

@@ -1,0 +1,118 @@
+//! Flow events for the controller: the first packet of each denied 5-tuple
+//! (again after a minute) and each new allowed east-west flow. Never on the
+//! path of an established flow's packets; rate-limited per CPU so a flood
+//! costs a bounded amount; every event not delivered is counted.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use ispf_common::{
+    CtKey, Event, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_RATE_PER_SEC, FAMILY_V4, FAMILY_V6,
+};
+use ispf_ebpf::{decide::Judgement, parse::Packet};
+
+use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
+
+/// Whether a denied packet starts a denied flow worth reporting now:
+/// its directional 5-tuple (MACs for non-IP frames) was not reported in
+/// the last minute.
+#[inline(always)]
+pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> bool {
+    let ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
+    if ip {
+        key.a_addr = pkt.src_ip;
+        key.b_addr = pkt.dst_ip;
+    } else {
+        key.a_addr = [0; 16];
+        key.b_addr = [0; 16];
+        key.a_addr[..6].copy_from_slice(&pkt.src_mac);
+        key.b_addr[..6].copy_from_slice(&pkt.dst_mac);
+    }
+    key.a_port = pkt.sport;
+    key.b_port = pkt.dport;
+    key.proto = pkt.proto;
+    key.family = pkt.family;
+    key._pad = [0; 2];
+    // SAFETY: copied out at once.
+    if let Some(last) = unsafe { ISPF_DENIED_SEEN.get(&*key) } {
+        if now.saturating_sub(*last) < DENIED_REPORT_INTERVAL_NS {
+            return false;
+        }
+    }
+    let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
+    true
+}
+
+/// Takes one token from this CPU's bucket.
+#[inline(always)]
+fn take_token(now: u64) -> bool {
+    let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's own slot.
+    let st = unsafe { &mut *st };
+    let elapsed = now.saturating_sub(st.refill_ns);
+    let refill = elapsed / (1_000_000_000 / EVENT_RATE_PER_SEC);
+    if refill > 0 {
+        st.tokens = if st.tokens + refill > EVENT_BURST {
+            EVENT_BURST
+        } else {
+            st.tokens + refill
+        };
+        st.refill_ns = now;
+    }
+    if st.tokens == 0 {
+        st.rate_limited += 1;
+        return false;
+    }
+    st.tokens -= 1;
+    true
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Emits one event, written straight into the ring buffer.
+#[inline(always)]
+pub fn emit(ctx: &XdpContext, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
+    if !take_token(now) {
+        return;
+    }
+    let Some(mut entry) = ISPF_EVENTS.reserve::<Event>(0) else {
+        if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
+            // SAFETY: this CPU's own slot.
+            unsafe { (*st).ringbuf_full += 1 };
+        }
+        return;
+    };
+    // SAFETY: `reserve` hands out uninitialised memory of the right size;
+    // every field is written before submit.
+    unsafe {
+        let e = entry.as_mut_ptr();
+        (*e).ts_ns = now;
+        (*e).rule = j.rule;
+        (*e).ifindex = (*ctx.ctx).ingress_ifindex;
+        (*e).src = src;
+        (*e).dst = dst;
+        (*e).vlan = pkt.vlan;
+        (*e).kind = kind;
+        (*e).reason = j.reason;
+        (*e).verdict = j.verdict;
+        (*e).family = pkt.family;
+        (*e).proto = pkt.proto;
+        (*e)._pad = 0;
+        (*e).sport = pkt.sport;
+        (*e).dport = pkt.dport;
+        (*e).src_mac = pkt.src_mac;
+        (*e).dst_mac = pkt.dst_mac;
+        (*e).src_ip = pkt.src_ip;
+        (*e).dst_ip = pkt.dst_ip;
+        (*e)._pad2 = [0; 4];
+    }
+    entry.submit(0);
+    if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot.
+        unsafe { (*st).emitted += 1 };
+    }
+}
