@@ -11,7 +11,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::diff::PolicyDiff;
+use crate::{events::EventFilter, policy::diff::PolicyDiff};
 
 pub const DEFAULT_RUN_DIR: &str = "/run/ispf";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ispf";
@@ -31,6 +31,22 @@ pub enum Request {
         dry_run: bool,
     },
     Detach,
+    /// Stream matching flow events as JSON lines until the client leaves.
+    Events {
+        filter: EventFilter,
+    },
+    /// Counters by segment pair, verdict and reason (for `ispf top`).
+    Counters,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CounterRow {
+    pub src_segment: String,
+    pub dst_segment: String,
+    pub verdict: String,
+    pub reason: String,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,7 +97,14 @@ pub enum Response {
     Status(Status),
     Reload(ReloadReport),
     Detached,
-    Error { message: String },
+    Counters {
+        rows: Vec<CounterRow>,
+    },
+    /// The first line of an events stream; event lines follow.
+    Subscribed,
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,4 +143,33 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Respo
     let mut answer = String::new();
     BufReader::new(&s).read_line(&mut answer).map_err(io)?;
     serde_json::from_str(&answer).map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))
+}
+
+/// Opens an events stream; returns the reader positioned after the
+/// acknowledgement, yielding one JSON event per line.
+pub fn subscribe(
+    run_dir: &Path,
+    filter: EventFilter,
+) -> Result<BufReader<UnixStream>, ControlError> {
+    let path = socket_path(run_dir);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut s = UnixStream::connect(&path).map_err(|source| ControlError::Connect {
+        path: path.clone(),
+        source,
+    })?;
+    let mut line = serde_json::to_string(&Request::Events { filter })
+        .map_err(|e| ControlError::Protocol(e.to_string()))?;
+    line.push('\n');
+    s.write_all(line.as_bytes()).map_err(io)?;
+    let mut r = BufReader::new(s);
+    let mut ack = String::new();
+    r.read_line(&mut ack).map_err(io)?;
+    match serde_json::from_str::<Response>(&ack) {
+        Ok(Response::Subscribed) => Ok(r),
+        Ok(Response::Error { message }) => Err(ControlError::Protocol(message)),
+        _ => Err(ControlError::Protocol(format!("unexpected answer {ack:?}"))),
+    }
 }

@@ -19,14 +19,19 @@ use ispf_common::{reason_name, VERDICT_PASS};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
-    net::UnixListener,
+    io::{unix::AsyncFd, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{TcpListener, UnixListener},
     signal::unix::{signal, SignalKind},
 };
 
 use crate::{
-    control::{socket_path, InterfaceStatus, MapStatus, ReloadReport, Request, Response, Status},
+    control::{
+        socket_path, CounterRow, InterfaceStatus, MapStatus, ReloadReport, Request, Response,
+        Status,
+    },
     datapath::{Datapath, MapSizes},
+    events::{EventFilter, EventRecord},
+    metrics::{self, ControllerFacts},
     policy::{compile::compile, diff::diff, Policy},
     system,
 };
@@ -37,7 +42,15 @@ pub struct RunOptions {
     pub pin_dir: PathBuf,
     pub run_dir: PathBuf,
     pub sizes: MapSizes,
+    /// Where `/metrics` is served (plain HTTP).
+    pub metrics_addr: std::net::SocketAddr,
+    /// Serving metrics beyond loopback must be asked for explicitly.
+    pub metrics_allow_remote: bool,
+    /// Write every flow event as a JSON line here (`-` for stdout).
+    pub events_out: Option<PathBuf>,
 }
+
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
 
 /// What survives a controller restart besides the pins: written to the run
 /// directory (tmpfs) on every change.
@@ -64,6 +77,17 @@ struct Controller {
     run_dir: PathBuf,
     reloads_ok: u64,
     reloads_failed: u64,
+    last_reload_unix: i64,
+    last_reload_ok: bool,
+    events_written: u64,
+    events_slow_reader: u64,
+    subscribers: Vec<(tokio::sync::mpsc::Sender<String>, EventFilter)>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn sha256(bytes: &[u8]) -> String {
@@ -203,6 +227,11 @@ impl Controller {
             run_dir: opts.run_dir.clone(),
             reloads_ok: 0,
             reloads_failed: 0,
+            last_reload_unix: unix_now(),
+            last_reload_ok: true,
+            events_written: 0,
+            events_slow_reader: 0,
+            subscribers: Vec::new(),
         };
         fs::write(opts.run_dir.join(APPLIED_POLICY), &bytes)?;
         c.save_state()?;
@@ -274,6 +303,11 @@ impl Controller {
             run_dir: opts.run_dir.clone(),
             reloads_ok: 0,
             reloads_failed: 0,
+            last_reload_unix: unix_now(),
+            last_reload_ok: true,
+            events_written: 0,
+            events_slow_reader: 0,
+            subscribers: Vec::new(),
         };
         c.save_state()?;
         log(format!(
@@ -303,7 +337,12 @@ impl Controller {
 
     fn reload(&mut self, path: Option<PathBuf>, dry_run: bool) -> Response {
         let path = path.unwrap_or_else(|| self.policy_path.clone());
-        match self.try_reload(&path, dry_run) {
+        let result = self.try_reload(&path, dry_run);
+        if !dry_run {
+            self.last_reload_unix = unix_now();
+            self.last_reload_ok = result.is_ok();
+        }
+        match result {
             Ok(r) => {
                 if r.applied {
                     self.reloads_ok += 1;
@@ -357,6 +396,89 @@ impl Controller {
         })
     }
 
+    fn metrics(&self) -> String {
+        let facts = ControllerFacts {
+            policy: &self.policy,
+            interfaces: &self.interfaces,
+            generation: self.dp.epoch(),
+            last_reload_unix: self.last_reload_unix,
+            last_reload_ok: self.last_reload_ok,
+            reloads_ok: self.reloads_ok,
+            reloads_failed: self.reloads_failed,
+            events_written: self.events_written,
+            events_slow_reader: self.events_slow_reader,
+        };
+        metrics::render(&self.dp, &facts)
+            .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
+    }
+
+    fn counter_rows(&self) -> Vec<CounterRow> {
+        let mut rows =
+            std::collections::BTreeMap::<(String, String, String, String), (u64, u64)>::new();
+        for (k, v) in self.dp.counters() {
+            let key = (
+                self.policy.segment_name(k.src).to_owned(),
+                self.policy.segment_name(k.dst).to_owned(),
+                if k.verdict == VERDICT_PASS {
+                    "pass"
+                } else {
+                    "drop"
+                }
+                .to_owned(),
+                reason_name(k.reason).unwrap_or("unknown").to_owned(),
+            );
+            let e = rows.entry(key).or_default();
+            e.0 += v.packets;
+            e.1 += v.bytes;
+        }
+        rows.into_iter()
+            .map(
+                |((src_segment, dst_segment, verdict, reason), (packets, bytes))| CounterRow {
+                    src_segment,
+                    dst_segment,
+                    verdict,
+                    reason,
+                    packets,
+                    bytes,
+                },
+            )
+            .collect()
+    }
+
+    /// Hands one datapath event to the events file and every subscriber
+    /// whose filter matches. A subscriber that cannot keep up loses events
+    /// (counted); the datapath is never slowed by it.
+    fn deliver(&mut self, e: &ispf_common::Event, out: &mut Option<Box<dyn std::io::Write>>) {
+        let rec = EventRecord::decode(e, &self.policy);
+        let Ok(mut line) = serde_json::to_string(&rec) else {
+            return;
+        };
+        line.push('\n');
+        if let Some(w) = out.as_mut() {
+            if w.write_all(line.as_bytes())
+                .and_then(|()| w.flush())
+                .is_ok()
+            {
+                self.events_written += 1;
+            }
+        }
+        let mut lost = 0;
+        self.subscribers.retain(|(tx, filter)| {
+            if !filter.matches(&rec) {
+                return !tx.is_closed();
+            }
+            match tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    lost += 1;
+                    true
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        self.events_slow_reader += lost;
+    }
+
     fn status(&self) -> Status {
         let counters = self.dp.counters();
         let mut by_reason = std::collections::BTreeMap::<String, u64>::new();
@@ -398,9 +520,28 @@ impl Controller {
     }
 }
 
+/// One response line. Encoding cannot be allowed to stop the controller,
+/// so a failure becomes an error answer.
+fn answer(resp: &Response) -> String {
+    let mut out = serde_json::to_string(resp).unwrap_or_else(|e| {
+        serde_json::to_string(&Response::Error {
+            message: format!("cannot encode the answer: {e}"),
+        })
+        .unwrap_or_default()
+    });
+    out.push('\n');
+    out
+}
+
 /// Runs the controller until SIGTERM/SIGINT (enforcement stays) or a
 /// `detach` request (enforcement removed).
 pub fn run(opts: RunOptions) -> Result<()> {
+    if !opts.metrics_addr.ip().is_loopback() && !opts.metrics_allow_remote {
+        bail!(
+            "--metrics-addr {} is not a loopback address: anyone who can reach it could read the unit's traffic matrix; pass --metrics-allow-remote to serve it anyway",
+            opts.metrics_addr
+        );
+    }
     let sock = socket_path(&opts.run_dir);
     if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
         bail!(
@@ -408,6 +549,17 @@ pub fn run(opts: RunOptions) -> Result<()> {
             sock.display()
         );
     }
+    let mut events_out: Option<Box<dyn std::io::Write>> = match &opts.events_out {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening events file {}", p.display()))?,
+        )),
+    };
     let mut c = Controller::start(&opts)?;
     let _ = fs::remove_file(&sock);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -416,6 +568,16 @@ pub fn run(opts: RunOptions) -> Result<()> {
     rt.block_on(async move {
         let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
+        let metrics = TcpListener::bind(opts.metrics_addr)
+            .await
+            .with_context(|| format!("serving metrics on {} (pick another with --metrics-addr)", opts.metrics_addr))?;
+        log(format!("metrics on http://{}/metrics", metrics.local_addr().unwrap_or(opts.metrics_addr)));
+        let mut ring = match c.dp.take_events() {
+            // SAFETY: the ring buffer owns its map fd for as long as the
+            // AsyncFd owns the ring buffer, and never swaps it.
+            Some(rb) => Some(unsafe { AsyncFd::register(rb) }.map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?),
+            None => None,
+        };
         let mut hup = signal(SignalKind::hangup())?;
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
@@ -433,11 +595,28 @@ pub fn run(opts: RunOptions) -> Result<()> {
                     let (resp, stop) = match serde_json::from_str::<Request>(&line) {
                         Err(e) => (Response::Error { message: format!("bad request: {e}") }, false),
                         Ok(Request::Status) => (Response::Status(c.status()), false),
+                        Ok(Request::Counters) => (Response::Counters { rows: c.counter_rows() }, false),
                         Ok(Request::Reload { policy, dry_run }) => (c.reload(policy, dry_run), false),
+                        Ok(Request::Events { filter }) => {
+                            let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
+                            let ack = answer(&Response::Subscribed);
+                            if write.write_all(ack.as_bytes()).await.is_ok() {
+                                tokio::spawn(async move {
+                                    while let Some(line) = rx.recv().await {
+                                        if write.write_all(line.as_bytes()).await.is_err() {
+                                            break;
+                                        }
+                                    }
+                                });
+                                c.subscribers.push((tx, filter));
+                            }
+                            continue;
+                        }
                         Ok(Request::Detach) => (Response::Detached, true),
                     };
                     if stop {
                         let (pin_dir, run_dir) = (c.pin_dir.clone(), c.run_dir.clone());
+                        drop(ring.take());
                         drop(c);
                         let resp = match detach(&pin_dir, &run_dir) {
                             Ok(ifaces) => {
@@ -446,14 +625,49 @@ pub fn run(opts: RunOptions) -> Result<()> {
                             }
                             Err(e) => Response::Error { message: format!("{e:#}") },
                         };
-                        let mut out = serde_json::to_string(&resp)?;
-                        out.push('\n');
-                        let _ = write.write_all(out.as_bytes()).await;
+                        let _ = write.write_all(answer(&resp).as_bytes()).await;
                         return Ok(());
                     }
-                    let mut out = serde_json::to_string(&resp)?;
-                    out.push('\n');
-                    let _ = write.write_all(out.as_bytes()).await;
+                    let _ = write.write_all(answer(&resp).as_bytes()).await;
+                }
+                scrape = metrics.accept() => {
+                    let Ok((mut stream, _)) = scrape else { continue };
+                    let mut buf = vec![0u8; 4096];
+                    let n = match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+                        Ok(Ok(n)) => n,
+                        _ => continue,
+                    };
+                    let req = String::from_utf8_lossy(&buf[..n]);
+                    let path = req.split_whitespace().nth(1).unwrap_or("");
+                    let (status, body) = if req.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
+                        ("200 OK", c.metrics())
+                    } else {
+                        ("404 Not Found", "ispf serves /metrics only\n".to_owned())
+                    };
+                    let head = format!(
+                        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    // A scraper that goes away costs nothing but this write.
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body.as_bytes()).await;
+                }
+                ready = async { ring.as_mut().expect("guarded").readable_mut().await }, if ring.is_some() => {
+                    let Ok(mut guard) = ready else { continue };
+                    let mut batch = Vec::new();
+                    {
+                        let rb = guard.get_inner_mut();
+                        while let Some(item) = rb.next() {
+                            if item.len() >= std::mem::size_of::<ispf_common::Event>() {
+                                // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                                batch.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ispf_common::Event>()) });
+                            }
+                        }
+                    }
+                    guard.clear_ready();
+                    for e in &batch {
+                        c.deliver(e, &mut events_out);
+                    }
                 }
                 _ = hup.recv() => {
                     log("SIGHUP: reloading the policy file");

@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -123,13 +123,16 @@ pub struct Datapath {
     fragments: HashMap<MapData, FragKey, FragVal>,
     counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
     last: PerCpuArray<MapData, LastVerdict>,
+    /// Taken by the one consumer of events (the controller).
+    events: Option<RingBuf<MapData>>,
+    event_stats: PerCpuArray<MapData, EventStats>,
     last_seq: Vec<u64>,
     slots: [Slot; 2],
     epoch: u32,
 }
 
-/// Every map, in the order they are pinned.
-pub const MAP_NAMES: [&str; 16] = [
+/// Every map userspace opens (and pins).
+pub const MAP_NAMES: [&str; 18] = [
     MAP_ACTIVE,
     MAP_SETTINGS,
     MAP_SEGMENTS,
@@ -146,6 +149,8 @@ pub const MAP_NAMES: [&str; 16] = [
     MAP_FRAGMENTS,
     MAP_COUNTERS,
     MAP_LAST,
+    MAP_EVENTS,
+    MAP_EVENT_STATS,
 ];
 
 macro_rules! take {
@@ -173,6 +178,8 @@ struct Maps {
     fragments: HashMap<MapData, FragKey, FragVal>,
     counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
     last: PerCpuArray<MapData, LastVerdict>,
+    events: RingBuf<MapData>,
+    event_stats: PerCpuArray<MapData, EventStats>,
 }
 
 impl Maps {
@@ -194,6 +201,8 @@ impl Maps {
             fragments: take!(source, HashMap, MAP_FRAGMENTS),
             counters: take!(source, PerCpuHashMap, MAP_COUNTERS),
             last: take!(source, PerCpuArray, MAP_LAST),
+            events: take!(source, RingBuf, MAP_EVENTS),
+            event_stats: take!(source, PerCpuArray, MAP_EVENT_STATS),
         })
     }
 }
@@ -339,6 +348,8 @@ impl Datapath {
             fragments,
             counters,
             last,
+            events,
+            event_stats,
         } = maps;
         Ok(Self {
             program,
@@ -359,6 +370,8 @@ impl Datapath {
             fragments,
             counters,
             last,
+            events: Some(events),
+            event_stats,
             last_seq: vec![0; ncpu],
             slots,
             epoch,
@@ -871,5 +884,41 @@ impl Drop for CpuPin {
     fn drop(&mut self) {
         // SAFETY: restores the set saved in `current`.
         unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.saved) };
+    }
+}
+
+/// Event accounting summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    pub emitted: u64,
+    pub rate_limited: u64,
+    pub ringbuf_full: u64,
+}
+
+impl Datapath {
+    /// The ring buffer of flow events; only one reader may have it.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    pub fn event_totals(&self) -> EventTotals {
+        let mut t = EventTotals::default();
+        if let Ok(values) = self.event_stats.get(&0, 0) {
+            for v in values.iter() {
+                t.emitted += v.emitted;
+                t.rate_limited += v.rate_limited;
+                t.ringbuf_full += v.ringbuf_full;
+            }
+        }
+        t
+    }
+
+    /// Conntrack entries by protocol number.
+    pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
+        let mut m = BTreeMap::new();
+        for k in self.conntrack.keys().filter_map(|k| k.ok()) {
+            *m.entry(k.proto).or_default() += 1;
+        }
+        m
     }
 }

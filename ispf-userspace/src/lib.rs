@@ -4,6 +4,8 @@
 pub mod control;
 pub mod controller;
 pub mod datapath;
+pub mod events;
+pub mod metrics;
 pub mod policy;
 pub mod replay;
 pub mod system;

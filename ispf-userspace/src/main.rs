@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use ispf::{
     control::{self, Request, Response, Status, DEFAULT_PIN_DIR, DEFAULT_RUN_DIR},
-    controller::{self, RunOptions},
+    controller::{self, RunOptions, DEFAULT_METRICS_ADDR},
     datapath::{Datapath, MapSizes},
+    events::EventFilter,
     policy::{compile::compile, Policy, PolicyDoc},
     replay::read_frames,
 };
@@ -57,6 +58,37 @@ enum Command {
         interfaces: Vec<String>,
         #[arg(long, default_value = DEFAULT_PIN_DIR)]
         pin_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+        /// Serve Prometheus metrics here (plain HTTP, /metrics).
+        #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
+        /// Allow --metrics-addr to be a non-loopback address.
+        #[arg(long)]
+        metrics_allow_remote: bool,
+        /// Write every flow event as a JSON line to FILE (`-`: stdout).
+        #[arg(long = "events", value_name = "FILE")]
+        events_out: Option<PathBuf>,
+    },
+    /// Follow flow events of the running controller, as JSON lines.
+    Events {
+        /// Only events from or to this segment.
+        #[arg(long)]
+        segment: Option<String>,
+        /// Only events with this reason (denied_rule, spoofed, allowed, ...).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only `pass` or `drop` events.
+        #[arg(long)]
+        verdict: Option<String>,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Live view of the busiest and the most-dropped segment pairs.
+    Top {
+        /// Print one refresh and exit.
+        #[arg(long)]
+        once: bool,
         #[arg(long, default_value = DEFAULT_RUN_DIR)]
         run_dir: PathBuf,
     },
@@ -126,6 +158,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             interfaces,
             pin_dir,
             run_dir,
+            metrics_addr,
+            metrics_allow_remote,
+            events_out,
         } => {
             controller::run(RunOptions {
                 policy,
@@ -133,7 +168,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 pin_dir,
                 run_dir,
                 sizes: MapSizes::default(),
+                metrics_addr,
+                metrics_allow_remote,
+                events_out,
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events {
+            segment,
+            reason,
+            verdict,
+            run_dir,
+        } => {
+            let mut r = control::subscribe(
+                &run_dir,
+                EventFilter {
+                    segment,
+                    reason,
+                    verdict,
+                },
+            )?;
+            let mut out = std::io::stdout().lock();
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut r, &mut line)? > 0 {
+                out.write_all(line.as_bytes())?;
+                out.flush()?;
+                line.clear();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { once, run_dir } => {
+            top(&run_dir, once)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload {
@@ -371,4 +436,83 @@ fn print_status(s: &Status) {
         "reloads     {} applied, {} refused",
         s.reloads_ok, s.reloads_failed
     );
+}
+
+fn counters(run_dir: &Path) -> Result<Vec<control::CounterRow>> {
+    match control::request(run_dir, &Request::Counters, Duration::from_secs(10))? {
+        Response::Counters { rows } => Ok(rows),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// Per-second rates by segment pair between two samples one second apart.
+fn top(run_dir: &Path, once: bool) -> Result<()> {
+    use std::collections::BTreeMap;
+    let mut before = counters(run_dir)?;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let after = counters(run_dir)?;
+        let key = |r: &control::CounterRow| {
+            (
+                r.src_segment.clone(),
+                r.dst_segment.clone(),
+                r.verdict.clone(),
+                r.reason.clone(),
+            )
+        };
+        let old: BTreeMap<_, _> = before
+            .iter()
+            .map(|r| (key(r), (r.packets, r.bytes)))
+            .collect();
+        let mut pairs = BTreeMap::<(String, String), (u64, u64)>::new();
+        let mut drops = BTreeMap::<(String, String, String), u64>::new();
+        for r in &after {
+            let (p0, b0) = old.get(&key(r)).copied().unwrap_or((0, 0));
+            let (dp, db) = (r.packets.saturating_sub(p0), r.bytes.saturating_sub(b0));
+            let e = pairs
+                .entry((r.src_segment.clone(), r.dst_segment.clone()))
+                .or_default();
+            e.0 += dp;
+            e.1 += db;
+            if r.verdict == "drop" || r.reason == "would_drop" {
+                *drops
+                    .entry((
+                        r.src_segment.clone(),
+                        r.dst_segment.clone(),
+                        r.reason.clone(),
+                    ))
+                    .or_default() += dp;
+            }
+        }
+        let mut busy: Vec<_> = pairs.into_iter().filter(|(_, (p, _))| *p > 0).collect();
+        busy.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        let mut dropped: Vec<_> = drops.into_iter().filter(|(_, p)| *p > 0).collect();
+        dropped.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut out = String::new();
+        if !once {
+            out.push_str("\x1b[2J\x1b[H");
+        }
+        out.push_str("ispf top  (per second; q: Ctrl-C)\n\nbusiest segment pairs\n");
+        out.push_str(&format!(
+            "  {:<24} {:<24} {:>10} {:>12}\n",
+            "from", "to", "packets/s", "bytes/s"
+        ));
+        for ((s, d), (p, b)) in busy.iter().take(10) {
+            out.push_str(&format!("  {s:<24} {d:<24} {p:>10} {b:>12}\n"));
+        }
+        out.push_str("\nmost dropped\n");
+        out.push_str(&format!(
+            "  {:<24} {:<24} {:<18} {:>10}\n",
+            "from", "to", "reason", "packets/s"
+        ));
+        for ((s, d, r), p) in dropped.iter().take(10) {
+            out.push_str(&format!("  {s:<24} {d:<24} {r:<18} {p:>10}\n"));
+        }
+        print!("{out}");
+        std::io::stdout().flush()?;
+        if once {
+            return Ok(());
+        }
+        before = after;
+    }
 }

@@ -1,0 +1,164 @@
+//! Flow events as the controller reports them: decoded from the datapath's
+//! ring buffer into JSON lines with names instead of numbers.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::{Duration, SystemTime},
+};
+
+use ispf_common::{
+    reason_name, Event, EVENT_NEW_FLOW, FAMILY_V4, FAMILY_V6, RULE_NONE, VERDICT_PASS,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::policy::Policy;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventRecord {
+    /// RFC 3339, millisecond precision.
+    pub time: String,
+    /// `denied` (first packet of a denied flow) or `new_flow` (an allowed
+    /// east-west flow opened).
+    pub event: String,
+    pub interface: String,
+    pub vlan: u16,
+    pub src_mac: String,
+    pub dst_mac: String,
+    pub src_ip: Option<String>,
+    pub dst_ip: Option<String>,
+    pub protocol: String,
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    pub src_segment: String,
+    pub dst_segment: String,
+    pub verdict: String,
+    pub reason: String,
+    /// `id` of the deciding rule, else `rules[N]`; absent when no rule decided.
+    pub rule: Option<String>,
+}
+
+fn mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn ip(family: u8, a: &[u8; 16]) -> Option<String> {
+    let addr: IpAddr = match family {
+        FAMILY_V4 => Ipv4Addr::new(a[0], a[1], a[2], a[3]).into(),
+        FAMILY_V6 => Ipv6Addr::from(*a).into(),
+        _ => return None,
+    };
+    Some(addr.to_string())
+}
+
+pub fn protocol_name(family: u8, proto: u8) -> String {
+    match (family, proto) {
+        (0, _) => "non-ip".into(),
+        (_, 6) => "tcp".into(),
+        (_, 17) => "udp".into(),
+        (_, 132) => "sctp".into(),
+        (FAMILY_V4, 1) => "icmp".into(),
+        (FAMILY_V6, 58) => "icmpv6".into(),
+        (_, n) => n.to_string(),
+    }
+}
+
+/// The label a rule carries in events and metrics.
+pub fn rule_label(policy: &Policy, rule: u32) -> Option<String> {
+    if rule == RULE_NONE {
+        return None;
+    }
+    Some(
+        match policy
+            .doc
+            .rules
+            .get(rule as usize)
+            .and_then(|r| r.id.clone())
+        {
+            Some(id) => id,
+            None => format!("rules[{rule}]"),
+        },
+    )
+}
+
+fn ifname(ifindex: u32) -> String {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: buf is IF_NAMESIZE long, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return format!("if{ifindex}");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
+    unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl EventRecord {
+    pub fn decode(e: &Event, policy: &Policy) -> Self {
+        let age = Duration::from_nanos(monotonic_ns().saturating_sub(e.ts_ns));
+        let when = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or_else(SystemTime::now);
+        let ported = matches!(e.proto, 6 | 17 | 132) && e.family != 0;
+        Self {
+            time: humantime::format_rfc3339_millis(when).to_string(),
+            event: if e.kind == EVENT_NEW_FLOW {
+                "new_flow"
+            } else {
+                "denied"
+            }
+            .into(),
+            interface: ifname(e.ifindex),
+            vlan: e.vlan,
+            src_mac: mac(&e.src_mac),
+            dst_mac: mac(&e.dst_mac),
+            src_ip: ip(e.family, &e.src_ip),
+            dst_ip: ip(e.family, &e.dst_ip),
+            protocol: protocol_name(e.family, e.proto),
+            src_port: ported.then(|| u16::from_be_bytes(e.sport)),
+            dst_port: ported.then(|| u16::from_be_bytes(e.dport)),
+            src_segment: policy.segment_name(e.src).into(),
+            dst_segment: policy.segment_name(e.dst).into(),
+            verdict: if e.verdict == VERDICT_PASS {
+                "pass"
+            } else {
+                "drop"
+            }
+            .into(),
+            reason: reason_name(e.reason).unwrap_or("unknown").into(),
+            rule: rule_label(policy, e.rule),
+        }
+    }
+}
+
+/// What `ispf events` asks to see; every set field must match.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EventFilter {
+    /// Matches either end.
+    pub segment: Option<String>,
+    pub reason: Option<String>,
+    pub verdict: Option<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, r: &EventRecord) -> bool {
+        self.segment
+            .as_ref()
+            .is_none_or(|s| &r.src_segment == s || &r.dst_segment == s)
+            && self.reason.as_ref().is_none_or(|x| &r.reason == x)
+            && self.verdict.as_ref().is_none_or(|x| &r.verdict == x)
+    }
+}
