@@ -485,9 +485,9 @@ fn top(run_dir: &Path, once: bool) -> Result<()> {
             }
         }
         let mut busy: Vec<_> = pairs.into_iter().filter(|(_, (p, _))| *p > 0).collect();
-        busy.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        busy.sort_by_key(|(_, (p, _))| std::cmp::Reverse(*p));
         let mut dropped: Vec<_> = drops.into_iter().filter(|(_, p)| *p > 0).collect();
-        dropped.sort_by(|a, b| b.1.cmp(&a.1));
+        dropped.sort_by_key(|(_, p)| std::cmp::Reverse(*p));
         let mut out = String::new();
         if !once {
             out.push_str("\x1b[2J\x1b[H");

@@ -34,7 +34,13 @@ enum Cmd {
 }
 
 /// Debian packages the build and the tests use.
-const PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "iputils-ping", "ethtool"];
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "iputils-ping",
+    "ethtool",
+    "prometheus",
+];
 
 fn main() -> Result<()> {
     match Cli::parse().command {
