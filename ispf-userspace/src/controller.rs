@@ -560,6 +560,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
                 .with_context(|| format!("opening events file {}", p.display()))?,
         )),
     };
+    // Bound before anything is attached, so a busy port fails the start
+    // cleanly instead of leaving enforcement behind without a controller.
+    let metrics_std = std::net::TcpListener::bind(opts.metrics_addr)
+        .with_context(|| format!("serving metrics on {} (pick another with --metrics-addr)", opts.metrics_addr))?;
+    metrics_std.set_nonblocking(true)?;
     let mut c = Controller::start(&opts)?;
     let _ = fs::remove_file(&sock);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -568,9 +573,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
     rt.block_on(async move {
         let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
-        let metrics = TcpListener::bind(opts.metrics_addr)
-            .await
-            .with_context(|| format!("serving metrics on {} (pick another with --metrics-addr)", opts.metrics_addr))?;
+        let metrics = TcpListener::from_std(metrics_std)?;
         log(format!("metrics on http://{}/metrics", metrics.local_addr().unwrap_or(opts.metrics_addr)));
         let mut ring = match c.dp.take_events() {
             // SAFETY: the ring buffer owns its map fd for as long as the
