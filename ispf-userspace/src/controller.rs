@@ -562,8 +562,12 @@ pub fn run(opts: RunOptions) -> Result<()> {
     };
     // Bound before anything is attached, so a busy port fails the start
     // cleanly instead of leaving enforcement behind without a controller.
-    let metrics_std = std::net::TcpListener::bind(opts.metrics_addr)
-        .with_context(|| format!("serving metrics on {} (pick another with --metrics-addr)", opts.metrics_addr))?;
+    let metrics_std = std::net::TcpListener::bind(opts.metrics_addr).with_context(|| {
+        format!(
+            "serving metrics on {} (pick another with --metrics-addr)",
+            opts.metrics_addr
+        )
+    })?;
     metrics_std.set_nonblocking(true)?;
     let mut c = Controller::start(&opts)?;
     let _ = fs::remove_file(&sock);

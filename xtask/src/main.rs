@@ -42,7 +42,18 @@ const PACKAGES: &[&str] = &[
     "prometheus",
 ];
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // Print the failure, not a backtrace of xtask itself.
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup(),
         Cmd::Test { cases } => {
