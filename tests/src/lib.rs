@@ -59,3 +59,7 @@ pub fn unprivileged_copies(
     let bin = copy(&ispf_bin(), 0o755);
     (bin, files.iter().map(|f| copy(f, 0o644)).collect())
 }
+
+/// Benchmark baselines (tests/fixtures): `xdp_empty`, `xdp_tx`, `xdp_drop`.
+pub const XDP_BASELINES: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-baselines"));

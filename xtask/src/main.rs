@@ -27,6 +27,13 @@ enum Cmd {
     Setup,
     /// Replay the bundled care-unit capture against the example policy.
     ReplayDemo,
+    /// Measure per-packet cost, scale, end-to-end rate and policy apply
+    /// time; write bench/results.json, bench/RESULTS.md, bench/cost-vs-size.svg.
+    Bench {
+        /// A small run (under a minute) that only checks the harness works.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Build a simulated care unit in network namespaces, enforce the
     /// example policy with `ispf run`, drive real traffic, print the
     /// verdicts, clean up (root).
@@ -63,6 +70,28 @@ fn real_main() -> Result<()> {
         Cmd::ReplayDemo => {
             setup()?;
             replay_demo()
+        }
+        Cmd::Bench { quick } => {
+            setup()?;
+            if !is_root() {
+                bail!("benchmarks load XDP programs and create namespaces: run `cargo xtask bench` as root");
+            }
+            // Optimised build: the harness's own overhead must not blur the figures.
+            run(&mut cargo(&[
+                "build",
+                "-q",
+                "--release",
+                "-p",
+                "ispf-tests",
+                "--bin",
+                "ispf-bench",
+            ]))?;
+            let mut c = Command::new(root().join("target/release/ispf-bench"));
+            c.current_dir(root()).args(["--out", "bench"]);
+            if quick {
+                c.arg("--quick");
+            }
+            run(&mut c)
         }
         Cmd::Demo => {
             setup()?;

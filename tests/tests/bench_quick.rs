@@ -1,0 +1,67 @@
+//! `cargo xtask bench --quick` as part of the test run, so the benchmark
+//! harness cannot rot. It asserts that every figure is produced, nothing
+//! about speed.
+
+#[test]
+fn quick_benchmark_produces_every_figure() {
+    if !ispf_tests::require_root() {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("ispf-bench-quick-{}", std::process::id()));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ispf-bench"))
+        .args(["--quick", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let s = &results["summary"];
+    for key in [
+        "ns_ispf",
+        "ns_floor",
+        "ns_xdp_filter",
+        "ratio_vs_xdp_filter",
+        "flatness_devices",
+        "flatness_rules",
+        "mpps_ceiling",
+        "mpps_ispf",
+        "mpps_xdp_filter",
+        "mpps_nft_sets",
+        "mpps_nft_linear_10k",
+        "ratio_vs_nft_sets",
+        "ratio_vs_nft_linear_10k",
+    ] {
+        let v = s[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("summary.{key} missing or not a number: {s}"));
+        assert!(v.is_finite() && v > 0.0, "summary.{key} = {v}");
+    }
+    for key in ["net_ns_100k_devices", "apply_ms_100k_devices"] {
+        assert!(
+            s.get(key).is_some(),
+            "summary.{key} missing (null is fine in a quick run)"
+        );
+    }
+    assert!(s["kernel"].as_str().is_some_and(|k| !k.is_empty()) && s["cpu"].as_str().is_some());
+    let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
+    assert!(
+        md.contains("Per-packet cost") && md.contains("End to end"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(out.join("cost-vs-size.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    let _ = std::fs::remove_dir_all(&out);
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&netns.stdout).contains("ispfb-"),
+        "benchmark namespaces left behind"
+    );
+}
