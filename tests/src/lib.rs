@@ -7,6 +7,7 @@ pub mod frames;
 pub mod gen;
 pub mod model;
 pub mod netns;
+pub mod services;
 
 /// Kernel tiers need root; when not root they say so and skip (the xtask
 /// always runs them as root).

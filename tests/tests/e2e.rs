@@ -2,11 +2,7 @@
 //! whose ports run the ispf XDP program. The care unit is the README's
 //! example: a pump, the PIS server, an unknown laptop.
 
-use std::{
-    process::{Child, Command, Stdio},
-    thread::sleep,
-    time::Duration,
-};
+use std::{thread::sleep, time::Duration};
 
 use aya::programs::XdpMode;
 use ispf::{
@@ -14,43 +10,17 @@ use ispf::{
     policy::{compile::compile, Policy},
 };
 use ispf_common::reason_name;
-use ispf_tests::{care_unit::*, netns::*, require_root};
-
-const SERVER: &str = r#"
-import socket, sys, threading
-def tcp(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(8)
-    while True:
-        c, _ = s.accept(); c.sendall(b"ok\n"); c.close()
-def udp(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
-    while True:
-        d, a = s.recvfrom(100); s.sendto(d, a)
-for p in (2575, 443):
-    threading.Thread(target=tcp, args=(p,), daemon=True).start()
-threading.Thread(target=udp, args=(123,), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-
-const TCP_CLIENT: &str = "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); assert s.recv(3)==b'ok\\n'";
-const UDP_CLIENT: &str = "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b'tick', (sys.argv[1], int(sys.argv[2]))); assert s.recvfrom(100)[0]==b'tick'";
-
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn ok(ns: &str, args: &[&str]) -> bool {
-    in_ns(ns, args).status.success()
-}
+use ispf_tests::{
+    care_unit::*,
+    netns::*,
+    require_root,
+    services::{tcp_ok, udp_ok, Server},
+};
 
 fn ping(ns: &str, ip: &str) -> bool {
-    ok(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+    in_ns(ns, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+        .status
+        .success()
 }
 
 #[test]
@@ -99,28 +69,7 @@ fn real_traffic_through_a_bridge() {
     }
     eprintln!("attached: {modes:?}");
 
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            "ispf-e2e-pis",
-            "python3",
-            "-u",
-            "-c",
-            SERVER,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::{BufRead, BufReader};
-        let mut line = String::new();
-        BufReader::new(server.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-    }
-    let _server = Server(server);
+    let _server = Server::start("ispf-e2e-pis", &[2575, 443]);
 
     // Allowed flows connect and get their replies through conntrack.
     assert!(
@@ -128,25 +77,16 @@ fn real_traffic_through_a_bridge() {
         "pump -> PIS ping (rule ping-pis) must work"
     );
     assert!(
-        ok(
-            "ispf-e2e-pump",
-            &["python3", "-c", TCP_CLIENT, "10.50.0.10", "2575"]
-        ),
+        tcp_ok("ispf-e2e-pump", "10.50.0.10", 2575, 2.0, None),
         "pump -> PIS HL7 must connect"
     );
     assert!(
-        ok(
-            "ispf-e2e-pump",
-            &["python3", "-c", UDP_CLIENT, "10.50.0.10", "123"]
-        ),
+        udp_ok("ispf-e2e-pump", "10.50.0.10", 123, 2.0, None),
         "pump -> PIS NTP must get its answer"
     );
     // Denied flows do not.
     assert!(
-        !ok(
-            "ispf-e2e-pump",
-            &["python3", "-c", TCP_CLIENT, "10.50.0.10", "443"]
-        ),
+        !tcp_ok("ispf-e2e-pump", "10.50.0.10", 443, 2.0, None),
         "pump -> PIS HTTPS is not allowed"
     );
     assert!(
@@ -154,10 +94,7 @@ fn real_traffic_through_a_bridge() {
         "PIS -> pump ping is not allowed"
     );
     assert!(
-        !ok(
-            "ispf-e2e-lap",
-            &["python3", "-c", TCP_CLIENT, "10.50.0.10", "2575"]
-        ),
+        !tcp_ok("ispf-e2e-lap", "10.50.0.10", 2575, 2.0, None),
         "a quarantined laptop reaches no HL7"
     );
     // The laptop takes the pump's address: spoofed.
@@ -173,7 +110,10 @@ fn real_traffic_through_a_bridge() {
         "dev",
         "eth0",
     ]);
-    assert!(!ok("ispf-e2e-lap", &["python3", "-c", "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('10.10.0.11', 0)); s.settimeout(1); s.sendto(b'x', ('10.50.0.10', 123)); s.recvfrom(10)"]));
+    assert!(
+        !udp_ok("ispf-e2e-lap", "10.50.0.10", 123, 1.0, Some("10.10.0.11")),
+        "a borrowed address gets nothing"
+    );
 
     sleep(Duration::from_millis(200));
     let counters = dp.counters();

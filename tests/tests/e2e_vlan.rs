@@ -11,10 +11,12 @@ use ispf::{
     policy::{compile::compile, Policy},
 };
 use ispf_common::reason_name;
-use ispf_tests::{care_unit::*, netns::*, require_root};
-
-const TCP_CLIENT: &str = "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=2); assert s.recv(3)==b'ok\\n'";
-const SERVER: &str = "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 443)); s.listen(8)\nprint('ready', flush=True)\nwhile True:\n    c,_=s.accept(); c.sendall(b'ok\\n'); c.close()\n";
+use ispf_tests::{
+    care_unit::*,
+    netns::*,
+    require_root,
+    services::{tcp_ok, Server},
+};
 
 #[test]
 fn vlan_scoped_identity_on_real_tagged_traffic() {
@@ -45,20 +47,7 @@ fn vlan_scoped_identity_on_real_tagged_traffic() {
         dp.program_mut().attach(port, XdpMode::Driver).unwrap();
     }
     let _pis_port = VlanAccess::new("ispf-v-pis", None);
-    let server = std::process::Command::new("ip")
-        .args(["netns", "exec", "ispf-v-pis", "python3", "-u", "-c", SERVER])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut server = Server(server);
-    {
-        use std::io::{BufRead, BufReader};
-        let mut line = String::new();
-        BufReader::new(server.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "ready");
-    }
+    let _server = Server::start("ispf-v-pis", &[443]);
     let count = |dp: &Datapath, src: &str, dst: &str, reason: &str| -> u64 {
         dp.counters()
             .iter()
@@ -70,11 +59,7 @@ fn vlan_scoped_identity_on_real_tagged_traffic() {
             .map(|(_, v)| v.packets)
             .sum()
     };
-    let connect = |ns: &str| {
-        in_ns(ns, &["python3", "-c", TCP_CLIENT, "10.50.0.10", "443"])
-            .status
-            .success()
-    };
+    let connect = |ns: &str| tcp_ok(ns, "10.50.0.10", 443, 2.0, None);
 
     // Untagged, the workstation's MAC is off its VLAN: it borrows its own
     // registered address from an unknown port, which is spoofing.
@@ -138,13 +123,4 @@ fn vlan_scoped_identity_on_real_tagged_traffic() {
     );
     drop(ws_port);
     std::thread::sleep(Duration::from_millis(50));
-}
-
-/// Kills the server even when an assertion fails.
-struct Server(std::process::Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

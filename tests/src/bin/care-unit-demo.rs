@@ -10,20 +10,20 @@
 //! It exits non-zero if any outcome differs from what the policy says.
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread::sleep,
     time::Duration,
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ispf::{datapath::Datapath, policy::Policy};
 use ispf_common::{reason_name, VERDICT_PASS};
 use ispf_tests::{
     care_unit::policy_path,
     ispf_bin,
     netns::{in_ns, sh, Topology, VlanAccess},
+    services::{tcp_ok, udp_ok, Server},
 };
 
 const PIN_DIR: &str = "/sys/fs/bpf/ispf-demo";
@@ -106,52 +106,6 @@ const HOSTS: &[Host] = &[
     },
 ];
 
-const SERVER: &str = r#"
-import socket, sys, threading
-def tcp(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port)); s.listen(16)
-    while True:
-        c, _ = s.accept(); c.sendall(b"ok\n"); c.close()
-def udp(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", port))
-    while True:
-        d, a = s.recvfrom(100); s.sendto(d, a)
-for p in [int(x) for x in sys.argv[1].split(",")]:
-    threading.Thread(target=tcp, args=(p,), daemon=True).start()
-threading.Thread(target=udp, args=(123,), daemon=True).start()
-print("ready", flush=True)
-threading.Event().wait()
-"#;
-const TCP: &str = "import socket,sys; s=socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=1.5); assert s.recv(3)==b'ok\\n'";
-const UDP: &str = "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5); s.sendto(b'tick', (sys.argv[1], int(sys.argv[2]))); assert s.recvfrom(100)[0]==b'tick'";
-const SPOOF_TCP: &str = "import socket,sys; s=socket.socket(); s.settimeout(1.5); s.bind((sys.argv[3], 0)); s.connect((sys.argv[1], int(sys.argv[2]))); assert s.recv(3)==b'ok\\n'";
-
-struct Servers(Vec<Child>);
-impl Drop for Servers {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_server(ns: &str, tcp_ports: &str) -> Result<Child> {
-    let mut c = Command::new("ip")
-        .args([
-            "netns", "exec", ns, "python3", "-u", "-c", SERVER, tcp_ports,
-        ])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().context("server stdout")?).read_line(&mut line)?;
-    if line.trim() != "ready" {
-        bail!("server in {ns} did not start");
-    }
-    Ok(c)
-}
-
 fn host(ns: &str) -> &'static Host {
     HOSTS.iter().find(|h| h.ns == ns).expect("known host")
 }
@@ -165,16 +119,14 @@ enum Probe {
 
 fn probe(from: &str, to: &str, p: &Probe) -> bool {
     let ip = host(to).ip;
-    let out = match p {
-        Probe::Tcp(port) => in_ns(from, &["python3", "-c", TCP, ip, &port.to_string()]),
-        Probe::Udp(port) => in_ns(from, &["python3", "-c", UDP, ip, &port.to_string()]),
-        Probe::Ping => in_ns(from, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip]),
-        Probe::SpoofTcp(port, src) => in_ns(
-            from,
-            &["python3", "-c", SPOOF_TCP, ip, &port.to_string(), src],
-        ),
-    };
-    out.status.success()
+    match p {
+        Probe::Tcp(port) => tcp_ok(from, ip, *port, 1.5, None),
+        Probe::Udp(port) => udp_ok(from, ip, *port, 1.5, None),
+        Probe::Ping => in_ns(from, &["ping", "-c", "2", "-i", "0.2", "-W", "1", ip])
+            .status
+            .success(),
+        Probe::SpoofTcp(port, src) => tcp_ok(from, ip, *port, 1.5, Some(src)),
+    }
 }
 
 fn describe(p: &Probe) -> String {
@@ -207,11 +159,11 @@ fn main() -> Result<()> {
         vlan_ports.push(VlanAccess::new(h.ns, h.vlan));
         println!("   {:<12} {:<15} {}", h.ns, h.ip, h.role);
     }
-    let servers = Servers(vec![
-        start_server("care-pis", "2575,104,11112,443")?,
-        start_server("care-mon1", "443")?,
-        start_server("care-pump2", "5000")?,
-    ]);
+    let servers = [
+        Server::start("care-pis", &[2575, 104, 11112, 443]),
+        Server::start("care-mon1", &[443]),
+        Server::start("care-pump2", &[5000]),
+    ];
 
     println!(
         "\n== ispf run --policy {} on every bridge port",
