@@ -215,24 +215,16 @@ impl Controller {
                 return Err(e.context("nothing was attached"));
             }
         };
-        let c = Self {
+        let c = Self::new(
+            opts,
             dp,
             policy,
-            policy_path: opts.policy.clone(),
-            policy_sha256: sha256(&bytes),
-            applied_at: now_rfc3339(),
-            adopted: false,
+            opts.policy.clone(),
+            sha256(&bytes),
+            now_rfc3339(),
+            false,
             interfaces,
-            pin_dir: opts.pin_dir.clone(),
-            run_dir: opts.run_dir.clone(),
-            reloads_ok: 0,
-            reloads_failed: 0,
-            last_reload_unix: unix_now(),
-            last_reload_ok: true,
-            events_written: 0,
-            events_slow_reader: 0,
-            subscribers: Vec::new(),
-        };
+        );
         fs::write(opts.run_dir.join(APPLIED_POLICY), &bytes)?;
         c.save_state()?;
         log(format!(
@@ -287,28 +279,21 @@ impl Controller {
                 interfaces.push(attach(&mut dp, iface, &opts.pin_dir)?);
             }
         }
-        let c = Self {
+        let applied_at = if state.applied_at.is_empty() {
+            now_rfc3339()
+        } else {
+            state.applied_at
+        };
+        let c = Self::new(
+            opts,
             dp,
             policy,
             policy_path,
-            policy_sha256: sha,
-            applied_at: if state.applied_at.is_empty() {
-                now_rfc3339()
-            } else {
-                state.applied_at
-            },
-            adopted: true,
+            sha,
+            applied_at,
+            true,
             interfaces,
-            pin_dir: opts.pin_dir.clone(),
-            run_dir: opts.run_dir.clone(),
-            reloads_ok: 0,
-            reloads_failed: 0,
-            last_reload_unix: unix_now(),
-            last_reload_ok: true,
-            events_written: 0,
-            events_slow_reader: 0,
-            subscribers: Vec::new(),
-        };
+        );
         c.save_state()?;
         log(format!(
             "adopted the pinned datapath at {}: generation {}, {} connections tracked, on {}",
@@ -322,6 +307,40 @@ impl Controller {
                 .join(", ")
         ));
         Ok(c)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one per field that differs between a fresh start and an adoption"
+    )]
+    fn new(
+        opts: &RunOptions,
+        dp: Datapath,
+        policy: Policy,
+        policy_path: PathBuf,
+        policy_sha256: String,
+        applied_at: String,
+        adopted: bool,
+        interfaces: Vec<InterfaceStatus>,
+    ) -> Self {
+        Self {
+            dp,
+            policy,
+            policy_path,
+            policy_sha256,
+            applied_at,
+            adopted,
+            interfaces,
+            pin_dir: opts.pin_dir.clone(),
+            run_dir: opts.run_dir.clone(),
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_unix: unix_now(),
+            last_reload_ok: true,
+            events_written: 0,
+            events_slow_reader: 0,
+            subscribers: Vec::new(),
+        }
     }
 
     fn save_state(&self) -> Result<()> {
