@@ -158,8 +158,14 @@ fn prometheus_sees_exact_counts_and_events_are_exact() {
             .spawn()
             .unwrap(),
     );
-    wait_until("the controller's metrics", || {
-        TcpStream::connect(METRICS).is_ok()
+    // The metrics port is bound before the policy is enforced, the control
+    // socket after: wait for the latter.
+    wait_until("the controller", || {
+        Command::new(ispf_bin())
+            .args(["status", "--run-dir"])
+            .arg(&run)
+            .output()
+            .is_ok_and(|o| o.status.success())
     });
 
     // A live `ispf events` follower, filtered to drops towards the pumps.
