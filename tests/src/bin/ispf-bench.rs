@@ -511,6 +511,8 @@ fn main() -> Result<()> {
         }
     };
     std::fs::create_dir_all(&out_dir)?;
+    // xdp-filter (libxdp) pins under bpffs; a fresh machine may not have it.
+    ispf::system::ensure_bpffs(std::path::Path::new("/sys/fs/bpf/ispf-bench"))?;
     if bpf_stats_enabled() {
         eprintln!("warning: kernel.bpf_stats_enabled=1 adds ~70 ns per packet; turn it off for real figures");
     }
