@@ -107,51 +107,11 @@ enum Slot {
 pub struct Datapath {
     program: ProgramHandle,
     sizes: MapSizes,
-    active: Array<MapData, u32>,
-    settings: Array<MapData, Settings>,
-    segments: Array<MapData, SegmentInfo>,
-    dev_mac: HashMap<MapData, MacKey, DeviceVal>,
-    dev_v4: HashMap<MapData, V4Key, DeviceVal>,
-    dev_v6: HashMap<MapData, V6Key, DeviceVal>,
-    subnet_v4: LpmTrie<MapData, [u8; 5], u32>,
-    subnet_v6: LpmTrie<MapData, [u8; 17], u32>,
-    vlan: Array<MapData, u32>,
-    routers: HashMap<MapData, MacKey, u32>,
-    port_class: Array<MapData, u32>,
-    policy: HashMap<MapData, PolicyKey, PolicyVal>,
-    conntrack: HashMap<MapData, CtKey, CtVal>,
-    fragments: HashMap<MapData, FragKey, FragVal>,
-    counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
-    last: PerCpuArray<MapData, LastVerdict>,
-    /// Taken by the one consumer of events (the controller).
-    events: Option<RingBuf<MapData>>,
-    event_stats: PerCpuArray<MapData, EventStats>,
+    maps: Maps,
     last_seq: Vec<u64>,
     slots: [Slot; 2],
     epoch: u32,
 }
-
-/// Every map userspace opens (and pins).
-pub const MAP_NAMES: [&str; 18] = [
-    MAP_ACTIVE,
-    MAP_SETTINGS,
-    MAP_SEGMENTS,
-    MAP_DEV_MAC,
-    MAP_DEV_V4,
-    MAP_DEV_V6,
-    MAP_SUBNET_V4,
-    MAP_SUBNET_V6,
-    MAP_VLAN,
-    MAP_ROUTERS,
-    MAP_PORT_CLASS,
-    MAP_POLICY,
-    MAP_CONNTRACK,
-    MAP_FRAGMENTS,
-    MAP_COUNTERS,
-    MAP_LAST,
-    MAP_EVENTS,
-    MAP_EVENT_STATS,
-];
 
 macro_rules! take {
     ($source:expr, $ty:ident, $name:expr) => {{
@@ -178,7 +138,8 @@ struct Maps {
     fragments: HashMap<MapData, FragKey, FragVal>,
     counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
     last: PerCpuArray<MapData, LastVerdict>,
-    events: RingBuf<MapData>,
+    /// Taken by the one consumer of events (the controller).
+    events: Option<RingBuf<MapData>>,
     event_stats: PerCpuArray<MapData, EventStats>,
 }
 
@@ -201,7 +162,7 @@ impl Maps {
             fragments: take!(source, HashMap, MAP_FRAGMENTS),
             counters: take!(source, PerCpuHashMap, MAP_COUNTERS),
             last: take!(source, PerCpuArray, MAP_LAST),
-            events: take!(source, RingBuf, MAP_EVENTS),
+            events: Some(take!(source, RingBuf, MAP_EVENTS)),
             event_stats: take!(source, PerCpuArray, MAP_EVENT_STATS),
         })
     }
@@ -331,47 +292,10 @@ impl Datapath {
             name: MAP_LAST,
             source: aya::maps::MapError::IoError(e),
         })?;
-        let Maps {
-            active,
-            settings,
-            segments,
-            dev_mac,
-            dev_v4,
-            dev_v6,
-            subnet_v4,
-            subnet_v6,
-            vlan,
-            routers,
-            port_class,
-            policy,
-            conntrack,
-            fragments,
-            counters,
-            last,
-            events,
-            event_stats,
-        } = maps;
         Ok(Self {
             program,
             sizes,
-            active,
-            settings,
-            segments,
-            dev_mac,
-            dev_v4,
-            dev_v6,
-            subnet_v4,
-            subnet_v6,
-            vlan,
-            routers,
-            port_class,
-            policy,
-            conntrack,
-            fragments,
-            counters,
-            last,
-            events: Some(events),
-            event_stats,
+            maps,
             last_seq: vec![0; ncpu],
             slots,
             epoch,
@@ -379,7 +303,7 @@ impl Datapath {
         .map(|mut dp| {
             // Start from what the CPUs already recorded (an adopted program
             // has judged traffic), so `run` sees only its own frame's record.
-            if let Ok(values) = dp.last.get(&0, 0) {
+            if let Ok(values) = dp.maps.last.get(&0, 0) {
                 dp.last_seq = values.iter().map(|v| v.seq).collect();
             }
             dp
@@ -392,15 +316,23 @@ impl Datapath {
     pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
         let z = &self.sizes;
         vec![
-            (MAP_DEV_MAC, self.dev_mac.keys().count(), z.devices),
-            (MAP_DEV_V4, self.dev_v4.keys().count(), z.devices),
-            (MAP_DEV_V6, self.dev_v6.keys().count(), z.devices),
-            (MAP_POLICY, self.policy.keys().count(), z.policy),
-            (MAP_CONNTRACK, self.conntrack.keys().count(), z.conntrack),
-            (MAP_FRAGMENTS, self.fragments.keys().count(), z.fragments),
+            (MAP_DEV_MAC, self.maps.dev_mac.keys().count(), z.devices),
+            (MAP_DEV_V4, self.maps.dev_v4.keys().count(), z.devices),
+            (MAP_DEV_V6, self.maps.dev_v6.keys().count(), z.devices),
+            (MAP_POLICY, self.maps.policy.keys().count(), z.policy),
+            (
+                MAP_CONNTRACK,
+                self.maps.conntrack.keys().count(),
+                z.conntrack,
+            ),
+            (
+                MAP_FRAGMENTS,
+                self.maps.fragments.keys().count(),
+                z.fragments,
+            ),
             (
                 MAP_COUNTERS,
-                self.counters.keys().count(),
+                self.maps.counters.keys().count(),
                 DEFAULT_COUNTER_ENTRIES,
             ),
         ]
@@ -478,7 +410,7 @@ impl Datapath {
     /// one array write. Packets see the old policy or the new one, never a
     /// mix. Returns the new epoch.
     pub fn apply(&mut self, c: &Compiled) -> Result<u32> {
-        let active = self.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
+        let active = self.maps.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
         let slot = if self.epoch == 0 { active } else { 1 - active };
         self.check_capacity(c, slot)?;
         match std::mem::replace(&mut self.slots[slot], Slot::Empty) {
@@ -488,7 +420,8 @@ impl Datapath {
         }
         let epoch = self.epoch + 1;
         self.write_slot(c, slot as u8, epoch)?;
-        self.active
+        self.maps
+            .active
             .set(0, slot as u32, 0)
             .map_err(map_err(MAP_ACTIVE))?;
         self.slots[slot] = Slot::Holds(Box::new(c.clone()));
@@ -498,12 +431,14 @@ impl Datapath {
 
     fn write_slot(&mut self, c: &Compiled, s: u8, epoch: u32) -> Result<()> {
         for (id, info) in &c.segments {
-            self.segments
+            self.maps
+                .segments
                 .set(s as u32 * MAX_SEGMENTS + *id as u32, info, 0)
                 .map_err(map_err(MAP_SEGMENTS))?;
         }
         for (mac, v) in &c.dev_mac {
-            self.dev_mac
+            self.maps
+                .dev_mac
                 .insert(
                     MacKey {
                         slot: s,
@@ -516,7 +451,8 @@ impl Datapath {
                 .map_err(map_err(MAP_DEV_MAC))?;
         }
         for (addr, v) in &c.dev_v4 {
-            self.dev_v4
+            self.maps
+                .dev_v4
                 .insert(
                     V4Key {
                         slot: s,
@@ -529,7 +465,8 @@ impl Datapath {
                 .map_err(map_err(MAP_DEV_V4))?;
         }
         for (addr, v) in &c.dev_v6 {
-            self.dev_v6
+            self.maps
+                .dev_v6
                 .insert(
                     V6Key {
                         slot: s,
@@ -542,22 +479,26 @@ impl Datapath {
                 .map_err(map_err(MAP_DEV_V6))?;
         }
         for (addr, plen, seg) in &c.subnet_v4 {
-            self.subnet_v4
+            self.maps
+                .subnet_v4
                 .insert(&v4_lpm(s, addr, *plen), seg, 0)
                 .map_err(map_err(MAP_SUBNET_V4))?;
         }
         for (addr, plen, seg) in &c.subnet_v6 {
-            self.subnet_v6
+            self.maps
+                .subnet_v6
                 .insert(&v6_lpm(s, addr, *plen), seg, 0)
                 .map_err(map_err(MAP_SUBNET_V6))?;
         }
         for (vlan, seg) in &c.vlans {
-            self.vlan
+            self.maps
+                .vlan
                 .set(s as u32 * VLAN_SLOTS + *vlan as u32, seg, 0)
                 .map_err(map_err(MAP_VLAN))?;
         }
         for mac in &c.routers {
-            self.routers
+            self.maps
+                .routers
                 .insert(
                     MacKey {
                         slot: s,
@@ -570,26 +511,32 @@ impl Datapath {
                 .map_err(map_err(MAP_ROUTERS))?;
         }
         for (t, port, class) in &c.port_classes {
-            self.port_class
+            self.maps
+                .port_class
                 .set(port_index(s, *t, *port), class, 0)
                 .map_err(map_err(MAP_PORT_CLASS))?;
         }
         for (k, v) in &c.policy {
             let k = PolicyKey { slot: s, ..*k };
-            self.policy.insert(k, v, 0).map_err(map_err(MAP_POLICY))?;
+            self.maps
+                .policy
+                .insert(k, v, 0)
+                .map_err(map_err(MAP_POLICY))?;
         }
         let settings = Settings {
             epoch,
             ..c.settings
         };
-        self.settings
+        self.maps
+            .settings
             .set(s as u32, settings, 0)
             .map_err(map_err(MAP_SETTINGS))
     }
 
     fn clear_slot(&mut self, c: &Compiled, s: u8) -> Result<()> {
         for (id, _) in &c.segments {
-            self.segments
+            self.maps
+                .segments
                 .set(
                     s as u32 * MAX_SEGMENTS + *id as u32,
                     SegmentInfo::default(),
@@ -598,51 +545,53 @@ impl Datapath {
                 .map_err(map_err(MAP_SEGMENTS))?;
         }
         for (mac, _) in &c.dev_mac {
-            let _ = self.dev_mac.remove(&MacKey {
+            let _ = self.maps.dev_mac.remove(&MacKey {
                 slot: s,
                 _pad: 0,
                 mac: *mac,
             });
         }
         for (addr, _) in &c.dev_v4 {
-            let _ = self.dev_v4.remove(&V4Key {
+            let _ = self.maps.dev_v4.remove(&V4Key {
                 slot: s,
                 _pad: [0; 3],
                 addr: *addr,
             });
         }
         for (addr, _) in &c.dev_v6 {
-            let _ = self.dev_v6.remove(&V6Key {
+            let _ = self.maps.dev_v6.remove(&V6Key {
                 slot: s,
                 _pad: [0; 3],
                 addr: *addr,
             });
         }
         for (addr, plen, _) in &c.subnet_v4 {
-            let _ = self.subnet_v4.remove(&v4_lpm(s, addr, *plen));
+            let _ = self.maps.subnet_v4.remove(&v4_lpm(s, addr, *plen));
         }
         for (addr, plen, _) in &c.subnet_v6 {
-            let _ = self.subnet_v6.remove(&v6_lpm(s, addr, *plen));
+            let _ = self.maps.subnet_v6.remove(&v6_lpm(s, addr, *plen));
         }
         for (vlan, _) in &c.vlans {
-            self.vlan
+            self.maps
+                .vlan
                 .set(s as u32 * VLAN_SLOTS + *vlan as u32, 0, 0)
                 .map_err(map_err(MAP_VLAN))?;
         }
         for mac in &c.routers {
-            let _ = self.routers.remove(&MacKey {
+            let _ = self.maps.routers.remove(&MacKey {
                 slot: s,
                 _pad: 0,
                 mac: *mac,
             });
         }
         for (t, port, _) in &c.port_classes {
-            self.port_class
+            self.maps
+                .port_class
                 .set(port_index(s, *t, *port), 0, 0)
                 .map_err(map_err(MAP_PORT_CLASS))?;
         }
         for (k, _) in &c.policy {
-            let _ = self.policy.remove(&PolicyKey { slot: s, ..*k });
+            let _ = self.maps.policy.remove(&PolicyKey { slot: s, ..*k });
         }
         Ok(())
     }
@@ -663,36 +612,40 @@ impl Datapath {
                 let _ = m.remove(&k);
             }
         }
-        drop_keys(&mut self.dev_mac, |k| k.slot == s);
-        drop_keys(&mut self.dev_v4, |k| k.slot == s);
-        drop_keys(&mut self.dev_v6, |k| k.slot == s);
-        drop_keys(&mut self.routers, |k| k.slot == s);
-        drop_keys(&mut self.policy, |k| k.slot == s);
+        drop_keys(&mut self.maps.dev_mac, |k| k.slot == s);
+        drop_keys(&mut self.maps.dev_v4, |k| k.slot == s);
+        drop_keys(&mut self.maps.dev_v6, |k| k.slot == s);
+        drop_keys(&mut self.maps.routers, |k| k.slot == s);
+        drop_keys(&mut self.maps.policy, |k| k.slot == s);
         let v4: Vec<Key<[u8; 5]>> = self
+            .maps
             .subnet_v4
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| k.data()[0] == s)
             .collect();
         for k in v4 {
-            let _ = self.subnet_v4.remove(&k);
+            let _ = self.maps.subnet_v4.remove(&k);
         }
         let v6: Vec<Key<[u8; 17]>> = self
+            .maps
             .subnet_v6
             .keys()
             .filter_map(|k| k.ok())
             .filter(|k| k.data()[0] == s)
             .collect();
         for k in v6 {
-            let _ = self.subnet_v6.remove(&k);
+            let _ = self.maps.subnet_v6.remove(&k);
         }
         for i in 0..MAX_SEGMENTS {
-            self.segments
+            self.maps
+                .segments
                 .set(s as u32 * MAX_SEGMENTS + i, SegmentInfo::default(), 0)
                 .map_err(map_err(MAP_SEGMENTS))?;
         }
         for i in 0..VLAN_SLOTS {
-            self.vlan
+            self.maps
+                .vlan
                 .set(s as u32 * VLAN_SLOTS + i, 0, 0)
                 .map_err(map_err(MAP_VLAN))?;
         }
@@ -700,12 +653,14 @@ impl Datapath {
             for port in 0..=u16::MAX {
                 let idx = port_index(s, t, port);
                 if self
+                    .maps
                     .port_class
                     .get(&idx, 0)
                     .map_err(map_err(MAP_PORT_CLASS))?
                     != 0
                 {
-                    self.port_class
+                    self.maps
+                        .port_class
                         .set(idx, 0, 0)
                         .map_err(map_err(MAP_PORT_CLASS))?;
                 }
@@ -716,13 +671,13 @@ impl Datapath {
 
     /// Forgets all connection and fragment state (a fresh replay).
     pub fn reset_state(&mut self) -> Result<()> {
-        let keys: Vec<CtKey> = self.conntrack.keys().filter_map(|k| k.ok()).collect();
+        let keys: Vec<CtKey> = self.maps.conntrack.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
-            let _ = self.conntrack.remove(&k);
+            let _ = self.maps.conntrack.remove(&k);
         }
-        let keys: Vec<FragKey> = self.fragments.keys().filter_map(|k| k.ok()).collect();
+        let keys: Vec<FragKey> = self.maps.fragments.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
-            let _ = self.fragments.remove(&k);
+            let _ = self.maps.fragments.remove(&k);
         }
         Ok(())
     }
@@ -762,7 +717,7 @@ impl Datapath {
                 )))
             }
         };
-        let values = self.last.get(&0, 0).map_err(map_err(MAP_LAST))?;
+        let values = self.maps.last.get(&0, 0).map_err(map_err(MAP_LAST))?;
         let v = *values.get(cpu).ok_or(DatapathError::Busy)?;
         let expected = self.last_seq.get(cpu).copied().unwrap_or(0) + 1;
         if let Some(seq) = self.last_seq.get_mut(cpu) {
@@ -785,7 +740,7 @@ impl Datapath {
     /// Counters summed over CPUs.
     pub fn counters(&self) -> BTreeMap<CounterKey, CounterVal> {
         let mut out = BTreeMap::new();
-        for (k, per_cpu) in self.counters.iter().filter_map(|e| e.ok()) {
+        for (k, per_cpu) in self.maps.counters.iter().filter_map(|e| e.ok()) {
             let mut sum = CounterVal::default();
             for v in per_cpu.iter() {
                 sum.packets += v.packets;
@@ -798,7 +753,7 @@ impl Datapath {
 
     /// Number of live conntrack entries.
     pub fn conntrack_len(&self) -> usize {
-        self.conntrack.keys().filter(|k| k.is_ok()).count()
+        self.maps.conntrack.keys().filter(|k| k.is_ok()).count()
     }
 }
 
@@ -835,6 +790,7 @@ impl Datapath {
     pub fn gc_fragments(&mut self, timeout_s: u32) -> usize {
         let now = monotonic_ns();
         let stale: Vec<FragKey> = self
+            .maps
             .fragments
             .iter()
             .filter_map(|e| e.ok())
@@ -842,7 +798,7 @@ impl Datapath {
             .map(|(k, _)| k)
             .collect();
         for k in &stale {
-            let _ = self.fragments.remove(k);
+            let _ = self.maps.fragments.remove(k);
         }
         stale.len()
     }
@@ -898,12 +854,12 @@ pub struct EventTotals {
 impl Datapath {
     /// The ring buffer of flow events; only one reader may have it.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
-        self.events.take()
+        self.maps.events.take()
     }
 
     pub fn event_totals(&self) -> EventTotals {
         let mut t = EventTotals::default();
-        if let Ok(values) = self.event_stats.get(&0, 0) {
+        if let Ok(values) = self.maps.event_stats.get(&0, 0) {
             for v in values.iter() {
                 t.emitted += v.emitted;
                 t.rate_limited += v.rate_limited;
@@ -916,7 +872,7 @@ impl Datapath {
     /// Conntrack entries by protocol number.
     pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
         let mut m = BTreeMap::new();
-        for k in self.conntrack.keys().filter_map(|k| k.ok()) {
+        for k in self.maps.conntrack.keys().filter_map(|k| k.ok()) {
             *m.entry(k.proto).or_default() += 1;
         }
         m
