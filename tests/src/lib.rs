@@ -64,3 +64,23 @@ pub fn unprivileged_copies(
 /// Benchmark baselines (tests/fixtures): `xdp_empty`, `xdp_tx`, `xdp_drop`.
 pub const XDP_BASELINES: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xdp-baselines"));
+
+/// Packets counted from segment `src` to `dst` with `reason`, summed over
+/// verdicts and rules.
+pub fn packets(
+    counters: &std::collections::BTreeMap<ispf_common::CounterKey, ispf_common::CounterVal>,
+    policy: &ispf::policy::Policy,
+    src: &str,
+    dst: &str,
+    reason: &str,
+) -> u64 {
+    counters
+        .iter()
+        .filter(|(k, _)| {
+            policy.segment_name(k.src) == src
+                && policy.segment_name(k.dst) == dst
+                && ispf_common::reason_name(k.reason) == Some(reason)
+        })
+        .map(|(_, v)| v.packets)
+        .sum()
+}

@@ -117,16 +117,8 @@ fn real_traffic_through_a_bridge() {
 
     sleep(Duration::from_millis(200));
     let counters = dp.counters();
-    let count = |src: &str, dst: &str, reason: &str| -> u64 {
-        counters
-            .iter()
-            .filter(|(k, _)| {
-                policy.segment_name(k.src) == src
-                    && policy.segment_name(k.dst) == dst
-                    && reason_name(k.reason) == Some(reason)
-            })
-            .map(|(_, v)| v.packets)
-            .sum()
+    let count = |src: &str, dst: &str, reason: &str| {
+        ispf_tests::packets(&counters, &policy, src, dst, reason)
     };
     assert!(
         count("infusion-pumps", "pis-servers", "allowed") >= 4,

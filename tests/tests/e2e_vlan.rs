@@ -48,16 +48,8 @@ fn vlan_scoped_identity_on_real_tagged_traffic() {
     }
     let _pis_port = VlanAccess::new("ispf-v-pis", None);
     let _server = Server::start("ispf-v-pis", &[443]);
-    let count = |dp: &Datapath, src: &str, dst: &str, reason: &str| -> u64 {
-        dp.counters()
-            .iter()
-            .filter(|(k, _)| {
-                policy.segment_name(k.src) == src
-                    && policy.segment_name(k.dst) == dst
-                    && reason_name(k.reason) == Some(reason)
-            })
-            .map(|(_, v)| v.packets)
-            .sum()
+    let count = |dp: &Datapath, src: &str, dst: &str, reason: &str| {
+        ispf_tests::packets(&dp.counters(), &policy, src, dst, reason)
     };
     let connect = |ns: &str| tcp_ok(ns, "10.50.0.10", 443, 2.0, None);
 
