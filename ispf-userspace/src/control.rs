@@ -125,8 +125,13 @@ pub enum ControlError {
     Protocol(String),
 }
 
-/// Sends one request and waits for its answer.
-pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+/// Connects, sends `req` as one line and reads the first answer line;
+/// returns the answer and the stream, positioned after it.
+fn exchange(
+    run_dir: &Path,
+    req: &Request,
+    timeout: Option<Duration>,
+) -> Result<(Response, BufReader<UnixStream>), ControlError> {
     let path = socket_path(run_dir);
     let io = |source| ControlError::Io {
         path: path.clone(),
@@ -136,40 +141,35 @@ pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Respo
         path: path.clone(),
         source,
     })?;
-    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.set_read_timeout(timeout).map_err(io)?;
     let mut line = serde_json::to_string(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(io)?;
+    let mut r = BufReader::new(s);
     let mut answer = String::new();
-    BufReader::new(&s).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))
+    r.read_line(&mut answer).map_err(io)?;
+    let resp = serde_json::from_str(&answer)
+        .map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))?;
+    Ok((resp, r))
+}
+
+/// Sends one request and waits for its answer.
+pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    exchange(run_dir, req, Some(timeout)).map(|(resp, _)| resp)
 }
 
 /// Opens an events stream; returns the reader positioned after the
-/// acknowledgement, yielding one JSON event per line.
+/// acknowledgement, yielding one JSON event per line (no timeout: events
+/// may be rare).
 pub fn subscribe(
     run_dir: &Path,
     filter: EventFilter,
 ) -> Result<BufReader<UnixStream>, ControlError> {
-    let path = socket_path(run_dir);
-    let io = |source| ControlError::Io {
-        path: path.clone(),
-        source,
-    };
-    let mut s = UnixStream::connect(&path).map_err(|source| ControlError::Connect {
-        path: path.clone(),
-        source,
-    })?;
-    let mut line = serde_json::to_string(&Request::Events { filter })
-        .map_err(|e| ControlError::Protocol(e.to_string()))?;
-    line.push('\n');
-    s.write_all(line.as_bytes()).map_err(io)?;
-    let mut r = BufReader::new(s);
-    let mut ack = String::new();
-    r.read_line(&mut ack).map_err(io)?;
-    match serde_json::from_str::<Response>(&ack) {
-        Ok(Response::Subscribed) => Ok(r),
-        Ok(Response::Error { message }) => Err(ControlError::Protocol(message)),
-        _ => Err(ControlError::Protocol(format!("unexpected answer {ack:?}"))),
+    match exchange(run_dir, &Request::Events { filter }, None)? {
+        (Response::Subscribed, r) => Ok(r),
+        (Response::Error { message }, _) => Err(ControlError::Protocol(message)),
+        (other, _) => Err(ControlError::Protocol(format!(
+            "unexpected answer {other:?}"
+        ))),
     }
 }
