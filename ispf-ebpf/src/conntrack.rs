@@ -1,18 +1,59 @@
 //! Connection tracking: replies of allowed TCP, UDP and ICMP echo flows pass
 //! without a reverse rule; FIN shortens a flow's life, RST ends it; an entry
 //! from an older policy epoch is re-judged before it is trusted.
+//!
+//! Each direction of an entry remembers the L2 sender whose identity was
+//! checked under the entry's epoch. Packets of an established flow from
+//! that sender take [`established`]: one map lookup, no identity or policy
+//! lookups. Everything else (a new sender, a new epoch, an expired entry)
+//! takes [`judge`], which identifies the sender again.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use core::ptr::{read_volatile, write_volatile};
+
 use ispf_common::{
-    CtKey, CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, IPPROTO_TCP, REASON_REPLY, REASON_WOULD_DROP,
+    CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, REASON_REPLY,
+    REASON_WOULD_DROP, VERDICT_PASS,
 };
 use ispf_ebpf::{
     decide::{judge_policy, on_fault, Judgement},
-    flow::{ct_expired, ct_key, tracking, Tracking, TCP_FIN, TCP_RST},
+    flow::{ct_expired, ct_keys, CtKeys, Tracking, TCP_FIN, TCP_RST},
+    parse::Packet,
 };
 
-use crate::{maps::ISPF_CONNTRACK, policy};
-use ispf_ebpf::parse::Packet;
+use crate::{
+    clock,
+    counters::{self, SLOT_UNKNOWN},
+    maps::{ISPF_CONNTRACK, ISPF_CONNTRACK4},
+    policy,
+};
+
+/// The entry of the flow whose key of family `v4` is in `keys`.
+#[inline(always)]
+fn entry(keys: &CtKeys, v4: bool) -> Option<*mut CtVal> {
+    if v4 {
+        ISPF_CONNTRACK4.get_ptr_mut(&keys.v4)
+    } else {
+        ISPF_CONNTRACK.get_ptr_mut(&keys.v6)
+    }
+}
+
+#[inline(always)]
+fn forget(keys: &CtKeys, v4: bool) {
+    let _ = if v4 {
+        ISPF_CONNTRACK4.remove(&keys.v4)
+    } else {
+        ISPF_CONNTRACK.remove(&keys.v6)
+    };
+}
+
+#[inline(always)]
+fn open(keys: &CtKeys, v4: bool, v: &CtVal) -> Result<(), ()> {
+    if v4 {
+        ISPF_CONNTRACK4.insert(&keys.v4, v, 0).map_err(|_| ())
+    } else {
+        ISPF_CONNTRACK.insert(&keys.v6, v, 0).map_err(|_| ())
+    }
+}
 
 pub struct Flow {
     pub src: u16,
@@ -21,36 +62,128 @@ pub struct Flow {
     pub dst_flags: u8,
 }
 
+/// What the fast path found for a packet.
+pub enum Fast {
+    /// An established flow from an already identified sender:
+    /// `(source segment, destination segment to count under, judgement,
+    /// counter slot)`.
+    Hit(u16, u16, Judgement, u32),
+    /// Conntrack holds the flow but this packet needs the full pipeline.
+    Present,
+    /// Conntrack holds nothing for the flow (or the protocol is untracked).
+    Absent,
+}
+
+/// An echo request only continues its own direction, an echo reply only
+/// answers; TCP and UDP packets may do either.
+#[inline(always)]
+fn icmp_fits(proto: u8, orig_dir: bool, track: Tracking) -> bool {
+    proto == IPPROTO_TCP || proto == IPPROTO_UDP || orig_dir == (track == Tracking::Opens)
+}
+
+/// The fast path of established flows.
+#[inline(always)]
+pub fn established(s: &Settings, pkt: &Packet, keys: &mut CtKeys, track: Tracking) -> Fast {
+    if track == Tracking::None {
+        return Fast::Absent;
+    }
+    let src_is_a = ct_keys(keys, pkt);
+    let keys: &CtKeys = keys;
+    let v4 = pkt.family == FAMILY_V4;
+    let Some(ct) = entry(keys, v4) else {
+        return Fast::Absent;
+    };
+    // SAFETY: a pointer into an LRU map value; see `judge`.
+    let ct = unsafe { &mut *ct };
+    let orig_dir = (ct.flags & CT_ORIG_IS_A != 0) == src_is_a;
+    // The epoch is read before the sender: `judge` clears the senders
+    // before it moves an entry to a new epoch, so a sender read after a
+    // current epoch was validated under that epoch.
+    // SAFETY: reads of plain integers inside the map value.
+    let epoch = unsafe { read_volatile(&ct.epoch) };
+    let sender = pkt.sender;
+    let known = if orig_dir {
+        (unsafe { read_volatile(&ct.orig_l2) }) == sender && ct.orig_dst_mac == pkt.dst_mac_word
+    } else {
+        (unsafe { read_volatile(&ct.reply_l2) }) == sender
+    };
+    if epoch != s.epoch || !known || !icmp_fits(pkt.proto, orig_dir, track) {
+        return Fast::Present;
+    }
+    let now = clock::now();
+    if ct_expired(now, ct, pkt.proto, s) {
+        return Fast::Present;
+    }
+    // SAFETY: as above; written before the sender (see `judge`).
+    let (src, dst, slot) = unsafe {
+        if orig_dir {
+            (ct.orig_src, ct.orig_dst, read_volatile(&ct.orig_slot))
+        } else {
+            (ct.orig_dst, ct.orig_src, read_volatile(&ct.reply_slot))
+        }
+    };
+    let j = continuing(ct, orig_dir);
+    carry_on(keys, v4, ct, pkt, now);
+    Fast::Hit(src, dst, j, slot)
+}
+
+/// The judgement of a packet that continues its flow.
+#[inline(always)]
+fn continuing(ct: &CtVal, orig_dir: bool) -> Judgement {
+    if orig_dir {
+        Judgement {
+            verdict: VERDICT_PASS,
+            reason: ct.reason,
+            rule: ct.rule,
+        }
+    } else {
+        Judgement::pass(REASON_REPLY)
+    }
+}
+
+/// A packet continues its flow: refresh, note FIN, end on RST. The entry
+/// must not be written after this: a removed entry's memory is reused.
+#[inline(always)]
+fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64) {
+    ct.last_seen_ns = now;
+    if pkt.tcp_flags & TCP_FIN != 0 {
+        ct.flags |= CT_FIN_SEEN;
+    }
+    if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & TCP_RST != 0 {
+        forget(keys, v4);
+    }
+}
+
 /// Judges an IP packet (not a later fragment) through conntrack and policy.
-/// Returns the judgement and the destination segment to count it under: a
-/// reply is counted towards the segment its flow came from (an unregistered
-/// originator, say a quarantined laptop, is `world` as a destination),
-/// and whether the packet opened a new flow.
+/// Returns the judgement; the destination segment to count it under (a
+/// reply is counted towards the segment its flow came from: an unregistered
+/// originator, say a quarantined laptop, is `world` as a destination);
+/// whether the packet opened a new flow; and its counter slot when this
+/// already had to find it (else [`SLOT_UNKNOWN`]).
 #[inline(always)]
 pub fn judge(
     slot: u8,
     s: &Settings,
     pkt: &Packet,
-    key: &mut CtKey,
+    keys: &mut CtKeys,
     f: &Flow,
-) -> (Judgement, u16, bool) {
-    let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
+    track: Tracking,
+) -> (Judgement, u16, bool, u32) {
     let dport = u16::from_be_bytes(pkt.dport);
     if track == Tracking::None {
-        return (judge_new(slot, s, pkt, f, dport), f.dst, false);
+        return (
+            judge_new(slot, s, pkt, f, dport),
+            f.dst,
+            false,
+            SLOT_UNKNOWN,
+        );
     }
-    let src_is_a = ct_key(
-        key,
-        pkt.family,
-        pkt.proto,
-        &pkt.src_ip,
-        &pkt.dst_ip,
-        pkt.sport,
-        pkt.dport,
-    );
-    let key: &CtKey = key;
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(ct) = ISPF_CONNTRACK.get_ptr_mut(key) {
+    let src_is_a = ct_keys(keys, pkt);
+    let keys: &CtKeys = keys;
+    let v4 = pkt.family == FAMILY_V4;
+    let now = clock::now();
+    let sender = pkt.sender;
+    if let Some(ct) = entry(keys, v4) {
         // SAFETY: a pointer into an LRU map value; concurrent updates of the
         // same flow on another CPU can at worst race a timestamp.
         let ct = unsafe { &mut *ct };
@@ -63,12 +196,10 @@ pub fn judge(
         } else {
             ct.orig_dst == f.src
         };
-        // An echo request only continues its own direction, an echo reply
-        // only answers; TCP and UDP packets may do either.
-        let icmp_fits = pkt.proto == IPPROTO_TCP
-            || pkt.proto == ispf_common::IPPROTO_UDP
-            || (orig_dir == (track == Tracking::Opens));
-        if sender_fits && icmp_fits && !ct_expired(now, ct, pkt.proto, s) {
+        if sender_fits
+            && icmp_fits(pkt.proto, orig_dir, track)
+            && !ct_expired(now, ct, pkt.proto, s)
+        {
             let orig_dport = if orig_dir {
                 dport
             } else {
@@ -80,32 +211,39 @@ pub fn judge(
                 rejudge(slot, s, pkt, ct, orig_dport)
             };
             if let Some((reason, rule)) = current {
-                ct.epoch = s.epoch;
+                // SAFETY (all writes): plain integers inside the map value.
+                // Senders identified under an older epoch are forgotten
+                // before the epoch moves on (see `established`).
+                unsafe {
+                    if ct.epoch != s.epoch {
+                        write_volatile(&mut ct.orig_l2, 0);
+                        write_volatile(&mut ct.reply_l2, 0);
+                    }
+                    write_volatile(&mut ct.epoch, s.epoch);
+                }
                 ct.reason = reason;
                 ct.rule = rule;
-                ct.last_seen_ns = now;
-                if pkt.tcp_flags & TCP_FIN != 0 {
-                    ct.flags |= CT_FIN_SEEN;
+                let j = continuing(ct, orig_dir);
+                let dst = if orig_dir { f.dst } else { ct.orig_src };
+                let counter = counters::slot(f.src, dst, &j);
+                // This sender is now identified for its direction, its
+                // counter slot stored first. The originating direction's
+                // fast path counts under the recorded destination, so only
+                // a packet that resolves to it may stand for that direction.
+                unsafe {
+                    if !orig_dir {
+                        write_volatile(&mut ct.reply_slot, counter);
+                        write_volatile(&mut ct.reply_l2, sender);
+                    } else if f.dst == ct.orig_dst && pkt.dst_mac_word == ct.orig_dst_mac {
+                        write_volatile(&mut ct.orig_slot, counter);
+                        write_volatile(&mut ct.orig_l2, sender);
+                    }
                 }
-                let (j, dst) = if orig_dir {
-                    (
-                        Judgement {
-                            verdict: ispf_common::VERDICT_PASS,
-                            reason: ct.reason,
-                            rule: ct.rule,
-                        },
-                        f.dst,
-                    )
-                } else {
-                    (Judgement::pass(REASON_REPLY), ct.orig_src)
-                };
-                if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & TCP_RST != 0 {
-                    let _ = ISPF_CONNTRACK.remove(key);
-                }
-                return (j, dst, false);
+                carry_on(keys, v4, ct, pkt, now);
+                return (j, dst, false, counter);
             }
             // The policy no longer allows this flow: forget it.
-            let _ = ISPF_CONNTRACK.remove(key);
+            forget(keys, v4);
         }
     }
     let j = judge_new(slot, s, pkt, f, dport);
@@ -118,6 +256,8 @@ pub fn judge(
         if pkt.tcp_flags & TCP_FIN != 0 {
             flags |= CT_FIN_SEEN;
         }
+        // The opening packet counts under the key its direction keeps.
+        let counter = counters::slot(f.src, f.dst, &j);
         let v = CtVal {
             last_seen_ns: now,
             epoch: s.epoch,
@@ -127,13 +267,23 @@ pub fn judge(
             reason: j.reason,
             flags,
             _pad: [0; 2],
+            orig_l2: sender,
+            reply_l2: 0,
+            orig_dst_mac: pkt.dst_mac_word,
+            orig_slot: counter,
+            reply_slot: 0,
         };
-        if ISPF_CONNTRACK.insert(key, &v, 0).is_err() {
-            return (on_fault(j, f.src_flags, f.dst_flags), f.dst, false);
+        if open(keys, v4, &v).is_err() {
+            return (
+                on_fault(j, f.src_flags, f.dst_flags),
+                f.dst,
+                false,
+                SLOT_UNKNOWN,
+            );
         }
-        return (j, f.dst, true);
+        return (j, f.dst, true, counter);
     }
-    (j, f.dst, false)
+    (j, f.dst, false, SLOT_UNKNOWN)
 }
 
 #[inline(always)]

@@ -1,13 +1,28 @@
 //! Per-CPU packet and byte counters by (source segment, destination
-//! segment, reason), and the per-CPU record of the last verdict.
+//! segment, reason, verdict, rule), and the per-CPU record of the last
+//! verdict.
+//!
+//! A counter key is hashed once, to find its slot in a per-CPU array;
+//! conntrack entries and flow cache entries keep the slot, so the packets
+//! of a known flow count with an array index instead of a hash lookup.
 
-use ispf_common::{CounterKey, CounterVal};
+use aya_ebpf::helpers::bpf_get_smp_processor_id;
+use ispf_common::{CounterKey, COUNTER_SLOT_NONE, DEFAULT_COUNTER_ENTRIES};
 use ispf_ebpf::decide::Judgement;
 
-use crate::maps::{ISPF_COUNTERS, ISPF_LAST};
+use crate::maps::{ISPF_COUNTERS, ISPF_COUNTER_NEXT, ISPF_COUNTER_SLOTS, ISPF_CPUS, ISPF_LAST};
 
+const BPF_NOEXIST: u64 = 1;
+
+/// "Slot not looked up yet" (distinct from [`COUNTER_SLOT_NONE`], "no slot
+/// to be had").
+pub const SLOT_UNKNOWN: u32 = u32::MAX - 1;
+
+/// The slot of `(src, dst, judgement)`, assigned on first use;
+/// [`COUNTER_SLOT_NONE`] once every slot is taken (the count is lost, never
+/// the verdict).
 #[inline(always)]
-pub fn record(src: u16, dst: u16, j: &Judgement, bytes: u64, epoch: u32) {
+pub fn slot(src: u16, dst: u16, j: &Judgement) -> u32 {
     let key = CounterKey {
         src,
         dst,
@@ -16,15 +31,48 @@ pub fn record(src: u16, dst: u16, j: &Judgement, bytes: u64, epoch: u32) {
         _pad: [0; 2],
         rule: j.rule,
     };
-    match ISPF_COUNTERS.get_ptr_mut(&key) {
+    // SAFETY: copied out at once.
+    if let Some(s) = unsafe { ISPF_COUNTER_SLOTS.get(&key) } {
+        return *s;
+    }
+    // Each CPU hands out its own stripe of slots (`cpu`, `cpu + cpus`,
+    // ...), so no two CPUs can take the same one: the generic BPF CPU we
+    // build for has no atomic fetch-and-add. The controller writes `cpus` at load;
+    // until then nothing is counted.
+    let cpus = ISPF_CPUS.get(0).copied().unwrap_or(0);
+    let Some(next) = ISPF_COUNTER_NEXT.get_ptr_mut(0) else {
+        return COUNTER_SLOT_NONE;
+    };
+    // SAFETY: helper without preconditions; this CPU's own counter.
+    let (cpu, next) = unsafe { (bpf_get_smp_processor_id(), &mut *next) };
+    if cpus == 0 || cpu >= cpus {
+        return COUNTER_SLOT_NONE;
+    }
+    let n = *next as u64 * cpus as u64 + cpu as u64;
+    if n >= DEFAULT_COUNTER_ENTRIES as u64 {
+        return COUNTER_SLOT_NONE;
+    }
+    *next += 1;
+    let n = n as u32;
+    if ISPF_COUNTER_SLOTS.insert(&key, &n, BPF_NOEXIST).is_ok() {
+        return n;
+    }
+    // Another CPU assigned this key first (slot `n` stays unused), or the
+    // slot map is full.
+    // SAFETY: copied out at once.
+    unsafe { ISPF_COUNTER_SLOTS.get(&key) }
+        .copied()
+        .unwrap_or(COUNTER_SLOT_NONE)
+}
+
+/// Counts a packet in `slot` and records it as this CPU's last verdict.
+#[inline(always)]
+pub fn record(slot: u32, src: u16, dst: u16, j: &Judgement, bytes: u64, epoch: u32) {
+    if let Some(c) = ISPF_COUNTERS.get_ptr_mut(slot) {
         // SAFETY: per-CPU value, no other writer on this CPU.
-        Some(c) => unsafe {
+        unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
-        },
-        None => {
-            // A full counter map loses the count, never the verdict.
-            let _ = ISPF_COUNTERS.insert(&key, &CounterVal { packets: 1, bytes }, 0);
         }
     }
     if let Some(last) = ISPF_LAST.get_ptr_mut(0) {

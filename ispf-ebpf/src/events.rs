@@ -3,7 +3,7 @@
 //! path of an established flow's packets; rate-limited per CPU so a flood
 //! costs a bounded amount; every event not delivered is counted.
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use ispf_common::{
     CtKey, Event, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_RATE_PER_SEC, FAMILY_V4, FAMILY_V6,
 };
@@ -11,11 +11,11 @@ use ispf_ebpf::{decide::Judgement, parse::Packet};
 
 use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
 
-/// Whether a denied packet starts a denied flow worth reporting now:
-/// its directional 5-tuple (MACs for non-IP frames) was not reported in
-/// the last minute.
+/// Whether a denied packet starts a denied flow worth reporting now (its
+/// directional 5-tuple, MACs for non-IP frames, was not reported in the
+/// last minute), and when the flow was last reported, now included.
 #[inline(always)]
-pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> bool {
+pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> (bool, u64) {
     let ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
     if ip {
         key.a_addr = pkt.src_ip;
@@ -32,13 +32,13 @@ pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> bool {
     key.family = pkt.family;
     key._pad = [0; 2];
     // SAFETY: copied out at once.
-    if let Some(last) = unsafe { ISPF_DENIED_SEEN.get(&*key) } {
-        if now.saturating_sub(*last) < DENIED_REPORT_INTERVAL_NS {
-            return false;
+    if let Some(last) = unsafe { ISPF_DENIED_SEEN.get(&*key) }.copied() {
+        if now.saturating_sub(last) < DENIED_REPORT_INTERVAL_NS {
+            return (false, last);
         }
     }
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
-    true
+    (true, now)
 }
 
 /// Takes one token from this CPU's bucket.
@@ -65,12 +65,6 @@ fn take_token(now: u64) -> bool {
     }
     st.tokens -= 1;
     true
-}
-
-#[inline(always)]
-pub fn now() -> u64 {
-    // SAFETY: no preconditions.
-    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Emits one event, written straight into the ring buffer.

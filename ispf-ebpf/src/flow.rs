@@ -2,9 +2,12 @@
 //! canonical conntrack key, expiry, and infrastructure protocols.
 
 use ispf_common::{
-    CtKey, CtVal, Settings, CT_FIN_SEEN, FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6,
-    IPPROTO_TCP, IPPROTO_UDP,
+    CtKey, CtKey4, CtVal, FlowKey, FlowKey4, Settings, CT_FIN_SEEN, FAMILY_V4, FAMILY_V6,
+    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, REASON_INTERNAL_FAULT,
+    REASON_WOULD_DROP,
 };
+
+use crate::{decide::Judgement, parse::Packet};
 
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
@@ -42,48 +45,99 @@ pub fn tracking(family: u8, proto: u8, icmp_type: u8) -> Tracking {
     }
 }
 
-/// Fills `key` with the direction-independent key of a flow and returns
-/// whether this packet's source is endpoint `a`.
+/// A flow's conntrack key in the form of its address family (only the one
+/// of the packet's family is filled).
+///
+/// The short key comes first on purpose: LLVM may merge the two families'
+/// map calls into one whose map and key offset are selected separately,
+/// and the verifier then also checks the impossible pairing of the long
+/// key's map with the short key's offset. With the short key first, that
+/// pairing still reads inside the struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtKeys {
+    pub v4: CtKey4,
+    pub v6: CtKey,
+}
+
+// Keys are assembled as little-endian words (see `ct_keys`); the BPF
+// target and every host we test on are little-endian.
+const _: () = assert!(cfg!(target_endian = "little"));
+
+/// Fills the key of `pkt`'s family in `keys` and returns whether the
+/// packet's source is endpoint `a` (endpoints sort by address, then port,
+/// so both directions of a flow find the same entry).
+///
+/// Keys are written as whole words: the kernel hashes and compares them
+/// word by word, and loading a word that was just stored in pieces stalls
+/// the CPU's store forwarding.
 #[inline(always)]
-pub fn ct_key(
-    key: &mut CtKey,
-    family: u8,
-    proto: u8,
-    src: &[u8; 16],
-    dst: &[u8; 16],
-    sport: [u8; 2],
-    dport: [u8; 2],
-) -> bool {
-    let src_first = endpoint_le(src, sport, dst, dport);
-    if src_first {
-        key.a_addr = *src;
-        key.a_port = sport;
-        key.b_addr = *dst;
-        key.b_port = dport;
+pub fn ct_keys(keys: &mut CtKeys, pkt: &Packet) -> bool {
+    let w = pkt.addr_words();
+    let (sport, dport) = (u16::from_be_bytes(pkt.sport), u16::from_be_bytes(pkt.dport));
+    let src_first = (u64::from_be(w[0]), u64::from_be(w[1]), sport)
+        <= (u64::from_be(w[2]), u64::from_be(w[3]), dport);
+    let ports = pkt.ports_word() as u64;
+    let swapped = (ports >> 16) | ((ports & 0xffff) << 16);
+    let (a, b, ports) = if src_first {
+        ([w[0], w[1]], [w[2], w[3]], ports)
     } else {
-        key.a_addr = *dst;
-        key.a_port = dport;
-        key.b_addr = *src;
-        key.b_port = sport;
+        ([w[2], w[3]], [w[0], w[1]], swapped)
+    };
+    let proto = (pkt.proto as u64) << 32;
+    if pkt.family == FAMILY_V4 {
+        // An IPv4 address is the low half of its first word.
+        let words = [(a[0] & 0xffff_ffff) | (b[0] << 32), ports | proto];
+        // SAFETY: CtKey4 is two 8-aligned words; any bytes are valid.
+        unsafe { *(&mut keys.v4 as *mut CtKey4 as *mut [u64; 2]) = words };
+    } else {
+        let tail = ports | proto | (pkt.family as u64) << 40;
+        // SAFETY: CtKey is five 8-aligned words; any bytes are valid.
+        unsafe { *(&mut keys.v6 as *mut CtKey as *mut [u64; 5]) = [a[0], a[1], b[0], b[1], tail] };
     }
-    key.proto = proto;
-    key.family = family;
-    key._pad = [0; 2];
     src_first
 }
 
-/// `(a, ap) <= (b, bp)` lexicographically, written as a fixed loop the
-/// verifier can unroll.
+/// A flow direction's cache key in the form of its address family (short
+/// key first, see [`CtKeys`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKeys {
+    pub v4: FlowKey4,
+    pub v6: FlowKey,
+}
+
+/// Fills the cache key of `pkt`'s family in `keys`, as whole words (see
+/// [`ct_keys`]).
 #[inline(always)]
-fn endpoint_le(a: &[u8; 16], ap: [u8; 2], b: &[u8; 16], bp: [u8; 2]) -> bool {
-    let mut i = 0;
-    while i < 16 {
-        if a[i] != b[i] {
-            return a[i] < b[i];
-        }
-        i += 1;
+pub fn flow_keys(keys: &mut FlowKeys, pkt: &Packet) {
+    let w = pkt.addr_words();
+    let tail = pkt.ports_word() as u64 | (pkt.proto as u64) << 32;
+    if pkt.family == FAMILY_V4 {
+        let words = [
+            (w[0] & 0xffff_ffff) | (w[2] << 32),
+            tail | (pkt.icmp_type as u64) << 40,
+        ];
+        // SAFETY: FlowKey4 is two 8-aligned words; any bytes are valid.
+        unsafe { *(&mut keys.v4 as *mut FlowKey4 as *mut [u64; 2]) = words };
+    } else {
+        let tail = tail | (pkt.family as u64) << 40 | (pkt.icmp_type as u64) << 48;
+        // SAFETY: FlowKey is five 8-aligned words; any bytes are valid.
+        unsafe {
+            *(&mut keys.v6 as *mut FlowKey as *mut [u64; 5]) = [w[0], w[1], w[2], w[3], tail]
+        };
     }
-    u16::from_be_bytes(ap) <= u16::from_be_bytes(bp)
+}
+
+/// Whether a judgement made while conntrack held nothing for the flow may
+/// stand for the flow's later packets (until the policy changes or
+/// conntrack gains an entry for it). Only outcomes that no conntrack state
+/// can come out of: drops, monitor-mode passes and passes of protocols
+/// that are not tracked. A tracked pass must reach conntrack every time
+/// (to open, refresh or close the flow), and a fault may be transient.
+pub fn cacheable(j: &Judgement, track: Tracking) -> bool {
+    j.reason != REASON_INTERNAL_FAULT
+        && (!j.is_pass() || j.reason == REASON_WOULD_DROP || track == Tracking::None)
 }
 
 /// Whether a conntrack entry has outlived the timeout of its protocol.
@@ -126,39 +180,105 @@ mod tests {
 
     #[test]
     fn both_directions_share_one_key() {
-        let (mut k1, mut k2, mut k3) = (CtKey::default(), CtKey::default(), CtKey::default());
-        let a1 = ct_key(
-            &mut k1,
-            FAMILY_V4,
-            IPPROTO_TCP,
-            &addr(1),
-            &addr(2),
-            [0x30, 0x39],
-            [0, 80],
-        );
-        let a2 = ct_key(
-            &mut k2,
-            FAMILY_V4,
-            IPPROTO_TCP,
-            &addr(2),
-            &addr(1),
-            [0, 80],
-            [0x30, 0x39],
-        );
+        let there = Packet {
+            family: FAMILY_V6,
+            proto: IPPROTO_TCP,
+            src_ip: addr(1),
+            dst_ip: addr(2),
+            sport: [0x30, 0x39],
+            dport: [0, 80],
+            ..Packet::default()
+        };
+        let back = Packet {
+            src_ip: addr(2),
+            dst_ip: addr(1),
+            sport: [0, 80],
+            dport: [0x30, 0x39],
+            ..there
+        };
+        let (mut k1, mut k2) = (CtKeys::default(), CtKeys::default());
+        assert!(ct_keys(&mut k1, &there));
+        assert!(!ct_keys(&mut k2, &back));
         assert_eq!(k1, k2);
-        assert!(a1 && !a2);
-        // Same address, ports decide.
-        let a3 = ct_key(
-            &mut k3,
-            FAMILY_V4,
-            IPPROTO_UDP,
-            &addr(1),
-            &addr(1),
-            [0, 9],
-            [0, 5],
+        assert_eq!(
+            k1.v6,
+            CtKey {
+                a_addr: addr(1),
+                b_addr: addr(2),
+                a_port: [0x30, 0x39],
+                b_port: [0, 80],
+                proto: IPPROTO_TCP,
+                family: FAMILY_V6,
+                _pad: [0; 2],
+            }
         );
-        assert!(!a3);
-        assert_eq!(k3.a_port, [0, 5]);
+        // Same address: ports decide.
+        let same = Packet {
+            proto: IPPROTO_UDP,
+            dst_ip: addr(1),
+            sport: [0, 9],
+            dport: [0, 5],
+            ..there
+        };
+        let mut k3 = CtKeys::default();
+        assert!(!ct_keys(&mut k3, &same));
+        assert_eq!(k3.v6.a_port, [0, 5]);
+        // The high word decides before the low one.
+        let mut hi = addr(1);
+        hi[0] = 11;
+        let mut lo = addr(2);
+        lo[15] = 0xff;
+        let order = Packet {
+            src_ip: hi,
+            dst_ip: lo,
+            ..there
+        };
+        let mut k4 = CtKeys::default();
+        assert!(!ct_keys(&mut k4, &order));
+        assert_eq!(k4.v6.a_addr, lo);
+    }
+
+    #[test]
+    fn ipv4_keys_keep_the_canonical_order() {
+        let mut p = Packet {
+            family: FAMILY_V4,
+            proto: IPPROTO_TCP,
+            src_ip: addr(2),
+            dst_ip: addr(1),
+            sport: [0, 80],
+            dport: [0x30, 0x39],
+            ..Packet::default()
+        };
+        let mut there = CtKeys::default();
+        let src_is_a = ct_keys(&mut there, &p);
+        assert!(!src_is_a);
+        assert_eq!(
+            there.v4,
+            CtKey4 {
+                a_addr: [10, 0, 0, 1],
+                b_addr: [10, 0, 0, 2],
+                a_port: [0x30, 0x39],
+                b_port: [0, 80],
+                proto: IPPROTO_TCP,
+                _pad: [0; 3],
+            }
+        );
+        assert_eq!(
+            there.v6,
+            CtKey::default(),
+            "only the family's key is filled"
+        );
+        core::mem::swap(&mut p.src_ip, &mut p.dst_ip);
+        core::mem::swap(&mut p.sport, &mut p.dport);
+        let mut back = CtKeys::default();
+        assert!(ct_keys(&mut back, &p));
+        assert_eq!(there.v4, back.v4);
+        let mut f = FlowKeys::default();
+        flow_keys(&mut f, &p);
+        assert_eq!(
+            (f.v4.src_addr, f.v4.dst_addr, f.v4.dport),
+            ([10, 0, 0, 1], [10, 0, 0, 2], [0, 80])
+        );
     }
 
     #[test]
@@ -196,6 +316,88 @@ mod tests {
         v.flags = CT_FIN_SEEN;
         assert!(ct_expired(at(10), &v, IPPROTO_TCP, &s));
         assert!(!ct_expired(at(9), &v, IPPROTO_TCP, &s));
+    }
+
+    #[test]
+    fn cacheable_outcomes() {
+        use ispf_common::{REASON_ALLOWED, REASON_DENIED_RULE, REASON_SPOOFED};
+        let deny = Judgement::drop(REASON_DENIED_RULE);
+        let allow = Judgement::pass(REASON_ALLOWED);
+        assert!(cacheable(&deny, Tracking::Opens));
+        assert!(cacheable(&Judgement::drop(REASON_SPOOFED), Tracking::Opens));
+        assert!(cacheable(
+            &Judgement::pass(REASON_WOULD_DROP),
+            Tracking::Opens
+        ));
+        assert!(cacheable(&allow, Tracking::None));
+        // Tracked passes must reach conntrack; faults may be transient.
+        assert!(!cacheable(&allow, Tracking::Opens));
+        assert!(!cacheable(&allow, Tracking::AnswerOnly));
+        assert!(!cacheable(
+            &Judgement::drop(REASON_INTERNAL_FAULT),
+            Tracking::None
+        ));
+    }
+
+    #[test]
+    fn flow_key_is_directional_and_keeps_icmp_type() {
+        let mut p = Packet {
+            family: FAMILY_V4,
+            proto: IPPROTO_ICMP,
+            icmp_type: 8,
+            src_ip: addr(1),
+            dst_ip: addr(2),
+            sport: [0, 7],
+            dport: [0, 7],
+            ..Packet::default()
+        };
+        let (mut request, mut reply, mut back) = (
+            FlowKeys::default(),
+            FlowKeys::default(),
+            FlowKeys::default(),
+        );
+        flow_keys(&mut request, &p);
+        assert_eq!(
+            request.v4,
+            FlowKey4 {
+                src_addr: [10, 0, 0, 1],
+                dst_addr: [10, 0, 0, 2],
+                sport: [0, 7],
+                dport: [0, 7],
+                proto: IPPROTO_ICMP,
+                icmp_type: 8,
+                _pad: [0; 2],
+            }
+        );
+        p.icmp_type = 0;
+        flow_keys(&mut reply, &p);
+        assert_ne!(request, reply);
+        p.src_ip = addr(2);
+        p.dst_ip = addr(1);
+        flow_keys(&mut back, &p);
+        assert_ne!(back, reply);
+        let v6 = Packet {
+            family: FAMILY_V6,
+            proto: IPPROTO_UDP,
+            sport: [1, 2],
+            dport: [3, 4],
+            ..p
+        };
+        let mut k = FlowKeys::default();
+        flow_keys(&mut k, &v6);
+        assert_eq!(
+            k.v6,
+            FlowKey {
+                src_addr: addr(2),
+                dst_addr: addr(1),
+                sport: [1, 2],
+                dport: [3, 4],
+                proto: IPPROTO_UDP,
+                family: FAMILY_V6,
+                icmp_type: 0,
+                _pad: 0,
+            }
+        );
     }
 
     #[test]

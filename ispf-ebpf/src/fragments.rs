@@ -2,11 +2,10 @@
 //! fragments, which carry no transport header, get the same one; a later
 //! fragment of no known first fragment is dropped.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use ispf_common::{FragKey, FragVal, Settings, REASON_FRAGMENT_UNTRACKED};
 use ispf_ebpf::decide::Judgement;
 
-use crate::maps::ISPF_FRAGMENTS;
+use crate::{clock, maps::ISPF_FRAGMENTS};
 use ispf_ebpf::parse::Packet;
 
 #[inline(always)]
@@ -24,7 +23,7 @@ fn fill(k: &mut FragKey, pkt: &Packet) {
 pub fn remember(pkt: &Packet, k: &mut FragKey, j: &Judgement) -> Result<(), ()> {
     fill(k, pkt);
     let v = FragVal {
-        last_seen_ns: unsafe { bpf_ktime_get_ns() },
+        last_seen_ns: clock::now(),
         rule: j.rule,
         verdict: j.verdict,
         reason: j.reason,
@@ -43,7 +42,7 @@ pub fn follow(pkt: &Packet, k: &mut FragKey, s: &Settings) -> Judgement {
     let Some(v) = (unsafe { ISPF_FRAGMENTS.get(k) }).copied() else {
         return Judgement::drop(REASON_FRAGMENT_UNTRACKED);
     };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock::now();
     if now.saturating_sub(v.last_seen_ns) > s.fragment_timeout_s as u64 * 1_000_000_000 {
         let _ = ISPF_FRAGMENTS.remove(k);
         return Judgement::drop(REASON_FRAGMENT_UNTRACKED);

@@ -5,11 +5,15 @@
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod clock;
+#[cfg(target_arch = "bpf")]
 mod conntrack;
 #[cfg(target_arch = "bpf")]
 mod counters;
 #[cfg(target_arch = "bpf")]
 mod events;
+#[cfg(target_arch = "bpf")]
+mod flowcache;
 #[cfg(target_arch = "bpf")]
 mod fragments;
 #[cfg(target_arch = "bpf")]
@@ -23,20 +27,26 @@ mod policy;
 mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use ispf_common::{
-        Settings, ACTION_ALLOW, EVENT_DENIED, EVENT_NEW_FLOW, FRAGMENTS_DENY, NO_SEGMENT,
-        REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED,
-        REASON_SPOOFED, REASON_WOULD_DROP,
+        FlowVal, Settings, ACTION_ALLOW, DENIED_REPORT_INTERVAL_NS, EVENT_DENIED, EVENT_NEW_FLOW,
+        FRAGMENTS_DENY, NO_SEGMENT, REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE,
+        REASON_INTERNAL_FAULT, REASON_MALFORMED, REASON_SPOOFED, REASON_WOULD_DROP,
     };
-    use ispf_ebpf::decide::{default_judgement, monitor, on_fault, Judgement};
+    use ispf_ebpf::{
+        decide::{default_judgement, monitor, on_fault, Judgement},
+        flow::{cacheable, tracking, Tracking},
+    };
 
     use crate::{
-        conntrack::{self, Flow},
-        counters, events, fragments, identity,
+        clock,
+        conntrack::{self, Fast, Flow},
+        counters::{self, SLOT_UNKNOWN},
+        events, flowcache, fragments, identity,
         maps::{Scratch, ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
         policy::segment_flags,
     };
     use ispf_ebpf::parse::{
-        self, Frame, Malformed, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_OTHER, MAX_OFF,
+        self, Frame, Malformed, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_IP, KIND_OTHER,
+        MAX_OFF,
     };
 
     /// The packet as XDP hands it over: `[data, data_end)`.
@@ -67,6 +77,46 @@ mod program {
         }
     }
 
+    /// Whether the flow verdict cache was involved in a packet's outcome.
+    enum Cache {
+        /// Not a packet the cache is for.
+        No,
+        /// The outcome came from this cache entry.
+        Hit(*mut FlowVal),
+        /// Judged in full while conntrack held nothing for the flow: the
+        /// outcome may be cached if it is of a cacheable kind.
+        Store(Tracking),
+    }
+
+    /// Everything the pipeline decided about one packet.
+    struct Outcome {
+        src: u16,
+        /// Destination segment to count under (for a reply: the segment
+        /// its flow came from).
+        dst: u16,
+        j: Judgement,
+        /// The packet opened a new flow.
+        opened: bool,
+        cache: Cache,
+        /// Counter slot, when the pipeline already knows it, else
+        /// `SLOT_UNKNOWN`. (Not an `Option`: a `None`'s undefined payload
+        /// can reach a register spill, which the verifier rejects.)
+        slot: u32,
+    }
+
+    impl Outcome {
+        fn new(src: u16, dst: u16, j: Judgement) -> Self {
+            Self {
+                src,
+                dst,
+                j,
+                opened: false,
+                cache: Cache::No,
+                slot: SLOT_UNKNOWN,
+            }
+        }
+    }
+
     #[xdp]
     pub fn ispf(ctx: XdpContext) -> u32 {
         let bytes = (ctx.data_end() - ctx.data()) as u64;
@@ -77,74 +127,132 @@ mod program {
                 // Unreachable (arrays are preallocated); fail closed all the same.
                 _ => {
                     let j = Judgement::drop(REASON_INTERNAL_FAULT);
-                    counters::record(NO_SEGMENT, NO_SEGMENT, &j, bytes, 0);
+                    let slot = counters::slot(NO_SEGMENT, NO_SEGMENT, &j);
+                    counters::record(slot, NO_SEGMENT, NO_SEGMENT, &j, bytes, 0);
                     return xdp_action::XDP_DROP;
                 }
             };
         // SAFETY: this CPU's own slot; XDP does not nest on a CPU.
         let scratch = unsafe { &mut *scratch };
-        let (src, dst, j, opened) = judge(&ctx, slot, settings, scratch);
-        counters::record(src, dst, &j, bytes, settings.epoch);
-        report(&ctx, scratch, src, dst, &j, opened, settings.world_segment);
-        if j.is_pass() {
+        let o = judge(slot, settings, scratch, &ctx);
+        let counter = if o.slot == SLOT_UNKNOWN {
+            counters::slot(o.src, o.dst, &o.j)
+        } else {
+            o.slot
+        };
+        counters::record(counter, o.src, o.dst, &o.j, bytes, settings.epoch);
+        report(&ctx, settings, scratch, &o, counter);
+        if o.j.is_pass() {
             xdp_action::XDP_PASS
         } else {
             xdp_action::XDP_DROP
         }
     }
 
-    /// Events for the controller: denied flows (their first packet) and new
-    /// east-west flows. Packets of established flows never get here.
+    /// Events for the controller: denied flows (their first packet, again
+    /// after a minute) and new east-west flows; and the flow cache entry of
+    /// a packet judged in full. Packets of established flows never get here.
     #[inline(always)]
-    fn report(
-        ctx: &XdpContext,
-        scratch: &mut Scratch,
-        src: u16,
-        dst: u16,
-        j: &Judgement,
-        opened: bool,
-        world: u16,
-    ) {
+    fn report(ctx: &XdpContext, s: &Settings, scratch: &mut Scratch, o: &Outcome, counter: u32) {
+        let j = &o.j;
         let denied = !j.is_pass() || j.reason == REASON_WOULD_DROP;
+        let mut reported = 0;
         if denied && j.reason != REASON_MALFORMED {
-            let now = events::now();
-            if events::first_of_denied_flow(&scratch.pkt, &mut scratch.denied, now) {
-                events::emit(ctx, EVENT_DENIED, &scratch.pkt, src, dst, j, now);
+            let now = clock::now();
+            let due = match o.cache {
+                // SAFETY: the entry `judge` found; `reported_ns` is the one
+                // field written in place, a single word.
+                Cache::Hit(v) => {
+                    now.saturating_sub(unsafe { (*v).reported_ns }) >= DENIED_REPORT_INTERVAL_NS
+                }
+                _ => true,
+            };
+            if due {
+                // The denied-flow map stays the authority: it outlives
+                // cache entries, which an LRU may evict at any time.
+                let (first, last) =
+                    events::first_of_denied_flow(&scratch.pkt, &mut scratch.denied, now);
+                if first {
+                    events::emit(ctx, EVENT_DENIED, &scratch.pkt, o.src, o.dst, j, now);
+                }
+                if let Cache::Hit(v) = o.cache {
+                    // SAFETY: as above.
+                    unsafe { (*v).reported_ns = last };
+                }
+                reported = last;
             }
-        } else if opened && src != world && dst != world {
+        } else if o.opened && o.src != s.world_segment && o.dst != s.world_segment {
             events::emit(
                 ctx,
                 EVENT_NEW_FLOW,
                 &scratch.pkt,
-                src,
-                dst,
+                o.src,
+                o.dst,
                 j,
-                events::now(),
+                clock::now(),
             );
+        }
+        if let Cache::Store(track) = o.cache {
+            if !o.opened && cacheable(j, track) {
+                flowcache::remember(
+                    s,
+                    &scratch.pkt,
+                    &scratch.flow,
+                    o.src,
+                    o.dst,
+                    j,
+                    counter,
+                    reported,
+                );
+            }
         }
     }
 
-    /// The whole pipeline under one policy generation: `(source segment,
-    /// destination segment, judgement, opened a new flow)`.
+    /// The whole pipeline under one policy generation.
     #[inline(always)]
-    fn judge(
-        ctx: &XdpContext,
-        slot: u8,
-        s: &Settings,
-        scratch: &mut Scratch,
-    ) -> (u16, u16, Judgement, bool) {
+    fn judge(slot: u8, s: &Settings, scratch: &mut Scratch, ctx: &XdpContext) -> Outcome {
         let frame = XdpFrame {
             start: ctx.data(),
             end: ctx.data_end(),
         };
         if parse::parse(&frame, &mut scratch.pkt).is_err() {
-            return (
-                NO_SEGMENT,
-                NO_SEGMENT,
-                Judgement::drop(REASON_MALFORMED),
-                false,
-            );
+            return Outcome::new(NO_SEGMENT, NO_SEGMENT, Judgement::drop(REASON_MALFORMED));
         }
+        let pkt = &scratch.pkt;
+        let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
+        // Fast paths: unfragmented IP packets that are not infrastructure
+        // (parse has classified that already), of flows seen before.
+        let mut cache = Cache::No;
+        if pkt.kind == KIND_IP && pkt.frag == FRAG_NONE {
+            match conntrack::established(s, pkt, &mut scratch.ct, track) {
+                Fast::Hit(src, dst, j, counter) => {
+                    let mut o = Outcome::new(src, dst, j);
+                    o.slot = counter;
+                    return o;
+                }
+                Fast::Present => {}
+                Fast::Absent => {
+                    if let Some((src, dst, j, counter, v)) =
+                        flowcache::lookup(s, pkt, &mut scratch.flow)
+                    {
+                        let mut o = Outcome::new(src, dst, j);
+                        o.cache = Cache::Hit(v);
+                        o.slot = counter;
+                        return o;
+                    }
+                    cache = Cache::Store(track);
+                }
+            }
+        }
+        let mut o = judge_in_full(slot, s, scratch, track);
+        o.cache = cache;
+        o
+    }
+
+    /// Identity, spoofing, fragments, conntrack and policy, in the order
+    /// the specification gives them.
+    #[inline(always)]
+    fn judge_in_full(slot: u8, s: &Settings, scratch: &mut Scratch, track: Tracking) -> Outcome {
         let pkt = &scratch.pkt;
         let dst = identity::destination(slot, s, pkt);
 
@@ -155,12 +263,12 @@ mod program {
             } else {
                 Judgement::drop(REASON_INFRASTRUCTURE)
             };
-            return (src, dst, j, false);
+            return Outcome::new(src, dst, j);
         }
         let src = match identity::source(slot, s, pkt, true) {
             Ok(seg) => seg,
             Err(identity::Spoofed(seg)) => {
-                return (seg, dst, Judgement::drop(REASON_SPOOFED), false)
+                return Outcome::new(seg, dst, Judgement::drop(REASON_SPOOFED))
             }
         };
         let f = Flow {
@@ -171,36 +279,33 @@ mod program {
         };
 
         if pkt.kind == KIND_OTHER {
-            return (
-                src,
-                dst,
-                monitor(
-                    default_judgement(s.default_action),
-                    f.src_flags,
-                    f.dst_flags,
-                ),
-                false,
+            let j = monitor(
+                default_judgement(s.default_action),
+                f.src_flags,
+                f.dst_flags,
             );
+            return Outcome::new(src, dst, j);
         }
         if pkt.frag != FRAG_NONE && s.fragments == FRAGMENTS_DENY {
-            return (src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED), false);
+            return Outcome::new(src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED));
         }
         if pkt.frag == FRAG_LATER {
-            return (
-                src,
-                dst,
-                fragments::follow(pkt, &mut scratch.frag, s),
-                false,
-            );
+            let j = fragments::follow(pkt, &mut scratch.frag, s);
+            return Outcome::new(src, dst, j);
         }
-        let (mut j, dst, opened) = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f);
+        let (mut j, dst, opened, mut counter) =
+            conntrack::judge(slot, s, pkt, &mut scratch.ct, &f, track);
         if pkt.frag == FRAG_FIRST
             && fragments::remember(pkt, &mut scratch.frag, &j).is_err()
             && j.is_pass()
         {
             j = on_fault(j, f.src_flags, f.dst_flags);
+            counter = SLOT_UNKNOWN;
         }
-        (src, dst, j, opened)
+        let mut o = Outcome::new(src, dst, j);
+        o.opened = opened;
+        o.slot = counter;
+        o
     }
 
     #[no_mangle]

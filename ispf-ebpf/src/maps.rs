@@ -3,9 +3,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ispf_common::*;
+use ispf_ebpf::flow::{CtKeys, FlowKeys};
 
 #[map]
 pub static ISPF_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
@@ -42,14 +43,24 @@ pub static ISPF_POLICY: HashMap<PolicyKey, PolicyVal> =
 #[map]
 pub static ISPF_CONNTRACK: LruHashMap<CtKey, CtVal> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
+#[map]
+pub static ISPF_CONNTRACK4: LruHashMap<CtKey4, CtVal> =
+    LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 // A plain hash, not LRU: a fragment flood must not silently evict the
 // verdicts of legitimate datagrams; a full map is a fault handled per segment.
 #[map]
 pub static ISPF_FRAGMENTS: HashMap<FragKey, FragVal> =
     HashMap::with_max_entries(DEFAULT_FRAGMENT_ENTRIES, 0);
 #[map]
-pub static ISPF_COUNTERS: PerCpuHashMap<CounterKey, CounterVal> =
-    PerCpuHashMap::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
+pub static ISPF_COUNTERS: PerCpuArray<CounterVal> =
+    PerCpuArray::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
+#[map]
+pub static ISPF_COUNTER_SLOTS: HashMap<CounterKey, u32> =
+    HashMap::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
+#[map]
+pub static ISPF_COUNTER_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ISPF_CPUS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]
 pub static ISPF_LAST: PerCpuArray<LastVerdict> = PerCpuArray::with_max_entries(1, 0);
 
@@ -62,9 +73,10 @@ pub static ISPF_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1,
 #[repr(C)]
 pub struct Scratch {
     pub pkt: ispf_ebpf::parse::Packet,
-    pub ct: CtKey,
+    pub ct: CtKeys,
     pub frag: FragKey,
     pub denied: CtKey,
+    pub flow: FlowKeys,
 }
 
 #[map]
@@ -74,3 +86,9 @@ pub static ISPF_EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_ent
 #[map]
 pub static ISPF_DENIED_SEEN: LruHashMap<CtKey, u64> =
     LruHashMap::with_max_entries(DENIED_SEEN_ENTRIES, 0);
+#[map]
+pub static ISPF_FLOWS: LruHashMap<FlowKey, FlowVal> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+#[map]
+pub static ISPF_FLOWS4: LruHashMap<FlowKey4, FlowVal> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);

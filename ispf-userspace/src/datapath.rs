@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, TestRun, TestRunOptions, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -61,6 +61,7 @@ type Result<T, E = DatapathError> = std::result::Result<T, E>;
 pub struct MapSizes {
     pub devices: u32,
     pub policy: u32,
+    /// Conntrack entries, for each address family.
     pub conntrack: u32,
     pub fragments: u32,
 }
@@ -135,8 +136,13 @@ struct Maps {
     port_class: Array<MapData, u32>,
     policy: HashMap<MapData, PolicyKey, PolicyVal>,
     conntrack: HashMap<MapData, CtKey, CtVal>,
+    conntrack4: HashMap<MapData, CtKey4, CtVal>,
+    flows: HashMap<MapData, FlowKey, FlowVal>,
+    flows4: HashMap<MapData, FlowKey4, FlowVal>,
     fragments: HashMap<MapData, FragKey, FragVal>,
-    counters: PerCpuHashMap<MapData, CounterKey, CounterVal>,
+    counters: PerCpuArray<MapData, CounterVal>,
+    counter_slots: HashMap<MapData, CounterKey, u32>,
+    cpus: Array<MapData, u32>,
     last: PerCpuArray<MapData, LastVerdict>,
     /// Taken by the one consumer of events (the controller).
     events: Option<RingBuf<MapData>>,
@@ -159,8 +165,13 @@ impl Maps {
             port_class: take!(source, Array, MAP_PORT_CLASS),
             policy: take!(source, HashMap, MAP_POLICY),
             conntrack: take!(source, HashMap, MAP_CONNTRACK),
+            conntrack4: take!(source, HashMap, MAP_CONNTRACK4),
+            flows: take!(source, HashMap, MAP_FLOWS),
+            flows4: take!(source, HashMap, MAP_FLOWS4),
             fragments: take!(source, HashMap, MAP_FRAGMENTS),
-            counters: take!(source, PerCpuHashMap, MAP_COUNTERS),
+            counters: take!(source, PerCpuArray, MAP_COUNTERS),
+            counter_slots: take!(source, HashMap, MAP_COUNTER_SLOTS),
+            cpus: take!(source, Array, MAP_CPUS),
             last: take!(source, PerCpuArray, MAP_LAST),
             events: Some(take!(source, RingBuf, MAP_EVENTS)),
             event_stats: take!(source, PerCpuArray, MAP_EVENT_STATS),
@@ -201,6 +212,7 @@ impl Datapath {
             .map_max_entries(MAP_DEV_V6, sizes.devices)
             .map_max_entries(MAP_POLICY, sizes.policy)
             .map_max_entries(MAP_CONNTRACK, sizes.conntrack)
+            .map_max_entries(MAP_CONNTRACK4, sizes.conntrack)
             .map_max_entries(MAP_FRAGMENTS, sizes.fragments)
             .load(crate::ISPF_OBJECT)
             .map_err(DatapathError::Load)?;
@@ -225,7 +237,15 @@ impl Datapath {
             }
             Ok(map)
         };
-        let maps = Maps::open(&mut take_map)?;
+        let mut maps = Maps::open(&mut take_map)?;
+        // The datapath stripes counter slots by CPU (see MAP_COUNTER_NEXT).
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Map {
+            name: MAP_CPUS,
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        maps.cpus
+            .set(0, cpus as u32, 0)
+            .map_err(map_err(MAP_CPUS))?;
         let mut dp = Self::assemble(
             ProgramHandle::Owned(ebpf),
             maps,
@@ -326,13 +346,28 @@ impl Datapath {
                 z.conntrack,
             ),
             (
+                MAP_CONNTRACK4,
+                self.maps.conntrack4.keys().count(),
+                z.conntrack,
+            ),
+            (
+                MAP_FLOWS,
+                self.maps.flows.keys().count(),
+                DEFAULT_FLOW_ENTRIES,
+            ),
+            (
+                MAP_FLOWS4,
+                self.maps.flows4.keys().count(),
+                DEFAULT_FLOW_ENTRIES,
+            ),
+            (
                 MAP_FRAGMENTS,
                 self.maps.fragments.keys().count(),
                 z.fragments,
             ),
             (
                 MAP_COUNTERS,
-                self.maps.counters.keys().count(),
+                self.maps.counter_slots.keys().count(),
                 DEFAULT_COUNTER_ENTRIES,
             ),
         ]
@@ -669,15 +704,28 @@ impl Datapath {
         Ok(())
     }
 
-    /// Forgets all connection and fragment state (a fresh replay).
+    /// Forgets all connection, fragment and cached-verdict state (a fresh
+    /// replay).
     pub fn reset_state(&mut self) -> Result<()> {
         let keys: Vec<CtKey> = self.maps.conntrack.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
             let _ = self.maps.conntrack.remove(&k);
         }
+        let keys: Vec<CtKey4> = self.maps.conntrack4.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.maps.conntrack4.remove(&k);
+        }
         let keys: Vec<FragKey> = self.maps.fragments.keys().filter_map(|k| k.ok()).collect();
         for k in keys {
             let _ = self.maps.fragments.remove(&k);
+        }
+        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.maps.flows.remove(&k);
+        }
+        let keys: Vec<FlowKey4> = self.maps.flows4.keys().filter_map(|k| k.ok()).collect();
+        for k in keys {
+            let _ = self.maps.flows4.remove(&k);
         }
         Ok(())
     }
@@ -740,7 +788,10 @@ impl Datapath {
     /// Counters summed over CPUs.
     pub fn counters(&self) -> BTreeMap<CounterKey, CounterVal> {
         let mut out = BTreeMap::new();
-        for (k, per_cpu) in self.maps.counters.iter().filter_map(|e| e.ok()) {
+        for (k, slot) in self.maps.counter_slots.iter().filter_map(|e| e.ok()) {
+            let Ok(per_cpu) = self.maps.counters.get(&slot, 0) else {
+                continue;
+            };
             let mut sum = CounterVal::default();
             for v in per_cpu.iter() {
                 sum.packets += v.packets;
@@ -754,6 +805,7 @@ impl Datapath {
     /// Number of live conntrack entries.
     pub fn conntrack_len(&self) -> usize {
         self.maps.conntrack.keys().filter(|k| k.is_ok()).count()
+            + self.maps.conntrack4.keys().filter(|k| k.is_ok()).count()
     }
 }
 
@@ -873,6 +925,9 @@ impl Datapath {
     pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
         let mut m = BTreeMap::new();
         for k in self.maps.conntrack.keys().filter_map(|k| k.ok()) {
+            *m.entry(k.proto).or_default() += 1;
+        }
+        for k in self.maps.conntrack4.keys().filter_map(|k| k.ok()) {
             *m.entry(k.proto).or_default() += 1;
         }
         m

@@ -169,6 +169,25 @@ fn pick_mac(rng: &mut StdRng) -> Mac {
     }
 }
 
+/// `frame` with another source MAC, destination MAC or VLAN id.
+fn l2_variant(rng: &mut StdRng, frame: &[u8]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    if f.len() < 14 {
+        return f;
+    }
+    let tagged = f.len() >= 18 && matches!(u16::from_be_bytes([f[12], f[13]]), 0x8100 | 0x88a8);
+    match rng.gen_range(0..3) {
+        0 => f[6..12].copy_from_slice(&pick_mac(rng)),
+        1 => f[0..6].copy_from_slice(&pick_mac(rng)),
+        _ if tagged => {
+            let vlan = *VLANS.choose(rng).unwrap();
+            f[14..16].copy_from_slice(&vlan.to_be_bytes());
+        }
+        _ => f[6..12].copy_from_slice(&pick_mac(rng)),
+    }
+    f
+}
+
 /// A random frame. `flows` holds earlier frames that replies can answer.
 pub fn frame(rng: &mut StdRng, earlier: &[Vec<u8>]) -> Vec<u8> {
     if !earlier.is_empty() && rng.gen_bool(0.25) {
@@ -176,8 +195,15 @@ pub fn frame(rng: &mut StdRng, earlier: &[Vec<u8>]) -> Vec<u8> {
             return r;
         }
     }
-    if !earlier.is_empty() && rng.gen_bool(0.05) {
+    // Later packets of earlier flows, as they are and from another sender
+    // (MAC or VLAN) or to another MAC: what the datapath's flow caches must
+    // get right.
+    if !earlier.is_empty() && rng.gen_bool(0.15) {
         return earlier.choose(rng).unwrap().clone();
+    }
+    if !earlier.is_empty() && rng.gen_bool(0.1) {
+        let base = earlier.choose(rng).unwrap().clone();
+        return l2_variant(rng, &base);
     }
     let src = pick_mac(rng);
     let dst = pick_mac(rng);

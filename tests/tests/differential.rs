@@ -6,7 +6,7 @@ use ispf::{
     datapath::{Datapath, MapSizes},
     policy::{compile::compile, Policy, PolicyDoc},
 };
-use ispf_common::reason_name;
+use ispf_common::{reason_name, VERDICT_PASS};
 use ispf_tests::{gen, model::Model, require_root};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -31,14 +31,14 @@ fn kernel_agrees_with_reference_model() {
     let mut done = 0;
     let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
     let mut policies = 0;
+    let mut reloads = 0;
     while done < cases {
         // Draw until the generator produces a policy without conflicts.
-        let (doc, policy) = loop {
+        let mut policy = loop {
             let v = gen::policy(&mut rng);
-            let doc: PolicyDoc =
-                serde_json::from_value(v.clone()).expect("generator writes the schema");
-            if let Ok(p) = Policy::from_doc(doc.clone()) {
-                break (v, p);
+            let doc: PolicyDoc = serde_json::from_value(v).expect("generator writes the schema");
+            if let Ok(p) = Policy::from_doc(doc) {
+                break p;
             }
         };
         policies += 1;
@@ -46,7 +46,37 @@ fn kernel_agrees_with_reference_model() {
         dp.apply(&compile(&policy)).expect("apply");
         let mut model = Model::new(policy.doc.clone());
         let mut earlier: Vec<Vec<u8>> = Vec::new();
+        // Counters must tell the same story as the verdicts: per (source,
+        // destination, reason, verdict), what this policy's frames added.
+        let before = dp.counters();
+        let mut tally = std::collections::BTreeMap::<(u16, u16, u8, u8), u64>::new();
         for i in 0..FRAMES_PER_POLICY.min(cases - done) {
+            // Now and then the policy changes under live flows and cached
+            // verdicts, as a reload does.
+            // Segment ids are positions in the document, and conntrack
+            // remembers ids: the new policy keeps the segment list (its
+            // devices, rules and modes change).
+            if i == FRAMES_PER_POLICY / 2 && rng.gen_bool(0.4) {
+                let names = |p: &Policy| {
+                    p.segments
+                        .iter()
+                        .map(|s| s.name.clone())
+                        .collect::<Vec<_>>()
+                };
+                let next = loop {
+                    let v = gen::policy(&mut rng);
+                    let doc: PolicyDoc = serde_json::from_value(v).expect("schema");
+                    if let Ok(p) = Policy::from_doc(doc) {
+                        if names(&p) == names(&policy) {
+                            break p;
+                        }
+                    }
+                };
+                dp.apply(&compile(&next)).expect("reload");
+                model.reload(next.doc.clone());
+                policy = next;
+                reloads += 1;
+            }
             let frame = gen::frame(&mut rng, &earlier);
             let k = dp.run(&frame).expect("test run");
             let m = model.judge(&frame);
@@ -61,16 +91,41 @@ fn kernel_agrees_with_reference_model() {
             assert_eq!(
                 kernel,
                 expected,
-                "kernel (left) and model (right) disagree on frame {i} of policy {policies} (ISPF_SEED={seed})\nframe: {}\npolicy: {}",
+                "kernel (left) and model (right) disagree on frame {i} of policy {policies} (ISPF_SEED={seed})\nframe: {}\npolicy now: {}",
                 hex(&frame),
-                serde_json::to_string(&doc).unwrap()
+                serde_json::to_string(&policy.doc).unwrap()
             );
             *reasons.entry(m.reason).or_default() += 1;
+            if frame.len() >= 14 {
+                *tally
+                    .entry((k.src, k.dst, k.reason, u8::from(!k.pass)))
+                    .or_default() += 1;
+            }
             earlier.push(frame);
             done += 1;
         }
+        let mut counted = std::collections::BTreeMap::<(u16, u16, u8, u8), u64>::new();
+        for (key, v) in dp.counters() {
+            let earlier = before.get(&key).map_or(0, |b| b.packets);
+            if v.packets > earlier {
+                *counted
+                    .entry((
+                        key.src,
+                        key.dst,
+                        key.reason,
+                        u8::from(key.verdict != VERDICT_PASS),
+                    ))
+                    .or_default() += v.packets - earlier;
+            }
+        }
+        assert_eq!(
+            counted, tally,
+            "counters (left) disagree with the verdicts (right) of policy {policies} (ISPF_SEED={seed})"
+        );
     }
-    eprintln!("{done} cases over {policies} policies agree; reasons seen: {reasons:?}");
+    eprintln!(
+        "{done} cases over {policies} policies ({reloads} reloaded mid-sequence) agree; reasons seen: {reasons:?}"
+    );
     // The generator must reach every verdict reason the spec defines, or the
     // agreement above proves less than it claims.
     // (Every reason but the extension `internal_fault`, which needs a full

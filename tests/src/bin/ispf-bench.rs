@@ -479,6 +479,8 @@ fn main() -> Result<()> {
     }
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // For profiling the datapath: stop after the per-packet section.
+    let per_packet_only = args.iter().any(|a| a == "--per-packet-only");
     let out_dir = args
         .iter()
         .position(|a| a == "--out")
@@ -552,6 +554,10 @@ fn main() -> Result<()> {
     drop(xf);
     drop(_a1);
     drop(dp);
+    if per_packet_only {
+        println!("ispf {ns_ispf:.2} ns, floor {ns_floor:.2} ns, xdp-filter {ns_xf:.2} ns");
+        return Ok(());
+    }
     results.insert(
         "per_packet".into(),
         json!({ "frames": cfg.frames, "repeat": cfg.repeat, "runs_ns": { "ispf": ispf_runs, "floor": floor_runs, "xdp_filter": xf_runs } }),
