@@ -59,13 +59,16 @@ pub const MAP_EVENT_STATS: &str = "ISPF_EVENT_STATS";
 /// LRU hash [`CtKey`] (directional: `a` = source) -> `u64` time the denied
 /// flow was last reported, so a denied 5-tuple is reported once a minute.
 pub const MAP_DENIED_SEEN: &str = "ISPF_DENIED_SEEN";
-/// LRU hash [`FlowKey`] (directional) -> [`FlowVal`]: the flow verdict
-/// cache. Holds the verdict of flows conntrack does not carry (denied,
-/// monitored, untracked protocols), so their later packets skip identity
-/// and policy lookups.
-pub const MAP_FLOWS: &str = "ISPF_FLOWS";
-/// The flow verdict cache of IPv4 flows: LRU hash [`FlowKey4`] -> [`FlowVal`].
-pub const MAP_FLOWS4: &str = "ISPF_FLOWS4";
+/// Per-CPU array of [`FlowCacheEntry`], [`FLOW_CACHE_ENTRIES`] long: each
+/// CPU's exact-match cache of recent flow directions and their outcome,
+/// indexed by a hash of the direction. Datapath-internal.
+pub const MAP_FLOW_CACHE: &str = "ISPF_FLOW_CACHE";
+/// Array `u32`, [`CT_GENERATIONS`] + 1 long: a generation per group of
+/// flows (hash of the flow, either direction), bumped whenever conntrack
+/// opens, closes or ends a flow of the group; the last slot is a flush
+/// counter the controller bumps to invalidate every cached outcome. A
+/// cached outcome holds only while both are unchanged.
+pub const MAP_CT_GENERATION: &str = "ISPF_CT_GENERATION";
 
 pub const EVENTS_BYTES: u32 = 1 << 20;
 pub const DENIED_SEEN_ENTRIES: u32 = 65_536;
@@ -100,7 +103,15 @@ pub const DEFAULT_POLICY_ENTRIES: u32 = 1_048_576;
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 pub const DEFAULT_FRAGMENT_ENTRIES: u32 = 8192;
 pub const DEFAULT_COUNTER_ENTRIES: u32 = 65_536;
-pub const DEFAULT_FLOW_ENTRIES: u32 = 131_072;
+/// Per CPU; a power of two (the cache is indexed by hash bits).
+pub const FLOW_CACHE_ENTRIES: u32 = 16_384;
+/// A power of two.
+pub const CT_GENERATIONS: u32 = 65_536;
+/// How long a cached established flow is trusted before its conntrack
+/// entry is read (and refreshed) again: the most a flow's idle timeout can
+/// start early, and the longest a flow evicted from a full conntrack map
+/// keeps passing.
+pub const FLOW_CACHE_REFRESH_NS: u64 = 250_000_000;
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -296,58 +307,42 @@ pub struct CtVal {
     pub reply_slot: u32,
 }
 
-/// Flow verdict cache key: one direction of a flow. ICMP type is part of
-/// it because an echo request and an echo reply share addresses and ports
-/// but not their fate. 8-aligned like [`CtKey`].
-#[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub src_addr: [u8; 16],
-    pub dst_addr: [u8; 16],
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
-    pub proto: u8,
-    pub family: u8,
-    pub icmp_type: u8,
-    pub _pad: u8,
-}
+/// [`FlowCacheEntry::kind`]: an established flow, valid until `until_ns`.
+pub const CACHED_ESTABLISHED: u8 = 1;
+/// [`FlowCacheEntry::kind`]: the full pipeline's judgement of a flow
+/// conntrack held nothing for (a denial, a monitor-mode pass, a protocol
+/// that is not tracked).
+pub const CACHED_JUDGED: u8 = 2;
 
-/// [`FlowKey`] for IPv4 flows (see [`CtKey4`]).
-#[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct FlowKey4 {
-    pub src_addr: [u8; 4],
-    pub dst_addr: [u8; 4],
-    pub sport: [u8; 2],
-    pub dport: [u8; 2],
-    pub proto: u8,
-    pub icmp_type: u8,
-    pub _pad: [u8; 2],
-}
-
-/// A cached verdict. Written whole by one map update and never modified
-/// except `reported_ns`, so a reader sees one consistent verdict. Valid
-/// only under `epoch`, for the sender `src_l2` and destination `dst_mac`
-/// it was computed for, and only while conntrack holds no entry for the
-/// flow (the datapath consults conntrack first).
+/// One direction of a flow and what its packets get. Per CPU, so written
+/// and read by one CPU only. Valid while the policy epoch, the sender (MAC
+/// and VLAN), the destination MAC and the flow group's generation (see
+/// [`MAP_CT_GENERATION`]) are the ones it was made under.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowVal {
-    /// When this denied flow was last reported as an event (0: never).
-    pub reported_ns: u64,
-    pub src_l2: u64,
-    /// [`mac_word`] of the destination MAC.
+pub struct FlowCacheEntry {
+    /// Source and destination address words, then ports, protocol,
+    /// family and ICMP type (the datapath's direction key).
+    pub key: [u64; 5],
+    /// [`l2_fingerprint`] of the sender.
+    pub sender: u64,
+    /// [`mac_word`] of the destination.
     pub dst_mac: u64,
+    /// For [`CACHED_ESTABLISHED`]: read conntrack again from this time on.
+    pub until_ns: u64,
+    /// For denials: when this CPU last saw the flow reported.
+    pub reported_ns: u64,
     pub epoch: u32,
+    pub generation: u32,
+    pub slot: u32,
     pub rule: u32,
     pub src: u16,
     pub dst: u16,
     pub verdict: u8,
     pub reason: u8,
-    pub _pad: [u8; 2],
-    /// Counter slot of the flow's packets ([`COUNTER_SLOT_NONE`]: none).
-    pub slot: u32,
-    pub _pad2: [u8; 4],
+    /// 0 (empty), [`CACHED_ESTABLISHED`] or [`CACHED_JUDGED`].
+    pub kind: u8,
+    pub _pad: u8,
 }
 
 /// A counter key that got no slot: the counter map is full.
@@ -464,10 +459,8 @@ mod pod {
     unsafe impl aya::Pod for PolicyVal {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtVal {}
-    unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for CtKey4 {}
-    unsafe impl aya::Pod for FlowKey4 {}
-    unsafe impl aya::Pod for FlowVal {}
+    unsafe impl aya::Pod for FlowCacheEntry {}
     unsafe impl aya::Pod for FragKey {}
     unsafe impl aya::Pod for FragVal {}
     unsafe impl aya::Pod for CounterKey {}
@@ -499,10 +492,12 @@ mod tests {
         assert_eq!((size_of::<PolicyVal>(), align_of::<PolicyVal>()), (8, 4));
         assert_eq!((size_of::<CtKey>(), align_of::<CtKey>()), (40, 8));
         assert_eq!((size_of::<CtVal>(), align_of::<CtVal>()), (56, 8));
-        assert_eq!((size_of::<FlowKey>(), align_of::<FlowKey>()), (40, 8));
         assert_eq!((size_of::<CtKey4>(), align_of::<CtKey4>()), (16, 8));
-        assert_eq!((size_of::<FlowKey4>(), align_of::<FlowKey4>()), (16, 8));
-        assert_eq!((size_of::<FlowVal>(), align_of::<FlowVal>()), (48, 8));
+        assert_eq!(
+            (size_of::<FlowCacheEntry>(), align_of::<FlowCacheEntry>()),
+            (96, 8)
+        );
+        assert!(FLOW_CACHE_ENTRIES.is_power_of_two() && CT_GENERATIONS.is_power_of_two());
         assert_eq!((size_of::<FragKey>(), align_of::<FragKey>()), (40, 4));
         assert_eq!((size_of::<FragVal>(), align_of::<FragVal>()), (16, 8));
         assert_eq!((size_of::<CounterKey>(), align_of::<CounterKey>()), (12, 4));

@@ -11,18 +11,19 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use ispf_common::{
-    CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, IPPROTO_TCP, IPPROTO_UDP, REASON_REPLY,
-    REASON_WOULD_DROP, VERDICT_PASS,
+    CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, FLOW_CACHE_REFRESH_NS, IPPROTO_TCP,
+    IPPROTO_UDP, REASON_REPLY, REASON_WOULD_DROP, VERDICT_PASS,
 };
 use ispf_ebpf::{
     decide::{judge_policy, on_fault, Judgement},
-    flow::{ct_expired, ct_keys, CtKeys, Tracking, TCP_FIN, TCP_RST},
+    flow::{ct_expired, ct_keys, ct_timeout_ns, CtKeys, Tracking, TCP_FIN, TCP_RST},
     parse::Packet,
 };
 
 use crate::{
     clock,
     counters::{self, SLOT_UNKNOWN},
+    flowcache,
     maps::{ISPF_CONNTRACK, ISPF_CONNTRACK4},
     policy,
 };
@@ -66,8 +67,8 @@ pub struct Flow {
 pub enum Fast {
     /// An established flow from an already identified sender:
     /// `(source segment, destination segment to count under, judgement,
-    /// counter slot)`.
-    Hit(u16, u16, Judgement, u32),
+    /// counter slot, until when the flow cache may stand for conntrack)`.
+    Hit(u16, u16, Judgement, u32, u64),
     /// Conntrack holds the flow but this packet needs the full pipeline.
     Present,
     /// Conntrack holds nothing for the flow (or the protocol is untracked).
@@ -123,8 +124,8 @@ pub fn established(s: &Settings, pkt: &Packet, keys: &mut CtKeys, track: Trackin
         }
     };
     let j = continuing(ct, orig_dir);
-    carry_on(keys, v4, ct, pkt, now);
-    Fast::Hit(src, dst, j, slot)
+    let until = carry_on(keys, v4, ct, pkt, now, s);
+    Fast::Hit(src, dst, j, slot, until)
 }
 
 /// The judgement of a packet that continues its flow.
@@ -141,25 +142,62 @@ fn continuing(ct: &CtVal, orig_dir: bool) -> Judgement {
     }
 }
 
-/// A packet continues its flow: refresh, note FIN, end on RST. The entry
-/// must not be written after this: a removed entry's memory is reused.
+/// A packet continues its flow: refresh, note FIN, end on RST. Returns
+/// until when the flow cache may stand for this entry (0: not at all). The
+/// entry must not be written after this: a removed entry's memory is reused.
 #[inline(always)]
-fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64) {
+fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64, s: &Settings) -> u64 {
     ct.last_seen_ns = now;
-    if pkt.tcp_flags & TCP_FIN != 0 {
-        ct.flags |= CT_FIN_SEEN;
-    }
-    if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & TCP_RST != 0 {
+    let tcp = pkt.proto == IPPROTO_TCP;
+    if tcp && pkt.tcp_flags & TCP_RST != 0 {
         forget(keys, v4);
+        flowcache::bump(pkt);
+        return 0;
+    }
+    if tcp && pkt.tcp_flags & TCP_FIN != 0 {
+        // Cached outcomes were made under the longer timeout.
+        ct.flags |= CT_FIN_SEEN;
+        flowcache::bump(pkt);
+        return 0;
+    }
+    let timeout = ct_timeout_ns(ct, pkt.proto, s);
+    now + if timeout < FLOW_CACHE_REFRESH_NS {
+        timeout
+    } else {
+        FLOW_CACHE_REFRESH_NS
+    }
+}
+
+/// What [`judge`] decided.
+pub struct Tracked {
+    pub j: Judgement,
+    /// Destination segment to count under: a reply is counted towards the
+    /// segment its flow came from (an unregistered originator, say a
+    /// quarantined laptop, is `world` as a destination).
+    pub dst: u16,
+    /// The packet opened a new flow.
+    pub opened: bool,
+    /// Counter slot when this already had to find it, else [`SLOT_UNKNOWN`].
+    pub slot: u32,
+    /// For a packet that continued its flow: until when the flow cache may
+    /// stand for conntrack (0: not at all).
+    pub until: u64,
+}
+
+impl Tracked {
+    #[inline(always)]
+    fn new(j: Judgement, dst: u16) -> Self {
+        Self {
+            j,
+            dst,
+            opened: false,
+            slot: SLOT_UNKNOWN,
+            until: 0,
+        }
     }
 }
 
 /// Judges an IP packet (not a later fragment) through conntrack and policy.
-/// Returns the judgement; the destination segment to count it under (a
-/// reply is counted towards the segment its flow came from: an unregistered
-/// originator, say a quarantined laptop, is `world` as a destination);
-/// whether the packet opened a new flow; and its counter slot when this
-/// already had to find it (else [`SLOT_UNKNOWN`]).
 #[inline(always)]
 pub fn judge(
     slot: u8,
@@ -168,15 +206,10 @@ pub fn judge(
     keys: &mut CtKeys,
     f: &Flow,
     track: Tracking,
-) -> (Judgement, u16, bool, u32) {
+) -> Tracked {
     let dport = u16::from_be_bytes(pkt.dport);
     if track == Tracking::None {
-        return (
-            judge_new(slot, s, pkt, f, dport),
-            f.dst,
-            false,
-            SLOT_UNKNOWN,
-        );
+        return Tracked::new(judge_new(slot, s, pkt, f, dport), f.dst);
     }
     let src_is_a = ct_keys(keys, pkt);
     let keys: &CtKeys = keys;
@@ -239,11 +272,15 @@ pub fn judge(
                         write_volatile(&mut ct.orig_l2, sender);
                     }
                 }
-                carry_on(keys, v4, ct, pkt, now);
-                return (j, dst, false, counter);
+                let until = carry_on(keys, v4, ct, pkt, now, s);
+                let mut t = Tracked::new(j, dst);
+                t.slot = counter;
+                t.until = until;
+                return t;
             }
             // The policy no longer allows this flow: forget it.
             forget(keys, v4);
+            flowcache::bump(pkt);
         }
     }
     let j = judge_new(slot, s, pkt, f, dport);
@@ -274,16 +311,16 @@ pub fn judge(
             reply_slot: 0,
         };
         if open(keys, v4, &v).is_err() {
-            return (
-                on_fault(j, f.src_flags, f.dst_flags),
-                f.dst,
-                false,
-                SLOT_UNKNOWN,
-            );
+            return Tracked::new(on_fault(j, f.src_flags, f.dst_flags), f.dst);
         }
-        return (j, f.dst, true, counter);
+        // The other direction may have cached a denial meanwhile.
+        flowcache::bump(pkt);
+        let mut t = Tracked::new(j, f.dst);
+        t.opened = true;
+        t.slot = counter;
+        return t;
     }
-    (j, f.dst, false, SLOT_UNKNOWN)
+    Tracked::new(j, f.dst)
 }
 
 #[inline(always)]

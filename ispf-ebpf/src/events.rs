@@ -23,8 +23,8 @@ pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> (bool, u
     } else {
         key.a_addr = [0; 16];
         key.b_addr = [0; 16];
-        key.a_addr[..6].copy_from_slice(&pkt.src_mac);
-        key.b_addr[..6].copy_from_slice(&pkt.dst_mac);
+        key.a_addr[..6].copy_from_slice(&pkt.src_mac());
+        key.b_addr[..6].copy_from_slice(&pkt.dst_mac());
     }
     key.a_port = pkt.sport;
     key.b_port = pkt.dport;
@@ -98,8 +98,8 @@ pub fn emit(ctx: &XdpContext, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Ju
         (*e)._pad = 0;
         (*e).sport = pkt.sport;
         (*e).dport = pkt.dport;
-        (*e).src_mac = pkt.src_mac;
-        (*e).dst_mac = pkt.dst_mac;
+        (*e).src_mac = pkt.src_mac();
+        (*e).dst_mac = pkt.dst_mac();
         (*e).src_ip = pkt.src_ip;
         (*e).dst_ip = pkt.dst_ip;
         (*e)._pad2 = [0; 4];

@@ -2,9 +2,8 @@
 //! canonical conntrack key, expiry, and infrastructure protocols.
 
 use ispf_common::{
-    CtKey, CtKey4, CtVal, FlowKey, FlowKey4, Settings, CT_FIN_SEEN, FAMILY_V4, FAMILY_V6,
-    IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, REASON_INTERNAL_FAULT,
-    REASON_WOULD_DROP,
+    CtKey, CtKey4, CtVal, Settings, CT_FIN_SEEN, FAMILY_V4, FAMILY_V6, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, REASON_INTERNAL_FAULT, REASON_WOULD_DROP,
 };
 
 use crate::{decide::Judgement, parse::Packet};
@@ -98,35 +97,48 @@ pub fn ct_keys(keys: &mut CtKeys, pkt: &Packet) -> bool {
     src_first
 }
 
-/// A flow direction's cache key in the form of its address family (short
-/// key first, see [`CtKeys`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowKeys {
-    pub v4: FlowKey4,
-    pub v6: FlowKey,
+/// One direction of a flow as five words: the address words, then ports,
+/// protocol, family and ICMP type (an echo request and an echo reply share
+/// addresses and ports, not their fate).
+#[inline(always)]
+pub fn direction_key(pkt: &Packet) -> [u64; 5] {
+    let w = pkt.addr_words();
+    let tail = pkt.ports_word() as u64
+        | (pkt.proto as u64) << 32
+        | (pkt.family as u64) << 40
+        | (pkt.icmp_type as u64) << 48;
+    [w[0], w[1], w[2], w[3], tail]
 }
 
-/// Fills the cache key of `pkt`'s family in `keys`, as whole words (see
-/// [`ct_keys`]).
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The flow cache slot of a direction key: one multiply, because it runs
+/// for every packet. Collisions only cost a cache miss (entries hold their
+/// whole key), whoever crafts them.
 #[inline(always)]
-pub fn flow_keys(keys: &mut FlowKeys, pkt: &Packet) {
-    let w = pkt.addr_words();
-    let tail = pkt.ports_word() as u64 | (pkt.proto as u64) << 32;
-    if pkt.family == FAMILY_V4 {
-        let words = [
-            (w[0] & 0xffff_ffff) | (w[2] << 32),
-            tail | (pkt.icmp_type as u64) << 40,
-        ];
-        // SAFETY: FlowKey4 is two 8-aligned words; any bytes are valid.
-        unsafe { *(&mut keys.v4 as *mut FlowKey4 as *mut [u64; 2]) = words };
-    } else {
-        let tail = tail | (pkt.family as u64) << 40 | (pkt.icmp_type as u64) << 48;
-        // SAFETY: FlowKey is five 8-aligned words; any bytes are valid.
-        unsafe {
-            *(&mut keys.v6 as *mut FlowKey as *mut [u64; 5]) = [w[0], w[1], w[2], w[3], tail]
-        };
-    }
+pub fn cache_index(key: &[u64; 5], entries: u32) -> u32 {
+    let h = (key[0]
+        ^ key[1].rotate_left(13)
+        ^ key[2].rotate_left(29)
+        ^ key[3].rotate_left(43)
+        ^ key[4].rotate_left(53))
+    .wrapping_mul(MIX);
+    (h >> 32) as u32 & (entries - 1)
+}
+
+/// The generation group of a flow: the same for both directions (sums of
+/// the two ends), so conntrack can invalidate both with one bump.
+#[inline(always)]
+pub fn flow_group(key: &[u64; 5], groups: u32) -> u32 {
+    let ports = key[4] & 0xffff_ffff;
+    let port_sum = (ports & 0xffff) + (ports >> 16);
+    let proto = (key[4] >> 32) & 0xff;
+    let h = (key[0].wrapping_add(key[2])
+        ^ key[1].wrapping_add(key[3]).rotate_left(23)
+        ^ port_sum << 7
+        ^ proto << 3)
+        .wrapping_mul(MIX);
+    (h >> 32) as u32 & (groups - 1)
 }
 
 /// Whether a judgement made while conntrack held nothing for the flow may
@@ -140,15 +152,20 @@ pub fn cacheable(j: &Judgement, track: Tracking) -> bool {
         && (!j.is_pass() || j.reason == REASON_WOULD_DROP || track == Tracking::None)
 }
 
-/// Whether a conntrack entry has outlived the timeout of its protocol.
-pub fn ct_expired(now_ns: u64, v: &CtVal, proto: u8, s: &Settings) -> bool {
+/// How long a conntrack entry lives without packets, by protocol and state.
+pub fn ct_timeout_ns(v: &CtVal, proto: u8, s: &Settings) -> u64 {
     let timeout_s = match proto {
         IPPROTO_TCP if v.flags & CT_FIN_SEEN != 0 => s.tcp_closing_timeout_s,
         IPPROTO_TCP => s.tcp_timeout_s,
         IPPROTO_UDP => s.udp_timeout_s,
         _ => s.icmp_timeout_s,
     };
-    now_ns.saturating_sub(v.last_seen_ns) > timeout_s as u64 * 1_000_000_000
+    timeout_s as u64 * 1_000_000_000
+}
+
+/// Whether a conntrack entry has outlived the timeout of its protocol.
+pub fn ct_expired(now_ns: u64, v: &CtVal, proto: u8, s: &Settings) -> bool {
+    now_ns.saturating_sub(v.last_seen_ns) > ct_timeout_ns(v, proto, s)
 }
 
 /// DHCP (client 68 <-> server 67) and DHCPv6 (546 <-> 547), in either
@@ -273,11 +290,14 @@ mod tests {
         let mut back = CtKeys::default();
         assert!(ct_keys(&mut back, &p));
         assert_eq!(there.v4, back.v4);
-        let mut f = FlowKeys::default();
-        flow_keys(&mut f, &p);
+        let there_key = direction_key(&p);
+        core::mem::swap(&mut p.src_ip, &mut p.dst_ip);
+        core::mem::swap(&mut p.sport, &mut p.dport);
+        let back_key = direction_key(&p);
+        assert_ne!(there_key, back_key);
         assert_eq!(
-            (f.v4.src_addr, f.v4.dst_addr, f.v4.dport),
-            ([10, 0, 0, 1], [10, 0, 0, 2], [0, 80])
+            flow_group(&there_key, 1 << 16),
+            flow_group(&back_key, 1 << 16)
         );
     }
 
@@ -340,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn flow_key_is_directional_and_keeps_icmp_type() {
+    fn direction_keys_keep_icmp_type_and_direction() {
         let mut p = Packet {
             family: FAMILY_V4,
             proto: IPPROTO_ICMP,
@@ -351,53 +371,24 @@ mod tests {
             dport: [0, 7],
             ..Packet::default()
         };
-        let (mut request, mut reply, mut back) = (
-            FlowKeys::default(),
-            FlowKeys::default(),
-            FlowKeys::default(),
-        );
-        flow_keys(&mut request, &p);
+        let request = direction_key(&p);
+        assert_eq!(request[0] as u32, u32::from_ne_bytes([10, 0, 0, 1]));
         assert_eq!(
-            request.v4,
-            FlowKey4 {
-                src_addr: [10, 0, 0, 1],
-                dst_addr: [10, 0, 0, 2],
-                sport: [0, 7],
-                dport: [0, 7],
-                proto: IPPROTO_ICMP,
-                icmp_type: 8,
-                _pad: [0; 2],
-            }
+            request[4],
+            u32::from_ne_bytes([0, 7, 0, 7]) as u64
+                | (IPPROTO_ICMP as u64) << 32
+                | (FAMILY_V4 as u64) << 40
+                | 8 << 48
         );
         p.icmp_type = 0;
-        flow_keys(&mut reply, &p);
+        let reply = direction_key(&p);
         assert_ne!(request, reply);
-        p.src_ip = addr(2);
-        p.dst_ip = addr(1);
-        flow_keys(&mut back, &p);
+        assert!(cache_index(&reply, 16_384) < 16_384);
+        // The reverse direction is another key in the same group.
+        core::mem::swap(&mut p.src_ip, &mut p.dst_ip);
+        let back = direction_key(&p);
         assert_ne!(back, reply);
-        let v6 = Packet {
-            family: FAMILY_V6,
-            proto: IPPROTO_UDP,
-            sport: [1, 2],
-            dport: [3, 4],
-            ..p
-        };
-        let mut k = FlowKeys::default();
-        flow_keys(&mut k, &v6);
-        assert_eq!(
-            k.v6,
-            FlowKey {
-                src_addr: addr(2),
-                dst_addr: addr(1),
-                sport: [1, 2],
-                dport: [3, 4],
-                proto: IPPROTO_UDP,
-                family: FAMILY_V6,
-                icmp_type: 0,
-                _pad: 0,
-            }
-        );
+        assert_eq!(flow_group(&back, 1 << 16), flow_group(&reply, 1 << 16));
     }
 
     #[test]

@@ -1,42 +1,110 @@
-//! The flow verdict cache: what the full pipeline decided for one
-//! direction of a flow that conntrack does not carry (a denied or
-//! monitored flow, a protocol that is not tracked), so the flow's later
-//! packets cost one lookup instead of identity and policy lookups.
+//! Each CPU's exact-match flow cache: the outcome of a recent flow
+//! direction, found with one multiply and one array read instead of hash
+//! map lookups. It holds two kinds of outcome:
 //!
-//! An entry stands only for the sender and destination MAC it was computed
-//! for and only under its policy epoch, and it is only consulted when
-//! conntrack holds nothing for the flow: the moment the other side opens
-//! the flow, conntrack decides again. A reload makes every entry stale at
-//! once, without touching the map.
+//! - established flows (conntrack said "continue"), trusted for at most
+//!   [`FLOW_CACHE_REFRESH_NS`] before conntrack is read and refreshed again;
+//! - judgements made while conntrack held nothing for the flow (denials,
+//!   monitor-mode passes, untracked protocols).
+//!
+//! Conntrack changes are seen through generations: opening, ending or
+//! closing a flow bumps its group's generation, which every entry of
+//! either direction recorded when it was made. A reload changes the epoch;
+//! the generation map's last slot is bumped to flush everything.
+//! Per CPU, so an entry is never read half-written by another CPU.
 
-use ispf_common::{FlowVal, Settings, FAMILY_V4};
+use core::ptr::{read_volatile, write_volatile};
+
+use ispf_common::{
+    FlowCacheEntry, Settings, CACHED_ESTABLISHED, CT_GENERATIONS, FLOW_CACHE_ENTRIES,
+};
 use ispf_ebpf::{
     decide::Judgement,
-    flow::{flow_keys, FlowKeys},
+    flow::{cache_index, direction_key, flow_group},
     parse::Packet,
 };
 
-use crate::maps::{ISPF_FLOWS, ISPF_FLOWS4};
+use crate::{
+    clock,
+    maps::{ISPF_CT_GENERATION, ISPF_FLOW_CACHE},
+};
 
-/// The cached outcome of this packet's flow direction, if any is valid:
-/// `(source segment, destination segment, judgement, counter slot, the
-/// entry)`.
+/// The flush counter: the generation map's last slot (see
+/// `ispf_common::MAP_CT_GENERATION`).
+const FLUSH: u32 = CT_GENERATIONS;
+
+/// Where a packet's direction lives in the cache, and the generation its
+/// flow group had before conntrack was consulted.
+#[repr(C)]
+pub struct Probe {
+    pub key: [u64; 5],
+    pub index: u32,
+    pub group: u32,
+    pub generation: u32,
+    pub _pad: u32,
+}
+
+#[inline(always)]
+fn generation_of(index: u32) -> u32 {
+    match ISPF_CT_GENERATION.get_ptr(index) {
+        // SAFETY: a u32 in an array value; written by any CPU, a torn or
+        // stale read only costs a miss.
+        Some(g) => unsafe { read_volatile(g) },
+        None => 0,
+    }
+}
+
+/// Fills `p` for `pkt`. Must run before conntrack is read for the packet,
+/// so a flow opened or ended meanwhile invalidates what is then cached.
+#[inline(always)]
+pub fn probe(pkt: &Packet, p: &mut Probe) {
+    p.key = direction_key(pkt);
+    p.index = cache_index(&p.key, FLOW_CACHE_ENTRIES);
+    p.group = flow_group(&p.key, CT_GENERATIONS);
+    p.generation = generation_of(p.group).wrapping_add(generation_of(FLUSH));
+}
+
+/// Invalidates every cached outcome of `pkt`'s flow, both directions, on
+/// every CPU. Called after conntrack opens, closes or ends the flow.
+#[inline(always)]
+pub fn bump(pkt: &Packet) {
+    let group = flow_group(&direction_key(pkt), CT_GENERATIONS);
+    if let Some(g) = ISPF_CT_GENERATION.get_ptr_mut(group) {
+        // SAFETY: as in `generation_of`. Not atomic: two CPUs bumping at
+        // once still leave a changed value, which is all readers compare.
+        unsafe { write_volatile(g, read_volatile(g).wrapping_add(1)) };
+    }
+}
+
+/// The cached outcome of the probed direction, if one is valid:
+/// `(source segment, destination segment, judgement, counter slot, entry)`.
 #[inline(always)]
 pub fn lookup(
     s: &Settings,
     pkt: &Packet,
-    keys: &mut FlowKeys,
-) -> Option<(u16, u16, Judgement, u32, *mut FlowVal)> {
-    flow_keys(keys, pkt);
-    let p = if pkt.family == FAMILY_V4 {
-        ISPF_FLOWS4.get_ptr_mut(&keys.v4)
-    } else {
-        ISPF_FLOWS.get_ptr_mut(&keys.v6)
-    }?;
-    // SAFETY: a pointer into an LRU map value. Entries are written whole by
-    // map updates (see `remember`), so the fields below belong together.
-    let v = unsafe { &*p };
-    if v.epoch != s.epoch || v.src_l2 != pkt.sender || v.dst_mac != pkt.dst_mac_word {
+    p: &Probe,
+) -> Option<(u16, u16, Judgement, u32, *mut FlowCacheEntry)> {
+    let e = ISPF_FLOW_CACHE.get_ptr_mut(p.index)?;
+    // SAFETY: this CPU's own entry.
+    let v = unsafe { &*e };
+    // Word by word: an array comparison compiles to a `bcmp` call, a byte
+    // loop on BPF.
+    let k = &p.key;
+    let differs = (v.key[0] ^ k[0])
+        | (v.key[1] ^ k[1])
+        | (v.key[2] ^ k[2])
+        | (v.key[3] ^ k[3])
+        | (v.key[4] ^ k[4]);
+    if v.kind == 0
+        || differs != 0
+        || v.epoch != s.epoch
+        || v.generation != p.generation
+        || v.sender != pkt.sender
+        || v.dst_mac != pkt.dst_mac_word
+    {
+        return None;
+    }
+    if v.kind == CACHED_ESTABLISHED && clock::now() >= v.until_ns {
         return None;
     }
     let j = Judgement {
@@ -44,40 +112,41 @@ pub fn lookup(
         reason: v.reason,
         rule: v.rule,
     };
-    Some((v.src, v.dst, j, v.slot, p))
+    Some((v.src, v.dst, j, v.slot, e))
 }
 
-/// Caches the outcome of the packet whose key `lookup` left in `keys`.
-/// A full map evicts the least recently used entry: a flood of new flows
-/// costs speed, never a verdict.
+/// What to cache for the probed direction.
+pub struct Entry {
+    pub kind: u8,
+    pub src: u16,
+    pub dst: u16,
+    pub j: Judgement,
+    pub slot: u32,
+    pub until_ns: u64,
+    pub reported_ns: u64,
+}
+
+/// Caches an outcome for the probed direction, replacing whatever shared
+/// its slot.
 #[inline(always)]
-pub fn remember(
-    s: &Settings,
-    pkt: &Packet,
-    keys: &FlowKeys,
-    src: u16,
-    dst: u16,
-    j: &Judgement,
-    slot: u32,
-    reported_ns: u64,
-) {
-    let v = FlowVal {
-        reported_ns,
-        src_l2: pkt.sender,
-        dst_mac: pkt.dst_mac_word,
-        epoch: s.epoch,
-        rule: j.rule,
-        src,
-        dst,
-        verdict: j.verdict,
-        reason: j.reason,
-        _pad: [0; 2],
-        slot,
-        _pad2: [0; 4],
+pub fn remember(s: &Settings, pkt: &Packet, p: &Probe, n: &Entry) {
+    let Some(e) = ISPF_FLOW_CACHE.get_ptr_mut(p.index) else {
+        return;
     };
-    let _ = if pkt.family == FAMILY_V4 {
-        ISPF_FLOWS4.insert(&keys.v4, &v, 0)
-    } else {
-        ISPF_FLOWS.insert(&keys.v6, &v, 0)
-    };
+    // SAFETY: this CPU's own entry; XDP does not nest on a CPU.
+    let v: &mut FlowCacheEntry = unsafe { &mut *e };
+    v.key = p.key;
+    v.sender = pkt.sender;
+    v.dst_mac = pkt.dst_mac_word;
+    v.until_ns = n.until_ns;
+    v.reported_ns = n.reported_ns;
+    v.epoch = s.epoch;
+    v.generation = p.generation;
+    v.slot = n.slot;
+    v.rule = n.j.rule;
+    v.src = n.src;
+    v.dst = n.dst;
+    v.verdict = n.j.verdict;
+    v.reason = n.j.reason;
+    v.kind = n.kind;
 }

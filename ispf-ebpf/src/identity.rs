@@ -102,7 +102,7 @@ fn by_address(slot: u8, family: u8, ip: &[u8; 16]) -> u16 {
 pub fn source(slot: u8, s: &Settings, pkt: &Packet, check_spoof: bool) -> Result<u16, Spoofed> {
     let is_ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
     // 1. A registered device's MAC.
-    if let Some(d) = device_by_mac(slot, &pkt.src_mac, pkt.vlan) {
+    if let Some(d) = device_by_mac(slot, &pkt.src_mac(), pkt.vlan) {
         if check_spoof && is_ip {
             let owner = device_by_ip(slot, pkt.family, &pkt.src_ip);
             let spoofed = if d.flags & DEV_HAS_IP != 0 {
@@ -117,7 +117,7 @@ pub fn source(slot: u8, s: &Settings, pkt: &Packet, check_spoof: bool) -> Result
         return Ok(d.segment);
     }
     // 2. A router: identified by IP alone.
-    if is_router(slot, &pkt.src_mac) {
+    if is_router(slot, &pkt.src_mac()) {
         let seg = if is_ip {
             by_address(slot, pkt.family, &pkt.src_ip)
         } else {
@@ -163,9 +163,9 @@ pub fn destination(slot: u8, s: &Settings, pkt: &Packet) -> u16 {
             return seg;
         }
     }
-    if pkt.dst_mac[0] & 1 == 0 {
-        if let Some(d) = device_by_mac(slot, &pkt.dst_mac, pkt.vlan) {
-            if !is_router(slot, &pkt.dst_mac) {
+    if pkt.dst_mac_word & 1 == 0 {
+        if let Some(d) = device_by_mac(slot, &pkt.dst_mac(), pkt.vlan) {
+            if !is_router(slot, &pkt.dst_mac()) {
                 return d.segment;
             }
         }

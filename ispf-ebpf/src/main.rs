@@ -27,13 +27,14 @@ mod policy;
 mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use ispf_common::{
-        FlowVal, Settings, ACTION_ALLOW, DENIED_REPORT_INTERVAL_NS, EVENT_DENIED, EVENT_NEW_FLOW,
-        FRAGMENTS_DENY, NO_SEGMENT, REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE,
-        REASON_INTERNAL_FAULT, REASON_MALFORMED, REASON_SPOOFED, REASON_WOULD_DROP,
+        FlowCacheEntry, Settings, ACTION_ALLOW, CACHED_ESTABLISHED, CACHED_JUDGED,
+        DENIED_REPORT_INTERVAL_NS, EVENT_DENIED, EVENT_NEW_FLOW, FRAGMENTS_DENY, IPPROTO_TCP,
+        NO_SEGMENT, REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT,
+        REASON_MALFORMED, REASON_SPOOFED, REASON_WOULD_DROP,
     };
     use ispf_ebpf::{
         decide::{default_judgement, monitor, on_fault, Judgement},
-        flow::{cacheable, tracking, Tracking},
+        flow::{cacheable, tracking, Tracking, TCP_FIN, TCP_RST},
     };
 
     use crate::{
@@ -77,15 +78,18 @@ mod program {
         }
     }
 
-    /// Whether the flow verdict cache was involved in a packet's outcome.
+    /// What the flow cache has to do with a packet's outcome.
+    #[derive(Clone, Copy)]
     enum Cache {
-        /// Not a packet the cache is for.
+        /// Nothing: not a packet the cache is for.
         No,
-        /// The outcome came from this cache entry.
-        Hit(*mut FlowVal),
-        /// Judged in full while conntrack held nothing for the flow: the
-        /// outcome may be cached if it is of a cacheable kind.
-        Store(Tracking),
+        /// The outcome came from this entry.
+        Hit(*mut FlowCacheEntry),
+        /// Judged in full while conntrack held nothing for the flow: cache
+        /// the outcome if it is of a cacheable kind.
+        Judged(Tracking),
+        /// Conntrack continued the flow: cache it as established until then.
+        Established(u64),
     }
 
     /// Everything the pipeline decided about one packet.
@@ -149,9 +153,9 @@ mod program {
         }
     }
 
-    /// Events for the controller: denied flows (their first packet, again
-    /// after a minute) and new east-west flows; and the flow cache entry of
-    /// a packet judged in full. Packets of established flows never get here.
+    /// Events for the controller (denied flows, their first packet and
+    /// again after a minute; new east-west flows) and the flow cache entry
+    /// of a packet the cache did not answer.
     #[inline(always)]
     fn report(ctx: &XdpContext, s: &Settings, scratch: &mut Scratch, o: &Outcome, counter: u32) {
         let j = &o.j;
@@ -160,24 +164,23 @@ mod program {
         if denied && j.reason != REASON_MALFORMED {
             let now = clock::now();
             let due = match o.cache {
-                // SAFETY: the entry `judge` found; `reported_ns` is the one
-                // field written in place, a single word.
-                Cache::Hit(v) => {
-                    now.saturating_sub(unsafe { (*v).reported_ns }) >= DENIED_REPORT_INTERVAL_NS
+                // SAFETY: this CPU's own cache entry.
+                Cache::Hit(e) => {
+                    now.saturating_sub(unsafe { (*e).reported_ns }) >= DENIED_REPORT_INTERVAL_NS
                 }
                 _ => true,
             };
             if due {
-                // The denied-flow map stays the authority: it outlives
-                // cache entries, which an LRU may evict at any time.
+                // The denied-flow map is the authority: it is shared by all
+                // CPUs and outlives cache entries.
                 let (first, last) =
                     events::first_of_denied_flow(&scratch.pkt, &mut scratch.denied, now);
                 if first {
                     events::emit(ctx, EVENT_DENIED, &scratch.pkt, o.src, o.dst, j, now);
                 }
-                if let Cache::Hit(v) = o.cache {
+                if let Cache::Hit(e) = o.cache {
                     // SAFETY: as above.
-                    unsafe { (*v).reported_ns = last };
+                    unsafe { (*e).reported_ns = last };
                 }
                 reported = last;
             }
@@ -192,20 +195,21 @@ mod program {
                 clock::now(),
             );
         }
-        if let Cache::Store(track) = o.cache {
-            if !o.opened && cacheable(j, track) {
-                flowcache::remember(
-                    s,
-                    &scratch.pkt,
-                    &scratch.flow,
-                    o.src,
-                    o.dst,
-                    j,
-                    counter,
-                    reported,
-                );
-            }
-        }
+        let (kind, until_ns) = match o.cache {
+            Cache::Judged(track) if !o.opened && cacheable(j, track) => (CACHED_JUDGED, 0),
+            Cache::Established(until) => (CACHED_ESTABLISHED, until),
+            _ => return,
+        };
+        let entry = flowcache::Entry {
+            kind,
+            src: o.src,
+            dst: o.dst,
+            j: *j,
+            slot: counter,
+            until_ns,
+            reported_ns: reported,
+        };
+        flowcache::remember(s, &scratch.pkt, &scratch.probe, &entry);
     }
 
     /// The whole pipeline under one policy generation.
@@ -221,32 +225,47 @@ mod program {
         let pkt = &scratch.pkt;
         let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
         // Fast paths: unfragmented IP packets that are not infrastructure
-        // (parse has classified that already), of flows seen before.
+        // (parse has classified that already), of flows seen before. TCP
+        // FIN and RST change conntrack and always reach it.
         let mut cache = Cache::No;
         if pkt.kind == KIND_IP && pkt.frag == FRAG_NONE {
-            match conntrack::established(s, pkt, &mut scratch.ct, track) {
-                Fast::Hit(src, dst, j, counter) => {
+            let cacheable = pkt.proto != IPPROTO_TCP || pkt.tcp_flags & (TCP_FIN | TCP_RST) == 0;
+            flowcache::probe(pkt, &mut scratch.probe);
+            if cacheable {
+                if let Some((src, dst, j, counter, e)) = flowcache::lookup(s, pkt, &scratch.probe) {
                     let mut o = Outcome::new(src, dst, j);
+                    o.cache = Cache::Hit(e);
                     o.slot = counter;
                     return o;
                 }
-                Fast::Present => {}
-                Fast::Absent => {
-                    if let Some((src, dst, j, counter, v)) =
-                        flowcache::lookup(s, pkt, &mut scratch.flow)
-                    {
-                        let mut o = Outcome::new(src, dst, j);
-                        o.cache = Cache::Hit(v);
-                        o.slot = counter;
-                        return o;
-                    }
-                    cache = Cache::Store(track);
-                }
             }
+            match conntrack::established(s, pkt, &mut scratch.ct, track) {
+                Fast::Hit(src, dst, j, counter, until) => {
+                    let mut o = Outcome::new(src, dst, j);
+                    o.slot = counter;
+                    if cacheable && until != 0 {
+                        o.cache = Cache::Established(until);
+                    }
+                    return o;
+                }
+                Fast::Present => {}
+                Fast::Absent if cacheable => cache = Cache::Judged(track),
+                Fast::Absent => {}
+            }
+            let mut o = judge_in_full(slot, s, scratch, track);
+            if let Cache::Established(until) = o.cache {
+                // Conntrack continued the flow after identifying the sender.
+                o.cache = if cacheable && until != 0 {
+                    Cache::Established(until)
+                } else {
+                    Cache::No
+                };
+            } else {
+                o.cache = cache;
+            }
+            return o;
         }
-        let mut o = judge_in_full(slot, s, scratch, track);
-        o.cache = cache;
-        o
+        judge_in_full(slot, s, scratch, track)
     }
 
     /// Identity, spoofing, fragments, conntrack and policy, in the order
@@ -293,18 +312,20 @@ mod program {
             let j = fragments::follow(pkt, &mut scratch.frag, s);
             return Outcome::new(src, dst, j);
         }
-        let (mut j, dst, opened, mut counter) =
-            conntrack::judge(slot, s, pkt, &mut scratch.ct, &f, track);
-        if pkt.frag == FRAG_FIRST
-            && fragments::remember(pkt, &mut scratch.frag, &j).is_err()
-            && j.is_pass()
-        {
-            j = on_fault(j, f.src_flags, f.dst_flags);
-            counter = SLOT_UNKNOWN;
+        let t = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f, track);
+        let mut o = Outcome::new(src, t.dst, t.j);
+        o.opened = t.opened;
+        o.slot = t.slot;
+        if t.until != 0 {
+            o.cache = Cache::Established(t.until);
         }
-        let mut o = Outcome::new(src, dst, j);
-        o.opened = opened;
-        o.slot = counter;
+        if pkt.frag == FRAG_FIRST
+            && fragments::remember(pkt, &mut scratch.frag, &o.j).is_err()
+            && o.j.is_pass()
+        {
+            o.j = on_fault(o.j, f.src_flags, f.dst_flags);
+            o.slot = SLOT_UNKNOWN;
+        }
         o
     }
 

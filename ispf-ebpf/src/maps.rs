@@ -6,7 +6,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use ispf_common::*;
-use ispf_ebpf::flow::{CtKeys, FlowKeys};
+use ispf_ebpf::flow::CtKeys;
 
 #[map]
 pub static ISPF_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
@@ -76,7 +76,7 @@ pub struct Scratch {
     pub ct: CtKeys,
     pub frag: FragKey,
     pub denied: CtKey,
-    pub flow: FlowKeys,
+    pub probe: crate::flowcache::Probe,
 }
 
 #[map]
@@ -87,8 +87,8 @@ pub static ISPF_EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_ent
 pub static ISPF_DENIED_SEEN: LruHashMap<CtKey, u64> =
     LruHashMap::with_max_entries(DENIED_SEEN_ENTRIES, 0);
 #[map]
-pub static ISPF_FLOWS: LruHashMap<FlowKey, FlowVal> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+pub static ISPF_FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
+    PerCpuArray::with_max_entries(FLOW_CACHE_ENTRIES, 0);
+/// One more than the groups: the last slot is the flush counter.
 #[map]
-pub static ISPF_FLOWS4: LruHashMap<FlowKey4, FlowVal> =
-    LruHashMap::with_max_entries(DEFAULT_FLOW_ENTRIES, 0);
+pub static ISPF_CT_GENERATION: Array<u32> = Array::with_max_entries(CT_GENERATIONS + 1, 0);

@@ -85,8 +85,7 @@ pub struct Packet {
     pub dst_mac_word: u64,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
-    pub src_mac: [u8; 6],
-    pub dst_mac: [u8; 6],
+    pub frag_id: u32,
     /// Effective VLAN: the only tag, or the inner tag of QinQ; 0 untagged.
     pub vlan: u16,
     pub kind: u8,
@@ -96,11 +95,17 @@ pub struct Packet {
     pub more_frags: u8,
     pub tcp_flags: u8,
     pub icmp_type: u8,
-    pub _pad: [u8; 3],
-    pub frag_id: u32,
+    pub _pad: [u8; 7],
 }
 
-const PACKET_WORDS: usize = 10;
+const PACKET_WORDS: usize = 9;
+
+/// The MAC in the low 48 bits of a [`ispf_common::mac_word`].
+#[inline(always)]
+fn mac_bytes(w: u64) -> [u8; 6] {
+    let b = w.to_le_bytes();
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}
 const _: () = assert!(core::mem::size_of::<Packet>() == PACKET_WORDS * 8);
 
 impl Packet {
@@ -113,6 +118,17 @@ impl Packet {
         // SAFETY: the addresses are the first 32 bytes of this 8-aligned
         // struct, and any bytes are valid u64s.
         unsafe { *(self as *const Packet as *const [u64; 4]) }
+    }
+
+    /// The source MAC (kept only inside [`Packet::sender`]).
+    #[inline(always)]
+    pub fn src_mac(&self) -> [u8; 6] {
+        mac_bytes(self.sender)
+    }
+
+    #[inline(always)]
+    pub fn dst_mac(&self) -> [u8; 6] {
+        mac_bytes(self.dst_mac_word)
     }
 
     /// Both ports as one word, in memory order (`sport` first).
@@ -182,8 +198,6 @@ pub fn parse<F: Frame>(c: &F, pkt: &mut Packet) -> Result<(), Malformed> {
     clear(pkt);
     pkt.kind = KIND_OTHER;
     pkt.frag = FRAG_NONE;
-    pkt.dst_mac.copy_from_slice(&eth[0..6]);
-    pkt.src_mac.copy_from_slice(&eth[6..12]);
     let mut vlan = 0u16;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let mut off = 14usize;
@@ -200,7 +214,6 @@ pub fn parse<F: Frame>(c: &F, pkt: &mut Packet) -> Result<(), Malformed> {
         tags += 1;
     }
     pkt.vlan = vlan;
-    // From the frame, not from the copies just stored (see `Packet`).
     let src = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
     pkt.sender = ispf_common::l2_fingerprint(&src, vlan);
     pkt.dst_mac_word = ispf_common::mac_word(&[eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
@@ -442,7 +455,7 @@ mod tests {
             (p.kind, p.family, p.proto),
             (KIND_IP, FAMILY_V4, IPPROTO_TCP)
         );
-        assert_eq!((p.src_mac, p.dst_mac), (SRC, DST));
+        assert_eq!((p.src_mac(), p.dst_mac()), (SRC, DST));
         assert_eq!(&p.src_ip[..4], &[10, 0, 0, 1]);
         assert_eq!(&p.dst_ip[..4], &[10, 0, 0, 2]);
         assert_eq!(

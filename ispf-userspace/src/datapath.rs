@@ -137,8 +137,7 @@ struct Maps {
     policy: HashMap<MapData, PolicyKey, PolicyVal>,
     conntrack: HashMap<MapData, CtKey, CtVal>,
     conntrack4: HashMap<MapData, CtKey4, CtVal>,
-    flows: HashMap<MapData, FlowKey, FlowVal>,
-    flows4: HashMap<MapData, FlowKey4, FlowVal>,
+    ct_generation: Array<MapData, u32>,
     fragments: HashMap<MapData, FragKey, FragVal>,
     counters: PerCpuArray<MapData, CounterVal>,
     counter_slots: HashMap<MapData, CounterKey, u32>,
@@ -166,8 +165,7 @@ impl Maps {
             policy: take!(source, HashMap, MAP_POLICY),
             conntrack: take!(source, HashMap, MAP_CONNTRACK),
             conntrack4: take!(source, HashMap, MAP_CONNTRACK4),
-            flows: take!(source, HashMap, MAP_FLOWS),
-            flows4: take!(source, HashMap, MAP_FLOWS4),
+            ct_generation: take!(source, Array, MAP_CT_GENERATION),
             fragments: take!(source, HashMap, MAP_FRAGMENTS),
             counters: take!(source, PerCpuArray, MAP_COUNTERS),
             counter_slots: take!(source, HashMap, MAP_COUNTER_SLOTS),
@@ -349,16 +347,6 @@ impl Datapath {
                 MAP_CONNTRACK4,
                 self.maps.conntrack4.keys().count(),
                 z.conntrack,
-            ),
-            (
-                MAP_FLOWS,
-                self.maps.flows.keys().count(),
-                DEFAULT_FLOW_ENTRIES,
-            ),
-            (
-                MAP_FLOWS4,
-                self.maps.flows4.keys().count(),
-                DEFAULT_FLOW_ENTRIES,
             ),
             (
                 MAP_FRAGMENTS,
@@ -719,14 +707,16 @@ impl Datapath {
         for k in keys {
             let _ = self.maps.fragments.remove(&k);
         }
-        let keys: Vec<FlowKey> = self.maps.flows.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = self.maps.flows.remove(&k);
-        }
-        let keys: Vec<FlowKey4> = self.maps.flows4.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = self.maps.flows4.remove(&k);
-        }
+        // Every CPU's flow cache: bump the flush generation.
+        let flush = self
+            .maps
+            .ct_generation
+            .get(&CT_GENERATIONS, 0)
+            .map_err(map_err(MAP_CT_GENERATION))?;
+        self.maps
+            .ct_generation
+            .set(CT_GENERATIONS, flush.wrapping_add(1), 0)
+            .map_err(map_err(MAP_CT_GENERATION))?;
         Ok(())
     }
 
