@@ -106,6 +106,9 @@ mod program {
         /// `SLOT_UNKNOWN`. (Not an `Option`: a `None`'s undefined payload
         /// can reach a register spill, which the verifier rejects.)
         slot: u32,
+        /// Conntrack continued the flow: until when the flow cache may
+        /// stand for it (0: no).
+        until: u64,
     }
 
     impl Outcome {
@@ -117,6 +120,7 @@ mod program {
                 opened: false,
                 cache: Cache::No,
                 slot: SLOT_UNKNOWN,
+                until: 0,
             }
         }
     }
@@ -253,18 +257,15 @@ mod program {
                 Fast::Absent => {}
             }
             let mut o = judge_in_full(slot, s, scratch, track);
-            if let Cache::Established(until) = o.cache {
+            o.cache = if o.until != 0 && cacheable {
                 // Conntrack continued the flow after identifying the sender.
-                o.cache = if cacheable && until != 0 {
-                    Cache::Established(until)
-                } else {
-                    Cache::No
-                };
+                Cache::Established(o.until)
             } else {
-                o.cache = cache;
-            }
+                cache
+            };
             return o;
         }
+        // Not probed: nothing of this packet may enter the cache.
         judge_in_full(slot, s, scratch, track)
     }
 
@@ -316,9 +317,7 @@ mod program {
         let mut o = Outcome::new(src, t.dst, t.j);
         o.opened = t.opened;
         o.slot = t.slot;
-        if t.until != 0 {
-            o.cache = Cache::Established(t.until);
-        }
+        o.until = t.until;
         if pkt.frag == FRAG_FIRST
             && fragments::remember(pkt, &mut scratch.frag, &o.j).is_err()
             && o.j.is_pass()
