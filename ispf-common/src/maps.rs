@@ -107,11 +107,17 @@ pub const DEFAULT_COUNTER_ENTRIES: u32 = 65_536;
 pub const FLOW_CACHE_ENTRIES: u32 = 16_384;
 /// A power of two.
 pub const CT_GENERATIONS: u32 = 65_536;
-/// How long a cached established flow is trusted before its conntrack
-/// entry is read (and refreshed) again: the most a flow's idle timeout can
-/// start early, and the longest a flow evicted from a full conntrack map
-/// keeps passing.
-pub const FLOW_CACHE_REFRESH_NS: u64 = 250_000_000;
+/// How long, in jiffies, a cached established flow is trusted before its
+/// conntrack entry is read (and refreshed) again: the most a flow's idle
+/// timeout can start early, and the longest a flow evicted from a full
+/// conntrack map keeps passing. 16 jiffies are 16 to 160 ms (HZ 1000 to
+/// 100), under every timeout but 0 s, which is never cached. Jiffies,
+/// because reading them is much cheaper than any clock.
+pub const FLOW_CACHE_REFRESH_JIFFIES: u64 = 16;
+/// How often, in jiffies, a CPU asks the denied-flow map whether a cached
+/// denial is due to be reported again: 60 s at HZ 100, 6 s at HZ 1000. The
+/// map decides with real time ([`DENIED_REPORT_INTERVAL_NS`]).
+pub const DENIED_RECHECK_JIFFIES: u64 = 6000;
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -328,10 +334,10 @@ pub struct FlowCacheEntry {
     pub sender: u64,
     /// [`mac_word`] of the destination.
     pub dst_mac: u64,
-    /// For [`CACHED_ESTABLISHED`]: read conntrack again from this time on.
-    pub until_ns: u64,
-    /// For denials: when this CPU last saw the flow reported.
-    pub reported_ns: u64,
+    /// For [`CACHED_ESTABLISHED`]: read conntrack again from this jiffy on.
+    pub until_jiffies: u64,
+    /// For denials: when (jiffies) this CPU last asked whether to report.
+    pub checked_jiffies: u64,
     pub epoch: u32,
     pub generation: u32,
     pub slot: u32,

@@ -11,7 +11,7 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use ispf_common::{
-    CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, FLOW_CACHE_REFRESH_NS, IPPROTO_TCP,
+    CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, FLOW_CACHE_REFRESH_JIFFIES, IPPROTO_TCP,
     IPPROTO_UDP, REASON_REPLY, REASON_WOULD_DROP, VERDICT_PASS,
 };
 use ispf_ebpf::{
@@ -67,7 +67,8 @@ pub struct Flow {
 pub enum Fast {
     /// An established flow from an already identified sender:
     /// `(source segment, destination segment to count under, judgement,
-    /// counter slot, until when the flow cache may stand for conntrack)`.
+    /// counter slot, until which jiffy the flow cache may stand for
+    /// conntrack)`.
     Hit(u16, u16, Judgement, u32, u64),
     /// Conntrack holds the flow but this packet needs the full pipeline.
     Present,
@@ -143,7 +144,8 @@ fn continuing(ct: &CtVal, orig_dir: bool) -> Judgement {
 }
 
 /// A packet continues its flow: refresh, note FIN, end on RST. Returns
-/// until when the flow cache may stand for this entry (0: not at all). The
+/// until which jiffy the flow cache may stand for this entry (0: not at
+/// all). The
 /// entry must not be written after this: a removed entry's memory is reused.
 #[inline(always)]
 fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64, s: &Settings) -> u64 {
@@ -160,12 +162,10 @@ fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64, s: 
         flowcache::bump(pkt);
         return 0;
     }
-    let timeout = ct_timeout_ns(ct, pkt.proto, s);
-    now + if timeout < FLOW_CACHE_REFRESH_NS {
-        timeout
-    } else {
-        FLOW_CACHE_REFRESH_NS
+    if ct_timeout_ns(ct, pkt.proto, s) == 0 {
+        return 0;
     }
+    clock::jiffies() + FLOW_CACHE_REFRESH_JIFFIES
 }
 
 /// What [`judge`] decided.
@@ -179,7 +179,7 @@ pub struct Tracked {
     pub opened: bool,
     /// Counter slot when this already had to find it, else [`SLOT_UNKNOWN`].
     pub slot: u32,
-    /// For a packet that continued its flow: until when the flow cache may
+    /// For a packet that continued its flow: until which jiffy the flow cache may
     /// stand for conntrack (0: not at all).
     pub until: u64,
 }

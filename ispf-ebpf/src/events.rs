@@ -11,11 +11,11 @@ use ispf_ebpf::{decide::Judgement, parse::Packet};
 
 use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
 
-/// Whether a denied packet starts a denied flow worth reporting now (its
-/// directional 5-tuple, MACs for non-IP frames, was not reported in the
-/// last minute), and when the flow was last reported, now included.
+/// Whether a denied packet starts a denied flow worth reporting now: its
+/// directional 5-tuple (MACs for non-IP frames) was not reported in the
+/// last minute.
 #[inline(always)]
-pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> (bool, u64) {
+pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> bool {
     let ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
     if ip {
         key.a_addr = pkt.src_ip;
@@ -34,11 +34,11 @@ pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> (bool, u
     // SAFETY: copied out at once.
     if let Some(last) = unsafe { ISPF_DENIED_SEEN.get(&*key) }.copied() {
         if now.saturating_sub(last) < DENIED_REPORT_INTERVAL_NS {
-            return (false, last);
+            return false;
         }
     }
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
-    (true, now)
+    true
 }
 
 /// Takes one token from this CPU's bucket.

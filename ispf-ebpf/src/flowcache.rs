@@ -3,7 +3,8 @@
 //! map lookups. It holds two kinds of outcome:
 //!
 //! - established flows (conntrack said "continue"), trusted for at most
-//!   [`FLOW_CACHE_REFRESH_NS`] before conntrack is read and refreshed again;
+//!   `FLOW_CACHE_REFRESH_JIFFIES` before conntrack is read and refreshed
+//!   again;
 //! - judgements made while conntrack held nothing for the flow (denials,
 //!   monitor-mode passes, untracked protocols).
 //!
@@ -104,7 +105,7 @@ pub fn lookup(
     {
         return None;
     }
-    if v.kind == CACHED_ESTABLISHED && clock::now() >= v.until_ns {
+    if v.kind == CACHED_ESTABLISHED && clock::jiffies() >= v.until_jiffies {
         return None;
     }
     let j = Judgement {
@@ -122,8 +123,8 @@ pub struct Entry {
     pub dst: u16,
     pub j: Judgement,
     pub slot: u32,
-    pub until_ns: u64,
-    pub reported_ns: u64,
+    pub until_jiffies: u64,
+    pub checked_jiffies: u64,
 }
 
 /// Caches an outcome for the probed direction, replacing whatever shared
@@ -138,8 +139,8 @@ pub fn remember(s: &Settings, pkt: &Packet, p: &Probe, n: &Entry) {
     v.key = p.key;
     v.sender = pkt.sender;
     v.dst_mac = pkt.dst_mac_word;
-    v.until_ns = n.until_ns;
-    v.reported_ns = n.reported_ns;
+    v.until_jiffies = n.until_jiffies;
+    v.checked_jiffies = n.checked_jiffies;
     v.epoch = s.epoch;
     v.generation = p.generation;
     v.slot = n.slot;

@@ -28,7 +28,7 @@ mod program {
     use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
     use ispf_common::{
         FlowCacheEntry, Settings, ACTION_ALLOW, CACHED_ESTABLISHED, CACHED_JUDGED,
-        DENIED_REPORT_INTERVAL_NS, EVENT_DENIED, EVENT_NEW_FLOW, FRAGMENTS_DENY, IPPROTO_TCP,
+        DENIED_RECHECK_JIFFIES, EVENT_DENIED, EVENT_NEW_FLOW, FRAGMENTS_DENY, IPPROTO_TCP,
         NO_SEGMENT, REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT,
         REASON_MALFORMED, REASON_SPOOFED, REASON_WOULD_DROP,
     };
@@ -106,7 +106,7 @@ mod program {
         /// `SLOT_UNKNOWN`. (Not an `Option`: a `None`'s undefined payload
         /// can reach a register spill, which the verifier rejects.)
         slot: u32,
-        /// Conntrack continued the flow: until when the flow cache may
+        /// Conntrack continued the flow: until which jiffy the flow cache may
         /// stand for it (0: no).
         until: u64,
     }
@@ -164,29 +164,28 @@ mod program {
     fn report(ctx: &XdpContext, s: &Settings, scratch: &mut Scratch, o: &Outcome, counter: u32) {
         let j = &o.j;
         let denied = !j.is_pass() || j.reason == REASON_WOULD_DROP;
-        let mut reported = 0;
+        let mut checked = 0;
         if denied && j.reason != REASON_MALFORMED {
-            let now = clock::now();
+            let tick = clock::jiffies();
             let due = match o.cache {
                 // SAFETY: this CPU's own cache entry.
                 Cache::Hit(e) => {
-                    now.saturating_sub(unsafe { (*e).reported_ns }) >= DENIED_REPORT_INTERVAL_NS
+                    tick.wrapping_sub(unsafe { (*e).checked_jiffies }) >= DENIED_RECHECK_JIFFIES
                 }
                 _ => true,
             };
             if due {
                 // The denied-flow map is the authority: it is shared by all
-                // CPUs and outlives cache entries.
-                let (first, last) =
-                    events::first_of_denied_flow(&scratch.pkt, &mut scratch.denied, now);
-                if first {
+                // CPUs, outlives cache entries and keeps real time.
+                let now = clock::now();
+                if events::first_of_denied_flow(&scratch.pkt, &mut scratch.denied, now) {
                     events::emit(ctx, EVENT_DENIED, &scratch.pkt, o.src, o.dst, j, now);
                 }
                 if let Cache::Hit(e) = o.cache {
                     // SAFETY: as above.
-                    unsafe { (*e).reported_ns = last };
+                    unsafe { (*e).checked_jiffies = tick };
                 }
-                reported = last;
+                checked = tick;
             }
         } else if o.opened && o.src != s.world_segment && o.dst != s.world_segment {
             events::emit(
@@ -199,7 +198,7 @@ mod program {
                 clock::now(),
             );
         }
-        let (kind, until_ns) = match o.cache {
+        let (kind, until_jiffies) = match o.cache {
             Cache::Judged(track) if !o.opened && cacheable(j, track) => (CACHED_JUDGED, 0),
             Cache::Established(until) => (CACHED_ESTABLISHED, until),
             _ => return,
@@ -210,8 +209,8 @@ mod program {
             dst: o.dst,
             j: *j,
             slot: counter,
-            until_ns,
-            reported_ns: reported,
+            until_jiffies,
+            checked_jiffies: checked,
         };
         flowcache::remember(s, &scratch.pkt, &scratch.probe, &entry);
     }
