@@ -12,7 +12,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use ispf_common::{
     CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, FLOW_CACHE_REFRESH_JIFFIES, IPPROTO_TCP,
-    IPPROTO_UDP, REASON_REPLY, REASON_WOULD_DROP, VERDICT_PASS,
+    IPPROTO_UDP, REASON_REPLY, REASON_WOULD_DROP, SEG_PRESENT, VERDICT_PASS,
 };
 use ispf_ebpf::{
     decide::{judge_policy, on_fault, Judgement},
@@ -342,6 +342,11 @@ fn judge_new(slot: u8, s: &Settings, pkt: &Packet, f: &Flow, dport: u16) -> Judg
 fn rejudge(slot: u8, s: &Settings, pkt: &Packet, ct: &CtVal, orig_dport: u16) -> Option<(u8, u32)> {
     let sf = policy::segment_flags(slot, ct.orig_src);
     let df = policy::segment_flags(slot, ct.orig_dst);
+    // A segment the new policy no longer has ends its flows (the controller
+    // also removes them; this covers packets in between).
+    if sf & SEG_PRESENT == 0 || df & SEG_PRESENT == 0 {
+        return None;
+    }
     let entry = policy::lookup(
         slot,
         ct.orig_src,

@@ -60,6 +60,10 @@ struct State {
     policy_sha256: String,
     applied_at: String,
     interfaces: Vec<InterfaceStatus>,
+    /// The enforced policy's segment ids: kept across reloads, so they are
+    /// not the positions in the file (see `Policy::keep_ids`).
+    #[serde(default)]
+    segment_ids: std::collections::BTreeMap<String, u16>,
 }
 
 const APPLIED_POLICY: &str = "applied-policy.json";
@@ -249,7 +253,12 @@ impl Controller {
         let applied = fs::read_to_string(opts.run_dir.join(APPLIED_POLICY)).ok();
         let (policy, policy_path, sha) = match applied {
             Some(text) => {
-                let p = Policy::from_str(&text, &opts.run_dir.join(APPLIED_POLICY))?;
+                let mut p = Policy::from_str(&text, &opts.run_dir.join(APPLIED_POLICY))?;
+                // The ids the pinned maps hold (state of an older ispf has
+                // none: it numbered by position).
+                if !state.segment_ids.is_empty() {
+                    p.keep_ids(&state.segment_ids);
+                }
                 (p, state.policy_path.clone(), sha256(text.as_bytes()))
             }
             None => {
@@ -349,6 +358,7 @@ impl Controller {
             policy_sha256: self.policy_sha256.clone(),
             applied_at: self.applied_at.clone(),
             interfaces: self.interfaces.clone(),
+            segment_ids: self.policy.segment_ids(),
         };
         fs::write(self.run_dir.join(STATE), serde_json::to_vec_pretty(&s)?)?;
         Ok(())
@@ -389,8 +399,7 @@ impl Controller {
     fn try_reload(&mut self, path: &Path, dry_run: bool) -> Result<ReloadReport> {
         let bytes =
             fs::read(path).with_context(|| format!("cannot read policy {}", path.display()))?;
-        let new = Policy::from_str(&String::from_utf8_lossy(&bytes), path)?;
-        let compiled = compile(&new);
+        let mut new = Policy::from_str(&String::from_utf8_lossy(&bytes), path)?;
         let d = diff(&self.policy, &new);
         if dry_run {
             return Ok(ReloadReport {
@@ -400,7 +409,7 @@ impl Controller {
                 generation: self.dp.epoch(),
             });
         }
-        let generation = self.dp.apply(&compiled)?;
+        let generation = self.dp.replace_policy(&self.policy, &mut new)?;
         self.policy = new;
         self.policy_path = path.to_owned();
         self.policy_sha256 = sha256(&bytes);

@@ -12,7 +12,10 @@ use aya::{
 use aya_obj::programs::XdpAttachType;
 use ispf_common::*;
 
-use crate::policy::compile::Compiled;
+use crate::policy::{
+    compile::{compile, Compiled},
+    Policy,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -692,6 +695,63 @@ impl Datapath {
         Ok(())
     }
 
+    /// Replaces the enforced policy `previous` with `next`: `next` keeps
+    /// the segment ids of `previous` (connection state holds ids), is
+    /// applied atomically, and then the flows of segments `next` no longer
+    /// has are ended. Returns the new epoch.
+    pub fn replace_policy(&mut self, previous: &Policy, next: &mut Policy) -> Result<u32> {
+        let gone = next.keep_ids(&previous.segment_ids());
+        let epoch = self.apply(&compile(next))?;
+        if !gone.is_empty() {
+            self.end_segments(&gone)?;
+        }
+        Ok(epoch)
+    }
+
+    /// Ends every tracked flow to or from the segments `ids` (removed from
+    /// the policy: their ids may later name other segments), and drops
+    /// every CPU's cached outcomes.
+    pub fn end_segments(&mut self, ids: &[u16]) -> Result<usize> {
+        let hit = |v: &CtVal| ids.contains(&v.orig_src) || ids.contains(&v.orig_dst);
+        let v6: Vec<CtKey> = self
+            .maps
+            .conntrack
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, v)| hit(v))
+            .map(|(k, _)| k)
+            .collect();
+        let v4: Vec<CtKey4> = self
+            .maps
+            .conntrack4
+            .iter()
+            .filter_map(|e| e.ok())
+            .filter(|(_, v)| hit(v))
+            .map(|(k, _)| k)
+            .collect();
+        for k in &v6 {
+            let _ = self.maps.conntrack.remove(k);
+        }
+        for k in &v4 {
+            let _ = self.maps.conntrack4.remove(k);
+        }
+        self.flush_flow_cache()?;
+        Ok(v6.len() + v4.len())
+    }
+
+    /// Invalidates every CPU's flow cache: bumps the flush generation.
+    fn flush_flow_cache(&mut self) -> Result<()> {
+        let flush = self
+            .maps
+            .ct_generation
+            .get(&CT_GENERATIONS, 0)
+            .map_err(map_err(MAP_CT_GENERATION))?;
+        self.maps
+            .ct_generation
+            .set(CT_GENERATIONS, flush.wrapping_add(1), 0)
+            .map_err(map_err(MAP_CT_GENERATION))
+    }
+
     /// Forgets all connection, fragment and cached-verdict state (a fresh
     /// replay).
     pub fn reset_state(&mut self) -> Result<()> {
@@ -707,17 +767,7 @@ impl Datapath {
         for k in keys {
             let _ = self.maps.fragments.remove(&k);
         }
-        // Every CPU's flow cache: bump the flush generation.
-        let flush = self
-            .maps
-            .ct_generation
-            .get(&CT_GENERATIONS, 0)
-            .map_err(map_err(MAP_CT_GENERATION))?;
-        self.maps
-            .ct_generation
-            .set(CT_GENERATIONS, flush.wrapping_add(1), 0)
-            .map_err(map_err(MAP_CT_GENERATION))?;
-        Ok(())
+        self.flush_flow_cache()
     }
 
     /// Runs one frame through the program with BPF_PROG_TEST_RUN; state the

@@ -286,10 +286,25 @@ impl Model {
         }
     }
 
-    /// A policy reload: flows stay, but are re-judged before they are trusted.
+    /// A policy reload: flows stay, but are re-judged before they are
+    /// trusted; flows of a segment the new policy does not have end.
     pub fn reload(&mut self, doc: PolicyDoc) {
         self.doc = doc;
         self.epoch += 1;
+        let exists = |name: &str| {
+            name == WORLD
+                || name == self.doc.defaults.unknown_source
+                || self.doc.segments.iter().any(|s| s.name == name)
+        };
+        let ended: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !exists(&f.orig_src) || !exists(&f.orig_dst))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ended {
+            self.flows.remove(&k);
+        }
     }
 
     fn segment(&self, name: &str) -> Option<&ispf::policy::SegmentDoc> {

@@ -630,3 +630,99 @@ fn cached_flows_follow_conntrack() {
         back.1,
     );
 }
+
+/// Segment ids survive reloads: a segment added at the top of the file does
+/// not renumber the others under live flows, and removing a segment ends
+/// its flows rather than handing them to whatever takes its id later.
+#[test]
+fn reloads_keep_segment_ids_under_live_flows() {
+    if !require_root() {
+        return;
+    }
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let pump = eth(
+        mac(PIS),
+        mac(PUMP1),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.10.0.11"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(41000, 2575, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    let answer = reply_of(&pump).unwrap();
+    let pumps = ("infusion-pumps", "pis-servers");
+    check(
+        &mut dp, &p, "open", &pump, true, "allowed", pumps.0, pumps.1,
+    );
+    let text = std::fs::read_to_string(policy_path()).unwrap();
+    let added = text.replace(
+        r#""segments": ["#,
+        r#""segments": [
+    { "name": "imaging" },"#,
+    );
+    let mut p2 = Policy::from_str(&added, "p2.json".as_ref()).unwrap();
+    assert_eq!(
+        p2.segment_id("imaging"),
+        Some(1),
+        "positions before keep_ids"
+    );
+    dp.replace_policy(&p, &mut p2).unwrap();
+    assert_eq!(
+        p2.segment_id("infusion-pumps"),
+        p.segment_id("infusion-pumps")
+    );
+    let imaging = p2.segment_id("imaging").unwrap();
+    assert!(
+        !p.segment_ids().values().any(|id| *id == imaging),
+        "a new segment takes an id no segment had"
+    );
+    check(
+        &mut dp,
+        &p2,
+        "answer after a segment was added",
+        &answer,
+        true,
+        "reply",
+        pumps.1,
+        pumps.0,
+    );
+    check(
+        &mut dp,
+        &p2,
+        "flow continues",
+        &pump,
+        true,
+        "allowed",
+        pumps.0,
+        pumps.1,
+    );
+
+    // The pumps' segment goes (the pump is unregistered now: quarantine).
+    let removed = added
+        .replace(
+            r#"    { "name": "infusion-pumps", "life_critical": true },"#,
+            "",
+        )
+        .replace(r#""segment": "infusion-pumps""#, r#""segment": "guest""#)
+        .replace(r#""from": "infusion-pumps""#, r#""from": "guest""#)
+        .replace(r#""to": "infusion-pumps""#, r#""to": "guest""#);
+    let mut p3 = Policy::from_str(&removed, "p3.json".as_ref()).unwrap();
+    dp.replace_policy(&p2, &mut p3).unwrap();
+    assert_eq!(p3.segment_id("infusion-pumps"), None);
+    check(
+        &mut dp,
+        &p3,
+        "the server's answer once the pumps' segment is gone",
+        &answer,
+        false,
+        "denied_default",
+        "pis-servers",
+        "guest",
+    );
+}

@@ -185,8 +185,7 @@ pub fn compile(p: &Policy) -> Compiled {
         settings,
         ..Compiled::default()
     };
-    for (i, s) in p.segments.iter().enumerate() {
-        let id = i as u16 + 1;
+    for (s, &id) in p.segments.iter().zip(&p.ids) {
         let mut flags = SEG_PRESENT;
         if s.monitor {
             flags |= SEG_MONITOR;
@@ -254,9 +253,8 @@ pub fn compile(p: &Policy) -> Compiled {
     }
     let empty: Vec<&Rule> = Vec::new();
     let get = |k| by_pair.get(&k).unwrap_or(&empty).as_slice();
-    let n = p.segments.len() as u16;
-    for src in 1..=n {
-        for dst in 1..=n {
+    for &src in &p.ids {
+        for &dst in &p.ids {
             let levels = [
                 get((Some(src), Some(dst))),
                 get((Some(src), None)),
@@ -382,7 +380,7 @@ pub fn allows(
     ];
     match decide(&levels, family, proto, port) {
         Some(r) => r.allow,
-        None if src == dst => !p.segments[src as usize - 1].intra_deny,
+        None if src == dst => !p.segment(src).is_some_and(|s| s.intra_deny),
         None => p.doc.defaults.default_action == Action::Allow,
     }
 }

@@ -7,6 +7,7 @@ pub mod model;
 mod validate;
 
 use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     net::{Ipv4Addr, Ipv6Addr},
     path::{Path, PathBuf},
@@ -92,11 +93,15 @@ pub struct Rule {
     pub allow: bool,
 }
 
-/// A validated policy with names resolved to segment ids (1-based, in
-/// document order, then `world` and the unknown-source segment if unlisted).
+/// A validated policy with names resolved to segment ids. Segments are in
+/// document order, then `world` and the unknown-source segment if
+/// unlisted; their ids are 1-based positions unless [`Policy::keep_ids`]
+/// carried them over from the policy this one replaces.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub doc: PolicyDoc,
+    /// `ids[i]` is the id of `segments[i]`.
+    pub ids: Vec<u16>,
     pub segments: Vec<Segment>,
     pub world: u16,
     pub unknown: u16,
@@ -145,19 +150,123 @@ impl Policy {
     }
 
     pub fn segment_name(&self, id: u16) -> &str {
-        match id {
-            0 => "-",
-            id => self
-                .segments
-                .get(id as usize - 1)
-                .map_or("-", |s| s.name.as_str()),
-        }
+        self.segment(id).map_or("-", |s| s.name.as_str())
+    }
+
+    pub fn segment(&self, id: u16) -> Option<&Segment> {
+        let i = self.ids.iter().position(|x| *x == id)?;
+        self.segments.get(i)
     }
 
     pub fn segment_id(&self, name: &str) -> Option<u16> {
+        let i = self.segments.iter().position(|s| s.name == name)?;
+        Some(self.ids[i])
+    }
+
+    /// Every segment's id by name.
+    pub fn segment_ids(&self) -> BTreeMap<String, u16> {
         self.segments
             .iter()
-            .position(|s| s.name == name)
-            .map(|i| i as u16 + 1)
+            .zip(&self.ids)
+            .map(|(s, id)| (s.name.clone(), *id))
+            .collect()
+    }
+
+    /// Gives every segment the id it has in `keep` (the ids of the policy
+    /// this one replaces), and segments new to it ids no segment of `keep`
+    /// has. The datapath remembers segment ids in connection state and
+    /// counters, so a reload that adds a segment at the top of the file
+    /// must not renumber the others. Returns the ids of `keep` this policy
+    /// no longer has (see [`Datapath::end_segments`](crate::datapath::Datapath::end_segments)).
+    pub fn keep_ids(&mut self, keep: &BTreeMap<String, u16>) -> Vec<u16> {
+        let taken: BTreeSet<u16> = keep.values().copied().collect();
+        let mut fresh = (1u16..).filter(|id| !taken.contains(id));
+        let new_ids: Vec<u16> = self
+            .segments
+            .iter()
+            .map(|s| match keep.get(&s.name) {
+                Some(id) => *id,
+                None => fresh.next().unwrap_or(u16::MAX),
+            })
+            .collect();
+        if new_ids
+            .iter()
+            .any(|id| *id as u32 >= ispf_common::MAX_SEGMENTS)
+        {
+            // Not enough ids to keep them all (thousands of segments): fall
+            // back to positions, ending every flow rather than misnaming one.
+            return keep.values().copied().collect();
+        }
+        // Everything validation resolved refers to positional ids.
+        let old_ids = std::mem::replace(&mut self.ids, new_ids);
+        let map: HashMap<u16, u16> = old_ids.into_iter().zip(self.ids.clone()).collect();
+        let re = |id: u16| map.get(&id).copied().unwrap_or(id);
+        self.world = re(self.world);
+        self.unknown = re(self.unknown);
+        for d in &mut self.devices {
+            d.segment = re(d.segment);
+        }
+        for r in &mut self.rules {
+            r.from = r.from.map(re);
+            r.to = r.to.map(re);
+        }
+        keep.iter()
+            .filter(|(name, _)| self.segment_id(name).is_none())
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// The largest segment id in use.
+    pub fn max_segment_id(&self) -> u16 {
+        self.ids.iter().copied().max().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(segments: &[&str], rule: (&str, &str)) -> Policy {
+        let segs: Vec<String> = segments
+            .iter()
+            .map(|s| format!(r#"{{ "name": "{s}" }}"#))
+            .collect();
+        let text = format!(
+            r#"{{ "version": 1, "segments": [{}],
+                "devices": [{{ "name": "d", "ipv4": "10.0.0.1", "segment": "{}" }}],
+                "rules": [{{ "from": "{}", "to": "{}", "action": "allow" }}] }}"#,
+            segs.join(","),
+            rule.0,
+            rule.0,
+            rule.1
+        );
+        Policy::from_str(&text, Path::new("t.json")).expect("valid")
+    }
+
+    #[test]
+    fn reloads_keep_segment_ids() {
+        let old = policy(&["a", "b", "c"], ("a", "b"));
+        let (a, b, c) = (
+            old.segment_id("a").unwrap(),
+            old.segment_id("b").unwrap(),
+            old.segment_id("c").unwrap(),
+        );
+        // `x` is new and first in the file, `c` is gone.
+        let mut new = policy(&["x", "a", "b"], ("b", "a"));
+        let gone = new.keep_ids(&old.segment_ids());
+        assert_eq!(gone, vec![c]);
+        assert_eq!(
+            (new.segment_id("a"), new.segment_id("b")),
+            (Some(a), Some(b))
+        );
+        let x = new.segment_id("x").unwrap();
+        assert!(!old.segment_ids().values().any(|id| *id == x));
+        assert_eq!(new.segment_name(x), "x");
+        assert_eq!(new.segment_name(c), "-");
+        // Everything that referred to positions now refers to the kept ids.
+        assert_eq!(new.devices[0].segment, b);
+        assert_eq!((new.rules[0].from, new.rules[0].to), (Some(b), Some(a)));
+        assert_eq!(new.world, old.world);
+        assert_eq!(new.segment_name(new.unknown), "quarantine");
     }
 }

@@ -363,8 +363,10 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
     if !pr.0.is_empty() {
         return Err(pr.0);
     }
+    let ids = (1..=segments.len() as u16).collect();
     Ok(Policy {
         doc,
+        ids,
         segments,
         world,
         unknown,
