@@ -24,6 +24,25 @@ pub const ROUTER: &str = "02:00:00:00:00:fe";
 pub const LAPTOP: &str = "02:00:00:00:99:01";
 pub const LAPTOP2: &str = "02:00:00:00:99:02";
 
+/// The care unit's most common flow: pump 1 sending HL7 (TCP 2575) to the
+/// PIS server, from `sport` with TCP `flags`.
+pub fn pump_hl7(sport: u16, flags: u8) -> Vec<u8> {
+    eth(
+        mac(PIS),
+        mac(PUMP1),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.10.0.11"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(sport, 2575, flags),
+            Frag::default(),
+            0,
+        ),
+    )
+}
+
 pub fn policy_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/care-unit.json")
 }

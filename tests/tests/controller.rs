@@ -217,23 +217,7 @@ fn reload_under_load_is_atomic_and_loses_nothing() {
     // the datapath reports the generation that judged each frame.
     let mut dp = Datapath::adopt(&ctl.paths.pin).unwrap();
     let frames = [
-        (
-            "pump HL7",
-            eth(
-                mac(PIS),
-                mac(PUMP1),
-                &[],
-                ETH_IP,
-                &ipv4(
-                    v4("10.10.0.11"),
-                    v4("10.50.0.10"),
-                    6,
-                    &tcp(45000, 2575, TCP_SYN),
-                    Frag::default(),
-                    0,
-                ),
-            ),
-        ),
+        ("pump HL7", pump_hl7(45000, TCP_SYN)),
         (
             "laptop NTP",
             eth(

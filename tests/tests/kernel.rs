@@ -152,20 +152,7 @@ fn reload_ends_flows_the_new_policy_forbids() {
     }
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
-    let open = eth(
-        mac(PIS),
-        mac(PUMP1),
-        &[],
-        ETH_IP,
-        &ipv4(
-            v4("10.10.0.11"),
-            v4("10.50.0.10"),
-            6,
-            &tcp(41000, 2575, TCP_SYN),
-            Frag::default(),
-            0,
-        ),
-    );
+    let open = pump_hl7(41000, TCP_SYN);
     let ws = eth(
         mac(PIS),
         mac(WS),
@@ -509,22 +496,7 @@ fn cached_flows_follow_conntrack() {
     }
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
-    let pump = |flags: u8| {
-        eth(
-            mac(PIS),
-            mac(PUMP1),
-            &[],
-            ETH_IP,
-            &ipv4(
-                v4("10.10.0.11"),
-                v4("10.50.0.10"),
-                6,
-                &tcp(41000, 2575, flags),
-                Frag::default(),
-                0,
-            ),
-        )
-    };
+    let pump = |flags: u8| pump_hl7(41000, flags);
     let answer = |flags: u8| reply_of(&pump(flags)).unwrap();
     let (fwd, back) = (
         ("infusion-pumps", "pis-servers"),
@@ -641,20 +613,7 @@ fn reloads_keep_segment_ids_under_live_flows() {
     }
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
-    let pump = eth(
-        mac(PIS),
-        mac(PUMP1),
-        &[],
-        ETH_IP,
-        &ipv4(
-            v4("10.10.0.11"),
-            v4("10.50.0.10"),
-            6,
-            &tcp(41000, 2575, TCP_SYN),
-            Frag::default(),
-            0,
-        ),
-    );
+    let pump = pump_hl7(41000, TCP_SYN);
     let answer = reply_of(&pump).unwrap();
     let pumps = ("infusion-pumps", "pis-servers");
     check(
