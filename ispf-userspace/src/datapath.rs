@@ -709,8 +709,9 @@ impl Datapath {
     }
 
     /// Ends every tracked flow to or from the segments `ids` (removed from
-    /// the policy: their ids may later name other segments), and drops
-    /// every CPU's cached outcomes.
+    /// the policy: their ids may later name other segments), drops every
+    /// CPU's cached outcomes and the segments' counters. Returns how many
+    /// flows ended.
     pub fn end_segments(&mut self, ids: &[u16]) -> Result<usize> {
         let hit = |v: &CtVal| ids.contains(&v.orig_src) || ids.contains(&v.orig_dst);
         let v6: Vec<CtKey> = self
@@ -736,6 +737,19 @@ impl Datapath {
             let _ = self.maps.conntrack4.remove(k);
         }
         self.flush_flow_cache()?;
+        // Their counters go too: a later reload may give the ids to new
+        // segments, which must not inherit the counts. (The slots stay
+        // allocated; the datapath only ever hands out new ones.)
+        let counted: Vec<CounterKey> = self
+            .maps
+            .counter_slots
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| ids.contains(&k.src) || ids.contains(&k.dst))
+            .collect();
+        for k in &counted {
+            let _ = self.maps.counter_slots.remove(k);
+        }
         Ok(v6.len() + v4.len())
     }
 

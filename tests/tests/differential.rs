@@ -6,7 +6,9 @@ use ispf::{
     datapath::{Datapath, MapSizes},
     policy::{compile::compile, Policy, PolicyDoc},
 };
-use ispf_common::{reason_name, VERDICT_PASS};
+use std::collections::BTreeMap;
+
+use ispf_common::{reason_name, CounterKey, CounterVal, VERDICT_PASS};
 use ispf_tests::{gen, model::Model, require_root};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -48,8 +50,8 @@ fn kernel_agrees_with_reference_model() {
         let mut earlier: Vec<Vec<u8>> = Vec::new();
         // Counters must tell the same story as the verdicts: per (source,
         // destination, reason, verdict), what this policy's frames added.
-        let before = dp.counters();
-        let mut tally = std::collections::BTreeMap::<(u16, u16, u8, u8), u64>::new();
+        let mut before = dp.counters();
+        let mut tally = Tally::new();
         for i in 0..FRAMES_PER_POLICY.min(cases - done) {
             // Now and then the policy changes under live flows and cached
             // verdicts, as a reload does.
@@ -62,8 +64,11 @@ fn kernel_agrees_with_reference_model() {
                     }
                 };
                 // As the controller reloads: segment ids carried over,
-                // flows of removed segments ended.
+                // flows (and counters) of removed segments ended.
+                check_counters(&dp, &before, &tally, policies, seed);
                 dp.replace_policy(&policy, &mut next).expect("reload");
+                before = dp.counters();
+                tally.clear();
                 model.reload(next.doc.clone());
                 policy = next;
                 reloads += 1;
@@ -95,24 +100,7 @@ fn kernel_agrees_with_reference_model() {
             earlier.push(frame);
             done += 1;
         }
-        let mut counted = std::collections::BTreeMap::<(u16, u16, u8, u8), u64>::new();
-        for (key, v) in dp.counters() {
-            let earlier = before.get(&key).map_or(0, |b| b.packets);
-            if v.packets > earlier {
-                *counted
-                    .entry((
-                        key.src,
-                        key.dst,
-                        key.reason,
-                        u8::from(key.verdict != VERDICT_PASS),
-                    ))
-                    .or_default() += v.packets - earlier;
-            }
-        }
-        assert_eq!(
-            counted, tally,
-            "counters (left) disagree with the verdicts (right) of policy {policies} (ISPF_SEED={seed})"
-        );
+        check_counters(&dp, &before, &tally, policies, seed);
     }
     eprintln!(
         "{done} cases over {policies} policies ({reloads} reloaded mid-sequence) agree; reasons seen: {reasons:?}"
@@ -129,6 +117,33 @@ fn kernel_agrees_with_reference_model() {
             assert!(reasons.contains_key(r), "no generated case produced `{r}`");
         }
     }
+}
+
+type Tally = BTreeMap<(u16, u16, u8, u8), u64>;
+
+/// The counters added since `before`, by (source, destination, reason,
+/// dropped), must be the verdicts tallied since then.
+fn check_counters(
+    dp: &Datapath,
+    before: &BTreeMap<CounterKey, CounterVal>,
+    tally: &Tally,
+    policies: usize,
+    seed: u64,
+) {
+    let mut counted = Tally::new();
+    for (key, v) in dp.counters() {
+        let earlier = before.get(&key).map_or(0, |b| b.packets);
+        if v.packets > earlier {
+            let dropped = u8::from(key.verdict != VERDICT_PASS);
+            *counted
+                .entry((key.src, key.dst, key.reason, dropped))
+                .or_default() += v.packets - earlier;
+        }
+    }
+    assert_eq!(
+        &counted, tally,
+        "counters (left) disagree with the verdicts (right) of policy {policies} (ISPF_SEED={seed})"
+    );
 }
 
 fn hex(b: &[u8]) -> String {

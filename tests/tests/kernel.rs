@@ -671,9 +671,17 @@ fn reloads_keep_segment_ids_under_live_flows() {
         .replace(r#""segment": "infusion-pumps""#, r#""segment": "guest""#)
         .replace(r#""from": "infusion-pumps""#, r#""from": "guest""#)
         .replace(r#""to": "infusion-pumps""#, r#""to": "guest""#);
+    let pumps_id = p2.segment_id("infusion-pumps").unwrap();
+    assert!(dp.counters().keys().any(|k| k.src == pumps_id));
     let mut p3 = Policy::from_str(&removed, "p3.json".as_ref()).unwrap();
     dp.replace_policy(&p2, &mut p3).unwrap();
     assert_eq!(p3.segment_id("infusion-pumps"), None);
+    assert!(
+        !dp.counters()
+            .keys()
+            .any(|k| k.src == pumps_id || k.dst == pumps_id),
+        "a removed segment's counters go with it"
+    );
     check(
         &mut dp,
         &p3,
