@@ -145,8 +145,8 @@ fn continuing(ct: &CtVal, orig_dir: bool) -> Judgement {
 
 /// A packet continues its flow: refresh, note FIN, end on RST. Returns
 /// until which jiffy the flow cache may stand for this entry (0: not at
-/// all). The
-/// entry must not be written after this: a removed entry's memory is reused.
+/// all). The entry must not be written after this: a removed entry's
+/// memory is reused.
 #[inline(always)]
 fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64, s: &Settings) -> u64 {
     ct.last_seen_ns = now;

@@ -232,9 +232,10 @@ mod program {
         // FIN and RST change conntrack and always reach it.
         let mut cache = Cache::No;
         if pkt.kind == KIND_IP && pkt.frag == FRAG_NONE {
-            let cacheable = pkt.proto != IPPROTO_TCP || pkt.tcp_flags & (TCP_FIN | TCP_RST) == 0;
+            let conntrack_unchanged =
+                pkt.proto != IPPROTO_TCP || pkt.tcp_flags & (TCP_FIN | TCP_RST) == 0;
             flowcache::probe(pkt, &mut scratch.probe);
-            if cacheable {
+            if conntrack_unchanged {
                 if let Some((src, dst, j, counter, e)) = flowcache::lookup(s, pkt, &scratch.probe) {
                     let mut o = Outcome::new(src, dst, j);
                     o.cache = Cache::Hit(e);
@@ -246,17 +247,17 @@ mod program {
                 Fast::Hit(src, dst, j, counter, until) => {
                     let mut o = Outcome::new(src, dst, j);
                     o.slot = counter;
-                    if cacheable && until != 0 {
+                    if conntrack_unchanged && until != 0 {
                         o.cache = Cache::Established(until);
                     }
                     return o;
                 }
                 Fast::Present => {}
-                Fast::Absent if cacheable => cache = Cache::Judged(track),
+                Fast::Absent if conntrack_unchanged => cache = Cache::Judged(track),
                 Fast::Absent => {}
             }
             let mut o = judge_in_full(slot, s, scratch, track);
-            o.cache = if o.until != 0 && cacheable {
+            o.cache = if o.until != 0 && conntrack_unchanged {
                 // Conntrack continued the flow after identifying the sender.
                 Cache::Established(o.until)
             } else {

@@ -714,43 +714,16 @@ impl Datapath {
     /// flows ended.
     pub fn end_segments(&mut self, ids: &[u16]) -> Result<usize> {
         let hit = |v: &CtVal| ids.contains(&v.orig_src) || ids.contains(&v.orig_dst);
-        let v6: Vec<CtKey> = self
-            .maps
-            .conntrack
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(_, v)| hit(v))
-            .map(|(k, _)| k)
-            .collect();
-        let v4: Vec<CtKey4> = self
-            .maps
-            .conntrack4
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(_, v)| hit(v))
-            .map(|(k, _)| k)
-            .collect();
-        for k in &v6 {
-            let _ = self.maps.conntrack.remove(k);
-        }
-        for k in &v4 {
-            let _ = self.maps.conntrack4.remove(k);
-        }
+        let ended = remove_where(&mut self.maps.conntrack, |_, v| hit(v))
+            + remove_where(&mut self.maps.conntrack4, |_, v| hit(v));
         self.flush_flow_cache()?;
         // Their counters go too: a later reload may give the ids to new
         // segments, which must not inherit the counts. (The slots stay
         // allocated; the datapath only ever hands out new ones.)
-        let counted: Vec<CounterKey> = self
-            .maps
-            .counter_slots
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| ids.contains(&k.src) || ids.contains(&k.dst))
-            .collect();
-        for k in &counted {
-            let _ = self.maps.counter_slots.remove(k);
-        }
-        Ok(v6.len() + v4.len())
+        remove_where(&mut self.maps.counter_slots, |k, _| {
+            ids.contains(&k.src) || ids.contains(&k.dst)
+        });
+        Ok(ended)
     }
 
     /// Invalidates every CPU's flow cache: bumps the flush generation.
@@ -769,18 +742,9 @@ impl Datapath {
     /// Forgets all connection, fragment and cached-verdict state (a fresh
     /// replay).
     pub fn reset_state(&mut self) -> Result<()> {
-        let keys: Vec<CtKey> = self.maps.conntrack.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = self.maps.conntrack.remove(&k);
-        }
-        let keys: Vec<CtKey4> = self.maps.conntrack4.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = self.maps.conntrack4.remove(&k);
-        }
-        let keys: Vec<FragKey> = self.maps.fragments.keys().filter_map(|k| k.ok()).collect();
-        for k in keys {
-            let _ = self.maps.fragments.remove(&k);
-        }
+        remove_where(&mut self.maps.conntrack, |_, _| true);
+        remove_where(&mut self.maps.conntrack4, |_, _| true);
+        remove_where(&mut self.maps.fragments, |_, _| true);
         self.flush_flow_cache()
     }
 
@@ -895,19 +859,29 @@ impl Datapath {
     /// reaps what the datapath only ignores. Returns how many went.
     pub fn gc_fragments(&mut self, timeout_s: u32) -> usize {
         let now = monotonic_ns();
-        let stale: Vec<FragKey> = self
-            .maps
-            .fragments
-            .iter()
-            .filter_map(|e| e.ok())
-            .filter(|(_, v)| now.saturating_sub(v.last_seen_ns) > timeout_s as u64 * 1_000_000_000)
-            .map(|(k, _)| k)
-            .collect();
-        for k in &stale {
-            let _ = self.maps.fragments.remove(k);
-        }
-        stale.len()
+        remove_where(&mut self.maps.fragments, |_, v| {
+            now.saturating_sub(v.last_seen_ns) > timeout_s as u64 * 1_000_000_000
+        })
     }
+}
+
+/// Removes the entries of `map` that `doomed` picks; returns how many.
+/// Keys are collected first: deleting while iterating a BPF hash map
+/// restarts or skips the walk.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    doomed: impl Fn(&K, &V) -> bool,
+) -> usize {
+    let keys: Vec<K> = map
+        .iter()
+        .filter_map(|e| e.ok())
+        .filter(|(k, v)| doomed(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    for k in &keys {
+        let _ = map.remove(k);
+    }
+    keys.len()
 }
 
 /// Holds the calling thread on the CPU it runs on until dropped, then
