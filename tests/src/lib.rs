@@ -7,17 +7,18 @@ pub mod frames;
 pub mod gen;
 pub mod model;
 pub mod netns;
+pub mod programs;
 pub mod services;
 
-/// Kernel tiers need root; when not root they say so and skip (the xtask
-/// always runs them as root).
-pub fn require_root() -> bool {
+/// Kernel tiers need root. Without it they fail, never pass by skipping:
+/// `cargo xtask test` runs them as root.
+pub fn require_root() {
     // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root (run `cargo xtask test`)");
-        return false;
-    }
-    true
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "this test loads BPF programs and creates network namespaces: it needs root; run it with `cargo xtask test` as root"
+    );
 }
 
 /// The `ispf` binary, built on demand (integration tests of another package
@@ -27,7 +28,7 @@ pub fn ispf_bin() -> std::path::PathBuf {
         .parent()
         .expect("workspace")
         .to_owned();
-    let st = std::process::Command::new("cargo")
+    let st = crate::programs::command("cargo")
         .args(["build", "-q", "-p", "ispf-userspace"])
         .current_dir(&ws)
         .status()

@@ -1,10 +1,16 @@
 //! Network namespaces, veth pairs and a bridge for end-to-end tests, torn
 //! down on drop even when a test fails.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 pub fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
+    if let [_ip, "netns", "exec", _ns, program, ..] = args {
+        assert!(
+            crate::programs::is_listed(program),
+            "`{program}` is not in xtask/programs.txt"
+        );
+    }
+    crate::programs::command(args[0])
         .args(&args[1..])
         .output()
         .unwrap_or_else(|e| panic!("running {args:?}: {e}"))

@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
 };
 
 use crate::netns::in_ns;
@@ -37,7 +37,7 @@ impl Server {
     /// Listens on each TCP port of `tcp_ports` and echoes UDP on 123.
     pub fn start(ns: &str, tcp_ports: &[u16]) -> Server {
         let ports: Vec<String> = tcp_ports.iter().map(u16::to_string).collect();
-        let mut child = Command::new("ip")
+        let mut child = crate::programs::command("ip")
             .args([
                 "netns",
                 "exec",

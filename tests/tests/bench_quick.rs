@@ -4,9 +4,7 @@
 
 #[test]
 fn quick_benchmark_produces_every_figure() {
-    if !ispf_tests::require_root() {
-        return;
-    }
+    ispf_tests::require_root();
     let out = std::env::temp_dir().join(format!("ispf-bench-quick-{}", std::process::id()));
     let run = std::process::Command::new(env!("CARGO_BIN_EXE_ispf-bench"))
         .args(["--quick", "--out"])
@@ -56,7 +54,7 @@ fn quick_benchmark_produces_every_figure() {
     let svg = std::fs::read_to_string(out.join("cost-vs-size.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     let _ = std::fs::remove_dir_all(&out);
-    let netns = std::process::Command::new("ip")
+    let netns = ispf_tests::programs::command("ip")
         .args(["netns", "list"])
         .output()
         .unwrap();

@@ -203,9 +203,7 @@ fn loss(out: &Output) -> String {
 
 #[test]
 fn reload_under_load_is_atomic_and_loses_nothing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let (_topo, ports) = unit("r");
     let (a, b) = policies();
     let ctl = Ctl::start(paths("r"), &a, &[&ports[0], &ports[1], &ports[2]]);
@@ -354,9 +352,7 @@ fn reload_under_load_is_atomic_and_loses_nothing() {
 
 #[test]
 fn kill_9_keeps_enforcing_and_restart_adopts() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let (_topo, ports) = unit("k");
     let (a, _) = policies();
     let mut ctl = Ctl::start(paths("k"), &a, &[&ports[0], &ports[1], &ports[2]]);
@@ -439,9 +435,7 @@ fn attached_xdp(iface: &str) -> bool {
 
 #[test]
 fn invalid_reload_changes_nothing() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let (_topo, ports) = unit("i");
     let (a, _) = policies();
     let ctl = Ctl::start(paths("i"), &a, &[&ports[0], &ports[1], &ports[2]]);
@@ -472,9 +466,7 @@ fn invalid_reload_changes_nothing() {
 
 #[test]
 fn control_socket_is_root_only() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let (_topo, ports) = unit("s");
     let (a, _) = policies();
     let ctl = Ctl::start(paths("s"), &a, &[&ports[0]]);
@@ -484,7 +476,7 @@ fn control_socket_is_root_only() {
     assert_eq!(dir.permissions().mode() & 0o777, 0o700);
     // An unprivileged user cannot talk to it.
     let (unpriv_bin, _) = ispf_tests::unprivileged_copies(&[]);
-    let out = Command::new("setpriv")
+    let out = ispf_tests::programs::command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&unpriv_bin)
         .args(["status", "--run-dir"])
@@ -497,7 +489,7 @@ fn control_socket_is_root_only() {
         err.contains("Permission denied"),
         "refused for another reason: {err}"
     );
-    let listening = Command::new("ss")
+    let listening = ispf_tests::programs::command("ss")
         .args(["-Htlnup"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -513,9 +505,7 @@ fn control_socket_is_root_only() {
 
 #[test]
 fn unusable_interfaces_are_refused_whole() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let (_topo, ports) = unit("f");
     let (a, _) = policies();
     let run = |ifaces: &[&str], tag: &str| {
@@ -563,7 +553,7 @@ fn unusable_interfaces_are_refused_whole() {
     drop(other);
     // Not root: said plainly.
     let (unpriv_bin, unpriv_policy) = ispf_tests::unprivileged_copies(&[&a]);
-    let out = Command::new("setpriv")
+    let out = ispf_tests::programs::command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&unpriv_bin)
         .args(["run", "--policy"])

@@ -3,9 +3,7 @@
 
 #[test]
 fn care_unit_demo_runs_clean() {
-    if !ispf_tests::require_root() {
-        return;
-    }
+    ispf_tests::require_root();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_care-unit-demo"))
         .output()
         .unwrap();
@@ -27,7 +25,7 @@ fn care_unit_demo_runs_clean() {
     ] {
         assert!(text.contains(must), "demo output lacks `{must}`:\n{text}");
     }
-    let netns = std::process::Command::new("ip")
+    let netns = ispf_tests::programs::command("ip")
         .args(["netns", "list"])
         .output()
         .unwrap();

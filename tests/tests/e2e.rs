@@ -25,9 +25,7 @@ fn ping(ns: &str, ip: &str) -> bool {
 
 #[test]
 fn real_traffic_through_a_bridge() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut topo = Topology::default();
     topo.bridge("ispfbr0");
     topo.host(

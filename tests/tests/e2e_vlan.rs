@@ -20,9 +20,7 @@ use ispf_tests::{
 
 #[test]
 fn vlan_scoped_identity_on_real_tagged_traffic() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut topo = Topology::default();
     topo.bridge("ispfvbr0");
     topo.host("ispf-v-ws", "ispf-vws", "ispfvbr0", WS, &["10.30.0.31/8"]);

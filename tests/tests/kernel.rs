@@ -43,9 +43,7 @@ fn check(
 
 #[test]
 fn care_unit_scenario() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
     let mut seen = std::collections::BTreeSet::new();
@@ -61,9 +59,7 @@ fn care_unit_scenario() {
 
 #[test]
 fn monitor_mode_passes_would_be_drops() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let text = std::fs::read_to_string(policy_path())
         .unwrap()
         .replace(r#""mode": "enforce""#, r#""mode": "monitor""#);
@@ -147,9 +143,7 @@ fn monitor_mode_passes_would_be_drops() {
 
 #[test]
 fn reload_ends_flows_the_new_policy_forbids() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
     let open = pump_hl7(41000, TCP_SYN);
@@ -231,9 +225,7 @@ fn reload_ends_flows_the_new_policy_forbids() {
 
 #[test]
 fn fragments_deny_drops_every_fragment() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let text = std::fs::read_to_string(policy_path())
         .unwrap()
         .replace(r#""fragments": "track""#, r#""fragments": "deny""#);
@@ -298,9 +290,7 @@ fn fragments_deny_drops_every_fragment() {
 
 #[test]
 fn ipv6_fragments_in_and_out_of_order() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
     let f = |off, more, payload: &[u8]| {
@@ -369,9 +359,7 @@ fn ipv6_fragments_in_and_out_of_order() {
 
 #[test]
 fn full_map_fails_open_only_for_life_critical() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(
         &p,
@@ -434,9 +422,7 @@ fn full_map_fails_open_only_for_life_critical() {
 
 #[test]
 fn counters_count_every_verdict_by_pair_and_reason() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
     let frames = scenario();
@@ -491,9 +477,7 @@ fn counters_count_every_verdict_by_pair_and_reason() {
 /// changes conntrack must reach packets of both directions at once.
 #[test]
 fn cached_flows_follow_conntrack() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
     let pump = |flags: u8| pump_hl7(41000, flags);
@@ -608,9 +592,7 @@ fn cached_flows_follow_conntrack() {
 /// its flows rather than handing them to whatever takes its id later.
 #[test]
 fn reloads_keep_segment_ids_under_live_flows() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
     let pump = pump_hl7(41000, TCP_SYN);

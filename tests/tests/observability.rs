@@ -84,9 +84,7 @@ fn prom_query(q: &str) -> Option<f64> {
 
 #[test]
 fn prometheus_sees_exact_counts_and_events_are_exact() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let mut topo = Topology::default();
     topo.bridge("ispfobr0");
     topo.host(
@@ -196,7 +194,7 @@ fn prometheus_sees_exact_counts_and_events_are_exact() {
     )
     .unwrap();
     let _prom = Kill(
-        Command::new("prometheus")
+        ispf_tests::programs::command("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
@@ -242,7 +240,7 @@ fn prometheus_sees_exact_counts_and_events_are_exact() {
 
     // promtool accepts the exposition.
     let text = http_get(METRICS, "/metrics");
-    let mut promtool = Command::new("promtool")
+    let mut promtool = ispf_tests::programs::command("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -41,9 +41,7 @@ fn tmp(name: &str, bytes: &[u8]) -> PathBuf {
 
 #[test]
 fn bundled_capture_replays_to_the_written_verdicts() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let o = replay(&workspace().join("examples/care-unit.pcap"), true);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines: Vec<serde_json::Value> = String::from_utf8(o.stdout)
@@ -67,9 +65,7 @@ fn bundled_capture_replays_to_the_written_verdicts() {
 
 #[test]
 fn table_output_has_totals() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let o = replay(&workspace().join("examples/care-unit.pcap"), false);
     assert!(o.status.success());
     let out = String::from_utf8(o.stdout).unwrap();
@@ -88,9 +84,7 @@ fn table_output_has_totals() {
 
 #[test]
 fn bad_captures_are_clear_errors() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let not_pcap = tmp("text.pcap", b"hello, this is not a capture");
     let o = replay(&not_pcap, true);
     assert!(!o.status.success());
@@ -128,12 +122,10 @@ fn bad_captures_are_clear_errors() {
 
 #[test]
 fn replay_without_root_says_so() {
-    if !require_root() {
-        return;
-    }
+    require_root();
     let pcap = workspace().join("examples/care-unit.pcap");
     let (bin, copies) = ispf_tests::unprivileged_copies(&[&policy_path(), &pcap]);
-    let o = Command::new("setpriv")
+    let o = ispf_tests::programs::command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .arg(&bin)
         .args(["replay", "--policy"])

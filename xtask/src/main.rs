@@ -40,14 +40,81 @@ enum Cmd {
     Demo,
 }
 
-/// Debian packages the build and the tests use.
-const PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "iproute2",
-    "iputils-ping",
-    "ethtool",
-    "prometheus",
-];
+/// Every external program the code, the tests, the demo and the benchmark
+/// run, with its source and how to check it runs (see the file's header).
+const PROGRAMS: &str = include_str!("../programs.txt");
+
+/// Debian packages set-up installs besides the programs' (the BPF linker
+/// is built against LLVM 22's libraries).
+const BUILD_PACKAGES: &[&str] = &["llvm-22-dev"];
+
+struct Program {
+    name: &'static str,
+    /// A Debian package, or `toolchain` (rustup's).
+    source: &'static str,
+    check: Vec<&'static str>,
+    /// The check passes on any exit status (the program has no option
+    /// that exits 0 without doing something).
+    any_status: bool,
+}
+
+fn programs() -> Vec<Program> {
+    PROGRAMS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut cols = l.split_whitespace();
+            let name = cols.next().expect("non-empty line");
+            let source = cols.next().unwrap_or("");
+            let mut check: Vec<&str> = cols.collect();
+            let any_status = check.first().is_some_and(|c| c.starts_with('!'));
+            if let Some(first) = check.first_mut() {
+                *first = first.trim_start_matches('!');
+            }
+            Program {
+                name,
+                source,
+                check,
+                any_status,
+            }
+        })
+        .collect()
+}
+
+/// Whether `p` starts and answers its check within ten seconds.
+fn runs(p: &Program) -> bool {
+    let Ok(mut child) = Command::new(p.name)
+        .args(&p.check)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return p.any_status || status.success(),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                return false;
+            }
+        }
+    }
+}
+
+fn installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
 
 fn main() -> std::process::ExitCode {
     // Print the failure, not a backtrace of xtask itself.
@@ -146,18 +213,17 @@ fn is_root() -> bool {
 }
 
 /// Idempotent: each step checks first, so a ready machine costs seconds.
+/// Ends by running every listed program's check, and fails with the list
+/// of those that still do not run.
 fn setup() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
-        })
-        .collect();
+    let programs = programs();
+    let mut missing: Vec<&str> = BUILD_PACKAGES.to_vec();
+    for p in programs.iter().filter(|p| p.source != "toolchain") {
+        if !missing.contains(&p.source) {
+            missing.push(p.source);
+        }
+    }
+    missing.retain(|p| !installed(p));
     if !missing.is_empty() {
         if !is_root() {
             bail!(
@@ -167,7 +233,7 @@ fn setup() -> Result<()> {
         }
         run(Command::new("apt-get").arg("update").arg("-q"))?;
         run(Command::new("apt-get")
-            .args(["install", "-y", "-q"])
+            .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
@@ -201,6 +267,25 @@ fn setup() -> Result<()> {
                 "llvm-22",
             ])
             .env("PATH", path))?;
+    }
+    let broken: Vec<String> = programs
+        .iter()
+        .filter(|p| !runs(p))
+        .map(|p| {
+            format!(
+                "{} (from {}; checked with `{} {}`)",
+                p.name,
+                p.source,
+                p.name,
+                p.check.join(" ")
+            )
+        })
+        .collect();
+    if !broken.is_empty() {
+        bail!(
+            "set-up installed what it could, but these programs still do not run:\n  {}",
+            broken.join("\n  ")
+        );
     }
     Ok(())
 }

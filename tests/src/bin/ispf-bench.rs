@@ -14,7 +14,6 @@ use std::{
     collections::BTreeMap,
     net::{Ipv4Addr, Ipv6Addr},
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -313,7 +312,7 @@ fn xdp_filter() -> Result<XdpFilter> {
     );
     let _in = InNs::enter("ispfb-xf");
     let run = |args: &[&str]| -> Result<()> {
-        let o = Command::new("xdp-filter")
+        let o = ispf_tests::programs::command("xdp-filter")
             .args(args)
             .output()
             .context("xdp-filter (Debian's xdp-tools)")?;
@@ -342,7 +341,7 @@ fn xdp_filter_cost(xf: &XdpFilter, corpus: &[Vec<u8>], repeat: u32) -> Result<f6
     let mut total = 0f64;
     for f in corpus {
         std::fs::write(&file, f)?;
-        let o = Command::new("bpftool")
+        let o = ispf_tests::programs::command("bpftool")
             .args(["prog", "run", "id", &xf.prog_id.to_string(), "data_in"])
             .arg(&file)
             .args(["repeat", &repeat.to_string()])
@@ -671,17 +670,21 @@ fn main() -> Result<()> {
             .map(|_| {
                 live_rate_with(
                     &mut |iface| {
-                        let o = Command::new("xdp-filter")
+                        let o = ispf_tests::programs::command("xdp-filter")
                             .args(["load", "-m", "native", iface])
                             .output()?;
                         if !o.status.success() {
                             bail!("xdp-filter load: {}", String::from_utf8_lossy(&o.stderr));
                         }
-                        Command::new("xdp-filter").args(["port", "9"]).output()?;
+                        ispf_tests::programs::command("xdp-filter")
+                            .args(["port", "9"])
+                            .output()?;
                         Ok(())
                     },
                     &mut |iface| {
-                        let _ = Command::new("xdp-filter").args(["unload", iface]).output();
+                        let _ = ispf_tests::programs::command("xdp-filter")
+                            .args(["unload", iface])
+                            .output();
                     },
                     &denied,
                     cfg.live_frames,
@@ -746,7 +749,7 @@ fn main() -> Result<()> {
                                 ]);
                                 let file = std::env::temp_dir().join("ispf-bench.nft");
                                 std::fs::write(&file, &rules)?;
-                                let o = Command::new("nft")
+                                let o = ispf_tests::programs::command("nft")
                                     .arg("-f")
                                     .arg(&file)
                                     .output()
@@ -814,9 +817,14 @@ fn main() -> Result<()> {
     let _ = sh(&["ip", "netns", "del", "ispfb-anchor"]);
     // libxdp (xdp-filter) leaves its empty pin directory behind.
     let _ = std::fs::remove_dir("/sys/fs/bpf/xdp");
-    let kernel = String::from_utf8_lossy(&Command::new("uname").arg("-r").output()?.stdout)
-        .trim()
-        .to_owned();
+    let kernel = String::from_utf8_lossy(
+        &ispf_tests::programs::command("uname")
+            .arg("-r")
+            .output()?
+            .stdout,
+    )
+    .trim()
+    .to_owned();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")?
         .lines()
         .find(|l| l.starts_with("model name"))
