@@ -42,9 +42,22 @@ pub const MAP_COUNTERS: &str = "ISPF_COUNTERS";
 /// Hash [`CounterKey`] -> `u32` slot in [`MAP_COUNTERS`], assigned by the
 /// datapath the first time it counts a key.
 pub const MAP_COUNTER_SLOTS: &str = "ISPF_COUNTER_SLOTS";
-/// Per-CPU single-entry array `u32`: how many counter slots this CPU has
-/// handed out. CPU `c` hands out slots `c`, `c + cpus`, `c + 2 * cpus`, ...
+/// Per-CPU single-entry array of [`CounterAlloc`]: how many never-used
+/// counter slots this CPU has handed out (CPU `c` hands out `c`,
+/// `c + cpus`, `c + 2 * cpus`, ...) and how many slots it has taken in all.
 pub const MAP_COUNTER_NEXT: &str = "ISPF_COUNTER_NEXT";
+/// Queue of `u32` counter slots the controller has recycled (see
+/// [`CounterKey::gen`]); the datapath takes from it before handing out a
+/// never-used slot.
+pub const MAP_COUNTER_FREE: &str = "ISPF_COUNTER_FREE";
+/// Hash [`CounterKey`] (with `gen` 0) -> [`CounterVal`]: what recycled
+/// slots had counted, kept by the controller so that totals never go
+/// backwards. Written only by the controller; pinned, so a restarted
+/// controller keeps it.
+pub const MAP_COUNTERS_RETIRED: &str = "ISPF_COUNTERS_RETIRED";
+/// Single-entry array of [`Meta`]: the layout version of the pinned maps
+/// and what the controller last made the datapath enforce.
+pub const MAP_META: &str = "ISPF_META";
 /// Single-entry array `u32`: the number of possible CPUs, written by the
 /// controller when it loads the program.
 pub const MAP_CPUS: &str = "ISPF_CPUS";
@@ -81,6 +94,11 @@ pub const EVENT_BURST: u64 = 200;
 
 pub const EVENT_DENIED: u8 = 1;
 pub const EVENT_NEW_FLOW: u8 = 2;
+
+/// Version of the pinned maps' layout (names, key and value types, sizes
+/// that cannot change in place). A controller adopts pins of its own
+/// version and migrates older ones; see the README on upgrades.
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "ispf";
@@ -383,9 +401,40 @@ pub struct CounterKey {
     pub reason: u8,
     /// `VERDICT_PASS` or `VERDICT_DROP` (`infrastructure` can be either).
     pub verdict: u8,
-    pub _pad: [u8; 2],
+    /// The generation slot the packet was judged under. A slot's keys are
+    /// unreferenced once the next-but-one policy is being written (nothing
+    /// cached outlives its epoch), so the controller can then fold their
+    /// counts into [`MAP_COUNTERS_RETIRED`] and recycle their slots:
+    /// without this, every policy's new keys used up slots for good.
+    pub gen: u8,
+    pub _pad: u8,
     /// Deciding rule, or [`RULE_NONE`]: per-rule hit counts come from here.
     pub rule: u32,
+}
+
+/// Per-CPU counter-slot allocation state (see [`MAP_COUNTER_NEXT`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CounterAlloc {
+    /// Never-used slots this CPU has handed out.
+    pub next: u32,
+    /// Slots this CPU has taken, fresh or recycled: with what the
+    /// controller recycled, how many are in use.
+    pub taken: u32,
+}
+
+/// What the controller last made the datapath enforce (see [`MAP_META`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// [`LAYOUT_VERSION`] of the controller that created the maps.
+    pub layout: u32,
+    /// Epoch of the active generation.
+    pub epoch: u32,
+    /// SHA-256 of what the active generation was compiled from.
+    pub sha256: [u8; 32],
+    /// Counter slots the controller has recycled, in all.
+    pub recycled: u64,
 }
 
 #[repr(C)]
@@ -471,6 +520,8 @@ mod pod {
     unsafe impl aya::Pod for FragVal {}
     unsafe impl aya::Pod for CounterKey {}
     unsafe impl aya::Pod for CounterVal {}
+    unsafe impl aya::Pod for CounterAlloc {}
+    unsafe impl aya::Pod for Meta {}
     unsafe impl aya::Pod for LastVerdict {}
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for EventStats {}
@@ -510,6 +561,11 @@ mod tests {
         assert_eq!((size_of::<Event>(), align_of::<Event>()), (80, 8));
         assert_eq!((size_of::<EventStats>(), align_of::<EventStats>()), (40, 8));
         assert_eq!((size_of::<CounterVal>(), align_of::<CounterVal>()), (16, 8));
+        assert_eq!(
+            (size_of::<CounterAlloc>(), align_of::<CounterAlloc>()),
+            (8, 4)
+        );
+        assert_eq!((size_of::<Meta>(), align_of::<Meta>()), (48, 8));
         assert_eq!(
             (size_of::<LastVerdict>(), align_of::<LastVerdict>()),
             (24, 8)

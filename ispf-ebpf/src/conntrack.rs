@@ -258,7 +258,7 @@ pub fn judge(
                 ct.rule = rule;
                 let j = continuing(ct, orig_dir);
                 let dst = if orig_dir { f.dst } else { ct.orig_src };
-                let counter = counters::slot(f.src, dst, &j);
+                let counter = counters::slot(slot, f.src, dst, &j);
                 // This sender is now identified for its direction, its
                 // counter slot stored first. The originating direction's
                 // fast path counts under the recorded destination, so only
@@ -294,7 +294,7 @@ pub fn judge(
             flags |= CT_FIN_SEEN;
         }
         // The opening packet counts under the key its direction keeps.
-        let counter = counters::slot(f.src, f.dst, &j);
+        let counter = counters::slot(slot, f.src, f.dst, &j);
         let v = CtVal {
             last_seen_ns: now,
             epoch: s.epoch,

@@ -10,7 +10,9 @@ use aya_ebpf::helpers::bpf_get_smp_processor_id;
 use ispf_common::{CounterKey, COUNTER_SLOT_NONE, DEFAULT_COUNTER_ENTRIES};
 use ispf_ebpf::decide::Judgement;
 
-use crate::maps::{ISPF_COUNTERS, ISPF_COUNTER_NEXT, ISPF_COUNTER_SLOTS, ISPF_CPUS, ISPF_LAST};
+use crate::maps::{
+    ISPF_COUNTERS, ISPF_COUNTER_FREE, ISPF_COUNTER_NEXT, ISPF_COUNTER_SLOTS, ISPF_CPUS, ISPF_LAST,
+};
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -18,51 +20,68 @@ const BPF_NOEXIST: u64 = 1;
 /// to be had").
 pub const SLOT_UNKNOWN: u32 = u32::MAX - 1;
 
-/// The slot of `(src, dst, judgement)`, assigned on first use;
-/// [`COUNTER_SLOT_NONE`] once every slot is taken (the count is lost, never
-/// the verdict).
+/// The slot of `(src, dst, judgement)` under generation slot `gen`,
+/// assigned on first use: a slot the controller recycled if there is one,
+/// else a never-used one; [`COUNTER_SLOT_NONE`] once every slot is taken
+/// (the count is lost, never the verdict).
 #[inline(always)]
-pub fn slot(src: u16, dst: u16, j: &Judgement) -> u32 {
+pub fn slot(gen: u8, src: u16, dst: u16, j: &Judgement) -> u32 {
     let key = CounterKey {
         src,
         dst,
         reason: j.reason,
         verdict: j.verdict,
-        _pad: [0; 2],
+        gen,
+        _pad: 0,
         rule: j.rule,
     };
     // SAFETY: copied out at once.
     if let Some(s) = unsafe { ISPF_COUNTER_SLOTS.get(&key) } {
         return *s;
     }
-    // Each CPU hands out its own stripe of slots (`cpu`, `cpu + cpus`,
-    // ...), so no two CPUs can take the same one: the generic BPF CPU we
-    // build for has no atomic fetch-and-add. The controller writes `cpus` at load;
-    // until then nothing is counted.
-    let cpus = ISPF_CPUS.get(0).copied().unwrap_or(0);
-    let Some(next) = ISPF_COUNTER_NEXT.get_ptr_mut(0) else {
+    let Some(alloc) = ISPF_COUNTER_NEXT.get_ptr_mut(0) else {
         return COUNTER_SLOT_NONE;
     };
-    // SAFETY: helper without preconditions; this CPU's own counter.
-    let (cpu, next) = unsafe { (bpf_get_smp_processor_id(), &mut *next) };
-    if cpus == 0 || cpu >= cpus {
-        return COUNTER_SLOT_NONE;
-    }
-    let n = *next as u64 * cpus as u64 + cpu as u64;
-    if n >= DEFAULT_COUNTER_ENTRIES as u64 {
-        return COUNTER_SLOT_NONE;
-    }
-    *next += 1;
-    let n = n as u32;
+    // SAFETY: this CPU's own allocation state; XDP does not nest on a CPU.
+    let alloc = unsafe { &mut *alloc };
+    let n = match ISPF_COUNTER_FREE.pop() {
+        Ok(Some(n)) => n,
+        _ => match fresh(&mut alloc.next) {
+            Some(n) => n,
+            None => return COUNTER_SLOT_NONE,
+        },
+    };
     if ISPF_COUNTER_SLOTS.insert(&key, &n, BPF_NOEXIST).is_ok() {
+        alloc.taken = alloc.taken.wrapping_add(1);
         return n;
     }
-    // Another CPU assigned this key first (slot `n` stays unused), or the
-    // slot map is full.
+    // Another CPU assigned this key first, or the slot map is full: the
+    // slot goes back for the next key.
+    let _ = ISPF_COUNTER_FREE.push(&n, 0);
     // SAFETY: copied out at once.
     unsafe { ISPF_COUNTER_SLOTS.get(&key) }
         .copied()
         .unwrap_or(COUNTER_SLOT_NONE)
+}
+
+/// A never-used slot from this CPU's stripe (`cpu`, `cpu + cpus`, ...), so
+/// no two CPUs can take the same one: the generic BPF CPU we build for has
+/// no atomic fetch-and-add. The controller writes `cpus` at load; until
+/// then nothing is counted.
+#[inline(always)]
+fn fresh(next: &mut u32) -> Option<u32> {
+    let cpus = ISPF_CPUS.get(0).copied().unwrap_or(0);
+    // SAFETY: helper without preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    if cpus == 0 || cpu >= cpus {
+        return None;
+    }
+    let n = *next as u64 * cpus as u64 + cpu as u64;
+    if n >= DEFAULT_COUNTER_ENTRIES as u64 {
+        return None;
+    }
+    *next += 1;
+    Some(n as u32)
 }
 
 /// Counts a packet in `slot` and records it as this CPU's last verdict.

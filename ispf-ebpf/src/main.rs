@@ -135,7 +135,7 @@ mod program {
                 // Unreachable (arrays are preallocated); fail closed all the same.
                 _ => {
                     let j = Judgement::drop(REASON_INTERNAL_FAULT);
-                    let slot = counters::slot(NO_SEGMENT, NO_SEGMENT, &j);
+                    let slot = counters::slot(0, NO_SEGMENT, NO_SEGMENT, &j);
                     counters::record(slot, NO_SEGMENT, NO_SEGMENT, &j, bytes, 0);
                     return xdp_action::XDP_DROP;
                 }
@@ -144,7 +144,7 @@ mod program {
         let scratch = unsafe { &mut *scratch };
         let o = judge(slot, settings, scratch, &ctx);
         let counter = if o.slot == SLOT_UNKNOWN {
-            counters::slot(o.src, o.dst, &o.j)
+            counters::slot(slot, o.src, o.dst, &o.j)
         } else {
             o.slot
         };

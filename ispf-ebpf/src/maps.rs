@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, Queue, RingBuf},
 };
 use ispf_common::*;
 use ispf_ebpf::flow::CtKeys;
@@ -58,7 +58,16 @@ pub static ISPF_COUNTERS: PerCpuArray<CounterVal> =
 pub static ISPF_COUNTER_SLOTS: HashMap<CounterKey, u32> =
     HashMap::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
 #[map]
-pub static ISPF_COUNTER_NEXT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static ISPF_COUNTER_NEXT: PerCpuArray<CounterAlloc> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ISPF_COUNTER_FREE: Queue<u32> = Queue::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
+/// Only the controller reads and writes it; declared here so that it is
+/// created and pinned with the others.
+#[map]
+pub static ISPF_COUNTERS_RETIRED: HashMap<CounterKey, CounterVal> =
+    HashMap::with_max_entries(DEFAULT_COUNTER_ENTRIES, 0);
+#[map]
+pub static ISPF_META: Array<Meta> = Array::with_max_entries(1, 0);
 #[map]
 pub static ISPF_CPUS: Array<u32> = Array::with_max_entries(1, 0);
 #[map]

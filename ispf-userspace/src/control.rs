@@ -49,11 +49,18 @@ pub struct CounterRow {
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InterfaceStatus {
     pub name: String,
     /// `native` or `generic`.
     pub mode: String,
+    /// What the kernel says: the program is attached to the interface that
+    /// carries this name now (false while the port is gone).
+    #[serde(default)]
+    pub attached: bool,
+    /// The interface's index (0: no such interface now).
+    #[serde(default)]
+    pub ifindex: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +88,9 @@ pub struct Status {
     pub by_reason: Vec<(String, u64)>,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// What the controller is applying right now, if anything.
+    #[serde(default)]
+    pub busy: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,6 +119,10 @@ pub enum Response {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
+    #[error("permission denied on {}: the control socket is root's only; run this command with sudo", path.display())]
+    Permission { path: PathBuf },
+    #[error("the controller did not answer within {}s on {}; it may be busy applying a large reload, which it will finish: `ispf status` shows what it is doing", timeout.as_secs(), path.display())]
+    Timeout { path: PathBuf, timeout: Duration },
     #[error("no ispf controller is listening on {}: {source}; start one with `ispf run`", path.display())]
     Connect {
         path: PathBuf,
@@ -137,17 +151,42 @@ fn exchange(
         path: path.clone(),
         source,
     };
-    let mut s = UnixStream::connect(&path).map_err(|source| ControlError::Connect {
-        path: path.clone(),
-        source,
+    let mut s = UnixStream::connect(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            ControlError::Permission { path: path.clone() }
+        } else {
+            ControlError::Connect {
+                path: path.clone(),
+                source,
+            }
+        }
     })?;
     s.set_read_timeout(timeout).map_err(io)?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(io)?;
     let mut line = serde_json::to_string(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push('\n');
     s.write_all(line.as_bytes()).map_err(io)?;
     let mut r = BufReader::new(s);
     let mut answer = String::new();
-    r.read_line(&mut answer).map_err(io)?;
+    r.read_line(&mut answer).map_err(|source| {
+        if matches!(
+            source.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            ControlError::Timeout {
+                path: path.clone(),
+                timeout: timeout.unwrap_or_default(),
+            }
+        } else {
+            io(source)
+        }
+    })?;
+    if answer.is_empty() {
+        return Err(ControlError::Protocol(
+            "the controller closed the connection without answering".into(),
+        ));
+    }
     let resp = serde_json::from_str(&answer)
         .map_err(|e| ControlError::Protocol(format!("{e}: {answer:?}")))?;
     Ok((resp, r))

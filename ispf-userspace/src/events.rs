@@ -154,6 +154,34 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
+    /// Refuses a filter that could never match: a segment the policy does
+    /// not have, a reason or verdict that does not exist.
+    pub fn validate(&self, policy: &Policy) -> Result<(), String> {
+        if let Some(s) = &self.segment {
+            if policy.segment_id(s).is_none() {
+                let names: Vec<&str> = policy.segments.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "no segment `{s}` in the enforced policy; it has: {}",
+                    names.join(", ")
+                ));
+            }
+        }
+        if let Some(r) = &self.reason {
+            if !ispf_common::REASON_NAMES.contains(&r.as_str()) {
+                return Err(format!(
+                    "no reason `{r}`; reasons are: {}",
+                    ispf_common::REASON_NAMES.join(", ")
+                ));
+            }
+        }
+        if let Some(v) = &self.verdict {
+            if v != "pass" && v != "drop" {
+                return Err(format!("no verdict `{v}`; use pass or drop"));
+            }
+        }
+        Ok(())
+    }
+
     pub fn matches(&self, r: &EventRecord) -> bool {
         self.segment
             .as_ref()

@@ -1,6 +1,7 @@
 //! The ispf controller library: policy model, validation and compilation,
 //! the datapath loader, and replay of captures through the real program.
 
+pub mod bpfsys;
 pub mod control;
 pub mod controller;
 pub mod datapath;
@@ -11,4 +12,4 @@ pub mod replay;
 pub mod system;
 
 /// The XDP object, built from `ispf-ebpf` by `build.rs`.
-pub const ISPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ispf"));
+pub const ISPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ispf-xdp"));

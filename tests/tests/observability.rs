@@ -418,13 +418,14 @@ fn grafana_dashboard_uses_only_exported_metrics() {
         "ispf_events_lost_total",
     ];
     let src = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ispf-userspace/src/metrics.rs"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../ispf-userspace/src/metrics/mod.rs"),
     )
     .unwrap();
     for m in exported {
         assert!(
             src.contains(&format!("\"{m}\"")),
-            "{m} is not exported by metrics.rs"
+            "{m} is not exported by metrics/mod.rs"
         );
     }
     assert_eq!(d["__inputs"][0]["pluginId"], "prometheus");

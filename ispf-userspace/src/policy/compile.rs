@@ -18,6 +18,10 @@ use super::{validate::specificity, Action, Fragments, Policy, Rule};
 /// generation slot it will be written to (keys carry slot 0 here).
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
+    /// SHA-256 of what this was compiled from (see [`Policy::sha256`]);
+    /// recorded in the datapath so a restarted controller can tell what it
+    /// enforces.
+    pub source_sha256: [u8; 32],
     pub settings: Settings,
     pub segments: Vec<(u16, SegmentInfo)>,
     pub dev_mac: Vec<([u8; 6], DeviceVal)>,
@@ -127,7 +131,7 @@ fn rule_matches(r: &Rule, family: u8, proto: Option<u8>, port: Option<u16>) -> b
 /// level ports, then protocol, then neither. `proto == None` stands for a
 /// protocol no rule of the pair names; `port == None` for a port no port rule
 /// of the pair names.
-fn decide<'a>(
+pub(super) fn decide<'a>(
     levels: &[&'a [&'a Rule]; 4],
     family: u8,
     proto: Option<u8>,
@@ -182,6 +186,7 @@ pub fn compile(p: &Policy) -> Compiled {
         fragment_timeout_s: d.timeouts.fragment,
     };
     let mut c = Compiled {
+        source_sha256: p.sha256,
         settings,
         ..Compiled::default()
     };

@@ -2,12 +2,12 @@
 //! added, removed or moved between segments, and segment pairs that gain or
 //! lose permitted services.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ispf_common::{FAMILY_V4, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
-use super::{compile::allows, Policy};
+use super::{compile::decide, Action, Policy, Rule};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PolicyDiff {
@@ -56,7 +56,52 @@ impl Probe {
     }
 }
 
-fn probes(policies: &[&Policy]) -> BTreeSet<Probe> {
+/// Rules by the pair of segment names they name (`None`: `*`), so the
+/// rules that decide one pair are four lookups away.
+struct Index<'a> {
+    p: &'a Policy,
+    by_pair: HashMap<(Option<&'a str>, Option<&'a str>), Vec<&'a Rule>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(p: &'a Policy) -> Self {
+        let mut by_pair: HashMap<_, Vec<&Rule>> = HashMap::new();
+        for r in &p.rules {
+            let name = |id: Option<u16>| id.map(|i| p.segment_name(i));
+            by_pair
+                .entry((name(r.from), name(r.to)))
+                .or_default()
+                .push(r);
+        }
+        Self { p, by_pair }
+    }
+
+    /// The rules that can decide `src -> dst`, most specific level first.
+    fn levels(&self, src: &'a str, dst: &'a str) -> [&[&'a Rule]; 4] {
+        let get = |k| self.by_pair.get(&k).map_or(&[][..], |v| v.as_slice());
+        [
+            get((Some(src), Some(dst))),
+            get((Some(src), None)),
+            get((None, Some(dst))),
+            get((None, None)),
+        ]
+    }
+
+    fn allows(&self, src: &'a str, dst: &'a str, pr: &Probe) -> bool {
+        let (Some(s), Some(_)) = (self.p.segment_id(src), self.p.segment_id(dst)) else {
+            return false;
+        };
+        match decide(&self.levels(src, dst), FAMILY_V4, pr.proto, pr.port) {
+            Some(r) => r.allow,
+            None if src == dst => !self.p.segment(s).is_some_and(|s| s.intra_deny),
+            None => self.p.doc.defaults.default_action == Action::Allow,
+        }
+    }
+}
+
+/// The kinds of traffic worth comparing for one pair: every protocol and
+/// port a rule of the pair names (in either policy), and "anything else".
+fn probes(levels: &[[&[&Rule]; 4]]) -> BTreeSet<Probe> {
     let mut out = BTreeSet::new();
     out.insert(Probe {
         proto: None,
@@ -68,42 +113,95 @@ fn probes(policies: &[&Policy]) -> BTreeSet<Probe> {
             port: None,
         });
     }
-    for policy in policies {
-        for r in &policy.rules {
-            for &(family, proto) in r.protos.iter().flatten() {
-                if family != FAMILY_V4 && proto != ispf_common::IPPROTO_ICMPV6 {
-                    continue;
-                }
-                let proto = if proto == ispf_common::IPPROTO_ICMPV6 {
-                    IPPROTO_ICMP
-                } else {
-                    proto
-                };
+    for r in levels.iter().flatten().flat_map(|l| l.iter()) {
+        for &(family, proto) in r.protos.iter().flatten() {
+            if family != FAMILY_V4 && proto != ispf_common::IPPROTO_ICMPV6 {
+                continue;
+            }
+            let proto = if proto == ispf_common::IPPROTO_ICMPV6 {
+                IPPROTO_ICMP
+            } else {
+                proto
+            };
+            out.insert(Probe {
+                proto: Some(proto),
+                port: None,
+            });
+            for &(lo, _) in r.ports.iter().flatten() {
                 out.insert(Probe {
                     proto: Some(proto),
-                    port: None,
+                    port: Some(lo),
                 });
-                for &(lo, _) in r.ports.iter().flatten() {
-                    out.insert(Probe {
-                        proto: Some(proto),
-                        port: Some(lo),
-                    });
-                }
             }
         }
     }
     out
 }
 
-fn allowed_services(p: &Policy, src: &str, dst: &str, probes: &BTreeSet<Probe>) -> BTreeSet<Probe> {
-    let (Some(s), Some(d)) = (p.segment_id(src), p.segment_id(dst)) else {
-        return BTreeSet::new();
-    };
-    probes
+/// A rule as it reads, names instead of ids and without its position, so
+/// rules that merely moved in the file compare equal.
+type RuleSig = (Option<String>, Option<String>, String, String, bool);
+
+fn signatures(p: &Policy) -> BTreeMap<RuleSig, usize> {
+    let mut m = BTreeMap::new();
+    for r in &p.rules {
+        let name = |id: Option<u16>| id.map(|i| p.segment_name(i).to_owned());
+        let sig = (
+            name(r.from),
+            name(r.to),
+            format!("{:?}", r.protos),
+            format!("{:?}", r.ports),
+            r.allow,
+        );
+        *m.entry(sig).or_default() += 1;
+    }
+    m
+}
+
+/// The segment pairs whose permitted traffic can differ between `old` and
+/// `new`: those a changed rule names (a `*` stands for every segment),
+/// those of segments added, removed or with another `intra`, and every
+/// pair when the default action changed. The work of a diff is then
+/// proportional to what changed, not to the square of the segments.
+fn affected_pairs(old: &Policy, new: &Policy) -> BTreeSet<(String, String)> {
+    let names: BTreeSet<&str> = old
+        .segments
         .iter()
-        .copied()
-        .filter(|pr| allows(p, s, d, FAMILY_V4, pr.proto, pr.port))
-        .collect()
+        .chain(&new.segments)
+        .map(|s| s.name.as_str())
+        .collect();
+    let mut pairs = BTreeSet::new();
+    let mut add = |from: Option<&str>, to: Option<&str>| {
+        let froms: Vec<&str> = from.map_or_else(|| names.iter().copied().collect(), |f| vec![f]);
+        let tos: Vec<&str> = to.map_or_else(|| names.iter().copied().collect(), |t| vec![t]);
+        for f in &froms {
+            for t in &tos {
+                pairs.insert((f.to_string(), t.to_string()));
+            }
+        }
+    };
+    if old.doc.defaults.default_action != new.doc.defaults.default_action {
+        add(None, None);
+    }
+    let (so, sn) = (signatures(old), signatures(new));
+    for (sig, n) in so.iter().chain(&sn) {
+        let other = if so.get(sig) == Some(n) { &sn } else { &so };
+        if other.get(sig) != Some(n) {
+            add(sig.0.as_deref(), sig.1.as_deref());
+        }
+    }
+    for name in &names {
+        let (o, n) = (old.segment_id(name), new.segment_id(name));
+        let intra =
+            |p: &Policy, id: Option<u16>| id.and_then(|i| p.segment(i)).map(|s| s.intra_deny);
+        if o.is_none() || n.is_none() {
+            add(Some(name), None);
+            add(None, Some(name));
+        } else if intra(old, o) != intra(new, n) {
+            add(Some(name), Some(name));
+        }
+    }
+    pairs
 }
 
 pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
@@ -136,25 +234,23 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
         .cloned()
         .collect();
 
-    let probes = probes(&[old, new]);
-    let names: BTreeSet<String> = old
-        .segments
-        .iter()
-        .chain(&new.segments)
-        .map(|s| s.name.clone())
-        .collect();
-    for src in &names {
-        for dst in &names {
-            let before = allowed_services(old, src, dst, &probes);
-            let after = allowed_services(new, src, dst, &probes);
-            let opened: Vec<String> = after.difference(&before).map(Probe::label).collect();
-            let closed: Vec<String> = before.difference(&after).map(Probe::label).collect();
-            if !opened.is_empty() {
-                d.opened.push((src.clone(), dst.clone(), opened));
-            }
-            if !closed.is_empty() {
-                d.closed.push((src.clone(), dst.clone(), closed));
-            }
+    let (io, in_) = (Index::new(old), Index::new(new));
+    for (src, dst) in affected_pairs(old, new) {
+        let probes = probes(&[io.levels(&src, &dst), in_.levels(&src, &dst)]);
+        let allowed = |ix: &Index, pr: &Probe| ix.allows(&src, &dst, pr);
+        let before: BTreeSet<Probe> = probes.iter().copied().filter(|p| allowed(&io, p)).collect();
+        let after: BTreeSet<Probe> = probes
+            .iter()
+            .copied()
+            .filter(|p| allowed(&in_, p))
+            .collect();
+        let opened: Vec<String> = after.difference(&before).map(Probe::label).collect();
+        let closed: Vec<String> = before.difference(&after).map(Probe::label).collect();
+        if !opened.is_empty() {
+            d.opened.push((src.clone(), dst.clone(), opened));
+        }
+        if !closed.is_empty() {
+            d.closed.push((src, dst, closed));
         }
     }
     d

@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod diff;
+pub mod load;
 pub mod model;
 mod validate;
 
@@ -100,6 +101,9 @@ pub struct Rule {
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub doc: PolicyDoc,
+    /// SHA-256 of the document's text as read (of its canonical JSON when
+    /// built from a value).
+    pub sha256: [u8; 32],
     /// `ids[i]` is the id of `segments[i]`.
     pub ids: Vec<u16>,
     pub segments: Vec<Segment>,
@@ -139,14 +143,24 @@ impl Policy {
                 message,
             }
         })?;
-        Self::from_doc(doc).map_err(|problems| PolicyError::Invalid {
+        let mut p = validate::validate(doc).map_err(|problems| PolicyError::Invalid {
             file: file.to_owned(),
             problems,
-        })
+        })?;
+        p.sha256 = sha256(text.as_bytes());
+        Ok(p)
     }
 
     pub fn from_doc(doc: PolicyDoc) -> Result<Self, Vec<Problem>> {
-        validate::validate(doc)
+        let canonical = serde_json::to_vec(&doc).unwrap_or_default();
+        let mut p = validate::validate(doc)?;
+        p.sha256 = sha256(&canonical);
+        Ok(p)
+    }
+
+    /// [`Self::sha256`] in hex.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256)
     }
 
     pub fn segment_name(&self, id: u16) -> &str {
@@ -220,6 +234,15 @@ impl Policy {
     pub fn max_segment_id(&self) -> u16 {
         self.ids.iter().copied().max().unwrap_or(0)
     }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -366,6 +366,7 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
     let ids = (1..=segments.len() as u16).collect();
     Ok(Policy {
         doc,
+        sha256: [0; 32],
         ids,
         segments,
         world,

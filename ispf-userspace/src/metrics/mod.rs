@@ -2,9 +2,14 @@
 //! policy (segments, rules, reasons, maps, interfaces), never by device or
 //! address, so a hospital's Prometheus does not explode with cardinality.
 
+pub mod http;
+
+use std::collections::BTreeMap;
+
+use ispf_common::{CounterKey, CounterVal};
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::{control::InterfaceStatus, datapath::Datapath, events::rule_label, policy::Policy};
+use crate::{control::InterfaceStatus, datapath::Stats, events::rule_label, policy::Policy};
 
 /// Controller-side facts the datapath does not hold.
 pub struct ControllerFacts<'a> {
@@ -42,8 +47,13 @@ fn gauge1(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> 
     Ok(g)
 }
 
-/// Renders every metric from the maps as they are now.
-pub fn render(dp: &Datapath, f: &ControllerFacts) -> prometheus::Result<String> {
+/// Renders every metric from the maps as they are now; `counters` are
+/// those of the segments `f.policy` has.
+pub fn render(
+    dp: &Stats,
+    counters: &BTreeMap<CounterKey, CounterVal>,
+    f: &ControllerFacts,
+) -> prometheus::Result<String> {
     let r = Registry::new();
     let labels = ["src_segment", "dst_segment", "verdict", "reason"];
     let packets = counter(
@@ -71,7 +81,7 @@ pub fn render(dp: &Datapath, f: &ControllerFacts) -> prometheus::Result<String> 
         &["src_segment", "dst_segment"],
     )?;
     let name = |id| f.policy.segment_name(id).to_owned();
-    for (k, v) in dp.counters() {
+    for (k, v) in counters {
         let (src, dst) = (name(k.src), name(k.dst));
         let verdict = if k.verdict == ispf_common::VERDICT_PASS {
             "pass"
@@ -156,11 +166,13 @@ pub fn render(dp: &Datapath, f: &ControllerFacts) -> prometheus::Result<String> 
     let attach = gauge(
         &r,
         "ispf_interface_attached",
-        "1 per interface ispf enforces on, with its XDP mode.",
+        "1 per interface the kernel has ispf attached to, 0 for one ispf should enforce but cannot now (the port is gone), with its XDP mode.",
         &["interface", "mode"],
     )?;
     for i in f.interfaces {
-        attach.with_label_values(&[&i.name, &i.mode]).set(1);
+        attach
+            .with_label_values(&[&i.name, &i.mode])
+            .set(i.attached as i64);
     }
     let t = dp.event_totals();
     let events = counter(

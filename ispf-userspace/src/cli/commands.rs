@@ -1,0 +1,301 @@
+//! What each subcommand does.
+
+use std::{io::Write, path::Path, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+use ispf::{
+    control::{self, Request, Response},
+    controller::{self, RunOptions},
+    datapath::{check_fits, Counts, Datapath, MapSizeRequest, MapSizes},
+    events::EventFilter,
+    policy::{compile::compile, load::absolute, load::read_policy, PolicyDoc},
+    replay::read_frames,
+};
+use ispf_common::reason_name;
+
+use super::{map_sizes, show, Command, Verdict};
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Check {
+            policy,
+            map_sizes: m,
+        } => check(&policy, map_sizes(&m), !m.is_empty()),
+        Command::Replay { policy, pcap, json } => replay(&policy, &pcap, json),
+        Command::Run {
+            policy,
+            interfaces,
+            pin_dir,
+            run_dir,
+            map_sizes: m,
+            metrics_addr,
+            metrics_allow_remote,
+            events_out,
+            reapply,
+        } => {
+            controller::run(RunOptions {
+                policy: absolute(policy),
+                interfaces,
+                pin_dir,
+                run_dir,
+                sizes: map_sizes(&m),
+                metrics_addr,
+                metrics_allow_remote,
+                events_out,
+                reapply,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events {
+            segment,
+            reason,
+            verdict,
+            run_dir,
+        } => {
+            let filter = EventFilter {
+                segment,
+                reason,
+                verdict: verdict.map(|v| match v {
+                    Verdict::Pass => "pass".to_owned(),
+                    Verdict::Drop => "drop".to_owned(),
+                }),
+            };
+            let mut r = control::subscribe(&run_dir, filter)?;
+            let mut out = std::io::stdout().lock();
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut r, &mut line)? > 0 {
+                out.write_all(line.as_bytes())?;
+                out.flush()?;
+                line.clear();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Top { once, run_dir } => {
+            show::top(&run_dir, once)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload {
+            policy,
+            dry_run,
+            run_dir,
+        } => reload(policy, dry_run, &run_dir),
+        Command::Status { json, run_dir } => {
+            match control::request(&run_dir, &Request::Status, Duration::from_secs(30))? {
+                Response::Status(s) if json => {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Response::Status(s) => {
+                    show::print_status(&s);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Response::Error { message } => anyhow::bail!("{message}"),
+                other => anyhow::bail!("unexpected answer {other:?}"),
+            }
+        }
+        Command::Detach { pin_dir, run_dir } => detach(&pin_dir, &run_dir),
+        Command::Schema => {
+            let schema = schemars::schema_for!(PolicyDoc);
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> Result<ExitCode> {
+    // The controller resolves relative paths from its own directory.
+    let policy = policy.map(absolute);
+    match control::request(
+        run_dir,
+        &Request::Reload { policy, dry_run },
+        Duration::from_secs(300),
+    )? {
+        Response::Reload(r) => {
+            print!("{}", r.diff);
+            if r.applied {
+                println!(
+                    "applied {} as generation {}",
+                    r.policy_path.display(),
+                    r.generation
+                );
+            } else {
+                println!(
+                    "dry run: nothing applied (generation {} stays)",
+                    r.generation
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Response::Error { message } => {
+            eprintln!("ispf: reload refused: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn detach(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
+    match control::request(run_dir, &Request::Detach, Duration::from_secs(30)) {
+        Ok(Response::Detached) => println!("detached; the controller has stopped"),
+        Ok(Response::Error { message }) => anyhow::bail!("detach failed: {message}"),
+        Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
+        // No controller: remove what it left pinned.
+        Err(control::ControlError::Connect { .. }) => {
+            ispf::system::require_root()?;
+            let ifaces = controller::detach(pin_dir, run_dir)?;
+            println!(
+                "detached from {}",
+                if ifaces.is_empty() {
+                    "no interface".to_owned()
+                } else {
+                    ifaces.join(", ")
+                }
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(file: &Path, request: MapSizeRequest, explicit: bool) -> Result<ExitCode> {
+    let p = match read_policy(file) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let c = compile(&p);
+    let counts = Counts::of(&c);
+    let sizes = request.resolve(&counts);
+    // The rule every reload applies: this policy must fit beside one as
+    // large (the generation still enforced while it is written).
+    if let Err(e) = check_fits(&sizes, &counts, &counts) {
+        eprintln!("{}: does not fit: {e}", file.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}: valid", file.display());
+    println!(
+        "  segments: {} ({} listed, plus world/{} where unlisted)",
+        p.segments.len(),
+        p.doc.segments.len(),
+        p.doc.defaults.unknown_source
+    );
+    println!(
+        "  devices:  {} ({} MACs, {} IPv4, {} IPv6)",
+        p.devices.len(),
+        c.dev_mac.len(),
+        c.dev_v4.len(),
+        c.dev_v6.len()
+    );
+    println!("  routers:  {}", p.routers.len());
+    println!("  rules:    {}", p.rules.len());
+    println!(
+        "  compiled: {} map entries ({} rule-matrix entries, {} subnet prefixes, {} VLANs, {} port-class ports)",
+        c.entry_count(),
+        c.policy.len(),
+        c.subnet_v4.len() + c.subnet_v6.len(),
+        c.vlans.len(),
+        c.port_classes.len()
+    );
+    let how = if explicit {
+        "as given"
+    } else {
+        "as `ispf run` sizes them for this policy"
+    };
+    let d = MapSizes::default();
+    println!(
+        "  map sizes ({how}): devices {}{}, policy {}{}; two generations fit, so it can be reloaded",
+        sizes.devices,
+        if sizes.devices > d.devices { " (above the default)" } else { "" },
+        sizes.policy,
+        if sizes.policy > d.policy { " (above the default)" } else { "" },
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One `--json` line; field order as documented.
+#[derive(serde::Serialize)]
+struct ReplayLine<'a> {
+    packet: usize,
+    verdict: &'a str,
+    reason: &'a str,
+    src_segment: &'a str,
+    dst_segment: &'a str,
+}
+
+fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
+    let p = match read_policy(policy_file) {
+        Ok((p, _)) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let frames = read_frames(pcap)?;
+    let c = compile(&p);
+    let sizes = MapSizeRequest::default().resolve(&Counts::of(&c));
+    let mut dp = Datapath::load(sizes).context("cannot replay")?;
+    dp.apply(&c)
+        .context("applying the policy to the loaded program")?;
+    let mut out = std::io::stdout().lock();
+    let mut totals = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    if !json {
+        writeln!(
+            out,
+            "{:>6}  {:<7} {:<18} {:<24} {:<24} rule",
+            "frame", "verdict", "reason", "from", "to"
+        )?;
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        let o = dp
+            .run(frame)
+            .with_context(|| format!("{}: frame {}", pcap.display(), i + 1))?;
+        let reason = reason_name(o.reason).unwrap_or("unknown");
+        let verdict = if o.pass { "pass" } else { "drop" };
+        let (src, dst) = (p.segment_name(o.src), p.segment_name(o.dst));
+        let t = totals.entry(reason).or_default();
+        if o.pass {
+            t.0 += 1
+        } else {
+            t.1 += 1
+        }
+        if json {
+            let line = ReplayLine {
+                packet: i + 1,
+                verdict,
+                reason,
+                src_segment: src,
+                dst_segment: dst,
+            };
+            writeln!(out, "{}", serde_json::to_string(&line)?)?;
+        } else {
+            let rule = o
+                .rule
+                .map(
+                    |r| match p.doc.rules.get(r as usize).and_then(|r| r.id.as_deref()) {
+                        Some(id) => format!("rules[{r}] ({id})"),
+                        None => format!("rules[{r}]"),
+                    },
+                )
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "{:>6}  {:<7} {:<18} {:<24} {:<24} {}",
+                i + 1,
+                verdict,
+                reason,
+                src,
+                dst,
+                rule
+            )?;
+        }
+    }
+    if !json {
+        writeln!(out, "\n{} frames", frames.len())?;
+        for (reason, (pass, drop)) in totals {
+            writeln!(out, "  {reason:<18} {pass:>6} passed {drop:>6} dropped")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

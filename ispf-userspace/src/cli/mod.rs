@@ -1,0 +1,164 @@
+//! The command line: every subcommand and its options. Dispatch is in
+//! `commands`; what is printed for people is in `show`.
+
+pub mod commands;
+pub mod show;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use ispf::{
+    control::{DEFAULT_PIN_DIR, DEFAULT_RUN_DIR},
+    controller::DEFAULT_METRICS_ADDR,
+    datapath::MapSizeRequest,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "ispf",
+    version,
+    about = "Internal segmentation firewall for hospital care-unit networks (XDP)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `NAME=ENTRIES` for `--map-size`.
+fn map_size(spec: &str) -> Result<String, String> {
+    MapSizeRequest::default().set(spec)?;
+    Ok(spec.to_owned())
+}
+
+pub fn map_sizes(specs: &[String]) -> MapSizeRequest {
+    let mut r = MapSizeRequest::default();
+    for s in specs {
+        // Checked by the parser already.
+        let _ = r.set(s);
+    }
+    r
+}
+
+/// A verdict reason, as counters and events name it.
+fn reason(s: &str) -> Result<String, String> {
+    if ispf_common::REASON_NAMES.contains(&s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "no reason `{s}`; reasons are: {}",
+            ispf_common::REASON_NAMES.join(", ")
+        ))
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Verdict {
+    Pass,
+    Drop,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate a policy file and summarise what it compiles to, with the
+    /// map sizes it needs (two generations of it must fit: `reload`
+    /// applies the same rule).
+    Check {
+        policy: PathBuf,
+        /// Check against these map sizes (NAME=ENTRIES: devices, policy,
+        /// conntrack, fragments) instead of those `run` would choose.
+        #[arg(long = "map-size", value_name = "NAME=ENTRIES", value_parser = map_size)]
+        map_sizes: Vec<String>,
+    },
+    /// Run every frame of a pcap/pcapng capture through the real XDP program
+    /// (BPF_PROG_TEST_RUN) under POLICY and print each verdict. Needs root.
+    Replay {
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        pcap: PathBuf,
+        /// One JSON object per frame on stdout, nothing else.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of the policy format.
+    Schema,
+    /// Enforce POLICY on the named bridge ports until stopped. Enforcement
+    /// is pinned and survives this process; a restart adopts it.
+    Run {
+        #[arg(long)]
+        policy: PathBuf,
+        /// A bridge port to enforce on (repeat for several).
+        #[arg(long = "iface", required = true)]
+        interfaces: Vec<String>,
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+        /// Map sizes (NAME=ENTRIES: devices, policy, conntrack, fragments);
+        /// by default sized from the policy at start for two generations.
+        #[arg(long = "map-size", value_name = "NAME=ENTRIES", value_parser = map_size)]
+        map_sizes: Vec<String>,
+        /// Serve Prometheus metrics here (plain HTTP, /metrics).
+        #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
+        metrics_addr: std::net::SocketAddr,
+        /// Allow --metrics-addr to be a non-loopback address.
+        #[arg(long)]
+        metrics_allow_remote: bool,
+        /// Write every flow event as a JSON line to FILE (`-`: stdout).
+        #[arg(long = "events", value_name = "FILE")]
+        events_out: Option<PathBuf>,
+        /// When the pinned datapath enforces a policy the run directory
+        /// has no record of, apply POLICY over it as a new generation
+        /// (connections are re-established) instead of refusing to start.
+        #[arg(long)]
+        reapply: bool,
+    },
+    /// Follow flow events of the running controller, as JSON lines.
+    Events {
+        /// Only events from or to this segment.
+        #[arg(long)]
+        segment: Option<String>,
+        /// Only events with this reason (denied_rule, spoofed, allowed, ...).
+        #[arg(long, value_parser = reason)]
+        reason: Option<String>,
+        /// Only passed or only dropped packets' events.
+        #[arg(long, value_enum)]
+        verdict: Option<Verdict>,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Live view of the busiest and the most-dropped segment pairs.
+    Top {
+        /// Print one refresh and exit.
+        #[arg(long)]
+        once: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Validate and apply a policy atomically (the running one's file when
+    /// POLICY is omitted); prints what changes. An invalid file changes nothing.
+    Reload {
+        policy: Option<PathBuf>,
+        /// Show what would change without applying it.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Policy generation, interfaces, map occupancy and counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Remove ispf from every interface and delete its pins and maps: the
+    /// off switch (stopping the controller leaves enforcement in place).
+    Detach {
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+}

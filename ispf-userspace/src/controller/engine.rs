@@ -1,0 +1,371 @@
+//! The engine: the one thread that owns the datapath and changes what is
+//! enforced — reloads, re-attaching ports that come back, reaping stale
+//! fragments, detaching. Everything else talks to it through commands and
+//! reads what it publishes ([`Shared`]), so a long reload never delays an
+//! answer to `ispf status` or a scrape.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::{
+    ports::{self, LinkEvent},
+    shared::{Shared, Snapshot},
+    state::{Enforced, RunDir, State},
+};
+use crate::{
+    control::{InterfaceStatus, ReloadReport, Response},
+    datapath::Datapath,
+    policy::{compile::compile, diff::diff, load::read_policy, Policy},
+};
+
+pub enum Command {
+    Reload {
+        path: Option<PathBuf>,
+        dry_run: bool,
+        reply: oneshot::Sender<Response>,
+    },
+    Link(LinkEvent),
+    /// Once a second: check every port against the kernel; now and then
+    /// reap fragment state.
+    Tick,
+    Detach {
+        reply: oneshot::Sender<Response>,
+    },
+}
+
+pub fn log(msg: impl std::fmt::Display) {
+    eprintln!("ispf: {msg}");
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+pub struct Engine {
+    pub dp: Datapath,
+    pub policy: Arc<Policy>,
+    pub enforced: Enforced,
+    pub adopted: bool,
+    pub ports: Vec<InterfaceStatus>,
+    pub pin_dir: PathBuf,
+    pub run: RunDir,
+    pub shared: Option<Arc<Shared>>,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    last_reload_unix: i64,
+    last_reload_ok: bool,
+    last_gc: Instant,
+}
+
+impl Engine {
+    pub fn new(
+        dp: Datapath,
+        policy: Policy,
+        enforced: Enforced,
+        adopted: bool,
+        ports: Vec<InterfaceStatus>,
+        pin_dir: &Path,
+        run: RunDir,
+    ) -> Self {
+        Self {
+            dp,
+            policy: Arc::new(policy),
+            enforced,
+            adopted,
+            ports,
+            pin_dir: pin_dir.to_owned(),
+            run,
+            shared: None,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_unix: unix_now(),
+            last_reload_ok: true,
+            last_gc: Instant::now(),
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            policy: self.policy.clone(),
+            policy_path: self.enforced.path.clone(),
+            generation: self.dp.epoch(),
+            applied_at: self.enforced.applied_at.clone(),
+            adopted: self.adopted,
+            pin_dir: self.pin_dir.clone(),
+            interfaces: self.ports.clone(),
+            reloads_ok: self.reloads_ok,
+            reloads_failed: self.reloads_failed,
+            last_reload_unix: self.last_reload_unix,
+            last_reload_ok: self.last_reload_ok,
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(s) = &self.shared {
+            s.publish(self.snapshot());
+        }
+    }
+
+    pub fn save_state(&self, enforced: Vec<Enforced>) -> Result<()> {
+        self.run.save(&State {
+            enforced,
+            interfaces: self.ports.clone(),
+        })?;
+        Ok(())
+    }
+
+    /// Serves commands until a detach or until every sender is gone.
+    pub fn serve(mut self, rx: std::sync::mpsc::Receiver<Command>, shared: Arc<Shared>) {
+        self.shared = Some(shared);
+        self.publish();
+        while let Ok(cmd) = rx.recv() {
+            match cmd {
+                Command::Reload {
+                    path,
+                    dry_run,
+                    reply,
+                } => {
+                    let r = self.reload(path, dry_run);
+                    let _ = reply.send(r);
+                }
+                Command::Link(ev) => self.on_link(ev),
+                Command::Tick => self.tick(),
+                Command::Detach { reply } => {
+                    let r = self.detach();
+                    let _ = reply.send(r);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn busy(&self, what: Option<String>) {
+        if let Some(s) = &self.shared {
+            s.set_busy(what);
+        }
+    }
+
+    pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool) -> Response {
+        let path = path.unwrap_or_else(|| self.enforced.path.clone());
+        self.busy(Some(format!(
+            "applying {} since {}",
+            path.display(),
+            now_rfc3339()
+        )));
+        let result = self.try_reload(&path, dry_run);
+        self.busy(None);
+        if !dry_run {
+            self.last_reload_unix = unix_now();
+            self.last_reload_ok = result.is_ok();
+        }
+        let resp = match result {
+            Ok(r) => {
+                if r.applied {
+                    self.reloads_ok += 1;
+                    log(format!(
+                        "applied {} as generation {}",
+                        path.display(),
+                        r.generation
+                    ));
+                }
+                Response::Reload(r)
+            }
+            Err(e) => {
+                if !dry_run {
+                    self.reloads_failed += 1;
+                }
+                log(format!("reload refused, enforcement unchanged: {e:#}"));
+                Response::Error {
+                    message: format!(
+                        "{e:#}\nthe running policy (generation {}) stays enforced",
+                        self.dp.epoch()
+                    ),
+                }
+            }
+        };
+        self.publish();
+        resp
+    }
+
+    fn try_reload(&mut self, path: &Path, dry_run: bool) -> Result<ReloadReport> {
+        let (mut new, bytes) = read_policy(path)?;
+        let d = diff(&self.policy, &new);
+        if dry_run {
+            return Ok(ReloadReport {
+                policy_path: path.to_owned(),
+                diff: d,
+                applied: false,
+                generation: self.dp.epoch(),
+            });
+        }
+        let gone = new.keep_ids(&self.policy.segment_ids());
+        let next = Enforced {
+            sha256: new.sha256_hex(),
+            path: path.to_owned(),
+            applied_at: now_rfc3339(),
+            segment_ids: new.segment_ids(),
+        };
+        // Recorded before it is applied: whatever the kernel enforces if
+        // this process dies in between, the run directory knows it.
+        self.run.save_policy(&next.sha256, &bytes)?;
+        self.save_state(vec![self.enforced.clone(), next.clone()])?;
+        let applied = self.dp.apply(&compile(&new));
+        let generation = match applied {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self.save_state(vec![self.enforced.clone()]);
+                self.run.prune(&[&self.enforced.sha256]);
+                return Err(e.into());
+            }
+        };
+        if !gone.is_empty() {
+            self.dp.end_segments(&gone)?;
+        }
+        self.policy = Arc::new(new);
+        self.enforced = next;
+        self.save_state(vec![self.enforced.clone()])?;
+        self.run.prune(&[&self.enforced.sha256]);
+        Ok(ReloadReport {
+            policy_path: path.to_owned(),
+            diff: d,
+            applied: true,
+            generation,
+        })
+    }
+
+    fn note(&self, kind: &str, iface: &str, detail: &str) {
+        log(format!("{iface}: {detail}"));
+        if let Some(s) = &self.shared {
+            s.deliver_note(&json!({
+                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "event": kind,
+                "interface": iface,
+                "detail": detail,
+            }));
+        }
+    }
+
+    fn prog_id(&self) -> u32 {
+        self.dp.program().info().map(|i| i.id()).unwrap_or(0)
+    }
+
+    /// Brings port `i` in line with the kernel: re-attaches it when its
+    /// interface exists without our program, reports it when it is gone.
+    fn check_port(&mut self, i: usize) {
+        let prog_id = self.prog_id();
+        let name = self.ports[i].name.clone();
+        let now_attached = ports::attached(&self.pin_dir, &name, prog_id);
+        let ifindex = crate::bpfsys::ifindex(&name);
+        let was = self.ports[i].attached;
+        if now_attached {
+            self.ports[i].attached = true;
+            self.ports[i].ifindex = ifindex;
+            return;
+        }
+        if ifindex == 0 {
+            if was {
+                self.note(
+                    "port_gone",
+                    &name,
+                    "the port disappeared; it is not enforced until it returns, and is re-attached then",
+                );
+            }
+            self.ports[i].attached = false;
+            self.ports[i].ifindex = 0;
+            return;
+        }
+        match ports::attach(&mut self.dp, &name, &self.pin_dir) {
+            Ok(st) => {
+                self.ports[i] = st;
+                self.note(
+                    "port_attached",
+                    &name,
+                    "the port is back and enforced again",
+                );
+            }
+            Err(e) => {
+                if was || self.ports[i].ifindex != ifindex {
+                    self.note(
+                        "port_unenforced",
+                        &name,
+                        &format!("the port exists but cannot be enforced: {e:#}"),
+                    );
+                }
+                self.ports[i].attached = false;
+                self.ports[i].ifindex = ifindex;
+            }
+        }
+    }
+
+    fn on_link(&mut self, ev: LinkEvent) {
+        let name = match &ev {
+            LinkEvent::Present { name, .. } | LinkEvent::Gone { name } => name,
+        };
+        let Some(i) = self.ports.iter().position(|p| &p.name == name) else {
+            return;
+        };
+        let before = self.ports[i].clone();
+        self.check_port(i);
+        if self.ports[i] != before {
+            let _ = self.save_state(vec![self.enforced.clone()]);
+            self.publish();
+        }
+    }
+
+    fn tick(&mut self) {
+        let before = self.ports.clone();
+        for i in 0..self.ports.len() {
+            self.check_port(i);
+        }
+        if self.ports != before {
+            let _ = self.save_state(vec![self.enforced.clone()]);
+            self.publish();
+        }
+        if self.last_gc.elapsed() >= Duration::from_secs(10) {
+            self.last_gc = Instant::now();
+            let timeout = self.policy.doc.defaults.timeouts.fragment;
+            self.dp.gc_fragments(timeout);
+        }
+    }
+
+    fn detach(&mut self) -> Response {
+        match detach(&self.pin_dir, &self.run) {
+            Ok(ifaces) => {
+                log(format!(
+                    "detached from {}; enforcement removed",
+                    ifaces.join(", ")
+                ));
+                Response::Detached
+            }
+            Err(e) => Response::Error {
+                message: format!("{e:#}"),
+            },
+        }
+    }
+}
+
+/// Removes every ispf pin under `pin_dir` and the run-directory state: the
+/// links go (so the program is detached from every interface), then the
+/// program and maps, which the kernel frees once nothing holds them.
+pub fn detach(pin_dir: &Path, run: &RunDir) -> Result<Vec<String>> {
+    let ifaces = ports::unpin_all(pin_dir)?;
+    if pin_dir.exists() {
+        std::fs::remove_dir_all(pin_dir)
+            .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
+    }
+    run.clear();
+    Ok(ifaces)
+}

@@ -1,0 +1,255 @@
+//! `ispf run`: load (or adopt) the datapath, enforce on the named ports,
+//! and serve clients until stopped.
+//!
+//! Everything the kernel needs is pinned under the pin directory, so
+//! enforcement does not depend on this process: killing it leaves the
+//! program, links and maps in place, and the next `ispf run` adopts them.
+//!
+//! Inside, one engine thread owns the datapath and makes every change
+//! ([`engine`]); the control socket ([`server`]), `/metrics`
+//! ([`crate::metrics::http`]), the events reader and the link watcher
+//! ([`ports`]) are tasks of their own that read what the engine publishes
+//! ([`shared`]) and send it commands.
+
+mod engine;
+mod ports;
+mod server;
+mod shared;
+mod start;
+pub mod state;
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    sync::{atomic::Ordering, Arc},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+use tokio::{
+    io::unix::AsyncFd,
+    net::{TcpListener, UnixListener},
+    signal::unix::{signal, SignalKind},
+    sync::Notify,
+};
+
+pub use start::RunOptions;
+
+use crate::{
+    control::socket_path,
+    events::EventRecord,
+    metrics::{self, ControllerFacts},
+    system,
+};
+use engine::{log, Command};
+use shared::Shared;
+
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
+
+/// Removes ispf from every port and deletes its pins and run state, with no
+/// controller running.
+pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Vec<String>> {
+    engine::detach(pin_dir, &state::RunDir::new(run_dir))
+}
+
+/// Runs the controller until SIGTERM/SIGINT (enforcement stays) or a
+/// `detach` request (enforcement removed).
+pub fn run(opts: RunOptions) -> Result<()> {
+    // Before anything is bound or read: a non-root start must say so, not
+    // fail on something root would have been allowed to do.
+    system::require_root()?;
+    if !opts.metrics_addr.ip().is_loopback() && !opts.metrics_allow_remote {
+        bail!(
+            "--metrics-addr {} is not a loopback address: anyone who can reach it could read the unit's traffic matrix; pass --metrics-allow-remote to serve it anyway",
+            opts.metrics_addr
+        );
+    }
+    let sock = socket_path(&opts.run_dir);
+    if server::answering(&opts.run_dir) {
+        bail!(
+            "another ispf controller is already running (it answers on {}); stop it first",
+            sock.display()
+        );
+    }
+    let events_out: Option<Box<dyn std::io::Write + Send>> = match &opts.events_out {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),
+        Some(p) => Some(Box::new(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("opening events file {}", p.display()))?,
+        )),
+    };
+    // Bound before anything is attached, so a busy port fails the start
+    // cleanly instead of leaving enforcement behind without a controller.
+    let metrics_std = std::net::TcpListener::bind(opts.metrics_addr).with_context(|| {
+        format!(
+            "serving metrics on {} (pick another with --metrics-addr)",
+            opts.metrics_addr
+        )
+    })?;
+    metrics_std.set_nonblocking(true)?;
+    let mut engine = start::start(&opts)?;
+    let _ = fs::remove_file(&sock);
+    let shared = Arc::new(Shared::new(
+        engine.snapshot(),
+        engine.dp.open_stats()?,
+        events_out,
+    ));
+    let ring = engine.dp.take_events();
+    let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
+    let engine_thread = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name("ispf-engine".into())
+            .spawn(move || engine.serve(cmd_rx, shared))?
+    };
+    let (link_tx, link_rx) = std::sync::mpsc::channel();
+    if let Err(e) = ports::watch_links(link_tx) {
+        log(format!(
+            "warning: cannot follow link events ({e:#}); ports are checked every second instead"
+        ));
+    }
+    {
+        let cmd = cmd_tx.clone();
+        std::thread::Builder::new()
+            .name("ispf-link-fwd".into())
+            .spawn(move || {
+                while let Ok(ev) = link_rx.recv() {
+                    if cmd.send(Command::Link(ev)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(serve_all(opts, sock, metrics_std, shared, ring, cmd_tx));
+    // Dropping the runtime drops the last command senders: the engine
+    // thread ends (or has ended, after a detach).
+    drop(rt);
+    let _ = engine_thread.join();
+    result
+}
+
+async fn serve_all(
+    opts: RunOptions,
+    sock: std::path::PathBuf,
+    metrics_std: std::net::TcpListener,
+    shared: Arc<Shared>,
+    ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
+    cmd_tx: std::sync::mpsc::Sender<Command>,
+) -> Result<()> {
+    let listener =
+        UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
+    let shutdown = Arc::new(Notify::new());
+    let control = Arc::new(server::Control::new(
+        shared.clone(),
+        cmd_tx.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(server::serve(listener, control));
+
+    let metrics = TcpListener::from_std(metrics_std)?;
+    log(format!(
+        "metrics on http://{}/metrics",
+        metrics.local_addr().unwrap_or(opts.metrics_addr)
+    ));
+    let render_shared = shared.clone();
+    let render: metrics::http::Render = Arc::new(move || render_metrics(&render_shared));
+    tokio::spawn(metrics::http::serve(metrics, render));
+
+    if let Some(rb) = ring {
+        // SAFETY: the ring buffer owns its map fd for as long as the
+        // AsyncFd owns the ring buffer, and never swaps it.
+        let fd = unsafe { AsyncFd::register(rb) }
+            .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
+        tokio::spawn(read_events(fd, shared.clone()));
+    }
+    {
+        let cmd = cmd_tx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if cmd.send(Command::Tick).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                log("SIGHUP: reloading the policy file");
+                let (reply, _) = tokio::sync::oneshot::channel();
+                let _ = cmd_tx.send(Command::Reload { path: None, dry_run: false, reply });
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = shutdown.notified() => {
+                // Detached: nothing is enforced any more.
+                return Ok(());
+            }
+        }
+    }
+    let _ = fs::remove_file(&sock);
+    log(format!(
+        "stopped; enforcement continues from the pins under {} (`ispf detach` removes it)",
+        opts.pin_dir.display()
+    ));
+    Ok(())
+}
+
+async fn read_events(mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, shared: Arc<Shared>) {
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        {
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                if item.len() >= std::mem::size_of::<ispf_common::Event>() {
+                    // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                    batch.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<ispf_common::Event>())
+                    });
+                }
+            }
+        }
+        guard.clear_ready();
+        let policy = shared.snapshot().policy.clone();
+        for e in &batch {
+            shared.deliver(&EventRecord::decode(e, &policy));
+        }
+    }
+}
+
+fn render_metrics(shared: &Shared) -> String {
+    let snap = shared.snapshot();
+    let counters = server::current_counters(shared);
+    let facts = ControllerFacts {
+        policy: &snap.policy,
+        interfaces: &snap.interfaces,
+        generation: snap.generation,
+        last_reload_unix: snap.last_reload_unix,
+        last_reload_ok: snap.last_reload_ok,
+        reloads_ok: snap.reloads_ok,
+        reloads_failed: snap.reloads_failed,
+        events_written: shared.events_written.load(Ordering::Relaxed),
+        events_slow_reader: shared.events_slow_reader.load(Ordering::Relaxed),
+    };
+    let stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+    metrics::render(&stats, &counters, &facts)
+        .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
+}

@@ -1,0 +1,308 @@
+//! The control socket. Every connection has a task of its own, a bounded
+//! request line, read and write deadlines and a place under a connection
+//! cap, so no client — idle, slow, hostile — can delay another's answer.
+//! Status and counters are answered from the published snapshot and a
+//! separate handle on the statistics maps; only reloads and detach go to
+//! the engine.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc::Sender,
+        Arc,
+    },
+    time::Duration,
+};
+
+use ispf_common::{reason_name, VERDICT_PASS};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{oneshot, Notify, Semaphore},
+};
+
+use super::{engine::Command, shared::Shared};
+use crate::control::{CounterRow, MapStatus, Request, Response, Status};
+
+/// Requests are small JSON objects; anything longer is refused.
+pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+/// Connections served at once (idle ones included); more are told so.
+pub const MAX_CONNECTIONS: usize = 512;
+/// Event followers at once.
+pub const MAX_FOLLOWERS: usize = 64;
+/// Reloads waiting for the engine at once.
+const MAX_QUEUED_RELOADS: usize = 4;
+const READ_DEADLINE: Duration = Duration::from_secs(5);
+const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+
+pub struct Control {
+    pub shared: Arc<Shared>,
+    pub engine: Sender<Command>,
+    pub shutdown: Arc<Notify>,
+    queued: AtomicUsize,
+    connections: Arc<Semaphore>,
+    followers: Arc<Semaphore>,
+}
+
+impl Control {
+    pub fn new(shared: Arc<Shared>, engine: Sender<Command>, shutdown: Arc<Notify>) -> Self {
+        Self {
+            shared,
+            engine,
+            shutdown,
+            queued: AtomicUsize::new(0),
+            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
+        }
+    }
+}
+
+fn answer(resp: &Response) -> Vec<u8> {
+    let mut out = serde_json::to_vec(resp).unwrap_or_else(|e| {
+        serde_json::to_vec(&Response::Error {
+            message: format!("cannot encode the answer: {e}"),
+        })
+        .unwrap_or_default()
+    });
+    out.push(b'\n');
+    out
+}
+
+async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&answer(resp))).await,
+        Ok(Ok(()))
+    )
+}
+
+pub async fn serve(listener: UnixListener, c: Arc<Control>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let c = c.clone();
+        match c.connections.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    handle(stream, &c).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
+                    let busy = Response::Error {
+                        message: format!("the controller is serving {MAX_CONNECTIONS} connections already; try again"),
+                    };
+                    send(&mut stream, &busy).await;
+                });
+            }
+        }
+    }
+}
+
+async fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    let mut line = Vec::new();
+    let mut limited = BufReader::new(&mut *stream).take(MAX_REQUEST_BYTES + 1);
+    match tokio::time::timeout(READ_DEADLINE, limited.read_until(b'\n', &mut line)).await {
+        Err(_) => return Err("no request within 5 s".into()),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Ok(Ok(0)) => return Err("no request".into()),
+        Ok(Ok(_)) => {}
+    }
+    if line.len() as u64 > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request longer than {MAX_REQUEST_BYTES} bytes refused"
+        ));
+    }
+    serde_json::from_slice(&line).map_err(|e| format!("bad request: {e}"))
+}
+
+async fn handle(mut stream: UnixStream, c: &Control) {
+    let req = match read_request(&mut stream).await {
+        Ok(r) => r,
+        Err(message) => {
+            send(&mut stream, &Response::Error { message }).await;
+            return;
+        }
+    };
+    let resp = match req {
+        Request::Status => {
+            let shared = c.shared.clone();
+            tokio::task::spawn_blocking(move || Response::Status(status(&shared)))
+                .await
+                .unwrap_or_else(|e| Response::Error {
+                    message: e.to_string(),
+                })
+        }
+        Request::Counters => {
+            let shared = c.shared.clone();
+            tokio::task::spawn_blocking(move || Response::Counters {
+                rows: counter_rows(&shared),
+            })
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                message: e.to_string(),
+            })
+        }
+        Request::Reload { policy, dry_run } => reload(c, policy, dry_run).await,
+        Request::Events { filter } => {
+            if let Err(message) = filter.validate(&c.shared.snapshot().policy) {
+                send(&mut stream, &Response::Error { message }).await;
+                return;
+            }
+            let Ok(_follower) = c.followers.clone().try_acquire_owned() else {
+                let message = format!("{MAX_FOLLOWERS} event followers already; try again");
+                send(&mut stream, &Response::Error { message }).await;
+                return;
+            };
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
+            if !send(&mut stream, &Response::Subscribed).await {
+                return;
+            }
+            c.shared.subscribe(tx, filter);
+            while let Some(line) = rx.recv().await {
+                let w = tokio::time::timeout(WRITE_DEADLINE, stream.write_all(line.as_bytes()));
+                if !matches!(w.await, Ok(Ok(()))) {
+                    break;
+                }
+            }
+            return;
+        }
+        Request::Detach => {
+            let (reply, rx) = oneshot::channel();
+            if c.engine.send(Command::Detach { reply }).is_err() {
+                return;
+            }
+            let resp = rx.await.unwrap_or(Response::Error {
+                message: "the controller stopped before it could detach".into(),
+            });
+            send(&mut stream, &resp).await;
+            c.shutdown.notify_one();
+            return;
+        }
+    };
+    send(&mut stream, &resp).await;
+}
+
+async fn reload(c: &Control, policy: Option<std::path::PathBuf>, dry_run: bool) -> Response {
+    if c.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_RELOADS {
+        c.queued.fetch_sub(1, Ordering::SeqCst);
+        return Response::Error {
+            message: format!(
+                "the controller is busy ({}) with {MAX_QUEUED_RELOADS} reloads waiting; try again when they are done",
+                c.shared.busy().unwrap_or_else(|| "applying reloads".into())
+            ),
+        };
+    }
+    let (reply, rx) = oneshot::channel();
+    let sent = c.engine.send(Command::Reload {
+        path: policy,
+        dry_run,
+        reply,
+    });
+    let resp = match sent {
+        Ok(()) => rx.await.unwrap_or(Response::Error {
+            message: "the controller stopped before it applied the reload".into(),
+        }),
+        Err(_) => Response::Error {
+            message: "the controller is stopping".into(),
+        },
+    };
+    c.queued.fetch_sub(1, Ordering::SeqCst);
+    resp
+}
+
+fn lock_stats(shared: &Shared) -> std::sync::MutexGuard<'_, crate::datapath::Stats> {
+    shared.stats.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counters of the segments the enforced policy has.
+pub fn current_counters(
+    shared: &Shared,
+) -> BTreeMap<ispf_common::CounterKey, ispf_common::CounterVal> {
+    let snap = shared.snapshot();
+    let policy = snap.policy.clone();
+    lock_stats(shared).counters_of(|id| policy.segment(id).is_some())
+}
+
+pub fn status(shared: &Shared) -> Status {
+    let snap = shared.snapshot();
+    let counters = current_counters(shared);
+    let mut by_reason = BTreeMap::<String, u64>::new();
+    let (mut passed, mut dropped) = (0, 0);
+    for (k, v) in &counters {
+        *by_reason
+            .entry(reason_name(k.reason).unwrap_or("unknown").to_owned())
+            .or_default() += v.packets;
+        if k.verdict == VERDICT_PASS {
+            passed += v.packets;
+        } else {
+            dropped += v.packets;
+        }
+    }
+    let maps = lock_stats(shared)
+        .occupancy()
+        .into_iter()
+        .map(|(name, entries, capacity)| MapStatus {
+            name: name.to_owned(),
+            entries,
+            capacity,
+        })
+        .collect();
+    Status {
+        policy_path: snap.policy_path.clone(),
+        policy_sha256: snap.policy.sha256_hex(),
+        generation: snap.generation,
+        applied_at: snap.applied_at.clone(),
+        adopted: snap.adopted,
+        pin_dir: snap.pin_dir.clone(),
+        interfaces: snap.interfaces.clone(),
+        maps,
+        packets_passed: passed,
+        packets_dropped: dropped,
+        by_reason: by_reason.into_iter().collect(),
+        reloads_ok: snap.reloads_ok,
+        reloads_failed: snap.reloads_failed,
+        busy: shared.busy(),
+    }
+}
+
+pub fn counter_rows(shared: &Shared) -> Vec<CounterRow> {
+    let policy = shared.snapshot().policy.clone();
+    let mut rows = BTreeMap::<(String, String, String, String), (u64, u64)>::new();
+    for (k, v) in current_counters(shared) {
+        let key = (
+            policy.segment_name(k.src).to_owned(),
+            policy.segment_name(k.dst).to_owned(),
+            if k.verdict == VERDICT_PASS {
+                "pass"
+            } else {
+                "drop"
+            }
+            .to_owned(),
+            reason_name(k.reason).unwrap_or("unknown").to_owned(),
+        );
+        let e = rows.entry(key).or_default();
+        e.0 += v.packets;
+        e.1 += v.bytes;
+    }
+    rows.into_iter()
+        .map(
+            |((src_segment, dst_segment, verdict, reason), (packets, bytes))| CounterRow {
+                src_segment,
+                dst_segment,
+                verdict,
+                reason,
+                packets,
+                bytes,
+            },
+        )
+        .collect()
+}
+
+/// Whether a controller answers on the socket under `run_dir`.
+pub fn answering(run_dir: &Path) -> bool {
+    crate::control::request(run_dir, &Request::Status, Duration::from_secs(5)).is_ok()
+}

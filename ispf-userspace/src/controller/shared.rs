@@ -1,0 +1,145 @@
+//! What the engine publishes for everything that answers clients: a
+//! snapshot of the enforced state (replaced whole after each change, so a
+//! reader never waits for a reload), a second handle on the statistics
+//! maps, and the fan-out of events to the events file and followers.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, RwLock,
+    },
+};
+
+use tokio::sync::mpsc::{error::TrySendError, Sender};
+
+use crate::{
+    control::InterfaceStatus,
+    datapath::Stats,
+    events::{EventFilter, EventRecord},
+    policy::Policy,
+};
+
+/// The enforced state, as of the engine's last change.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub policy: Arc<Policy>,
+    pub policy_path: PathBuf,
+    pub generation: u32,
+    pub applied_at: String,
+    pub adopted: bool,
+    pub pin_dir: PathBuf,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_reload_unix: i64,
+    pub last_reload_ok: bool,
+}
+
+pub struct Shared {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Reads of counters and occupancy (its own map descriptors).
+    pub stats: Mutex<Stats>,
+    /// What the engine is doing now (a reload of a large policy).
+    busy: Mutex<Option<String>>,
+    pub events_written: AtomicU64,
+    pub events_slow_reader: AtomicU64,
+    subscribers: Mutex<Vec<(Sender<String>, EventFilter)>>,
+    events_out: Mutex<Option<Box<dyn Write + Send>>>,
+}
+
+impl Shared {
+    pub fn new(s: Snapshot, stats: Stats, events_out: Option<Box<dyn Write + Send>>) -> Self {
+        Self {
+            snapshot: RwLock::new(Arc::new(s)),
+            stats: Mutex::new(stats),
+            busy: Mutex::new(None),
+            events_written: AtomicU64::new(0),
+            events_slow_reader: AtomicU64::new(0),
+            subscribers: Mutex::new(Vec::new()),
+            events_out: Mutex::new(events_out),
+        }
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn publish(&self, s: Snapshot) {
+        *self.snapshot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+    }
+
+    pub fn busy(&self) -> Option<String> {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_busy(&self, what: Option<String>) {
+        *self.busy.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    }
+
+    pub fn subscribe(&self, tx: Sender<String>, filter: EventFilter) {
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((tx, filter));
+    }
+
+    /// Hands one flow event to the events file and every follower whose
+    /// filter matches. A follower that cannot keep up loses events
+    /// (counted); nothing waits for it.
+    pub fn deliver(&self, rec: &EventRecord) {
+        let Ok(mut line) = serde_json::to_string(rec) else {
+            return;
+        };
+        line.push('\n');
+        self.fan_out(&line, |f| f.matches(rec));
+    }
+
+    /// A controller event (a port gone or back): to the events file and to
+    /// followers that filter on nothing.
+    pub fn deliver_note(&self, v: &serde_json::Value) {
+        let mut line = v.to_string();
+        line.push('\n');
+        self.fan_out(&line, |f| {
+            f.segment.is_none() && f.reason.is_none() && f.verdict.is_none()
+        });
+    }
+
+    fn fan_out(&self, line: &str, wants: impl Fn(&EventFilter) -> bool) {
+        if let Some(w) = self
+            .events_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            if w.write_all(line.as_bytes())
+                .and_then(|()| w.flush())
+                .is_ok()
+            {
+                self.events_written.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut lost = 0;
+        self.subscribers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(tx, filter)| {
+                if !wants(filter) {
+                    return !tx.is_closed();
+                }
+                match tx.try_send(line.to_owned()) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(_)) => {
+                        lost += 1;
+                        true
+                    }
+                    Err(TrySendError::Closed(_)) => false,
+                }
+            });
+        self.events_slow_reader.fetch_add(lost, Ordering::Relaxed);
+    }
+}

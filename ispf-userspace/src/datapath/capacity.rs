@@ -1,0 +1,190 @@
+//! How big the maps are and whether a policy fits: the one capacity rule
+//! that `ispf check`, `ispf run` and every reload apply.
+
+use ispf_common::*;
+
+use super::{maps::Maps, DatapathError, Result};
+use crate::policy::compile::Compiled;
+
+/// Map sizes, for callers that need other than the defaults (large
+/// policies, tests that provoke a full map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// Entries of each device map (by MAC, IPv4, IPv6): both generations.
+    pub devices: u32,
+    /// Entries of the rule matrix: both generations.
+    pub policy: u32,
+    /// Conntrack entries, for each address family.
+    pub conntrack: u32,
+    pub fragments: u32,
+}
+
+impl Default for MapSizes {
+    fn default() -> Self {
+        Self {
+            devices: DEFAULT_DEVICE_ENTRIES,
+            policy: DEFAULT_POLICY_ENTRIES,
+            conntrack: DEFAULT_CONNTRACK_ENTRIES,
+            fragments: DEFAULT_FRAGMENT_ENTRIES,
+        }
+    }
+}
+
+/// Map sizes asked for on the command line (`--map-size devices=N`) or in
+/// the configuration; what is not asked for is sized from the policy at
+/// start: two generations of it with room to grow, never below the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapSizeRequest {
+    pub devices: Option<u32>,
+    pub policy: Option<u32>,
+    pub conntrack: Option<u32>,
+    pub fragments: Option<u32>,
+}
+
+impl MapSizeRequest {
+    pub fn resolve(&self, c: &Counts) -> MapSizes {
+        let d = MapSizes::default();
+        let auto = |n: usize, default: u32| default.max(suggested_size(n));
+        MapSizes {
+            devices: self
+                .devices
+                .unwrap_or_else(|| auto(c.dev_mac.max(c.dev_v4).max(c.dev_v6), d.devices)),
+            policy: self.policy.unwrap_or_else(|| auto(c.policy, d.policy)),
+            conntrack: self.conntrack.unwrap_or(d.conntrack),
+            fragments: self.fragments.unwrap_or(d.fragments),
+        }
+    }
+
+    /// Takes one `NAME=ENTRIES` (`devices`, `policy`, `conntrack`,
+    /// `fragments`).
+    pub fn set(&mut self, spec: &str) -> Result<(), String> {
+        let (name, n) = spec
+            .split_once('=')
+            .ok_or_else(|| format!("`{spec}`: expected NAME=ENTRIES, e.g. devices=262144"))?;
+        let n: u32 = n
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| (1..=1 << 28).contains(n))
+            .ok_or_else(|| format!("`{spec}`: ENTRIES must be a number from 1 to 268435456"))?;
+        let slot = match name.trim() {
+            "devices" => &mut self.devices,
+            "policy" => &mut self.policy,
+            "conntrack" => &mut self.conntrack,
+            "fragments" => &mut self.fragments,
+            other => {
+                return Err(format!(
+                    "`{other}`: map sizes are devices, policy, conntrack and fragments"
+                ))
+            }
+        };
+        *slot = Some(n);
+        Ok(())
+    }
+}
+
+/// Entries a generation holds in each map that can fill up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub dev_mac: usize,
+    pub dev_v4: usize,
+    pub dev_v6: usize,
+    pub policy: usize,
+    pub subnet_v4: usize,
+    pub subnet_v6: usize,
+    pub routers: usize,
+}
+
+impl Counts {
+    pub fn of(c: &Compiled) -> Self {
+        Self {
+            dev_mac: c.dev_mac.len(),
+            dev_v4: c.dev_v4.len(),
+            dev_v6: c.dev_v6.len(),
+            policy: c.policy.len(),
+            subnet_v4: c.subnet_v4.len(),
+            subnet_v6: c.subnet_v6.len(),
+            routers: c.routers.len(),
+        }
+    }
+
+    /// What generation `slot` holds, read from the maps.
+    pub(super) fn scan(m: &Maps, slot: u8) -> Self {
+        let n = |it: &mut dyn Iterator<Item = u8>| it.filter(|s| *s == slot).count();
+        Self {
+            dev_mac: n(&mut m.dev_mac.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+            dev_v4: n(&mut m.dev_v4.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+            dev_v6: n(&mut m.dev_v6.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+            policy: n(&mut m.policy.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+            subnet_v4: n(&mut m
+                .subnet_v4
+                .keys()
+                .filter_map(|k| k.ok())
+                .map(|k| k.data()[0])),
+            subnet_v6: n(&mut m
+                .subnet_v6
+                .keys()
+                .filter_map(|k| k.ok())
+                .map(|k| k.data()[0])),
+            routers: n(&mut m.routers.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+        }
+    }
+
+    /// `(map, entries, capacity)` of every map these counts need.
+    fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 7] {
+        [
+            (MAP_DEV_MAC, self.dev_mac, z.devices),
+            (MAP_DEV_V4, self.dev_v4, z.devices),
+            (MAP_DEV_V6, self.dev_v6, z.devices),
+            (MAP_POLICY, self.policy, z.policy),
+            (MAP_SUBNET_V4, self.subnet_v4, DEFAULT_SUBNET_ENTRIES),
+            (MAP_SUBNET_V6, self.subnet_v6, DEFAULT_SUBNET_ENTRIES),
+            (MAP_ROUTERS, self.routers, DEFAULT_ROUTER_ENTRIES),
+        ]
+    }
+}
+
+/// The `--map-size` name of a map whose size can be chosen.
+fn size_name(map: &str) -> Option<&'static str> {
+    match map {
+        MAP_DEV_MAC | MAP_DEV_V4 | MAP_DEV_V6 => Some("devices"),
+        MAP_POLICY => Some("policy"),
+        _ => None,
+    }
+}
+
+/// Whether a new generation `new` fits beside `kept` (the generation that
+/// stays enforced while it is written). The same rule serves `ispf check`
+/// (with `kept` = `new`: every policy must be replaceable by one as large)
+/// and every apply.
+pub fn check_fits(sizes: &MapSizes, new: &Counts, kept: &Counts) -> Result<()> {
+    for ((name, n, capacity), (_, k, _)) in new.per_map(sizes).into_iter().zip(kept.per_map(sizes))
+    {
+        if n + k <= capacity as usize {
+            continue;
+        }
+        let fix = match size_name(name) {
+            Some(opt) => format!(
+                "give ispf larger maps: --map-size {opt}={} (two generations of this policy with room to grow)",
+                suggested_size(n.max(k))
+            ),
+            None => format!("this map's size is fixed at {capacity}; split the policy"),
+        };
+        return Err(DatapathError::Capacity {
+            name,
+            needed: n + k,
+            new: n,
+            kept: k,
+            capacity,
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// A map size that holds two generations of `entries` with a quarter to
+/// spare, rounded up to a power of two.
+pub fn suggested_size(entries: usize) -> u32 {
+    let want = (entries * 2 + entries / 2).max(1);
+    want.next_power_of_two().min(1 << 30) as u32
+}

@@ -1,0 +1,410 @@
+//! The loaded XDP program and its maps. This module owns everything that
+//! touches them; callers go through narrow operations:
+//!
+//! - `mod.rs` (here): loading the object, pinning, adopting pins;
+//! - [`writer`]: applying compiled policy into the inactive generation and
+//!   flipping it, transactionally; ending flows; state resets;
+//! - [`counters`]: recycling counter slots of retired generations;
+//! - [`stats`]: counters, occupancy and event accounting, readable through
+//!   a second handle while a reload writes;
+//! - [`testrun`]: running frames through the program (BPF_PROG_TEST_RUN).
+
+mod capacity;
+mod counters;
+mod maps;
+mod stats;
+mod testrun;
+mod writer;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use aya::{
+    maps::{Map, MapData},
+    programs::{ProgramError, Xdp},
+    Ebpf, EbpfLoader,
+};
+use aya_obj::programs::XdpAttachType;
+use ispf_common::*;
+
+pub use capacity::{check_fits, suggested_size, Counts, MapSizeRequest, MapSizes};
+pub use stats::{EventTotals, Stats};
+pub use testrun::Outcome;
+
+use maps::{map_err, Maps};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// Loading needs CAP_BPF/CAP_SYS_ADMIN.
+    #[error("loading the XDP program needs root (CAP_BPF and CAP_NET_ADMIN); run ispf as root, e.g. with sudo")]
+    NotRoot,
+    /// The kernel refused the object.
+    #[error("the kernel refused the ispf XDP program: {0}\nispf needs Linux >= 5.15 with BPF, BTF and the BPF JIT enabled")]
+    Load(#[source] aya::EbpfError),
+    #[error("the ispf object has no {kind} named {name}; the build is inconsistent, rebuild ispf")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("program: {0}")]
+    Program(#[from] ProgramError),
+    /// Live traffic on the CPU overwrote the verdict record of a test run.
+    #[error("live traffic overwrote the verdict record of a test run; replay on a program that is not attached, or retry")]
+    Busy,
+    /// bpffs refused a pin.
+    #[error("cannot pin {}: {message}; ispf pins under a bpffs mount (mount -t bpf bpf /sys/fs/bpf)", path.display())]
+    Pin { path: PathBuf, message: String },
+    /// The compiled policy needs more entries than a map holds.
+    #[error("policy does not fit: map {name} needs {needed} entries ({new} for the new policy, {kept} for the one still enforced while it is written) but holds {capacity}; {fix}")]
+    Capacity {
+        name: &'static str,
+        needed: usize,
+        new: usize,
+        kept: usize,
+        capacity: u32,
+        fix: String,
+    },
+    /// Pins of a layout this controller does not know.
+    #[error("the maps pinned under {} have layout version {found}, this ispf has {ours}; {fix}", dir.display())]
+    Layout {
+        dir: PathBuf,
+        found: u32,
+        ours: u32,
+        fix: String,
+    },
+    /// A failure injected by a test (see [`Datapath::fail_writes_after`]).
+    #[error("injected write failure after {0} entries")]
+    Injected(usize),
+}
+
+type Result<T, E = DatapathError> = std::result::Result<T, E>;
+
+/// Where the program came from: loaded by this process, or reopened from a
+/// bpffs pin left by an earlier controller.
+enum ProgramHandle {
+    Owned(Box<Ebpf>),
+    Pinned(Box<Xdp>),
+}
+
+pub struct Datapath {
+    program: ProgramHandle,
+    sizes: MapSizes,
+    maps: Maps,
+    stats: Stats,
+    /// Kernel ids of the maps, to open more handles on them.
+    ids: BTreeMap<&'static str, u32>,
+    gens: [writer::Gen; 2],
+    epoch: u32,
+    /// When the active generation last changed (None: not by us).
+    last_flip: Option<Instant>,
+    test: testrun::State,
+    /// Tests only: fail a write after this many entries.
+    fail_after: Option<usize>,
+}
+
+/// The MapData inside the variants ispf uses.
+fn map_data(m: &Map) -> Option<&MapData> {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::Queue(d)
+        | Map::RingBuf(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn not_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(DatapathError::NotRoot);
+    }
+    Ok(())
+}
+
+impl Datapath {
+    /// Loads and verifies the program (not attached anywhere). Nothing is
+    /// pinned: the program and its maps live as long as this value.
+    pub fn load(sizes: MapSizes) -> Result<Self> {
+        Self::load_inner(sizes, None)
+    }
+
+    /// Loads the program and pins it and every map under `dir` (on bpffs,
+    /// as `prog` and `maps/NAME`), so enforcement outlives this process and
+    /// a later controller can [`adopt`](Self::adopt) it.
+    pub fn load_pinned(sizes: MapSizes, dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("maps")).map_err(|e| DatapathError::Pin {
+            path: dir.to_owned(),
+            message: e.to_string(),
+        })?;
+        Self::load_inner(sizes, Some(dir))
+    }
+
+    fn load_inner(sizes: MapSizes, pin_dir: Option<&Path>) -> Result<Self> {
+        not_root()?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_DEV_MAC, sizes.devices)
+            .map_max_entries(MAP_DEV_V4, sizes.devices)
+            .map_max_entries(MAP_DEV_V6, sizes.devices)
+            .map_max_entries(MAP_POLICY, sizes.policy)
+            .map_max_entries(MAP_CONNTRACK, sizes.conntrack)
+            .map_max_entries(MAP_CONNTRACK4, sizes.conntrack)
+            .map_max_entries(MAP_FRAGMENTS, sizes.fragments)
+            .load(crate::ISPF_OBJECT)
+            .map_err(DatapathError::Load)?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DatapathError::Missing {
+                kind: "program",
+                name: PROGRAM_NAME,
+            })?
+            .try_into()?;
+        prog.load()?;
+        let mut taken = BTreeMap::new();
+        let mut ids = BTreeMap::new();
+        for &name in maps::ALL {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(DatapathError::Missing { kind: "map", name })?;
+            let data = map_data(&map).ok_or(DatapathError::Missing { kind: "map", name })?;
+            ids.insert(name, data.info().map_err(map_err(name))?.id());
+            if let Some(dir) = pin_dir {
+                let path = dir.join("maps").join(name);
+                map.pin(&path).map_err(|e| DatapathError::Pin {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            taken.insert(name, map);
+        }
+        let mut from_load = |name: &'static str| {
+            taken
+                .remove(name)
+                .ok_or(DatapathError::Missing { kind: "map", name })
+        };
+        let mut m = Maps::open(&mut from_load)?;
+        // The datapath stripes counter slots by CPU (see MAP_COUNTER_NEXT).
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| DatapathError::Map {
+            name: MAP_CPUS,
+            source: aya::maps::MapError::IoError(e),
+        })?;
+        m.cpus.set(0, cpus as u32, 0).map_err(map_err(MAP_CPUS))?;
+        let mut stats = Stats::open(&ids, sizes)?;
+        stats.write_meta(&Meta {
+            layout: LAYOUT_VERSION,
+            ..Meta::default()
+        })?;
+        let mut dp = Self::assemble(
+            ProgramHandle::Owned(Box::new(ebpf)),
+            m,
+            stats,
+            ids,
+            sizes,
+            [writer::Gen::Empty, writer::Gen::Empty],
+            0,
+        )?;
+        if let Some(dir) = pin_dir {
+            let path = dir.join("prog");
+            dp.program_mut()
+                .pin(&path)
+                .map_err(|e| DatapathError::Pin {
+                    path,
+                    message: e.to_string(),
+                })?;
+        }
+        Ok(dp)
+    }
+
+    /// The layout version of the maps pinned under `dir`: 1 for pins of
+    /// an ispf that predates versioning (no meta map), `None` when nothing
+    /// is pinned there.
+    pub fn pinned_layout(dir: &Path) -> Option<u32> {
+        if !dir.join("prog").exists() {
+            return None;
+        }
+        let meta = dir.join("maps").join(MAP_META);
+        let Ok(data) = MapData::from_pin(&meta) else {
+            return Some(1);
+        };
+        let arr: Option<aya::maps::Array<MapData, Meta>> = Map::from_map_data(data)
+            .ok()
+            .and_then(|m| aya::maps::Array::try_from(m).ok());
+        Some(arr.and_then(|a| a.get(&0, 0).ok()).map_or(1, |m| m.layout))
+    }
+
+    /// Reopens the program and maps an earlier controller pinned under
+    /// `dir`, keeping everything they hold: the enforced policy, its epoch,
+    /// connection state and counters. Pins of another layout are refused
+    /// with what to do.
+    pub fn adopt(dir: &Path) -> Result<Self> {
+        not_root()?;
+        let found = Self::pinned_layout(dir).unwrap_or(0);
+        if found != LAYOUT_VERSION {
+            return Err(DatapathError::Layout {
+                dir: dir.to_owned(),
+                found,
+                ours: LAYOUT_VERSION,
+                fix: if found < LAYOUT_VERSION {
+                    "they were made by an older ispf: `ispf run` upgrades them in place (see the README on upgrades)".into()
+                } else {
+                    format!("they were made by a newer ispf: run that version, or remove enforcement with `ispf detach --pin-dir {}` (an outage) and start this one", dir.display())
+                },
+            });
+        }
+        let prog = Xdp::from_pin(dir.join("prog"), XdpAttachType::Interface)?;
+        let mut ids = BTreeMap::new();
+        let mut capacity = BTreeMap::new();
+        let mut taken = BTreeMap::new();
+        for &name in maps::ALL {
+            let data = MapData::from_pin(dir.join("maps").join(name)).map_err(map_err(name))?;
+            let info = data.info().map_err(map_err(name))?;
+            ids.insert(name, info.id());
+            capacity.insert(name, info.max_entries());
+            taken.insert(name, Map::from_map_data(data).map_err(map_err(name))?);
+        }
+        let m = Maps::open(&mut |name: &'static str| {
+            taken
+                .remove(name)
+                .ok_or(DatapathError::Missing { kind: "map", name })
+        })?;
+        let sizes = MapSizes {
+            devices: capacity[MAP_DEV_MAC],
+            policy: capacity[MAP_POLICY],
+            conntrack: capacity[MAP_CONNTRACK],
+            fragments: capacity[MAP_FRAGMENTS],
+        };
+        let stats = Stats::open(&ids, sizes)?;
+        let active = m.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
+        let epoch = m
+            .settings
+            .get(&(active as u32), 0)
+            .map_err(map_err(MAP_SETTINGS))?
+            .epoch;
+        // What each generation holds is read from the maps, never assumed.
+        let gens = [
+            writer::Gen::Unknown(Counts::scan(&m, 0)),
+            writer::Gen::Unknown(Counts::scan(&m, 1)),
+        ];
+        Self::assemble(
+            ProgramHandle::Pinned(Box::new(prog)),
+            m,
+            stats,
+            ids,
+            sizes,
+            gens,
+            epoch,
+        )
+    }
+
+    fn assemble(
+        program: ProgramHandle,
+        maps: Maps,
+        stats: Stats,
+        ids: BTreeMap<&'static str, u32>,
+        sizes: MapSizes,
+        gens: [writer::Gen; 2],
+        epoch: u32,
+    ) -> Result<Self> {
+        let test = testrun::State::new(&maps)?;
+        Ok(Self {
+            program,
+            sizes,
+            maps,
+            stats,
+            ids,
+            gens,
+            epoch,
+            last_flip: None,
+            test,
+            fail_after: None,
+        })
+    }
+
+    pub fn program(&self) -> &Xdp {
+        match &self.program {
+            // Checked to exist and be XDP in `load`.
+            ProgramHandle::Owned(ebpf) => ebpf
+                .program(PROGRAM_NAME)
+                .and_then(|p| <&Xdp>::try_from(p).ok())
+                .expect("program checked at load"),
+            ProgramHandle::Pinned(p) => p,
+        }
+    }
+
+    pub fn program_mut(&mut self) -> &mut Xdp {
+        match &mut self.program {
+            ProgramHandle::Owned(ebpf) => ebpf
+                .program_mut(PROGRAM_NAME)
+                .and_then(|p| <&mut Xdp>::try_from(p).ok())
+                .expect("program checked at load"),
+            ProgramHandle::Pinned(p) => p,
+        }
+    }
+
+    /// The policy epoch currently enforced (0 before the first apply).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    pub fn sizes(&self) -> MapSizes {
+        self.sizes
+    }
+
+    /// This datapath's statistics.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A second, independent handle on the statistics maps, for readers
+    /// that run beside the writer (metrics, status).
+    pub fn open_stats(&self) -> Result<Stats> {
+        Stats::open(&self.ids, self.sizes)
+    }
+
+    /// Tests only: make the next writes fail after `n` entries (None: never),
+    /// as a full map or a kernel error would.
+    #[doc(hidden)]
+    pub fn fail_writes_after(&mut self, n: Option<usize>) {
+        self.fail_after = n;
+    }
+
+    /// Counters summed over CPUs and generations (see [`Stats::counters`]),
+    /// of the segments the enforced policy has.
+    pub fn counters(&self) -> BTreeMap<CounterKey, CounterVal> {
+        let present = self.active_segments().unwrap_or_default();
+        self.stats.counters_of(|id| present.contains(&id))
+    }
+
+    /// `(map, entries in use, capacity)` for the maps that fill up.
+    pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
+        self.stats.occupancy()
+    }
+
+    pub fn conntrack_len(&self) -> usize {
+        self.stats.conntrack_len()
+    }
+
+    pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
+        self.stats.conntrack_by_proto()
+    }
+
+    pub fn event_totals(&self) -> EventTotals {
+        self.stats.event_totals()
+    }
+
+    /// The ring buffer of flow events; only one reader may have it.
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<MapData>> {
+        self.maps.events.take()
+    }
+}

@@ -1,0 +1,156 @@
+//! Reading what the datapath counted: packets and bytes by counter key,
+//! map occupancy, tracked connections, event accounting. A [`Stats`] holds
+//! its own descriptors on the maps, so the controller's metrics and status
+//! read them while the writer applies a policy.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{Map, MapData, PerCpuValues};
+use ispf_common::*;
+
+use super::{
+    maps::{map_err, StatMaps},
+    DatapathError, MapSizes, Result,
+};
+
+/// Event accounting summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventTotals {
+    pub emitted: u64,
+    pub rate_limited: u64,
+    pub ringbuf_full: u64,
+}
+
+pub struct Stats {
+    pub(super) maps: StatMaps,
+    sizes: MapSizes,
+}
+
+impl Stats {
+    /// Opens new descriptors on the maps with kernel ids `ids`.
+    pub(super) fn open(ids: &BTreeMap<&'static str, u32>, sizes: MapSizes) -> Result<Self> {
+        let mut by_id = |name: &'static str| {
+            let id = *ids
+                .get(name)
+                .ok_or(DatapathError::Missing { kind: "map", name })?;
+            let data = MapData::from_id(id).map_err(map_err(name))?;
+            Map::from_map_data(data).map_err(map_err(name))
+        };
+        Ok(Self {
+            maps: StatMaps::open(&mut by_id)?,
+            sizes,
+        })
+    }
+
+    /// [`Self::counters`] of the segments `present` keeps (and of no
+    /// segment): a removed segment's counts stay in the maps until its
+    /// generation is recycled, but belong to no segment that exists.
+    pub fn counters_of(&self, present: impl Fn(u16) -> bool) -> BTreeMap<CounterKey, CounterVal> {
+        let known = |id: u16| id == NO_SEGMENT || present(id);
+        let mut all = self.counters();
+        all.retain(|k, _| known(k.src) && known(k.dst));
+        all
+    }
+
+    /// Packets and bytes by counter key (`gen` 0), summed over CPUs and
+    /// over both generation slots, plus what recycled slots counted: the
+    /// totals never go backwards while the keys' segments exist.
+    pub fn counters(&self) -> BTreeMap<CounterKey, CounterVal> {
+        let mut out: BTreeMap<CounterKey, CounterVal> = BTreeMap::new();
+        let mut add = |k: CounterKey, v: CounterVal| {
+            let e = out.entry(CounterKey { gen: 0, ..k }).or_default();
+            e.packets += v.packets;
+            e.bytes += v.bytes;
+        };
+        for (k, slot) in self.maps.counter_slots.iter().filter_map(|e| e.ok()) {
+            let Ok(per_cpu) = self.maps.counters.get(&slot, 0) else {
+                continue;
+            };
+            add(k, sum(&per_cpu));
+        }
+        for (k, v) in self.maps.retired.iter().filter_map(|e| e.ok()) {
+            add(k, v);
+        }
+        out
+    }
+
+    /// Counter slots in use: taken by the datapath and not yet recycled.
+    pub fn counter_slots_in_use(&self) -> u64 {
+        let taken: u64 = self
+            .maps
+            .counter_next
+            .get(&0, 0)
+            .map(|v| v.iter().map(|a| a.taken as u64).sum())
+            .unwrap_or(0);
+        taken.saturating_sub(self.meta().recycled)
+    }
+
+    /// What the controller last recorded as enforced.
+    pub fn meta(&self) -> Meta {
+        self.maps.meta.get(&0, 0).unwrap_or_default()
+    }
+
+    pub(super) fn write_meta(&mut self, m: &Meta) -> Result<()> {
+        self.maps.meta.set(0, m, 0).map_err(map_err(MAP_META))
+    }
+
+    /// `(map, entries in use, capacity)` for the maps that fill up. Both
+    /// generation slots count: during a reload both are full.
+    pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
+        let m = &self.maps;
+        let z = &self.sizes;
+        vec![
+            (MAP_DEV_MAC, m.dev_mac.keys().count(), z.devices),
+            (MAP_DEV_V4, m.dev_v4.keys().count(), z.devices),
+            (MAP_DEV_V6, m.dev_v6.keys().count(), z.devices),
+            (MAP_POLICY, m.policy.keys().count(), z.policy),
+            (MAP_CONNTRACK, m.conntrack.keys().count(), z.conntrack),
+            (MAP_CONNTRACK4, m.conntrack4.keys().count(), z.conntrack),
+            (MAP_FRAGMENTS, m.fragments.keys().count(), z.fragments),
+            (
+                MAP_COUNTERS,
+                self.counter_slots_in_use() as usize,
+                DEFAULT_COUNTER_ENTRIES,
+            ),
+        ]
+    }
+
+    /// Number of live conntrack entries.
+    pub fn conntrack_len(&self) -> usize {
+        self.maps.conntrack.keys().filter(|k| k.is_ok()).count()
+            + self.maps.conntrack4.keys().filter(|k| k.is_ok()).count()
+    }
+
+    /// Conntrack entries by protocol number.
+    pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
+        let mut m = BTreeMap::new();
+        for k in self.maps.conntrack.keys().filter_map(|k| k.ok()) {
+            *m.entry(k.proto).or_default() += 1;
+        }
+        for k in self.maps.conntrack4.keys().filter_map(|k| k.ok()) {
+            *m.entry(k.proto).or_default() += 1;
+        }
+        m
+    }
+
+    pub fn event_totals(&self) -> EventTotals {
+        let mut t = EventTotals::default();
+        if let Ok(values) = self.maps.event_stats.get(&0, 0) {
+            for v in values.iter() {
+                t.emitted += v.emitted;
+                t.rate_limited += v.rate_limited;
+                t.ringbuf_full += v.ringbuf_full;
+            }
+        }
+        t
+    }
+}
+
+pub(super) fn sum(per_cpu: &PerCpuValues<CounterVal>) -> CounterVal {
+    let mut s = CounterVal::default();
+    for v in per_cpu.iter() {
+        s.packets += v.packets;
+        s.bytes += v.bytes;
+    }
+    s
+}
