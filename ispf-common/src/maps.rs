@@ -58,9 +58,13 @@ pub const MAP_COUNTERS_RETIRED: &str = "ISPF_COUNTERS_RETIRED";
 /// Single-entry array of [`Meta`]: the layout version of the pinned maps
 /// and what the controller last made the datapath enforce.
 pub const MAP_META: &str = "ISPF_META";
-/// Single-entry array `u32`: the number of possible CPUs, written by the
-/// controller when it loads the program.
+/// Array `u32` of load-time facts the controller writes when it loads the
+/// program: [`CONFIG_CPUS`] and [`CONFIG_COUNTER_SLOTS`].
 pub const MAP_CPUS: &str = "ISPF_CPUS";
+/// [`MAP_CPUS`] index: the number of possible CPUs.
+pub const CONFIG_CPUS: u32 = 0;
+/// [`MAP_CPUS`] index: how many counter slots the counter maps hold.
+pub const CONFIG_COUNTER_SLOTS: u32 = 1;
 /// Per-CPU single-entry array of [`LastVerdict`]: the verdict of the last
 /// packet judged on this CPU, read by `ispf replay`.
 pub const MAP_LAST: &str = "ISPF_LAST";

@@ -7,7 +7,9 @@
 //! of a known flow count with an array index instead of a hash lookup.
 
 use aya_ebpf::helpers::bpf_get_smp_processor_id;
-use ispf_common::{CounterKey, COUNTER_SLOT_NONE, DEFAULT_COUNTER_ENTRIES};
+use ispf_common::{
+    CounterKey, CONFIG_COUNTER_SLOTS, CONFIG_CPUS, COUNTER_SLOT_NONE, DEFAULT_COUNTER_ENTRIES,
+};
 use ispf_ebpf::decide::Judgement;
 
 use crate::maps::{
@@ -70,14 +72,18 @@ pub fn slot(gen: u8, src: u16, dst: u16, j: &Judgement) -> u32 {
 /// then nothing is counted.
 #[inline(always)]
 fn fresh(next: &mut u32) -> Option<u32> {
-    let cpus = ISPF_CPUS.get(0).copied().unwrap_or(0);
+    let cpus = ISPF_CPUS.get(CONFIG_CPUS).copied().unwrap_or(0);
+    let capacity = match ISPF_CPUS.get(CONFIG_COUNTER_SLOTS).copied().unwrap_or(0) {
+        0 => DEFAULT_COUNTER_ENTRIES,
+        n => n,
+    };
     // SAFETY: helper without preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
     if cpus == 0 || cpu >= cpus {
         return None;
     }
     let n = *next as u64 * cpus as u64 + cpu as u64;
-    if n >= DEFAULT_COUNTER_ENTRIES as u64 {
+    if n >= capacity as u64 {
         return None;
     }
     *next += 1;

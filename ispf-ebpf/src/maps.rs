@@ -69,7 +69,7 @@ pub static ISPF_COUNTERS_RETIRED: HashMap<CounterKey, CounterVal> =
 #[map]
 pub static ISPF_META: Array<Meta> = Array::with_max_entries(1, 0);
 #[map]
-pub static ISPF_CPUS: Array<u32> = Array::with_max_entries(1, 0);
+pub static ISPF_CPUS: Array<u32> = Array::with_max_entries(2, 0);
 #[map]
 pub static ISPF_LAST: PerCpuArray<LastVerdict> = PerCpuArray::with_max_entries(1, 0);
 

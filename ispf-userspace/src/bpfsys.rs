@@ -104,3 +104,135 @@ pub fn ifindex(name: &str) -> u32 {
     // SAFETY: a NUL-terminated string.
     unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
+
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// Entries per batch call: large enough that the syscall's cost vanishes,
+/// small enough to keep the buffers modest.
+const CHUNK: usize = 8192;
+
+/// Every entry of a hash or array map, read a few thousand at a time
+/// (BPF_MAP_LOOKUP_BATCH) instead of two syscalls per key. Not for per-CPU
+/// maps (their values are per CPU) nor LPM tries (no batch support).
+pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    scan(fd, |k: &K, v: &V| out.push((*k, *v)))?;
+    Ok(out)
+}
+
+/// Calls `f` for every entry of a hash or array map, read in batches,
+/// without collecting them (conntrack holds hundreds of thousands).
+pub fn scan<K: Copy + Default, V: Copy + Default>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut f: impl FnMut(&K, &V),
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let mut keys = vec![K::default(); CHUNK];
+    let mut values = vec![V::default(); CHUNK];
+    // The kernel's cursor: a bucket index (hash) or a key (array); 8 bytes
+    // hold either.
+    let mut cursor = [0u64; 2];
+    let mut first = true;
+    loop {
+        let mut attr = BatchAttr {
+            in_batch: if first { 0 } else { cursor.as_ptr() as u64 },
+            out_batch: cursor.as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: CHUNK as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: BPF_MAP_LOOKUP_BATCH's layout; `keys` and `values` hold
+        // `count` elements of the map's key and value sizes (the caller's
+        // K and V), the cursor 16 bytes; all outlive the call.
+        let rc = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
+        let n = attr.count as usize;
+        for (k, v) in keys[..n].iter().zip(&values[..n]) {
+            f(k, v);
+        }
+        match rc {
+            Ok(_) => first = false,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Writes `keys[i] -> values[i]` (BPF_MAP_UPDATE_BATCH). On failure,
+/// returns how many entries were written before it, with the error.
+pub fn update_all<K, V>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (usize, io::Error)> {
+    use std::os::fd::AsRawFd as _;
+    assert_eq!(keys.len(), values.len());
+    let mut done = 0;
+    while done < keys.len() {
+        let n = (keys.len() - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: n as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: BPF_MAP_UPDATE_BATCH's layout; `n` keys and values of the
+        // map's sizes are readable from the pointers during the call.
+        if let Err(e) = unsafe { bpf(BPF_MAP_UPDATE_BATCH, &mut attr) } {
+            return Err((done + attr.count as usize, e));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Deletes `keys` (BPF_MAP_DELETE_BATCH); keys that are not there are
+/// skipped. Returns how many were deleted.
+pub fn delete_all<K>(fd: std::os::fd::BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
+    let mut done = 0;
+    let mut deleted = 0;
+    while done < keys.len() {
+        let n = (keys.len() - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            count: n as u32,
+            map_fd: fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        // SAFETY: BPF_MAP_DELETE_BATCH's layout; `n` keys of the map's key
+        // size are readable during the call.
+        match unsafe { bpf(BPF_MAP_DELETE_BATCH, &mut attr) } {
+            Ok(_) => {
+                deleted += n;
+                done += n;
+            }
+            // The batch stops at a missing key: skip it and go on.
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                deleted += attr.count as usize;
+                done += attr.count as usize + 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}

@@ -139,3 +139,74 @@ fn shipped_schema_is_current() {
     let schema: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(schema["properties"]["rules"].is_object());
 }
+
+#[test]
+fn filters_and_sizes_are_validated_before_anything_runs() {
+    let (ok, _, err) = ispf(&["events", "--verdict", "bogus"]);
+    assert!(!ok && err.contains("invalid value 'bogus'"), "{err}");
+    let (ok, _, err) = ispf(&["events", "--reason", "bogus"]);
+    assert!(!ok && err.contains("no reason `bogus`"), "{err}");
+    let (ok, _, err) = ispf(&[
+        "check",
+        "--map-size",
+        "devices=lots",
+        example().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("ENTRIES must be a number"), "{err}");
+    let (ok, _, err) = ispf(&[
+        "check",
+        "--map-size",
+        "routers=9",
+        example().to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("map sizes are devices"), "{err}");
+}
+
+#[test]
+fn check_refuses_what_reload_would() {
+    // 70,000 devices fit a 131,072-entry map once, not twice: reload could
+    // never replace the policy, so check says so, with the fix.
+    let devices: Vec<String> = (0..70_000u32)
+        .map(|i| {
+            format!(
+                r#"{{"name":"d{i}","ipv4":"10.{}.{}.{}","segment":"a"}}"#,
+                i >> 16,
+                (i >> 8) & 0xff,
+                i & 0xff
+            )
+        })
+        .collect();
+    let f = write(
+        "big.json",
+        &format!(
+            r#"{{"version":1,"segments":[{{"name":"a"}}],"devices":[{}]}}"#,
+            devices.join(",")
+        ),
+    );
+    let (ok, _, err) = ispf(&["check", "--map-size", "devices=131072", f.to_str().unwrap()]);
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("ISPF_DEV_V4 needs 140000 entries")
+            && err.contains("--map-size devices=262144"),
+        "{err}"
+    );
+    let (ok, out, _) = ispf(&["check", f.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("devices 262144 (above the default)"),
+        "{out}"
+    );
+    // Not UTF-8: refused with where.
+    let f = write(
+        "latin1.json",
+        "{\"version\": 1,\n \"segments\": [{\"name\": \"caf\u{e9}\"}]}",
+    );
+    let mut bytes = std::fs::read(&f).unwrap();
+    let at = bytes.iter().position(|b| *b == 0xc3).unwrap();
+    bytes.splice(at..at + 2, [0xe9]);
+    std::fs::write(&f, bytes).unwrap();
+    let (ok, _, err) = ispf(&["check", f.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("line 2") && err.contains("not valid UTF-8"),
+        "{err}"
+    );
+}

@@ -3,6 +3,7 @@
 //! network-namespace fixtures.
 
 pub mod care_unit;
+pub mod controller;
 pub mod frames;
 pub mod gen;
 pub mod model;

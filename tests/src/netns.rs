@@ -53,34 +53,41 @@ impl Topology {
         let _ = sh(&["ip", "link", "del", port]);
         must(&["ip", "netns", "add", ns]);
         self.namespaces.push(ns.into());
-        must(&[
-            "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
-        ]);
         self.links.push(port.into());
-        must(&["ip", "link", "set", port, "master", bridge]);
-        must(&["ip", "link", "set", port, "up"]);
-        must(&[
-            "ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "address", mac,
-        ]);
-        // No IPv6 autoconfiguration chatter: tests count and trace packets.
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.eth0.disable_ipv6=1",
-        ]);
-        for a in addrs {
-            must(&[
-                "ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", "eth0",
-            ]);
-        }
-        must(&["ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"]);
-        must(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]);
+        cable(ns, port, bridge, mac, addrs);
     }
+}
+
+/// Cables the host in namespace `ns` to `bridge` through a new veth
+/// `port` (its end in the namespace is `eth0`), as plugging a device into
+/// a switch port does.
+pub fn cable(ns: &str, port: &str, bridge: &str, mac: &str, addrs: &[&str]) {
+    must(&[
+        "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+    ]);
+    must(&["ip", "link", "set", port, "master", bridge]);
+    must(&["ip", "link", "set", port, "up"]);
+    must(&[
+        "ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "address", mac,
+    ]);
+    // No IPv6 autoconfiguration chatter: tests count and trace packets.
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.eth0.disable_ipv6=1",
+    ]);
+    for a in addrs {
+        must(&[
+            "ip", "netns", "exec", ns, "ip", "addr", "add", a, "dev", "eth0",
+        ]);
+    }
+    must(&["ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up"]);
+    must(&["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"]);
 }
 
 impl Drop for Topology {

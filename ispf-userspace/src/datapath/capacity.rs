@@ -3,7 +3,10 @@
 
 use ispf_common::*;
 
-use super::{maps::Maps, DatapathError, Result};
+use super::{
+    maps::{keys_where, Maps},
+    DatapathError, Result,
+};
 use crate::policy::compile::Compiled;
 
 /// Map sizes, for callers that need other than the defaults (large
@@ -17,6 +20,9 @@ pub struct MapSizes {
     /// Conntrack entries, for each address family.
     pub conntrack: u32,
     pub fragments: u32,
+    /// Counter slots: distinct (segment pair, reason, verdict, rule) keys
+    /// counted at once, for both generations.
+    pub counters: u32,
 }
 
 impl Default for MapSizes {
@@ -26,6 +32,7 @@ impl Default for MapSizes {
             policy: DEFAULT_POLICY_ENTRIES,
             conntrack: DEFAULT_CONNTRACK_ENTRIES,
             fragments: DEFAULT_FRAGMENT_ENTRIES,
+            counters: DEFAULT_COUNTER_ENTRIES,
         }
     }
 }
@@ -39,6 +46,7 @@ pub struct MapSizeRequest {
     pub policy: Option<u32>,
     pub conntrack: Option<u32>,
     pub fragments: Option<u32>,
+    pub counters: Option<u32>,
 }
 
 impl MapSizeRequest {
@@ -52,11 +60,12 @@ impl MapSizeRequest {
             policy: self.policy.unwrap_or_else(|| auto(c.policy, d.policy)),
             conntrack: self.conntrack.unwrap_or(d.conntrack),
             fragments: self.fragments.unwrap_or(d.fragments),
+            counters: self.counters.unwrap_or(d.counters),
         }
     }
 
     /// Takes one `NAME=ENTRIES` (`devices`, `policy`, `conntrack`,
-    /// `fragments`).
+    /// `fragments`, `counters`).
     pub fn set(&mut self, spec: &str) -> Result<(), String> {
         let (name, n) = spec
             .split_once('=')
@@ -72,9 +81,10 @@ impl MapSizeRequest {
             "policy" => &mut self.policy,
             "conntrack" => &mut self.conntrack,
             "fragments" => &mut self.fragments,
+            "counters" => &mut self.counters,
             other => {
                 return Err(format!(
-                    "`{other}`: map sizes are devices, policy, conntrack and fragments"
+                    "`{other}`: map sizes are devices, policy, conntrack, fragments and counters"
                 ))
             }
         };
@@ -112,10 +122,10 @@ impl Counts {
     pub(super) fn scan(m: &Maps, slot: u8) -> Self {
         let n = |it: &mut dyn Iterator<Item = u8>| it.filter(|s| *s == slot).count();
         Self {
-            dev_mac: n(&mut m.dev_mac.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
-            dev_v4: n(&mut m.dev_v4.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
-            dev_v6: n(&mut m.dev_v6.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
-            policy: n(&mut m.policy.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+            dev_mac: keys_where(&m.dev_mac, |k| k.slot == slot).len(),
+            dev_v4: keys_where(&m.dev_v4, |k| k.slot == slot).len(),
+            dev_v6: keys_where(&m.dev_v6, |k| k.slot == slot).len(),
+            policy: keys_where(&m.policy, |k| k.slot == slot).len(),
             subnet_v4: n(&mut m
                 .subnet_v4
                 .keys()
@@ -126,7 +136,7 @@ impl Counts {
                 .keys()
                 .filter_map(|k| k.ok())
                 .map(|k| k.data()[0])),
-            routers: n(&mut m.routers.keys().filter_map(|k| k.ok()).map(|k| k.slot)),
+            routers: keys_where(&m.routers, |k| k.slot == slot).len(),
         }
     }
 

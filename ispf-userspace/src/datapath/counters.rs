@@ -17,10 +17,6 @@ use ispf_common::*;
 
 use super::{maps::map_err, stats::sum, Datapath, Result};
 
-/// Recycle once this share of the counter slots is in use: rarely enough
-/// that the grace period it may wait for costs nothing in practice.
-const RECYCLE_AT: u64 = DEFAULT_COUNTER_ENTRIES as u64 / 2;
-
 /// A packet judged under the previous generation has certainly finished
 /// after an RCU grace period; one is waited for when the last flip is more
 /// recent than this.
@@ -32,7 +28,10 @@ impl Datapath {
     /// slots are running short. Keys of segments the active policy no
     /// longer has are dropped, not retired: their ids may be reused.
     pub(super) fn recycle_counters(&mut self, gen: u8, active: u8) -> Result<()> {
-        if gen == active || self.stats.counter_slots_in_use() < RECYCLE_AT {
+        // Once half the slots are in use: rarely enough that the grace
+        // period it may wait for costs nothing in practice.
+        let recycle_at = self.sizes.counters as u64 / 2;
+        if gen == active || self.stats.counter_slots_in_use() < recycle_at {
             return Ok(());
         }
         self.wait_for_previous_generation();

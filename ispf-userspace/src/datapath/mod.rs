@@ -55,6 +55,12 @@ pub enum DatapathError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("map {name}: {source}")]
+    Batch {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("program: {0}")]
     Program(#[from] ProgramError),
     /// Live traffic on the CPU overwrote the verdict record of a test run.
@@ -161,6 +167,9 @@ impl Datapath {
             .map_max_entries(MAP_CONNTRACK, sizes.conntrack)
             .map_max_entries(MAP_CONNTRACK4, sizes.conntrack)
             .map_max_entries(MAP_FRAGMENTS, sizes.fragments)
+            .map_max_entries(MAP_COUNTERS, sizes.counters)
+            .map_max_entries(MAP_COUNTER_SLOTS, sizes.counters)
+            .map_max_entries(MAP_COUNTER_FREE, sizes.counters)
             .load(crate::ISPF_OBJECT)
             .map_err(DatapathError::Load)?;
         let prog: &mut Xdp = ebpf
@@ -199,7 +208,12 @@ impl Datapath {
             name: MAP_CPUS,
             source: aya::maps::MapError::IoError(e),
         })?;
-        m.cpus.set(0, cpus as u32, 0).map_err(map_err(MAP_CPUS))?;
+        m.cpus
+            .set(CONFIG_CPUS, cpus as u32, 0)
+            .map_err(map_err(MAP_CPUS))?;
+        m.cpus
+            .set(CONFIG_COUNTER_SLOTS, sizes.counters, 0)
+            .map_err(map_err(MAP_CPUS))?;
         let mut stats = Stats::open(&ids, sizes)?;
         stats.write_meta(&Meta {
             layout: LAYOUT_VERSION,
@@ -283,6 +297,7 @@ impl Datapath {
             policy: capacity[MAP_POLICY],
             conntrack: capacity[MAP_CONNTRACK],
             fragments: capacity[MAP_FRAGMENTS],
+            counters: capacity[MAP_COUNTERS],
         };
         let stats = Stats::open(&ids, sizes)?;
         let active = m.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;

@@ -5,11 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use aya::maps::{Map, MapData, PerCpuValues};
+use aya::maps::{HashMap, Map, MapData, PerCpuValues};
 use ispf_common::*;
 
+use crate::bpfsys;
+
 use super::{
-    maps::{map_err, StatMaps},
+    maps::{fd, map_err, StatMaps},
     DatapathError, MapSizes, Result,
 };
 
@@ -100,36 +102,35 @@ impl Stats {
         let m = &self.maps;
         let z = &self.sizes;
         vec![
-            (MAP_DEV_MAC, m.dev_mac.keys().count(), z.devices),
-            (MAP_DEV_V4, m.dev_v4.keys().count(), z.devices),
-            (MAP_DEV_V6, m.dev_v6.keys().count(), z.devices),
-            (MAP_POLICY, m.policy.keys().count(), z.policy),
-            (MAP_CONNTRACK, m.conntrack.keys().count(), z.conntrack),
-            (MAP_CONNTRACK4, m.conntrack4.keys().count(), z.conntrack),
-            (MAP_FRAGMENTS, m.fragments.keys().count(), z.fragments),
+            (MAP_DEV_MAC, count(&m.dev_mac), z.devices),
+            (MAP_DEV_V4, count(&m.dev_v4), z.devices),
+            (MAP_DEV_V6, count(&m.dev_v6), z.devices),
+            (MAP_POLICY, count(&m.policy), z.policy),
+            (MAP_CONNTRACK, count(&m.conntrack), z.conntrack),
+            (MAP_CONNTRACK4, count(&m.conntrack4), z.conntrack),
+            (MAP_FRAGMENTS, count(&m.fragments), z.fragments),
             (
                 MAP_COUNTERS,
                 self.counter_slots_in_use() as usize,
-                DEFAULT_COUNTER_ENTRIES,
+                z.counters,
             ),
         ]
     }
 
     /// Number of live conntrack entries.
     pub fn conntrack_len(&self) -> usize {
-        self.maps.conntrack.keys().filter(|k| k.is_ok()).count()
-            + self.maps.conntrack4.keys().filter(|k| k.is_ok()).count()
+        count(&self.maps.conntrack) + count(&self.maps.conntrack4)
     }
 
     /// Conntrack entries by protocol number.
     pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
         let mut m = BTreeMap::new();
-        for k in self.maps.conntrack.keys().filter_map(|k| k.ok()) {
+        let _ = bpfsys::scan(fd(&self.maps.conntrack), |k: &CtKey, _: &CtVal| {
             *m.entry(k.proto).or_default() += 1;
-        }
-        for k in self.maps.conntrack4.keys().filter_map(|k| k.ok()) {
+        });
+        let _ = bpfsys::scan(fd(&self.maps.conntrack4), |k: &CtKey4, _: &CtVal| {
             *m.entry(k.proto).or_default() += 1;
-        }
+        });
         m
     }
 
@@ -143,6 +144,15 @@ impl Stats {
             }
         }
         t
+    }
+}
+
+/// Entries of a hash map, counted in batches.
+fn count<K: aya::Pod + Default, V: aya::Pod + Default>(m: &HashMap<MapData, K, V>) -> usize {
+    let mut n = 0;
+    match bpfsys::scan(fd(m), |_: &K, _: &V| n += 1) {
+        Ok(()) => n,
+        Err(_) => m.keys().filter(|k| k.is_ok()).count(),
     }
 }
 

@@ -7,19 +7,22 @@
 //! write that fails part-way removes what it wrote, so nothing of a refused
 //! policy is ever enforced by a later generation.
 
-use std::time::Instant;
+use std::{os::fd::BorrowedFd, time::Instant};
 
 use ispf_common::*;
 
 use super::{
     capacity::{check_fits, Counts},
     maps::{
-        mac_key, map_err, port_index, remove_where, segment_index, v4_key, v4_lpm, v6_key, v6_lpm,
-        vlan_index,
+        fd, keys_where, mac_key, map_err, port_index, remove_where, segment_index, v4_key, v4_lpm,
+        v6_key, v6_lpm, vlan_index,
     },
     Datapath, DatapathError, Result,
 };
-use crate::policy::{compile::Compiled, Policy};
+use crate::{
+    bpfsys,
+    policy::{compile::Compiled, Policy},
+};
 
 /// What a generation slot holds, so it can be cleared before reuse.
 pub(super) enum Gen {
@@ -47,13 +50,50 @@ struct Budget {
 }
 
 impl Budget {
-    fn spend(&mut self) -> Result<()> {
-        if self.fail_at == Some(self.written) {
+    /// Accounts for `n` entries; fails where a test asked it to.
+    fn spend(&mut self, n: usize) -> Result<()> {
+        let allowed = self.allowed(n);
+        self.written += allowed;
+        if allowed < n {
             return Err(DatapathError::Injected(self.written));
         }
-        self.written += 1;
         Ok(())
     }
+
+    /// How many of `n` entries may be written before the failure.
+    fn allowed(&self, n: usize) -> usize {
+        match self.fail_at {
+            Some(at) => n.min(at.saturating_sub(self.written)),
+            None => n,
+        }
+    }
+}
+
+/// Writes `keys[i] -> values[i]` in batches, as far as the budget allows.
+fn put<K, V>(
+    fd: BorrowedFd<'_>,
+    name: &'static str,
+    keys: &[K],
+    values: &[V],
+    b: &mut Budget,
+) -> Result<()> {
+    let n = b.allowed(keys.len());
+    bpfsys::update_all(fd, &keys[..n], &values[..n])
+        .map_err(|(_, source)| DatapathError::Batch { name, source })?;
+    b.spend(keys.len())
+}
+
+/// Deletes `keys` in batches (missing ones are fine).
+fn drop_keys<K>(fd: BorrowedFd<'_>, name: &'static str, keys: &[K]) -> Result<()> {
+    bpfsys::delete_all(fd, keys)
+        .map(drop)
+        .map_err(|source| DatapathError::Batch { name, source })
+}
+
+/// Resets the array entries `indices` to `empty`.
+fn zero<V: Copy>(fd: BorrowedFd<'_>, name: &'static str, indices: &[u32], empty: V) -> Result<()> {
+    bpfsys::update_all(fd, indices, &vec![empty; indices.len()])
+        .map_err(|(_, source)| DatapathError::Batch { name, source })
 }
 
 impl Datapath {
@@ -82,7 +122,9 @@ impl Datapath {
             Gen::Empty => Ok(()),
         }
         .inspect_err(|_| self.gens[target] = Gen::Unknown(Counts::scan(&self.maps, s)))?;
-        let epoch = self.epoch + 1;
+        // Epochs only need to differ from the last two; 0 means "nothing
+        // applied yet" (4 billion generations are never reached anyway).
+        let epoch = self.epoch.wrapping_add(1).max(1);
         let mut budget = Budget {
             written: 0,
             fail_at: self.fail_after,
@@ -114,67 +156,52 @@ impl Datapath {
 
     fn write_slot(&mut self, c: &Compiled, s: u8, epoch: u32, b: &mut Budget) -> Result<()> {
         let m = &mut self.maps;
-        for (id, info) in &c.segments {
-            b.spend()?;
-            m.segments
-                .set(segment_index(s, *id), info, 0)
-                .map_err(map_err(MAP_SEGMENTS))?;
-        }
-        for (mac, v) in &c.dev_mac {
-            b.spend()?;
-            m.dev_mac
-                .insert(mac_key(s, *mac), v, 0)
-                .map_err(map_err(MAP_DEV_MAC))?;
-        }
-        for (addr, v) in &c.dev_v4 {
-            b.spend()?;
-            m.dev_v4
-                .insert(v4_key(s, *addr), v, 0)
-                .map_err(map_err(MAP_DEV_V4))?;
-        }
-        for (addr, v) in &c.dev_v6 {
-            b.spend()?;
-            m.dev_v6
-                .insert(v6_key(s, *addr), v, 0)
-                .map_err(map_err(MAP_DEV_V6))?;
-        }
+        let (ids, infos): (Vec<u32>, Vec<SegmentInfo>) = c
+            .segments
+            .iter()
+            .map(|(id, info)| (segment_index(s, *id), *info))
+            .unzip();
+        put(fd(&m.segments), MAP_SEGMENTS, &ids, &infos, b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c.dev_mac.iter().map(|(a, v)| (mac_key(s, *a), *v)).unzip();
+        put(fd(&m.dev_mac), MAP_DEV_MAC, &k, &v, b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c.dev_v4.iter().map(|(a, v)| (v4_key(s, *a), *v)).unzip();
+        put(fd(&m.dev_v4), MAP_DEV_V4, &k, &v, b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c.dev_v6.iter().map(|(a, v)| (v6_key(s, *a), *v)).unzip();
+        put(fd(&m.dev_v6), MAP_DEV_V6, &k, &v, b)?;
+        // LPM tries have no batch operations; subnets are few.
         for (addr, plen, seg) in &c.subnet_v4 {
-            b.spend()?;
+            b.spend(1)?;
             m.subnet_v4
                 .insert(&v4_lpm(s, addr, *plen), seg, 0)
                 .map_err(map_err(MAP_SUBNET_V4))?;
         }
         for (addr, plen, seg) in &c.subnet_v6 {
-            b.spend()?;
+            b.spend(1)?;
             m.subnet_v6
                 .insert(&v6_lpm(s, addr, *plen), seg, 0)
                 .map_err(map_err(MAP_SUBNET_V6))?;
         }
-        for (vlan, seg) in &c.vlans {
-            b.spend()?;
-            m.vlan
-                .set(vlan_index(s, *vlan), seg, 0)
-                .map_err(map_err(MAP_VLAN))?;
-        }
-        for mac in &c.routers {
-            b.spend()?;
-            m.routers
-                .insert(mac_key(s, *mac), 1, 0)
-                .map_err(map_err(MAP_ROUTERS))?;
-        }
-        for (t, port, class) in &c.port_classes {
-            b.spend()?;
-            m.port_class
-                .set(port_index(s, *t, *port), class, 0)
-                .map_err(map_err(MAP_PORT_CLASS))?;
-        }
-        for (k, v) in &c.policy {
-            b.spend()?;
-            m.policy
-                .insert(PolicyKey { slot: s, ..*k }, v, 0)
-                .map_err(map_err(MAP_POLICY))?;
-        }
-        b.spend()?;
+        let (k, v): (Vec<_>, Vec<_>) = c
+            .vlans
+            .iter()
+            .map(|(vl, seg)| (vlan_index(s, *vl), *seg))
+            .unzip();
+        put(fd(&m.vlan), MAP_VLAN, &k, &v, b)?;
+        let k: Vec<_> = c.routers.iter().map(|a| mac_key(s, *a)).collect();
+        put(fd(&m.routers), MAP_ROUTERS, &k, &vec![1u32; k.len()], b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c
+            .port_classes
+            .iter()
+            .map(|(t, port, class)| (port_index(s, *t, *port), *class))
+            .unzip();
+        put(fd(&m.port_class), MAP_PORT_CLASS, &k, &v, b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c
+            .policy
+            .iter()
+            .map(|(k, v)| (PolicyKey { slot: s, ..*k }, *v))
+            .unzip();
+        put(fd(&m.policy), MAP_POLICY, &k, &v, b)?;
+        b.spend(1)?;
         let settings = Settings {
             epoch,
             ..c.settings
@@ -189,54 +216,56 @@ impl Datapath {
     /// reset an array entry is returned, since the entry would stay.
     fn clear_slot(&mut self, c: &Compiled, s: u8) -> Result<()> {
         let m = &mut self.maps;
-        for (id, _) in &c.segments {
-            m.segments
-                .set(segment_index(s, *id), SegmentInfo::default(), 0)
-                .map_err(map_err(MAP_SEGMENTS))?;
-        }
-        for (mac, _) in &c.dev_mac {
-            let _ = m.dev_mac.remove(&mac_key(s, *mac));
-        }
-        for (addr, _) in &c.dev_v4 {
-            let _ = m.dev_v4.remove(&v4_key(s, *addr));
-        }
-        for (addr, _) in &c.dev_v6 {
-            let _ = m.dev_v6.remove(&v6_key(s, *addr));
-        }
+        let ids: Vec<u32> = c
+            .segments
+            .iter()
+            .map(|(id, _)| segment_index(s, *id))
+            .collect();
+        zero(fd(&m.segments), MAP_SEGMENTS, &ids, SegmentInfo::default())?;
+        let k: Vec<_> = c.dev_mac.iter().map(|(a, _)| mac_key(s, *a)).collect();
+        drop_keys(fd(&m.dev_mac), MAP_DEV_MAC, &k)?;
+        let k: Vec<_> = c.dev_v4.iter().map(|(a, _)| v4_key(s, *a)).collect();
+        drop_keys(fd(&m.dev_v4), MAP_DEV_V4, &k)?;
+        let k: Vec<_> = c.dev_v6.iter().map(|(a, _)| v6_key(s, *a)).collect();
+        drop_keys(fd(&m.dev_v6), MAP_DEV_V6, &k)?;
         for (addr, plen, _) in &c.subnet_v4 {
             let _ = m.subnet_v4.remove(&v4_lpm(s, addr, *plen));
         }
         for (addr, plen, _) in &c.subnet_v6 {
             let _ = m.subnet_v6.remove(&v6_lpm(s, addr, *plen));
         }
-        for (vlan, _) in &c.vlans {
-            m.vlan
-                .set(vlan_index(s, *vlan), 0, 0)
-                .map_err(map_err(MAP_VLAN))?;
-        }
-        for mac in &c.routers {
-            let _ = m.routers.remove(&mac_key(s, *mac));
-        }
-        for (t, port, _) in &c.port_classes {
-            m.port_class
-                .set(port_index(s, *t, *port), 0, 0)
-                .map_err(map_err(MAP_PORT_CLASS))?;
-        }
-        for (k, _) in &c.policy {
-            let _ = m.policy.remove(&PolicyKey { slot: s, ..*k });
-        }
-        Ok(())
+        let k: Vec<_> = c.vlans.iter().map(|(v, _)| vlan_index(s, *v)).collect();
+        zero(fd(&m.vlan), MAP_VLAN, &k, 0u32)?;
+        let k: Vec<_> = c.routers.iter().map(|a| mac_key(s, *a)).collect();
+        drop_keys(fd(&m.routers), MAP_ROUTERS, &k)?;
+        let k: Vec<_> = c
+            .port_classes
+            .iter()
+            .map(|(t, port, _)| port_index(s, *t, *port))
+            .collect();
+        zero(fd(&m.port_class), MAP_PORT_CLASS, &k, 0u32)?;
+        let k: Vec<_> = c
+            .policy
+            .iter()
+            .map(|(k, _)| PolicyKey { slot: s, ..*k })
+            .collect();
+        drop_keys(fd(&m.policy), MAP_POLICY, &k)
     }
 
     /// Clears a slot whose contents this process did not write: every key
     /// carrying the slot, every array entry of it.
     fn clear_slot_by_scan(&mut self, s: u8) -> Result<()> {
         let m = &mut self.maps;
-        remove_where(&mut m.dev_mac, |k, _| k.slot == s);
-        remove_where(&mut m.dev_v4, |k, _| k.slot == s);
-        remove_where(&mut m.dev_v6, |k, _| k.slot == s);
-        remove_where(&mut m.routers, |k, _| k.slot == s);
-        remove_where(&mut m.policy, |k, _| k.slot == s);
+        let k = keys_where(&m.dev_mac, |k| k.slot == s);
+        drop_keys(fd(&m.dev_mac), MAP_DEV_MAC, &k)?;
+        let k = keys_where(&m.dev_v4, |k| k.slot == s);
+        drop_keys(fd(&m.dev_v4), MAP_DEV_V4, &k)?;
+        let k = keys_where(&m.dev_v6, |k| k.slot == s);
+        drop_keys(fd(&m.dev_v6), MAP_DEV_V6, &k)?;
+        let k = keys_where(&m.routers, |k| k.slot == s);
+        drop_keys(fd(&m.routers), MAP_ROUTERS, &k)?;
+        let k = keys_where(&m.policy, |k| k.slot == s);
+        drop_keys(fd(&m.policy), MAP_POLICY, &k)?;
         let v4: Vec<_> = m
             .subnet_v4
             .keys()
@@ -255,31 +284,39 @@ impl Datapath {
         for k in v6 {
             let _ = m.subnet_v6.remove(&k);
         }
-        for i in 0..MAX_SEGMENTS as u16 {
-            let idx = segment_index(s, i);
-            if m.segments.get(&idx, 0).map_err(map_err(MAP_SEGMENTS))? != SegmentInfo::default() {
-                m.segments
-                    .set(idx, SegmentInfo::default(), 0)
-                    .map_err(map_err(MAP_SEGMENTS))?;
-            }
-        }
-        for v in 0..VLAN_SLOTS as u16 {
-            let idx = vlan_index(s, v);
-            if m.vlan.get(&idx, 0).map_err(map_err(MAP_VLAN))? != 0 {
-                m.vlan.set(idx, 0, 0).map_err(map_err(MAP_VLAN))?;
-            }
-        }
-        for t in 0..PORT_TABLES {
-            for port in 0..=u16::MAX {
-                let idx = port_index(s, t, port);
-                if m.port_class.get(&idx, 0).map_err(map_err(MAP_PORT_CLASS))? != 0 {
-                    m.port_class
-                        .set(idx, 0, 0)
-                        .map_err(map_err(MAP_PORT_CLASS))?;
-                }
-            }
-        }
-        Ok(())
+        let in_slot = |i: u32, per_slot: u32| i / per_slot == s as u32;
+        let used = |name, f| -> Result<Vec<u32>> {
+            Ok(bpfsys::lookup_all::<u32, u32>(f)
+                .map_err(|source| DatapathError::Batch { name, source })?
+                .into_iter()
+                .filter(|(i, v)| {
+                    *v != 0
+                        && in_slot(
+                            *i,
+                            if name == MAP_VLAN {
+                                VLAN_SLOTS
+                            } else {
+                                PORT_TABLES * 65536
+                            },
+                        )
+                })
+                .map(|(i, _)| i)
+                .collect())
+        };
+        let k = used(MAP_VLAN, fd(&m.vlan))?;
+        zero(fd(&m.vlan), MAP_VLAN, &k, 0u32)?;
+        let k = used(MAP_PORT_CLASS, fd(&m.port_class))?;
+        zero(fd(&m.port_class), MAP_PORT_CLASS, &k, 0u32)?;
+        let k: Vec<u32> = bpfsys::lookup_all::<u32, SegmentInfo>(fd(&m.segments))
+            .map_err(|source| DatapathError::Batch {
+                name: MAP_SEGMENTS,
+                source,
+            })?
+            .into_iter()
+            .filter(|(i, v)| *v != SegmentInfo::default() && in_slot(*i, MAX_SEGMENTS))
+            .map(|(i, _)| i)
+            .collect();
+        zero(fd(&m.segments), MAP_SEGMENTS, &k, SegmentInfo::default())
     }
 
     /// The segment ids the active generation has.

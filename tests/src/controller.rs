@@ -1,0 +1,203 @@
+//! A controller under test: `ispf run` as a child on a care unit of
+//! network namespaces, with its own pin and run directories, killed and
+//! detached when dropped so no test leaves enforcement behind.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use ispf::control::{self, Request, Response};
+
+use crate::{care_unit::*, ispf_bin, netns::*};
+
+pub struct Paths {
+    pub pin: PathBuf,
+    pub run: PathBuf,
+}
+
+pub fn paths(tag: &str) -> Paths {
+    let p = Paths {
+        pin: PathBuf::from(format!("/sys/fs/bpf/ispf-test-{tag}")),
+        run: PathBuf::from(format!("/tmp/ispf-test-run-{tag}")),
+    };
+    let _ = Command::new(ispf_bin())
+        .args(["detach", "--pin-dir"])
+        .arg(&p.pin)
+        .arg("--run-dir")
+        .arg(&p.run)
+        .output();
+    p
+}
+
+/// `ispf run` as a child; killed (not detached) on drop, then detached so
+/// no test leaves enforcement behind.
+pub struct Ctl {
+    pub child: Option<Child>,
+    pub paths: Paths,
+}
+
+impl Ctl {
+    pub fn start(paths: Paths, policy: &Path, ifaces: &[&str]) -> Ctl {
+        Self::start_with(paths, policy, ifaces, &[])
+    }
+
+    /// As [`Self::start`], with more `ispf run` arguments.
+    pub fn start_with(paths: Paths, policy: &Path, ifaces: &[&str], extra: &[&str]) -> Ctl {
+        let mut c = Command::new(ispf_bin());
+        c.arg("run")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--pin-dir")
+            .arg(&paths.pin)
+            .arg("--run-dir")
+            .arg(&paths.run);
+        for i in ifaces {
+            c.args(["--iface", i]);
+        }
+        c.args(extra);
+        let child = c.stderr(Stdio::piped()).spawn().unwrap();
+        let ctl = Ctl {
+            child: Some(child),
+            paths,
+        };
+        ctl.wait_ready();
+        ctl
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if control::request(&self.paths.run, &Request::Status, Duration::from_secs(5)).is_ok() {
+                return;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("controller did not come up");
+    }
+
+    pub fn status(&self) -> control::Status {
+        match control::request(&self.paths.run, &Request::Status, Duration::from_secs(10)).unwrap()
+        {
+            Response::Status(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(ispf_bin())
+            .args(args)
+            .arg("--run-dir")
+            .arg(&self.paths.run)
+            .output()
+            .unwrap()
+    }
+
+    pub fn kill9(&mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn stderr_after_exit(&mut self) -> String {
+        let child = self.child.take().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
+
+impl Drop for Ctl {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new(ispf_bin())
+            .args(["detach", "--pin-dir"])
+            .arg(&self.paths.pin)
+            .arg("--run-dir")
+            .arg(&self.paths.run)
+            .output();
+    }
+}
+
+/// A care unit on bridge `br`: pump, PIS and laptop namespaces.
+pub fn unit(tag: &str) -> (Topology, [String; 3]) {
+    let mut t = Topology::default();
+    let br = format!("ispfb{tag}");
+    t.bridge(&br);
+    let ports = [
+        format!("ip{tag}pump"),
+        format!("ip{tag}pis"),
+        format!("ip{tag}lap"),
+    ];
+    t.host(
+        &format!("ispf-{tag}-pump"),
+        &ports[0],
+        &br,
+        PUMP1,
+        &["10.10.0.11/8"],
+    );
+    t.host(
+        &format!("ispf-{tag}-pis"),
+        &ports[1],
+        &br,
+        PIS,
+        &["10.50.0.10/8"],
+    );
+    t.host(
+        &format!("ispf-{tag}-lap"),
+        &ports[2],
+        &br,
+        LAPTOP,
+        &["10.99.0.7/8"],
+    );
+    (t, ports)
+}
+
+pub fn write_policy(name: &str, text: &str) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ispf-ctl-{name}.json"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Policy A: the example plus NTP for quarantined laptops. Policy B: the
+/// example as shipped. Pump -> PIS HL7 and ping are allowed by both.
+pub fn policies() -> (PathBuf, PathBuf) {
+    let base = std::fs::read_to_string(policy_path()).unwrap();
+    let a = base.replace(
+        r#"{ "id": "guest-out""#,
+        r#"{ "id": "lab-ntp", "from": "quarantine", "to": "pis-servers", "proto": "udp", "ports": [123], "action": "allow" },
+    { "id": "guest-out""#,
+    );
+    assert_ne!(a, base);
+    (write_policy("a", &a), write_policy("b", &base))
+}
+
+pub fn ping(ns: &str, ip: &str, count: u32, interval: &str) -> Output {
+    in_ns(
+        ns,
+        &[
+            "ping",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            interval,
+            "-W",
+            "1",
+            ip,
+        ],
+    )
+}
+
+pub fn loss(out: &Output) -> String {
+    let s = String::from_utf8_lossy(&out.stdout);
+    s.lines()
+        .find(|l| l.contains("packet loss"))
+        .unwrap_or("no ping summary")
+        .to_owned()
+}
