@@ -1,5 +1,5 @@
 //! Flow identity: which packets open or answer a tracked flow, the
-//! canonical conntrack key, expiry, and infrastructure protocols.
+//! canonical conntrack key, expiry.
 
 use ispf_common::{
     CtKey, CtKey4, CtVal, Settings, CT_FIN_SEEN, FAMILY_V4, FAMILY_V6, IPPROTO_ICMP,
@@ -166,23 +166,6 @@ pub fn ct_timeout_ns(v: &CtVal, proto: u8, s: &Settings) -> u64 {
 /// Whether a conntrack entry has outlived the timeout of its protocol.
 pub fn ct_expired(now_ns: u64, v: &CtVal, proto: u8, s: &Settings) -> bool {
     now_ns.saturating_sub(v.last_seen_ns) > ct_timeout_ns(v, proto, s)
-}
-
-/// DHCP (client 68 <-> server 67) and DHCPv6 (546 <-> 547), in either
-/// direction. Requiring both ports keeps "any UDP to port 67" from riding
-/// the infrastructure exemption.
-pub fn is_dhcp(family: u8, sport: u16, dport: u16) -> bool {
-    match family {
-        FAMILY_V4 => matches!((sport, dport), (68, 67) | (67, 68)),
-        FAMILY_V6 => matches!((sport, dport), (546, 547) | (547, 546)),
-        _ => false,
-    }
-}
-
-/// ICMPv6 router solicitation/advertisement, neighbour
-/// solicitation/advertisement and redirect (RFC 4861 types 133-137).
-pub fn is_neighbour_discovery(icmp_type: u8) -> bool {
-    (133..=137).contains(&icmp_type)
 }
 
 #[cfg(test)]
@@ -389,13 +372,5 @@ mod tests {
         let back = direction_key(&p);
         assert_ne!(back, reply);
         assert_eq!(flow_group(&back, 1 << 16), flow_group(&reply, 1 << 16));
-    }
-
-    #[test]
-    fn infrastructure_protocols() {
-        assert!(is_dhcp(FAMILY_V4, 68, 67) && is_dhcp(FAMILY_V4, 67, 68));
-        assert!(!is_dhcp(FAMILY_V4, 1234, 67));
-        assert!(is_dhcp(FAMILY_V6, 546, 547) && !is_dhcp(FAMILY_V6, 68, 67));
-        assert!(is_neighbour_discovery(135) && !is_neighbour_discovery(128));
     }
 }

@@ -101,9 +101,10 @@ fn by_address(slot: u8, family: u8, ip: &[u8; 16]) -> u16 {
 #[inline(always)]
 pub fn source(slot: u8, s: &Settings, pkt: &Packet, check_spoof: bool) -> Result<u16, Spoofed> {
     let is_ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
-    // 1. A registered device's MAC.
+    // 1. A registered device's MAC. A link-local or unspecified IPv6
+    // source is not checked against its addresses: hosts make those up.
     if let Some(d) = device_by_mac(slot, &pkt.src_mac(), pkt.vlan) {
-        if check_spoof && is_ip {
+        if check_spoof && is_ip && !pkt.src_is_self_assigned() {
             let owner = device_by_ip(slot, pkt.family, &pkt.src_ip);
             let spoofed = if d.flags & DEV_HAS_IP != 0 {
                 !matches!(owner, Some(o) if o.device == d.device)
@@ -153,8 +154,13 @@ pub fn source(slot: u8, s: &Settings, pkt: &Packet, check_spoof: bool) -> Result
     Ok(where_plugged())
 }
 
-/// Destination segment: device by IP, subnet, device by unicast non-router
-/// MAC, else `world`.
+/// Destination segment, first match wins: the device with the
+/// destination IP; the longest subnet containing it; the device with the
+/// destination MAC (unicast, not a router's); the segment owning the
+/// frame's VLAN (a bridge does not route, so the frame stays inside its
+/// VLAN) unless the MAC is a router's; for any other unicast MAC that is not
+/// a router's, `unknown_source` (a local host nobody registered); else
+/// `world` (beyond a router, or broadcast and multicast on no owned VLAN).
 #[inline(always)]
 pub fn destination(slot: u8, s: &Settings, pkt: &Packet) -> u16 {
     if pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6 {
@@ -163,12 +169,23 @@ pub fn destination(slot: u8, s: &Settings, pkt: &Packet) -> u16 {
             return seg;
         }
     }
-    if pkt.dst_mac_word & 1 == 0 {
-        if let Some(d) = device_by_mac(slot, &pkt.dst_mac(), pkt.vlan) {
-            if !is_router(slot, &pkt.dst_mac()) {
-                return d.segment;
-            }
+    let dst = pkt.dst_mac();
+    if is_router(slot, &dst) {
+        return s.world_segment;
+    }
+    let unicast = pkt.dst_mac_word & 1 == 0;
+    if unicast {
+        if let Some(d) = device_by_mac(slot, &dst, pkt.vlan) {
+            return d.segment;
         }
     }
-    s.world_segment
+    let seg = vlan_segment(slot, pkt.vlan);
+    if seg != NO_SEGMENT {
+        return seg;
+    }
+    if unicast {
+        s.unknown_segment
+    } else {
+        s.world_segment
+    }
 }

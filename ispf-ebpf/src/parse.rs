@@ -11,8 +11,6 @@ use ispf_common::{
     FAMILY_V4, FAMILY_V6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
-use crate::flow::{is_dhcp, is_neighbour_discovery};
-
 #[derive(Debug, PartialEq, Eq)]
 pub struct Malformed;
 
@@ -118,6 +116,19 @@ impl Packet {
         // SAFETY: the addresses are the first 32 bytes of this 8-aligned
         // struct, and any bytes are valid u64s.
         unsafe { *(self as *const Packet as *const [u64; 4]) }
+    }
+
+    /// An IPv6 source a host makes up itself: link-local (`fe80::/10`) or
+    /// unspecified (`::`, duplicate address detection). A registered
+    /// device sending from one is identified by its MAC alone.
+    #[inline(always)]
+    pub fn src_is_self_assigned(&self) -> bool {
+        if self.family != FAMILY_V6 {
+            return false;
+        }
+        let w = self.addr_words();
+        let first = w[0].to_ne_bytes();
+        (first[0] == 0xfe && first[1] & 0xc0 == 0x80) || (w[0] | w[1]) == 0
     }
 
     /// The source MAC (kept only inside [`Packet::sender`]).
@@ -345,8 +356,35 @@ fn set_fragment(pkt: &mut Packet, offset: u16, more: bool) {
     };
 }
 
+/// DHCP (client 68 <-> server 67) and DHCPv6 (546 <-> 547), in either
+/// direction. Requiring both ports keeps "any UDP to port 67" from riding
+/// the infrastructure exemption.
+pub fn is_dhcp(family: u8, sport: u16, dport: u16) -> bool {
+    match family {
+        FAMILY_V4 => matches!((sport, dport), (68, 67) | (67, 68)),
+        FAMILY_V6 => matches!((sport, dport), (546, 547) | (547, 546)),
+        _ => false,
+    }
+}
+
+/// ICMPv6 that the spec counts as infrastructure: router solicitation and
+/// advertisement, neighbour solicitation and advertisement, redirect (RFC
+/// 4861 types 133-137), and multicast listener query, report and done
+/// (MLD, types 130-132, and MLDv2 report, 143): hosts send these while
+/// they boot, before they have addresses a policy could know.
+pub fn is_icmpv6_infrastructure(icmp_type: u8) -> bool {
+    matches!(icmp_type, 130..=137 | 143)
+}
+
+/// IPv4 multicast group membership (IGMP), infrastructure like MLD.
+pub const IPPROTO_IGMP: u8 = 2;
+
 #[inline(always)]
 fn parse_l4<F: Frame>(c: &F, off: usize, ip_end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+    if pkt.proto == IPPROTO_IGMP && pkt.family == FAMILY_V4 {
+        pkt.kind = KIND_INFRA;
+        return Ok(());
+    }
     let need = match pkt.proto {
         IPPROTO_TCP => 20,
         IPPROTO_UDP => 8,
@@ -385,7 +423,7 @@ fn parse_l4<F: Frame>(c: &F, off: usize, ip_end: usize, pkt: &mut Packet) -> Res
             pkt.icmp_type = h[0];
             // Echo identifier stands in for both ports of the flow.
             pkt.set_ports([h[4], h[5]], [h[4], h[5]]);
-            if pkt.family == FAMILY_V6 && is_neighbour_discovery(h[0]) {
+            if pkt.family == FAMILY_V6 && is_icmpv6_infrastructure(h[0]) {
                 pkt.kind = KIND_INFRA;
             }
         }
@@ -568,9 +606,57 @@ mod tests {
     }
 
     #[test]
+    fn self_assigned_sources() {
+        let mut p = Packet {
+            family: FAMILY_V6,
+            ..Packet::default()
+        };
+        assert!(p.src_is_self_assigned(), "::");
+        p.src_ip = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(p.src_is_self_assigned());
+        p.src_ip[1] = 0xbf;
+        assert!(p.src_is_self_assigned(), "fe80::/10 reaches febf::");
+        p.src_ip[1] = 0xc0;
+        assert!(!p.src_is_self_assigned(), "fec0:: is not link-local");
+        p.src_ip = [0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert!(!p.src_is_self_assigned());
+        p.src_ip = [0; 16];
+        p.family = FAMILY_V4;
+        assert!(
+            !p.src_is_self_assigned(),
+            "0.0.0.0 is DHCP's, not this rule's"
+        );
+    }
+
+    #[test]
+    fn infrastructure_protocols() {
+        assert!(is_dhcp(FAMILY_V4, 68, 67) && is_dhcp(FAMILY_V4, 67, 68));
+        assert!(!is_dhcp(FAMILY_V4, 1234, 67));
+        assert!(is_dhcp(FAMILY_V6, 546, 547) && !is_dhcp(FAMILY_V6, 68, 67));
+        for t in [130, 131, 132, 133, 135, 137, 143] {
+            assert!(is_icmpv6_infrastructure(t), "{t}");
+        }
+        for t in [128, 129, 1, 138, 142, 144] {
+            assert!(!is_icmpv6_infrastructure(t), "{t}");
+        }
+    }
+
+    #[test]
     fn infrastructure_frames() {
         let nd = parse_bytes(&ipv6(&[], IPPROTO_ICMPV6, &[135, 0, 0, 0, 0, 0, 0, 0])).unwrap();
         assert_eq!(nd.kind, KIND_INFRA);
+        let mld = parse_bytes(&ipv6(&[], IPPROTO_ICMPV6, &[143, 0, 0, 0, 0, 0, 0, 1])).unwrap();
+        assert_eq!(mld.kind, KIND_INFRA);
+        let mut igmp = Vec::new();
+        PacketBuilder::ethernet2(SRC, [1, 0, 0x5e, 0, 0, 0x16])
+            .ipv4([10, 0, 0, 1], [224, 0, 0, 22], 1)
+            .write(
+                &mut igmp,
+                etherparse::IpNumber(IPPROTO_IGMP),
+                &[0x22, 0, 0, 0, 0, 0, 0, 0],
+            )
+            .unwrap();
+        assert_eq!(parse_bytes(&igmp).unwrap().kind, KIND_INFRA);
         let echo = parse_bytes(&ipv6(&[], IPPROTO_ICMPV6, &[128, 0, 0, 0, 0, 7, 0, 1])).unwrap();
         assert_eq!(
             (echo.kind, echo.icmp_type, u16::from_be_bytes(echo.sport)),

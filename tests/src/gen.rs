@@ -33,6 +33,7 @@ const V6_ADDRS: &[&str] = &[
     "fd00:7::1",
     "2001:db8::1",
     "fe80::1",
+    "::",
 ];
 const VLANS: &[u16] = &[10, 11, 12, 13, 20];
 const PORTS: &[u16] = &[22, 80, 443, 1500, 2575, 11112, 67, 68, 546, 547, 5000];
@@ -237,7 +238,7 @@ pub fn frame(rng: &mut StdRng, earlier: &[Vec<u8>]) -> Vec<u8> {
         } else {
             rng.gen()
         };
-        match rng.gen_range(0..6) {
+        match rng.gen_range(0..7) {
             0 | 1 => {
                 let flags = *[
                     TCP_SYN,
@@ -252,8 +253,9 @@ pub fn frame(rng: &mut StdRng, earlier: &[Vec<u8>]) -> Vec<u8> {
             }
             2 => (17, udp(sport, dport, b"x")),
             3 => {
+                // Echo, errors, neighbour discovery, MLD (130-132, 143).
                 let kinds: &[u8] = if v6 {
-                    &[128, 129, 1, 135, 134]
+                    &[128, 129, 1, 135, 134, 130, 131, 143, 144]
                 } else {
                     &[8, 0, 3]
                 };
@@ -263,6 +265,7 @@ pub fn frame(rng: &mut StdRng, earlier: &[Vec<u8>]) -> Vec<u8> {
                 )
             }
             4 => (132, sctp(sport, dport)),
+            5 if !v6 => (2, vec![0x16, 0, 0, 0, 224, 0, 0, 22]), // IGMP
             _ => (47, vec![0u8; 8]),
         }
     };

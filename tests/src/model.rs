@@ -119,11 +119,14 @@ fn parse(frame: &[u8]) -> Result<Parsed, Malformed> {
             } else {
                 matches!((ip.sport, ip.dport), (68, 67) | (67, 68))
             };
-        let nd = ip.v6
+        // Neighbour and router discovery, and multicast group membership:
+        // MLD (ICMPv6 130-132, 143) and IGMP.
+        let icmpv6 = ip.v6
             && ip.proto == 58
             && ip.first_fragment != Some(false)
-            && (133..=137).contains(&ip.icmp_type);
-        p.infra = dhcp || nd;
+            && matches!(ip.icmp_type, 130..=137 | 143);
+        let igmp = !ip.v6 && ip.proto == 2 && ip.first_fragment != Some(false);
+        p.infra = dhcp || icmpv6 || igmp;
     }
     Ok(p)
 }
@@ -394,7 +397,11 @@ impl Model {
         let src_ip = p.ip.as_ref().map(|i| i.src);
         if let Some(d) = self.device_by_mac(p.src_mac, p.vlan) {
             let dev = &self.doc.devices[d];
-            if let (true, Some(ip)) = (check_spoof, src_ip) {
+            // Link-local and unspecified IPv6 sources: identified by the
+            // MAC alone (hosts make these addresses up).
+            let self_assigned = matches!(src_ip, Some(std::net::IpAddr::V6(a))
+                if a.is_unspecified() || a.segments()[0] & 0xffc0 == 0xfe80);
+            if let (true, Some(ip), false) = (check_spoof, src_ip, self_assigned) {
                 let own = Self::addresses(dev);
                 let spoofed = if own.is_empty() {
                     self.device_by_ip(ip).is_some()
@@ -426,14 +433,25 @@ impl Model {
         Ok(self.vlan_or_unknown(p.vlan))
     }
 
+    /// The spec's six steps, in its order.
     fn destination(&self, p: &Parsed) -> String {
         if let Some(s) = p.ip.as_ref().and_then(|i| self.by_address(i.dst)) {
             return s;
         }
-        if p.dst_mac[0] & 1 == 0 && !self.routers().contains(&p.dst_mac) {
+        let unicast = p.dst_mac[0] & 1 == 0;
+        let router = self.routers().contains(&p.dst_mac);
+        if unicast && !router {
             if let Some(d) = self.device_by_mac(p.dst_mac, p.vlan) {
                 return self.doc.devices[d].segment.clone();
             }
+        }
+        if !router && p.vlan != 0 {
+            if let Some(s) = self.doc.segments.iter().find(|s| s.vlans.contains(&p.vlan)) {
+                return s.name.clone();
+            }
+        }
+        if unicast && !router {
+            return self.doc.defaults.unknown_source.clone();
         }
         WORLD.into()
     }
