@@ -27,8 +27,12 @@ pub const MAP_VLAN: &str = "ISPF_VLAN";
 pub const MAP_ROUTERS: &str = "ISPF_ROUTERS";
 /// Array `u32` port class, index `slot * 3 * 65536 + l4 * 65536 + port`.
 pub const MAP_PORT_CLASS: &str = "ISPF_PORT_CLASS";
-/// Hash [`PolicyKey`] -> [`PolicyVal`]: the compiled rule matrix.
+/// Hash [`PolicyKey`] -> [`PolicyVal`]: the entries of segment pairs
+/// whose row ([`MAP_POLICY_ROWS`]) overflows.
 pub const MAP_POLICY: &str = "ISPF_POLICY";
+/// Hash [`PairKey`] -> [`PolicyRow`]: the compiled rule matrix, one row
+/// per segment pair that any rule covers, so one lookup answers a pair.
+pub const MAP_POLICY_ROWS: &str = "ISPF_POLICY_ROWS";
 /// LRU hash [`CtKey`] -> [`CtVal`]: connection tracking of IPv6 flows.
 pub const MAP_CONNTRACK: &str = "ISPF_CONNTRACK";
 /// LRU hash [`CtKey4`] -> [`CtVal`]: connection tracking of IPv4 flows.
@@ -121,7 +125,7 @@ pub const PORT_TABLE_SCTP: u32 = 2;
 pub const DEFAULT_DEVICE_ENTRIES: u32 = 131_072;
 pub const DEFAULT_SUBNET_ENTRIES: u32 = 16_384;
 pub const DEFAULT_ROUTER_ENTRIES: u32 = 1024;
-pub const DEFAULT_POLICY_ENTRIES: u32 = 1_048_576;
+pub const DEFAULT_POLICY_ENTRIES: u32 = 65_536;
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 pub const DEFAULT_FRAGMENT_ENTRIES: u32 = 8192;
 pub const DEFAULT_COUNTER_ENTRIES: u32 = 65_536;
@@ -167,6 +171,14 @@ pub const SEG_PRESENT: u8 = 8;
 /// `DeviceVal::flags`.
 pub const DEV_HAS_IP: u8 = 1;
 pub const DEV_HAS_MAC: u8 = 2;
+/// The device has exactly one IPv4 address, [`DeviceVal::v4`].
+pub const DEV_V4_ONE: u8 = 4;
+/// The device has several IPv4 addresses; [`DeviceVal::v4`] is the first.
+pub const DEV_V4_MANY: u8 = 8;
+/// The device has exactly one IPv6 address, [`DeviceVal::v6`].
+pub const DEV_V6_ONE: u8 = 16;
+/// The device has several IPv6 addresses; [`DeviceVal::v6`] is the first.
+pub const DEV_V6_MANY: u8 = 32;
 
 /// `PolicyVal::rule` when the entry records that no rule matched.
 pub const RULE_NONE: u32 = u32::MAX;
@@ -232,6 +244,10 @@ pub struct DeviceVal {
     pub vlan: u16,
     pub flags: u8,
     pub _pad: [u8; 3],
+    /// The device's (first) IPv4 and IPv6 address: the anti-spoofing check
+    /// of a frame from the device's MAC usually needs no second lookup.
+    pub v4: [u8; 4],
+    pub v6: [u8; 16],
 }
 
 /// Key of the compiled rule matrix. `family == FAMILY_ANY` (with proto and
@@ -246,6 +262,52 @@ pub struct PolicyKey {
     pub proto: u8,
     pub _pad: u8,
     pub port_class: u32,
+}
+
+/// Key of a segment pair's row in [`MAP_POLICY_ROWS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PairKey {
+    pub src: u16,
+    pub dst: u16,
+    pub slot: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Entries a [`PolicyRow`] holds; a pair with more sets `overflow` and
+/// keeps them in [`MAP_POLICY`].
+pub const ROW_ENTRIES: usize = 6;
+
+/// `(family, protocol, port class)` of a row entry as one word, so that
+/// matching an entry is one comparison.
+#[inline(always)]
+pub const fn row_selector(family: u8, proto: u8, port_class: u32) -> u64 {
+    family as u64 | (proto as u64) << 8 | (port_class as u64) << 32
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowEntry {
+    /// [`row_selector`] of the entry.
+    pub selector: u64,
+    pub val: PolicyVal,
+}
+
+/// A segment pair's compiled rules: the entries that differ from the one
+/// they fall back to (family, protocol and port class; then family and
+/// protocol; then `any`), as the rule matrix stores them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyRow {
+    /// The pair's any-protocol entry, if `has_any`.
+    pub any: PolicyVal,
+    pub has_any: u8,
+    /// Entries in `entries`.
+    pub n: u8,
+    /// More entries than fit: look them up in [`MAP_POLICY`].
+    pub overflow: u8,
+    pub _pad: [u8; 5],
+    pub entries: [RowEntry; ROW_ENTRIES],
 }
 
 #[repr(C)]
@@ -516,6 +578,9 @@ mod pod {
     unsafe impl aya::Pod for DeviceVal {}
     unsafe impl aya::Pod for PolicyKey {}
     unsafe impl aya::Pod for PolicyVal {}
+    unsafe impl aya::Pod for PairKey {}
+    unsafe impl aya::Pod for RowEntry {}
+    unsafe impl aya::Pod for PolicyRow {}
     unsafe impl aya::Pod for CtKey {}
     unsafe impl aya::Pod for CtVal {}
     unsafe impl aya::Pod for CtKey4 {}
@@ -548,9 +613,12 @@ mod tests {
         assert_eq!((size_of::<MacKey>(), align_of::<MacKey>()), (8, 1));
         assert_eq!((size_of::<V4Key>(), align_of::<V4Key>()), (8, 1));
         assert_eq!((size_of::<V6Key>(), align_of::<V6Key>()), (20, 1));
-        assert_eq!((size_of::<DeviceVal>(), align_of::<DeviceVal>()), (12, 4));
+        assert_eq!((size_of::<DeviceVal>(), align_of::<DeviceVal>()), (32, 4));
         assert_eq!((size_of::<PolicyKey>(), align_of::<PolicyKey>()), (12, 4));
         assert_eq!((size_of::<PolicyVal>(), align_of::<PolicyVal>()), (8, 4));
+        assert_eq!((size_of::<PairKey>(), align_of::<PairKey>()), (8, 2));
+        assert_eq!((size_of::<RowEntry>(), align_of::<RowEntry>()), (16, 8));
+        assert_eq!((size_of::<PolicyRow>(), align_of::<PolicyRow>()), (112, 8));
         assert_eq!((size_of::<CtKey>(), align_of::<CtKey>()), (40, 8));
         assert_eq!((size_of::<CtVal>(), align_of::<CtVal>()), (56, 8));
         assert_eq!((size_of::<CtKey4>(), align_of::<CtKey4>()), (16, 8));

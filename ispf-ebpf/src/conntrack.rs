@@ -17,13 +17,12 @@ use ispf_common::{
 use ispf_ebpf::{
     decide::{judge_policy, on_fault, Judgement},
     flow::{ct_expired, ct_keys, ct_timeout_ns, CtKeys, Tracking, TCP_FIN, TCP_RST},
+    outcome::{Cache, Outcome},
     parse::Packet,
 };
 
 use crate::{
-    clock,
-    counters::{self, SLOT_UNKNOWN},
-    flowcache,
+    clock, counters, flowcache,
     maps::{ISPF_CONNTRACK, ISPF_CONNTRACK4},
     policy,
 };
@@ -63,17 +62,25 @@ pub struct Flow {
     pub dst_flags: u8,
 }
 
+/// What conntrack holds for a packet's flow, as far as it was looked up:
+/// the full pipeline reuses it instead of looking again.
+#[derive(Clone, Copy)]
+pub enum Found {
+    /// Not looked up (a first fragment; a protocol that is not tracked).
+    NotLooked,
+    /// Nothing; whether the packet's source is endpoint `a` of the key.
+    Absent(bool),
+    /// This entry; whether the packet's source is endpoint `a`.
+    Entry(*mut CtVal, bool),
+}
+
 /// What the fast path found for a packet.
 pub enum Fast {
-    /// An established flow from an already identified sender:
-    /// `(source segment, destination segment to count under, judgement,
-    /// counter slot, until which jiffy the flow cache may stand for
-    /// conntrack)`.
-    Hit(u16, u16, Judgement, u32, u64),
-    /// Conntrack holds the flow but this packet needs the full pipeline.
-    Present,
-    /// Conntrack holds nothing for the flow (or the protocol is untracked).
-    Absent,
+    /// An established flow from an already identified sender. Its cache
+    /// hint says until which jiffy the flow cache may stand for conntrack.
+    Hit(Outcome),
+    /// The packet needs the full pipeline.
+    Miss(Found),
 }
 
 /// An echo request only continues its own direction, an echo reply only
@@ -87,16 +94,17 @@ fn icmp_fits(proto: u8, orig_dir: bool, track: Tracking) -> bool {
 #[inline(always)]
 pub fn established(s: &Settings, pkt: &Packet, keys: &mut CtKeys, track: Tracking) -> Fast {
     if track == Tracking::None {
-        return Fast::Absent;
+        return Fast::Miss(Found::NotLooked);
     }
     let src_is_a = ct_keys(keys, pkt);
     let keys: &CtKeys = keys;
     let v4 = pkt.family == FAMILY_V4;
-    let Some(ct) = entry(keys, v4) else {
-        return Fast::Absent;
+    let Some(ptr) = entry(keys, v4) else {
+        return Fast::Miss(Found::Absent(src_is_a));
     };
+    let present = Fast::Miss(Found::Entry(ptr, src_is_a));
     // SAFETY: a pointer into an LRU map value; see `judge`.
-    let ct = unsafe { &mut *ct };
+    let ct = unsafe { &mut *ptr };
     let orig_dir = (ct.flags & CT_ORIG_IS_A != 0) == src_is_a;
     // The epoch is read before the sender: `judge` clears the senders
     // before it moves an entry to a new epoch, so a sender read after a
@@ -110,11 +118,11 @@ pub fn established(s: &Settings, pkt: &Packet, keys: &mut CtKeys, track: Trackin
         (unsafe { read_volatile(&ct.reply_l2) }) == sender
     };
     if epoch != s.epoch || !known || !icmp_fits(pkt.proto, orig_dir, track) {
-        return Fast::Present;
+        return present;
     }
     let now = clock::now();
     if ct_expired(now, ct, pkt.proto, s) {
-        return Fast::Present;
+        return present;
     }
     // SAFETY: as above; written before the sender (see `judge`).
     let (src, dst, slot) = unsafe {
@@ -126,7 +134,10 @@ pub fn established(s: &Settings, pkt: &Packet, keys: &mut CtKeys, track: Trackin
     };
     let j = continuing(ct, orig_dir);
     let until = carry_on(keys, v4, ct, pkt, now, s);
-    Fast::Hit(src, dst, j, slot, until)
+    let mut o = Outcome::new(src, dst, j);
+    o.slot = slot;
+    o.cache = Cache::Established(until);
+    Fast::Hit(o)
 }
 
 /// The judgement of a packet that continues its flow.
@@ -168,36 +179,8 @@ fn carry_on(keys: &CtKeys, v4: bool, ct: &mut CtVal, pkt: &Packet, now: u64, s: 
     clock::jiffies() + FLOW_CACHE_REFRESH_JIFFIES
 }
 
-/// What [`judge`] decided.
-pub struct Tracked {
-    pub j: Judgement,
-    /// Destination segment to count under: a reply is counted towards the
-    /// segment its flow came from (an unregistered originator, say a
-    /// quarantined laptop, is `world` as a destination).
-    pub dst: u16,
-    /// The packet opened a new flow.
-    pub opened: bool,
-    /// Counter slot when this already had to find it, else [`SLOT_UNKNOWN`].
-    pub slot: u32,
-    /// For a packet that continued its flow: until which jiffy the flow cache may
-    /// stand for conntrack (0: not at all).
-    pub until: u64,
-}
-
-impl Tracked {
-    #[inline(always)]
-    fn new(j: Judgement, dst: u16) -> Self {
-        Self {
-            j,
-            dst,
-            opened: false,
-            slot: SLOT_UNKNOWN,
-            until: 0,
-        }
-    }
-}
-
-/// Judges an IP packet (not a later fragment) through conntrack and policy.
+/// Judges an IP packet (not a later fragment) through conntrack and
+/// policy; `found` is what the fast path already looked up.
 #[inline(always)]
 pub fn judge(
     slot: u8,
@@ -206,17 +189,25 @@ pub fn judge(
     keys: &mut CtKeys,
     f: &Flow,
     track: Tracking,
-) -> Tracked {
+    found: Found,
+) -> Outcome {
     let dport = u16::from_be_bytes(pkt.dport);
     if track == Tracking::None {
-        return Tracked::new(judge_new(slot, s, pkt, f, dport), f.dst);
+        return Outcome::new(f.src, f.dst, judge_new(slot, s, pkt, f, dport));
     }
-    let src_is_a = ct_keys(keys, pkt);
-    let keys: &CtKeys = keys;
     let v4 = pkt.family == FAMILY_V4;
+    let (existing, src_is_a) = match found {
+        Found::Entry(e, a) => (Some(e), a),
+        Found::Absent(a) => (None, a),
+        Found::NotLooked => {
+            let a = ct_keys(keys, pkt);
+            (entry(keys, v4), a)
+        }
+    };
+    let keys: &CtKeys = keys;
     let now = clock::now();
     let sender = pkt.sender;
-    if let Some(ct) = entry(keys, v4) {
+    if let Some(ct) = existing {
         // SAFETY: a pointer into an LRU map value; concurrent updates of the
         // same flow on another CPU can at worst race a timestamp.
         let ct = unsafe { &mut *ct };
@@ -273,10 +264,12 @@ pub fn judge(
                     }
                 }
                 let until = carry_on(keys, v4, ct, pkt, now, s);
-                let mut t = Tracked::new(j, dst);
-                t.slot = counter;
-                t.until = until;
-                return t;
+                let mut o = Outcome::new(f.src, dst, j);
+                o.slot = counter;
+                if until != 0 {
+                    o.cache = Cache::Established(until);
+                }
+                return o;
             }
             // The policy no longer allows this flow: forget it.
             forget(keys, v4);
@@ -311,16 +304,16 @@ pub fn judge(
             reply_slot: 0,
         };
         if open(keys, v4, &v).is_err() {
-            return Tracked::new(on_fault(j, f.src_flags, f.dst_flags), f.dst);
+            return Outcome::new(f.src, f.dst, on_fault(j, f.src_flags, f.dst_flags));
         }
         // The other direction may have cached a denial meanwhile.
         flowcache::bump(pkt);
-        let mut t = Tracked::new(j, f.dst);
-        t.opened = true;
-        t.slot = counter;
-        return t;
+        let mut o = Outcome::new(f.src, f.dst, j);
+        o.opened = true;
+        o.slot = counter;
+        return o;
     }
-    Tracked::new(j, f.dst)
+    Outcome::new(f.src, f.dst, j)
 }
 
 #[inline(always)]

@@ -18,10 +18,6 @@ use crate::maps::{
 
 const BPF_NOEXIST: u64 = 1;
 
-/// "Slot not looked up yet" (distinct from [`COUNTER_SLOT_NONE`], "no slot
-/// to be had").
-pub const SLOT_UNKNOWN: u32 = u32::MAX - 1;
-
 /// The slot of `(src, dst, judgement)` under generation slot `gen`,
 /// assigned on first use: a slot the controller recycled if there is one,
 /// else a never-used one; [`COUNTER_SLOT_NONE`] once every slot is taken

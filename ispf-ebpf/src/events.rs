@@ -3,19 +3,29 @@
 //! path of an established flow's packets; rate-limited per CPU so a flood
 //! costs a bounded amount; every event not delivered is counted.
 
-use aya_ebpf::programs::XdpContext;
 use ispf_common::{
-    CtKey, Event, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_RATE_PER_SEC, FAMILY_V4, FAMILY_V6,
+    CtKey, Event, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_DENIED, EVENT_RATE_PER_SEC,
+    FAMILY_V4, FAMILY_V6,
 };
 use ispf_ebpf::{decide::Judgement, parse::Packet};
 
 use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
 
-/// Whether a denied packet starts a denied flow worth reporting now: its
-/// directional 5-tuple (MACs for non-IP frames) was not reported in the
-/// last minute.
+/// Reports a denied packet that starts a denied flow: its directional
+/// 5-tuple (MACs for non-IP frames) was not reported in the last minute.
+/// The token is taken before the flow is recorded, so a flood that the
+/// rate limit stops costs a lookup per packet, not an insert.
 #[inline(always)]
-pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> bool {
+#[allow(clippy::too_many_arguments)]
+pub fn denied(
+    ifindex: u32,
+    pkt: &Packet,
+    key: &mut CtKey,
+    src: u16,
+    dst: u16,
+    j: &Judgement,
+    now: u64,
+) {
     let ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
     if ip {
         key.a_addr = pkt.src_ip;
@@ -34,11 +44,14 @@ pub fn first_of_denied_flow(pkt: &Packet, key: &mut CtKey, now: u64) -> bool {
     // SAFETY: copied out at once.
     if let Some(last) = unsafe { ISPF_DENIED_SEEN.get(&*key) }.copied() {
         if now.saturating_sub(last) < DENIED_REPORT_INTERVAL_NS {
-            return false;
+            return;
         }
     }
+    if !take_token(now) {
+        return;
+    }
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
-    true
+    write(ifindex, EVENT_DENIED, pkt, src, dst, j, now);
 }
 
 /// Takes one token from this CPU's bucket.
@@ -67,12 +80,17 @@ fn take_token(now: u64) -> bool {
     true
 }
 
-/// Emits one event, written straight into the ring buffer.
+/// Emits one event, rate-limited.
 #[inline(always)]
-pub fn emit(ctx: &XdpContext, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
-    if !take_token(now) {
-        return;
+pub fn emit(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
+    if take_token(now) {
+        write(ifindex, kind, pkt, src, dst, j, now);
     }
+}
+
+/// Writes one event straight into the ring buffer.
+#[inline(always)]
+fn write(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
     let Some(mut entry) = ISPF_EVENTS.reserve::<Event>(0) else {
         if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
             // SAFETY: this CPU's own slot.
@@ -86,7 +104,7 @@ pub fn emit(ctx: &XdpContext, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Ju
         let e = entry.as_mut_ptr();
         (*e).ts_ns = now;
         (*e).rule = j.rule;
-        (*e).ifindex = (*ctx.ctx).ingress_ifindex;
+        (*e).ifindex = ifindex;
         (*e).src = src;
         (*e).dst = dst;
         (*e).vlan = pkt.vlan;

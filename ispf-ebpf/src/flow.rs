@@ -16,6 +16,17 @@ pub const ICMPV6_ECHO_REPLY: u8 = 129;
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
 
+/// Where a packet's direction lives in the flow cache, and the generation
+/// its flow group had before conntrack was consulted.
+#[repr(C)]
+pub struct Probe {
+    pub key: [u64; 5],
+    pub index: u32,
+    pub group: u32,
+    pub generation: u32,
+    pub _pad: u32,
+}
+
 /// How a packet relates to connection tracking.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tracking {

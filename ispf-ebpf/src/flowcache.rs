@@ -21,7 +21,8 @@ use ispf_common::{
 };
 use ispf_ebpf::{
     decide::Judgement,
-    flow::{cache_index, direction_key, flow_group},
+    flow::{cache_index, direction_key, flow_group, Probe},
+    outcome::{Cache, Outcome},
     parse::Packet,
 };
 
@@ -33,17 +34,6 @@ use crate::{
 /// The flush counter: the generation map's last slot (see
 /// `ispf_common::MAP_CT_GENERATION`).
 const FLUSH: u32 = CT_GENERATIONS;
-
-/// Where a packet's direction lives in the cache, and the generation its
-/// flow group had before conntrack was consulted.
-#[repr(C)]
-pub struct Probe {
-    pub key: [u64; 5],
-    pub index: u32,
-    pub group: u32,
-    pub generation: u32,
-    pub _pad: u32,
-}
 
 #[inline(always)]
 fn generation_of(index: u32) -> u32 {
@@ -77,14 +67,9 @@ pub fn bump(pkt: &Packet) {
     }
 }
 
-/// The cached outcome of the probed direction, if one is valid:
-/// `(source segment, destination segment, judgement, counter slot, entry)`.
+/// The cached outcome of the probed direction, if one is valid.
 #[inline(always)]
-pub fn lookup(
-    s: &Settings,
-    pkt: &Packet,
-    p: &Probe,
-) -> Option<(u16, u16, Judgement, u32, *mut FlowCacheEntry)> {
+pub fn lookup(s: &Settings, pkt: &Packet, p: &Probe) -> Option<Outcome> {
     let e = ISPF_FLOW_CACHE.get_ptr_mut(p.index)?;
     // SAFETY: this CPU's own entry.
     let v = unsafe { &*e };
@@ -113,7 +98,10 @@ pub fn lookup(
         reason: v.reason,
         rule: v.rule,
     };
-    Some((v.src, v.dst, j, v.slot, e))
+    let mut o = Outcome::new(v.src, v.dst, j);
+    o.slot = v.slot;
+    o.cache = Cache::Hit(e);
+    Some(o)
 }
 
 /// What to cache for the probed direction.

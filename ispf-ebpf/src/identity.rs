@@ -4,8 +4,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use ispf_common::{
-    DeviceVal, MacKey, Settings, V4Key, V6Key, DEV_HAS_IP, DEV_HAS_MAC, FAMILY_V4, FAMILY_V6,
-    NO_SEGMENT, VLAN_SLOTS,
+    DeviceVal, MacKey, Settings, V4Key, V6Key, DEV_HAS_IP, DEV_HAS_MAC, DEV_V4_MANY, DEV_V4_ONE,
+    DEV_V6_MANY, DEV_V6_ONE, FAMILY_V4, FAMILY_V6, NO_SEGMENT, VLAN_SLOTS,
 };
 
 use ispf_ebpf::parse::Packet;
@@ -86,6 +86,38 @@ fn vlan_segment(slot: u8, vlan: u16) -> u16 {
     ISPF_VLAN.get(idx).copied().unwrap_or(0) as u16
 }
 
+/// Whether the packet's source address is device `d`'s, as far as `d`'s
+/// own record tells: `None` when only a lookup can say (several
+/// addresses of the family, and not the first).
+#[inline(always)]
+fn own_address(d: &DeviceVal, pkt: &Packet) -> Option<bool> {
+    let w = pkt.addr_words();
+    let (same, one, many) = if pkt.family == FAMILY_V4 {
+        let src = w[0] as u32;
+        let mine = u32::from_ne_bytes(d.v4);
+        (src == mine, DEV_V4_ONE, DEV_V4_MANY)
+    } else {
+        // SAFETY: `v6` is 16 bytes at offset 16 of a 4-aligned struct;
+        // read as four u32 words (the map value is 8-aligned).
+        let mine = unsafe { *(d.v6.as_ptr() as *const [u32; 4]) };
+        let src: [u32; 4] = [
+            w[0] as u32,
+            (w[0] >> 32) as u32,
+            w[1] as u32,
+            (w[1] >> 32) as u32,
+        ];
+        (src == mine, DEV_V6_ONE, DEV_V6_MANY)
+    };
+    if d.flags & one != 0 {
+        Some(same)
+    } else if d.flags & many != 0 {
+        same.then_some(true)
+    } else {
+        // No address of this family registered: not the device's.
+        Some(false)
+    }
+}
+
 /// The device or, failing that, the subnet that owns `ip`.
 #[inline(always)]
 fn by_address(slot: u8, family: u8, ip: &[u8; 16]) -> u16 {
@@ -105,11 +137,14 @@ pub fn source(slot: u8, s: &Settings, pkt: &Packet, check_spoof: bool) -> Result
     // source is not checked against its addresses: hosts make those up.
     if let Some(d) = device_by_mac(slot, &pkt.src_mac(), pkt.vlan) {
         if check_spoof && is_ip && !pkt.src_is_self_assigned() {
-            let owner = device_by_ip(slot, pkt.family, &pkt.src_ip);
             let spoofed = if d.flags & DEV_HAS_IP != 0 {
-                !matches!(owner, Some(o) if o.device == d.device)
+                match own_address(&d, pkt) {
+                    Some(own) => !own,
+                    None => !matches!(device_by_ip(slot, pkt.family, &pkt.src_ip),
+                                      Some(o) if o.device == d.device),
+                }
             } else {
-                owner.is_some()
+                device_by_ip(slot, pkt.family, &pkt.src_ip).is_some()
             };
             if spoofed {
                 return Err(Spoofed(d.segment));

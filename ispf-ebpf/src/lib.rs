@@ -5,4 +5,5 @@
 
 pub mod decide;
 pub mod flow;
+pub mod outcome;
 pub mod parse;

@@ -41,6 +41,9 @@ pub static ISPF_PORT_CLASS: Array<u32> =
 pub static ISPF_POLICY: HashMap<PolicyKey, PolicyVal> =
     HashMap::with_max_entries(DEFAULT_POLICY_ENTRIES, 0);
 #[map]
+pub static ISPF_POLICY_ROWS: HashMap<PairKey, PolicyRow> =
+    HashMap::with_max_entries(DEFAULT_POLICY_ENTRIES, 0);
+#[map]
 pub static ISPF_CONNTRACK: LruHashMap<CtKey, CtVal> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 #[map]
@@ -85,7 +88,7 @@ pub struct Scratch {
     pub ct: CtKeys,
     pub frag: FragKey,
     pub denied: CtKey,
-    pub probe: crate::flowcache::Probe,
+    pub probe: ispf_ebpf::flow::Probe,
 }
 
 #[map]

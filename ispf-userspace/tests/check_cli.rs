@@ -187,12 +187,12 @@ fn check_refuses_what_reload_would() {
     assert!(!ok, "{err}");
     assert!(
         err.contains("ISPF_DEV_V4 needs 140000 entries")
-            && err.contains("--map-size devices=262144"),
+            && err.contains("--map-size devices=196608"),
         "{err}"
     );
     let (ok, out, _) = ispf(&["check", f.to_str().unwrap()]);
     assert!(
-        ok && out.contains("devices 262144 (above the default)"),
+        ok && out.contains("devices 196608 (above the default)"),
         "{out}"
     );
     // Not UTF-8: refused with where.

@@ -95,11 +95,21 @@ pub fn policy(rng: &mut StdRng) -> Value {
                 d["vlan"] = json!(VLANS.choose(rng).unwrap());
             }
         }
+        // One address, or a list of two (the datapath keeps the first
+        // with the device, so the second takes its other path).
         if (rng.gen_bool(0.6) || !with_mac) && !v4s.is_empty() {
-            d["ipv4"] = json!(v4s.pop().unwrap());
+            d["ipv4"] = if rng.gen_bool(0.3) && v4s.len() >= 2 {
+                json!([v4s.pop().unwrap(), v4s.pop().unwrap()])
+            } else {
+                json!(v4s.pop().unwrap())
+            };
         }
         if rng.gen_bool(0.35) && !v6s.is_empty() {
-            d["ipv6"] = json!([v6s.pop().unwrap()]);
+            d["ipv6"] = if rng.gen_bool(0.3) && v6s.len() >= 2 {
+                json!([v6s.pop().unwrap(), v6s.pop().unwrap()])
+            } else {
+                json!([v6s.pop().unwrap()])
+            };
         }
         devices.push(d);
     }

@@ -33,13 +33,24 @@ fn quick_benchmark_produces_every_figure() {
         "mpps_nft_linear_10k",
         "ratio_vs_nft_sets",
         "ratio_vs_nft_linear_10k",
+        "mpps_ceiling_new_flows",
+        "mpps_ispf_new_flows",
+        "mpps_nft_sets_new_flows",
+        "ratio_vs_nft_sets_new_flows",
+        "allowed_flow_exchanges_under_scan",
     ] {
         let v = s[key]
             .as_f64()
             .unwrap_or_else(|| panic!("summary.{key} missing or not a number: {s}"));
         assert!(v.is_finite() && v > 0.0, "summary.{key} = {v}");
     }
-    for key in ["net_ns_100k_devices", "apply_ms_100k_devices"] {
+    for key in [
+        "net_ns_100k_devices",
+        "apply_ms_100k_devices",
+        "apply_ms_1m_devices",
+        "map_memory_mb_1m_devices",
+        "allowed_flow_retransmits_under_scan",
+    ] {
         assert!(
             s.get(key).is_some(),
             "summary.{key} missing (null is fine in a quick run)"
@@ -48,7 +59,7 @@ fn quick_benchmark_produces_every_figure() {
     assert!(s["kernel"].as_str().is_some_and(|k| !k.is_empty()) && s["cpu"].as_str().is_some());
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     assert!(
-        md.contains("Per-packet cost") && md.contains("End to end"),
+        md.contains("Per-packet cost") && md.contains("End to end") && md.contains("A scan"),
         "{md}"
     );
     let svg = std::fs::read_to_string(out.join("cost-vs-size.svg")).unwrap();

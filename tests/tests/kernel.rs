@@ -676,3 +676,72 @@ fn reloads_keep_segment_ids_under_live_flows() {
         "guest",
     );
 }
+
+/// A segment pair with more compiled entries than a row holds keeps them
+/// in the entry map: every port still gets its rule.
+#[test]
+fn a_pair_with_more_entries_than_a_row_holds() {
+    require_root();
+    let ports: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                r#"{{"from":"a","to":"b","proto":"tcp","ports":[{}],"action":"allow"}}"#,
+                1001 + i
+            )
+        })
+        .collect();
+    let text = format!(
+        r#"{{"version":1,"segments":[{{"name":"a"}},{{"name":"b"}}],
+        "devices":[{{"name":"x","mac":"{PUMP1}","ipv4":"10.0.0.1","segment":"a"}},
+                   {{"name":"y","mac":"{PIS}","ipv4":"10.0.0.2","segment":"b"}}],
+        "rules":[{},{{"from":"a","to":"b","proto":"udp","action":"deny"}},
+                 {{"from":"a","to":"b","action":"allow"}}]}}"#,
+        ports.join(",")
+    );
+    let p = Policy::from_str(&text, "rows.json".as_ref()).unwrap();
+    let c = compile(&p);
+    let (a, b) = (p.segment_id("a").unwrap(), p.segment_id("b").unwrap());
+    let row = c
+        .rows
+        .iter()
+        .find(|(k, _)| (k.src, k.dst) == (a, b))
+        .unwrap();
+    assert_eq!(
+        row.1.overflow, 1,
+        "the pair's entries must overflow its row"
+    );
+    let mut dp = load(&p, MapSizes::default());
+    let frame = |proto: u8, l4: Vec<u8>| {
+        eth(
+            mac(PIS),
+            mac(PUMP1),
+            &[],
+            ETH_IP,
+            &ipv4(
+                v4("10.0.0.1"),
+                v4("10.0.0.2"),
+                proto,
+                &l4,
+                Frag::default(),
+                0,
+            ),
+        )
+    };
+    for i in 0..10u16 {
+        let o = dp.run(&frame(6, tcp(2000 + i, 1001 + i, TCP_SYN))).unwrap();
+        assert_eq!((o.pass, o.rule), (true, Some(i as u32)), "tcp/{}", 1001 + i);
+    }
+    let o = dp.run(&frame(6, tcp(3000, 999, TCP_SYN))).unwrap();
+    assert_eq!(
+        (o.pass, o.rule),
+        (true, Some(11)),
+        "any other port: the any rule"
+    );
+    let o = dp.run(&frame(17, udp(3000, 1001, b"x"))).unwrap();
+    assert_eq!(
+        (o.pass, o.rule, reason_name(o.reason)),
+        (false, Some(10), Some("denied_rule"))
+    );
+    let o = dp.run(&frame(47, vec![0; 8])).unwrap();
+    assert_eq!((o.pass, o.rule), (true, Some(11)));
+}

@@ -57,7 +57,9 @@ impl MapSizeRequest {
             devices: self
                 .devices
                 .unwrap_or_else(|| auto(c.dev_mac.max(c.dev_v4).max(c.dev_v6), d.devices)),
-            policy: self.policy.unwrap_or_else(|| auto(c.policy, d.policy)),
+            policy: self
+                .policy
+                .unwrap_or_else(|| auto(c.policy.max(c.rows), d.policy)),
             conntrack: self.conntrack.unwrap_or(d.conntrack),
             fragments: self.fragments.unwrap_or(d.fragments),
             counters: self.counters.unwrap_or(d.counters),
@@ -100,6 +102,7 @@ pub struct Counts {
     pub dev_v4: usize,
     pub dev_v6: usize,
     pub policy: usize,
+    pub rows: usize,
     pub subnet_v4: usize,
     pub subnet_v6: usize,
     pub routers: usize,
@@ -112,6 +115,7 @@ impl Counts {
             dev_v4: c.dev_v4.len(),
             dev_v6: c.dev_v6.len(),
             policy: c.policy.len(),
+            rows: c.rows.len(),
             subnet_v4: c.subnet_v4.len(),
             subnet_v6: c.subnet_v6.len(),
             routers: c.routers.len(),
@@ -126,6 +130,7 @@ impl Counts {
             dev_v4: keys_where(&m.dev_v4, |k| k.slot == slot).len(),
             dev_v6: keys_where(&m.dev_v6, |k| k.slot == slot).len(),
             policy: keys_where(&m.policy, |k| k.slot == slot).len(),
+            rows: keys_where(&m.rows, |k| k.slot == slot).len(),
             subnet_v4: n(&mut m
                 .subnet_v4
                 .keys()
@@ -141,12 +146,13 @@ impl Counts {
     }
 
     /// `(map, entries, capacity)` of every map these counts need.
-    fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 7] {
+    fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 8] {
         [
             (MAP_DEV_MAC, self.dev_mac, z.devices),
             (MAP_DEV_V4, self.dev_v4, z.devices),
             (MAP_DEV_V6, self.dev_v6, z.devices),
             (MAP_POLICY, self.policy, z.policy),
+            (MAP_POLICY_ROWS, self.rows, z.policy),
             (MAP_SUBNET_V4, self.subnet_v4, DEFAULT_SUBNET_ENTRIES),
             (MAP_SUBNET_V6, self.subnet_v6, DEFAULT_SUBNET_ENTRIES),
             (MAP_ROUTERS, self.routers, DEFAULT_ROUTER_ENTRIES),
@@ -158,7 +164,7 @@ impl Counts {
 fn size_name(map: &str) -> Option<&'static str> {
     match map {
         MAP_DEV_MAC | MAP_DEV_V4 | MAP_DEV_V6 => Some("devices"),
-        MAP_POLICY => Some("policy"),
+        MAP_POLICY | MAP_POLICY_ROWS => Some("policy"),
         _ => None,
     }
 }
@@ -193,8 +199,9 @@ pub fn check_fits(sizes: &MapSizes, new: &Counts, kept: &Counts) -> Result<()> {
 }
 
 /// A map size that holds two generations of `entries` with a quarter to
-/// spare, rounded up to a power of two.
+/// spare, rounded up to a multiple of 65,536 (not a power of two: at a
+/// million devices that would double the memory for nothing).
 pub fn suggested_size(entries: usize) -> u32 {
     let want = (entries * 2 + entries / 2).max(1);
-    want.next_power_of_two().min(1 << 30) as u32
+    want.div_ceil(65_536).saturating_mul(65_536).min(1 << 30) as u32
 }

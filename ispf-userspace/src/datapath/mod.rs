@@ -164,6 +164,7 @@ impl Datapath {
             .map_max_entries(MAP_DEV_V4, sizes.devices)
             .map_max_entries(MAP_DEV_V6, sizes.devices)
             .map_max_entries(MAP_POLICY, sizes.policy)
+            .map_max_entries(MAP_POLICY_ROWS, sizes.policy)
             .map_max_entries(MAP_CONNTRACK, sizes.conntrack)
             .map_max_entries(MAP_CONNTRACK4, sizes.conntrack)
             .map_max_entries(MAP_FRAGMENTS, sizes.fragments)
@@ -416,6 +417,24 @@ impl Datapath {
 
     pub fn event_totals(&self) -> EventTotals {
         self.stats.event_totals()
+    }
+
+    /// Kernel memory of every map (what `bpftool map` shows as
+    /// `bytes_memlock`), from each map's fdinfo.
+    pub fn map_memory_bytes(&self) -> u64 {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.ids
+            .values()
+            .filter_map(|id| aya::maps::MapInfo::from_id(*id).ok()?.fd().ok())
+            .filter_map(|fd| {
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
+                        .ok()?;
+                info.lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .sum()
     }
 
     /// The ring buffer of flow events; only one reader may have it.

@@ -105,6 +105,7 @@ impl Stats {
             (MAP_DEV_MAC, count(&m.dev_mac), z.devices),
             (MAP_DEV_V4, count(&m.dev_v4), z.devices),
             (MAP_DEV_V6, count(&m.dev_v6), z.devices),
+            (MAP_POLICY_ROWS, count(&m.rows), z.policy),
             (MAP_POLICY, count(&m.policy), z.policy),
             (MAP_CONNTRACK, count(&m.conntrack), z.conntrack),
             (MAP_CONNTRACK4, count(&m.conntrack4), z.conntrack),

@@ -201,6 +201,12 @@ impl Datapath {
             .map(|(k, v)| (PolicyKey { slot: s, ..*k }, *v))
             .unzip();
         put(fd(&m.policy), MAP_POLICY, &k, &v, b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c
+            .rows
+            .iter()
+            .map(|(k, r)| (PairKey { slot: s, ..*k }, *r))
+            .unzip();
+        put(fd(&m.rows), MAP_POLICY_ROWS, &k, &v, b)?;
         b.spend(1)?;
         let settings = Settings {
             epoch,
@@ -249,7 +255,13 @@ impl Datapath {
             .iter()
             .map(|(k, _)| PolicyKey { slot: s, ..*k })
             .collect();
-        drop_keys(fd(&m.policy), MAP_POLICY, &k)
+        drop_keys(fd(&m.policy), MAP_POLICY, &k)?;
+        let k: Vec<_> = c
+            .rows
+            .iter()
+            .map(|(k, _)| PairKey { slot: s, ..*k })
+            .collect();
+        drop_keys(fd(&m.rows), MAP_POLICY_ROWS, &k)
     }
 
     /// Clears a slot whose contents this process did not write: every key
@@ -266,6 +278,8 @@ impl Datapath {
         drop_keys(fd(&m.routers), MAP_ROUTERS, &k)?;
         let k = keys_where(&m.policy, |k| k.slot == s);
         drop_keys(fd(&m.policy), MAP_POLICY, &k)?;
+        let k = keys_where(&m.rows, |k| k.slot == s);
+        drop_keys(fd(&m.rows), MAP_POLICY_ROWS, &k)?;
         let v4: Vec<_> = m
             .subnet_v4
             .keys()

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 
 use ipnet::IpNet;
 use ispf_common::{
-    DeviceVal, PolicyKey, PolicyVal, SegmentInfo, Settings, ACTION_ALLOW, ACTION_DENY, DEV_HAS_IP,
-    DEV_HAS_MAC, FAMILY_ANY, FRAGMENTS_DENY, FRAGMENTS_TRACK, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP, PORT_TABLES, RULE_NONE, SEG_INTRA_DENY, SEG_LIFE_CRITICAL, SEG_MONITOR,
-    SEG_PRESENT,
+    row_selector, DeviceVal, PairKey, PolicyKey, PolicyRow, PolicyVal, RowEntry, SegmentInfo,
+    Settings, ACTION_ALLOW, ACTION_DENY, DEV_HAS_IP, DEV_HAS_MAC, DEV_V4_MANY, DEV_V4_ONE,
+    DEV_V6_MANY, DEV_V6_ONE, FAMILY_ANY, FRAGMENTS_DENY, FRAGMENTS_TRACK, IPPROTO_SCTP,
+    IPPROTO_TCP, IPPROTO_UDP, PORT_TABLES, ROW_ENTRIES, RULE_NONE, SEG_INTRA_DENY,
+    SEG_LIFE_CRITICAL, SEG_MONITOR, SEG_PRESENT,
 };
 
 use super::{validate::specificity, Action, Fragments, Policy, Rule};
@@ -33,6 +34,9 @@ pub struct Compiled {
     pub routers: Vec<[u8; 6]>,
     /// `(port table, port, class)` for every port some rule names.
     pub port_classes: Vec<(u32, u16, u32)>,
+    /// One row per segment pair any rule covers (keys carry slot 0).
+    pub rows: Vec<(PairKey, PolicyRow)>,
+    /// The entries of pairs whose row overflows.
     pub policy: Vec<(PolicyKey, PolicyVal)>,
 }
 
@@ -228,12 +232,24 @@ pub fn compile(p: &Policy) -> Compiled {
         if !dev.ipv4.is_empty() || !dev.ipv6.is_empty() {
             flags |= DEV_HAS_IP;
         }
+        flags |= match dev.ipv4.len() {
+            0 => 0,
+            1 => DEV_V4_ONE,
+            _ => DEV_V4_MANY,
+        };
+        flags |= match dev.ipv6.len() {
+            0 => 0,
+            1 => DEV_V6_ONE,
+            _ => DEV_V6_MANY,
+        };
         let v = DeviceVal {
             device: i as u32 + 1,
             segment: dev.segment,
             vlan: dev.vlan,
             flags,
             _pad: [0; 3],
+            v4: dev.ipv4.first().map_or([0; 4], |a| a.octets()),
+            v6: dev.ipv6.first().map_or([0; 16], |a| a.octets()),
         };
         if let Some(mac) = dev.mac {
             c.dev_mac.push((mac, v));
@@ -272,7 +288,52 @@ pub fn compile(p: &Policy) -> Compiled {
             compile_pair(&mut c, &classes, src, dst, &levels);
         }
     }
+    pack_rows(&mut c);
     c
+}
+
+/// Moves each pair's entries into its row; a pair with more entries than a
+/// row holds keeps them in the entry map and says so in its row.
+fn pack_rows(c: &mut Compiled) {
+    let entries = std::mem::take(&mut c.policy);
+    let mut i = 0;
+    while i < entries.len() {
+        let (src, dst) = (entries[i].0.src, entries[i].0.dst);
+        let end = entries[i..]
+            .iter()
+            .position(|(k, _)| (k.src, k.dst) != (src, dst))
+            .map_or(entries.len(), |n| i + n);
+        let pair = &entries[i..end];
+        let mut row = PolicyRow::default();
+        let specific: Vec<&(PolicyKey, PolicyVal)> = pair
+            .iter()
+            .filter(|(k, _)| k.family != FAMILY_ANY)
+            .collect();
+        if let Some((_, v)) = pair.iter().find(|(k, _)| k.family == FAMILY_ANY) {
+            row.any = *v;
+            row.has_any = 1;
+        }
+        if specific.len() <= ROW_ENTRIES {
+            for (slot, (k, v)) in row.entries.iter_mut().zip(&specific) {
+                *slot = RowEntry {
+                    selector: row_selector(k.family, k.proto, k.port_class),
+                    val: *v,
+                };
+            }
+            row.n = specific.len() as u8;
+        } else {
+            row.overflow = 1;
+            c.policy.extend(specific.into_iter().copied());
+        }
+        let key = PairKey {
+            src,
+            dst,
+            slot: 0,
+            _pad: [0; 3],
+        };
+        c.rows.push((key, row));
+        i = end;
+    }
 }
 
 fn compile_pair(
@@ -349,6 +410,7 @@ impl Compiled {
             + self.vlans.len()
             + self.routers.len()
             + self.port_classes.len()
+            + self.rows.len()
             + self.policy.len()
             + self.segments.len()
     }

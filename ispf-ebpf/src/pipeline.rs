@@ -1,0 +1,215 @@
+//! The pipeline, top-down in the specification's order: parse; the fast
+//! paths of known flows (flow cache, then connection tracking); then
+//! identity, anti-spoofing, non-IP, fragments, connection state and rules;
+//! then counting, events and caching the outcome. Entry points (XDP, TC)
+//! hand it a [`Frame`] and turn its answer into their action.
+
+use ispf_common::{
+    Settings, ACTION_ALLOW, CACHED_ESTABLISHED, CACHED_JUDGED, DENIED_RECHECK_JIFFIES,
+    EVENT_NEW_FLOW, FRAGMENTS_DENY, IPPROTO_TCP, NO_SEGMENT, REASON_FRAGMENT_UNTRACKED,
+    REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED, REASON_SPOOFED,
+    REASON_WOULD_DROP,
+};
+use ispf_ebpf::{
+    decide::{default_judgement, monitor, on_fault, Judgement},
+    flow::{cacheable, tracking, Tracking, TCP_FIN, TCP_RST},
+    outcome::{Cache, Outcome, SLOT_UNKNOWN},
+    parse::{self, Frame, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_IP, KIND_OTHER},
+};
+
+use crate::{
+    clock,
+    conntrack::{self, Fast, Flow, Found},
+    counters, events, flowcache, fragments, identity,
+    maps::{Scratch, ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
+    policy::segment_flags,
+};
+
+/// Judges one frame that arrived on `ifindex`, counts it and reports it.
+/// Returns whether it passes. Fails closed.
+#[inline(always)]
+pub fn process<F: Frame>(frame: &F, ifindex: u32) -> bool {
+    let bytes = frame.size() as u64;
+    let slot = (ISPF_ACTIVE.get(0).copied().unwrap_or(0) & 1) as u8;
+    let (settings, scratch) = match (ISPF_SETTINGS.get(slot as u32), ISPF_SCRATCH.get_ptr_mut(0)) {
+        (Some(s), Some(scratch)) => (s, scratch),
+        // Unreachable (arrays are preallocated); fail closed all the same.
+        _ => {
+            let j = Judgement::drop(REASON_INTERNAL_FAULT);
+            let c = counters::slot(0, NO_SEGMENT, NO_SEGMENT, &j);
+            counters::record(c, NO_SEGMENT, NO_SEGMENT, &j, bytes, 0);
+            return false;
+        }
+    };
+    // SAFETY: this CPU's own scratch; programs do not nest on a CPU.
+    let scratch = unsafe { &mut *scratch };
+    let o = judge(frame, slot, settings, scratch);
+    let counter = if o.slot == SLOT_UNKNOWN {
+        counters::slot(slot, o.src, o.dst, &o.j)
+    } else {
+        o.slot
+    };
+    counters::record(counter, o.src, o.dst, &o.j, bytes, settings.epoch);
+    report(ifindex, settings, scratch, &o, counter);
+    o.j.is_pass()
+}
+
+/// Parse, then the fast paths: unfragmented IP packets that are not
+/// infrastructure, of flows seen before. TCP FIN and RST change conntrack
+/// and always reach it.
+#[inline(always)]
+fn judge<F: Frame>(frame: &F, slot: u8, s: &Settings, scratch: &mut Scratch) -> Outcome {
+    if parse::parse(frame, &mut scratch.pkt).is_err() {
+        return Outcome::new(NO_SEGMENT, NO_SEGMENT, Judgement::drop(REASON_MALFORMED));
+    }
+    let pkt = &scratch.pkt;
+    let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
+    if pkt.kind != KIND_IP || pkt.frag != FRAG_NONE {
+        // Not probed: nothing of this packet may enter the cache.
+        return judge_in_full(slot, s, scratch, track, Found::NotLooked);
+    }
+    let conntrack_unchanged = pkt.proto != IPPROTO_TCP || pkt.tcp_flags & (TCP_FIN | TCP_RST) == 0;
+    flowcache::probe(pkt, &mut scratch.probe);
+    if conntrack_unchanged {
+        if let Some(o) = flowcache::lookup(s, pkt, &scratch.probe) {
+            return o;
+        }
+    }
+    let found = match conntrack::established(s, pkt, &mut scratch.ct, track) {
+        Fast::Hit(mut o) => {
+            if !conntrack_unchanged || matches!(o.cache, Cache::Established(0)) {
+                o.cache = Cache::No;
+            }
+            return o;
+        }
+        Fast::Miss(found) => found,
+    };
+    let mut o = judge_in_full(slot, s, scratch, track, found);
+    o.cache = match o.cache {
+        // Conntrack continued the flow after identifying the sender.
+        Cache::Established(until) if conntrack_unchanged && until != 0 => Cache::Established(until),
+        Cache::Established(_) => Cache::No,
+        _ if conntrack_unchanged && matches!(found, Found::Absent(_) | Found::NotLooked) => {
+            Cache::Judged(track)
+        }
+        _ => Cache::No,
+    };
+    o
+}
+
+/// Identity, spoofing, non-IP, fragments, conntrack and policy, in the
+/// order the specification gives them.
+#[inline(always)]
+fn judge_in_full(
+    slot: u8,
+    s: &Settings,
+    scratch: &mut Scratch,
+    track: Tracking,
+    found: Found,
+) -> Outcome {
+    let pkt = &scratch.pkt;
+    let dst = identity::destination(slot, s, pkt);
+
+    if pkt.kind == KIND_INFRA {
+        let src = identity::source(slot, s, pkt, false).unwrap_or_else(|e| e.0);
+        let j = if s.infrastructure == ACTION_ALLOW {
+            Judgement::pass(REASON_INFRASTRUCTURE)
+        } else {
+            Judgement::drop(REASON_INFRASTRUCTURE)
+        };
+        return Outcome::new(src, dst, j);
+    }
+    let src = match identity::source(slot, s, pkt, true) {
+        Ok(seg) => seg,
+        Err(identity::Spoofed(seg)) => {
+            return Outcome::new(seg, dst, Judgement::drop(REASON_SPOOFED))
+        }
+    };
+    let f = Flow {
+        src,
+        dst,
+        src_flags: segment_flags(slot, src),
+        dst_flags: segment_flags(slot, dst),
+    };
+    if pkt.kind == KIND_OTHER {
+        let j = monitor(
+            default_judgement(s.default_action),
+            f.src_flags,
+            f.dst_flags,
+        );
+        return Outcome::new(src, dst, j);
+    }
+    if pkt.frag != FRAG_NONE && s.fragments == FRAGMENTS_DENY {
+        return Outcome::new(src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED));
+    }
+    if pkt.frag == FRAG_LATER {
+        let j = fragments::follow(pkt, &mut scratch.frag, s);
+        return Outcome::new(src, dst, j);
+    }
+    let mut o = conntrack::judge(slot, s, pkt, &mut scratch.ct, &f, track, found);
+    if pkt.frag == FRAG_FIRST
+        && fragments::remember(pkt, &mut scratch.frag, &o.j).is_err()
+        && o.j.is_pass()
+    {
+        o.j = on_fault(o.j, f.src_flags, f.dst_flags);
+        o.slot = SLOT_UNKNOWN;
+    }
+    o
+}
+
+/// Events for the controller (denied flows, their first packet and again
+/// after a minute; new east-west flows) and the flow cache entry of a
+/// packet the cache did not answer.
+#[inline(always)]
+fn report(ifindex: u32, s: &Settings, scratch: &mut Scratch, o: &Outcome, counter: u32) {
+    let j = &o.j;
+    let denied = !j.is_pass() || j.reason == REASON_WOULD_DROP;
+    let mut checked = 0;
+    if denied && j.reason != REASON_MALFORMED {
+        let tick = clock::jiffies();
+        let due = match o.cache {
+            // SAFETY: this CPU's own cache entry.
+            Cache::Hit(e) => {
+                tick.wrapping_sub(unsafe { (*e).checked_jiffies }) >= DENIED_RECHECK_JIFFIES
+            }
+            _ => true,
+        };
+        if due {
+            // The denied-flow map is the authority: it is shared by all
+            // CPUs, outlives cache entries and keeps real time.
+            let now = clock::now();
+            let pkt = &scratch.pkt;
+            events::denied(ifindex, pkt, &mut scratch.denied, o.src, o.dst, j, now);
+            if let Cache::Hit(e) = o.cache {
+                // SAFETY: as above.
+                unsafe { (*e).checked_jiffies = tick };
+            }
+            checked = tick;
+        }
+    } else if o.opened && o.src != s.world_segment && o.dst != s.world_segment {
+        events::emit(
+            ifindex,
+            EVENT_NEW_FLOW,
+            &scratch.pkt,
+            o.src,
+            o.dst,
+            j,
+            clock::now(),
+        );
+    }
+    let (kind, until_jiffies) = match o.cache {
+        Cache::Judged(track) if !o.opened && cacheable(j, track) => (CACHED_JUDGED, 0),
+        Cache::Established(until) => (CACHED_ESTABLISHED, until),
+        _ => return,
+    };
+    let entry = flowcache::Entry {
+        kind,
+        src: o.src,
+        dst: o.dst,
+        j: *j,
+        slot: counter,
+        until_jiffies,
+        checked_jiffies: checked,
+    };
+    flowcache::remember(s, &scratch.pkt, &scratch.probe, &entry);
+}
