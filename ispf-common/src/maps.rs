@@ -91,6 +91,13 @@ pub const MAP_FLOW_CACHE: &str = "ISPF_FLOW_CACHE";
 /// cached outcome holds only while both are unchanged.
 pub const MAP_CT_GENERATION: &str = "ISPF_CT_GENERATION";
 
+/// Per-CPU array of [`SourceMemo`], [`SOURCE_MEMO_ENTRIES`] long: the
+/// source identity of recent senders, so that a sender opening many flows
+/// (a scan, a busy client) is identified once per policy epoch.
+pub const MAP_SOURCE_MEMO: &str = "ISPF_SOURCE_MEMO";
+/// A power of two.
+pub const SOURCE_MEMO_ENTRIES: u32 = 1024;
+
 pub const EVENTS_BYTES: u32 = 1 << 20;
 pub const DENIED_SEEN_ENTRIES: u32 = 65_536;
 /// A denied flow is reported again after this long.
@@ -435,6 +442,22 @@ pub struct FlowCacheEntry {
     pub _pad: u8,
 }
 
+/// A sender's identity under one policy epoch: the result of the
+/// specification's source steps for (MAC and VLAN, source address), which
+/// depend on nothing else. Per CPU, so never read half-written.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceMemo {
+    /// [`l2_fingerprint`] of the sender (0: empty).
+    pub sender: u64,
+    /// The source address, as two words.
+    pub ip: [u64; 2],
+    pub epoch: u32,
+    pub segment: u16,
+    pub spoofed: u8,
+    pub family: u8,
+}
+
 /// A counter key that got no slot: the counter map is full.
 pub const COUNTER_SLOT_NONE: u32 = u32::MAX;
 
@@ -590,6 +613,7 @@ mod pod {
     unsafe impl aya::Pod for CounterKey {}
     unsafe impl aya::Pod for CounterVal {}
     unsafe impl aya::Pod for CounterAlloc {}
+    unsafe impl aya::Pod for SourceMemo {}
     unsafe impl aya::Pod for Meta {}
     unsafe impl aya::Pod for LastVerdict {}
     unsafe impl aya::Pod for Event {}
@@ -638,6 +662,8 @@ mod tests {
             (8, 4)
         );
         assert_eq!((size_of::<Meta>(), align_of::<Meta>()), (48, 8));
+        assert_eq!((size_of::<SourceMemo>(), align_of::<SourceMemo>()), (32, 8));
+        assert!(SOURCE_MEMO_ENTRIES.is_power_of_two());
         assert_eq!(
             (size_of::<LastVerdict>(), align_of::<LastVerdict>()),
             (24, 8)

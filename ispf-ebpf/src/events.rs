@@ -4,8 +4,8 @@
 //! costs a bounded amount; every event not delivered is counted.
 
 use ispf_common::{
-    CtKey, Event, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_DENIED, EVENT_RATE_PER_SEC,
-    FAMILY_V4, FAMILY_V6,
+    CtKey, Event, EventStats, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_DENIED,
+    EVENT_RATE_PER_SEC, FAMILY_V4, FAMILY_V6,
 };
 use ispf_ebpf::{decide::Judgement, parse::Packet};
 
@@ -13,8 +13,8 @@ use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
 
 /// Reports a denied packet that starts a denied flow: its directional
 /// 5-tuple (MACs for non-IP frames) was not reported in the last minute.
-/// The token is taken before the flow is recorded, so a flood that the
-/// rate limit stops costs a lookup per packet, not an insert.
+/// With no token left nothing is looked up or recorded (counted as
+/// rate-limited): a scan that spent the budget costs no map operations.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn denied(
@@ -26,6 +26,13 @@ pub fn denied(
     j: &Judgement,
     now: u64,
 ) {
+    let Some(st) = bucket(now) else {
+        return;
+    };
+    if st.tokens == 0 {
+        st.rate_limited += 1;
+        return;
+    }
     let ip = pkt.family == FAMILY_V4 || pkt.family == FAMILY_V6;
     if ip {
         key.a_addr = pkt.src_ip;
@@ -47,19 +54,15 @@ pub fn denied(
             return;
         }
     }
-    if !take_token(now) {
-        return;
-    }
+    st.tokens -= 1;
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
     write(ifindex, EVENT_DENIED, pkt, src, dst, j, now);
 }
 
-/// Takes one token from this CPU's bucket.
+/// This CPU's token bucket, refilled for `now`.
 #[inline(always)]
-fn take_token(now: u64) -> bool {
-    let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) else {
-        return false;
-    };
+fn bucket(now: u64) -> Option<&'static mut EventStats> {
+    let st = ISPF_EVENT_STATS.get_ptr_mut(0)?;
     // SAFETY: this CPU's own slot.
     let st = unsafe { &mut *st };
     let elapsed = now.saturating_sub(st.refill_ns);
@@ -72,6 +75,15 @@ fn take_token(now: u64) -> bool {
         };
         st.refill_ns = now;
     }
+    Some(st)
+}
+
+/// Takes one token from this CPU's bucket.
+#[inline(always)]
+fn take_token(now: u64) -> bool {
+    let Some(st) = bucket(now) else {
+        return false;
+    };
     if st.tokens == 0 {
         st.rate_limited += 1;
         return false;

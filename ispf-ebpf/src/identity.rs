@@ -5,13 +5,14 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use ispf_common::{
     DeviceVal, MacKey, Settings, V4Key, V6Key, DEV_HAS_IP, DEV_HAS_MAC, DEV_V4_MANY, DEV_V4_ONE,
-    DEV_V6_MANY, DEV_V6_ONE, FAMILY_V4, FAMILY_V6, NO_SEGMENT, VLAN_SLOTS,
+    DEV_V6_MANY, DEV_V6_ONE, FAMILY_V4, FAMILY_V6, NO_SEGMENT, SOURCE_MEMO_ENTRIES, VLAN_SLOTS,
 };
 
 use ispf_ebpf::parse::Packet;
 
 use crate::maps::{
-    ISPF_DEV_MAC, ISPF_DEV_V4, ISPF_DEV_V6, ISPF_ROUTERS, ISPF_SUBNET_V4, ISPF_SUBNET_V6, ISPF_VLAN,
+    ISPF_DEV_MAC, ISPF_DEV_V4, ISPF_DEV_V6, ISPF_ROUTERS, ISPF_SOURCE_MEMO, ISPF_SUBNET_V4,
+    ISPF_SUBNET_V6, ISPF_VLAN,
 };
 
 /// The source could not be identified because it borrows another device's
@@ -125,6 +126,46 @@ fn by_address(slot: u8, family: u8, ip: &[u8; 16]) -> u16 {
         return d.segment;
     }
     subnet(slot, family, ip)
+}
+
+/// The source segment of an IP packet that is not infrastructure, as
+/// [`source`] finds it, remembered per CPU for the sender and address
+/// under the current epoch: a sender that opens many flows (a scan) is
+/// identified once.
+#[inline(always)]
+pub fn source_remembered(slot: u8, s: &Settings, pkt: &Packet) -> Result<u16, Spoofed> {
+    let w = pkt.addr_words();
+    let mix = pkt.sender ^ w[0] ^ w[1].rotate_left(17);
+    let index = (mix.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as u32 & (SOURCE_MEMO_ENTRIES - 1);
+    let Some(m) = ISPF_SOURCE_MEMO.get_ptr_mut(index) else {
+        return source(slot, s, pkt, true);
+    };
+    // SAFETY: this CPU's own entry; programs do not nest on a CPU.
+    let m = unsafe { &mut *m };
+    if m.sender == pkt.sender
+        && m.ip[0] == w[0]
+        && m.ip[1] == w[1]
+        && m.family == pkt.family
+        && m.epoch == s.epoch
+    {
+        return if m.spoofed != 0 {
+            Err(Spoofed(m.segment))
+        } else {
+            Ok(m.segment)
+        };
+    }
+    let r = source(slot, s, pkt, true);
+    let (segment, spoofed) = match r {
+        Ok(seg) => (seg, 0),
+        Err(Spoofed(seg)) => (seg, 1),
+    };
+    m.sender = pkt.sender;
+    m.ip = [w[0], w[1]];
+    m.family = pkt.family;
+    m.epoch = s.epoch;
+    m.segment = segment;
+    m.spoofed = spoofed;
+    r
 }
 
 /// Source segment. With `check_spoof` false (infrastructure frames, whose

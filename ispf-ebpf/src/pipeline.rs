@@ -119,7 +119,7 @@ fn judge_in_full(
         };
         return Outcome::new(src, dst, j);
     }
-    let src = match identity::source(slot, s, pkt, true) {
+    let src = match identity::source_remembered(slot, s, pkt) {
         Ok(seg) => seg,
         Err(identity::Spoofed(seg)) => {
             return Outcome::new(seg, dst, Judgement::drop(REASON_SPOOFED))

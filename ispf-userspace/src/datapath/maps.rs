@@ -153,6 +153,7 @@ pub(super) const ALL: &[&str] = &[
     MAP_EVENT_STATS,
     MAP_DENIED_SEEN,
     MAP_FLOW_CACHE,
+    MAP_SOURCE_MEMO,
 ];
 
 pub(super) fn mac_key(slot: u8, mac: [u8; 6]) -> MacKey {

@@ -427,9 +427,11 @@ impl Datapath {
             .values()
             .filter_map(|id| aya::maps::MapInfo::from_id(*id).ok()?.fd().ok())
             .filter_map(|fd| {
-                let info =
-                    std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
-                        .ok()?;
+                let info = std::fs::read_to_string(format!(
+                    "/proc/self/fdinfo/{}",
+                    fd.as_fd().as_raw_fd()
+                ))
+                .ok()?;
                 info.lines()
                     .find_map(|l| l.strip_prefix("memlock:"))
                     .and_then(|v| v.trim().parse::<u64>().ok())

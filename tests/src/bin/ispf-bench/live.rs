@@ -137,11 +137,17 @@ fn live_rate_with(
         let mut progs = aya::Ebpf::load(XDP_BASELINES)?;
         // The generator's side needs an XDP program too, so that the veth
         // runs NAPI; one that passes, so answers to a real flow arrive.
-        let pass: &mut Xdp = progs.program_mut("xdp_empty").context("xdp_empty")?.try_into()?;
+        let pass: &mut Xdp = progs
+            .program_mut("xdp_empty")
+            .context("xdp_empty")?
+            .try_into()?;
         pass.load()?;
         pass.attach("gen0", XdpMode::Driver)?;
         gen.during(Stage::Started)?;
-        let tx: &mut Xdp = progs.program_mut(gen.program()).context("generator")?.try_into()?;
+        let tx: &mut Xdp = progs
+            .program_mut(gen.program())
+            .context("generator")?
+            .try_into()?;
         tx.load()?;
         // SAFETY: NUL-terminated literal.
         let ifindex = unsafe { libc::if_nametoindex(c"gen0".as_ptr()) };
@@ -227,7 +233,9 @@ pub fn nft_rate(b: &Bench, rules: &str, frame: &[u8], gen: Generator) -> f64 {
                 live_rate(
                     &mut |iface| {
                         must(&["ip", "link", "add", "nbr0", "type", "bridge"]);
-                        must(&["ip", "link", "add", "nout0", "type", "veth", "peer", "name", "nout1"]);
+                        must(&[
+                            "ip", "link", "add", "nout0", "type", "veth", "peer", "name", "nout1",
+                        ]);
                         must(&["ip", "link", "set", "nout0", "master", "nbr0", "up"]);
                         must(&["ip", "link", "set", "nout1", "up"]);
                         must(&["ip", "link", "set", iface, "master", "nbr0"]);

@@ -134,6 +134,21 @@ fn main() -> Result<()> {
         cfg,
     };
     b.summary.insert("quick".into(), json!(b.cfg.quick));
+    // For profiling: one section alone (`--only scan`), its figures printed.
+    if let Some(only) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        match only.as_str() {
+            "scan" => scan::scan(&mut b)?,
+            "end-to-end" => live::end_to_end(&mut b)?,
+            "control" => control::control_plane(&mut b)?,
+            other => bail!("no section {other}: scan, end-to-end, control"),
+        }
+        println!("{}", serde_json::to_string_pretty(&b.summary)?);
+        return Ok(());
+    }
     perpacket::per_packet(&mut b)?;
     if b.per_packet_only {
         return Ok(());

@@ -55,10 +55,36 @@ impl AllowedFlow {
     fn stage(&mut self, s: Stage) -> Result<()> {
         match s {
             Stage::Started => {
-                must(&["ip", "-n", "ispfb-gen", "addr", "add", "10.200.0.1/24", "dev", "gen0"]);
-                must(&["ip", "-n", "ispfb-dut", "addr", "add", "10.200.0.2/24", "dev", "dut0"]);
+                must(&[
+                    "ip",
+                    "-n",
+                    "ispfb-gen",
+                    "addr",
+                    "add",
+                    "10.200.0.1/24",
+                    "dev",
+                    "gen0",
+                ]);
+                must(&[
+                    "ip",
+                    "-n",
+                    "ispfb-dut",
+                    "addr",
+                    "add",
+                    "10.200.0.2/24",
+                    "dev",
+                    "dut0",
+                ]);
                 let mut server = ispf_tests::programs::command("ip")
-                    .args(["netns", "exec", "ispfb-dut", "python3", "-u", "-c", ECHO_SERVER])
+                    .args([
+                        "netns",
+                        "exec",
+                        "ispfb-dut",
+                        "python3",
+                        "-u",
+                        "-c",
+                        ECHO_SERVER,
+                    ])
                     .stdout(Stdio::piped())
                     .spawn()
                     .context("echo server")?;
@@ -139,7 +165,12 @@ pub fn scan(b: &mut Bench) -> Result<()> {
     }
     let ispf = median(ispf_runs.clone());
     let linear_n = if b.cfg.quick { 100 } else { 10_000 };
-    let nft = nft_rate(b, &nft_rules(linear_n, true), &frame, Generator::Scan(&noop));
+    let nft = nft_rate(
+        b,
+        &nft_rules(linear_n, true),
+        &frame,
+        Generator::Scan(&noop),
+    );
     let retrans: u64 = flows
         .iter()
         .filter_map(|f| f["retransmitted_segments"].as_u64())
