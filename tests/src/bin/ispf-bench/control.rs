@@ -1,4 +1,4 @@
-//! 4. The control plane: compile, apply and reload times from 1,000 to a
+//! The control plane: compile, apply and reload times from 1,000 to a
 //! million devices, and the maps' memory at a million.
 
 use std::{collections::BTreeMap, time::Instant};
