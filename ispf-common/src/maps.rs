@@ -117,6 +117,9 @@ pub const LAYOUT_VERSION: u32 = 2;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "ispf";
+/// Name of the TC (clsact ingress) program in the object: the same
+/// pipeline.
+pub const TC_PROGRAM_NAME: &str = "ispf_tc";
 
 /// Segment ids are `1..MAX_SEGMENTS`; 0 means "no segment".
 pub const MAX_SEGMENTS: u32 = 4096;

@@ -20,7 +20,17 @@ pub trait Frame {
     fn size(&self) -> usize;
     /// `N` bytes at `off`, or malformed if the frame is shorter.
     fn bytes<const N: usize>(&self, off: usize) -> Result<&[u8; N], Malformed>;
+    /// An outer 802.1Q tag the kernel already took out of the frame (TC
+    /// sees tags of received frames as skb metadata): `OUTER_TAG | TCI`,
+    /// or 0 when the frame carries all its tags in-band.
+    #[inline(always)]
+    fn outer_tag(&self) -> u32 {
+        0
+    }
 }
+
+/// [`Frame::outer_tag`]: a tag is present.
+pub const OUTER_TAG: u32 = 1 << 16;
 
 /// A frame in a byte slice (host tests, tools).
 pub struct SliceFrame<'a>(pub &'a [u8]);
@@ -212,8 +222,14 @@ pub fn parse<F: Frame>(c: &F, pkt: &mut Packet) -> Result<(), Malformed> {
     let mut vlan = 0u16;
     let mut ethertype = u16::from_be_bytes([eth[12], eth[13]]);
     let mut off = 14usize;
-    // Up to two tags; the last one read is the effective VLAN (inner for QinQ).
+    // Up to two tags, the offloaded one included; the last one read is the
+    // effective VLAN (inner for QinQ).
     let mut tags = 0;
+    let outer = c.outer_tag();
+    if outer & OUTER_TAG != 0 {
+        vlan = outer as u16 & 0x0fff;
+        tags = 1;
+    }
     while tags < 3 && (ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD) {
         if tags == 2 {
             return Err(Malformed);
@@ -603,6 +619,66 @@ mod tests {
         let mut cut = ipv6(&[0], IPPROTO_UDP, &udp);
         cut[54 + 1] = 9;
         assert_eq!(parse_bytes(&cut), Err(Malformed));
+    }
+
+    /// A frame whose outer tag the kernel took out (skb metadata).
+    struct Offloaded<'a>(&'a [u8], u16);
+
+    impl Frame for Offloaded<'_> {
+        fn size(&self) -> usize {
+            self.0.len()
+        }
+        fn bytes<const N: usize>(&self, off: usize) -> Result<&[u8; N], Malformed> {
+            self.0
+                .get(off..off + N)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(Malformed)
+        }
+        fn outer_tag(&self) -> u32 {
+            OUTER_TAG | self.1 as u32
+        }
+    }
+
+    #[test]
+    fn offloaded_tags_count_like_in_band_ones() {
+        let tagged = |tags: &[u16]| {
+            let mut f = Vec::new();
+            f.extend_from_slice(&[2, 0, 0, 0, 0, 2]);
+            f.extend_from_slice(&SRC);
+            for t in tags {
+                f.extend_from_slice(&[0x81, 0x00]);
+                f.extend_from_slice(&t.to_be_bytes());
+            }
+            f.extend_from_slice(&[0x88, 0xb5]);
+            f.extend_from_slice(&[0u8; 30]);
+            f
+        };
+        // Outer tag offloaded, nothing in band: that tag is the VLAN.
+        let p = {
+            let mut p = Packet::default();
+            parse(&Offloaded(&tagged(&[]), 130), &mut p).unwrap();
+            p
+        };
+        assert_eq!(p.vlan, 130);
+        // Offloaded outer plus an in-band inner tag (QinQ): the inner.
+        let mut p = Packet::default();
+        parse(&Offloaded(&tagged(&[140]), 300), &mut p).unwrap();
+        assert_eq!(p.vlan, 140);
+        // Three tags in all are malformed, as three in band are.
+        assert_eq!(
+            parse(
+                &Offloaded(&tagged(&[140, 150]), 300),
+                &mut Packet::default()
+            ),
+            Err(Malformed)
+        );
+        assert_eq!(
+            parse(
+                &SliceFrame(&tagged(&[300, 140, 150])),
+                &mut Packet::default()
+            ),
+            Err(Malformed)
+        );
     }
 
     #[test]

@@ -29,7 +29,8 @@ use crate::{
 /// Returns whether it passes. Fails closed.
 #[inline(always)]
 pub fn process<F: Frame>(frame: &F, ifindex: u32) -> bool {
-    let bytes = frame.size() as u64;
+    // Bytes on the wire: a tag the kernel took out of the frame counts.
+    let bytes = frame.size() as u64 + if frame.outer_tag() != 0 { 4 } else { 0 };
     let slot = (ISPF_ACTIVE.get(0).copied().unwrap_or(0) & 1) as u8;
     let (settings, scratch) = match (ISPF_SETTINGS.get(slot as u32), ISPF_SCRATCH.get_ptr_mut(0)) {
         (Some(s), Some(scratch)) => (s, scratch),
@@ -65,8 +66,11 @@ fn judge<F: Frame>(frame: &F, slot: u8, s: &Settings, scratch: &mut Scratch) -> 
     let pkt = &scratch.pkt;
     let track = tracking(pkt.family, pkt.proto, pkt.icmp_type);
     if pkt.kind != KIND_IP || pkt.frag != FRAG_NONE {
-        // Not probed: nothing of this packet may enter the cache.
-        return judge_in_full(slot, s, scratch, track, Found::NotLooked);
+        // Not probed: nothing of this packet may enter the cache (the probe
+        // in scratch is another packet's), not even a flow it continues.
+        let mut o = judge_in_full(slot, s, scratch, track, Found::NotLooked);
+        o.cache = Cache::No;
+        return o;
     }
     let conntrack_unchanged = pkt.proto != IPPROTO_TCP || pkt.tcp_flags & (TCP_FIN | TCP_RST) == 0;
     flowcache::probe(pkt, &mut scratch.probe);

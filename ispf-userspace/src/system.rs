@@ -132,6 +132,98 @@ pub fn check_interface(iface: &str) -> Result<(), SystemError> {
     Ok(())
 }
 
+/// `SIOCETHTOOL` with a `struct ethtool_value` (`{cmd, data}`) on `iface`.
+fn ethtool_value(iface: &str, cmd: u32, data: u32) -> std::io::Result<u32> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue { cmd, data };
+    ethtool(iface, (&mut value as *mut EthtoolValue).cast())?;
+    Ok(value.data)
+}
+
+/// `SIOCETHTOOL` on `iface` with the command structure at `data`.
+fn ethtool(iface: &str, data: *mut libc::c_void) -> std::io::Result<()> {
+    // SAFETY: a zeroed ifreq with the name copied in (bounded), pointing at
+    // a command structure the caller owns for the duration of the ioctl;
+    // the socket is closed before returning.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in iface.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
+            ifr.ifr_name[i] = b as libc::c_char;
+        }
+        ifr.ifr_ifru.ifru_data = data.cast();
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut ifr);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        if rc != 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// The kernel driver behind `iface` (`veth`, `virtio_net`, `ixgbe`, ...).
+pub fn driver(iface: &str) -> Option<String> {
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    // struct ethtool_drvinfo: cmd, then driver[32], version[32],
+    // fw_version[32], bus_info[32], erom_version[32], reserved2[12] and
+    // five u32 counts.
+    let mut info = [0u8; 4 + 32 * 5 + 12 + 5 * 4];
+    info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+    ethtool(iface, info.as_mut_ptr().cast()).ok()?;
+    let name = &info[4..36];
+    let end = name.iter().position(|b| *b == 0).unwrap_or(32);
+    Some(String::from_utf8_lossy(&name[..end]).into_owned())
+}
+
+/// Virtual ports (veth, tap, virtio and other paravirtual NICs, bridges,
+/// tunnels): their XDP is either generic or gives up TSO/GRO aggregation,
+/// so TC is the faster place for ispf there.
+pub fn is_virtual_port(iface: &str) -> bool {
+    const VIRTUAL: &[&str] = &[
+        "veth",
+        "tun",
+        "virtio_net",
+        "hv_netvsc",
+        "xen-netfront",
+        "vif",
+        "bridge",
+        "bonding",
+        "team",
+        "macvlan",
+        "ipvlan",
+        "vxlan",
+        "geneve",
+        "dummy",
+        "netkit",
+        "vrf",
+    ];
+    let no_device = !Path::new("/sys/class/net")
+        .join(iface)
+        .join("device")
+        .exists();
+    no_device || driver(iface).is_some_and(|d| VIRTUAL.contains(&d.as_str()))
+}
+
+/// Whether generic receive offload is on for `iface`.
+pub fn gro(iface: &str) -> bool {
+    const ETHTOOL_GGRO: u32 = 0x2b;
+    ethtool_value(iface, ETHTOOL_GGRO, 0).is_ok_and(|v| v != 0)
+}
+
+/// Turns generic receive offload on or off for `iface`.
+pub fn set_gro(iface: &str, on: bool) -> std::io::Result<()> {
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    ethtool_value(iface, ETHTOOL_SGRO, on as u32).map(drop)
+}
+
 /// Whether the NIC strips 802.1Q tags before XDP sees them
 /// (rx-vlan-offload). Then VLAN-scoped identity cannot work on that port.
 ///
@@ -145,31 +237,7 @@ pub fn strips_vlan_tags(iface: &str) -> bool {
     {
         return false;
     }
-    #[repr(C)]
-    struct EthtoolValue {
-        cmd: u32,
-        data: u32,
-    }
     const ETHTOOL_GFLAGS: u32 = 0x25;
     const ETH_FLAG_RXVLAN: u32 = 1 << 8;
-    let mut value = EthtoolValue {
-        cmd: ETHTOOL_GFLAGS,
-        data: 0,
-    };
-    // SAFETY: a zeroed ifreq with the name copied in (bounded), pointing at a
-    // value that outlives the ioctl; the socket is closed before returning.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
-        if fd < 0 {
-            return false;
-        }
-        let mut ifr: libc::ifreq = std::mem::zeroed();
-        for (i, b) in iface.bytes().take(libc::IFNAMSIZ - 1).enumerate() {
-            ifr.ifr_name[i] = b as libc::c_char;
-        }
-        ifr.ifr_ifru.ifru_data = (&mut value as *mut EthtoolValue).cast();
-        let rc = libc::ioctl(fd, libc::SIOCETHTOOL as _, &mut ifr);
-        libc::close(fd);
-        rc == 0 && value.data & ETH_FLAG_RXVLAN != 0
-    }
+    ethtool_value(iface, ETHTOOL_GFLAGS, 0).is_ok_and(|v| v & ETH_FLAG_RXVLAN != 0)
 }

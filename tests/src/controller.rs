@@ -201,3 +201,12 @@ pub fn loss(out: &Output) -> String {
         .unwrap_or("no ping summary")
         .to_owned()
 }
+
+/// Whether `iface` has a program at XDP or at TC ingress (TCX).
+pub fn enforced(iface: &str) -> bool {
+    use aya::programs::{tc::TcAttachType, SchedClassifier};
+    let tcx = SchedClassifier::query_tcx(iface, TcAttachType::Ingress)
+        .map(|(_, progs)| !progs.is_empty())
+        .unwrap_or(false);
+    tcx || ispf::system::attached_xdp(iface).is_some()
+}

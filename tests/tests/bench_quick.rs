@@ -38,6 +38,14 @@ fn quick_benchmark_produces_every_figure() {
         "mpps_nft_sets_new_flows",
         "ratio_vs_nft_sets_new_flows",
         "allowed_flow_exchanges_under_scan",
+        "ns_ispf_tc",
+        "ns_floor_tc",
+        "mpps_ispf_tc",
+        "gbps_tcp_unfiltered",
+        "gbps_tcp_ispf",
+        "gbps_tcp_ispf_xdp",
+        "gbps_tcp_nft",
+        "ratio_tcp_bulk_vs_unfiltered",
     ] {
         let v = s[key]
             .as_f64()
@@ -59,7 +67,10 @@ fn quick_benchmark_produces_every_figure() {
     assert!(s["kernel"].as_str().is_some_and(|k| !k.is_empty()) && s["cpu"].as_str().is_some());
     let md = std::fs::read_to_string(out.join("RESULTS.md")).unwrap();
     assert!(
-        md.contains("Per-packet cost") && md.contains("End to end") && md.contains("A scan"),
+        md.contains("Per-packet cost")
+            && md.contains("End to end")
+            && md.contains("A scan")
+            && md.contains("Bulk TCP"),
         "{md}"
     );
     let svg = std::fs::read_to_string(out.join("cost-vs-size.svg")).unwrap();

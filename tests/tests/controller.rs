@@ -167,12 +167,31 @@ fn reload_under_load_is_atomic_and_loses_nothing() {
 }
 
 #[test]
-fn kill_9_keeps_enforcing_and_restart_adopts() {
+fn kill_9_keeps_enforcing_and_restart_adopts_at_tc() {
+    kill_9_keeps_enforcing_and_restart_adopts("tc", "k");
+}
+
+#[test]
+fn kill_9_keeps_enforcing_and_restart_adopts_at_xdp() {
+    kill_9_keeps_enforcing_and_restart_adopts("xdp", "j");
+}
+
+/// One of the two hooks, everything else alike.
+fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
     require_root();
-    let (_topo, ports) = unit("k");
+    let (_topo, ports) = unit(tag);
     let (a, _) = policies();
-    let mut ctl = Ctl::start(paths("k"), &a, &[&ports[0], &ports[1], &ports[2]]);
-    assert!(loss(&ping("ispf-k-pump", "10.50.0.10", 3, "0.2")).contains(" 0% packet loss"));
+    let hook_args = ["--hook", hook];
+    let mut ctl = Ctl::start_with(
+        paths(tag),
+        &a,
+        &[&ports[0], &ports[1], &ports[2]],
+        &hook_args,
+    );
+    let (pump, pis) = (format!("ispf-{tag}-pump"), format!("ispf-{tag}-pis"));
+    let mode = if hook == "tc" { "tc" } else { "native" };
+    assert!(ctl.status().interfaces.iter().all(|i| i.mode == mode));
+    assert!(loss(&ping(&pump, "10.50.0.10", 3, "0.2")).contains(" 0% packet loss"));
     let before = ctl.status();
     let ct = |s: &control::Status| {
         // IPv4 and IPv6 flows have a map each.
@@ -186,7 +205,8 @@ fn kill_9_keeps_enforcing_and_restart_adopts() {
 
     // Traffic across the kill: the allowed flow loses nothing, the denied
     // one stays denied.
-    let pinger = std::thread::spawn(|| ping("ispf-k-pump", "10.50.0.10", 100, "0.03"));
+    let pump2 = pump.clone();
+    let pinger = std::thread::spawn(move || ping(&pump2, "10.50.0.10", 100, "0.03"));
     sleep(Duration::from_millis(500));
     ctl.kill9();
     let out = pinger.join().unwrap();
@@ -196,14 +216,11 @@ fn kill_9_keeps_enforcing_and_restart_adopts() {
         loss(&out)
     );
     assert!(
-        loss(&ping("ispf-k-pis", "10.10.0.11", 2, "0.2")).contains("100% packet loss"),
+        loss(&ping(&pis, "10.10.0.11", 2, "0.2")).contains("100% packet loss"),
         "PIS -> pump stays denied"
     );
     for p in &ports {
-        assert!(
-            attached_xdp(p),
-            "{p} lost its program when the controller died"
-        );
+        assert!(enforced(p), "{p} lost its program when the controller died");
     }
 
     // Restart: adopts generation, conntrack and counters instead of reloading.
@@ -212,8 +229,12 @@ fn kill_9_keeps_enforcing_and_restart_adopts() {
         run: ctl.paths.run.clone(),
     };
     std::mem::forget(ctl); // its Drop would detach
-    let mut ctl = Ctl::start(paths_k, &a, &[&ports[0], &ports[1], &ports[2]]);
+    let mut ctl = Ctl::start_with(paths_k, &a, &[&ports[0], &ports[1], &ports[2]], &hook_args);
     let after = ctl.status();
+    assert!(after
+        .interfaces
+        .iter()
+        .all(|i| i.mode == mode && i.attached));
     assert!(after.adopted);
     assert_eq!(after.generation, before.generation);
     assert!(ct(&after) >= 1, "connection state was kept");
@@ -232,7 +253,7 @@ fn kill_9_keeps_enforcing_and_restart_adopts() {
     let stderr = ctl.stderr_after_exit();
     assert!(stderr.contains("adopted the pinned datapath"), "{stderr}");
     for p in &ports {
-        assert!(!attached_xdp(p), "{p} still has XDP after detach");
+        assert!(!enforced(p), "{p} still has ispf after detach");
     }
     assert!(!ctl.paths.pin.exists(), "pins left behind");
     assert!(!ctl.paths.run.join("ispf.sock").exists());
@@ -243,10 +264,6 @@ fn kill_9_keeps_enforcing_and_restart_adopts() {
         .filter(|n| n.starts_with("ISPF_"))
         .collect();
     assert!(leftover.is_empty(), "maps left loaded: {leftover:?}");
-}
-
-fn attached_xdp(iface: &str) -> bool {
-    ispf::system::attached_xdp(iface).is_some()
 }
 
 #[test]
@@ -367,7 +384,7 @@ fn unusable_interfaces_are_refused_whole() {
         )),
         "{err}"
     );
-    assert!(!attached_xdp(&ports[0]), "nothing half-attached");
+    assert!(!enforced(&ports[0]), "nothing half-attached");
     drop(other);
     // Not root: said plainly.
     let (unpriv_bin, unpriv_policy) = ispf_tests::unprivileged_copies(&[&a]);

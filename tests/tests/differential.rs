@@ -3,7 +3,7 @@
 //! seed (default: random, printed so a failure can be replayed).
 
 use ispf::{
-    datapath::{Datapath, MapSizes},
+    datapath::{Datapath, Entry, MapSizes},
     policy::{compile::compile, Policy, PolicyDoc},
 };
 use std::collections::BTreeMap;
@@ -72,7 +72,16 @@ fn kernel_agrees_with_reference_model() {
                 reloads += 1;
             }
             let frame = gen::frame(&mut rng, &earlier);
-            let k = dp.run(&frame).expect("test run");
+            // Either entry point, on shared state: a flow may open through
+            // TC and continue through XDP; both are one pipeline.
+            let entry = if rng.gen_bool(0.5) {
+                Entry::Xdp
+            } else {
+                Entry::Tc
+            };
+            let k = dp
+                .run_on(entry, &frame)
+                .unwrap_or_else(|e| panic!("test run via {entry:?} of {}: {e}", hex(&frame)));
             let m = model.judge(&frame);
             let kernel = (
                 k.pass,
@@ -85,7 +94,7 @@ fn kernel_agrees_with_reference_model() {
             assert_eq!(
                 kernel,
                 expected,
-                "kernel (left) and model (right) disagree on frame {i} of policy {policies} (ISPF_SEED={seed})\nframe: {}\npolicy now: {}",
+                "kernel via {entry:?} (left) and model (right) disagree on frame {i} of policy {policies} (ISPF_SEED={seed})\nframe: {}\npolicy now: {}",
                 hex(&frame),
                 serde_json::to_string(&policy.doc).unwrap()
             );

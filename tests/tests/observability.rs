@@ -234,7 +234,7 @@ fn prometheus_sees_exact_counts_and_events_are_exact() {
     assert_eq!(prom_query(q_rule), Some(10.0), "rule hits by id");
     assert_eq!(prom_query("ispf_policy_generation"), Some(1.0));
     assert_eq!(
-        prom_query(r#"ispf_interface_attached{interface="ispf-opump",mode="native"}"#),
+        prom_query(r#"ispf_interface_attached{interface="ispf-opump",mode="tc"}"#),
         Some(1.0)
     );
 

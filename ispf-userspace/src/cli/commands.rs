@@ -5,15 +5,15 @@ use std::{io::Write, path::Path, process::ExitCode, time::Duration};
 use anyhow::{Context, Result};
 use ispf::{
     control::{self, Request, Response},
-    controller::{self, RunOptions},
-    datapath::{check_fits, Counts, Datapath, MapSizeRequest, MapSizes},
+    controller::{self, AttachOptions, Hook, RunOptions},
+    datapath::{check_fits, Counts, Datapath, Entry, MapSizeRequest, MapSizes},
     events::EventFilter,
     policy::{compile::compile, load::absolute, load::read_policy, PolicyDoc},
     replay::read_frames,
 };
 use ispf_common::reason_name;
 
-use super::{map_sizes, show, Command, Verdict};
+use super::{map_sizes, show, Command, EntryArg, HookArg, Verdict};
 
 pub fn run(command: Command) -> Result<ExitCode> {
     match command {
@@ -21,7 +21,20 @@ pub fn run(command: Command) -> Result<ExitCode> {
             policy,
             map_sizes: m,
         } => check(&policy, map_sizes(&m), !m.is_empty()),
-        Command::Replay { policy, pcap, json } => replay(&policy, &pcap, json),
+        Command::Replay {
+            policy,
+            pcap,
+            json,
+            hook,
+        } => replay(
+            &policy,
+            &pcap,
+            json,
+            match hook {
+                EntryArg::Xdp => Entry::Xdp,
+                EntryArg::Tc => Entry::Tc,
+            },
+        ),
         Command::Run {
             policy,
             interfaces,
@@ -32,7 +45,14 @@ pub fn run(command: Command) -> Result<ExitCode> {
             metrics_allow_remote,
             events_out,
             reapply,
+            hook,
+            keep_gro_off,
         } => {
+            let hook = match hook {
+                HookArg::Xdp => Hook::Xdp,
+                HookArg::Tc => Hook::Tc,
+                HookArg::Auto => Hook::Auto,
+            };
             controller::run(RunOptions {
                 policy: absolute(policy),
                 interfaces,
@@ -43,6 +63,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 metrics_allow_remote,
                 events_out,
                 reapply,
+                attach: AttachOptions { hook, keep_gro_off },
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -224,7 +245,7 @@ struct ReplayLine<'a> {
     dst_segment: &'a str,
 }
 
-fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
+fn replay(policy_file: &Path, pcap: &Path, json: bool, entry: Entry) -> Result<ExitCode> {
     let p = match read_policy(policy_file) {
         Ok((p, _)) => p,
         Err(e) => {
@@ -249,7 +270,7 @@ fn replay(policy_file: &Path, pcap: &Path, json: bool) -> Result<ExitCode> {
     }
     for (i, frame) in frames.iter().enumerate() {
         let o = dp
-            .run(frame)
+            .run_on(entry, frame)
             .with_context(|| format!("{}: frame {}", pcap.display(), i + 1))?;
         let reason = reason_name(o.reason).unwrap_or("unknown");
         let verdict = if o.pass { "pass" } else { "drop" };

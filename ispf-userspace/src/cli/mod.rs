@@ -52,6 +52,25 @@ fn reason(s: &str) -> Result<String, String> {
     }
 }
 
+/// Where the pipeline is attached (`run --hook`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum HookArg {
+    /// XDP on every port (native where the driver can, else generic).
+    Xdp,
+    /// TC clsact ingress on every port.
+    Tc,
+    /// Native XDP on physical NICs, TC on veth, tap, virtio and other
+    /// virtual ports.
+    Auto,
+}
+
+/// The entry point `replay` runs frames through.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum EntryArg {
+    Xdp,
+    Tc,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub enum Verdict {
     Pass,
@@ -80,6 +99,9 @@ pub enum Command {
         /// One JSON object per frame on stdout, nothing else.
         #[arg(long)]
         json: bool,
+        /// The entry point to run frames through (the same pipeline).
+        #[arg(long, value_enum, default_value = "xdp")]
+        hook: EntryArg,
     },
     /// Print the JSON Schema of the policy format.
     Schema,
@@ -113,6 +135,15 @@ pub enum Command {
         /// (connections are re-established) instead of refusing to start.
         #[arg(long)]
         reapply: bool,
+        /// Where to attach on each port: `auto` puts native XDP on
+        /// physical NICs and TC on virtual ports (veth, tap, virtio), where
+        /// XDP would give up TSO/GRO aggregation.
+        #[arg(long, value_enum, default_value = "auto")]
+        hook: HookArg,
+        /// With native XDP on a virtual port, leave GRO off (ispf turns it
+        /// on otherwise).
+        #[arg(long)]
+        keep_gro_off: bool,
     },
     /// Follow flow events of the running controller, as JSON lines.
     Events {

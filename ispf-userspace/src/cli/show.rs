@@ -26,7 +26,9 @@ pub fn print_status(s: &Status) {
         println!("busy        {b}");
     }
     for i in &s.interfaces {
-        if i.attached {
+        if i.attached && i.mode == "tc" {
+            println!("interface   {} (TC ingress)", i.name);
+        } else if i.attached {
             println!("interface   {} ({} XDP)", i.name, i.mode);
         } else if i.ifindex == 0 {
             println!(

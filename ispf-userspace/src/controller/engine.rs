@@ -54,6 +54,15 @@ pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// What a fresh start or an adoption hands the engine.
+pub struct Started {
+    pub dp: Datapath,
+    pub policy: Policy,
+    pub enforced: Enforced,
+    pub adopted: bool,
+    pub ports: Vec<InterfaceStatus>,
+}
+
 pub struct Engine {
     pub dp: Datapath,
     pub policy: Arc<Policy>,
@@ -63,6 +72,8 @@ pub struct Engine {
     pub pin_dir: PathBuf,
     pub run: RunDir,
     pub shared: Option<Arc<Shared>>,
+    /// How ports are attached, again when they come back.
+    pub attach: ports::AttachOptions,
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload_unix: i64,
@@ -71,21 +82,14 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
-        dp: Datapath,
-        policy: Policy,
-        enforced: Enforced,
-        adopted: bool,
-        ports: Vec<InterfaceStatus>,
-        pin_dir: &Path,
-        run: RunDir,
-    ) -> Self {
+    pub fn new(s: Started, pin_dir: &Path, run: RunDir, attach: ports::AttachOptions) -> Self {
         Self {
-            dp,
-            policy: Arc::new(policy),
-            enforced,
-            adopted,
-            ports,
+            attach,
+            dp: s.dp,
+            policy: Arc::new(s.policy),
+            enforced: s.enforced,
+            adopted: s.adopted,
+            ports: s.ports,
             pin_dir: pin_dir.to_owned(),
             run,
             shared: None,
@@ -258,16 +262,12 @@ impl Engine {
         }
     }
 
-    fn prog_id(&self) -> u32 {
-        self.dp.program().info().map(|i| i.id()).unwrap_or(0)
-    }
-
     /// Brings port `i` in line with the kernel: re-attaches it when its
     /// interface exists without our program, reports it when it is gone.
     fn check_port(&mut self, i: usize) {
-        let prog_id = self.prog_id();
+        let ids = ports::ProgramIds::of(&self.dp);
         let name = self.ports[i].name.clone();
-        let now_attached = ports::attached(&self.pin_dir, &name, prog_id);
+        let now_attached = ports::attached(&self.pin_dir, &name, ids);
         let ifindex = crate::bpfsys::ifindex(&name);
         let was = self.ports[i].attached;
         if now_attached {
@@ -287,7 +287,7 @@ impl Engine {
             self.ports[i].ifindex = 0;
             return;
         }
-        match ports::attach(&mut self.dp, &name, &self.pin_dir) {
+        match ports::attach(&mut self.dp, &name, &self.pin_dir, self.attach) {
             Ok(st) => {
                 self.ports[i] = st;
                 self.note(

@@ -34,6 +34,7 @@ use tokio::{
     sync::Notify,
 };
 
+pub use ports::{AttachOptions, Hook};
 pub use start::RunOptions;
 
 use crate::{

@@ -10,12 +10,12 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::programs::{links::FdLink, links::PinnedLink, XdpMode};
+use aya::programs::{links::FdLink, links::PinnedLink, TcAttachType, XdpMode};
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{link::LinkAttribute, RouteNetlinkMessage};
 
 use crate::{
-    bpfsys::{self, BPF_LINK_TYPE_XDP},
+    bpfsys::{self, BPF_LINK_TYPE_TCX, BPF_LINK_TYPE_XDP},
     control::InterfaceStatus,
     datapath::Datapath,
     system,
@@ -29,35 +29,69 @@ pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join("links").join(iface)
 }
 
-/// Attaches to one interface, natively where the driver can, generically
-/// (with a warning that says so) where it cannot; pins the link, replacing
-/// a stale pin of a link whose interface went away.
-pub fn attach(dp: &mut Datapath, iface: &str, pin_dir: &Path) -> Result<InterfaceStatus> {
-    let prog = dp.program_mut();
-    let (id, mode) = match prog.attach(iface, XdpMode::Driver) {
-        Ok(id) => (id, "native"),
-        Err(native) => {
-            let id = prog.attach(iface, XdpMode::Skb).with_context(|| {
-                format!("attaching to {iface} failed natively ({native}) and in generic mode")
-            })?;
-            log(format!(
-                "warning: {iface}'s driver has no native XDP; attached in generic (skb) mode, which is slower"
-            ));
-            (id, "generic")
-        }
+/// Where the pipeline is attached on a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// XDP: native where the driver can, else generic (skb) mode.
+    Xdp,
+    /// TC clsact ingress (a TCX link): keeps GRO's aggregation on virtual
+    /// ports.
+    Tc,
+    /// Native XDP on a physical NIC, TC on veth, tap, virtio and other
+    /// virtual ports.
+    Auto,
+}
+
+/// What `run` was asked for, applied to every port it attaches (again).
+#[derive(Debug, Clone, Copy)]
+pub struct AttachOptions {
+    pub hook: Hook,
+    /// Leave GRO off on virtual ports given native XDP.
+    pub keep_gro_off: bool,
+}
+
+/// `InterfaceStatus::mode` of each way of attaching.
+pub const MODE_NATIVE: &str = "native";
+pub const MODE_GENERIC: &str = "generic";
+pub const MODE_TC: &str = "tc";
+
+/// Attaches to one interface as `opts` says, pins the link (replacing a
+/// stale pin of a link whose interface went away).
+pub fn attach(
+    dp: &mut Datapath,
+    iface: &str,
+    pin_dir: &Path,
+    opts: AttachOptions,
+) -> Result<InterfaceStatus> {
+    let virtual_port = system::is_virtual_port(iface);
+    let (fd_link, mode) = match opts.hook {
+        Hook::Tc => (attach_tc(dp, iface)?, MODE_TC),
+        Hook::Auto if virtual_port => (attach_tc(dp, iface)?, MODE_TC),
+        Hook::Auto => match attach_xdp(dp, iface, false) {
+            Ok(r) => r,
+            // A NIC without native XDP: TC, never the slow generic mode.
+            Err(_) => (attach_tc(dp, iface)?, MODE_TC),
+        },
+        Hook::Xdp => attach_xdp(dp, iface, true)?,
     };
-    let link = prog.take_link(id)?;
-    let fd_link = FdLink::try_from(link).context("XDP link is not a bpf_link (kernel < 5.9?)")?;
     let path = link_pin(pin_dir, iface);
     fs::create_dir_all(pin_dir.join("links"))?;
     let _ = fs::remove_file(&path);
     fd_link
         .pin(&path)
         .with_context(|| format!("pinning the link of {iface} at {}", path.display()))?;
-    if system::strips_vlan_tags(iface) {
+    if mode != MODE_TC && system::strips_vlan_tags(iface) {
         log(format!(
-            "warning: {iface} strips 802.1Q tags before XDP (rx-vlan-offload on), so VLAN-scoped identity cannot work there; turn it off with: ethtool -K {iface} rxvlan off"
+            "warning: {iface} strips 802.1Q tags before XDP (rx-vlan-offload on), so VLAN-scoped identity cannot work there; turn it off with: ethtool -K {iface} rxvlan off, or enforce at TC (--hook tc), which reads the tags the NIC took out"
         ));
+    }
+    if mode == MODE_NATIVE && virtual_port && !opts.keep_gro_off && !system::gro(iface) {
+        match system::set_gro(iface, true) {
+            Ok(()) => log(format!(
+                "{iface}: turned GRO on (a virtual port with native XDP loses TSO/GRO aggregation otherwise; --keep-gro-off leaves it off)"
+            )),
+            Err(e) => log(format!("warning: {iface}: cannot turn GRO on: {e}")),
+        }
     }
     Ok(InterfaceStatus {
         name: iface.to_owned(),
@@ -67,16 +101,71 @@ pub fn attach(dp: &mut Datapath, iface: &str, pin_dir: &Path) -> Result<Interfac
     })
 }
 
-/// Whether the kernel has `prog_id` attached to `iface` through the link
-/// pinned for it: the link exists, is an XDP link of our program, and its
-/// interface is the one that now carries the name.
-pub fn attached(pin_dir: &Path, iface: &str, prog_id: u32) -> bool {
+/// XDP, natively where the driver can, else (if `generic_ok`) in generic
+/// (skb) mode with a warning that says so.
+fn attach_xdp(dp: &mut Datapath, iface: &str, generic_ok: bool) -> Result<(FdLink, &'static str)> {
+    let prog = dp.program_mut();
+    let (id, mode) = match prog.attach(iface, XdpMode::Driver) {
+        Ok(id) => (id, MODE_NATIVE),
+        Err(native) if generic_ok => {
+            let id = prog.attach(iface, XdpMode::Skb).with_context(|| {
+                format!("attaching to {iface} failed natively ({native}) and in generic mode")
+            })?;
+            log(format!(
+                "warning: {iface}'s driver has no native XDP; attached in generic (skb) mode, which is slower (--hook tc is faster there)"
+            ));
+            (id, MODE_GENERIC)
+        }
+        Err(native) => return Err(native).with_context(|| format!("native XDP on {iface}")),
+    };
+    let link = prog.take_link(id)?;
+    let fd = FdLink::try_from(link).context("XDP link is not a bpf_link (kernel < 5.9?)")?;
+    Ok((fd, mode))
+}
+
+/// TC clsact ingress through a TCX link (kernel 6.6 or later), which can
+/// be pinned like an XDP link.
+fn attach_tc(dp: &mut Datapath, iface: &str) -> Result<FdLink> {
+    let prog = dp.tc_program_mut();
+    let id = prog
+        .attach(iface, TcAttachType::Ingress)
+        .with_context(|| format!("attaching to {iface} at TC ingress"))?;
+    let link = prog.take_link(id)?;
+    FdLink::try_from(link)
+        .context("the TC link is not a TCX link: ispf needs Linux 6.6 or later for TC ports")
+}
+
+/// Kernel ids of the two entry points.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramIds {
+    pub xdp: u32,
+    pub tc: u32,
+}
+
+impl ProgramIds {
+    pub fn of(dp: &Datapath) -> Self {
+        Self {
+            xdp: dp.program().info().map(|i| i.id()).unwrap_or(0),
+            tc: dp.tc_program().info().map(|i| i.id()).unwrap_or(0),
+        }
+    }
+}
+
+/// Whether the kernel has our program attached to `iface` through the
+/// link pinned for it: the link exists, is an XDP link of the XDP entry or
+/// a TCX link of the TC entry, and its interface is the one that now
+/// carries the name.
+pub fn attached(pin_dir: &Path, iface: &str, ids: ProgramIds) -> bool {
     let index = bpfsys::ifindex(iface);
     if index == 0 {
         return false;
     }
     match bpfsys::pinned_link_facts(&link_pin(pin_dir, iface)) {
-        Ok(f) => f.link_type == BPF_LINK_TYPE_XDP && f.prog_id == prog_id && f.ifindex == index,
+        Ok(f) => {
+            f.ifindex == index
+                && ((f.link_type == BPF_LINK_TYPE_XDP && f.prog_id == ids.xdp)
+                    || (f.link_type == BPF_LINK_TYPE_TCX && f.prog_id == ids.tc))
+        }
         Err(_) => false,
     }
 }

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    engine::{detach, log, now_rfc3339, Engine},
+    engine::{detach, log, now_rfc3339, Engine, Started},
     ports,
     state::{Enforced, RunDir},
 };
@@ -37,6 +37,8 @@ pub struct RunOptions {
     /// Adopting pins whose policy the run directory does not know: apply
     /// `policy` over them as a new generation instead of refusing.
     pub reapply: bool,
+    /// Where and how ports are attached.
+    pub attach: ports::AttachOptions,
 }
 
 pub fn start(opts: &RunOptions) -> Result<Engine> {
@@ -81,7 +83,7 @@ fn fresh(opts: &RunOptions, policy: Policy, bytes: Vec<u8>, run: RunDir) -> Resu
         dp.apply(&compiled)?;
         let mut attached = Vec::new();
         for iface in &opts.interfaces {
-            attached.push(ports::attach(&mut dp, iface, &opts.pin_dir)?);
+            attached.push(ports::attach(&mut dp, iface, &opts.pin_dir, opts.attach)?);
         }
         Ok(attached)
     })();
@@ -94,15 +96,14 @@ fn fresh(opts: &RunOptions, policy: Policy, bytes: Vec<u8>, run: RunDir) -> Resu
             return Err(e.context("nothing was attached"));
         }
     };
-    let e = Engine::new(
+    let started = Started {
         dp,
         policy,
-        enforced.clone(),
-        false,
+        enforced: enforced.clone(),
+        adopted: false,
         ports,
-        &opts.pin_dir,
-        run,
-    );
+    };
+    let e = Engine::new(started, &opts.pin_dir, run, opts.attach);
     e.save_state(vec![enforced])?;
     log(format!(
         "enforcing {} (generation {}) on {}",
@@ -184,7 +185,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             names.push(i.clone());
         }
     }
-    let prog_id = dp.program().info().map(|i| i.id()).unwrap_or(0);
+    let ids = ports::ProgramIds::of(&dp);
     let mut port_list = Vec::new();
     for name in names {
         let known_mode = state
@@ -193,7 +194,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             .find(|i| i.name == name)
             .map_or("native".to_owned(), |i| i.mode.clone());
         // Adoption trusts the kernel, not the pin files.
-        if ports::attached(&opts.pin_dir, &name, prog_id) {
+        if ports::attached(&opts.pin_dir, &name, ids) {
             port_list.push(InterfaceStatus {
                 ifindex: crate::bpfsys::ifindex(&name),
                 name,
@@ -202,7 +203,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             });
         } else if crate::bpfsys::ifindex(&name) != 0 {
             log(format!("{name}: not attached any more; attaching again"));
-            port_list.push(ports::attach(&mut dp, &name, &opts.pin_dir)?);
+            port_list.push(ports::attach(&mut dp, &name, &opts.pin_dir, opts.attach)?);
         } else {
             log(format!(
                 "warning: {name} does not exist now; it is enforced again when it returns"
@@ -215,15 +216,14 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             });
         }
     }
-    let e = Engine::new(
+    let started = Started {
         dp,
         policy,
-        enforced.clone(),
-        true,
-        port_list,
-        &opts.pin_dir,
-        run,
-    );
+        enforced: enforced.clone(),
+        adopted: true,
+        ports: port_list,
+    };
+    let e = Engine::new(started, &opts.pin_dir, run, opts.attach);
     e.save_state(vec![enforced])?;
     log(format!(
         "adopted the pinned datapath at {}: generation {}, {} connections tracked, on {}",

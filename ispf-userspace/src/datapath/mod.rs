@@ -24,7 +24,7 @@ use std::{
 
 use aya::{
     maps::{Map, MapData},
-    programs::{ProgramError, Xdp},
+    programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use aya_obj::programs::XdpAttachType;
@@ -32,7 +32,7 @@ use ispf_common::*;
 
 pub use capacity::{check_fits, suggested_size, Counts, MapSizeRequest, MapSizes};
 pub use stats::{EventTotals, Stats};
-pub use testrun::Outcome;
+pub use testrun::{Entry, Outcome};
 
 use maps::{map_err, Maps};
 
@@ -98,7 +98,7 @@ type Result<T, E = DatapathError> = std::result::Result<T, E>;
 /// bpffs pin left by an earlier controller.
 enum ProgramHandle {
     Owned(Box<Ebpf>),
-    Pinned(Box<Xdp>),
+    Pinned(Box<(Xdp, SchedClassifier)>),
 }
 
 pub struct Datapath {
@@ -181,6 +181,14 @@ impl Datapath {
             })?
             .try_into()?;
         prog.load()?;
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(TC_PROGRAM_NAME)
+            .ok_or(DatapathError::Missing {
+                kind: "program",
+                name: TC_PROGRAM_NAME,
+            })?
+            .try_into()?;
+        tc.load()?;
         let mut taken = BTreeMap::new();
         let mut ids = BTreeMap::new();
         for &name in maps::ALL {
@@ -230,13 +238,18 @@ impl Datapath {
             0,
         )?;
         if let Some(dir) = pin_dir {
-            let path = dir.join("prog");
-            dp.program_mut()
-                .pin(&path)
-                .map_err(|e| DatapathError::Pin {
+            let pin_err = |path: std::path::PathBuf| {
+                move |e: aya::pin::PinError| DatapathError::Pin {
                     path,
                     message: e.to_string(),
-                })?;
+                }
+            };
+            let path = dir.join("prog");
+            dp.program_mut().pin(&path).map_err(pin_err(path.clone()))?;
+            let path = dir.join("prog_tc");
+            dp.tc_program_mut()
+                .pin(&path)
+                .map_err(pin_err(path.clone()))?;
         }
         Ok(dp)
     }
@@ -278,6 +291,7 @@ impl Datapath {
             });
         }
         let prog = Xdp::from_pin(dir.join("prog"), XdpAttachType::Interface)?;
+        let tc = SchedClassifier::from_pin(dir.join("prog_tc"))?;
         let mut ids = BTreeMap::new();
         let mut capacity = BTreeMap::new();
         let mut taken = BTreeMap::new();
@@ -313,7 +327,7 @@ impl Datapath {
             writer::Gen::Unknown(Counts::scan(&m, 1)),
         ];
         Self::assemble(
-            ProgramHandle::Pinned(Box::new(prog)),
+            ProgramHandle::Pinned(Box::new((prog, tc))),
             m,
             stats,
             ids,
@@ -354,7 +368,7 @@ impl Datapath {
                 .program(PROGRAM_NAME)
                 .and_then(|p| <&Xdp>::try_from(p).ok())
                 .expect("program checked at load"),
-            ProgramHandle::Pinned(p) => p,
+            ProgramHandle::Pinned(p) => &p.0,
         }
     }
 
@@ -364,7 +378,28 @@ impl Datapath {
                 .program_mut(PROGRAM_NAME)
                 .and_then(|p| <&mut Xdp>::try_from(p).ok())
                 .expect("program checked at load"),
-            ProgramHandle::Pinned(p) => p,
+            ProgramHandle::Pinned(p) => &mut p.0,
+        }
+    }
+
+    /// The same pipeline as a TC (clsact ingress) classifier.
+    pub fn tc_program(&self) -> &SchedClassifier {
+        match &self.program {
+            ProgramHandle::Owned(ebpf) => ebpf
+                .program(TC_PROGRAM_NAME)
+                .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+                .expect("program checked at load"),
+            ProgramHandle::Pinned(p) => &p.1,
+        }
+    }
+
+    pub fn tc_program_mut(&mut self) -> &mut SchedClassifier {
+        match &mut self.program {
+            ProgramHandle::Owned(ebpf) => ebpf
+                .program_mut(TC_PROGRAM_NAME)
+                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+                .expect("program checked at load"),
+            ProgramHandle::Pinned(p) => &mut p.1,
         }
     }
 

@@ -7,6 +7,13 @@ use ispf_common::*;
 
 use super::{maps::map_err, maps::Maps, Datapath, DatapathError, Result};
 
+/// Which entry point of the program runs a test frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Xdp,
+    Tc,
+}
+
 /// What one frame got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome {
@@ -48,6 +55,20 @@ impl Datapath {
     /// and BPF_PROG_TEST_RUN refuses them, so they are judged `malformed`
     /// here without running the program.
     pub fn run(&mut self, frame: &[u8]) -> Result<Outcome> {
+        self.run_on(Entry::Xdp, frame)
+    }
+
+    /// [`Self::run`] through entry point `entry` (XDP or TC).
+    pub fn run_on(&mut self, entry: Entry, frame: &[u8]) -> Result<Outcome> {
+        // The kernel refuses to test-run a TC program on a frame without
+        // payload, or one whose (untagged) IPv4 or IPv6 header is cut short;
+        // the XDP entry runs the same pipeline on those.
+        let cut = match frame.get(12..14) {
+            Some([0x08, 0x00]) => frame.len() < 14 + 20,
+            Some([0x86, 0xdd]) => frame.len() < 14 + 40,
+            _ => frame.len() <= 14,
+        };
+        let entry = if cut { Entry::Xdp } else { entry };
         if frame.len() < 14 {
             return Ok(Outcome {
                 pass: false,
@@ -64,14 +85,19 @@ impl Datapath {
         let cpu = pin.as_ref().map_or(0, |p| p.cpu);
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
-        let res = self.program().test_run(opts)?;
-        let pass = match res.return_value {
-            2 => true,  // XDP_PASS
-            1 => false, // XDP_DROP
-            other => {
+        let res = match entry {
+            Entry::Xdp => self.program().test_run(opts)?,
+            Entry::Tc => self.tc_program().test_run(opts)?,
+        };
+        let pass = match (entry, res.return_value) {
+            (Entry::Xdp, 2) => true,  // XDP_PASS
+            (Entry::Xdp, 1) => false, // XDP_DROP
+            (Entry::Tc, 0) => true,   // TC_ACT_OK
+            (Entry::Tc, 2) => false,  // TC_ACT_SHOT
+            (_, other) => {
                 return Err(DatapathError::Program(ProgramError::IOError(
                     std::io::Error::other(format!(
-                        "program returned unexpected XDP action {other}"
+                        "the {entry:?} program returned unexpected action {other}"
                     )),
                 )))
             }

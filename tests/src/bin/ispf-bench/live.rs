@@ -311,6 +311,22 @@ pub fn end_to_end(b: &mut Bench) -> Result<()> {
         Ok(())
     })?;
     drop(dp_live);
+    // The TC hook: an XDP program that passes keeps the veth's NAPI (and
+    // its counters) as for the others; ispf drops at TC ingress.
+    let (mut dp_tc, _) = ispf_with(&b.headline)?;
+    let pass: &mut Xdp = baselines
+        .program_mut("xdp_empty")
+        .context("xdp_empty")?
+        .try_into()?;
+    pass.load()?;
+    let pps_ispf_tc = live(&mut |iface| {
+        pass.attach(iface, XdpMode::Driver)?;
+        dp_tc
+            .tc_program_mut()
+            .attach(iface, aya::programs::tc::TcAttachType::Ingress)?;
+        Ok(())
+    })?;
+    drop(dp_tc);
     // xdp-filter with the closest equivalent rule: deny the frame's port.
     let pps_xf = median(
         (0..runs)
@@ -354,11 +370,12 @@ pub fn end_to_end(b: &mut Bench) -> Result<()> {
             "frames_per_run": b.cfg.live_frames,
             "frame": "IPv4 TCP SYN to a denied port, dropped by every receiver",
             "nft_linear_rules": linear_n,
-            "pps": { "xdp_drop_ceiling": pps_ceiling, "ispf": pps_ispf, "xdp_filter": pps_xf, "nft_sets": pps_nft_sets, "nft_linear": pps_nft_linear },
+            "pps": { "xdp_drop_ceiling": pps_ceiling, "ispf": pps_ispf, "ispf_tc": pps_ispf_tc, "xdp_filter": pps_xf, "nft_sets": pps_nft_sets, "nft_linear": pps_nft_linear },
         }),
     );
     b.put("mpps_ceiling", pps_ceiling / 1e6);
     b.put("mpps_ispf", pps_ispf / 1e6);
+    b.put("mpps_ispf_tc", pps_ispf_tc / 1e6);
     b.put("mpps_xdp_filter", pps_xf / 1e6);
     b.put("mpps_nft_sets", pps_nft_sets / 1e6);
     b.put("mpps_nft_linear_10k", pps_nft_linear / 1e6);

@@ -11,6 +11,7 @@
 //! namespace sends through a veth pair into the program under test in
 //! another, and the receiver's XDP counters give the rate.
 
+mod bulk;
 mod control;
 mod corpus;
 mod live;
@@ -144,7 +145,8 @@ fn main() -> Result<()> {
             "scan" => scan::scan(&mut b)?,
             "end-to-end" => live::end_to_end(&mut b)?,
             "control" => control::control_plane(&mut b)?,
-            other => bail!("no section {other}: scan, end-to-end, control"),
+            "bulk" => bulk::bulk_tcp(&mut b)?,
+            other => bail!("no section {other}: scan, end-to-end, control, bulk"),
         }
         println!("{}", serde_json::to_string_pretty(&b.summary)?);
         return Ok(());
@@ -156,6 +158,7 @@ fn main() -> Result<()> {
     perpacket::scale(&mut b)?;
     live::end_to_end(&mut b)?;
     scan::scan(&mut b)?;
+    bulk::bulk_tcp(&mut b)?;
     control::control_plane(&mut b)?;
     let _ = sh(&["ip", "netns", "del", "ispfb-anchor"]);
     // libxdp (xdp-filter) leaves its empty pin directory behind.

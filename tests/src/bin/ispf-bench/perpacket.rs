@@ -22,7 +22,10 @@ use crate::{
 /// unmeasured first, so the figure is the steady state of its flow (an
 /// established allowed flow, or an already-reported denied one) rather than
 /// the one-off cost of opening it.
-pub fn cost(prog: &Xdp, corpus: &[Vec<u8>], repeat: u32) -> Result<f64> {
+pub fn cost<P>(prog: &P, corpus: &[Vec<u8>], repeat: u32) -> Result<f64>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = aya::programs::TestRunResult>,
+{
     let mut total = 0f64;
     for f in corpus {
         let mut warm = TestRunOptions::new();
@@ -221,6 +224,18 @@ pub fn per_packet(b: &mut Bench) -> Result<()> {
     let (ns_ispf, ns_floor) = (median(ispf_runs.clone()), median(floor_runs.clone()));
     let (ns_first, ns_first_floor) = (median(first_runs.clone()), median(first_floor_runs.clone()));
     let ns_xf = median(xf_runs.clone());
+    // The same pipeline at TC, against an empty classifier.
+    let tc_empty: &mut aya::programs::SchedClassifier = floor_prog
+        .program_mut("tc_empty")
+        .context("tc_empty")?
+        .try_into()?;
+    tc_empty.load()?;
+    let (mut tc_runs, mut tc_floor_runs) = (vec![], vec![]);
+    for _ in 0..cfg.runs {
+        tc_runs.push(cost(dp.tc_program(), frames, cfg.repeat)?);
+        tc_floor_runs.push(cost(tc_empty, frames, cfg.repeat)?);
+    }
+    let (ns_tc, ns_tc_floor) = (median(tc_runs.clone()), median(tc_floor_runs.clone()));
     if let Err(e) = &xf {
         eprintln!("warning: xdp-filter unavailable ({e:#}); its figures are NaN");
     }
@@ -245,6 +260,8 @@ pub fn per_packet(b: &mut Bench) -> Result<()> {
     b.put("ns_ispf_first_packet", ns_first);
     b.put("ns_floor_first_packet", ns_first_floor);
     b.put("ns_xdp_filter", ns_xf);
+    b.put("ns_ispf_tc", ns_tc);
+    b.put("ns_floor_tc", ns_tc_floor);
     b.put("ratio_vs_xdp_filter", ns_ispf / ns_xf);
     b.put(
         "net_ns_100k_devices",

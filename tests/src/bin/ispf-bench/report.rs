@@ -27,10 +27,12 @@ pub fn markdown(
     ));
     m.push_str("## Per-packet cost (BPF_PROG_TEST_RUN, JIT on, stats off)\n\n| program | ns/packet |\n| --- | ---: |\n");
     m.push_str(&format!(
-        "| empty XDP (floor) | {} |\n| ispf | {} |\n| xdp-filter (all features) | {} |\n\n",
+        "| empty XDP (floor) | {} |\n| ispf | {} |\n| xdp-filter (all features) | {} |\n| empty TC classifier (TC floor) | {} |\n| ispf at TC | {} |\n\n",
         f(&s["ns_floor"]),
         f(&s["ns_ispf"]),
-        f(&s["ns_xdp_filter"])
+        f(&s["ns_xdp_filter"]),
+        f(&s["ns_floor_tc"]),
+        f(&s["ns_ispf_tc"]),
     ));
     m.push_str(&format!(
         "ispf − floor: **{} ns** (target ≤ 67 ns); ispf / xdp-filter: **{}** (target ≤ 1.0)\n\n",
@@ -61,9 +63,10 @@ pub fn markdown(
         f(&s["flatness_rules"])
     ));
     m.push_str(&format!(
-        "## End to end on veth (live-frames generator, denied frames)\n\n| receiver | Mpps |\n| --- | ---: |\n| XDP_DROP (ceiling) | {} |\n| ispf | {} |\n| xdp-filter | {} |\n| XDP_PASS + nftables bridge, set | {} |\n| XDP_PASS + nftables bridge, {} linear rules | {} |\n\nispf / nftables with sets: **{}** (target ≥ 4); ispf / nftables linear: **{}** (target ≥ 20)\n\n",
+        "## End to end on veth (live-frames generator, denied frames)\n\n| receiver | Mpps |\n| --- | ---: |\n| XDP_DROP (ceiling) | {} |\n| ispf | {} |\n| ispf at TC (XDP_PASS, then TC) | {} |\n| xdp-filter | {} |\n| XDP_PASS + nftables bridge, set | {} |\n| XDP_PASS + nftables bridge, {} linear rules | {} |\n\nispf / nftables with sets: **{}** (target ≥ 4); ispf / nftables linear: **{}** (target ≥ 20)\n\n",
         f(&s["mpps_ceiling"]),
         f(&s["mpps_ispf"]),
+        f(&s["mpps_ispf_tc"]),
         f(&s["mpps_xdp_filter"]),
         f(&s["mpps_nft_sets"]),
         r["end_to_end_veth"]["nft_linear_rules"],
@@ -79,6 +82,14 @@ pub fn markdown(
         f(&s["ratio_vs_nft_sets_new_flows"]),
         s["allowed_flow_exchanges_under_scan"],
         s["allowed_flow_retransmits_under_scan"],
+    ));
+    m.push_str(&format!(
+        "## Bulk TCP through an enforced bridge (iperf3, one stream)\n\n| path | Gbit/s |\n| --- | ---: |\n| unfiltered | {} |\n| ispf, default hook (TC on veth) | {} |\n| ispf at native XDP (GRO on) | {} |\n| nftables, stateful rules | {} |\n\nispf / unfiltered: **{}** (target ≥ 0.8)\n\n",
+        f(&s["gbps_tcp_unfiltered"]),
+        f(&s["gbps_tcp_ispf"]),
+        f(&s["gbps_tcp_ispf_xdp"]),
+        f(&s["gbps_tcp_nft"]),
+        f(&s["ratio_tcp_bulk_vs_unfiltered"]),
     ));
     m.push_str("## Control plane\n\n| devices | compile ms | apply ms | reload ms | map entries | device map size | maps MB |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     if let Some(a) = r["control_plane"]["apply"].as_object() {
