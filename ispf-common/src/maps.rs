@@ -106,14 +106,38 @@ pub const DENIED_REPORT_INTERVAL_NS: u64 = 60_000_000_000;
 /// denied packets cannot make the datapath spend more than this on events.
 pub const EVENT_RATE_PER_SEC: u64 = 1000;
 pub const EVENT_BURST: u64 = 200;
+/// Per CPU: sightings and fingerprints per second, and their burst. A
+/// budget of their own, so a MAC flood cannot starve flow events (nor a
+/// scan the inventory); a whole ward powering up fits in the burst.
+pub const SIGHTING_RATE_PER_SEC: u64 = 20_000;
+pub const SIGHTING_BURST: u64 = 4_000;
 
 pub const EVENT_DENIED: u8 = 1;
 pub const EVENT_NEW_FLOW: u8 = 2;
+/// A source seen: MAC, VLAN, port and source address ([`Event`]).
+pub const EVENT_SIGHTING: u8 = 3;
+/// A DHCP client request's options ([`FingerprintEvent`]).
+pub const EVENT_DHCP: u8 = 4;
+/// An LLDP frame's TLVs ([`FingerprintEvent`]).
+pub const EVENT_LLDP: u8 = 5;
+/// Offset of the kind byte, the same in every record of the ring buffer.
+pub const EVENT_KIND_OFFSET: usize = 22;
+
+/// Per-CPU array of [`SightingMemo`], [`SIGHTING_MEMO_ENTRIES`] long: what
+/// this CPU last reported of each recent source, so a source is reported
+/// when it changes and otherwise at most once a minute.
+pub const MAP_SIGHTINGS: &str = "ISPF_SIGHTINGS";
+/// A power of two.
+pub const SIGHTING_MEMO_ENTRIES: u32 = 4096;
+/// An unchanged source is reported again after this long.
+pub const SIGHTING_REFRESH_NS: u64 = 60_000_000_000;
+/// Payload bytes a [`FingerprintEvent`] carries.
+pub const FINGERPRINT_BYTES: usize = 256;
 
 /// Version of the pinned maps' layout (names, key and value types, sizes
 /// that cannot change in place). A controller adopts pins of its own
 /// version and migrates older ones; see the README on upgrades.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "ispf";
@@ -461,6 +485,41 @@ pub struct SourceMemo {
     pub family: u8,
 }
 
+/// What a CPU last reported of a source (MAC and VLAN).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SightingMemo {
+    /// [`l2_fingerprint`] of the source (0: empty).
+    pub sender: u64,
+    /// Last IPv6 source address reported, as two words.
+    pub v6: [u64; 2],
+    /// When last reported (coarse CLOCK_MONOTONIC, ns).
+    pub reported_ns: u64,
+    /// Last IPv4 source address reported (memory order).
+    pub v4: u32,
+    pub ifindex: u32,
+}
+
+/// A frame's bytes for passive fingerprinting (DHCP options, LLDP TLVs),
+/// written by the datapath into [`MAP_EVENTS`]. Starts like [`Event`] so
+/// that the kind byte is at [`EVENT_KIND_OFFSET`] in both.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FingerprintEvent {
+    pub ts_ns: u64,
+    pub _pad: u32,
+    pub ifindex: u32,
+    /// Source segment.
+    pub src: u16,
+    pub len: u16,
+    pub vlan: u16,
+    pub kind: u8,
+    pub _pad2: u8,
+    pub src_mac: [u8; 6],
+    pub _pad3: [u8; 2],
+    pub data: [u8; FINGERPRINT_BYTES],
+}
+
 /// A counter key that got no slot: the counter map is full.
 pub const COUNTER_SLOT_NONE: u32 = u32::MAX;
 
@@ -582,6 +641,8 @@ pub struct Event {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventStats {
     pub emitted: u64,
+    /// Sightings and fingerprints among `emitted`.
+    pub sightings: u64,
     /// Over the per-CPU rate.
     pub rate_limited: u64,
     /// The ring buffer was full (the reader is behind).
@@ -589,6 +650,11 @@ pub struct EventStats {
     /// Token-bucket state (datapath-internal).
     pub tokens: u64,
     pub refill_ns: u64,
+    /// Sightings and fingerprints over their own per-CPU rate.
+    pub sightings_limited: u64,
+    /// Their token bucket.
+    pub sighting_tokens: u64,
+    pub sighting_refill_ns: u64,
 }
 
 #[cfg(feature = "user")]
@@ -617,6 +683,8 @@ mod pod {
     unsafe impl aya::Pod for CounterVal {}
     unsafe impl aya::Pod for CounterAlloc {}
     unsafe impl aya::Pod for SourceMemo {}
+    unsafe impl aya::Pod for SightingMemo {}
+    unsafe impl aya::Pod for FingerprintEvent {}
     unsafe impl aya::Pod for Meta {}
     unsafe impl aya::Pod for LastVerdict {}
     unsafe impl aya::Pod for Event {}
@@ -658,7 +726,7 @@ mod tests {
         assert_eq!((size_of::<FragVal>(), align_of::<FragVal>()), (16, 8));
         assert_eq!((size_of::<CounterKey>(), align_of::<CounterKey>()), (12, 4));
         assert_eq!((size_of::<Event>(), align_of::<Event>()), (80, 8));
-        assert_eq!((size_of::<EventStats>(), align_of::<EventStats>()), (40, 8));
+        assert_eq!((size_of::<EventStats>(), align_of::<EventStats>()), (72, 8));
         assert_eq!((size_of::<CounterVal>(), align_of::<CounterVal>()), (16, 8));
         assert_eq!(
             (size_of::<CounterAlloc>(), align_of::<CounterAlloc>()),
@@ -667,6 +735,17 @@ mod tests {
         assert_eq!((size_of::<Meta>(), align_of::<Meta>()), (48, 8));
         assert_eq!((size_of::<SourceMemo>(), align_of::<SourceMemo>()), (32, 8));
         assert!(SOURCE_MEMO_ENTRIES.is_power_of_two());
+        assert!(SIGHTING_MEMO_ENTRIES.is_power_of_two());
+        assert_eq!(
+            (size_of::<SightingMemo>(), align_of::<SightingMemo>()),
+            (40, 8)
+        );
+        assert_eq!(size_of::<FingerprintEvent>(), 32 + FINGERPRINT_BYTES);
+        assert_eq!(core::mem::offset_of!(Event, kind), EVENT_KIND_OFFSET);
+        assert_eq!(
+            core::mem::offset_of!(FingerprintEvent, kind),
+            EVENT_KIND_OFFSET
+        );
         assert_eq!(
             (size_of::<LastVerdict>(), align_of::<LastVerdict>()),
             (24, 8)

@@ -4,10 +4,14 @@
 //! costs a bounded amount; every event not delivered is counted.
 
 use ispf_common::{
-    CtKey, Event, EventStats, DENIED_REPORT_INTERVAL_NS, EVENT_BURST, EVENT_DENIED,
-    EVENT_RATE_PER_SEC, FAMILY_V4, FAMILY_V6,
+    CtKey, Event, EventStats, FingerprintEvent, DENIED_REPORT_INTERVAL_NS, EVENT_BURST,
+    EVENT_DENIED, EVENT_RATE_PER_SEC, EVENT_SIGHTING, FAMILY_V4, FAMILY_V6, SIGHTING_BURST,
+    SIGHTING_RATE_PER_SEC,
 };
-use ispf_ebpf::{decide::Judgement, parse::Packet};
+use ispf_ebpf::{
+    decide::Judgement,
+    parse::{Frame, Packet},
+};
 
 use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
 
@@ -65,20 +69,30 @@ fn bucket(now: u64) -> Option<&'static mut EventStats> {
     let st = ISPF_EVENT_STATS.get_ptr_mut(0)?;
     // SAFETY: this CPU's own slot.
     let st = unsafe { &mut *st };
-    let elapsed = now.saturating_sub(st.refill_ns);
-    let refill = elapsed / (1_000_000_000 / EVENT_RATE_PER_SEC);
-    if refill > 0 {
-        st.tokens = if st.tokens + refill > EVENT_BURST {
-            EVENT_BURST
-        } else {
-            st.tokens + refill
-        };
-        st.refill_ns = now;
-    }
+    refill(
+        &mut st.tokens,
+        &mut st.refill_ns,
+        now,
+        EVENT_RATE_PER_SEC,
+        EVENT_BURST,
+    );
     Some(st)
 }
 
-/// Takes one token from this CPU's bucket.
+#[inline(always)]
+fn refill(tokens: &mut u64, at: &mut u64, now: u64, rate: u64, burst: u64) {
+    let add = now.saturating_sub(*at) / (1_000_000_000 / rate);
+    if add > 0 {
+        *tokens = if *tokens + add > burst {
+            burst
+        } else {
+            *tokens + add
+        };
+        *at = now;
+    }
+}
+
+/// Takes one token from this CPU's flow-event bucket.
 #[inline(always)]
 fn take_token(now: u64) -> bool {
     let Some(st) = bucket(now) else {
@@ -90,6 +104,129 @@ fn take_token(now: u64) -> bool {
     }
     st.tokens -= 1;
     true
+}
+
+/// Takes one token from this CPU's sighting bucket.
+#[inline(always)]
+fn take_sighting_token(now: u64) -> bool {
+    let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's own slot.
+    let st = unsafe { &mut *st };
+    refill(
+        &mut st.sighting_tokens,
+        &mut st.sighting_refill_ns,
+        now,
+        SIGHTING_RATE_PER_SEC,
+        SIGHTING_BURST,
+    );
+    if st.sighting_tokens == 0 {
+        st.sightings_limited += 1;
+        return false;
+    }
+    st.sighting_tokens -= 1;
+    true
+}
+
+/// Reports a source: its MAC, VLAN, port, address and segment. Sightings
+/// have a per-CPU budget of their own; without a token the sighting
+/// is counted as rate-limited and not recorded as reported, so it is
+/// tried again on the source's next packet.
+#[inline(always)]
+pub fn sighting(ifindex: u32, pkt: &Packet, src: u16, now: u64) -> bool {
+    if !take_sighting_token(now) {
+        return false;
+    }
+    let Some(mut entry) = ISPF_EVENTS.reserve::<Event>(0) else {
+        ring_full();
+        return false;
+    };
+    // SAFETY: `reserve` hands out uninitialised memory of the right size;
+    // every field is written before submit.
+    unsafe {
+        let e = entry.as_mut_ptr();
+        (*e).ts_ns = now;
+        (*e).rule = 0;
+        (*e).ifindex = ifindex;
+        (*e).src = src;
+        (*e).dst = 0;
+        (*e).vlan = pkt.vlan;
+        (*e).kind = EVENT_SIGHTING;
+        (*e).reason = 0;
+        (*e).verdict = 0;
+        (*e).family = pkt.family;
+        (*e).proto = pkt.proto;
+        (*e)._pad = 0;
+        (*e).sport = [0; 2];
+        (*e).dport = [0; 2];
+        (*e).src_mac = pkt.src_mac();
+        (*e).dst_mac = [0; 6];
+        (*e).src_ip = pkt.src_ip;
+        (*e).dst_ip = [0; 16];
+        (*e)._pad2 = [0; 4];
+    }
+    entry.submit(0);
+    counted(true);
+    true
+}
+
+/// Hands `FINGERPRINT_BYTES` of the frame from `off` (as far as the frame
+/// goes, in whole words) to userspace: DHCP options, LLDP TLVs.
+#[inline(always)]
+pub fn fingerprint<F: Frame>(
+    frame: &F,
+    ifindex: u32,
+    pkt: &Packet,
+    kind: u8,
+    off: usize,
+    src: u16,
+    now: u64,
+) {
+    if !take_sighting_token(now) {
+        return;
+    }
+    let Some(mut entry) = ISPF_EVENTS.reserve::<FingerprintEvent>(0) else {
+        ring_full();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: reserved memory of the right size; every field is written
+    // before submit (the payload past `len` is whatever the ring held: the
+    // reader takes `len` bytes).
+    unsafe {
+        (*e).ts_ns = now;
+        (*e)._pad = 0;
+        (*e).ifindex = ifindex;
+        (*e).src = src;
+        (*e).vlan = pkt.vlan;
+        (*e).kind = kind;
+        (*e)._pad2 = 0;
+        (*e).src_mac = pkt.src_mac();
+        (*e)._pad3 = [0; 2];
+        (*e).len = frame.copy_out(off, &mut (*e).data) as u16;
+    }
+    entry.submit(0);
+    counted(true);
+}
+
+fn ring_full() {
+    if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot.
+        unsafe { (*st).ringbuf_full += 1 };
+    }
+}
+
+fn counted(sighting: bool) {
+    if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
+        // SAFETY: this CPU's own slot.
+        unsafe {
+            (*st).emitted += 1;
+            if sighting {
+                (*st).sightings += 1;
+            }
+        }
+    }
 }
 
 /// Emits one event, rate-limited.
@@ -104,10 +241,7 @@ pub fn emit(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgem
 #[inline(always)]
 fn write(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
     let Some(mut entry) = ISPF_EVENTS.reserve::<Event>(0) else {
-        if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
-            // SAFETY: this CPU's own slot.
-            unsafe { (*st).ringbuf_full += 1 };
-        }
+        ring_full();
         return;
     };
     // SAFETY: `reserve` hands out uninitialised memory of the right size;
@@ -135,8 +269,5 @@ fn write(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement
         (*e)._pad2 = [0; 4];
     }
     entry.submit(0);
-    if let Some(st) = ISPF_EVENT_STATS.get_ptr_mut(0) {
-        // SAFETY: this CPU's own slot.
-        unsafe { (*st).emitted += 1 };
-    }
+    counted(false);
 }

@@ -27,14 +27,18 @@ mod maps;
 mod pipeline;
 #[cfg(target_arch = "bpf")]
 mod policy;
+#[cfg(target_arch = "bpf")]
+mod sightings;
 
 #[cfg(target_arch = "bpf")]
 mod program {
     use aya_ebpf::{
-        bindings::{xdp_action, TC_ACT_OK, TC_ACT_SHOT},
+        bindings::{xdp_action, xdp_md, TC_ACT_OK, TC_ACT_SHOT},
+        helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
         macros::{classifier, xdp},
         programs::{TcContext, XdpContext},
     };
+    use ispf_common::FINGERPRINT_BYTES;
     use ispf_ebpf::parse::{Frame, Malformed, MAX_OFF, OUTER_TAG};
 
     use crate::pipeline;
@@ -43,6 +47,7 @@ mod program {
     struct XdpFrame {
         start: usize,
         end: usize,
+        ctx: *mut xdp_md,
     }
 
     impl Frame for XdpFrame {
@@ -65,6 +70,34 @@ mod program {
             // Reading in place keeps headers off the 512-byte BPF stack.
             Ok(unsafe { &*(p as *const [u8; N]) })
         }
+
+        #[inline(always)]
+        fn copy_out(&self, off: usize, dst: &mut [u8; FINGERPRINT_BYTES]) -> usize {
+            let n = copy_len(self.size(), off);
+            // SAFETY: the helper writes at most `n` <= dst.len() bytes.
+            let rc = unsafe {
+                bpf_xdp_load_bytes(self.ctx, off as u32, dst.as_mut_ptr().cast(), n as u32)
+            };
+            if n == 0 || rc != 0 {
+                0
+            } else {
+                n
+            }
+        }
+    }
+
+    /// How many bytes from `off` a copy takes: what the frame has, at
+    /// most [`FINGERPRINT_BYTES`], and at least one (helpers refuse 0).
+    #[inline(always)]
+    fn copy_len(size: usize, off: usize) -> usize {
+        let left = size.saturating_sub(off);
+        let n = if left >= FINGERPRINT_BYTES {
+            FINGERPRINT_BYTES
+        } else {
+            left
+        };
+        // In the form the verifier can bound: 1 ..= FINGERPRINT_BYTES.
+        (n.wrapping_sub(1) & (FINGERPRINT_BYTES - 1)) + 1
     }
 
     #[xdp]
@@ -72,6 +105,7 @@ mod program {
         let frame = XdpFrame {
             start: ctx.data(),
             end: ctx.data_end(),
+            ctx: ctx.ctx,
         };
         // SAFETY: the context XDP hands every program.
         let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -91,6 +125,7 @@ mod program {
         end: usize,
         len: usize,
         tag: u32,
+        skb: *const core::ffi::c_void,
     }
 
     impl Frame for SkbFrame {
@@ -115,6 +150,20 @@ mod program {
         #[inline(always)]
         fn outer_tag(&self) -> u32 {
             self.tag
+        }
+
+        #[inline(always)]
+        fn copy_out(&self, off: usize, dst: &mut [u8; FINGERPRINT_BYTES]) -> usize {
+            let n = copy_len(self.len, off);
+            // SAFETY: the helper writes at most `n` <= dst.len() bytes.
+            let rc = unsafe {
+                bpf_skb_load_bytes(self.skb, off as u32, dst.as_mut_ptr().cast(), n as u32)
+            };
+            if self.len <= off || rc != 0 {
+                0
+            } else {
+                n
+            }
         }
     }
 
@@ -145,6 +194,7 @@ mod program {
             end: ctx.data_end(),
             len: len as usize,
             tag,
+            skb: ctx.skb.skb as *const core::ffi::c_void,
         };
         // The one verdict site: anything but an explicit pass drops.
         if pipeline::process(&frame, ifindex) {

@@ -95,6 +95,9 @@ pub struct Scratch {
 pub static ISPF_SOURCE_MEMO: PerCpuArray<SourceMemo> =
     PerCpuArray::with_max_entries(SOURCE_MEMO_ENTRIES, 0);
 #[map]
+pub static ISPF_SIGHTINGS: PerCpuArray<SightingMemo> =
+    PerCpuArray::with_max_entries(SIGHTING_MEMO_ENTRIES, 0);
+#[map]
 pub static ISPF_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map]
 pub static ISPF_EVENT_STATS: PerCpuArray<EventStats> = PerCpuArray::with_max_entries(1, 0);

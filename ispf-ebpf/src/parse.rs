@@ -27,6 +27,21 @@ pub trait Frame {
     fn outer_tag(&self) -> u32 {
         0
     }
+    /// Copies up to `dst.len()` bytes from `off` into `dst` (as far as the
+    /// frame goes); returns how many. Entry points override it with their
+    /// load-bytes helper: a loop of packet reads does not verify.
+    #[inline(always)]
+    fn copy_out(&self, off: usize, dst: &mut [u8; ispf_common::FINGERPRINT_BYTES]) -> usize {
+        let mut n = 0;
+        while n < dst.len() {
+            match self.bytes::<1>(off + n) {
+                Ok(b) => dst[n] = b[0],
+                Err(_) => break,
+            }
+            n += 1;
+        }
+        n
+    }
 }
 
 /// [`Frame::outer_tag`]: a tag is present.
@@ -103,7 +118,13 @@ pub struct Packet {
     pub more_frags: u8,
     pub tcp_flags: u8,
     pub icmp_type: u8,
-    pub _pad: [u8; 7],
+    pub _pad: u8,
+    /// Offset of what follows the Ethernet header and its tags.
+    pub l3_off: u16,
+    /// Offset of the transport header (0: none parsed).
+    pub l4_off: u16,
+    /// The ethertype after the VLAN tags.
+    pub ethertype: u16,
 }
 
 const PACKET_WORDS: usize = 9;
@@ -241,6 +262,8 @@ pub fn parse<F: Frame>(c: &F, pkt: &mut Packet) -> Result<(), Malformed> {
         tags += 1;
     }
     pkt.vlan = vlan;
+    pkt.l3_off = off as u16;
+    pkt.ethertype = ethertype;
     let src = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
     pkt.sender = ispf_common::l2_fingerprint(&src, vlan);
     pkt.dst_mac_word = ispf_common::mac_word(&[eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]]);
@@ -397,6 +420,7 @@ pub const IPPROTO_IGMP: u8 = 2;
 
 #[inline(always)]
 fn parse_l4<F: Frame>(c: &F, off: usize, ip_end: usize, pkt: &mut Packet) -> Result<(), Malformed> {
+    pkt.l4_off = off as u16;
     if pkt.proto == IPPROTO_IGMP && pkt.family == FAMILY_V4 {
         pkt.kind = KIND_INFRA;
         return Ok(());

@@ -23,6 +23,7 @@ use crate::{
     counters, events, flowcache, fragments, identity,
     maps::{Scratch, ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
     policy::segment_flags,
+    sightings,
 };
 
 /// Judges one frame that arrived on `ifindex`, counts it and reports it.
@@ -52,6 +53,10 @@ pub fn process<F: Frame>(frame: &F, ifindex: u32) -> bool {
     };
     counters::record(counter, o.src, o.dst, &o.j, bytes, settings.epoch);
     report(ifindex, settings, scratch, &o, counter);
+    // The inventory learns sources off the flow cache's path only.
+    if !matches!(o.cache, Cache::Hit(_)) && o.j.reason != REASON_MALFORMED {
+        sightings::notice(frame, ifindex, &scratch.pkt, o.src, clock::now());
+    }
     o.j.is_pass()
 }
 

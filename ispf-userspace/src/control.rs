@@ -11,7 +11,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{events::EventFilter, policy::diff::PolicyDiff};
+use crate::{
+    decisions::{Decision, DecisionRequest},
+    events::EventFilter,
+    inventory::{
+        query::{DeviceFilter, DeviceRow},
+        store::TimelineEntry,
+    },
+    policy::diff::PolicyDiff,
+};
 
 pub const DEFAULT_RUN_DIR: &str = "/run/ispf";
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ispf";
@@ -37,6 +45,24 @@ pub enum Request {
     },
     /// Counters by segment pair, verdict and reason (for `ispf top`).
     Counters,
+    /// The inventory: a [`Response::Listing`] line, then one
+    /// [`DeviceRow`] per line.
+    Devices {
+        filter: DeviceFilter,
+    },
+    /// One device and its timeline.
+    Device {
+        mac: String,
+    },
+    /// Admit, quarantine or release a device. `by` names who asks (else
+    /// the user behind the socket).
+    Decide {
+        op: DecisionRequest,
+        #[serde(default)]
+        by: Option<String>,
+    },
+    /// Admitted devices as policy `devices` entries.
+    ExportDevices,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -91,6 +117,25 @@ pub struct Status {
     /// What the controller is applying right now, if anything.
     #[serde(default)]
     pub busy: Option<String>,
+    /// SHA-256 of what is enforced: the file with the runtime decisions.
+    #[serde(default)]
+    pub enforced_sha256: String,
+    /// Runtime decisions that hold now.
+    #[serde(default)]
+    pub decisions: usize,
+    #[serde(default)]
+    pub inventory: Option<InventoryStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InventoryStatus {
+    pub database: PathBuf,
+    /// Why it cannot be used now, if it cannot (enforcement is unaffected).
+    pub error: Option<String>,
+    pub devices: u64,
+    pub sightings: u64,
+    /// New devices not recorded: the cap on unknown devices was reached.
+    pub overflow: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +157,23 @@ pub enum Response {
     },
     /// The first line of an events stream; event lines follow.
     Subscribed,
+    /// The first line of a device listing; `count` lines follow.
+    Listing {
+        count: usize,
+    },
+    Device {
+        device: Box<DeviceRow>,
+        timeline: Vec<TimelineEntry>,
+    },
+    /// A decision applied (or a release).
+    Decided {
+        message: String,
+        generation: u32,
+        decision: Option<Decision>,
+    },
+    Exported {
+        devices: Vec<serde_json::Value>,
+    },
     Error {
         message: String,
     },
@@ -195,6 +257,22 @@ fn exchange(
 /// Sends one request and waits for its answer.
 pub fn request(run_dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
     exchange(run_dir, req, Some(timeout)).map(|(resp, _)| resp)
+}
+
+/// Asks for the device listing; returns how many lines follow and the
+/// reader positioned before them.
+pub fn devices(
+    run_dir: &Path,
+    filter: DeviceFilter,
+    timeout: Duration,
+) -> Result<(usize, BufReader<UnixStream>), ControlError> {
+    match exchange(run_dir, &Request::Devices { filter }, Some(timeout))? {
+        (Response::Listing { count }, r) => Ok((count, r)),
+        (Response::Error { message }, _) => Err(ControlError::Protocol(message)),
+        (other, _) => Err(ControlError::Protocol(format!(
+            "unexpected answer {other:?}"
+        ))),
+    }
 }
 
 /// Opens an events stream; returns the reader positioned after the

@@ -37,12 +37,7 @@ pub struct EventRecord {
     pub rule: Option<String>,
 }
 
-fn mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+use crate::decisions::mac_string as mac;
 
 fn ip(family: u8, a: &[u8; 16]) -> Option<String> {
     let addr: IpAddr = match family {
@@ -83,7 +78,7 @@ pub fn rule_label(policy: &Policy, rule: u32) -> Option<String> {
     )
 }
 
-fn ifname(ifindex: u32) -> String {
+pub fn ifname(ifindex: u32) -> String {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf is IF_NAMESIZE long, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };

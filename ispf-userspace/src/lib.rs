@@ -2,10 +2,13 @@
 //! the datapath loader, and replay of captures through the real program.
 
 pub mod bpfsys;
+pub mod clock;
 pub mod control;
 pub mod controller;
 pub mod datapath;
+pub mod decisions;
 pub mod events;
+pub mod inventory;
 pub mod metrics;
 pub mod policy;
 pub mod replay;

@@ -16,13 +16,17 @@ use crate::{care_unit::*, ispf_bin, netns::*};
 pub struct Paths {
     pub pin: PathBuf,
     pub run: PathBuf,
+    /// The inventory database and decisions: each test its own, empty.
+    pub state: PathBuf,
 }
 
 pub fn paths(tag: &str) -> Paths {
     let p = Paths {
         pin: PathBuf::from(format!("/sys/fs/bpf/ispf-test-{tag}")),
         run: PathBuf::from(format!("/tmp/ispf-test-run-{tag}")),
+        state: PathBuf::from(format!("/tmp/ispf-test-state-{tag}")),
     };
+    let _ = std::fs::remove_dir_all(&p.state);
     let _ = Command::new(ispf_bin())
         .args(["detach", "--pin-dir"])
         .arg(&p.pin)
@@ -53,7 +57,9 @@ impl Ctl {
             .arg("--pin-dir")
             .arg(&paths.pin)
             .arg("--run-dir")
-            .arg(&paths.run);
+            .arg(&paths.run)
+            .arg("--state-dir")
+            .arg(&paths.state);
         for i in ifaces {
             c.args(["--iface", i]);
         }
@@ -98,6 +104,27 @@ impl Ctl {
     pub fn kill9(&mut self) -> String {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap(); // SIGKILL
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// SIGTERM, as systemd stops a service: the controller must exit
+    /// (leaving enforcement pinned) within `within`; returns its stderr.
+    pub fn terminate(&mut self, within: Duration) -> String {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the controller did not exit within {within:?} of SIGTERM");
+            }
+            sleep(Duration::from_millis(50));
+        }
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stderr).into_owned()
     }

@@ -6,9 +6,11 @@ pub mod care_unit;
 pub mod controller;
 pub mod frames;
 pub mod gen;
+pub mod inventory;
 pub mod model;
 pub mod netns;
 pub mod programs;
+pub mod raw;
 pub mod services;
 
 /// Kernel tiers need root. Without it they fail, never pass by skipping:

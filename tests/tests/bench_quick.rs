@@ -46,6 +46,7 @@ fn quick_benchmark_produces_every_figure() {
         "gbps_tcp_ispf_xdp",
         "gbps_tcp_nft",
         "ratio_tcp_bulk_vs_unfiltered",
+        "sightings_per_s",
     ] {
         let v = s[key]
             .as_f64()
@@ -58,6 +59,7 @@ fn quick_benchmark_produces_every_figure() {
         "apply_ms_1m_devices",
         "map_memory_mb_1m_devices",
         "allowed_flow_retransmits_under_scan",
+        "ms_devices_list_100k",
     ] {
         assert!(
             s.get(key).is_some(),

@@ -227,6 +227,7 @@ fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
     let paths_k = Paths {
         pin: ctl.paths.pin.clone(),
         run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
     };
     std::mem::forget(ctl); // its Drop would detach
     let mut ctl = Ctl::start_with(paths_k, &a, &[&ports[0], &ports[1], &ports[2]], &hook_args);
@@ -352,7 +353,9 @@ fn unusable_interfaces_are_refused_whole() {
             .arg("--pin-dir")
             .arg(&p.pin)
             .arg("--run-dir")
-            .arg(&p.run);
+            .arg(&p.run)
+            .arg("--state-dir")
+            .arg(&p.state);
         for i in ifaces {
             c.args(["--iface", i]);
         }

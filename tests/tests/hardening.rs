@@ -389,6 +389,7 @@ fn kill_9_at_random_points_of_reloads_adopts_what_the_kernel_enforces() {
         let paths = Paths {
             pin: ctl.paths.pin.clone(),
             run: ctl.paths.run.clone(),
+            state: ctl.paths.state.clone(),
         };
         std::mem::forget(ctl); // its pins are the next controller's
         ctl = Ctl::start(paths, &a, &[&ports[0]]);

@@ -105,6 +105,7 @@ fn bulk_tcp_through(hook: &str, tag: &str) {
     let p = Paths {
         pin: ctl.paths.pin.clone(),
         run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
     };
     std::mem::forget(ctl);
     let ctl = Ctl::start_with(p, &a, &ifaces, &hook_args);

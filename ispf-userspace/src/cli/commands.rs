@@ -47,6 +47,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
             reapply,
             hook,
             keep_gro_off,
+            state_dir,
+            max_unknown_devices,
         } => {
             let hook = match hook {
                 HookArg::Xdp => Hook::Xdp,
@@ -64,6 +66,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 events_out,
                 reapply,
                 attach: AttachOptions { hook, keep_gro_off },
+                state_dir: absolute(state_dir),
+                max_unknown_devices,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -115,6 +119,12 @@ pub fn run(command: Command) -> Result<ExitCode> {
             }
         }
         Command::Detach { pin_dir, run_dir } => detach(&pin_dir, &run_dir),
+        c @ (Command::Devices { .. }
+        | Command::Device { .. }
+        | Command::Admit { .. }
+        | Command::Quarantine { .. }
+        | Command::Release { .. }
+        | Command::ExportDevices { .. }) => super::devices::run(c),
         Command::Schema => {
             let schema = schemars::schema_for!(PolicyDoc);
             println!("{}", serde_json::to_string_pretty(&schema)?);

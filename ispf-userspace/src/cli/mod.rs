@@ -2,6 +2,7 @@
 //! `commands`; what is printed for people is in `show`.
 
 pub mod commands;
+pub mod devices;
 pub mod show;
 
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use ispf::{
     control::{DEFAULT_PIN_DIR, DEFAULT_RUN_DIR},
     controller::DEFAULT_METRICS_ADDR,
     datapath::MapSizeRequest,
+    inventory::{DEFAULT_MAX_UNKNOWN, DEFAULT_STATE_DIR},
 };
 
 #[derive(Parser)]
@@ -50,6 +52,12 @@ fn reason(s: &str) -> Result<String, String> {
             ispf_common::REASON_NAMES.join(", ")
         ))
     }
+}
+
+/// `30m`, `8h`, `2d`.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration such as 30m, 8h or 2d: {e}"))
 }
 
 /// Where the pipeline is attached (`run --hook`).
@@ -144,6 +152,92 @@ pub enum Command {
         /// on otherwise).
         #[arg(long)]
         keep_gro_off: bool,
+        /// The inventory database (inventory.db) and runtime decisions live here.
+        #[arg(long, default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// At most this many devices the policy does not place by
+        /// registration or decision are recorded (a MAC flood cannot fill
+        /// memory or disk); more are counted, not recorded.
+        #[arg(long, default_value_t = DEFAULT_MAX_UNKNOWN)]
+        max_unknown_devices: usize,
+    },
+    /// The device inventory: every device seen, where it is and why.
+    Devices {
+        /// Only devices in no segment of their own (defaults.unknown_source).
+        #[arg(long, conflicts_with = "quarantined")]
+        unknown: bool,
+        /// Only quarantined devices.
+        #[arg(long)]
+        quarantined: bool,
+        /// Only devices in this segment now.
+        #[arg(long)]
+        segment: Option<String>,
+        /// Only devices first seen within this long (e.g. 10m, 2h, 1d).
+        #[arg(long, value_parser = duration)]
+        since: Option<std::time::Duration>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// One device and its timeline, newest first.
+    Device {
+        mac: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Give an unknown device a segment without editing the policy file.
+    Admit {
+        mac: String,
+        #[arg(long)]
+        segment: String,
+        /// A name for the device.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_parser = ["low", "medium", "high", "critical"])]
+        risk: Option<String>,
+        /// Undo it after this long (e.g. 8h); by default until released.
+        #[arg(long, value_parser = duration)]
+        expires: Option<std::time::Duration>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who decides (recorded); by default the user running the command.
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Move a device to the unknown-source segment, whatever the file says.
+    Quarantine {
+        mac: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, value_parser = duration)]
+        expires: Option<std::time::Duration>,
+        /// Required for a device in a life-critical segment (recorded).
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Undo a device's quarantine (or, with none, its admit).
+    Release {
+        mac: String,
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Print the admitted devices as policy `devices` JSON, to move them
+    /// into the file.
+    ExportDevices {
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
     },
     /// Follow flow events of the running controller, as JSON lines.
     Events {

@@ -59,6 +59,30 @@ pub fn print_status(s: &Status) {
         "reloads     {} applied, {} refused",
         s.reloads_ok, s.reloads_failed
     );
+    if s.decisions > 0 {
+        println!(
+            "decisions   {} holding (enforced sha256 {}); `ispf devices` lists them",
+            s.decisions,
+            &s.enforced_sha256[..16.min(s.enforced_sha256.len())]
+        );
+    }
+    if let Some(i) = &s.inventory {
+        match &i.error {
+            None => println!(
+                "inventory   {} devices, {} sightings, in {}",
+                i.devices,
+                i.sightings,
+                i.database.display()
+            ),
+            Some(e) => println!("inventory   UNAVAILABLE (enforcement unaffected): {e}"),
+        }
+        if i.overflow > 0 {
+            println!(
+                "            {} new devices not recorded: over --max-unknown-devices",
+                i.overflow
+            );
+        }
+    }
 }
 
 fn counters(run_dir: &Path) -> Result<Vec<control::CounterRow>> {

@@ -22,8 +22,11 @@ use super::{
 use crate::{
     control::{InterfaceStatus, ReloadReport, Response},
     datapath::Datapath,
-    policy::{compile::compile, diff::diff, load::read_policy, Policy},
+    decisions::{file_change_effects, Decision, DecisionRequest},
+    policy::{diff::diff, load::read_policy, Policy},
 };
+
+use super::decide::desired;
 
 pub enum Command {
     Reload {
@@ -38,26 +41,27 @@ pub enum Command {
     Detach {
         reply: oneshot::Sender<Response>,
     },
+    /// The controller is stopping (enforcement stays in the pins).
+    Stop,
+    /// Admit, quarantine or release a device.
+    Decide {
+        op: DecisionRequest,
+        actor: String,
+        reply: oneshot::Sender<Response>,
+    },
 }
 
-pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("ispf: {msg}");
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
-}
+pub use crate::clock::{log, now_rfc3339, unix_now};
 
 /// What a fresh start or an adoption hands the engine.
 pub struct Started {
     pub dp: Datapath,
+    /// The policy file, as enforced.
+    pub file: Policy,
+    /// The file with the decisions applied: what the datapath holds.
     pub policy: Policy,
+    /// The decisions applied (as recorded where they were read from).
+    pub decisions: Vec<Decision>,
     pub enforced: Enforced,
     pub adopted: bool,
     pub ports: Vec<InterfaceStatus>,
@@ -65,7 +69,16 @@ pub struct Started {
 
 pub struct Engine {
     pub dp: Datapath,
+    /// The policy file, as enforced.
+    pub file: Arc<Policy>,
+    /// The file with the runtime decisions applied: what is enforced.
     pub policy: Arc<Policy>,
+    /// Every runtime decision recorded (expired ones until they are
+    /// cleaned up).
+    pub decisions: Arc<Vec<Decision>>,
+    /// The inventory database, where decisions are recorded.
+    pub inventory_db: PathBuf,
+    pub(super) db: Option<rusqlite::Connection>,
     pub enforced: Enforced,
     pub adopted: bool,
     pub ports: Vec<InterfaceStatus>,
@@ -82,11 +95,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(s: Started, pin_dir: &Path, run: RunDir, attach: ports::AttachOptions) -> Self {
+    pub fn new(
+        s: Started,
+        pin_dir: &Path,
+        run: RunDir,
+        attach: ports::AttachOptions,
+        inventory_db: PathBuf,
+    ) -> Self {
         Self {
             attach,
             dp: s.dp,
+            file: Arc::new(s.file),
             policy: Arc::new(s.policy),
+            decisions: Arc::new(s.decisions),
+            inventory_db,
+            db: None,
             enforced: s.enforced,
             adopted: s.adopted,
             ports: s.ports,
@@ -104,6 +127,8 @@ impl Engine {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             policy: self.policy.clone(),
+            file_sha256: self.file.sha256_hex(),
+            decisions: self.decisions.clone(),
             policy_path: self.enforced.path.clone(),
             generation: self.dp.epoch(),
             applied_at: self.enforced.applied_at.clone(),
@@ -117,7 +142,7 @@ impl Engine {
         }
     }
 
-    fn publish(&self) {
+    pub(super) fn publish(&self) {
         if let Some(s) = &self.shared {
             s.publish(self.snapshot());
         }
@@ -152,11 +177,16 @@ impl Engine {
                     let _ = reply.send(r);
                     return;
                 }
+                Command::Stop => return,
+                Command::Decide { op, actor, reply } => {
+                    let r = self.decide(&op, &actor);
+                    let _ = reply.send(r);
+                }
             }
         }
     }
 
-    fn busy(&self, what: Option<String>) {
+    pub(super) fn busy(&self, what: Option<String>) {
         if let Some(s) = &self.shared {
             s.set_busy(what);
         }
@@ -205,47 +235,30 @@ impl Engine {
     }
 
     fn try_reload(&mut self, path: &Path, dry_run: bool) -> Result<ReloadReport> {
-        let (mut new, bytes) = read_policy(path)?;
-        let d = diff(&self.policy, &new);
-        if dry_run {
-            return Ok(ReloadReport {
-                policy_path: path.to_owned(),
-                diff: d,
-                applied: false,
-                generation: self.dp.epoch(),
-            });
-        }
-        let gone = new.keep_ids(&self.policy.segment_ids());
-        let next = Enforced {
-            sha256: new.sha256_hex(),
-            path: path.to_owned(),
-            applied_at: now_rfc3339(),
-            segment_ids: new.segment_ids(),
+        let (mut file, bytes) = read_policy(path)?;
+        file.keep_ids(&self.file.segment_ids());
+        let now = unix_now();
+        let notes =
+            file_change_effects(&self.file, &file, &self.decisions, now).map_err(|broken| {
+                anyhow::anyhow!(
+                    "{} cannot be applied with the runtime decisions that hold:\n  {}",
+                    path.display(),
+                    broken.join("\n  ")
+                )
+            })?;
+        let new = desired(&file, &self.decisions, now)?;
+        let mut d = diff(&self.policy, &new);
+        d.decisions = notes;
+        let generation = if dry_run {
+            self.dp.epoch()
+        } else {
+            let decisions = self.decisions.to_vec();
+            self.enforce(file, new, path, Some(&bytes), decisions, now)?
         };
-        // Recorded before it is applied: whatever the kernel enforces if
-        // this process dies in between, the run directory knows it.
-        self.run.save_policy(&next.sha256, &bytes)?;
-        self.save_state(vec![self.enforced.clone(), next.clone()])?;
-        let applied = self.dp.apply(&compile(&new));
-        let generation = match applied {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = self.save_state(vec![self.enforced.clone()]);
-                self.run.prune(&[&self.enforced.sha256]);
-                return Err(e.into());
-            }
-        };
-        if !gone.is_empty() {
-            self.dp.end_segments(&gone)?;
-        }
-        self.policy = Arc::new(new);
-        self.enforced = next;
-        self.save_state(vec![self.enforced.clone()])?;
-        self.run.prune(&[&self.enforced.sha256]);
         Ok(ReloadReport {
             policy_path: path.to_owned(),
             diff: d,
-            applied: true,
+            applied: !dry_run,
             generation,
         })
     }
@@ -326,6 +339,7 @@ impl Engine {
     }
 
     fn tick(&mut self) {
+        self.expire();
         let before = self.ports.clone();
         for i in 0..self.ports.len() {
             self.check_port(i);

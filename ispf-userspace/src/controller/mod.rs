@@ -11,6 +11,8 @@
 //! ([`ports`]) are tasks of their own that read what the engine publishes
 //! ([`shared`]) and send it commands.
 
+mod decide;
+mod devices;
 mod engine;
 mod ports;
 mod server;
@@ -40,6 +42,7 @@ pub use start::RunOptions;
 use crate::{
     control::socket_path,
     events::EventRecord,
+    inventory::{observe, DeviceEvent, Inventory, View},
     metrics::{self, ControllerFacts},
     system,
 };
@@ -101,7 +104,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
         events_out,
     ));
     let ring = engine.dp.take_events();
+    let inventory = Arc::new(start_inventory(&opts, &shared)?);
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
+    let stop = cmd_tx.clone();
     let engine_thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -130,19 +135,51 @@ pub fn run(opts: RunOptions) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(serve_all(opts, sock, metrics_std, shared, ring, cmd_tx));
-    // Dropping the runtime drops the last command senders: the engine
-    // thread ends (or has ended, after a detach).
+    let result = rt.block_on(serve_all(
+        opts,
+        sock,
+        metrics_std,
+        shared,
+        inventory,
+        ring,
+        cmd_tx,
+    ));
     drop(rt);
+    // The link watcher's forwarder never lets go of its sender: the engine
+    // is told to stop rather than left waiting for every sender to go.
+    let _ = stop.send(Command::Stop);
     let _ = engine_thread.join();
     result
 }
 
+/// The inventory's ingest thread, reading what is enforced from the
+/// published snapshot and telling followers of device events.
+fn start_inventory(opts: &RunOptions, shared: &Arc<Shared>) -> Result<Inventory> {
+    let view_shared = shared.clone();
+    let view: Arc<dyn Fn() -> View + Send + Sync> = Arc::new(move || {
+        let snap = view_shared.snapshot();
+        View {
+            policy: snap.policy.clone(),
+            decisions: snap.decisions.clone(),
+        }
+    });
+    let notify_shared = shared.clone();
+    let notify: crate::inventory::Notify = Box::new(move |e: &DeviceEvent| {
+        if let Ok(v) = serde_json::to_value(e) {
+            notify_shared.deliver_note(&v);
+        }
+    });
+    Inventory::start(&opts.state_dir, opts.max_unknown_devices, view, notify)
+        .context("starting the inventory thread")
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_all(
     opts: RunOptions,
     sock: std::path::PathBuf,
     metrics_std: std::net::TcpListener,
     shared: Arc<Shared>,
+    inventory: Arc<Inventory>,
     ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     cmd_tx: std::sync::mpsc::Sender<Command>,
 ) -> Result<()> {
@@ -152,6 +189,7 @@ async fn serve_all(
     let shutdown = Arc::new(Notify::new());
     let control = Arc::new(server::Control::new(
         shared.clone(),
+        inventory.clone(),
         cmd_tx.clone(),
         shutdown.clone(),
     ));
@@ -163,7 +201,9 @@ async fn serve_all(
         metrics.local_addr().unwrap_or(opts.metrics_addr)
     ));
     let render_shared = shared.clone();
-    let render: metrics::http::Render = Arc::new(move || render_metrics(&render_shared));
+    let render_inventory = inventory.clone();
+    let render: metrics::http::Render =
+        Arc::new(move || render_metrics(&render_shared, &render_inventory));
     tokio::spawn(metrics::http::serve(metrics, render));
 
     if let Some(rb) = ring {
@@ -171,7 +211,7 @@ async fn serve_all(
         // AsyncFd owns the ring buffer, and never swaps it.
         let fd = unsafe { AsyncFd::register(rb) }
             .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
-        tokio::spawn(read_events(fd, shared.clone()));
+        tokio::spawn(read_events(fd, shared.clone(), inventory.clone()));
     }
     {
         let cmd = cmd_tx.clone();
@@ -211,7 +251,13 @@ async fn serve_all(
     Ok(())
 }
 
-async fn read_events(mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, shared: Arc<Shared>) {
+/// The one reader of the ring buffer: flow events to the events file and
+/// followers, observations to the inventory (which never makes it wait).
+async fn read_events(
+    mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    shared: Arc<Shared>,
+    inventory: Arc<Inventory>,
+) {
     loop {
         let Ok(mut guard) = fd.readable_mut().await else {
             return;
@@ -220,7 +266,11 @@ async fn read_events(mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, sh
         {
             let rb = guard.get_inner_mut();
             while let Some(item) = rb.next() {
-                if item.len() >= std::mem::size_of::<ispf_common::Event>() {
+                if observe::is_observation(&item) {
+                    if let Some(o) = observe::decode(&item) {
+                        inventory.offer(o);
+                    }
+                } else if item.len() >= std::mem::size_of::<ispf_common::Event>() {
                     // SAFETY: the datapath writes whole `Event`s; read unaligned.
                     batch.push(unsafe {
                         std::ptr::read_unaligned(item.as_ptr().cast::<ispf_common::Event>())
@@ -229,6 +279,9 @@ async fn read_events(mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, sh
             }
         }
         guard.clear_ready();
+        if batch.is_empty() {
+            continue;
+        }
         let policy = shared.snapshot().policy.clone();
         for e in &batch {
             shared.deliver(&EventRecord::decode(e, &policy));
@@ -236,7 +289,7 @@ async fn read_events(mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>, sh
     }
 }
 
-fn render_metrics(shared: &Shared) -> String {
+fn render_metrics(shared: &Shared, inventory: &Inventory) -> String {
     let snap = shared.snapshot();
     let counters = server::current_counters(shared);
     let facts = ControllerFacts {
@@ -251,6 +304,7 @@ fn render_metrics(shared: &Shared) -> String {
         events_slow_reader: shared.events_slow_reader.load(Ordering::Relaxed),
     };
     let stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
-    metrics::render(&stats, &counters, &facts)
+    let devices = metrics::DeviceFacts::of(&inventory.facts, &snap.decisions);
+    metrics::render(&stats, &counters, &facts, &devices)
         .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
 }

@@ -23,8 +23,11 @@ use tokio::{
     sync::{oneshot, Notify, Semaphore},
 };
 
-use super::{engine::Command, shared::Shared};
-use crate::control::{CounterRow, MapStatus, Request, Response, Status};
+use super::{devices, engine::Command, shared::Shared};
+use crate::{
+    control::{CounterRow, InventoryStatus, MapStatus, Request, Response, Status},
+    inventory::Inventory,
+};
 
 /// Requests are small JSON objects; anything longer is refused.
 pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
@@ -33,23 +36,30 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// Event followers at once.
 pub const MAX_FOLLOWERS: usize = 64;
 /// Reloads waiting for the engine at once.
-const MAX_QUEUED_RELOADS: usize = 4;
+pub(super) const MAX_QUEUED_RELOADS: usize = 4;
 const READ_DEADLINE: Duration = Duration::from_secs(5);
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
 pub struct Control {
     pub shared: Arc<Shared>,
+    pub inventory: Arc<Inventory>,
     pub engine: Sender<Command>,
     pub shutdown: Arc<Notify>,
-    queued: AtomicUsize,
+    pub(super) queued: AtomicUsize,
     connections: Arc<Semaphore>,
     followers: Arc<Semaphore>,
 }
 
 impl Control {
-    pub fn new(shared: Arc<Shared>, engine: Sender<Command>, shutdown: Arc<Notify>) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        inventory: Arc<Inventory>,
+        engine: Sender<Command>,
+        shutdown: Arc<Notify>,
+    ) -> Self {
         Self {
             shared,
+            inventory,
             engine,
             shutdown,
             queued: AtomicUsize::new(0),
@@ -59,7 +69,7 @@ impl Control {
     }
 }
 
-fn answer(resp: &Response) -> Vec<u8> {
+pub(super) fn answer(resp: &Response) -> Vec<u8> {
     let mut out = serde_json::to_vec(resp).unwrap_or_else(|e| {
         serde_json::to_vec(&Response::Error {
             message: format!("cannot encode the answer: {e}"),
@@ -70,7 +80,7 @@ fn answer(resp: &Response) -> Vec<u8> {
     out
 }
 
-async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
+pub(super) async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
     matches!(
         tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&answer(resp))).await,
         Ok(Ok(()))
@@ -130,7 +140,8 @@ async fn handle(mut stream: UnixStream, c: &Control) {
     let resp = match req {
         Request::Status => {
             let shared = c.shared.clone();
-            tokio::task::spawn_blocking(move || Response::Status(status(&shared)))
+            let inventory = c.inventory.clone();
+            tokio::task::spawn_blocking(move || Response::Status(status(&shared, &inventory)))
                 .await
                 .unwrap_or_else(|e| Response::Error {
                     message: e.to_string(),
@@ -147,6 +158,16 @@ async fn handle(mut stream: UnixStream, c: &Control) {
             })
         }
         Request::Reload { policy, dry_run } => reload(c, policy, dry_run).await,
+        Request::Devices { filter } => {
+            devices::list(&mut stream, c, filter).await;
+            return;
+        }
+        Request::Device { mac } => devices::one(c, mac).await,
+        Request::ExportDevices => devices::export(c),
+        Request::Decide { op, by } => {
+            let actor = devices::actor(&stream, by);
+            devices::decide(c, op, actor).await
+        }
         Request::Events { filter } => {
             if let Err(message) = filter.validate(&c.shared.snapshot().policy) {
                 send(&mut stream, &Response::Error { message }).await;
@@ -227,7 +248,7 @@ pub fn current_counters(
     lock_stats(shared).counters_of(|id| policy.segment(id).is_some())
 }
 
-pub fn status(shared: &Shared) -> Status {
+pub fn status(shared: &Shared, inventory: &Inventory) -> Status {
     let snap = shared.snapshot();
     let counters = current_counters(shared);
     let mut by_reason = BTreeMap::<String, u64>::new();
@@ -251,9 +272,25 @@ pub fn status(shared: &Shared) -> Status {
             capacity,
         })
         .collect();
+    let facts = &inventory.facts;
+    let inventory = InventoryStatus {
+        database: inventory.db.clone(),
+        error: facts.error(),
+        devices: facts
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum(),
+        sightings: facts.sightings.load(Ordering::Relaxed),
+        overflow: facts.overflow.load(Ordering::Relaxed),
+    };
     Status {
         policy_path: snap.policy_path.clone(),
-        policy_sha256: snap.policy.sha256_hex(),
+        policy_sha256: snap.file_sha256.clone(),
+        enforced_sha256: snap.policy.sha256_hex(),
+        decisions: crate::decisions::holding(&snap.decisions, crate::clock::unix_now()).len(),
+        inventory: Some(inventory),
         generation: snap.generation,
         applied_at: snap.applied_at.clone(),
         adopted: snap.adopted,

@@ -17,6 +17,7 @@ use tokio::sync::mpsc::{error::TrySendError, Sender};
 use crate::{
     control::InterfaceStatus,
     datapath::Stats,
+    decisions::Decision,
     events::{EventFilter, EventRecord},
     policy::Policy,
 };
@@ -24,7 +25,11 @@ use crate::{
 /// The enforced state, as of the engine's last change.
 #[derive(Clone)]
 pub struct Snapshot {
+    /// The file with the runtime decisions applied: what is enforced.
     pub policy: Arc<Policy>,
+    /// SHA-256 of the policy file's bytes.
+    pub file_sha256: String,
+    pub decisions: Arc<Vec<Decision>>,
     pub policy_path: PathBuf,
     pub generation: u32,
     pub applied_at: String,
@@ -99,8 +104,8 @@ impl Shared {
         self.fan_out(&line, |f| f.matches(rec));
     }
 
-    /// A controller event (a port gone or back): to the events file and to
-    /// followers that filter on nothing.
+    /// A controller event (a port gone or back, a device seen or decided
+    /// on): to the events file and to followers that filter on nothing.
     pub fn deliver_note(&self, v: &serde_json::Value) {
         let mut line = v.to_string();
         line.push('\n');

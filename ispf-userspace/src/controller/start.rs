@@ -11,13 +11,16 @@ use std::{
 use anyhow::{bail, Context, Result};
 
 use super::{
-    engine::{detach, log, now_rfc3339, Engine, Started},
+    decide,
+    engine::{detach, log, now_rfc3339, unix_now, Engine, Started},
     ports,
     state::{Enforced, RunDir},
 };
 use crate::{
     control::InterfaceStatus,
     datapath::{check_fits, Counts, Datapath, MapSizeRequest},
+    decisions::{holding, Decision},
+    inventory,
     policy::{compile::compile, hex, load::read_policy, Policy},
     system,
 };
@@ -39,6 +42,10 @@ pub struct RunOptions {
     pub reapply: bool,
     /// Where and how ports are attached.
     pub attach: ports::AttachOptions,
+    /// The inventory database and the decisions' copy live here.
+    pub state_dir: PathBuf,
+    /// Cap on devices the policy does not place by registration or decision.
+    pub max_unknown_devices: usize,
 }
 
 pub fn start(opts: &RunOptions) -> Result<Engine> {
@@ -58,26 +65,67 @@ pub fn start(opts: &RunOptions) -> Result<Engine> {
     fresh(opts, policy, bytes, run)
 }
 
-fn enforced_record(p: &Policy, path: &std::path::Path) -> Enforced {
+fn enforced_record(
+    file: &Policy,
+    policy: &Policy,
+    decisions: &[Decision],
+    now: i64,
+    path: &std::path::Path,
+) -> Enforced {
     Enforced {
-        sha256: p.sha256_hex(),
+        sha256: file.sha256_hex(),
         path: path.to_owned(),
         applied_at: now_rfc3339(),
-        segment_ids: p.segment_ids(),
+        segment_ids: file.segment_ids(),
+        decisions: holding(decisions, now).into_values().cloned().collect(),
+        meta_sha256: (policy.sha256 != file.sha256).then(|| policy.sha256_hex()),
     }
 }
 
-fn fresh(opts: &RunOptions, policy: Policy, bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
+/// The decisions recorded in the inventory database (or its copy).
+fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
+    let (d, warning) = decide::recorded(&inventory::db_path(&opts.state_dir));
+    if let Some(w) = warning {
+        log(format!("warning: runtime decisions: {w}"));
+    }
+    d
+}
+
+fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
     for iface in &opts.interfaces {
         system::check_interface(iface)?;
     }
+    let decisions: Vec<Decision> = recorded_decisions(opts)
+        .into_iter()
+        .filter(|d| match &d.segment {
+            Some(seg) if file.segment_id(seg).is_none() => {
+                log(format!(
+                    "warning: the {} of {} names segment `{seg}`, which {} does not have: not applied (add the segment, or `ispf release {}`)",
+                    d.kind.as_str(),
+                    d.mac,
+                    opts.policy.display(),
+                    d.mac
+                ));
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let now = unix_now();
+    let policy = match decide::desired(&file, &decisions, now) {
+        Ok(p) => p,
+        Err(e) => {
+            log(format!("warning: {e:#}; enforcing the file alone"));
+            file.clone()
+        }
+    };
     let compiled = compile(&policy);
     let counts = Counts::of(&compiled);
     let sizes = opts.sizes.resolve(&counts);
     // The rule `check` applies: the policy and one as large must fit.
     check_fits(&sizes, &counts, &counts)?;
     let mut dp = Datapath::load_pinned(sizes, &opts.pin_dir)?;
-    let enforced = enforced_record(&policy, &opts.policy);
+    let enforced = enforced_record(&file, &policy, &decisions, now, &opts.policy);
     let started = (|| -> Result<Vec<InterfaceStatus>> {
         run.save_policy(&enforced.sha256, &bytes)?;
         dp.apply(&compiled)?;
@@ -98,12 +146,20 @@ fn fresh(opts: &RunOptions, policy: Policy, bytes: Vec<u8>, run: RunDir) -> Resu
     };
     let started = Started {
         dp,
+        file,
         policy,
+        decisions,
         enforced: enforced.clone(),
         adopted: false,
         ports,
     };
-    let e = Engine::new(started, &opts.pin_dir, run, opts.attach);
+    let e = Engine::new(
+        started,
+        &opts.pin_dir,
+        run,
+        opts.attach,
+        inventory::db_path(&opts.state_dir),
+    );
     e.save_state(vec![enforced])?;
     log(format!(
         "enforcing {} (generation {}) on {}",
@@ -131,19 +187,22 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
     let record = state
         .enforced
         .iter()
-        .find(|e| e.sha256 == kernel_sha)
+        .find(|e| e.kernel_sha256() == kernel_sha)
         .cloned();
     let known = record.and_then(|rec| {
         let bytes = run
-            .policy(&kernel_sha)
-            .or_else(|| (given.sha256_hex() == kernel_sha).then(|| given_bytes.clone()))?;
+            .policy(&rec.sha256)
+            .or_else(|| (given.sha256_hex() == rec.sha256).then(|| given_bytes.clone()))?;
         let text = String::from_utf8(bytes.clone()).ok()?;
-        let mut p = Policy::from_str(&text, &rec.path).ok()?;
-        p.keep_ids(&rec.segment_ids);
-        Some((p, bytes, rec))
+        let mut file = Policy::from_str(&text, &rec.path).ok()?;
+        file.keep_ids(&rec.segment_ids);
+        // The decisions as they held when applied (none has expired for
+        // this purpose): exactly what the kernel holds.
+        let policy = decide::desired(&file, &rec.decisions, i64::MIN).ok()?;
+        (policy.sha256_hex() == kernel_sha).then_some((file, policy, bytes, rec))
     });
-    let (policy, enforced) = match known {
-        Some((p, bytes, rec)) => {
+    let (file, policy, decisions, enforced) = match known {
+        Some((file, policy, bytes, rec)) => {
             run.save_policy(&rec.sha256, &bytes)?;
             if given.sha256_hex() != rec.sha256 {
                 log(format!(
@@ -153,21 +212,25 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
                     rec.path.display()
                 ));
             }
-            (p, rec)
+            let decisions = rec.decisions.clone();
+            (file, policy, decisions, rec)
         }
         None if opts.reapply => {
             // The ids the kernel's connection state holds are unknown:
             // start connection state afresh rather than misname it.
-            let rec = enforced_record(&given, &opts.policy);
+            let decisions = recorded_decisions(opts);
+            let now = unix_now();
+            let policy = decide::desired(&given, &decisions, now)?;
+            let rec = enforced_record(&given, &policy, &decisions, now, &opts.policy);
             run.save_policy(&rec.sha256, &given_bytes)?;
             dp.reset_state()?;
-            dp.apply(&compile(&given))?;
+            dp.apply(&compile(&policy))?;
             log(format!(
                 "applied {} over the pinned datapath as generation {} (--reapply); connections are re-established",
                 opts.policy.display(),
                 dp.epoch()
             ));
-            (given, rec)
+            (given, policy, decisions, rec)
         }
         None => bail!(
             "the datapath pinned under {} enforces a policy (sha256 {}, generation {}) that the run directory {} has no record of, so this controller cannot tell which policy or segment ids it would manage. Enforcement continues unchanged. To manage it again, apply a policy over it as a new generation (connections are re-established): ispf run --reapply --policy FILE ...; or remove enforcement (an outage): ispf detach --pin-dir {}",
@@ -218,13 +281,27 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
     }
     let started = Started {
         dp,
+        file,
         policy,
+        decisions,
         enforced: enforced.clone(),
         adopted: true,
         ports: port_list,
     };
-    let e = Engine::new(started, &opts.pin_dir, run, opts.attach);
+    let mut e = Engine::new(
+        started,
+        &opts.pin_dir,
+        run,
+        opts.attach,
+        inventory::db_path(&opts.state_dir),
+    );
     e.save_state(vec![enforced])?;
+    // Decisions made, released or expired while no controller ran.
+    if let Err(err) = e.converge(recorded_decisions(opts)) {
+        log(format!(
+            "warning: the recorded runtime decisions are not applied: {err:#}"
+        ));
+    }
     log(format!(
         "adopted the pinned datapath at {}: generation {}, {} connections tracked, on {}",
         opts.pin_dir.display(),

@@ -18,7 +18,7 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::control::InterfaceStatus;
+use crate::{control::InterfaceStatus, decisions::Decision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -44,6 +44,21 @@ pub struct Enforced {
     /// The segment ids it was compiled with (kept across reloads, so not
     /// the positions in the file).
     pub segment_ids: BTreeMap<String, u16>,
+    /// The runtime decisions applied over the file, as they held then.
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
+    /// What the datapath's meta map says is enforced: the file's hash
+    /// combined with the decisions' ([`crate::decisions::enforced_sha256`]).
+    /// Absent: the file alone.
+    #[serde(default)]
+    pub meta_sha256: Option<String>,
+}
+
+impl Enforced {
+    /// The hash the datapath holds while this is enforced.
+    pub fn kernel_sha256(&self) -> &str {
+        self.meta_sha256.as_deref().unwrap_or(&self.sha256)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -180,6 +195,8 @@ mod tests {
             path: "/etc/p.json".into(),
             applied_at: "now".into(),
             segment_ids: [("pumps".to_string(), 3u16)].into(),
+            decisions: vec![],
+            meta_sha256: None,
         };
         run.save(&State {
             enforced: vec![e.clone()],

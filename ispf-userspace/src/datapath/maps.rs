@@ -154,6 +154,7 @@ pub(super) const ALL: &[&str] = &[
     MAP_DENIED_SEEN,
     MAP_FLOW_CACHE,
     MAP_SOURCE_MEMO,
+    MAP_SIGHTINGS,
 ];
 
 pub(super) fn mac_key(slot: u8, mac: [u8; 6]) -> MacKey {

@@ -21,6 +21,10 @@ pub struct EventTotals {
     pub emitted: u64,
     pub rate_limited: u64,
     pub ringbuf_full: u64,
+    /// Sightings and fingerprints emitted (among `emitted`).
+    pub sightings: u64,
+    /// Sightings over their own rate.
+    pub sightings_limited: u64,
 }
 
 pub struct Stats {
@@ -142,6 +146,8 @@ impl Stats {
                 t.emitted += v.emitted;
                 t.rate_limited += v.rate_limited;
                 t.ringbuf_full += v.ringbuf_full;
+                t.sightings += v.sightings;
+                t.sightings_limited += v.sightings_limited;
             }
         }
         t

@@ -2,7 +2,10 @@
 //! policy (segments, rules, reasons, maps, interfaces), never by device or
 //! address, so a hospital's Prometheus does not explode with cardinality.
 
+mod devices;
 pub mod http;
+
+pub use devices::DeviceFacts;
 
 use std::collections::BTreeMap;
 
@@ -53,6 +56,7 @@ pub fn render(
     dp: &Stats,
     counters: &BTreeMap<CounterKey, CounterVal>,
     f: &ControllerFacts,
+    inventory: &DeviceFacts,
 ) -> prometheus::Result<String> {
     let r = Registry::new();
     let labels = ["src_segment", "dst_segment", "verdict", "reason"];
@@ -181,7 +185,10 @@ pub fn render(
         "Flow events emitted by the datapath and written by the controller.",
         &["stage"],
     )?;
-    events.with_label_values(&["emitted"]).inc_by(t.emitted);
+    // Sightings are the inventory's, counted under its own metrics.
+    events
+        .with_label_values(&["emitted"])
+        .inc_by(t.emitted.saturating_sub(t.sightings));
     events
         .with_label_values(&["written"])
         .inc_by(f.events_written);
@@ -197,6 +204,7 @@ pub fn render(
         .inc_by(t.ringbuf_full);
     lost.with_label_values(&["slow_reader"])
         .inc_by(f.events_slow_reader);
+    devices::render(&r, inventory, t.sightings_limited)?;
 
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out)?;

@@ -21,6 +21,10 @@ pub struct PolicyDiff {
     pub opened: Vec<(String, String, Vec<String>)>,
     /// `(from, to, services no longer allowed)`.
     pub closed: Vec<(String, String, Vec<String>)>,
+    /// How the new file changes what runtime decisions do (filled by the
+    /// controller, which knows them).
+    #[serde(default)]
+    pub decisions: Vec<String>,
 }
 
 impl PolicyDiff {
@@ -278,6 +282,9 @@ impl std::fmt::Display for PolicyDiff {
         }
         for (a, b, s) in &self.closed {
             writeln!(f, "- closes {a} -> {b}: {}", s.join(", "))?;
+        }
+        for d in &self.decisions {
+            writeln!(f, "! {d}")?;
         }
         Ok(())
     }

@@ -180,6 +180,17 @@ pub enum Risk {
     Critical,
 }
 
+impl Risk {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 pub struct DeviceDoc {
     pub name: String,

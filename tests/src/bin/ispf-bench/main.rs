@@ -14,6 +14,7 @@
 mod bulk;
 mod control;
 mod corpus;
+mod inventory;
 mod live;
 mod perpacket;
 mod report;
@@ -146,7 +147,8 @@ fn main() -> Result<()> {
             "end-to-end" => live::end_to_end(&mut b)?,
             "control" => control::control_plane(&mut b)?,
             "bulk" => bulk::bulk_tcp(&mut b)?,
-            other => bail!("no section {other}: scan, end-to-end, control, bulk"),
+            "inventory" => inventory::inventory(&mut b)?,
+            other => bail!("no section {other}: scan, end-to-end, control, bulk, inventory"),
         }
         println!("{}", serde_json::to_string_pretty(&b.summary)?);
         return Ok(());
@@ -160,6 +162,7 @@ fn main() -> Result<()> {
     scan::scan(&mut b)?;
     bulk::bulk_tcp(&mut b)?;
     control::control_plane(&mut b)?;
+    inventory::inventory(&mut b)?;
     let _ = sh(&["ip", "netns", "del", "ispfb-anchor"]);
     // libxdp (xdp-filter) leaves its empty pin directory behind.
     let _ = std::fs::remove_dir("/sys/fs/bpf/xdp");

@@ -10,11 +10,14 @@
 //! It exits non-zero if any outcome differs from what the policy says.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
     thread::sleep,
     time::Duration,
 };
+
+mod inventory;
+mod reloads;
 
 use anyhow::{bail, Result};
 use ispf::{datapath::Datapath, policy::Policy};
@@ -28,6 +31,7 @@ use ispf_tests::{
 
 const PIN_DIR: &str = "/sys/fs/bpf/ispf-demo";
 const RUN_DIR: &str = "/run/ispf-demo";
+const STATE_DIR: &str = "/tmp/ispf-demo-state";
 const BRIDGE: &str = "ispf-care";
 
 struct Host {
@@ -99,7 +103,7 @@ const HOSTS: &[Host] = &[
     Host {
         ns: "care-laptop",
         port: "care-laptop",
-        mac: "02:00:00:00:99:07",
+        mac: inventory::LAPTOP_MAC,
         ip: "10.99.0.7",
         vlan: None,
         role: "unknown laptop plugged into a free wall port",
@@ -110,7 +114,7 @@ fn host(ns: &str) -> &'static Host {
     HOSTS.iter().find(|h| h.ns == ns).expect("known host")
 }
 
-enum Probe {
+pub enum Probe {
     Tcp(u16),
     Udp(u16),
     Ping,
@@ -138,7 +142,7 @@ fn describe(p: &Probe) -> String {
     }
 }
 
-fn ispf(args: &[&str]) -> Result<std::process::Output> {
+pub fn ispf(args: &[&str]) -> Result<std::process::Output> {
     Ok(Command::new(ispf_bin()).args(args).output()?)
 }
 
@@ -159,6 +163,8 @@ fn main() -> Result<()> {
         vlan_ports.push(VlanAccess::new(h.ns, h.vlan));
         println!("   {:<12} {:<15} {}", h.ns, h.ip, h.role);
     }
+    inventory::cable_spare(BRIDGE);
+    let _ = std::fs::remove_dir_all(STATE_DIR);
     let servers = [
         Server::start("care-pis", &[2575, 104, 11112, 443]),
         Server::start("care-mon1", &[443]),
@@ -175,10 +181,13 @@ fn main() -> Result<()> {
         PIN_DIR,
         "--run-dir",
         RUN_DIR,
+        "--state-dir",
+        STATE_DIR,
     ]);
     for h in HOSTS {
         run.args(["--iface", h.port]);
     }
+    run.args(["--iface", inventory::SPARE_PORT]);
     let mut controller = Controller(run.stderr(Stdio::inherit()).spawn()?);
     wait_for_controller()?;
 
@@ -340,100 +349,8 @@ fn main() -> Result<()> {
         "eth0",
     ]);
 
-    println!("\n== Reloads while a pump streams to the PIS (ping every 10 ms)");
-    let pinger = std::thread::spawn(|| {
-        in_ns(
-            "care-pump1",
-            &[
-                "ping",
-                "-q",
-                "-c",
-                "300",
-                "-i",
-                "0.01",
-                "-W",
-                "1",
-                "10.50.0.10",
-            ],
-        )
-    });
-    sleep(Duration::from_millis(300));
-    let tighter = write_variant(
-        &policy_file,
-        r#""ports": [443, 104, "11112-11115"]"#,
-        r#""ports": [443]"#,
-        "no-dicom",
-    )?;
-    println!("   $ ispf reload --dry-run {}", tighter.display());
-    print_indented(&ispf(&[
-        "reload",
-        "--dry-run",
-        tighter.to_str().unwrap(),
-        "--run-dir",
-        RUN_DIR,
-    ])?);
-    println!("   $ ispf reload {}", tighter.display());
-    print_indented(&ispf(&[
-        "reload",
-        tighter.to_str().unwrap(),
-        "--run-dir",
-        RUN_DIR,
-    ])?);
-    check(
-        "care-nurse",
-        "care-pis",
-        Probe::Tcp(11112),
-        false,
-        "DICOM closed by the new generation",
-    );
-    check(
-        "care-nurse",
-        "care-pis",
-        Probe::Tcp(443),
-        true,
-        "HTTPS still open",
-    );
-    let broken = write_variant(
-        &policy_file,
-        r#""segment": "patient-monitors", "kind": "patient-monitor", "risk": "critical" },"#,
-        r#""segment": "patient-monitorz", "kind": "patient-monitor", "risk": "critical" },"#,
-        "broken",
-    )?;
-    println!("   $ ispf reload {}   # a typo", broken.display());
-    let out = ispf(&["reload", broken.to_str().unwrap(), "--run-dir", RUN_DIR])?;
-    print_indented(&out);
-    if out.status.success() {
-        failures.set(failures.get() + 1);
-        println!("   [FAIL] an invalid policy was applied");
-    }
-    println!("   $ ispf reload {}", policy_file.display());
-    print_indented(&ispf(&[
-        "reload",
-        policy_file.to_str().unwrap(),
-        "--run-dir",
-        RUN_DIR,
-    ])?);
-    check(
-        "care-nurse",
-        "care-pis",
-        Probe::Tcp(11112),
-        true,
-        "DICOM open again",
-    );
-    let ping_out = pinger.join().expect("pinger");
-    let summary = String::from_utf8_lossy(&ping_out.stdout)
-        .lines()
-        .find(|l| l.contains("packet loss"))
-        .unwrap_or("")
-        .to_owned();
-    let lossless = summary.contains(" 0% packet loss");
-    println!(
-        "   [{}] pump -> PIS stream across three reloads: {summary}",
-        if lossless { "ok " } else { "FAIL" }
-    );
-    if !lossless {
-        failures.set(failures.get() + 1);
-    }
+    reloads::act(&check, &failures, &policy_file)?;
+    inventory::act(&check)?;
 
     println!("\n== What ispf saw, by segment pair and reason (from its per-CPU counters)");
     {
@@ -472,6 +389,7 @@ fn main() -> Result<()> {
     drop(servers);
     drop(vlan_ports);
     drop(topo);
+    let _ = sh(&["ip", "link", "del", inventory::SPARE_PORT]);
     if failures.get() > 0 {
         bail!("{} outcome(s) differed from the policy", failures.get());
     }
@@ -500,17 +418,7 @@ fn wait_for_controller() -> Result<()> {
     bail!("ispf run did not come up")
 }
 
-fn write_variant(base: &Path, from: &str, to: &str, name: &str) -> Result<PathBuf> {
-    let text = std::fs::read_to_string(base)?;
-    if !text.contains(from) {
-        bail!("demo variant {name}: the example policy changed; update the demo");
-    }
-    let path = std::env::temp_dir().join(format!("care-unit-{name}.json"));
-    std::fs::write(&path, text.replace(from, to))?;
-    Ok(path)
-}
-
-fn print_indented(out: &std::process::Output) {
+pub fn print_indented(out: &std::process::Output) {
     for l in String::from_utf8_lossy(&out.stdout)
         .lines()
         .chain(String::from_utf8_lossy(&out.stderr).lines())

@@ -1,0 +1,365 @@
+//! The engine's side of runtime decisions: the desired state (the policy
+//! file with the decisions that hold), applied like a reload as one
+//! generation; decisions recorded in the inventory database before they are
+//! applied; expiries; and convergence after a restart.
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+
+use super::{
+    engine::{log, unix_now, Engine},
+    state::Enforced,
+};
+use crate::{
+    clock::{now_rfc3339, rfc3339},
+    control::Response,
+    decisions::{enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Known},
+    inventory::{db, judge::Judge, store},
+    policy::{compile::compile, Policy},
+};
+
+/// The file with the decisions that hold at `now` applied, with the file's
+/// segment ids and the hash the datapath will hold for it.
+pub fn desired(file: &Policy, decisions: &[Decision], now: i64) -> Result<Policy> {
+    let hold = holding(decisions, now);
+    if hold.is_empty() {
+        return Ok(file.clone());
+    }
+    let doc = crate::decisions::effective(&file.doc, decisions, now);
+    let mut p = Policy::from_doc(doc).map_err(|problems| {
+        anyhow!(
+            "the runtime decisions cannot be applied over the policy file: {}",
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    p.keep_ids(&file.segment_ids());
+    p.sha256 = enforced_sha256(&file.sha256, decisions, now);
+    Ok(p)
+}
+
+/// The decisions that hold, for the run-directory record.
+fn held(decisions: &[Decision], now: i64) -> Vec<Decision> {
+    holding(decisions, now).into_values().cloned().collect()
+}
+
+impl Engine {
+    /// Applies `file` with `decisions` (already worked out as `policy` for
+    /// `now`) as one generation. The run directory knows it before the
+    /// kernel does.
+    pub(super) fn enforce(
+        &mut self,
+        file: Policy,
+        policy: Policy,
+        path: &Path,
+        bytes: Option<&[u8]>,
+        decisions: Vec<Decision>,
+        now: i64,
+    ) -> Result<u32> {
+        let gone: Vec<u16> = self
+            .file
+            .segment_ids()
+            .into_iter()
+            .filter(|(name, _)| file.segment_id(name).is_none())
+            .map(|(_, id)| id)
+            .collect();
+        let next = Enforced {
+            sha256: file.sha256_hex(),
+            path: path.to_owned(),
+            applied_at: now_rfc3339(),
+            segment_ids: file.segment_ids(),
+            decisions: held(&decisions, now),
+            meta_sha256: (policy.sha256 != file.sha256).then(|| policy.sha256_hex()),
+        };
+        if let Some(bytes) = bytes {
+            self.run.save_policy(&next.sha256, bytes)?;
+        }
+        self.save_state(vec![self.enforced.clone(), next.clone()])?;
+        let generation = match self.dp.apply(&compile(&policy)) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = self.save_state(vec![self.enforced.clone()]);
+                self.run.prune(&[&self.enforced.sha256]);
+                return Err(e.into());
+            }
+        };
+        if !gone.is_empty() {
+            self.dp.end_segments(&gone)?;
+        }
+        self.file = Arc::new(file);
+        self.policy = Arc::new(policy);
+        self.decisions = Arc::new(decisions);
+        self.enforced = next;
+        self.save_state(vec![self.enforced.clone()])?;
+        self.run.prune(&[&self.enforced.sha256]);
+        Ok(generation)
+    }
+
+    /// The engine's own connection to the inventory database, opened when
+    /// first needed and again after a failure.
+    fn db(&mut self) -> Result<&mut rusqlite::Connection> {
+        if self.db.is_none() {
+            self.db = Some(db::open(&self.inventory_db)?);
+        }
+        Ok(self.db.as_mut().expect("just opened"))
+    }
+
+    /// What the inventory knows of `mac` (nothing when it cannot say).
+    fn known(&mut self, mac: &str) -> Known {
+        let Some(m) = crate::policy::parse_mac(mac) else {
+            return Known::default();
+        };
+        let Ok(conn) = self.db() else {
+            return Known::default();
+        };
+        let Ok(Some(d)) = store::device(conn, &m) else {
+            return Known::default();
+        };
+        let judge = Judge::new(self.policy.clone());
+        let placed = judge.place(&m, d.vlan, d.ipv4, d.ipv6);
+        let mut segments = vec![self.policy.segment_name(placed.segment).to_owned()];
+        if !d.segment.is_empty() {
+            segments.push(d.segment.clone());
+        }
+        Known {
+            vlan: d.vlan,
+            addresses: d
+                .ipv4
+                .map(std::net::IpAddr::V4)
+                .into_iter()
+                .chain(d.ipv6.map(std::net::IpAddr::V6))
+                .collect(),
+            segments,
+        }
+    }
+
+    /// Admit, quarantine or release: recorded, then applied as one
+    /// generation; refused with the reason and nothing changed otherwise.
+    pub fn decide(&mut self, req: &DecisionRequest, actor: &str) -> Response {
+        self.busy(Some(format!("applying a decision since {}", now_rfc3339())));
+        let r = self.try_decide(req, actor);
+        self.busy(None);
+        self.publish();
+        match r {
+            Ok(resp) => resp,
+            Err(e) => {
+                log(format!("decision refused, enforcement unchanged: {e:#}"));
+                Response::Error {
+                    message: format!("{e:#}"),
+                }
+            }
+        }
+    }
+
+    fn try_decide(&mut self, req: &DecisionRequest, actor: &str) -> Result<Response> {
+        let now = unix_now();
+        let mac = match req {
+            DecisionRequest::Admit { mac, .. }
+            | DecisionRequest::Quarantine { mac, .. }
+            | DecisionRequest::Release { mac } => mac.clone(),
+        };
+        let known = self.known(&mac);
+        let p = plan(req, actor, now, &self.policy, &self.decisions, &known)?;
+        let decisions = with_plan(&self.decisions, &p);
+        let policy = desired(&self.file, &decisions, now)?;
+        let entry = store::TimelineEntry {
+            mac: p.mac.clone(),
+            at: now,
+            event: p.event.into(),
+            detail: p.detail.clone(),
+            actor: Some(actor.to_owned()),
+        };
+        // Durable before it is enforced: a controller that dies in between
+        // applies it when it starts again.
+        let removed: Vec<_> = p.remove.iter().map(|k| (p.mac.clone(), *k)).collect();
+        let put: Vec<Decision> = p.put.iter().cloned().collect();
+        let db = self.inventory_db.clone();
+        let conn = self.db().with_context(|| {
+            format!(
+                "the decision cannot be recorded in {}, so it is not applied",
+                db.display()
+            )
+        })?;
+        if let Err(e) = store::record_decisions(conn, &put, &removed, &[entry]) {
+            self.db = None;
+            let e = match e {
+                db::DbError::Sql(e) => db::explain(&db, &e),
+                e => e,
+            };
+            return Err(anyhow!(e).context(format!(
+                "the decision cannot be recorded in {}, so it is not applied",
+                db.display()
+            )));
+        }
+        let file = (*self.file).clone();
+        let path = self.enforced.path.clone();
+        let generation = match self.enforce(file, policy, &path, None, decisions, now) {
+            Ok(g) => g,
+            Err(e) => {
+                // Undo the record: what is recorded is what is enforced.
+                let undo_put: Vec<_> = put.iter().map(|d| (d.mac.clone(), d.kind)).collect();
+                let restore: Vec<Decision> = self
+                    .decisions
+                    .iter()
+                    .filter(|d| d.mac == p.mac)
+                    .cloned()
+                    .collect();
+                if let Ok(conn) = self.db() {
+                    let _ = store::record_decisions(conn, &restore, &undo_put, &[]);
+                }
+                return Err(e);
+            }
+        };
+        self.save_backstop();
+        let message = format!(
+            "{} {}: {} (generation {generation})",
+            p.mac, p.event, p.detail
+        );
+        log(format!("{message}, by {actor}"));
+        self.device_event(&p.mac, p.event, &p.detail, actor);
+        Ok(Response::Decided {
+            message,
+            generation,
+            decision: p.put,
+        })
+    }
+
+    fn device_event(&self, mac: &str, action: &str, detail: &str, actor: &str) {
+        if let Some(s) = &self.shared {
+            s.deliver_note(&json!({
+                "time": now_rfc3339(),
+                "event": "device",
+                "action": action,
+                "mac": mac,
+                "detail": detail,
+                "by": actor,
+            }));
+        }
+    }
+
+    /// Decisions whose expiry passed are undone (enforcement first: it
+    /// does not wait for the database).
+    pub(super) fn expire(&mut self) {
+        let now = unix_now();
+        let expired: Vec<Decision> = self
+            .decisions
+            .iter()
+            .filter(|d| d.expires.is_some_and(|e| e <= now))
+            .cloned()
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        let kept: Vec<Decision> = self
+            .decisions
+            .iter()
+            .filter(|d| d.expires.is_none_or(|e| e > now))
+            .cloned()
+            .collect();
+        let applied = desired(&self.file, &kept, now).and_then(|policy| {
+            let file = (*self.file).clone();
+            let path = self.enforced.path.clone();
+            self.enforce(file, policy, &path, None, kept, now)
+        });
+        if let Err(e) = applied {
+            log(format!("expired decisions could not be undone yet: {e:#}"));
+            return;
+        }
+        let entries: Vec<store::TimelineEntry> = expired
+            .iter()
+            .map(|d| store::TimelineEntry {
+                mac: d.mac.clone(),
+                at: now,
+                event: "expired".into(),
+                detail: format!(
+                    "{} of {} by {} expired",
+                    d.kind.as_str(),
+                    rfc3339(d.at),
+                    d.actor
+                ),
+                actor: None,
+            })
+            .collect();
+        let removed: Vec<_> = expired.iter().map(|d| (d.mac.clone(), d.kind)).collect();
+        if let Ok(conn) = self.db() {
+            if store::record_decisions(conn, &[], &removed, &entries).is_err() {
+                self.db = None;
+            }
+        }
+        self.save_backstop();
+        for d in &expired {
+            log(format!("{}: {} expired", d.mac, d.kind.as_str()));
+            self.device_event(&d.mac, "released", "expired", "ispf");
+        }
+        self.publish();
+    }
+
+    /// After a start: brings what is enforced in line with the decisions
+    /// recorded (a decision made, released or expired while no controller
+    /// ran).
+    pub fn converge(&mut self, recorded: Vec<Decision>) -> Result<()> {
+        let now = unix_now();
+        let want = desired(&self.file, &recorded, now)?;
+        if want.sha256 == self.policy.sha256 {
+            self.decisions = Arc::new(recorded);
+            return Ok(());
+        }
+        let file = (*self.file).clone();
+        let path = self.enforced.path.clone();
+        let g = self.enforce(file, want, &path, None, recorded, now)?;
+        log(format!(
+            "applied the recorded runtime decisions ({} holding) as generation {g}",
+            holding(&self.decisions, now).len()
+        ));
+        Ok(())
+    }
+
+    /// A copy of the decisions beside the database, for a start that finds
+    /// the database unreadable.
+    fn save_backstop(&self) {
+        let path = self.inventory_db.with_file_name(BACKSTOP);
+        if let Ok(bytes) = serde_json::to_vec_pretty(&*self.decisions) {
+            if let Err(e) = super::state::write_atomic(&path, &bytes) {
+                log(format!("warning: {e}"));
+            }
+        }
+    }
+}
+
+/// The decisions' copy beside the inventory database.
+pub const BACKSTOP: &str = "decisions.json";
+
+/// The decisions recorded: from the database, else from its copy beside
+/// it, else none; with a warning saying which when not the database.
+pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
+    let from_db = db::open(db_path)
+        .map_err(|e| e.to_string())
+        .and_then(|c| store::decisions(&c).map_err(|e| e.to_string()));
+    match from_db {
+        Ok(d) => (d, None),
+        Err(e) => {
+            let copy = db_path.with_file_name(BACKSTOP);
+            match std::fs::read(&copy)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Vec<Decision>>(&b).ok())
+            {
+                Some(d) => (
+                    d,
+                    Some(format!(
+                        "{e}; using the copy of the decisions in {}",
+                        copy.display()
+                    )),
+                ),
+                None => (
+                    Vec::new(),
+                    Some(format!("{e}; no runtime decisions are known")),
+                ),
+            }
+        }
+    }
+}

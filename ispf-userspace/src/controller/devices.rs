@@ -1,0 +1,179 @@
+//! The control socket's inventory requests: listing devices, one device
+//! with its timeline, exporting admitted devices, and decisions (which go
+//! to the engine like reloads). Listings are read from the database by a
+//! reader connection of their own, so they never wait for the ingest
+//! thread or the engine.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use tokio::{io::AsyncWriteExt, net::UnixStream, sync::oneshot};
+
+use super::{
+    engine::Command,
+    server::{answer, send, Control, MAX_QUEUED_RELOADS},
+};
+use crate::{
+    clock::unix_now,
+    control::Response,
+    decisions::{canonical_mac, DecisionRequest},
+    inventory::{db, query, query::DeviceFilter, View},
+};
+
+/// A listing of many devices may take a while to write to a slow client.
+const LISTING_DEADLINE: Duration = Duration::from_secs(120);
+
+fn view(c: &Control) -> View {
+    let snap = c.shared.snapshot();
+    View {
+        policy: snap.policy.clone(),
+        decisions: snap.decisions.clone(),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    Response::Error {
+        message: format!(
+            "the inventory cannot be read ({e}); enforcement is unaffected: `ispf status` shows the inventory's state"
+        ),
+    }
+}
+
+/// Streams `ispf devices`: a [`Response::Listing`] line, then one JSON
+/// object per line.
+pub async fn list(stream: &mut UnixStream, c: &Control, filter: DeviceFilter) {
+    let v = view(c);
+    if let Some(s) = &filter.segment {
+        if v.policy.segment_id(s).is_none() {
+            let names: Vec<&str> = v.policy.segments.iter().map(|s| s.name.as_str()).collect();
+            let message = format!(
+                "no segment `{s}` in the enforced policy; it has: {}",
+                names.join(", ")
+            );
+            send(stream, &Response::Error { message }).await;
+            return;
+        }
+    }
+    let path = c.inventory.db.clone();
+    let built = tokio::task::spawn_blocking(move || -> Result<(usize, Vec<u8>), String> {
+        let conn = db::open_reader(&path).map_err(|e| e.to_string())?;
+        let rows = query::list(&conn, &v, &filter, unix_now()).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(rows.len() * 320);
+        for r in &rows {
+            serde_json::to_writer(&mut out, r).map_err(|e| e.to_string())?;
+            out.push(b'\n');
+        }
+        Ok((rows.len(), out))
+    })
+    .await;
+    let (count, body) = match built {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            send(stream, &unavailable(e)).await;
+            return;
+        }
+        Err(e) => {
+            send(stream, &unavailable(e)).await;
+            return;
+        }
+    };
+    let mut head = answer(&Response::Listing { count });
+    head.extend_from_slice(&body);
+    let _ = tokio::time::timeout(LISTING_DEADLINE, stream.write_all(&head)).await;
+}
+
+pub async fn one(c: &Control, mac: String) -> Response {
+    let m = match canonical_mac(&mac) {
+        Ok(m) => m,
+        Err(e) => {
+            return Response::Error {
+                message: e.to_string(),
+            }
+        }
+    };
+    let bytes = crate::policy::parse_mac(&m).expect("canonical");
+    let v = view(c);
+    let path = c.inventory.db.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let conn = db::open_reader(&path).map_err(|e| e.to_string())?;
+        query::one(&conn, &v, &bytes, unix_now()).map_err(|e| e.to_string())
+    })
+    .await;
+    match r {
+        Ok(Ok(Some((device, timeline)))) => Response::Device {
+            device: Box::new(device),
+            timeline,
+        },
+        Ok(Ok(None)) => Response::Error {
+            message: format!(
+                "{m} has not been seen and no decision names it (`ispf devices` lists what has)"
+            ),
+        },
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}
+
+pub fn export(c: &Control) -> Response {
+    Response::Exported {
+        devices: query::export_admitted(&view(c), unix_now()),
+    }
+}
+
+/// The user behind the socket, by name.
+fn peer_user(stream: &UnixStream) -> String {
+    let Ok(cred) = stream.peer_cred() else {
+        return "unknown".into();
+    };
+    let uid = cred.uid();
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pwd` and `buf`, both ours and sized
+    // as passed; `out` is set to `&pwd` on success.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return format!("uid {uid}");
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated name in `buf`.
+    unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Who makes a decision: the name the client gives (`--by`, else the user
+/// `sudo` ran it for), with the socket's user when that differs.
+pub fn actor(stream: &UnixStream, by: Option<String>) -> String {
+    let user = peer_user(stream);
+    match by.map(|b| {
+        b.chars()
+            .filter(|c| !c.is_control())
+            .take(64)
+            .collect::<String>()
+    }) {
+        Some(b) if !b.trim().is_empty() && b != user => format!("{b} (as {user})"),
+        _ => user,
+    }
+}
+
+pub async fn decide(c: &Control, op: DecisionRequest, actor: String) -> Response {
+    if c.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_RELOADS {
+        c.queued.fetch_sub(1, Ordering::SeqCst);
+        return Response::Error {
+            message: format!(
+                "the controller is busy ({}) with {MAX_QUEUED_RELOADS} changes waiting; try again when they are done",
+                c.shared.busy().unwrap_or_else(|| "applying changes".into())
+            ),
+        };
+    }
+    let (reply, rx) = oneshot::channel();
+    let resp = match c.engine.send(Command::Decide { op, actor, reply }) {
+        Ok(()) => rx.await.unwrap_or(Response::Error {
+            message: "the controller stopped before it applied the decision".into(),
+        }),
+        Err(_) => Response::Error {
+            message: "the controller is stopping".into(),
+        },
+    };
+    c.queued.fetch_sub(1, Ordering::SeqCst);
+    resp
+}

@@ -1,0 +1,196 @@
+//! The desired state: the policy file with the decisions that hold
+//! applied, its hash, and what a new file changes about the decisions.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use super::{canonical_mac, holding, Decision, Kind};
+use crate::policy::{hex, model::DeviceDoc, parse_mac, sha256, Policy, PolicyDoc};
+
+/// The policy file with the decisions applied: a device a decision holds
+/// for is put in its segment (a quarantine: `defaults.unknown_source`),
+/// keeping the file's entry (name, addresses, metadata) when the file
+/// registers the MAC, else added as a MAC-only device. A quarantine also
+/// takes the addresses it names: a file entry registering one of them by
+/// address alone is the same device and is moved with it.
+pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc {
+    let mut out = doc.clone();
+    let hold = holding(decisions, now);
+    if hold.is_empty() {
+        return out;
+    }
+    let unknown = doc.defaults.unknown_source.clone();
+    let target = |d: &Decision, file_segment: &str| match d.kind {
+        Kind::Quarantine => Some(unknown.clone()),
+        _ => d
+            .segment
+            .clone()
+            .or_else(|| (!file_segment.is_empty()).then(|| file_segment.to_owned())),
+    };
+    // Addresses the file gives a device, by owner name.
+    let mut owner: BTreeMap<IpAddr, String> = BTreeMap::new();
+    for dev in &out.devices {
+        let v4 = dev.ipv4.as_ref().map(|x| x.to_vec()).unwrap_or_default();
+        let v6 = dev.ipv6.as_ref().map(|x| x.to_vec()).unwrap_or_default();
+        for a in v4
+            .into_iter()
+            .map(IpAddr::V4)
+            .chain(v6.into_iter().map(IpAddr::V6))
+        {
+            owner.insert(a, dev.name.clone());
+        }
+    }
+    let mut names: BTreeSet<String> = out.devices.iter().map(|d| d.name.clone()).collect();
+    let mut placed = BTreeSet::new();
+    for dev in &mut out.devices {
+        let Some(mac) = dev.mac.as_deref().and_then(|m| canonical_mac(m).ok()) else {
+            continue;
+        };
+        if let Some(d) = hold.get(mac.as_str()) {
+            if let Some(seg) = target(d, &dev.segment) {
+                dev.segment = seg;
+            }
+            placed.insert(mac);
+        }
+    }
+    for (mac, d) in &hold {
+        if placed.contains(*mac) {
+            continue;
+        }
+        let Some(segment) = target(d, "") else {
+            continue;
+        };
+        // File entries that register this device by address alone move
+        // with it; addresses another MAC's entry owns are not taken.
+        let mut own = Vec::new();
+        for a in &d.addresses {
+            match owner.get(a) {
+                None => own.push(*a),
+                Some(name) => {
+                    if let Some(dev) = out
+                        .devices
+                        .iter_mut()
+                        .find(|x| &x.name == name && x.mac.is_none())
+                    {
+                        dev.segment = segment.clone();
+                    }
+                }
+            }
+        }
+        let base = d
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}", d.kind.as_str(), mac.replace(':', "")));
+        let name = if names.contains(&base) {
+            format!("{base}-{}", mac.replace(':', ""))
+        } else {
+            base
+        };
+        names.insert(name.clone());
+        let v4: Vec<String> = own
+            .iter()
+            .filter(|a| a.is_ipv4())
+            .map(|a| a.to_string())
+            .collect();
+        let v6: Vec<String> = own
+            .iter()
+            .filter(|a| a.is_ipv6())
+            .map(|a| a.to_string())
+            .collect();
+        let mut dev: DeviceDoc = serde_json::from_value(serde_json::json!({
+            "name": name,
+            "mac": mac,
+            "segment": segment,
+        }))
+        .expect("a device document");
+        if !v4.is_empty() {
+            dev.ipv4 = serde_json::from_value(serde_json::json!(v4)).ok();
+        }
+        if !v6.is_empty() {
+            dev.ipv6 = serde_json::from_value(serde_json::json!(v6)).ok();
+        }
+        dev.risk = d
+            .risk
+            .as_deref()
+            .and_then(|r| serde_json::from_value(serde_json::json!(r)).ok());
+        out.devices.push(dev);
+    }
+    out
+}
+
+/// SHA-256 of what is enforced: the policy file's bytes and the decisions
+/// that hold. A restarted controller compares it with the datapath's.
+pub fn enforced_sha256(policy_sha: &[u8; 32], decisions: &[Decision], now: i64) -> [u8; 32] {
+    let hold = holding(decisions, now);
+    if hold.is_empty() {
+        return *policy_sha;
+    }
+    let mut text = hex(policy_sha);
+    for d in hold.values() {
+        text.push('|');
+        text.push_str(&serde_json::to_string(d).unwrap_or_default());
+    }
+    sha256(text.as_bytes())
+}
+
+/// What a new policy file changes about the decisions that hold: for
+/// `ispf reload --dry-run` and the reload's refusal. `Err` lists decisions
+/// the new file leaves without their segment (the reload is refused).
+pub fn file_change_effects(
+    old: &Policy,
+    new: &Policy,
+    decisions: &[Decision],
+    now: i64,
+) -> Result<Vec<String>, Vec<String>> {
+    let registered = |p: &Policy, mac: &str| -> Option<(String, String)> {
+        let m = parse_mac(mac)?;
+        let d = p.devices.iter().find(|d| d.mac == Some(m))?;
+        Some((d.name.clone(), p.segment_name(d.segment).to_owned()))
+    };
+    let mut notes = Vec::new();
+    let mut broken = Vec::new();
+    for d in holding(decisions, now).values() {
+        if let Some(seg) = &d.segment {
+            if new.segment_id(seg).is_none() {
+                broken.push(format!(
+                    "the {} of {} places it in segment `{seg}`, which the new file removes: keep the segment, or release the decision first (ispf release {})",
+                    d.kind.as_str(),
+                    d.mac,
+                    d.mac
+                ));
+                continue;
+            }
+        }
+        let holds = match d.kind {
+            Kind::Quarantine => "the quarantine still holds".to_owned(),
+            _ => format!(
+                "the {} still places it in {} until released (ispf release {})",
+                d.kind.as_str(),
+                d.segment.as_deref().unwrap_or("-"),
+                d.mac
+            ),
+        };
+        match (registered(old, &d.mac), registered(new, &d.mac)) {
+            (None, Some((name, seg))) => notes.push(format!(
+                "the file now registers {} as device {name} in {seg}; {holds}",
+                d.mac
+            )),
+            (Some((name, _)), None) => notes.push(format!(
+                "the file no longer registers {} (device {name}); {holds}",
+                d.mac
+            )),
+            (Some((_, a)), Some((name, b))) if a != b => notes.push(format!(
+                "the file moves device {name} ({}) from {a} to {b}; {holds}",
+                d.mac
+            )),
+            _ => {}
+        }
+    }
+    if broken.is_empty() {
+        Ok(notes)
+    } else {
+        Err(broken)
+    }
+}

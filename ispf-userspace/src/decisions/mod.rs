@@ -1,0 +1,283 @@
+//! Runtime decisions: admit, quarantine and role sessions, each about one
+//! device (by MAC), and the one precedence rule the specification gives
+//! (quarantine, then role session, then admit, then the file). The
+//! desired state is the policy file with the decisions applied; this module
+//! computes it as a policy document, so the compiler, the reference model
+//! and `ispf check` all read the same thing.
+
+//!
+//! `effective` computes the desired state; `plan` works out a request.
+
+mod effective;
+mod plan;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{parse_mac, Policy};
+
+pub use effective::{effective, enforced_sha256, file_change_effects};
+pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("`{0}` is not a MAC address; write it as aa:bb:cc:dd:ee:ff")]
+    BadMac(String),
+    #[error("no segment `{segment}` in the enforced policy; it has: {known}")]
+    UnknownSegment { segment: String, known: String },
+    #[error("{mac} is in the life-critical segment `{segment}`: a quarantine would isolate it. If that is really wanted, repeat with --force (it is recorded)")]
+    LifeCritical { mac: String, segment: String },
+    #[error("risk `{0}` is not one of low, medium, high, critical")]
+    BadRisk(String),
+    #[error("{0} has no decision to release")]
+    NothingToRelease(String),
+    #[error("the decision would make the policy invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Highest precedence.
+    Quarantine,
+    Role,
+    Admit,
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Quarantine => "quarantine",
+            Kind::Role => "role",
+            Kind::Admit => "admit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "quarantine" => Some(Kind::Quarantine),
+            "role" => Some(Kind::Role),
+            "admit" => Some(Kind::Admit),
+            _ => None,
+        }
+    }
+}
+
+/// One decision about one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// aa:bb:cc:dd:ee:ff
+    pub mac: String,
+    pub kind: Kind,
+    /// Admit and role: the segment the device is put in.
+    pub segment: Option<String>,
+    /// Admit: a name for the device.
+    pub name: Option<String>,
+    /// Admit: its risk.
+    pub risk: Option<String>,
+    pub reason: String,
+    /// A quarantine of a life-critical device made with --force.
+    pub forced: bool,
+    /// Who made it.
+    pub actor: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// Unix seconds; None: until released.
+    pub expires: Option<i64>,
+    /// Quarantine: the addresses the device was last seen with, so that
+    /// traffic *to* it is judged as to the quarantine segment too (a
+    /// destination is identified by its address before its MAC).
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
+}
+
+/// `aa:bb:cc:dd:ee:ff`, whatever spelling it came in.
+pub fn canonical_mac(s: &str) -> Result<String, DecisionError> {
+    let m = parse_mac(s).ok_or_else(|| DecisionError::BadMac(s.to_owned()))?;
+    Ok(mac_string(&m))
+}
+
+pub fn mac_string(m: &[u8; 6]) -> String {
+    // Listings format a MAC per device: no formatting machinery per byte.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(17);
+    for (i, b) in m.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push(HEX[(b >> 4) as usize] as char);
+        s.push(HEX[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// The decision that holds for each MAC: the one of highest precedence
+/// (expired ones excluded as of `now`).
+pub fn holding(decisions: &[Decision], now: i64) -> BTreeMap<&str, &Decision> {
+    let mut m: BTreeMap<&str, &Decision> = BTreeMap::new();
+    for d in decisions
+        .iter()
+        .filter(|d| d.expires.is_none_or(|e| e > now))
+    {
+        match m.get(d.mac.as_str()) {
+            Some(cur) if cur.kind <= d.kind => {}
+            _ => {
+                m.insert(&d.mac, d);
+            }
+        }
+    }
+    m
+}
+
+/// The segment a MAC is in under `policy` (which already has the
+/// decisions applied), if the policy places it by MAC.
+pub fn segment_of(policy: &Policy, mac: &str) -> Option<String> {
+    let m = parse_mac(mac)?;
+    let d = policy.devices.iter().find(|d| d.mac == Some(m))?;
+    Some(policy.segment_name(d.segment).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::PolicyDoc;
+
+    fn doc() -> PolicyDoc {
+        serde_json::from_str(
+            r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"guest"},{"name":"ws"}],
+            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps","risk":"high"}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn dec(mac: &str, kind: Kind, segment: Option<&str>, expires: Option<i64>) -> Decision {
+        Decision {
+            mac: mac.into(),
+            kind,
+            segment: segment.map(Into::into),
+            name: None,
+            risk: None,
+            reason: "test".into(),
+            forced: false,
+            actor: "t".into(),
+            at: 0,
+            expires,
+            addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn precedence_quarantine_role_admit_file() {
+        let l = "02:00:00:00:99:01";
+        let ds = vec![
+            dec(l, Kind::Admit, Some("guest"), None),
+            dec(l, Kind::Role, Some("ws"), None),
+        ];
+        let e = effective(&doc(), &ds, 10);
+        let p = Policy::from_doc(e).unwrap();
+        assert_eq!(segment_of(&p, l).as_deref(), Some("ws"), "role beats admit");
+        let mut ds2 = ds.clone();
+        ds2.push(dec(l, Kind::Quarantine, None, None));
+        let p = Policy::from_doc(effective(&doc(), &ds2, 10)).unwrap();
+        assert_eq!(segment_of(&p, l).as_deref(), Some("quarantine"));
+        // An expired quarantine holds no more.
+        ds2[2].expires = Some(5);
+        let p = Policy::from_doc(effective(&doc(), &ds2, 10)).unwrap();
+        assert_eq!(segment_of(&p, l).as_deref(), Some("ws"));
+        // A registered device keeps its name and addresses when moved.
+        let p1 = "02:00:00:00:10:01";
+        let p = Policy::from_doc(effective(
+            &doc(),
+            &[dec(p1, Kind::Quarantine, None, None)],
+            0,
+        ))
+        .unwrap();
+        let d = p.devices.iter().find(|d| d.name == "p1").unwrap();
+        assert_eq!(p.segment_name(d.segment), "quarantine");
+        assert_eq!(d.ipv4.len(), 1);
+        // A quarantined laptop takes its addresses along, so traffic to it
+        // is judged as to the quarantine too; an admitted name that the
+        // file already uses is made unique.
+        let mut q = dec(l, Kind::Quarantine, None, None);
+        q.addresses = vec!["10.0.0.77".parse().unwrap()];
+        let mut a = dec("02:00:00:00:99:02", Kind::Admit, Some("guest"), None);
+        a.name = Some("p1".into());
+        let p = Policy::from_doc(effective(&doc(), &[q, a], 0)).unwrap();
+        let d = p
+            .devices
+            .iter()
+            .find(|d| d.ipv4 == vec!["10.0.0.77".parse::<std::net::Ipv4Addr>().unwrap()])
+            .unwrap();
+        assert_eq!(p.segment_name(d.segment), "quarantine");
+        assert!(p.devices.iter().any(|d| d.name == "p1-020000009902"));
+        assert_ne!(
+            enforced_sha256(&[0; 32], &[dec(p1, Kind::Quarantine, None, None)], 0),
+            [0; 32]
+        );
+        assert_eq!(enforced_sha256(&[7; 32], &[], 0), [7; 32]);
+    }
+
+    #[test]
+    fn plans_refuse_what_the_specification_forbids() {
+        let p = Policy::from_doc(doc()).unwrap();
+        let known = Known::default();
+        let q = |mac: &str, force| DecisionRequest::Quarantine {
+            mac: mac.into(),
+            reason: "scan".into(),
+            expires_in: Some(60),
+            force,
+        };
+        let e = plan(&q("02:00:00:00:10:01", false), "a", 0, &p, &[], &known).unwrap_err();
+        assert!(matches!(e, DecisionError::LifeCritical { .. }), "{e}");
+        assert!(e.to_string().contains("--force"));
+        let ok = plan(&q("02:00:00:00:10:01", true), "a", 100, &p, &[], &known).unwrap();
+        let d = ok.put.clone().unwrap();
+        assert!(d.forced && d.expires == Some(160) && ok.detail.contains("forced"));
+        // Seen in a life-critical segment by subnet or VLAN counts too.
+        let seen = Known {
+            segments: vec!["pumps".into()],
+            ..Default::default()
+        };
+        assert!(plan(&q("02:00:00:00:99:09", false), "a", 0, &p, &[], &seen).is_err());
+        let admit = DecisionRequest::Admit {
+            mac: "02:00:00:00:99:01".into(),
+            segment: "nowhere".into(),
+            name: None,
+            risk: None,
+            expires_in: None,
+            reason: None,
+        };
+        let e = plan(&admit, "a", 0, &p, &[], &known)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nowhere") && e.contains("guest"), "{e}");
+        assert!(plan(&q("ff:ff:ff:ff:ff:ff", false), "a", 0, &p, &[], &known).is_err());
+        let rel = DecisionRequest::Release {
+            mac: "02:00:00:00:99:01".into(),
+        };
+        assert!(matches!(
+            plan(&rel, "a", 0, &p, &[], &known),
+            Err(DecisionError::NothingToRelease(_))
+        ));
+        // Release undoes the quarantine first, then the admit.
+        let held = vec![
+            dec("02:00:00:00:99:01", Kind::Admit, Some("guest"), None),
+            dec("02:00:00:00:99:01", Kind::Quarantine, None, None),
+        ];
+        let r = plan(&rel, "a", 0, &p, &held, &known).unwrap();
+        assert_eq!(r.remove, vec![Kind::Quarantine]);
+        let after = with_plan(&held, &r);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].kind, Kind::Admit);
+    }
+
+    #[test]
+    fn macs_in_any_spelling() {
+        assert_eq!(
+            canonical_mac("AA-BB-CC-DD-EE-FF").unwrap(),
+            "aa:bb:cc:dd:ee:ff"
+        );
+        assert!(canonical_mac("nope").is_err());
+    }
+}

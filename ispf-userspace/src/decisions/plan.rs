@@ -1,0 +1,237 @@
+//! Decision requests worked out against what is enforced: the checks the
+//! specification asks for (life-critical devices, segments that exist,
+//! devices that are devices) and what to record.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::{canonical_mac, segment_of, Decision, DecisionError, Kind};
+use crate::policy::{parse_mac, Policy};
+
+/// What a client asks the controller to decide.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum DecisionRequest {
+    Admit {
+        mac: String,
+        segment: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        risk: Option<String>,
+        /// Seconds from now; none: until released.
+        #[serde(default)]
+        expires_in: Option<u64>,
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Quarantine {
+        mac: String,
+        reason: String,
+        #[serde(default)]
+        expires_in: Option<u64>,
+        /// Required for a device in a life-critical segment.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Undoes the quarantine if one holds, else the admit.
+    Release { mac: String },
+}
+
+/// What the inventory knows of the device a request names.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub vlan: u16,
+    pub addresses: Vec<IpAddr>,
+    /// The segments it was last placed in (by the datapath, by the policy).
+    pub segments: Vec<String>,
+}
+
+/// A decision request worked out against what is enforced: what to record
+/// and what to undo, and the timeline entry that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub mac: String,
+    pub put: Option<Decision>,
+    pub remove: Vec<Kind>,
+    /// `admitted`, `quarantined`, `released`.
+    pub event: &'static str,
+    pub detail: String,
+}
+
+/// Works out a request. `policy` is what is enforced now (the file with
+/// the decisions applied), `current` the decisions recorded.
+pub fn plan(
+    req: &DecisionRequest,
+    actor: &str,
+    now: i64,
+    policy: &Policy,
+    current: &[Decision],
+    known: &Known,
+) -> Result<Plan, DecisionError> {
+    let mac_of = |m: &str| -> Result<String, DecisionError> {
+        let mac = canonical_mac(m)?;
+        let bytes = parse_mac(&mac).ok_or_else(|| DecisionError::BadMac(m.to_owned()))?;
+        if bytes[0] & 1 == 1 || bytes == [0; 6] {
+            return Err(DecisionError::BadMac(format!(
+                "{m} (a multicast or zero MAC is no device)"
+            )));
+        }
+        if policy.routers.contains(&bytes) {
+            return Err(DecisionError::Invalid(format!(
+                "{mac} is a router (defaults.routers): it forwards for others and is not one device"
+            )));
+        }
+        Ok(mac)
+    };
+    let until = |e: &Option<u64>| e.map(|s| now.saturating_add(s.min(i64::MAX as u64 / 2) as i64));
+    let expiry_text = |e: Option<i64>| match e {
+        Some(t) => format!(", until {}", crate::clock::rfc3339(t)),
+        None => String::new(),
+    };
+    match req {
+        DecisionRequest::Admit {
+            mac,
+            segment,
+            name,
+            risk,
+            expires_in,
+            reason,
+        } => {
+            let mac = mac_of(mac)?;
+            let d = Decision {
+                mac: mac.clone(),
+                kind: Kind::Admit,
+                segment: Some(segment.clone()),
+                name: name.clone(),
+                risk: risk.clone(),
+                reason: reason.clone().unwrap_or_else(|| "admitted by hand".into()),
+                forced: false,
+                actor: actor.to_owned(),
+                at: now,
+                expires: until(expires_in),
+                addresses: Vec::new(),
+            };
+            validate(&d, policy)?;
+            Ok(Plan {
+                detail: format!(
+                    "to segment {segment}{}: {}",
+                    expiry_text(d.expires),
+                    d.reason
+                ),
+                mac,
+                put: Some(d),
+                remove: Vec::new(),
+                event: "admitted",
+            })
+        }
+        DecisionRequest::Quarantine {
+            mac,
+            reason,
+            expires_in,
+            force,
+        } => {
+            let mac = mac_of(mac)?;
+            if reason.trim().is_empty() {
+                return Err(DecisionError::Invalid(
+                    "a quarantine needs a --reason".into(),
+                ));
+            }
+            let mut segments = known.segments.clone();
+            segments.extend(segment_of(policy, &mac));
+            let critical = segments.iter().find(|s| {
+                policy
+                    .segment_id(s)
+                    .and_then(|id| policy.segment(id))
+                    .is_some_and(|seg| seg.life_critical)
+            });
+            if let (Some(seg), false) = (critical, *force) {
+                return Err(DecisionError::LifeCritical {
+                    mac,
+                    segment: seg.clone(),
+                });
+            }
+            let d = Decision {
+                mac: mac.clone(),
+                kind: Kind::Quarantine,
+                segment: None,
+                name: None,
+                risk: None,
+                reason: reason.clone(),
+                forced: critical.is_some(),
+                actor: actor.to_owned(),
+                at: now,
+                expires: until(expires_in),
+                addresses: known.addresses.clone(),
+            };
+            let forced = match critical {
+                Some(seg) => format!(" (forced: life-critical segment {seg})"),
+                None => String::new(),
+            };
+            Ok(Plan {
+                detail: format!("{reason}{}{forced}", expiry_text(d.expires)),
+                mac,
+                put: Some(d),
+                remove: Vec::new(),
+                event: "quarantined",
+            })
+        }
+        DecisionRequest::Release { mac } => {
+            let mac = canonical_mac(mac)?;
+            let mine = |k: Kind| current.iter().find(|d| d.mac == mac && d.kind == k);
+            let undone = mine(Kind::Quarantine)
+                .or_else(|| mine(Kind::Admit))
+                .ok_or_else(|| DecisionError::NothingToRelease(mac.clone()))?;
+            Ok(Plan {
+                detail: format!(
+                    "{} of {} by {} undone",
+                    undone.kind.as_str(),
+                    crate::clock::rfc3339(undone.at),
+                    undone.actor
+                ),
+                remove: vec![undone.kind],
+                mac,
+                put: None,
+                event: "released",
+            })
+        }
+    }
+}
+
+/// The decisions with a plan carried out.
+pub fn with_plan(current: &[Decision], p: &Plan) -> Vec<Decision> {
+    let mut out: Vec<Decision> = current
+        .iter()
+        .filter(|d| {
+            !(d.mac == p.mac
+                && (p.remove.contains(&d.kind) || p.put.as_ref().is_some_and(|n| n.kind == d.kind)))
+        })
+        .cloned()
+        .collect();
+    out.extend(p.put.clone());
+    out
+}
+
+/// Checks a new decision against the enforced policy.
+pub fn validate(d: &Decision, policy: &Policy) -> Result<(), DecisionError> {
+    if let Some(s) = &d.segment {
+        if policy.segment_id(s).is_none() {
+            return Err(DecisionError::UnknownSegment {
+                segment: s.clone(),
+                known: policy
+                    .segments
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    if let Some(r) = &d.risk {
+        if !matches!(r.as_str(), "low" | "medium" | "high" | "critical") {
+            return Err(DecisionError::BadRisk(r.clone()));
+        }
+    }
+    Ok(())
+}

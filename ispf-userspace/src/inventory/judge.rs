@@ -1,0 +1,226 @@
+//! How the enforced policy places a device that sends: the source rules of
+//! the specification ("Who is the source"), evaluated on what the
+//! inventory knows of the device (MAC, VLAN, last addresses), so that
+//! `ispf devices` can say where a device is and why. The datapath's own
+//! placement arrives with every sighting; this answers for the devices
+//! between sightings, at once after a reload or a decision.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use ipnet::IpNet;
+
+use crate::policy::Policy;
+
+/// Why a device is in its segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judged {
+    /// Its MAC (or, behind a router or with no MAC registered, its
+    /// address) is a device of the policy.
+    Registered,
+    /// A gateway listed in `defaults.routers`.
+    Router,
+    /// Its address is in a segment's subnet.
+    Subnet,
+    /// Its frames carry a VLAN a segment owns.
+    Vlan,
+    /// None of these: `defaults.unknown_source`.
+    Unknown,
+}
+
+impl Judged {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Judged::Registered => "registered",
+            Judged::Router => "router",
+            Judged::Subnet => "subnet",
+            Judged::Vlan => "vlan",
+            Judged::Unknown => "unknown",
+        }
+    }
+}
+
+/// A placement: the segment id, how, and the policy device's index when a
+/// device of the policy was matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    pub segment: u16,
+    pub judged: Judged,
+    pub device: Option<usize>,
+}
+
+/// The policy indexed for placing many devices quickly.
+pub struct Judge {
+    policy: Arc<Policy>,
+    macs: HashMap<[u8; 6], usize>,
+    ips: HashMap<IpAddr, usize>,
+    routers: HashSet<[u8; 6]>,
+    /// Longest prefix first.
+    subnets: Vec<(IpNet, u16)>,
+    vlans: HashMap<u16, u16>,
+}
+
+impl Judge {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        let mut macs = HashMap::new();
+        let mut ips = HashMap::new();
+        for (i, d) in policy.devices.iter().enumerate() {
+            if let Some(m) = d.mac {
+                macs.insert(m, i);
+            }
+            for a in &d.ipv4 {
+                ips.insert(IpAddr::V4(*a), i);
+            }
+            for a in &d.ipv6 {
+                ips.insert(IpAddr::V6(*a), i);
+            }
+        }
+        let mut subnets = Vec::new();
+        let mut vlans = HashMap::new();
+        for (s, id) in policy.segments.iter().zip(&policy.ids) {
+            subnets.extend(s.subnets.iter().map(|n| (*n, *id)));
+            for v in &s.vlans {
+                vlans.insert(*v, *id);
+            }
+        }
+        subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        Self {
+            routers: policy.routers.iter().copied().collect(),
+            policy,
+            macs,
+            ips,
+            subnets,
+            vlans,
+        }
+    }
+
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
+    }
+
+    /// Places a device that sends from `mac` on `vlan` with these source
+    /// addresses (the most specific first: IPv4, then IPv6).
+    pub fn place(
+        &self,
+        mac: &[u8; 6],
+        vlan: u16,
+        v4: Option<Ipv4Addr>,
+        v6: Option<Ipv6Addr>,
+    ) -> Placement {
+        let p = &*self.policy;
+        if let Some(&i) = self.macs.get(mac) {
+            let d = &p.devices[i];
+            if d.vlan == 0 || d.vlan == vlan {
+                return Placement {
+                    segment: d.segment,
+                    judged: Judged::Registered,
+                    device: Some(i),
+                };
+            }
+        }
+        let router = self.routers.contains(mac);
+        // Link-local and unspecified IPv6 sources name no one.
+        let v6 = v6.filter(|a| !a.is_unspecified() && (a.segments()[0] & 0xffc0) != 0xfe80);
+        // An address of a device registered with a MAC, sent from another
+        // MAC, is spoofed (the datapath drops it): it places nobody.
+        let addrs = [v4.map(IpAddr::V4), v6.map(IpAddr::V6)].map(|a| {
+            a.filter(|a| router || self.ips.get(a).is_none_or(|&i| p.devices[i].mac.is_none()))
+        });
+        for a in addrs.iter().flatten() {
+            if let Some(&i) = self.ips.get(a) {
+                return Placement {
+                    segment: p.devices[i].segment,
+                    judged: Judged::Registered,
+                    device: Some(i),
+                };
+            }
+        }
+        for a in addrs.iter().flatten() {
+            if let Some((_, id)) = self.subnets.iter().find(|(n, _)| n.contains(a)) {
+                return Placement {
+                    segment: *id,
+                    judged: Judged::Subnet,
+                    device: None,
+                };
+            }
+        }
+        if router {
+            return Placement {
+                segment: p.world,
+                judged: Judged::Router,
+                device: None,
+            };
+        }
+        match self.vlans.get(&vlan) {
+            Some(id) if vlan != 0 => Placement {
+                segment: *id,
+                judged: Judged::Vlan,
+                device: None,
+            },
+            _ => Placement {
+                segment: p.unknown,
+                judged: Judged::Unknown,
+                device: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::from_str(
+            r#"{"version":1,
+            "defaults":{"routers":["02:00:00:00:00:fe"]},
+            "segments":[
+              {"name":"pumps","vlans":[20],"life_critical":true},
+              {"name":"ws","subnets":["10.1.0.0/16"]},
+              {"name":"servers","subnets":["10.1.2.0/24"]}],
+            "devices":[
+              {"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.9.0.1","segment":"pumps","vlan":20},
+              {"name":"ehr","ipv4":"10.1.2.10","segment":"servers"}]}"#,
+            std::path::Path::new("t.json"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn places_as_the_specification_says() {
+        let p = Arc::new(policy());
+        let j = Judge::new(p.clone());
+        let seg = |pl: Placement| p.segment_name(pl.segment).to_owned();
+        let p1 = [2, 0, 0, 0, 0x10, 1];
+        let pl = j.place(&p1, 20, None, None);
+        assert_eq!((seg(pl), pl.judged), ("pumps".into(), Judged::Registered));
+        // The MAC identity holds on its VLAN only; elsewhere VLAN 20's
+        // owner does not apply either, so it is unknown.
+        let pl = j.place(&p1, 30, None, None);
+        assert_eq!((seg(pl), pl.judged), ("quarantine".into(), Judged::Unknown));
+        let other = [2, 0, 0, 0, 0x99, 1];
+        let pl = j.place(&other, 0, Some("10.1.2.10".parse().unwrap()), None);
+        assert_eq!((seg(pl), pl.judged), ("servers".into(), Judged::Registered));
+        let pl = j.place(&other, 0, Some("10.1.2.77".parse().unwrap()), None);
+        assert_eq!(
+            (seg(pl), pl.judged),
+            ("servers".into(), Judged::Subnet),
+            "longest subnet"
+        );
+        let pl = j.place(&other, 0, Some("10.1.7.7".parse().unwrap()), None);
+        assert_eq!((seg(pl), pl.judged), ("ws".into(), Judged::Subnet));
+        let pl = j.place(&other, 20, Some("192.168.0.9".parse().unwrap()), None);
+        assert_eq!((seg(pl), pl.judged), ("pumps".into(), Judged::Vlan));
+        let pl = j.place(&other, 0, None, Some("fe80::1".parse().unwrap()));
+        assert_eq!((seg(pl), pl.judged), ("quarantine".into(), Judged::Unknown));
+        // A laptop sending from a registered pump's address is not the pump.
+        let pl = j.place(&other, 0, Some("10.9.0.1".parse().unwrap()), None);
+        assert_eq!((seg(pl), pl.judged), ("quarantine".into(), Judged::Unknown));
+        let router = [2, 0, 0, 0, 0, 0xfe];
+        let pl = j.place(&router, 20, Some("8.8.8.8".parse().unwrap()), None);
+        assert_eq!((seg(pl), pl.judged), ("world".into(), Judged::Router));
+    }
+}

@@ -1,0 +1,371 @@
+//! Reading and writing the inventory database's rows: devices, their
+//! addresses, the timeline and runtime decisions. Callers own the
+//! connection (the ingest thread one, the engine one, each query its own
+//! reader) and this module owns the SQL.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::db::DbError;
+use crate::decisions::{canonical_mac, mac_string, Decision, Kind};
+
+/// One device as the inventory knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub mac: [u8; 6],
+    pub vendor: Option<String>,
+    pub vlan: u16,
+    pub interface: String,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub hostname: Option<String>,
+    pub vendor_class: Option<String>,
+    pub dhcp_params: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Where the datapath last placed it, and how (`registered`, `subnet`,
+    /// `vlan`, `router`, `unknown`).
+    pub segment: String,
+    pub judged: String,
+}
+
+/// One line of a device's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TimelineEntry {
+    pub mac: String,
+    /// Unix seconds.
+    pub at: i64,
+    /// `new`, `moved`, `ip_changed`, `admitted`, `quarantined`,
+    /// `released`, `expired`, ...
+    pub event: String,
+    pub detail: String,
+    pub actor: Option<String>,
+}
+
+/// The database holds MACs as `aa:bb:cc:dd:ee:ff`; listings parse 100k of
+/// them, so that spelling is decoded directly (others, written by hand,
+/// through the policy's parser).
+fn parse_mac6(s: &str) -> Option<[u8; 6]> {
+    let b = s.as_bytes();
+    let hex = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    if b.len() == 17 && (0..5).all(|i| b[3 * i + 2] == b':') {
+        let mut m = [0u8; 6];
+        for (i, out) in m.iter_mut().enumerate() {
+            *out = hex(b[3 * i])? << 4 | hex(b[3 * i + 1])?;
+        }
+        return Some(m);
+    }
+    crate::policy::parse_mac(s)
+}
+
+fn device_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Device>> {
+    let mac: String = r.get(0)?;
+    let Some(mac) = parse_mac6(&mac) else {
+        return Ok(None);
+    };
+    Ok(Some(Device {
+        mac,
+        vendor: r.get(1)?,
+        vlan: r.get::<_, i64>(2)? as u16,
+        interface: r.get(3)?,
+        ipv4: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()),
+        ipv6: r.get::<_, Option<String>>(5)?.and_then(|s| s.parse().ok()),
+        hostname: r.get(6)?,
+        vendor_class: r.get(7)?,
+        dhcp_params: r.get(8)?,
+        first_seen: r.get(9)?,
+        last_seen: r.get(10)?,
+        segment: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+        judged: r.get(12)?,
+    }))
+}
+
+const DEVICE_COLUMNS: &str = "mac, vendor, vlan, interface, ipv4, ipv6, hostname, vendor_class, \
+     dhcp_params, first_seen, last_seen, segment, judged";
+
+/// Every device (rows whose MAC does not parse, written by hand, are
+/// skipped).
+pub fn devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
+    let mut st = conn.prepare(&format!("SELECT {DEVICE_COLUMNS} FROM devices"))?;
+    let rows = st.query_map([], device_of)?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some(d) = r? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+pub fn device(conn: &Connection, mac: &[u8; 6]) -> Result<Option<Device>, DbError> {
+    let mut st = conn.prepare(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE mac = ?1"
+    ))?;
+    Ok(st
+        .query_row([mac_string(mac)], device_of)
+        .optional()?
+        .flatten())
+}
+
+/// Every address each device was seen with, newest first. (No ORDER BY:
+/// sorting 100k rows in SQLite costs more than sorting each device's few.)
+pub fn addresses(conn: &Connection) -> Result<HashMap<[u8; 6], Vec<String>>, DbError> {
+    let mut st = conn.prepare("SELECT mac, ip, last_seen FROM device_ips")?;
+    let mut seen: HashMap<[u8; 6], Vec<(i64, String)>> = HashMap::new();
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let Some(mac) = r.get_ref(0)?.as_str().ok().and_then(parse_mac6) else {
+            continue;
+        };
+        seen.entry(mac).or_default().push((r.get(2)?, r.get(1)?));
+    }
+    Ok(seen
+        .into_iter()
+        .map(|(mac, mut v)| {
+            v.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+            (mac, v.into_iter().map(|(_, ip)| ip).collect())
+        })
+        .collect())
+}
+
+pub fn addresses_of(conn: &Connection, mac: &[u8; 6]) -> Result<Vec<String>, DbError> {
+    let mut st =
+        conn.prepare("SELECT ip FROM device_ips WHERE mac = ?1 ORDER BY last_seen DESC")?;
+    let rows = st.query_map([mac_string(mac)], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A device's timeline, newest first.
+pub fn timeline(conn: &Connection, mac: &[u8; 6]) -> Result<Vec<TimelineEntry>, DbError> {
+    let mut st = conn.prepare(
+        "SELECT mac, at, event, detail, actor FROM timeline WHERE mac = ?1 ORDER BY at DESC, id DESC",
+    )?;
+    let rows = st.query_map([mac_string(mac)], |r| {
+        Ok(TimelineEntry {
+            mac: r.get(0)?,
+            at: r.get(1)?,
+            event: r.get(2)?,
+            detail: r.get(3)?,
+            actor: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// What one ingest batch writes, in one transaction.
+#[derive(Default)]
+pub struct Batch<'a> {
+    pub devices: Vec<&'a Device>,
+    /// (mac, address, unix seconds)
+    pub addresses: Vec<([u8; 6], IpAddr, i64)>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+impl Batch<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty() && self.addresses.is_empty() && self.timeline.is_empty()
+    }
+}
+
+pub fn write(conn: &mut Connection, b: &Batch<'_>) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    {
+        let mut dev = tx.prepare_cached(&format!(
+            "INSERT INTO devices ({DEVICE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT(mac) DO UPDATE SET vendor = excluded.vendor, vlan = excluded.vlan,
+               interface = excluded.interface, ipv4 = excluded.ipv4, ipv6 = excluded.ipv6,
+               hostname = excluded.hostname, vendor_class = excluded.vendor_class,
+               dhcp_params = excluded.dhcp_params, last_seen = excluded.last_seen,
+               segment = excluded.segment, judged = excluded.judged"
+        ))?;
+        for d in &b.devices {
+            dev.execute(params![
+                mac_string(&d.mac),
+                d.vendor,
+                d.vlan,
+                d.interface,
+                d.ipv4.map(|a| a.to_string()),
+                d.ipv6.map(|a| a.to_string()),
+                d.hostname,
+                d.vendor_class,
+                d.dhcp_params,
+                d.first_seen,
+                d.last_seen,
+                d.segment,
+                d.judged,
+            ])?;
+        }
+        let mut ip = tx.prepare_cached(
+            "INSERT INTO device_ips (mac, ip, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT(mac, ip) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+        )?;
+        for (mac, a, at) in &b.addresses {
+            ip.execute(params![mac_string(mac), a.to_string(), at])?;
+        }
+        let mut tl = tx.prepare_cached(
+            "INSERT INTO timeline (mac, at, event, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for e in &b.timeline {
+            tl.execute(params![e.mac, e.at, e.event, e.detail, e.actor])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn decision_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Decision>> {
+    let kind: String = r.get(1)?;
+    let mac: String = r.get(0)?;
+    let (Some(kind), Ok(mac)) = (Kind::parse(&kind), canonical_mac(&mac)) else {
+        return Ok(None);
+    };
+    Ok(Some(Decision {
+        mac,
+        kind,
+        segment: r.get(2)?,
+        name: r.get(3)?,
+        risk: r.get(4)?,
+        reason: r.get(5)?,
+        forced: r.get::<_, i64>(6)? != 0,
+        actor: r.get(7)?,
+        at: r.get(8)?,
+        expires: r.get(9)?,
+        addresses: r
+            .get::<_, String>(10)?
+            .split(',')
+            .filter_map(|a| a.trim().parse().ok())
+            .collect(),
+    }))
+}
+
+pub fn decisions(conn: &Connection) -> Result<Vec<Decision>, DbError> {
+    let mut st = conn.prepare(
+        "SELECT mac, kind, segment, name, risk, reason, forced, actor, at, expires, addresses FROM decisions ORDER BY at, mac",
+    )?;
+    let rows = st.query_map([], decision_of)?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some(d) = r? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// Records decisions made and undone, with their timeline entries, in one
+/// transaction: all of it is durable, or none.
+pub fn record_decisions(
+    conn: &mut Connection,
+    put: &[Decision],
+    remove: &[(String, Kind)],
+    timeline: &[TimelineEntry],
+) -> Result<(), DbError> {
+    let tx = conn.transaction()?;
+    for (mac, kind) in remove {
+        tx.execute(
+            "DELETE FROM decisions WHERE mac = ?1 AND kind = ?2",
+            params![mac, kind.as_str()],
+        )?;
+    }
+    for d in put {
+        tx.execute(
+            "INSERT OR REPLACE INTO decisions (mac, kind, segment, name, risk, reason, forced, actor, at, expires, addresses)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                d.mac,
+                d.kind.as_str(),
+                d.segment,
+                d.name,
+                d.risk,
+                d.reason,
+                d.forced as i64,
+                d.actor,
+                d.at,
+                d.expires,
+                d.addresses
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ],
+        )?;
+    }
+    for e in timeline {
+        tx.execute(
+            "INSERT INTO timeline (mac, at, event, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![e.mac, e.at, e.event, e.detail, e.actor],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_devices_addresses_timeline_and_decisions() {
+        let d = std::env::temp_dir().join(format!("ispf-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let mut c = super::super::db::open(&d.join("inventory.db")).unwrap();
+        let dev = Device {
+            mac: [2, 0, 0, 0, 0, 1],
+            vendor: Some("Acme".into()),
+            vlan: 20,
+            interface: "port1".into(),
+            ipv4: Some("10.0.0.1".parse().unwrap()),
+            ipv6: None,
+            hostname: Some("pump-1".into()),
+            vendor_class: None,
+            dhcp_params: None,
+            first_seen: 100,
+            last_seen: 200,
+            segment: "pumps".into(),
+            judged: "registered".into(),
+        };
+        let entry = TimelineEntry {
+            mac: mac_string(&dev.mac),
+            at: 100,
+            event: "new".into(),
+            detail: "on port1".into(),
+            actor: None,
+        };
+        let b = Batch {
+            devices: vec![&dev],
+            addresses: vec![(dev.mac, "10.0.0.1".parse().unwrap(), 100)],
+            timeline: vec![entry.clone()],
+        };
+        write(&mut c, &b).unwrap();
+        write(&mut c, &b).unwrap();
+        assert_eq!(devices(&c).unwrap(), vec![dev.clone()]);
+        assert_eq!(device(&c, &dev.mac).unwrap(), Some(dev.clone()));
+        assert_eq!(addresses_of(&c, &dev.mac).unwrap(), vec!["10.0.0.1"]);
+        assert_eq!(timeline(&c, &dev.mac).unwrap().len(), 2);
+        let q = Decision {
+            mac: mac_string(&dev.mac),
+            kind: Kind::Quarantine,
+            segment: None,
+            name: None,
+            risk: None,
+            reason: "scan".into(),
+            forced: true,
+            actor: "alice".into(),
+            at: 300,
+            expires: Some(400),
+            addresses: vec!["10.0.0.1".parse().unwrap()],
+        };
+        record_decisions(&mut c, std::slice::from_ref(&q), &[], &[entry]).unwrap();
+        assert_eq!(decisions(&c).unwrap(), vec![q.clone()]);
+        record_decisions(&mut c, &[], &[(q.mac.clone(), Kind::Quarantine)], &[]).unwrap();
+        assert!(decisions(&c).unwrap().is_empty());
+    }
+}
