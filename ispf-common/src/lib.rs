@@ -7,8 +7,10 @@
 //! on the wire. Sizes are asserted in the tests at the bottom of each module.
 #![no_std]
 
+pub mod feeds;
 pub mod maps;
 pub mod reason;
 
+pub use feeds::*;
 pub use maps::*;
 pub use reason::*;

@@ -120,6 +120,11 @@ pub const EVENT_SIGHTING: u8 = 3;
 pub const EVENT_DHCP: u8 = 4;
 /// An LLDP frame's TLVs ([`FingerprintEvent`]).
 pub const EVENT_LLDP: u8 = 5;
+/// A flow passed although a feed lists one of its ends (an `alert` feed,
+/// or a life-critical segment a `deny` feed never isolates): [`Event`]
+/// with the feed's position in `rule`. (Flows a feed drops are `denied`
+/// events with reason `threat_feed`.)
+pub const EVENT_THREAT: u8 = 6;
 /// Offset of the kind byte, the same in every record of the ring buffer.
 pub const EVENT_KIND_OFFSET: usize = 22;
 
@@ -137,7 +142,7 @@ pub const FINGERPRINT_BYTES: usize = 256;
 /// Version of the pinned maps' layout (names, key and value types, sizes
 /// that cannot change in place). A controller adopts pins of its own
 /// version and migrates older ones; see the README on upgrades.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP program in the object.
 pub const PROGRAM_NAME: &str = "ispf";
@@ -229,7 +234,8 @@ pub struct Settings {
     pub default_action: u8,
     pub infrastructure: u8,
     pub fragments: u8,
-    pub _pad: u8,
+    /// Which feed maps hold entries ([`crate::FEEDS_V4_HOSTS`], ...).
+    pub feeds: u8,
     pub tcp_timeout_s: u32,
     pub tcp_closing_timeout_s: u32,
     pub udp_timeout_s: u32,

@@ -15,7 +15,9 @@ pub const REASON_WOULD_DROP: u8 = 10;
 /// Extension to the spec: an internal datapath fault (a map insert failed)
 /// on traffic of a segment that is not life-critical, which fails closed.
 pub const REASON_INTERNAL_FAULT: u8 = 11;
-pub const REASON_COUNT: usize = 12;
+/// The source or destination is in a `deny` threat-intelligence feed.
+pub const REASON_THREAT_FEED: u8 = 12;
+pub const REASON_COUNT: usize = 13;
 
 /// Names as the spec spells them, indexed by reason code.
 pub const REASON_NAMES: [&str; REASON_COUNT] = [
@@ -31,6 +33,7 @@ pub const REASON_NAMES: [&str; REASON_COUNT] = [
     "malformed",
     "would_drop",
     "internal_fault",
+    "threat_feed",
 ];
 
 /// The name of a reason code, or `None` for a code the datapath never emits.

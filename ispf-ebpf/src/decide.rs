@@ -2,9 +2,10 @@
 //! fallbacks, monitor mode and the fail-open rule for life-critical segments.
 
 use ispf_common::{
-    PolicyVal, ACTION_ALLOW, REASON_ALLOWED, REASON_DENIED_DEFAULT, REASON_DENIED_RULE,
-    REASON_INTERNAL_FAULT, REASON_INTRA_ALLOWED, REASON_INTRA_DENIED, REASON_WOULD_DROP, RULE_NONE,
-    SEG_INTRA_DENY, SEG_LIFE_CRITICAL, SEG_MONITOR, VERDICT_DROP, VERDICT_PASS,
+    PolicyVal, ACTION_ALLOW, FEED_DENY, REASON_ALLOWED, REASON_DENIED_DEFAULT, REASON_DENIED_RULE,
+    REASON_INTERNAL_FAULT, REASON_INTRA_ALLOWED, REASON_INTRA_DENIED, REASON_THREAT_FEED,
+    REASON_WOULD_DROP, RULE_NONE, SEG_INTRA_DENY, SEG_LIFE_CRITICAL, SEG_MONITOR, VERDICT_DROP,
+    VERDICT_PASS,
 };
 
 /// A verdict with its reason and the deciding rule (or [`RULE_NONE`]).
@@ -96,6 +97,22 @@ pub fn monitor(j: Judgement, src_flags: u8, dst_flags: u8) -> Judgement {
     }
 }
 
+/// What a `deny` or `alert` feed hit does to a packet: `None` lets it go on
+/// to connection state and rules (an `alert` feed; or a `deny` feed on
+/// traffic of a life-critical segment, which a feed never isolates); else
+/// it is dropped with `threat_feed`, or passed as `would_drop` in monitor
+/// mode.
+pub fn feed_verdict(action: u8, src_flags: u8, dst_flags: u8) -> Option<Judgement> {
+    if action != FEED_DENY || (src_flags | dst_flags) & SEG_LIFE_CRITICAL != 0 {
+        return None;
+    }
+    Some(monitor(
+        Judgement::drop(REASON_THREAT_FEED),
+        src_flags,
+        dst_flags,
+    ))
+}
+
 /// What happens to a packet that was passed by policy when recording its
 /// state failed: life-critical traffic keeps flowing, the rest fails closed.
 pub fn on_fault(j: Judgement, src_flags: u8, dst_flags: u8) -> Judgement {
@@ -121,6 +138,29 @@ const fn verdict_of(action: u8) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn feeds_drop_except_life_critical_and_monitor() {
+        use ispf_common::FEED_ALERT;
+        assert_eq!(
+            feed_verdict(FEED_ALERT, 0, 0),
+            None,
+            "alert feeds only report"
+        );
+        let j = feed_verdict(FEED_DENY, 0, 0).unwrap();
+        assert_eq!((j.is_pass(), j.reason), (false, REASON_THREAT_FEED));
+        assert_eq!(
+            feed_verdict(FEED_DENY, 0, SEG_LIFE_CRITICAL),
+            None,
+            "never isolates a life-critical segment"
+        );
+        assert_eq!(
+            feed_verdict(FEED_DENY, SEG_LIFE_CRITICAL, SEG_MONITOR),
+            None
+        );
+        let j = feed_verdict(FEED_DENY, SEG_MONITOR, 0).unwrap();
+        assert_eq!((j.is_pass(), j.reason), (true, REASON_WOULD_DROP));
+    }
     use ispf_common::{ACTION_DENY, REASON_WOULD_DROP};
 
     fn rule(action: u8, rule: u32) -> Option<PolicyVal> {

@@ -1,19 +1,20 @@
 //! Flow events for the controller: the first packet of each denied 5-tuple
 //! (again after a minute) and each new allowed east-west flow. Never on the
-//! path of an established flow's packets; rate-limited per CPU so a flood
-//! costs a bounded amount; every event not delivered is counted.
+//! path of an established flow's packets; rate-limited per source and per
+//! CPU so a flood costs a bounded amount and one scanner cannot silence
+//! the others; every event not delivered is counted.
 
 use ispf_common::{
-    CtKey, Event, EventStats, FingerprintEvent, DENIED_REPORT_INTERVAL_NS, EVENT_BURST,
-    EVENT_DENIED, EVENT_RATE_PER_SEC, EVENT_SIGHTING, FAMILY_V4, FAMILY_V6, SIGHTING_BURST,
-    SIGHTING_RATE_PER_SEC,
+    CtKey, Event, EventStats, FingerprintEvent, SourceBudget, DENIED_REPORT_INTERVAL_NS,
+    EVENT_BURST, EVENT_DENIED, EVENT_RATE_PER_SEC, EVENT_SIGHTING, FAMILY_V4, FAMILY_V6,
+    SIGHTING_BURST, SIGHTING_RATE_PER_SEC, SOURCE_EVENT_BURST, SOURCE_EVENT_RATE_PER_SEC,
 };
 use ispf_ebpf::{
     decide::Judgement,
     parse::{Frame, Packet},
 };
 
-use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_STATS};
+use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_SOURCES, ISPF_EVENT_STATS};
 
 /// Reports a denied packet that starts a denied flow: its directional
 /// 5-tuple (MACs for non-IP frames) was not reported in the last minute.
@@ -58,6 +59,10 @@ pub fn denied(
             return;
         }
     }
+    if !source_token(pkt.sender, now) {
+        st.rate_limited += 1;
+        return;
+    }
     st.tokens -= 1;
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
     write(ifindex, EVENT_DENIED, pkt, src, dst, j, now);
@@ -89,6 +94,39 @@ fn refill(tokens: &mut u64, at: &mut u64, now: u64, rate: u64, burst: u64) {
             *tokens + add
         };
         *at = now;
+    }
+}
+
+/// Takes one token from the sender's own bucket (shared by all CPUs; a
+/// lost update between two CPUs costs a token, never a report): one
+/// scanner cannot spend the budget that reports everyone else's flows.
+#[inline(always)]
+fn source_token(sender: u64, now: u64) -> bool {
+    match ISPF_EVENT_SOURCES.get_ptr_mut(&sender) {
+        Some(b) => {
+            // SAFETY: an LRU entry stays valid under RCU for this program.
+            let b = unsafe { &mut *b };
+            refill(
+                &mut b.tokens,
+                &mut b.refill_ns,
+                now,
+                SOURCE_EVENT_RATE_PER_SEC,
+                SOURCE_EVENT_BURST,
+            );
+            if b.tokens == 0 {
+                return false;
+            }
+            b.tokens -= 1;
+            true
+        }
+        None => {
+            let fresh = SourceBudget {
+                tokens: SOURCE_EVENT_BURST - 1,
+                refill_ns: now,
+            };
+            let _ = ISPF_EVENT_SOURCES.insert(&sender, &fresh, 0);
+            true
+        }
     }
 }
 
@@ -232,6 +270,12 @@ fn counted(sighting: bool) {
 /// Emits one event, rate-limited.
 #[inline(always)]
 pub fn emit(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
+    if !source_token(pkt.sender, now) {
+        if let Some(st) = bucket(now) {
+            st.rate_limited += 1;
+        }
+        return;
+    }
     if take_token(now) {
         write(ifindex, kind, pkt, src, dst, j, now);
     }

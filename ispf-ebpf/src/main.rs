@@ -16,6 +16,8 @@ mod counters;
 #[cfg(target_arch = "bpf")]
 mod events;
 #[cfg(target_arch = "bpf")]
+mod feeds;
+#[cfg(target_arch = "bpf")]
 mod flowcache;
 #[cfg(target_arch = "bpf")]
 mod fragments;

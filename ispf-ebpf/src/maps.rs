@@ -89,6 +89,10 @@ pub struct Scratch {
     pub frag: FragKey,
     pub denied: CtKey,
     pub probe: ispf_ebpf::flow::Probe,
+    /// A feed listed an end of this packet's passing flow: the feed's
+    /// position + 1 (0: none). Kept here, not in a register, so that the
+    /// verifier does not follow every later path once per value.
+    pub threat: u8,
 }
 
 #[map]
@@ -110,3 +114,27 @@ pub static ISPF_FLOW_CACHE: PerCpuArray<FlowCacheEntry> =
 /// One more than the groups: the last slot is the flush counter.
 #[map]
 pub static ISPF_CT_GENERATION: Array<u32> = Array::with_max_entries(CT_GENERATIONS + 1, 0);
+
+/// Threat-feed addresses and networks (see `ispf_common::feeds`). Hash
+/// entries are allocated as used: the capacity costs nothing until a feed
+/// fills it.
+#[map]
+pub static ISPF_FEED_V4: HashMap<V4Key, FeedVal> =
+    HashMap::with_max_entries(DEFAULT_FEED_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+pub static ISPF_FEED_V6: HashMap<V6Key, FeedVal> =
+    HashMap::with_max_entries(DEFAULT_FEED_ENTRIES, BPF_F_NO_PREALLOC);
+#[map]
+pub static ISPF_FEED_NET4: LpmTrie<[u8; 5], FeedVal> =
+    LpmTrie::with_max_entries(DEFAULT_FEED_NET_ENTRIES, 0);
+#[map]
+pub static ISPF_FEED_NET6: LpmTrie<[u8; 17], FeedVal> =
+    LpmTrie::with_max_entries(DEFAULT_FEED_NET_ENTRIES, 0);
+#[map]
+pub static ISPF_FEED_HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MAX_FEEDS * 2, 0);
+#[map]
+pub static ISPF_EVENT_SOURCES: LruHashMap<u64, SourceBudget> =
+    LruHashMap::with_max_entries(EVENT_SOURCES_ENTRIES, 0);
+
+/// Hash maps whose entries are allocated on insert.
+const BPF_F_NO_PREALLOC: u32 = 1;

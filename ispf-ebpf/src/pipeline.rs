@@ -6,12 +6,12 @@
 
 use ispf_common::{
     Settings, ACTION_ALLOW, CACHED_ESTABLISHED, CACHED_JUDGED, DENIED_RECHECK_JIFFIES,
-    EVENT_NEW_FLOW, FRAGMENTS_DENY, IPPROTO_TCP, NO_SEGMENT, REASON_FRAGMENT_UNTRACKED,
-    REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED, REASON_SPOOFED,
-    REASON_WOULD_DROP,
+    EVENT_NEW_FLOW, EVENT_THREAT, FRAGMENTS_DENY, IPPROTO_TCP, NO_SEGMENT,
+    REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED,
+    REASON_SPOOFED, REASON_WOULD_DROP,
 };
 use ispf_ebpf::{
-    decide::{default_judgement, monitor, on_fault, Judgement},
+    decide::{default_judgement, feed_verdict, monitor, on_fault, Judgement},
     flow::{cacheable, tracking, Tracking, TCP_FIN, TCP_RST},
     outcome::{Cache, Outcome, SLOT_UNKNOWN},
     parse::{self, Frame, FRAG_FIRST, FRAG_LATER, FRAG_NONE, KIND_INFRA, KIND_IP, KIND_OTHER},
@@ -20,7 +20,7 @@ use ispf_ebpf::{
 use crate::{
     clock,
     conntrack::{self, Fast, Flow, Found},
-    counters, events, flowcache, fragments, identity,
+    counters, events, feeds, flowcache, fragments, identity,
     maps::{Scratch, ISPF_ACTIVE, ISPF_SCRATCH, ISPF_SETTINGS},
     policy::segment_flags,
     sightings,
@@ -45,6 +45,7 @@ pub fn process<F: Frame>(frame: &F, ifindex: u32) -> bool {
     };
     // SAFETY: this CPU's own scratch; programs do not nest on a CPU.
     let scratch = unsafe { &mut *scratch };
+    scratch.threat = 0;
     let o = judge(frame, slot, settings, scratch);
     let counter = if o.slot == SLOT_UNKNOWN {
         counters::slot(slot, o.src, o.dst, &o.j)
@@ -148,6 +149,19 @@ fn judge_in_full(
         );
         return Outcome::new(src, dst, j);
     }
+    // Threat feeds: before fragments, connection state and rules.
+    let hit = feeds::lookup(slot, s, pkt);
+    if hit.action != 0 {
+        let v = feed_verdict(hit.action, f.src_flags, f.dst_flags);
+        let dropped = v.is_some_and(|j| !j.is_pass());
+        feeds::count(&hit, dropped);
+        if !dropped {
+            scratch.threat = hit.feed.wrapping_add(1);
+        }
+        if let Some(j) = v {
+            return Outcome::new(src, dst, j);
+        }
+    }
     if pkt.frag != FRAG_NONE && s.fragments == FRAGMENTS_DENY {
         return Outcome::new(src, dst, Judgement::drop(REASON_FRAGMENT_UNTRACKED));
     }
@@ -195,6 +209,22 @@ fn report(ifindex: u32, s: &Settings, scratch: &mut Scratch, o: &Outcome, counte
             }
             checked = tick;
         }
+    } else if scratch.threat != 0 {
+        // A flow that passed although a feed lists an end: reported with
+        // the feed, whatever its segments.
+        let t = Judgement {
+            rule: scratch.threat as u32 - 1,
+            ..*j
+        };
+        events::emit(
+            ifindex,
+            EVENT_THREAT,
+            &scratch.pkt,
+            o.src,
+            o.dst,
+            &t,
+            clock::now(),
+        );
     } else if o.opened && o.src != s.world_segment && o.dst != s.world_segment {
         events::emit(
             ifindex,

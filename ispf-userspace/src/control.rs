@@ -63,6 +63,21 @@ pub enum Request {
     },
     /// Admitted devices as policy `devices` entries.
     ExportDevices,
+    /// Threat feeds: sizes, last refresh, errors, hits.
+    Feeds,
+    /// Alerts raised at or after `since` (unix seconds), newest first.
+    Alerts {
+        #[serde(default)]
+        since: i64,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// A device's learned east-west baseline.
+    Baseline {
+        mac: String,
+    },
+    /// Identity: the role sessions open now.
+    Sessions,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -173,6 +188,23 @@ pub enum Response {
     },
     Exported {
         devices: Vec<serde_json::Value>,
+    },
+    Feeds {
+        feeds: Vec<crate::feeds::FeedStatus>,
+    },
+    Alerts {
+        alerts: Vec<crate::detect::store::Alert>,
+    },
+    Baseline {
+        mac: String,
+        /// (destination segment, protocol, port, learned at RFC 3339)
+        services: Vec<(String, String, u16, String)>,
+    },
+    Sessions {
+        sessions: Vec<crate::identity::Session>,
+        /// Where accounting is received (`Ok`), why not (`Err`), or
+        /// nothing (no `identity` section).
+        listening: Option<Result<String, String>>,
     },
     Error {
         message: String,

@@ -7,7 +7,7 @@ use std::{
 };
 
 use ispf_common::{
-    reason_name, Event, EVENT_NEW_FLOW, FAMILY_V4, FAMILY_V6, RULE_NONE, VERDICT_PASS,
+    reason_name, Event, EVENT_NEW_FLOW, EVENT_THREAT, FAMILY_V4, FAMILY_V6, RULE_NONE, VERDICT_PASS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,17 @@ pub struct EventRecord {
     pub reason: String,
     /// `id` of the deciding rule, else `rules[N]`; absent when no rule decided.
     pub rule: Option<String>,
+    /// `threat` events: the feed that lists an end, its action (`deny`,
+    /// `alert`), the STIX indicator or plain-feed line, and the listed
+    /// address or network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indicator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listed: Option<String>,
 }
 
 use crate::decisions::mac_string as mac;
@@ -110,7 +121,9 @@ impl EventRecord {
         let ported = matches!(e.proto, 6 | 17 | 132) && e.family != 0;
         Self {
             time: humantime::format_rfc3339_millis(when).to_string(),
-            event: if e.kind == EVENT_NEW_FLOW {
+            // A flow a feed listed but let pass is a new flow like another
+            // (the `threat` record beside it names the feed).
+            event: if e.kind == EVENT_NEW_FLOW || e.kind == EVENT_THREAT {
                 "new_flow"
             } else {
                 "denied"
@@ -134,8 +147,35 @@ impl EventRecord {
             }
             .into(),
             reason: reason_name(e.reason).unwrap_or("unknown").into(),
-            rule: rule_label(policy, e.rule),
+            rule: if e.kind == EVENT_THREAT {
+                None
+            } else {
+                rule_label(policy, e.rule)
+            },
+            feed: None,
+            feed_action: None,
+            indicator: None,
+            listed: None,
         }
+    }
+
+    /// The `threat` record of a flow one of whose ends a feed lists.
+    pub fn threat(&self, index: &crate::feeds::compile::FeedIndex) -> Option<EventRecord> {
+        let ends = [&self.src_ip, &self.dst_ip];
+        let hit = ends
+            .iter()
+            .filter_map(|a| a.as_deref()?.parse().ok())
+            .filter_map(|ip| index.lookup(ip))
+            .max_by_key(|l| l.deny)?;
+        let mut t = self.clone();
+        t.event = "threat".into();
+        t.feed = Some(hit.feed);
+        t.feed_action = Some(if hit.deny { "deny" } else { "alert" }.into());
+        t.indicator = hit
+            .indicator
+            .or_else(|| hit.line.map(|l| format!("line {l}")));
+        t.listed = Some(hit.net.to_string());
+        Some(t)
     }
 }
 

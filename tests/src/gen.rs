@@ -358,3 +358,26 @@ impl PartialEq for Frag {
         (self.offset, self.more, self.id) == (o.offset, o.more, o.id)
     }
 }
+
+/// A random threat-feed set over the generator's own addresses and
+/// subnets (and neighbours of them), as `(plain-format text, deny?)` per
+/// feed; none in half the policies.
+pub fn feeds(rng: &mut StdRng) -> Vec<(String, bool)> {
+    if rng.gen_bool(0.5) {
+        return Vec::new();
+    }
+    let pool: Vec<String> = V4_ADDRS
+        .iter()
+        .chain(V6_ADDRS)
+        .map(|a| a.to_string())
+        .chain(V4_SUBNETS.iter().chain(V6_SUBNETS).map(|s| s.to_string()))
+        .chain(["10.0.0.0/8", "fd00::/8", "192.0.2.0/24", "10.1.0.0/16"].map(String::from))
+        .collect();
+    (0..rng.gen_range(1..=3))
+        .map(|_| {
+            let n = rng.gen_range(1..=4);
+            let text: Vec<String> = (0..n).map(|_| pool.choose(rng).unwrap().clone()).collect();
+            (text.join("\n"), rng.gen_bool(0.6))
+        })
+        .collect()
+}

@@ -267,6 +267,8 @@ struct Flow {
 
 pub struct Model {
     doc: PolicyDoc,
+    /// Networks a `deny` feed lists (alert feeds change no verdict).
+    deny_feeds: Vec<ipnet::IpNet>,
     epoch: u32,
     flows: HashMap<FlowKey, Flow>,
     fragments: HashMap<FragmentKey, Judged>,
@@ -283,10 +285,36 @@ impl Model {
     pub fn new(doc: PolicyDoc) -> Self {
         Self {
             doc,
+            deny_feeds: Vec::new(),
             epoch: 1,
             flows: HashMap::new(),
             fragments: HashMap::new(),
         }
+    }
+
+    /// Feed contents: each feed's addresses and networks as the `plain`
+    /// format writes them, and whether it denies. A change is a new
+    /// generation (flows are judged again), as in the controller.
+    pub fn set_feeds(&mut self, feeds: &[(String, bool)]) {
+        self.deny_feeds = feeds
+            .iter()
+            .filter(|(_, deny)| *deny)
+            .flat_map(|(text, _)| text.lines())
+            .filter_map(|l| {
+                let l = l.trim();
+                l.parse::<ipnet::IpNet>()
+                    .map(|n| n.trunc())
+                    .ok()
+                    .or_else(|| l.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+            })
+            .collect();
+    }
+
+    fn life_critical(&self, seg: &str) -> bool {
+        self.doc
+            .segments
+            .iter()
+            .any(|s| s.name == seg && s.life_critical)
     }
 
     /// A policy reload: flows stay, but are re-judged before they are
@@ -574,6 +602,26 @@ impl Model {
                 None,
             );
         };
+        // A deny feed: before fragments, flows and rules; never for a
+        // life-critical segment; `would_drop` in monitor mode.
+        let listed = |a: &std::net::IpAddr| self.deny_feeds.iter().any(|n| n.contains(a));
+        if (listed(&ip.src) || listed(&ip.dst))
+            && !self.life_critical(&src)
+            && !self.life_critical(&dst)
+        {
+            let monitored = self.monitor(&src) || self.monitor(&dst);
+            return v(
+                monitored,
+                if monitored {
+                    "would_drop"
+                } else {
+                    "threat_feed"
+                },
+                &src,
+                &dst,
+                None,
+            );
+        }
         if ip.first_fragment.is_some() && self.doc.defaults.fragments == Fragments::Deny {
             return v(false, "fragment_untracked", &src, &dst, None);
         }

@@ -47,6 +47,8 @@ fn quick_benchmark_produces_every_figure() {
         "gbps_tcp_nft",
         "ratio_tcp_bulk_vs_unfiltered",
         "sightings_per_s",
+        "ms_session_apply",
+        "ms_session_apply_max",
     ] {
         let v = s[key]
             .as_f64()
@@ -60,6 +62,11 @@ fn quick_benchmark_produces_every_figure() {
         "map_memory_mb_1m_devices",
         "allowed_flow_retransmits_under_scan",
         "ms_devices_list_100k",
+        "ns_ispf_feeds_1m",
+        "ns_ispf_first_packet_feeds_1m",
+        "ms_feed_load_1m",
+        "ratio_feeds_1m_vs_ns_ispf",
+        "ms_session_apply_100k",
     ] {
         assert!(
             s.get(key).is_some(),

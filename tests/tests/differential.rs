@@ -4,7 +4,11 @@
 
 use ispf::{
     datapath::{Datapath, Entry, MapSizes},
-    policy::{compile::compile, Policy, PolicyDoc},
+    feeds::{self, FeedSet},
+    policy::{
+        compile::{compile, Compiled},
+        FeedAction, FeedDoc, Policy, PolicyDoc,
+    },
 };
 use std::collections::BTreeMap;
 
@@ -13,6 +17,34 @@ use ispf_tests::{gen, model::Model, require_root};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const FRAMES_PER_POLICY: usize = 100;
+
+/// The policy compiled with generated feeds (plain text, deny?), as the
+/// controller compiles the file with its feeds' contents.
+fn with_feeds(policy: &Policy, generated: &[(String, bool)]) -> Compiled {
+    let mut set = FeedSet::default();
+    let docs: Vec<FeedDoc> = generated
+        .iter()
+        .enumerate()
+        .map(|(i, (text, deny))| {
+            set.feeds.insert(
+                format!("f{i}"),
+                std::sync::Arc::new(feeds::plain::parse(text)),
+            );
+            FeedDoc {
+                name: format!("f{i}"),
+                source: "/generated".into(),
+                format: Default::default(),
+                refresh_s: 300,
+                action: if *deny {
+                    FeedAction::Deny
+                } else {
+                    FeedAction::Alert
+                },
+            }
+        })
+        .collect();
+    compile(policy).with_feeds(feeds::compile::compile(&set, &docs))
+}
 
 #[test]
 fn kernel_agrees_with_reference_model() {
@@ -43,8 +75,10 @@ fn kernel_agrees_with_reference_model() {
         };
         policies += 1;
         dp.reset_state().unwrap();
-        dp.apply(&compile(&policy)).expect("apply");
+        let feed_set = gen::feeds(&mut rng);
+        dp.apply(&with_feeds(&policy, &feed_set)).expect("apply");
         let mut model = Model::new(policy.doc.clone());
+        model.set_feeds(&feed_set);
         let mut earlier: Vec<Vec<u8>> = Vec::new();
         // Counters must tell the same story as the verdicts: per (source,
         // destination, reason, verdict), what this policy's frames added.
@@ -64,10 +98,16 @@ fn kernel_agrees_with_reference_model() {
                 // As the controller reloads: segment ids carried over,
                 // flows (and counters) of removed segments ended.
                 check_counters(&dp, &before, &tally, policies, seed);
-                dp.replace_policy(&policy, &mut next).expect("reload");
+                let next_feeds = gen::feeds(&mut rng);
+                let gone = next.keep_ids(&policy.segment_ids());
+                dp.apply(&with_feeds(&next, &next_feeds)).expect("reload");
+                if !gone.is_empty() {
+                    dp.end_segments(&gone).expect("end removed segments");
+                }
                 before = dp.counters();
                 tally.clear();
                 model.reload(next.doc.clone());
+                model.set_feeds(&next_feeds);
                 policy = next;
                 reloads += 1;
             }

@@ -6,7 +6,7 @@
 //! established flow.
 
 use std::{
-    io::{Read, Write},
+    io::Read,
     process::Stdio,
     time::{Duration, Instant},
 };
@@ -22,11 +22,7 @@ const SECOND: Duration = Duration::from_secs(1);
 const BAXTER_MAC: &str = "58:46:e1:00:00:07";
 
 fn metrics(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
+    scrape(addr)
 }
 
 fn metric(text: &str, name: &str) -> f64 {

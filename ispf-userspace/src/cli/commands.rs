@@ -49,6 +49,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
             keep_gro_off,
             state_dir,
             max_unknown_devices,
+            alert_webhook,
         } => {
             let hook = match hook {
                 HookArg::Xdp => Hook::Xdp,
@@ -68,6 +69,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 attach: AttachOptions { hook, keep_gro_off },
                 state_dir: absolute(state_dir),
                 max_unknown_devices,
+                alert_webhook,
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -125,6 +127,10 @@ pub fn run(command: Command) -> Result<ExitCode> {
         | Command::Quarantine { .. }
         | Command::Release { .. }
         | Command::ExportDevices { .. }) => super::devices::run(c),
+        Command::Sessions { json, run_dir } => super::identity::sessions(json, &run_dir),
+        c @ (Command::Feeds { .. } | Command::Alerts { .. } | Command::Baseline { .. }) => {
+            super::detect::run(c)
+        }
         Command::Schema => {
             let schema = schemars::schema_for!(PolicyDoc);
             println!("{}", serde_json::to_string_pretty(&schema)?);

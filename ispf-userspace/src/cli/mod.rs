@@ -2,7 +2,9 @@
 //! `commands`; what is printed for people is in `show`.
 
 pub mod commands;
+pub mod detect;
 pub mod devices;
+pub mod identity;
 pub mod show;
 
 use std::path::PathBuf;
@@ -160,6 +162,44 @@ pub enum Command {
         /// memory or disk); more are counted, not recorded.
         #[arg(long, default_value_t = DEFAULT_MAX_UNKNOWN)]
         max_unknown_devices: usize,
+        /// POST every alert as JSON to this URL (a SIEM or paging gateway);
+        /// retried three times.
+        #[arg(long, value_name = "URL")]
+        alert_webhook: Option<String>,
+    },
+    /// Threat feeds: entries, last refresh, errors, hits.
+    Feeds {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Detection alerts (scan, anomaly), newest first.
+    Alerts {
+        /// Only alerts raised within this long (e.g. 1h).
+        #[arg(long, value_parser = duration)]
+        since: Option<std::time::Duration>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// Role sessions open now (RADIUS accounting): user, role, MAC, since, NAS.
+    Sessions {
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+    },
+    /// The east-west services a device learned as normal.
+    Baseline {
+        mac: String,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
     },
     /// The device inventory: every device seen, where it is and why.
     Devices {

@@ -16,8 +16,12 @@ use crate::{
     clock::{now_rfc3339, rfc3339},
     control::Response,
     decisions::{enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Known},
+    feeds::{self, FeedSet},
     inventory::{db, judge::Judge, store},
-    policy::{compile::compile, Policy},
+    policy::{
+        compile::{compile, Compiled},
+        Policy,
+    },
 };
 
 /// The file with the decisions that hold at `now` applied, with the file's
@@ -42,6 +46,10 @@ pub fn desired(file: &Policy, decisions: &[Decision], now: i64) -> Result<Policy
     p.sha256 = enforced_sha256(&file.sha256, decisions, now);
     Ok(p)
 }
+
+/// What became of one decision request: its message, generation and the
+/// decision recorded; or why it was refused.
+pub type Outcome = std::result::Result<(String, u32, Option<Decision>), String>;
 
 /// The decisions that hold, for the run-directory record.
 fn held(decisions: &[Decision], now: i64) -> Vec<Decision> {
@@ -80,7 +88,7 @@ impl Engine {
             self.run.save_policy(&next.sha256, bytes)?;
         }
         self.save_state(vec![self.enforced.clone(), next.clone()])?;
-        let generation = match self.dp.apply(&compile(&policy)) {
+        let generation = match self.dp.apply(&self.compiled(&policy)) {
             Ok(g) => g,
             Err(e) => {
                 let _ = self.save_state(vec![self.enforced.clone()]);
@@ -98,6 +106,35 @@ impl Engine {
         self.save_state(vec![self.enforced.clone()])?;
         self.run.prune(&[&self.enforced.sha256]);
         Ok(generation)
+    }
+
+    /// What the datapath gets for `policy`: its compilation with the feeds'
+    /// current contents.
+    pub(super) fn compiled(&self, policy: &Policy) -> Compiled {
+        compile(policy).with_feeds(feeds::compile::compile(&self.feeds, &policy.doc.feeds))
+    }
+
+    /// New feed contents: the same file and decisions with them, as one
+    /// generation. Refused (capacity), the feeds enforced before stay.
+    pub(super) fn apply_feeds(&mut self, set: Arc<FeedSet>) {
+        let old = std::mem::replace(&mut self.feeds, set);
+        let now = unix_now();
+        let (file, policy) = ((*self.file).clone(), (*self.policy).clone());
+        let path = self.enforced.path.clone();
+        let decisions = self.decisions.to_vec();
+        match self.enforce(file, policy, &path, None, decisions, now) {
+            Ok(g) => log(format!(
+                "threat feeds: {} entries enforced as generation {g}",
+                self.feeds.entries()
+            )),
+            Err(e) => {
+                log(format!(
+                    "threat feeds not applied, the previous contents stay enforced: {e:#}"
+                ));
+                self.feeds = old;
+            }
+        }
+        self.publish();
     }
 
     /// The engine's own connection to the inventory database, opened when
@@ -127,6 +164,7 @@ impl Engine {
             segments.push(d.segment.clone());
         }
         Known {
+            seen: true,
             vlan: d.vlan,
             addresses: d
                 .ipv4
@@ -141,60 +179,91 @@ impl Engine {
     /// Admit, quarantine or release: recorded, then applied as one
     /// generation; refused with the reason and nothing changed otherwise.
     pub fn decide(&mut self, req: &DecisionRequest, actor: &str) -> Response {
+        match self.decide_many(std::slice::from_ref(req), actor).pop() {
+            Some(Ok((message, generation, decision))) => Response::Decided {
+                message,
+                generation,
+                decision,
+            },
+            Some(Err(message)) => Response::Error { message },
+            None => Response::Error {
+                message: "nothing decided".into(),
+            },
+        }
+    }
+
+    /// Several decisions (a burst of role sessions) in one generation: each
+    /// planned against the ones before it; those refused are reported and
+    /// the rest applied together.
+    pub fn decide_many(&mut self, reqs: &[DecisionRequest], actor: &str) -> Vec<Outcome> {
         self.busy(Some(format!("applying a decision since {}", now_rfc3339())));
-        let r = self.try_decide(req, actor);
+        let r = self.try_decide_many(reqs, actor);
         self.busy(None);
         self.publish();
         match r {
-            Ok(resp) => resp,
+            Ok(outcomes) => outcomes,
             Err(e) => {
                 log(format!("decision refused, enforcement unchanged: {e:#}"));
-                Response::Error {
-                    message: format!("{e:#}"),
-                }
+                reqs.iter().map(|_| Err(format!("{e:#}"))).collect()
             }
         }
     }
 
-    fn try_decide(&mut self, req: &DecisionRequest, actor: &str) -> Result<Response> {
+    fn try_decide_many(&mut self, reqs: &[DecisionRequest], actor: &str) -> Result<Vec<Outcome>> {
         let now = unix_now();
-        let mac = match req {
-            DecisionRequest::Admit { mac, .. }
-            | DecisionRequest::Quarantine { mac, .. }
-            | DecisionRequest::Release { mac } => mac.clone(),
-        };
-        let known = self.known(&mac);
-        let p = plan(req, actor, now, &self.policy, &self.decisions, &known)?;
-        let decisions = with_plan(&self.decisions, &p);
+        let mut decisions = self.decisions.to_vec();
+        let mut plans = Vec::new();
+        let mut outcomes: Vec<Option<String>> = Vec::new();
+        for req in reqs {
+            let known = self.known(req.mac());
+            match plan(req, actor, now, &self.policy, &decisions, &known) {
+                Ok(p) => {
+                    decisions = with_plan(&decisions, &p);
+                    plans.push(p);
+                    outcomes.push(None);
+                }
+                Err(e) => outcomes.push(Some(e.to_string())),
+            }
+        }
+        if plans.is_empty() {
+            return Ok(outcomes
+                .into_iter()
+                .map(|e| Err(e.unwrap_or_default()))
+                .collect());
+        }
         let policy = desired(&self.file, &decisions, now)?;
-        let entry = store::TimelineEntry {
-            mac: p.mac.clone(),
-            at: now,
-            event: p.event.into(),
-            detail: p.detail.clone(),
-            actor: Some(actor.to_owned()),
-        };
+        let entries: Vec<store::TimelineEntry> = plans
+            .iter()
+            .map(|p| store::TimelineEntry {
+                mac: p.mac.clone(),
+                at: now,
+                event: p.event.into(),
+                detail: p.detail.clone(),
+                actor: Some(actor.to_owned()),
+            })
+            .collect();
         // Durable before it is enforced: a controller that dies in between
         // applies it when it starts again.
-        let removed: Vec<_> = p.remove.iter().map(|k| (p.mac.clone(), *k)).collect();
-        let put: Vec<Decision> = p.put.iter().cloned().collect();
+        let removed: Vec<_> = plans
+            .iter()
+            .flat_map(|p| p.remove.iter().map(|k| (p.mac.clone(), *k)))
+            .collect();
+        let put: Vec<Decision> = plans.iter().filter_map(|p| p.put.clone()).collect();
         let db = self.inventory_db.clone();
-        let conn = self.db().with_context(|| {
+        let not_recorded = || {
             format!(
                 "the decision cannot be recorded in {}, so it is not applied",
                 db.display()
             )
-        })?;
-        if let Err(e) = store::record_decisions(conn, &put, &removed, &[entry]) {
+        };
+        let conn = self.db().with_context(not_recorded)?;
+        if let Err(e) = store::record_decisions(conn, &put, &removed, &entries) {
             self.db = None;
             let e = match e {
                 db::DbError::Sql(e) => db::explain(&db, &e),
                 e => e,
             };
-            return Err(anyhow!(e).context(format!(
-                "the decision cannot be recorded in {}, so it is not applied",
-                db.display()
-            )));
+            return Err(anyhow!(e).context(not_recorded()));
         }
         let file = (*self.file).clone();
         let path = self.enforced.path.clone();
@@ -206,7 +275,7 @@ impl Engine {
                 let restore: Vec<Decision> = self
                     .decisions
                     .iter()
-                    .filter(|d| d.mac == p.mac)
+                    .filter(|d| plans.iter().any(|p| p.mac == d.mac))
                     .cloned()
                     .collect();
                 if let Ok(conn) = self.db() {
@@ -216,17 +285,23 @@ impl Engine {
             }
         };
         self.save_backstop();
-        let message = format!(
-            "{} {}: {} (generation {generation})",
-            p.mac, p.event, p.detail
-        );
-        log(format!("{message}, by {actor}"));
-        self.device_event(&p.mac, p.event, &p.detail, actor);
-        Ok(Response::Decided {
-            message,
-            generation,
-            decision: p.put,
-        })
+        let mut plans = plans.into_iter();
+        Ok(outcomes
+            .into_iter()
+            .map(|refused| match refused {
+                Some(e) => Err(e),
+                None => {
+                    let p = plans.next().expect("one plan per accepted request");
+                    let message = format!(
+                        "{} {}: {} (generation {generation})",
+                        p.mac, p.event, p.detail
+                    );
+                    log(format!("{message}, by {actor}"));
+                    self.device_event(&p.mac, p.event, &p.detail, actor);
+                    Ok((message, generation, p.put))
+                }
+            })
+            .collect())
     }
 
     fn device_event(&self, mac: &str, action: &str, detail: &str, actor: &str) {
@@ -317,49 +392,5 @@ impl Engine {
             holding(&self.decisions, now).len()
         ));
         Ok(())
-    }
-
-    /// A copy of the decisions beside the database, for a start that finds
-    /// the database unreadable.
-    fn save_backstop(&self) {
-        let path = self.inventory_db.with_file_name(BACKSTOP);
-        if let Ok(bytes) = serde_json::to_vec_pretty(&*self.decisions) {
-            if let Err(e) = super::state::write_atomic(&path, &bytes) {
-                log(format!("warning: {e}"));
-            }
-        }
-    }
-}
-
-/// The decisions' copy beside the inventory database.
-pub const BACKSTOP: &str = "decisions.json";
-
-/// The decisions recorded: from the database, else from its copy beside
-/// it, else none; with a warning saying which when not the database.
-pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
-    let from_db = db::open(db_path)
-        .map_err(|e| e.to_string())
-        .and_then(|c| store::decisions(&c).map_err(|e| e.to_string()));
-    match from_db {
-        Ok(d) => (d, None),
-        Err(e) => {
-            let copy = db_path.with_file_name(BACKSTOP);
-            match std::fs::read(&copy)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Vec<Decision>>(&b).ok())
-            {
-                Some(d) => (
-                    d,
-                    Some(format!(
-                        "{e}; using the copy of the decisions in {}",
-                        copy.display()
-                    )),
-                ),
-                None => (
-                    Vec::new(),
-                    Some(format!("{e}; no runtime decisions are known")),
-                ),
-            }
-        }
     }
 }

@@ -177,3 +177,50 @@ pub async fn decide(c: &Control, op: DecisionRequest, actor: String) -> Response
     c.queued.fetch_sub(1, Ordering::SeqCst);
     resp
 }
+
+/// Most alerts one listing returns.
+const MAX_ALERTS: usize = 100_000;
+
+pub async fn alerts(c: &Control, since: i64, limit: Option<usize>) -> Response {
+    let path = c.inventory.db.clone();
+    let limit = limit.unwrap_or(MAX_ALERTS).min(MAX_ALERTS);
+    let r = tokio::task::spawn_blocking(move || {
+        let conn = db::open_reader(&path).map_err(|e| e.to_string())?;
+        crate::detect::store::alerts(&conn, since, limit).map_err(|e| e.to_string())
+    })
+    .await;
+    match r {
+        Ok(Ok(alerts)) => Response::Alerts { alerts },
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}
+
+pub async fn baseline(c: &Control, mac: String) -> Response {
+    let mac = match canonical_mac(&mac) {
+        Ok(m) => m,
+        Err(e) => {
+            return Response::Error {
+                message: e.to_string(),
+            }
+        }
+    };
+    let path = c.inventory.db.clone();
+    let m = mac.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let conn = db::open_reader(&path).map_err(|e| e.to_string())?;
+        crate::detect::store::baseline_of(&conn, &m).map_err(|e| e.to_string())
+    })
+    .await;
+    match r {
+        Ok(Ok(rows)) => Response::Baseline {
+            mac,
+            services: rows
+                .into_iter()
+                .map(|((seg, proto, port), at)| (seg, proto, port, crate::clock::rfc3339(at)))
+                .collect(),
+        },
+        Ok(Err(e)) => unavailable(e),
+        Err(e) => unavailable(e),
+    }
+}

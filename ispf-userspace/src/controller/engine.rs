@@ -23,6 +23,7 @@ use crate::{
     control::{InterfaceStatus, ReloadReport, Response},
     datapath::Datapath,
     decisions::{file_change_effects, Decision, DecisionRequest},
+    feeds::FeedSet,
     policy::{diff::diff, load::read_policy, Policy},
 };
 
@@ -43,11 +44,19 @@ pub enum Command {
     },
     /// The controller is stopping (enforcement stays in the pins).
     Stop,
+    /// New threat-feed contents.
+    Feeds(Arc<FeedSet>),
     /// Admit, quarantine or release a device.
     Decide {
         op: DecisionRequest,
         actor: String,
         reply: oneshot::Sender<Response>,
+    },
+    /// Several decisions in one generation (a burst of role sessions).
+    DecideMany {
+        ops: Vec<DecisionRequest>,
+        actor: String,
+        reply: oneshot::Sender<Vec<super::decide::Outcome>>,
     },
 }
 
@@ -62,6 +71,8 @@ pub struct Started {
     pub policy: Policy,
     /// The decisions applied (as recorded where they were read from).
     pub decisions: Vec<Decision>,
+    /// The feeds' contents applied.
+    pub feeds: Arc<FeedSet>,
     pub enforced: Enforced,
     pub adopted: bool,
     pub ports: Vec<InterfaceStatus>,
@@ -76,6 +87,8 @@ pub struct Engine {
     /// Every runtime decision recorded (expired ones until they are
     /// cleaned up).
     pub decisions: Arc<Vec<Decision>>,
+    /// The threat feeds' last good contents.
+    pub feeds: Arc<FeedSet>,
     /// The inventory database, where decisions are recorded.
     pub inventory_db: PathBuf,
     pub(super) db: Option<rusqlite::Connection>,
@@ -108,6 +121,7 @@ impl Engine {
             file: Arc::new(s.file),
             policy: Arc::new(s.policy),
             decisions: Arc::new(s.decisions),
+            feeds: s.feeds,
             inventory_db,
             db: None,
             enforced: s.enforced,
@@ -129,6 +143,7 @@ impl Engine {
             policy: self.policy.clone(),
             file_sha256: self.file.sha256_hex(),
             decisions: self.decisions.clone(),
+            feeds: self.feeds.clone(),
             policy_path: self.enforced.path.clone(),
             generation: self.dp.epoch(),
             applied_at: self.enforced.applied_at.clone(),
@@ -178,8 +193,13 @@ impl Engine {
                     return;
                 }
                 Command::Stop => return,
+                Command::Feeds(set) => self.apply_feeds(set),
                 Command::Decide { op, actor, reply } => {
                     let r = self.decide(&op, &actor);
+                    let _ = reply.send(r);
+                }
+                Command::DecideMany { ops, actor, reply } => {
+                    let r = self.decide_many(&ops, &actor);
                     let _ = reply.send(r);
                 }
             }

@@ -7,15 +7,19 @@
 //!
 //! Inside, one engine thread owns the datapath and makes every change
 //! ([`engine`]); the control socket ([`server`]), `/metrics`
-//! ([`crate::metrics::http`]), the events reader and the link watcher
-//! ([`ports`]) are tasks of their own that read what the engine publishes
-//! ([`shared`]) and send it commands.
+//! ([`crate::metrics::http`]), the ring-buffer reader ([`ring`]) and the
+//! link watcher ([`ports`]) are tasks of their own that read what the
+//! engine publishes ([`shared`]) and send it commands; the inventory, the
+//! feed refresher and detection are threads ([`services`]) that do the same.
 
+mod backstop;
 mod decide;
 mod devices;
 mod engine;
 mod ports;
+mod ring;
 mod server;
+mod services;
 mod shared;
 mod start;
 pub mod state;
@@ -41,12 +45,13 @@ pub use start::RunOptions;
 
 use crate::{
     control::socket_path,
-    events::EventRecord,
-    inventory::{observe, DeviceEvent, Inventory, View},
+    feeds::refresh::Refresher,
+    inventory::Inventory,
     metrics::{self, ControllerFacts},
     system,
 };
 use engine::{log, Command};
+use services::{start_detection, start_feeds, start_identity, start_inventory, Services};
 use shared::Shared;
 
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
@@ -107,6 +112,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let inventory = Arc::new(start_inventory(&opts, &shared)?);
     let (cmd_tx, cmd_rx) = std::sync::mpsc::channel::<Command>();
     let stop = cmd_tx.clone();
+    let feeds = Arc::new(start_feeds(&opts, &shared, cmd_tx.clone())?);
+    let detection = Arc::new(start_detection(&opts, &shared, cmd_tx.clone())?);
+    let identity = Arc::new(start_identity(&opts, &shared, cmd_tx.clone())?);
     let engine_thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -139,8 +147,13 @@ pub fn run(opts: RunOptions) -> Result<()> {
         opts,
         sock,
         metrics_std,
-        shared,
-        inventory,
+        Services {
+            shared,
+            inventory,
+            feeds,
+            detection,
+            identity,
+        },
         ring,
         cmd_tx,
     ));
@@ -152,37 +165,21 @@ pub fn run(opts: RunOptions) -> Result<()> {
     result
 }
 
-/// The inventory's ingest thread, reading what is enforced from the
-/// published snapshot and telling followers of device events.
-fn start_inventory(opts: &RunOptions, shared: &Arc<Shared>) -> Result<Inventory> {
-    let view_shared = shared.clone();
-    let view: Arc<dyn Fn() -> View + Send + Sync> = Arc::new(move || {
-        let snap = view_shared.snapshot();
-        View {
-            policy: snap.policy.clone(),
-            decisions: snap.decisions.clone(),
-        }
-    });
-    let notify_shared = shared.clone();
-    let notify: crate::inventory::Notify = Box::new(move |e: &DeviceEvent| {
-        if let Ok(v) = serde_json::to_value(e) {
-            notify_shared.deliver_note(&v);
-        }
-    });
-    Inventory::start(&opts.state_dir, opts.max_unknown_devices, view, notify)
-        .context("starting the inventory thread")
-}
-
-#[allow(clippy::too_many_arguments)]
 async fn serve_all(
     opts: RunOptions,
     sock: std::path::PathBuf,
     metrics_std: std::net::TcpListener,
-    shared: Arc<Shared>,
-    inventory: Arc<Inventory>,
+    services: Services,
     ring: Option<aya::maps::RingBuf<aya::maps::MapData>>,
     cmd_tx: std::sync::mpsc::Sender<Command>,
 ) -> Result<()> {
+    let Services {
+        shared,
+        inventory,
+        feeds,
+        detection,
+        identity,
+    } = services;
     let listener =
         UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
@@ -190,6 +187,8 @@ async fn serve_all(
     let control = Arc::new(server::Control::new(
         shared.clone(),
         inventory.clone(),
+        feeds.clone(),
+        identity.clone(),
         cmd_tx.clone(),
         shutdown.clone(),
     ));
@@ -202,8 +201,16 @@ async fn serve_all(
     ));
     let render_shared = shared.clone();
     let render_inventory = inventory.clone();
-    let render: metrics::http::Render =
-        Arc::new(move || render_metrics(&render_shared, &render_inventory));
+    let render_feeds = feeds.clone();
+    let (render_detection, render_identity) = (detection.clone(), identity.clone());
+    let render: metrics::http::Render = Arc::new(move || {
+        render_metrics(
+            &render_shared,
+            &render_inventory,
+            &render_feeds,
+            (&render_detection.facts, &render_identity.facts),
+        )
+    });
     tokio::spawn(metrics::http::serve(metrics, render));
 
     if let Some(rb) = ring {
@@ -211,7 +218,12 @@ async fn serve_all(
         // AsyncFd owns the ring buffer, and never swaps it.
         let fd = unsafe { AsyncFd::register(rb) }
             .map_err(|e| anyhow::anyhow!("polling the events ring buffer: {e}"))?;
-        tokio::spawn(read_events(fd, shared.clone(), inventory.clone()));
+        tokio::spawn(ring::read_events(
+            fd,
+            shared.clone(),
+            inventory.clone(),
+            detection.clone(),
+        ));
     }
     {
         let cmd = cmd_tx.clone();
@@ -251,45 +263,12 @@ async fn serve_all(
     Ok(())
 }
 
-/// The one reader of the ring buffer: flow events to the events file and
-/// followers, observations to the inventory (which never makes it wait).
-async fn read_events(
-    mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    shared: Arc<Shared>,
-    inventory: Arc<Inventory>,
-) {
-    loop {
-        let Ok(mut guard) = fd.readable_mut().await else {
-            return;
-        };
-        let mut batch = Vec::new();
-        {
-            let rb = guard.get_inner_mut();
-            while let Some(item) = rb.next() {
-                if observe::is_observation(&item) {
-                    if let Some(o) = observe::decode(&item) {
-                        inventory.offer(o);
-                    }
-                } else if item.len() >= std::mem::size_of::<ispf_common::Event>() {
-                    // SAFETY: the datapath writes whole `Event`s; read unaligned.
-                    batch.push(unsafe {
-                        std::ptr::read_unaligned(item.as_ptr().cast::<ispf_common::Event>())
-                    });
-                }
-            }
-        }
-        guard.clear_ready();
-        if batch.is_empty() {
-            continue;
-        }
-        let policy = shared.snapshot().policy.clone();
-        for e in &batch {
-            shared.deliver(&EventRecord::decode(e, &policy));
-        }
-    }
-}
-
-fn render_metrics(shared: &Shared, inventory: &Inventory) -> String {
+fn render_metrics(
+    shared: &Shared,
+    inventory: &Inventory,
+    feeds: &Refresher,
+    (detection, identity): (&crate::detect::Facts, &crate::identity::Facts),
+) -> String {
     let snap = shared.snapshot();
     let counters = server::current_counters(shared);
     let facts = ControllerFacts {
@@ -305,6 +284,17 @@ fn render_metrics(shared: &Shared, inventory: &Inventory) -> String {
     };
     let stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
     let devices = metrics::DeviceFacts::of(&inventory.facts, &snap.decisions);
-    metrics::render(&stats, &counters, &facts, &devices)
-        .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
+    let feed_status = server::feed_statuses(feeds, &stats, &snap.policy.doc.feeds);
+    metrics::render(
+        &stats,
+        &counters,
+        &facts,
+        &metrics::Extra {
+            devices: &devices,
+            feeds: &feed_status,
+            detection,
+            identity,
+        },
+    )
+    .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))
 }

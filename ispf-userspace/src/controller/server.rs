@@ -26,7 +26,9 @@ use tokio::{
 use super::{devices, engine::Command, shared::Shared};
 use crate::{
     control::{CounterRow, InventoryStatus, MapStatus, Request, Response, Status},
+    feeds::{refresh::Refresher, FeedStatus},
     inventory::Inventory,
+    policy::FeedDoc,
 };
 
 /// Requests are small JSON objects; anything longer is refused.
@@ -43,6 +45,8 @@ const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Control {
     pub shared: Arc<Shared>,
     pub inventory: Arc<Inventory>,
+    pub feeds: Arc<Refresher>,
+    pub identity: Arc<crate::identity::Identity>,
     pub engine: Sender<Command>,
     pub shutdown: Arc<Notify>,
     pub(super) queued: AtomicUsize,
@@ -54,12 +58,16 @@ impl Control {
     pub fn new(
         shared: Arc<Shared>,
         inventory: Arc<Inventory>,
+        feeds: Arc<Refresher>,
+        identity: Arc<crate::identity::Identity>,
         engine: Sender<Command>,
         shutdown: Arc<Notify>,
     ) -> Self {
         Self {
             shared,
             inventory,
+            feeds,
+            identity,
             engine,
             shutdown,
             queued: AtomicUsize::new(0),
@@ -164,6 +172,31 @@ async fn handle(mut stream: UnixStream, c: &Control) {
         }
         Request::Device { mac } => devices::one(c, mac).await,
         Request::ExportDevices => devices::export(c),
+        Request::Alerts { since, limit } => devices::alerts(c, since, limit).await,
+        Request::Baseline { mac } => devices::baseline(c, mac).await,
+        Request::Sessions => Response::Sessions {
+            sessions: c.identity.facts.sessions(),
+            listening: c
+                .identity
+                .facts
+                .listening
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        },
+        Request::Feeds => {
+            let (shared, feeds) = (c.shared.clone(), c.feeds.clone());
+            tokio::task::spawn_blocking(move || {
+                let docs = shared.snapshot().policy.doc.feeds.clone();
+                Response::Feeds {
+                    feeds: feed_statuses(&feeds, &lock_stats(&shared), &docs),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                message: e.to_string(),
+            })
+        }
         Request::Decide { op, by } => {
             let actor = devices::actor(&stream, by);
             devices::decide(c, op, actor).await
@@ -233,6 +266,29 @@ async fn reload(c: &Control, policy: Option<std::path::PathBuf>, dry_run: bool) 
     };
     c.queued.fetch_sub(1, Ordering::SeqCst);
     resp
+}
+
+/// Every feed of the enforced policy: the refresher's view of it and the
+/// datapath's hit counts, in the policy's order.
+pub fn feed_statuses(
+    feeds: &Refresher,
+    stats: &crate::datapath::Stats,
+    docs: &[FeedDoc],
+) -> Vec<FeedStatus> {
+    let known = feeds.statuses();
+    let hits = stats.feed_hits(docs.len());
+    docs.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut s = known
+                .iter()
+                .find(|s| s.name == d.name)
+                .cloned()
+                .unwrap_or_else(|| FeedStatus::new(d));
+            (s.hits_passed, s.hits_dropped) = hits.get(i).copied().unwrap_or_default();
+            s
+        })
+        .collect()
 }
 
 fn lock_stats(shared: &Shared) -> std::sync::MutexGuard<'_, crate::datapath::Stats> {

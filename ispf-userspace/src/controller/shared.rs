@@ -30,6 +30,8 @@ pub struct Snapshot {
     /// SHA-256 of the policy file's bytes.
     pub file_sha256: String,
     pub decisions: Arc<Vec<Decision>>,
+    /// The threat feeds' contents enforced.
+    pub feeds: Arc<crate::feeds::FeedSet>,
     pub policy_path: PathBuf,
     pub generation: u32,
     pub applied_at: String,

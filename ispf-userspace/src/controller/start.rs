@@ -6,12 +6,13 @@ use std::{
     fs,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
     path::PathBuf,
+    sync::Arc,
 };
 
 use anyhow::{bail, Context, Result};
 
 use super::{
-    decide,
+    backstop, decide,
     engine::{detach, log, now_rfc3339, unix_now, Engine, Started},
     ports,
     state::{Enforced, RunDir},
@@ -20,6 +21,7 @@ use crate::{
     control::InterfaceStatus,
     datapath::{check_fits, Counts, Datapath, MapSizeRequest},
     decisions::{holding, Decision},
+    feeds::{self, FeedSet},
     inventory,
     policy::{compile::compile, hex, load::read_policy, Policy},
     system,
@@ -46,6 +48,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     /// Cap on devices the policy does not place by registration or decision.
     pub max_unknown_devices: usize,
+    /// Every alert is POSTed here as JSON.
+    pub alert_webhook: Option<String>,
 }
 
 pub fn start(opts: &RunOptions) -> Result<Engine> {
@@ -84,11 +88,24 @@ fn enforced_record(
 
 /// The decisions recorded in the inventory database (or its copy).
 fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
-    let (d, warning) = decide::recorded(&inventory::db_path(&opts.state_dir));
+    let (d, warning) = backstop::recorded(&inventory::db_path(&opts.state_dir));
     if let Some(w) = warning {
         log(format!("warning: runtime decisions: {w}"));
     }
     d
+}
+
+/// The feeds' contents kept from the last run: enforced from the first
+/// generation, before any fetch.
+fn cached_feeds(opts: &RunOptions, file: &Policy) -> Arc<FeedSet> {
+    Arc::new(feeds::refresh::load_cached(
+        &feeds_dir(&opts.state_dir),
+        &file.doc.feeds,
+    ))
+}
+
+pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {
+    state_dir.join("feeds")
 }
 
 fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
@@ -119,7 +136,9 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
             file.clone()
         }
     };
-    let compiled = compile(&policy);
+    let feed_set = cached_feeds(opts, &file);
+    let compiled =
+        compile(&policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
     let counts = Counts::of(&compiled);
     let sizes = opts.sizes.resolve(&counts);
     // The rule `check` applies: the policy and one as large must fit.
@@ -149,6 +168,7 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
         file,
         policy,
         decisions,
+        feeds: feed_set,
         enforced: enforced.clone(),
         adopted: false,
         ports,
@@ -279,11 +299,15 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             });
         }
     }
+    // The kernel holds feed contents this controller cannot read back:
+    // they are applied again (one generation) once the cached ones load.
+    let feed_set = cached_feeds(opts, &file);
     let started = Started {
         dp,
         file,
         policy,
         decisions,
+        feeds: Arc::new(FeedSet::default()),
         enforced: enforced.clone(),
         adopted: true,
         ports: port_list,
@@ -296,11 +320,17 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
         inventory::db_path(&opts.state_dir),
     );
     e.save_state(vec![enforced])?;
+    // Whatever is applied next carries the cached feed contents.
+    let adopted_epoch = e.dp.epoch();
+    e.feeds = feed_set.clone();
     // Decisions made, released or expired while no controller ran.
     if let Err(err) = e.converge(recorded_decisions(opts)) {
         log(format!(
             "warning: the recorded runtime decisions are not applied: {err:#}"
         ));
+    }
+    if e.dp.epoch() == adopted_epoch && !feed_set.feeds.is_empty() {
+        e.apply_feeds(feed_set);
     }
     log(format!(
         "adopted the pinned datapath at {}: generation {}, {} connections tracked, on {}",

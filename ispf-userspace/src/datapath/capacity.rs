@@ -23,6 +23,8 @@ pub struct MapSizes {
     /// Counter slots: distinct (segment pair, reason, verdict, rule) keys
     /// counted at once, for both generations.
     pub counters: u32,
+    /// Threat-feed addresses, for each address family: both generations.
+    pub feeds: u32,
 }
 
 impl Default for MapSizes {
@@ -33,6 +35,7 @@ impl Default for MapSizes {
             conntrack: DEFAULT_CONNTRACK_ENTRIES,
             fragments: DEFAULT_FRAGMENT_ENTRIES,
             counters: DEFAULT_COUNTER_ENTRIES,
+            feeds: DEFAULT_FEED_ENTRIES,
         }
     }
 }
@@ -47,6 +50,7 @@ pub struct MapSizeRequest {
     pub conntrack: Option<u32>,
     pub fragments: Option<u32>,
     pub counters: Option<u32>,
+    pub feeds: Option<u32>,
 }
 
 impl MapSizeRequest {
@@ -63,6 +67,7 @@ impl MapSizeRequest {
             conntrack: self.conntrack.unwrap_or(d.conntrack),
             fragments: self.fragments.unwrap_or(d.fragments),
             counters: self.counters.unwrap_or(d.counters),
+            feeds: self.feeds.unwrap_or(d.feeds),
         }
     }
 
@@ -84,9 +89,10 @@ impl MapSizeRequest {
             "conntrack" => &mut self.conntrack,
             "fragments" => &mut self.fragments,
             "counters" => &mut self.counters,
+            "feeds" => &mut self.feeds,
             other => {
                 return Err(format!(
-                    "`{other}`: map sizes are devices, policy, conntrack, fragments and counters"
+                    "`{other}`: map sizes are devices, policy, conntrack, fragments, counters and feeds"
                 ))
             }
         };
@@ -106,6 +112,8 @@ pub struct Counts {
     pub subnet_v4: usize,
     pub subnet_v6: usize,
     pub routers: usize,
+    /// Feed entries: hosts v4, hosts v6, networks v4, networks v6.
+    pub feeds: [usize; 4],
 }
 
 impl Counts {
@@ -119,6 +127,12 @@ impl Counts {
             subnet_v4: c.subnet_v4.len(),
             subnet_v6: c.subnet_v6.len(),
             routers: c.routers.len(),
+            feeds: [
+                c.feeds.v4.len(),
+                c.feeds.v6.len(),
+                c.feeds.net4.len(),
+                c.feeds.net6.len(),
+            ],
         }
     }
 
@@ -142,11 +156,12 @@ impl Counts {
                 .filter_map(|k| k.ok())
                 .map(|k| k.data()[0])),
             routers: keys_where(&m.routers, |k| k.slot == slot).len(),
+            feeds: m.feeds.count(slot),
         }
     }
 
     /// `(map, entries, capacity)` of every map these counts need.
-    fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 8] {
+    fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 12] {
         [
             (MAP_DEV_MAC, self.dev_mac, z.devices),
             (MAP_DEV_V4, self.dev_v4, z.devices),
@@ -156,6 +171,10 @@ impl Counts {
             (MAP_SUBNET_V4, self.subnet_v4, DEFAULT_SUBNET_ENTRIES),
             (MAP_SUBNET_V6, self.subnet_v6, DEFAULT_SUBNET_ENTRIES),
             (MAP_ROUTERS, self.routers, DEFAULT_ROUTER_ENTRIES),
+            (MAP_FEED_V4, self.feeds[0], z.feeds),
+            (MAP_FEED_V6, self.feeds[1], z.feeds),
+            (MAP_FEED_NET4, self.feeds[2], DEFAULT_FEED_NET_ENTRIES),
+            (MAP_FEED_NET6, self.feeds[3], DEFAULT_FEED_NET_ENTRIES),
         ]
     }
 }
@@ -165,6 +184,7 @@ fn size_name(map: &str) -> Option<&'static str> {
     match map {
         MAP_DEV_MAC | MAP_DEV_V4 | MAP_DEV_V6 => Some("devices"),
         MAP_POLICY | MAP_POLICY_ROWS => Some("policy"),
+        MAP_FEED_V4 | MAP_FEED_V6 => Some("feeds"),
         _ => None,
     }
 }

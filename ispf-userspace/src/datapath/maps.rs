@@ -49,6 +49,7 @@ pub(super) struct Maps {
     pub counter_free: Queue<MapData, u32>,
     pub cpus: Array<MapData, u32>,
     pub last: PerCpuArray<MapData, LastVerdict>,
+    pub feeds: super::feedmaps::FeedMaps,
     /// Taken by the one consumer of events (the controller).
     pub events: Option<RingBuf<MapData>>,
 }
@@ -76,6 +77,7 @@ impl Maps {
             counter_free: take!(source, Queue, MAP_COUNTER_FREE),
             cpus: take!(source, Array, MAP_CPUS),
             last: take!(source, PerCpuArray, MAP_LAST),
+            feeds: super::feedmaps::FeedMaps::open(source)?,
             events: Some(take!(source, RingBuf, MAP_EVENTS)),
         })
     }
@@ -99,6 +101,7 @@ pub(super) struct StatMaps {
     pub conntrack: HashMap<MapData, CtKey, CtVal>,
     pub conntrack4: HashMap<MapData, CtKey4, CtVal>,
     pub fragments: HashMap<MapData, FragKey, FragVal>,
+    pub feed_hits: PerCpuArray<MapData, u64>,
 }
 
 impl StatMaps {
@@ -118,6 +121,7 @@ impl StatMaps {
             conntrack: take!(source, HashMap, MAP_CONNTRACK),
             conntrack4: take!(source, HashMap, MAP_CONNTRACK4),
             fragments: take!(source, HashMap, MAP_FRAGMENTS),
+            feed_hits: take!(source, PerCpuArray, MAP_FEED_HITS),
         })
     }
 }
@@ -155,6 +159,12 @@ pub(super) const ALL: &[&str] = &[
     MAP_FLOW_CACHE,
     MAP_SOURCE_MEMO,
     MAP_SIGHTINGS,
+    MAP_FEED_V4,
+    MAP_FEED_V6,
+    MAP_FEED_NET4,
+    MAP_FEED_NET6,
+    MAP_FEED_HITS,
+    MAP_EVENT_SOURCES,
 ];
 
 pub(super) fn mac_key(slot: u8, mac: [u8; 6]) -> MacKey {

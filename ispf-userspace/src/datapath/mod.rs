@@ -11,6 +11,7 @@
 
 mod capacity;
 mod counters;
+mod feedmaps;
 mod maps;
 mod stats;
 mod testrun;
@@ -171,6 +172,8 @@ impl Datapath {
             .map_max_entries(MAP_COUNTERS, sizes.counters)
             .map_max_entries(MAP_COUNTER_SLOTS, sizes.counters)
             .map_max_entries(MAP_COUNTER_FREE, sizes.counters)
+            .map_max_entries(MAP_FEED_V4, sizes.feeds)
+            .map_max_entries(MAP_FEED_V6, sizes.feeds)
             .load(crate::ISPF_OBJECT)
             .map_err(DatapathError::Load)?;
         let prog: &mut Xdp = ebpf
@@ -313,6 +316,7 @@ impl Datapath {
             conntrack: capacity[MAP_CONNTRACK],
             fragments: capacity[MAP_FRAGMENTS],
             counters: capacity[MAP_COUNTERS],
+            feeds: capacity[MAP_FEED_V4],
         };
         let stats = Stats::open(&ids, sizes)?;
         let active = m.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;

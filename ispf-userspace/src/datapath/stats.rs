@@ -139,6 +139,23 @@ impl Stats {
         m
     }
 
+    /// Flows each feed hit, summed over CPUs: `(passed, dropped)` by the
+    /// feed's position in `feeds`.
+    pub fn feed_hits(&self, feeds: usize) -> Vec<(u64, u64)> {
+        (0..feeds.min(ispf_common::MAX_FEEDS as usize))
+            .map(|i| {
+                let n = |idx: u32| {
+                    self.maps
+                        .feed_hits
+                        .get(&idx, 0)
+                        .map(|v| v.iter().sum::<u64>())
+                        .unwrap_or(0)
+                };
+                (n(2 * i as u32), n(2 * i as u32 + 1))
+            })
+            .collect()
+    }
+
     pub fn event_totals(&self) -> EventTotals {
         let mut t = EventTotals::default();
         if let Ok(values) = self.maps.event_stats.get(&0, 0) {

@@ -44,14 +44,14 @@ impl Gen {
 }
 
 /// Counts entries written, failing where a test asked it to.
-struct Budget {
+pub(super) struct Budget {
     written: usize,
     fail_at: Option<usize>,
 }
 
 impl Budget {
     /// Accounts for `n` entries; fails where a test asked it to.
-    fn spend(&mut self, n: usize) -> Result<()> {
+    pub(super) fn spend(&mut self, n: usize) -> Result<()> {
         let allowed = self.allowed(n);
         self.written += allowed;
         if allowed < n {
@@ -70,7 +70,7 @@ impl Budget {
 }
 
 /// Writes `keys[i] -> values[i]` in batches, as far as the budget allows.
-fn put<K, V>(
+pub(super) fn put<K, V>(
     fd: BorrowedFd<'_>,
     name: &'static str,
     keys: &[K],
@@ -84,7 +84,7 @@ fn put<K, V>(
 }
 
 /// Deletes `keys` in batches (missing ones are fine).
-fn drop_keys<K>(fd: BorrowedFd<'_>, name: &'static str, keys: &[K]) -> Result<()> {
+pub(super) fn drop_keys<K>(fd: BorrowedFd<'_>, name: &'static str, keys: &[K]) -> Result<()> {
     bpfsys::delete_all(fd, keys)
         .map(drop)
         .map_err(|source| DatapathError::Batch { name, source })
@@ -207,9 +207,11 @@ impl Datapath {
             .map(|(k, r)| (PairKey { slot: s, ..*k }, *r))
             .unzip();
         put(fd(&m.rows), MAP_POLICY_ROWS, &k, &v, b)?;
+        m.feeds.write(&c.feeds, s, b)?;
         b.spend(1)?;
         let settings = Settings {
             epoch,
+            feeds: c.feeds.flags(),
             ..c.settings
         };
         m.settings
@@ -261,7 +263,8 @@ impl Datapath {
             .iter()
             .map(|(k, _)| PairKey { slot: s, ..*k })
             .collect();
-        drop_keys(fd(&m.rows), MAP_POLICY_ROWS, &k)
+        drop_keys(fd(&m.rows), MAP_POLICY_ROWS, &k)?;
+        m.feeds.clear(&c.feeds, s)
     }
 
     /// Clears a slot whose contents this process did not write: every key
@@ -280,6 +283,7 @@ impl Datapath {
         drop_keys(fd(&m.policy), MAP_POLICY, &k)?;
         let k = keys_where(&m.rows, |k| k.slot == s);
         drop_keys(fd(&m.rows), MAP_POLICY_ROWS, &k)?;
+        m.feeds.clear_by_scan(s)?;
         let v4: Vec<_> = m
             .subnet_v4
             .keys()

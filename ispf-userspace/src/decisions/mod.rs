@@ -32,6 +32,8 @@ pub enum DecisionError {
     BadRisk(String),
     #[error("{0} has no decision to release")]
     NothingToRelease(String),
+    #[error("{0} has not been seen by this ispf and no policy device has that MAC; the session is bound when an update arrives after the device is seen")]
+    Unseen(String),
     #[error("the decision would make the policy invalid: {0}")]
     Invalid(String),
 }

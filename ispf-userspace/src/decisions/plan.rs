@@ -37,6 +37,30 @@ pub enum DecisionRequest {
     },
     /// Undoes the quarantine if one holds, else the admit.
     Release { mac: String },
+    /// A user's role session binds the device to the role's segment
+    /// (identity: RADIUS accounting).
+    Session {
+        mac: String,
+        segment: String,
+        role: String,
+        user: String,
+        nas: String,
+        session: String,
+    },
+    /// The role session of a device ended.
+    EndSession { mac: String, why: String },
+}
+
+impl DecisionRequest {
+    pub fn mac(&self) -> &str {
+        match self {
+            DecisionRequest::Admit { mac, .. }
+            | DecisionRequest::Quarantine { mac, .. }
+            | DecisionRequest::Release { mac }
+            | DecisionRequest::Session { mac, .. }
+            | DecisionRequest::EndSession { mac, .. } => mac,
+        }
+    }
 }
 
 /// What the inventory knows of the device a request names.
@@ -46,6 +70,8 @@ pub struct Known {
     pub addresses: Vec<IpAddr>,
     /// The segments it was last placed in (by the datapath, by the policy).
     pub segments: Vec<String>,
+    /// The inventory has seen it.
+    pub seen: bool,
 }
 
 /// A decision request worked out against what is enforced: what to record
@@ -175,6 +201,56 @@ pub fn plan(
                 put: Some(d),
                 remove: Vec::new(),
                 event: "quarantined",
+            })
+        }
+        DecisionRequest::Session {
+            mac,
+            segment,
+            role,
+            user,
+            nas,
+            session,
+        } => {
+            let mac = mac_of(mac)?;
+            let registered =
+                parse_mac(&mac).is_some_and(|m| policy.devices.iter().any(|d| d.mac == Some(m)));
+            if !known.seen && !registered {
+                return Err(DecisionError::Unseen(mac));
+            }
+            let d = Decision {
+                mac: mac.clone(),
+                kind: Kind::Role,
+                segment: Some(segment.clone()),
+                name: None,
+                risk: None,
+                reason: format!("role {role} of {user} (NAS {nas}, session {session})"),
+                forced: false,
+                actor: format!("radius {nas}"),
+                at: now,
+                expires: None,
+                addresses: Vec::new(),
+            };
+            validate(&d, policy)?;
+            Ok(Plan {
+                detail: format!("to segment {segment}: {}", d.reason),
+                mac,
+                put: Some(d),
+                remove: Vec::new(),
+                event: "session_started",
+            })
+        }
+        DecisionRequest::EndSession { mac, why } => {
+            let mac = canonical_mac(mac)?;
+            let held = current
+                .iter()
+                .find(|d| d.mac == mac && d.kind == Kind::Role)
+                .ok_or_else(|| DecisionError::NothingToRelease(mac.clone()))?;
+            Ok(Plan {
+                detail: format!("{}: {why}", held.reason),
+                remove: vec![Kind::Role],
+                mac,
+                put: None,
+                event: "session_ended",
             })
         }
         DecisionRequest::Release { mac } => {

@@ -80,6 +80,49 @@ const MIGRATIONS: &[&str] = &[
     CREATE VIEW timeline_readable AS
         SELECT mac, datetime(at, 'unixepoch') AS at, event, detail, actor FROM timeline;
     "#,
+    // 2: detection: each device's east-west baseline and the alerts raised.
+    r#"
+    CREATE TABLE baseline (
+        mac         TEXT NOT NULL,
+        dst_segment TEXT NOT NULL,
+        protocol    TEXT NOT NULL,         -- tcp | udp | icmp | sctp | a number
+        port        INTEGER NOT NULL,      -- 0 for protocols without ports
+        learned_at  INTEGER NOT NULL,
+        PRIMARY KEY (mac, dst_segment, protocol, port)
+    );
+    CREATE TABLE alerts (
+        id        INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        mac       TEXT NOT NULL,
+        kind      TEXT NOT NULL,           -- scan | anomaly
+        severity  TEXT NOT NULL,           -- warning | critical
+        segment   TEXT NOT NULL,           -- the device's segment then
+        detail    TEXT NOT NULL,
+        response  TEXT NOT NULL            -- what ispf did: quarantined until ..., or why not
+    );
+    CREATE INDEX alerts_by_time ON alerts (at);
+    CREATE INDEX alerts_by_mac ON alerts (mac, at);
+    CREATE VIEW alerts_readable AS
+        SELECT id, datetime(at, 'unixepoch') AS at, mac, kind, severity, segment, detail, response FROM alerts;
+    "#,
+    // 3: identity: the RADIUS accounting sessions open now.
+    r#"
+    CREATE TABLE sessions (
+        nas         TEXT NOT NULL,         -- the NAS's address
+        id          TEXT NOT NULL,         -- Acct-Session-Id
+        mac         TEXT NOT NULL,         -- Calling-Station-Id, aa:bb:cc:dd:ee:ff
+        user        TEXT NOT NULL,         -- User-Name
+        role        TEXT NOT NULL,
+        segment     TEXT NOT NULL,
+        since       INTEGER NOT NULL,
+        last_update INTEGER NOT NULL,
+        timeout_s   INTEGER NOT NULL,      -- over when no update comes for this long
+        PRIMARY KEY (nas, id)
+    );
+    CREATE VIEW sessions_readable AS
+        SELECT nas, id, mac, user, role, segment, datetime(since, 'unixepoch') AS since,
+               datetime(last_update, 'unixepoch') AS last_update, timeout_s FROM sessions;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -2,8 +2,11 @@
 //! policy (segments, rules, reasons, maps, interfaces), never by device or
 //! address, so a hospital's Prometheus does not explode with cardinality.
 
+mod detection;
 mod devices;
+mod feeds;
 pub mod http;
+mod identity;
 
 pub use devices::DeviceFacts;
 
@@ -13,6 +16,14 @@ use ispf_common::{CounterKey, CounterVal};
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{control::InterfaceStatus, datapath::Stats, events::rule_label, policy::Policy};
+
+/// What the inventory, the feeds and detection report.
+pub struct Extra<'a> {
+    pub devices: &'a DeviceFacts,
+    pub feeds: &'a [crate::feeds::FeedStatus],
+    pub detection: &'a crate::detect::Facts,
+    pub identity: &'a crate::identity::Facts,
+}
 
 /// Controller-side facts the datapath does not hold.
 pub struct ControllerFacts<'a> {
@@ -56,7 +67,7 @@ pub fn render(
     dp: &Stats,
     counters: &BTreeMap<CounterKey, CounterVal>,
     f: &ControllerFacts,
-    inventory: &DeviceFacts,
+    x: &Extra,
 ) -> prometheus::Result<String> {
     let r = Registry::new();
     let labels = ["src_segment", "dst_segment", "verdict", "reason"];
@@ -204,7 +215,10 @@ pub fn render(
         .inc_by(t.ringbuf_full);
     lost.with_label_values(&["slow_reader"])
         .inc_by(f.events_slow_reader);
-    devices::render(&r, inventory, t.sightings_limited)?;
+    devices::render(&r, x.devices, t.sightings_limited)?;
+    feeds::render(&r, x.feeds)?;
+    detection::render(&r, x.detection)?;
+    identity::render(&r, x.identity)?;
 
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out)?;

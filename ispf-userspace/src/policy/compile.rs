@@ -38,6 +38,16 @@ pub struct Compiled {
     pub rows: Vec<(PairKey, PolicyRow)>,
     /// The entries of pairs whose row overflows.
     pub policy: Vec<(PolicyKey, PolicyVal)>,
+    /// Threat-feed entries (the feeds' contents are not in the policy:
+    /// the engine adds them, see [`Compiled::with_feeds`]).
+    pub feeds: crate::feeds::compile::CompiledFeeds,
+}
+
+impl Compiled {
+    pub fn with_feeds(mut self, feeds: crate::feeds::compile::CompiledFeeds) -> Self {
+        self.feeds = feeds;
+        self
+    }
 }
 
 fn action(a: Action) -> u8 {
@@ -182,7 +192,7 @@ pub fn compile(p: &Policy) -> Compiled {
             Fragments::Track => FRAGMENTS_TRACK,
             Fragments::Deny => FRAGMENTS_DENY,
         },
-        _pad: 0,
+        feeds: 0,
         tcp_timeout_s: d.timeouts.tcp,
         tcp_closing_timeout_s: d.timeouts.tcp_closing,
         udp_timeout_s: d.timeouts.udp,

@@ -3,8 +3,10 @@
 
 pub mod compile;
 pub mod diff;
+pub mod identity;
 pub mod load;
 pub mod model;
+pub mod sections;
 mod validate;
 
 use std::{
@@ -14,8 +16,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+pub use identity::{IdentityDoc, RadiusDoc, RoleDoc};
 use ipnet::IpNet;
 pub use model::*;
+pub use sections::*;
 pub use validate::parse_mac;
 
 /// One problem in a policy document, at a JSON path such as `rules[3].ports[0]`.

@@ -22,6 +22,15 @@ pub struct PolicyDoc {
     pub devices: Vec<DeviceDoc>,
     #[serde(default)]
     pub rules: Vec<RuleDoc>,
+    /// Threat-intelligence feeds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub feeds: Vec<super::sections::FeedDoc>,
+    /// Detection and automatic response; absent: no detection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detection: Option<super::sections::DetectionDoc>,
+    /// Identity-based clearance: RADIUS accounting and roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::identity::IdentityDoc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

@@ -359,6 +359,8 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
         });
     }
     check_conflicts(&rules, &doc, &mut pr);
+    pr.0.extend(super::sections::check(&doc));
+    pr.0.extend(super::identity::check(&doc));
 
     if !pr.0.is_empty() {
         return Err(pr.0);

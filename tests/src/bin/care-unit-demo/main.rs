@@ -16,6 +16,8 @@ use std::{
     time::Duration,
 };
 
+mod detection;
+mod identity;
 mod inventory;
 mod reloads;
 
@@ -108,6 +110,14 @@ const HOSTS: &[Host] = &[
         vlan: None,
         role: "unknown laptop plugged into a free wall port",
     },
+    Host {
+        ns: "care-gw",
+        port: "care-gw",
+        mac: "02:00:00:00:00:fe",
+        ip: detection::GATEWAY_IP,
+        vlan: None,
+        role: "the unit's gateway (a router: beyond it is world)",
+    },
 ];
 
 fn host(ns: &str) -> &'static Host {
@@ -168,7 +178,7 @@ fn main() -> Result<()> {
     let servers = [
         Server::start("care-pis", &[2575, 104, 11112, 443]),
         Server::start("care-mon1", &[443]),
-        Server::start("care-pump2", &[5000]),
+        Server::start("care-pump2", &[5000, 443]),
     ];
 
     println!(
@@ -351,6 +361,8 @@ fn main() -> Result<()> {
 
     reloads::act(&check, &failures, &policy_file)?;
     inventory::act(&check)?;
+    detection::act(&check, &policy_file)?;
+    identity::act(&check, &policy_file)?;
 
     println!("\n== What ispf saw, by segment pair and reason (from its per-CPU counters)");
     {

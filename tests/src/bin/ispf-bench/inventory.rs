@@ -41,7 +41,7 @@ fn record(i: usize, ifindex: u32) -> Vec<u8> {
 
 /// The release `ispf`, as installed: timing a debug build would measure
 /// the build, not the listing.
-fn release_ispf() -> Result<std::path::PathBuf> {
+pub fn release_ispf() -> Result<std::path::PathBuf> {
     let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("workspace")?

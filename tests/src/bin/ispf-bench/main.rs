@@ -14,6 +14,8 @@
 mod bulk;
 mod control;
 mod corpus;
+mod feeds;
+mod identity;
 mod inventory;
 mod live;
 mod perpacket;
@@ -148,7 +150,11 @@ fn main() -> Result<()> {
             "control" => control::control_plane(&mut b)?,
             "bulk" => bulk::bulk_tcp(&mut b)?,
             "inventory" => inventory::inventory(&mut b)?,
-            other => bail!("no section {other}: scan, end-to-end, control, bulk, inventory"),
+            "feeds" => feeds::feeds(&mut b)?,
+            "identity" => identity::identity(&mut b)?,
+            other => bail!(
+                "no section {other}: scan, end-to-end, control, bulk, inventory, feeds, identity"
+            ),
         }
         println!("{}", serde_json::to_string_pretty(&b.summary)?);
         return Ok(());
@@ -163,6 +169,8 @@ fn main() -> Result<()> {
     bulk::bulk_tcp(&mut b)?;
     control::control_plane(&mut b)?;
     inventory::inventory(&mut b)?;
+    feeds::feeds(&mut b)?;
+    identity::identity(&mut b)?;
     let _ = sh(&["ip", "netns", "del", "ispfb-anchor"]);
     // libxdp (xdp-filter) leaves its empty pin directory behind.
     let _ = std::fs::remove_dir("/sys/fs/bpf/xdp");

@@ -55,7 +55,7 @@ where
 /// conntrack), which the steady-state figure of [`cost`] skips through the
 /// flow caches. One packet per measurement includes the test-run timer's
 /// own overhead, so compare it with the floor measured the same way.
-fn first_packet_cost(prog: &Xdp, corpus: &[Vec<u8>]) -> Result<f64> {
+pub fn first_packet_cost(prog: &Xdp, corpus: &[Vec<u8>]) -> Result<f64> {
     let mut total = 0f64;
     for f in corpus {
         let mut o = TestRunOptions::new();

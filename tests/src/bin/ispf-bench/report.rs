@@ -123,6 +123,20 @@ sighting ingestion (decode, place, SQLite): **{} sightings/s** (target ≥ 50,00
         f(&s["ms_devices_list_100k"]),
         r["inventory"]["devices_list_ms"],
     ));
+    m.push_str(&format!(
+        "## Threat feeds and identity
+
+1M feed entries: load (parse, compile, apply) **{} ms** (target < 2000); per packet with them **{} ns** ({}x the run's ns_ispf); first packet with them **{} ns**. RADIUS Start to enforced: **{} ms** median, {} ms max over the example policy (target < 50); over the headline policy **{} ms** (every decision is a whole generation)
+
+",
+        f(&s["ms_feed_load_1m"]),
+        f(&s["ns_ispf_feeds_1m"]),
+        f(&s["ratio_feeds_1m_vs_ns_ispf"]),
+        f(&s["ns_ispf_first_packet_feeds_1m"]),
+        f(&s["ms_session_apply"]),
+        f(&s["ms_session_apply_max"]),
+        f(&s["ms_session_apply_100k"]),
+    ));
     m.push_str("\nMethod: per-packet figures are the mean BPF_PROG_TEST_RUN duration over the corpus, each frame warmed once so the figure is its flow's steady state (for ispf: answered by the per-CPU flow cache; the first-packet figure above is the full pipeline); the corpus mixes IPv4/IPv6, TCP/UDP/ICMP, 0/1/2 VLAN tags, allowed/denied and known/unknown devices over many addresses. End to end: a live-frames XDP_TX generator in one namespace sends one denied frame through a veth pair; the receiver's XDP counters give the rate; generator and receiver share the VM's two vCPUs. NaN/null: a tool was unavailable (see the run's warnings).\n");
     m.push_str("\n## Every summary figure\n\n| key | value |\n| --- | ---: |\n");
     if let Some(o) = s.as_object() {

@@ -1,0 +1,83 @@
+//! The one reader of the ring buffer and what it feeds: the events file
+//! and followers, the inventory, detection and threat reports.
+
+use std::sync::Arc;
+
+use tokio::io::unix::AsyncFd;
+
+use super::shared::{self, Shared};
+use crate::{
+    detect::Detection,
+    events::EventRecord,
+    feeds,
+    inventory::{observe, Inventory},
+};
+
+/// The one reader of the ring buffer: flow events to the events file and
+/// followers, observations to the inventory (which never makes it wait).
+pub(super) async fn read_events(
+    mut fd: AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    shared: Arc<Shared>,
+    inventory: Arc<Inventory>,
+    detection: Arc<Detection>,
+) {
+    let mut threats = Threats::default();
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        {
+            let rb = guard.get_inner_mut();
+            while let Some(item) = rb.next() {
+                if observe::is_observation(&item) {
+                    if let Some(o) = observe::decode(&item) {
+                        inventory.offer(o);
+                    }
+                } else if item.len() >= std::mem::size_of::<ispf_common::Event>() {
+                    // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                    batch.push(unsafe {
+                        std::ptr::read_unaligned(item.as_ptr().cast::<ispf_common::Event>())
+                    });
+                }
+            }
+        }
+        guard.clear_ready();
+        if batch.is_empty() {
+            continue;
+        }
+        let snap = shared.snapshot();
+        threats.refresh(&snap);
+        for e in &batch {
+            let rec = EventRecord::decode(e, &snap.policy);
+            detection.offer(&rec);
+            shared.deliver(&rec);
+            if let Some(t) = threats.index.as_ref().and_then(|i| rec.threat(i)) {
+                shared.deliver(&t);
+            }
+        }
+    }
+}
+
+/// The feeds' index for naming threats, rebuilt when the feeds or the
+/// policy change.
+#[derive(Default)]
+struct Threats {
+    index: Option<feeds::compile::FeedIndex>,
+    of: Option<(usize, usize)>,
+}
+
+impl Threats {
+    fn refresh(&mut self, snap: &shared::Snapshot) {
+        let key = (
+            Arc::as_ptr(&snap.feeds) as usize,
+            Arc::as_ptr(&snap.policy) as usize,
+        );
+        if self.of == Some(key) {
+            return;
+        }
+        self.of = Some(key);
+        self.index = (!snap.feeds.feeds.is_empty())
+            .then(|| feeds::compile::FeedIndex::new(&snap.feeds, &snap.policy.doc.feeds));
+    }
+}

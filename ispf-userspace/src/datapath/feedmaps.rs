@@ -1,0 +1,112 @@
+//! The threat-feed maps: written, cleared and counted per generation slot
+//! like the policy maps, by the one writer. Single addresses go in hash
+//! maps in batches (a million in well under a second); networks go in LPM
+//! tries, which have no batch operations, one by one.
+
+use aya::maps::{HashMap, LpmTrie, MapData};
+use ispf_common::*;
+
+use super::{
+    maps::{fd, keys_where, map_err, v4_key, v4_lpm, v6_key, v6_lpm, Source},
+    writer::{drop_keys, put, Budget},
+    Result,
+};
+use crate::feeds::compile::CompiledFeeds;
+
+pub(super) struct FeedMaps {
+    pub v4: HashMap<MapData, V4Key, FeedVal>,
+    pub v6: HashMap<MapData, V6Key, FeedVal>,
+    pub net4: LpmTrie<MapData, [u8; 5], FeedVal>,
+    pub net6: LpmTrie<MapData, [u8; 17], FeedVal>,
+}
+
+impl FeedMaps {
+    pub fn open(source: &mut Source) -> Result<Self> {
+        let mut take = |name: &'static str| source(name);
+        Ok(Self {
+            v4: HashMap::try_from(take(MAP_FEED_V4)?).map_err(map_err(MAP_FEED_V4))?,
+            v6: HashMap::try_from(take(MAP_FEED_V6)?).map_err(map_err(MAP_FEED_V6))?,
+            net4: LpmTrie::try_from(take(MAP_FEED_NET4)?).map_err(map_err(MAP_FEED_NET4))?,
+            net6: LpmTrie::try_from(take(MAP_FEED_NET6)?).map_err(map_err(MAP_FEED_NET6))?,
+        })
+    }
+
+    pub fn write(&mut self, c: &CompiledFeeds, s: u8, b: &mut Budget) -> Result<()> {
+        let (k, v): (Vec<_>, Vec<_>) = c.v4.iter().map(|(a, v)| (v4_key(s, *a), *v)).unzip();
+        put(fd(&self.v4), MAP_FEED_V4, &k, &v, b)?;
+        let (k, v): (Vec<_>, Vec<_>) = c.v6.iter().map(|(a, v)| (v6_key(s, *a), *v)).unzip();
+        put(fd(&self.v6), MAP_FEED_V6, &k, &v, b)?;
+        for (a, plen, v) in &c.net4 {
+            b.spend(1)?;
+            self.net4
+                .insert(&v4_lpm(s, a, *plen), v, 0)
+                .map_err(map_err(MAP_FEED_NET4))?;
+        }
+        for (a, plen, v) in &c.net6 {
+            b.spend(1)?;
+            self.net6
+                .insert(&v6_lpm(s, a, *plen), v, 0)
+                .map_err(map_err(MAP_FEED_NET6))?;
+        }
+        Ok(())
+    }
+
+    pub fn clear(&mut self, c: &CompiledFeeds, s: u8) -> Result<()> {
+        let k: Vec<_> = c.v4.iter().map(|(a, _)| v4_key(s, *a)).collect();
+        drop_keys(fd(&self.v4), MAP_FEED_V4, &k)?;
+        let k: Vec<_> = c.v6.iter().map(|(a, _)| v6_key(s, *a)).collect();
+        drop_keys(fd(&self.v6), MAP_FEED_V6, &k)?;
+        for (a, plen, _) in &c.net4 {
+            let _ = self.net4.remove(&v4_lpm(s, a, *plen));
+        }
+        for (a, plen, _) in &c.net6 {
+            let _ = self.net6.remove(&v6_lpm(s, a, *plen));
+        }
+        Ok(())
+    }
+
+    /// Clears every entry of slot `s`, whoever wrote it.
+    pub fn clear_by_scan(&mut self, s: u8) -> Result<()> {
+        let k = keys_where(&self.v4, |k| k.slot == s);
+        drop_keys(fd(&self.v4), MAP_FEED_V4, &k)?;
+        let k = keys_where(&self.v6, |k| k.slot == s);
+        drop_keys(fd(&self.v6), MAP_FEED_V6, &k)?;
+        let n4: Vec<_> = self
+            .net4
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.data()[0] == s)
+            .collect();
+        for k in n4 {
+            let _ = self.net4.remove(&k);
+        }
+        let n6: Vec<_> = self
+            .net6
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| k.data()[0] == s)
+            .collect();
+        for k in n6 {
+            let _ = self.net6.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Entries of slot `s`: (hosts v4, hosts v6, networks v4, networks v6).
+    pub fn count(&self, s: u8) -> [usize; 4] {
+        [
+            keys_where(&self.v4, |k| k.slot == s).len(),
+            keys_where(&self.v6, |k| k.slot == s).len(),
+            self.net4
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| k.data()[0] == s)
+                .count(),
+            self.net6
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| k.data()[0] == s)
+                .count(),
+        ]
+    }
+}

@@ -1,0 +1,253 @@
+//! Feeds into map entries, and the controller's index of the same entries
+//! (to name the feed and indicator of a threat the datapath reports).
+//!
+//! Overlaps are resolved here so the datapath's first hit is final: the
+//! same network in several feeds keeps the strongest action (`deny` over
+//! `alert`, then the feed listed first), and an address or network inside
+//! a `deny` network of any feed becomes `deny` itself.
+
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
+
+use ipnet::IpNet;
+use ispf_common::{
+    FeedVal, FEEDS_V4_HOSTS, FEEDS_V4_NETS, FEEDS_V6_HOSTS, FEEDS_V6_NETS, FEED_ALERT, FEED_DENY,
+};
+
+use super::{Entry, FeedSet};
+use crate::policy::{FeedAction, FeedDoc};
+
+/// Feed entries as the maps take them (keys without the generation slot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompiledFeeds {
+    pub v4: Vec<([u8; 4], FeedVal)>,
+    pub v6: Vec<([u8; 16], FeedVal)>,
+    pub net4: Vec<([u8; 4], u8, FeedVal)>,
+    pub net6: Vec<([u8; 16], u8, FeedVal)>,
+}
+
+impl CompiledFeeds {
+    /// `Settings::feeds`: which maps hold entries.
+    pub fn flags(&self) -> u8 {
+        let mut f = 0;
+        if !self.v4.is_empty() {
+            f |= FEEDS_V4_HOSTS;
+        }
+        if !self.net4.is_empty() {
+            f |= FEEDS_V4_NETS;
+        }
+        if !self.v6.is_empty() {
+            f |= FEEDS_V6_HOSTS;
+        }
+        if !self.net6.is_empty() {
+            f |= FEEDS_V6_NETS;
+        }
+        f
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len() + self.net4.len() + self.net6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn stronger(a: FeedVal, b: FeedVal) -> FeedVal {
+    if b.action > a.action || (b.action == a.action && b.feed < a.feed) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Every listed network with the strongest entry for it, overlaps resolved.
+fn resolve(set: &FeedSet, docs: &[FeedDoc]) -> HashMap<IpNet, (FeedVal, Option<Arc<Entry>>)> {
+    let mut all: HashMap<IpNet, (FeedVal, Option<Arc<Entry>>)> = HashMap::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let Some(c) = set.feeds.get(&doc.name) else {
+            continue;
+        };
+        let action = match doc.action {
+            FeedAction::Deny => FEED_DENY,
+            FeedAction::Alert => FEED_ALERT,
+        };
+        let val = FeedVal {
+            feed: i as u8,
+            action,
+            _pad: [0; 2],
+        };
+        for e in &c.entries {
+            match all.get_mut(&e.net) {
+                Some(cur) => {
+                    let s = stronger(cur.0, val);
+                    if s != cur.0 {
+                        *cur = (s, Some(Arc::new(e.clone())));
+                    }
+                }
+                None => {
+                    all.insert(e.net, (val, Some(Arc::new(e.clone()))));
+                }
+            }
+        }
+    }
+    // Inside a deny network: deny.
+    let deny_nets: HashMap<IpNet, FeedVal> = all
+        .iter()
+        .filter(|(n, (v, _))| v.action == FEED_DENY && n.prefix_len() < n.max_prefix_len())
+        .map(|(n, (v, _))| (*n, *v))
+        .collect();
+    if !deny_nets.is_empty() {
+        let mut lens: Vec<u8> = deny_nets.keys().map(IpNet::prefix_len).collect();
+        lens.sort_unstable();
+        lens.dedup();
+        for (net, (val, _)) in all.iter_mut() {
+            if val.action == FEED_DENY {
+                continue;
+            }
+            for &l in lens.iter().filter(|l| **l < net.prefix_len()) {
+                let Ok(outer) = IpNet::new(net.network(), l) else {
+                    continue;
+                };
+                if let Some(d) = deny_nets.get(&outer.trunc()) {
+                    *val = *d;
+                    break;
+                }
+            }
+        }
+    }
+    all
+}
+
+pub fn compile(set: &FeedSet, docs: &[FeedDoc]) -> CompiledFeeds {
+    let mut c = CompiledFeeds::default();
+    if set.feeds.is_empty() {
+        return c;
+    }
+    for (net, (val, _)) in resolve(set, docs) {
+        match (net, net.prefix_len() == net.max_prefix_len()) {
+            (IpNet::V4(n), true) => c.v4.push((n.addr().octets(), val)),
+            (IpNet::V4(n), false) => c.net4.push((n.addr().octets(), n.prefix_len(), val)),
+            (IpNet::V6(n), true) => c.v6.push((n.addr().octets(), val)),
+            (IpNet::V6(n), false) => c.net6.push((n.addr().octets(), n.prefix_len(), val)),
+        }
+    }
+    c
+}
+
+/// What the controller knows of a listed address: the feed, its action,
+/// the entry (indicator or line) and the network that matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub feed: String,
+    pub deny: bool,
+    pub net: IpNet,
+    pub indicator: Option<String>,
+    pub line: Option<u32>,
+}
+
+/// The controller's longest-prefix index of the same entries.
+#[derive(Default)]
+pub struct FeedIndex {
+    nets: HashMap<IpNet, (FeedVal, Option<Arc<Entry>>)>,
+    lens4: Vec<u8>,
+    lens6: Vec<u8>,
+    names: Vec<String>,
+}
+
+impl FeedIndex {
+    pub fn new(set: &FeedSet, docs: &[FeedDoc]) -> Self {
+        let nets = resolve(set, docs);
+        let mut lens4: Vec<u8> = Vec::new();
+        let mut lens6: Vec<u8> = Vec::new();
+        for n in nets.keys() {
+            match n {
+                IpNet::V4(_) => lens4.push(n.prefix_len()),
+                IpNet::V6(_) => lens6.push(n.prefix_len()),
+            }
+        }
+        for l in [&mut lens4, &mut lens6] {
+            l.sort_unstable_by(|a, b| b.cmp(a));
+            l.dedup();
+        }
+        Self {
+            nets,
+            lens4,
+            lens6,
+            names: docs.iter().map(|d| d.name.clone()).collect(),
+        }
+    }
+
+    /// The entry listing `ip`, longest prefix first.
+    pub fn lookup(&self, ip: IpAddr) -> Option<Listed> {
+        let lens = if ip.is_ipv4() {
+            &self.lens4
+        } else {
+            &self.lens6
+        };
+        for &l in lens {
+            let Ok(n) = IpNet::new(ip, l) else { continue };
+            if let Some((v, e)) = self.nets.get(&n.trunc()) {
+                return Some(Listed {
+                    feed: self.names.get(v.feed as usize).cloned().unwrap_or_default(),
+                    deny: v.action == FEED_DENY,
+                    net: n.trunc(),
+                    indicator: e.as_ref().and_then(|e| e.indicator.clone()),
+                    line: e.as_ref().and_then(|e| e.line),
+                });
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::feeds::{plain, Contents};
+
+    fn doc(name: &str, action: FeedAction) -> FeedDoc {
+        FeedDoc {
+            name: name.into(),
+            source: "/x".into(),
+            format: Default::default(),
+            refresh_s: 300,
+            action,
+        }
+    }
+
+    #[test]
+    fn overlaps_keep_the_strongest_and_deny_networks_cover_what_they_contain() {
+        let mut set = FeedSet::default();
+        let alert: Contents = plain::parse("192.0.2.7\n198.51.100.0/25\n2001:db8::5\n10.9.9.9\n");
+        let deny: Contents = plain::parse("192.0.2.0/24\n2001:db8::/64\n10.9.9.9\n");
+        set.feeds.insert("watch".into(), Arc::new(alert));
+        set.feeds.insert("block".into(), Arc::new(deny));
+        let docs = [
+            doc("watch", FeedAction::Alert),
+            doc("block", FeedAction::Deny),
+        ];
+        let c = compile(&set, &docs);
+        let host = |a: [u8; 4]| c.v4.iter().find(|(x, _)| *x == a).map(|x| x.1);
+        // Inside block's /24: deny, attributed to block (feed 1).
+        assert_eq!(
+            host([192, 0, 2, 7]).map(|v| (v.action, v.feed)),
+            Some((FEED_DENY, 1))
+        );
+        // Listed by both: deny wins.
+        assert_eq!(host([10, 9, 9, 9]).map(|v| v.action), Some(FEED_DENY));
+        let net = c.net4.iter().find(|x| x.1 == 25).unwrap();
+        assert_eq!(net.2.action, FEED_ALERT, "not inside a deny network");
+        assert_eq!(c.v6[0].1.action, FEED_DENY);
+        assert_eq!(
+            c.flags(),
+            FEEDS_V4_HOSTS | FEEDS_V4_NETS | FEEDS_V6_HOSTS | FEEDS_V6_NETS
+        );
+        let idx = FeedIndex::new(&set, &docs);
+        let l = idx.lookup("192.0.2.200".parse().unwrap()).unwrap();
+        assert_eq!((l.feed.as_str(), l.deny, l.line), ("block", true, Some(1)));
+        let l = idx.lookup("198.51.100.9".parse().unwrap()).unwrap();
+        assert_eq!((l.feed.as_str(), l.deny), ("watch", false));
+        assert!(idx.lookup("203.0.113.1".parse().unwrap()).is_none());
+    }
+}

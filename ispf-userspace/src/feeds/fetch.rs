@@ -1,0 +1,113 @@
+//! Getting a feed's text: a local file (read again when its size or
+//! modification time changes) or an http(s) URL, asked with `If-None-Match`
+//! and `If-Modified-Since` so an unchanged feed costs a 304, with timeouts.
+//! Failures are the caller's to back off from; nothing here retries.
+
+use std::{
+    io::Read,
+    path::Path,
+    time::{Duration, SystemTime},
+};
+
+use super::FeedError;
+
+/// The largest feed accepted (a million lines of addresses is ~20 MB).
+pub const MAX_FEED_BYTES: u64 = 512 << 20;
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What is remembered between fetches of one source.
+#[derive(Debug, Clone, Default)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// A file's (length, modification time).
+    pub stamp: Option<(u64, SystemTime)>,
+}
+
+/// The text, or `None` when the source says it has not changed. An HTTP
+/// fetch gives up after `timeout`.
+pub fn fetch(
+    source: &str,
+    v: &mut Validators,
+    timeout: Duration,
+) -> Result<Option<String>, FeedError> {
+    if source.starts_with("http://") || source.starts_with("https://") {
+        http(source, v, timeout)
+    } else {
+        file(Path::new(source), v)
+    }
+}
+
+fn file(path: &Path, v: &mut Validators) -> Result<Option<String>, FeedError> {
+    let err = |message: String| FeedError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err("not a regular file".into()));
+    }
+    if meta.len() > MAX_FEED_BYTES {
+        return Err(err(format!(
+            "{} bytes, more than the {MAX_FEED_BYTES} a feed may have",
+            meta.len()
+        )));
+    }
+    let stamp = (
+        meta.len(),
+        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+    );
+    if v.stamp == Some(stamp) {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FEED_BYTES).read_to_string(&mut text))
+        .map_err(|e| err(e.to_string()))?;
+    v.stamp = Some(stamp);
+    Ok(Some(text))
+}
+
+fn http(url: &str, v: &mut Validators, timeout: Duration) -> Result<Option<String>, FeedError> {
+    let err = |message: String| FeedError::Http {
+        url: url.to_owned(),
+        message,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout.min(HTTP_TIMEOUT)))
+        .http_status_as_error(false)
+        .user_agent(concat!("ispf/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(e) = &v.etag {
+        req = req.header("If-None-Match", e);
+    }
+    if let Some(m) = &v.last_modified {
+        req = req.header("If-Modified-Since", m);
+    }
+    let mut resp = req.call().map_err(|e| err(e.to_string()))?;
+    let status = resp.status().as_u16();
+    if status == 304 {
+        return Ok(None);
+    }
+    if status != 200 {
+        return Err(err(format!("the server answered {status}")));
+    }
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (etag, last_modified) = (header("etag"), header("last-modified"));
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_FEED_BYTES)
+        .read_to_string()
+        .map_err(|e| err(e.to_string()))?;
+    v.etag = etag;
+    v.last_modified = last_modified;
+    Ok(Some(text))
+}

@@ -1,0 +1,131 @@
+//! Threat-intelligence feeds (the spec's "Threat-intelligence feeds"):
+//! reading them (`plain`, `stix`), fetching them from files and HTTP(S)
+//! with conditional requests and backoff (`fetch`), keeping each feed's
+//! last good contents (also on disk, so a restart enforces them before the
+//! first fetch) and refreshing them (`refresh`), and compiling them into
+//! map entries and the controller's own index for reports (`compile`).
+//!
+//! Owns: feed contents and their status. May call: the policy's types.
+//! Never writes maps: a new feed set goes to the engine, which applies it
+//! as a generation like any other change of the desired state.
+
+pub mod compile;
+pub mod fetch;
+pub mod plain;
+pub mod refresh;
+pub mod stix;
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{FeedDoc, FeedFormat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("{0}")]
+    Parse(String),
+    #[error("reading {path}: {message}")]
+    File { path: String, message: String },
+    #[error("fetching {url}: {message}")]
+    Http { url: String, message: String },
+}
+
+/// One address or network a feed lists, and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub net: IpNet,
+    /// The STIX indicator's id.
+    pub indicator: Option<String>,
+    /// The line of a plain feed.
+    pub line: Option<u32>,
+}
+
+/// Problems kept per feed (the count is exact, the list a sample).
+const PROBLEMS_KEPT: usize = 20;
+
+/// What one read of a feed yielded.
+#[derive(Debug, Clone, Default)]
+pub struct Contents {
+    pub entries: Vec<Entry>,
+    /// Lines or indicators that could not be enforced.
+    pub skipped: u64,
+    /// The first of them, with line numbers or ids.
+    pub problems: Vec<String>,
+}
+
+impl Contents {
+    fn skip(&mut self, why: String) {
+        self.skipped += 1;
+        if self.problems.len() < PROBLEMS_KEPT {
+            self.problems.push(why);
+        }
+    }
+}
+
+/// Parses a feed's text in its format.
+pub fn parse(format: FeedFormat, text: &str, now: i64) -> Result<Contents, FeedError> {
+    match format {
+        FeedFormat::Plain => Ok(plain::parse(text)),
+        FeedFormat::Stix2 => stix::parse(text, now),
+    }
+}
+
+/// The last good contents of every feed, by name: part of the desired
+/// state.
+#[derive(Debug, Clone, Default)]
+pub struct FeedSet {
+    pub feeds: BTreeMap<String, Arc<Contents>>,
+}
+
+impl FeedSet {
+    pub fn entries(&self) -> usize {
+        self.feeds.values().map(|c| c.entries.len()).sum()
+    }
+}
+
+/// A feed as `ispf feeds` and the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedStatus {
+    pub name: String,
+    pub source: String,
+    pub format: String,
+    pub action: String,
+    /// Addresses and networks enforced (the last good contents).
+    pub entries: usize,
+    /// Unix seconds of the last successful refresh (a fetch that changed
+    /// the contents or confirmed them).
+    pub last_refresh: Option<i64>,
+    /// The last failure, while the feed is failing.
+    pub error: Option<String>,
+    pub failures: u64,
+    pub skipped: u64,
+    pub problems: Vec<String>,
+    /// Flows a feed hit: dropped, and passed (alert feeds, life-critical
+    /// and monitor-mode segments).
+    #[serde(default)]
+    pub hits_dropped: u64,
+    #[serde(default)]
+    pub hits_passed: u64,
+}
+
+impl FeedStatus {
+    pub fn new(doc: &FeedDoc) -> Self {
+        Self {
+            name: doc.name.clone(),
+            source: doc.source.clone(),
+            format: match doc.format {
+                FeedFormat::Plain => "plain",
+                FeedFormat::Stix2 => "stix2",
+            }
+            .into(),
+            action: match doc.action {
+                crate::policy::FeedAction::Deny => "deny",
+                crate::policy::FeedAction::Alert => "alert",
+            }
+            .into(),
+            ..Default::default()
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! The `plain` feed format: one IPv4/IPv6 address or CIDR a line; `#`
+//! starts a comment; blank lines are ignored. A line that is none of these
+//! is skipped and reported with its number.
+
+use ipnet::IpNet;
+
+use super::{Contents, Entry};
+
+pub fn parse(text: &str) -> Contents {
+    let mut c = Contents::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match parse_net(line) {
+            Some(net) => c.entries.push(Entry {
+                net,
+                indicator: None,
+                line: Some(i as u32 + 1),
+            }),
+            None => c.skip(format!(
+                "line {}: `{}` is not an IPv4/IPv6 address or CIDR",
+                i + 1,
+                line.chars().take(60).collect::<String>()
+            )),
+        }
+    }
+    c
+}
+
+/// An address (as a host network) or a CIDR, with host bits cleared.
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Some(n.trunc());
+    }
+    s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_cidrs_comments_and_bad_lines() {
+        let c = parse(
+            "# blocklist\n203.0.113.7\n\n198.51.100.0/24 # a /24\n2001:db8::1\n2001:db8:1::/48\nnot an address\n10.0.0.300\n10.1.2.3/33\n",
+        );
+        let nets: Vec<String> = c.entries.iter().map(|e| e.net.to_string()).collect();
+        assert_eq!(
+            nets,
+            [
+                "203.0.113.7/32",
+                "198.51.100.0/24",
+                "2001:db8::1/128",
+                "2001:db8:1::/48"
+            ]
+        );
+        assert_eq!(c.entries[1].line, Some(4));
+        assert_eq!(c.skipped, 3);
+        assert!(c.problems[0].starts_with("line 7:"), "{:?}", c.problems);
+        // Host bits are cleared, as the kernel's trie would.
+        assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+    }
+}

@@ -1,0 +1,404 @@
+//! Sessions, pure: what an accepted Accounting-Request changes (the spec's
+//! "Identity-based clearance"). A `Start` or `Interim-Update` whose `Class`
+//! or `Filter-Id` names a role binds the `Calling-Station-Id`'s device to
+//! the role's segment; the `Stop` with the same `Acct-Session-Id`, an
+//! `Accounting-Off`/`On` from its NAS, or three interim intervals without
+//! an update (one hour when the NAS sends no interval) end it. A device
+//! has one binding: the newest session's.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::radius::{station_mac, Accounting, Status};
+use crate::{decisions::mac_string, policy::RoleDoc};
+
+/// One user's network session on one device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The NAS (its address) and its `Acct-Session-Id`.
+    pub nas: String,
+    pub id: String,
+    pub mac: String,
+    pub user: String,
+    pub role: String,
+    pub segment: String,
+    /// Unix seconds.
+    pub since: i64,
+    pub last_update: i64,
+    /// Seconds without an update after which the session is over.
+    pub timeout_s: i64,
+}
+
+/// What the enforced state must do about a packet or the passing of time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Put `session.mac` in `session.segment` (a role decision).
+    Bind(Session),
+    /// End the role decision of `mac`; `why` for the timeline.
+    Unbind { mac: String, why: String },
+}
+
+/// Why an accepted packet changed nothing (counted by cause).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    NoRole,
+    NoMac,
+    NoSession,
+    Other,
+}
+
+impl Ignored {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ignored::NoRole => "no_role",
+            Ignored::NoMac => "no_mac",
+            Ignored::NoSession => "no_session",
+            Ignored::Other => "other_status",
+        }
+    }
+}
+
+/// One hour when the NAS names no interval.
+pub const DEFAULT_TIMEOUT_S: i64 = 3600;
+/// At most this many sessions are kept (a NAS cannot grow the controller
+/// without bound); the oldest updated go first.
+pub const MAX_SESSIONS: usize = 200_000;
+
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_key: HashMap<(String, String), Session>,
+    /// The session each bound device is bound by.
+    bound: HashMap<String, (String, String)>,
+}
+
+impl Sessions {
+    pub fn restore(list: Vec<Session>) -> Self {
+        let mut s = Sessions::default();
+        let mut list = list;
+        list.sort_by_key(|x| x.since);
+        for x in list {
+            s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
+            s.by_key.insert((x.nas.clone(), x.id.clone()), x);
+        }
+        s
+    }
+
+    pub fn list(&self) -> Vec<Session> {
+        let mut v: Vec<Session> = self.by_key.values().cloned().collect();
+        v.sort_by(|a, b| b.since.cmp(&a.since).then(a.mac.cmp(&b.mac)));
+        v
+    }
+
+    pub fn by_role(&self) -> BTreeMap<String, u64> {
+        let mut m = BTreeMap::new();
+        for s in self.by_key.values() {
+            *m.entry(s.role.clone()).or_default() += 1;
+        }
+        m
+    }
+
+    pub fn bound_macs(&self) -> impl Iterator<Item = &String> {
+        self.bound.keys()
+    }
+
+    /// What an accepted packet from NAS `nas` changes.
+    pub fn account(
+        &mut self,
+        a: &Accounting,
+        nas: &str,
+        roles: &[RoleDoc],
+        now: i64,
+    ) -> Result<Vec<Change>, Ignored> {
+        let status = a.status.ok_or(Ignored::Other)?;
+        match status {
+            Status::AccountingOn | Status::AccountingOff => {
+                // The NAS restarted: every session it reported is over.
+                let keys: Vec<_> = self.by_key.keys().filter(|k| k.0 == nas).cloned().collect();
+                let why = "the NAS reported Accounting-On/Off (it restarted)";
+                Ok(keys.iter().filter_map(|k| self.end(k, why)).collect())
+            }
+            Status::Stop => {
+                let key = (
+                    nas.to_owned(),
+                    a.session_id.clone().ok_or(Ignored::NoSession)?,
+                );
+                let why = format!("Stop for session {}", key.1);
+                Ok(self.end(&key, &why).into_iter().collect())
+            }
+            Status::Start | Status::Interim => {
+                let id = a.session_id.clone().ok_or(Ignored::NoSession)?;
+                let mac = a
+                    .calling_station
+                    .as_deref()
+                    .and_then(station_mac)
+                    .map(|m| mac_string(&m))
+                    .ok_or(Ignored::NoMac)?;
+                let role = roles
+                    .iter()
+                    .find(|r| a.classes.iter().chain(&a.filter_ids).any(|c| *c == r.class))
+                    .ok_or(Ignored::NoRole)?;
+                let key = (nas.to_owned(), id.clone());
+                let timeout_s = a
+                    .interim_s
+                    .filter(|s| *s > 0)
+                    .map_or(DEFAULT_TIMEOUT_S, |s| 3 * s as i64);
+                let same = self.by_key.get(&key).is_some_and(|s| {
+                    s.mac == mac && s.role == role.name && s.segment == role.segment
+                });
+                let bound_here = self.bound.get(&mac) == Some(&key);
+                if same && bound_here {
+                    let s = self.by_key.get_mut(&key).expect("present");
+                    s.last_update = now;
+                    s.timeout_s = timeout_s;
+                    return Ok(Vec::new());
+                }
+                let since = self.by_key.get(&key).map_or(now, |s| s.since);
+                let s = Session {
+                    nas: nas.to_owned(),
+                    id,
+                    mac: mac.clone(),
+                    user: a.user.clone().unwrap_or_default(),
+                    role: role.name.clone(),
+                    segment: role.segment.clone(),
+                    since,
+                    last_update: now,
+                    timeout_s,
+                };
+                let mut out = Vec::new();
+                // The session moved to another device: the old one is
+                // unbound unless another session holds it.
+                if let Some(old) = self.by_key.get(&key).filter(|o| o.mac != mac).cloned() {
+                    if self.bound.get(&old.mac) == Some(&key) {
+                        self.bound.remove(&old.mac);
+                        out.push(Change::Unbind {
+                            mac: old.mac,
+                            why: format!("session {} moved to {mac}", key.1),
+                        });
+                    }
+                }
+                self.bound.insert(mac, key.clone());
+                self.by_key.insert(key, s.clone());
+                self.bound_cap();
+                out.push(Change::Bind(s));
+                Ok(out)
+            }
+            Status::Other(_) => Err(Ignored::Other),
+        }
+    }
+
+    /// A binding the engine refused (a MAC not seen yet): the session is
+    /// kept, unbound, and its next update tries again.
+    pub fn refused(&mut self, s: &Session) {
+        let key = (s.nas.clone(), s.id.clone());
+        if self.bound.get(&s.mac) == Some(&key) {
+            self.bound.remove(&s.mac);
+        }
+    }
+
+    /// Whether `mac` is bound by a session this table knows.
+    pub fn is_bound(&self, mac: &str) -> bool {
+        self.bound.contains_key(mac)
+    }
+
+    /// Sessions past their timeout at `now`.
+    pub fn expire(&mut self, now: i64) -> Vec<Change> {
+        let stale: Vec<_> = self
+            .by_key
+            .iter()
+            .filter(|(_, s)| now - s.last_update >= s.timeout_s)
+            .map(|(k, s)| (k.clone(), s.timeout_s))
+            .collect();
+        stale
+            .into_iter()
+            .filter_map(|(k, t)| self.end(&k, &format!("no accounting update for {t} s")))
+            .collect()
+    }
+
+    /// Ends a session; unbinds its device if this session bound it.
+    fn end(&mut self, key: &(String, String), why: &str) -> Option<Change> {
+        let s = self.by_key.remove(key)?;
+        if self.bound.get(&s.mac) == Some(key) {
+            self.bound.remove(&s.mac);
+            return Some(Change::Unbind {
+                mac: s.mac,
+                why: why.to_owned(),
+            });
+        }
+        None
+    }
+
+    fn bound_cap(&mut self) {
+        while self.by_key.len() > MAX_SESSIONS {
+            let Some(k) = self
+                .by_key
+                .iter()
+                .min_by_key(|(_, s)| s.last_update)
+                .map(|(k, _)| k.clone())
+            else {
+                return;
+            };
+            // Dropped from memory only; its decision ends at the timeout
+            // check after a restart, like any session it no longer knows.
+            let s = self.by_key.remove(&k).expect("present");
+            if self.bound.get(&s.mac) == Some(&k) {
+                self.bound.remove(&s.mac);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles() -> Vec<RoleDoc> {
+        serde_json::from_str(
+            r#"[{"name": "biomed-engineer", "class": "biomed", "segment": "biomed-ws"}]"#,
+        )
+        .unwrap()
+    }
+
+    fn acct(status: Status, id: &str, mac: &str, class: &str) -> Accounting {
+        Accounting {
+            status: Some(status),
+            session_id: Some(id.into()),
+            user: Some("alice".into()),
+            calling_station: Some(mac.into()),
+            classes: vec![class.into()],
+            interim_s: Some(10),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn start_interim_stop() {
+        let (mut s, r) = (Sessions::default(), roles());
+        let c = s
+            .account(
+                &acct(Status::Start, "S1", "02-00-00-00-30-01", "biomed"),
+                "nas",
+                &r,
+                0,
+            )
+            .unwrap();
+        assert!(
+            matches!(&c[..], [Change::Bind(x)] if x.mac == "02:00:00:00:30:01" && x.segment == "biomed-ws")
+        );
+        // An interim of the same binding changes nothing but the clock.
+        let c = s
+            .account(
+                &acct(Status::Interim, "S1", "0200.0000.3001", "biomed"),
+                "nas",
+                &r,
+                5,
+            )
+            .unwrap();
+        assert!(c.is_empty());
+        assert!(s.expire(30).is_empty(), "3 intervals from the interim");
+        // An interim for a session never started binds (a restart, a lost Start).
+        let c = s
+            .account(
+                &acct(Status::Interim, "S2", "02:00:00:00:30:02", "biomed"),
+                "nas",
+                &r,
+                6,
+            )
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        let c = s
+            .account(
+                &acct(Status::Stop, "S1", "02-00-00-00-30-01", "biomed"),
+                "nas",
+                &r,
+                7,
+            )
+            .unwrap();
+        assert_eq!(
+            c,
+            vec![Change::Unbind {
+                mac: "02:00:00:00:30:01".into(),
+                why: "Stop for session S1".into()
+            }]
+        );
+        // A Stop of a session no one knows, an unknown role, no MAC.
+        assert!(s
+            .account(
+                &acct(Status::Stop, "S9", "02-00-00-00-30-01", "biomed"),
+                "nas",
+                &r,
+                8
+            )
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.account(
+                &acct(Status::Start, "S3", "02-00-00-00-30-03", "clerk"),
+                "nas",
+                &r,
+                8
+            ),
+            Err(Ignored::NoRole)
+        );
+        assert_eq!(
+            s.account(
+                &acct(Status::Start, "S3", "not-a-mac", "biomed"),
+                "nas",
+                &r,
+                8
+            ),
+            Err(Ignored::NoMac)
+        );
+        // Timeout: three intervals without an update.
+        assert_eq!(s.expire(36).len(), 1);
+        assert!(s.list().is_empty());
+    }
+
+    #[test]
+    fn the_newest_session_binds_and_an_older_stop_does_not_unbind() {
+        let (mut s, r) = (Sessions::default(), roles());
+        let m = "02-00-00-00-30-01";
+        s.account(&acct(Status::Start, "A", m, "biomed"), "nas", &r, 0)
+            .unwrap();
+        s.account(&acct(Status::Start, "B", m, "biomed"), "nas", &r, 1)
+            .unwrap();
+        assert!(s
+            .account(&acct(Status::Stop, "A", m, "biomed"), "nas", &r, 2)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            s.account(&acct(Status::Stop, "B", m, "biomed"), "nas", &r, 3)
+                .unwrap()
+                .len(),
+            1
+        );
+        // Accounting-On from a NAS ends its sessions, not another NAS's.
+        s.account(&acct(Status::Start, "C", m, "biomed"), "nas", &r, 4)
+            .unwrap();
+        s.account(
+            &acct(Status::Start, "D", "02-00-00-00-30-02", "biomed"),
+            "other",
+            &r,
+            4,
+        )
+        .unwrap();
+        let on = Accounting {
+            status: Some(Status::AccountingOn),
+            ..Default::default()
+        };
+        assert_eq!(s.account(&on, "nas", &r, 5).unwrap().len(), 1);
+        assert_eq!(s.list().len(), 1);
+        // Without an interval, an hour.
+        let mut a = acct(Status::Start, "E", "02-00-00-00-30-05", "biomed");
+        a.interim_s = None;
+        s.account(&a, "nas", &r, 100).unwrap();
+        assert!(s
+            .expire(100 + 3599)
+            .iter()
+            .all(|c| !matches!(c, Change::Unbind { mac, .. } if mac == "02:00:00:00:30:05")));
+        assert!(s
+            .expire(100 + 3600)
+            .iter()
+            .any(|c| matches!(c, Change::Unbind { mac, .. } if mac == "02:00:00:00:30:05")));
+    }
+}
