@@ -275,6 +275,50 @@ mod tests {
     }
 
     #[test]
+    fn role_sessions_bind_seen_or_registered_devices_and_end_alone() {
+        let p = Policy::from_doc(doc()).unwrap();
+        let session = |mac: &str| DecisionRequest::Session {
+            mac: mac.into(),
+            segment: "ws".into(),
+            role: "biomed".into(),
+            user: "alice".into(),
+            nas: "10.0.0.9".into(),
+            session: "S1".into(),
+        };
+        let unseen = Known::default();
+        // Neither seen nor registered: refused, nothing to record.
+        assert!(matches!(
+            plan(&session("02:00:00:00:99:01"), "r", 0, &p, &[], &unseen),
+            Err(DecisionError::Unseen(_))
+        ));
+        // Registered in the file: bound even before it is seen.
+        let ok = plan(&session("02:00:00:00:10:01"), "r", 0, &p, &[], &unseen).unwrap();
+        let d = ok.put.clone().unwrap();
+        assert_eq!((d.kind, d.segment.as_deref()), (Kind::Role, Some("ws")));
+        assert!(d.reason.contains("alice") && d.actor.contains("10.0.0.9"));
+        // Ending it removes the role and nothing else.
+        let held = vec![d, dec("02:00:00:00:10:01", Kind::Quarantine, None, None)];
+        let end = DecisionRequest::EndSession {
+            mac: "02:00:00:00:10:01".into(),
+            why: "Stop".into(),
+        };
+        let r = plan(&end, "r", 0, &p, &held, &unseen).unwrap();
+        let after = with_plan(&held, &r);
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].kind, Kind::Quarantine);
+        assert!(
+            plan(&end, "r", 0, &p, &after, &unseen).is_err(),
+            "no role left to end"
+        );
+        // An unknown role segment is refused with the known ones.
+        let mut bad = session("02:00:00:00:10:01");
+        if let DecisionRequest::Session { segment, .. } = &mut bad {
+            *segment = "nowhere".into();
+        }
+        assert!(plan(&bad, "r", 0, &p, &[], &unseen).is_err());
+    }
+
+    #[test]
     fn macs_in_any_spelling() {
         assert_eq!(
             canonical_mac("AA-BB-CC-DD-EE-FF").unwrap(),
