@@ -10,6 +10,7 @@ pub mod decisions;
 pub mod detect;
 pub mod events;
 pub mod feeds;
+pub mod fleet;
 pub mod identity;
 pub mod inventory;
 pub mod metrics;

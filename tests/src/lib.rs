@@ -4,6 +4,7 @@
 
 pub mod care_unit;
 pub mod controller;
+pub mod etcd;
 pub mod frames;
 pub mod gen;
 pub mod inventory;

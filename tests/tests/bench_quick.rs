@@ -67,6 +67,8 @@ fn quick_benchmark_produces_every_figure() {
         "ms_feed_load_1m",
         "ratio_feeds_1m_vs_ns_ispf",
         "ms_session_apply_100k",
+        "ms_fleet_converge_10_hosts",
+        "ms_fleet_converge_3_hosts_100k",
     ] {
         assert!(
             s.get(key).is_some(),

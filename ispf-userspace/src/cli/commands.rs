@@ -35,8 +35,10 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 EntryArg::Tc => Entry::Tc,
             },
         ),
+        Command::Fleet { cmd, etcd } => super::fleet::run(cmd, &etcd),
         Command::Run {
             policy,
+            etcd,
             interfaces,
             pin_dir,
             run_dir,
@@ -56,8 +58,13 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 HookArg::Tc => Hook::Tc,
                 HookArg::Auto => Hook::Auto,
             };
+            let state_dir = absolute(state_dir);
+            let fleet = etcd.options()?;
+            let (policy, seed) =
+                super::fleet::run_policy(policy.map(absolute), fleet.as_ref(), &state_dir)?;
             controller::run(RunOptions {
-                policy: absolute(policy),
+                policy,
+                fleet: fleet.map(|f| (f, seed)),
                 interfaces,
                 pin_dir,
                 run_dir,
@@ -67,7 +74,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 events_out,
                 reapply,
                 attach: AttachOptions { hook, keep_gro_off },
-                state_dir: absolute(state_dir),
+                state_dir,
                 max_unknown_devices,
                 alert_webhook,
             })?;

@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod detect;
 pub mod devices;
+pub mod fleet;
 pub mod identity;
 pub mod show;
 
@@ -118,8 +119,12 @@ pub enum Command {
     /// Enforce POLICY on the named bridge ports until stopped. Enforcement
     /// is pinned and survives this process; a restart adopts it.
     Run {
+        /// The policy file; with --etcd, only seeds a site that has no
+        /// policy yet (a host enforces the site's last good revision).
         #[arg(long)]
-        policy: PathBuf,
+        policy: Option<PathBuf>,
+        #[command(flatten)]
+        etcd: fleet::EtcdArgs,
         /// A bridge port to enforce on (repeat for several).
         #[arg(long = "iface", required = true)]
         interfaces: Vec<String>,
@@ -166,6 +171,14 @@ pub enum Command {
         /// retried three times.
         #[arg(long, value_name = "URL")]
         alert_webhook: Option<String>,
+    },
+    /// The fleet: one policy and one set of decisions for every host of a
+    /// site, through etcd.
+    Fleet {
+        #[command(subcommand)]
+        cmd: fleet::FleetCommand,
+        #[command(flatten)]
+        etcd: fleet::EtcdArgs,
     },
     /// Threat feeds: entries, last refresh, errors, hits.
     Feeds {

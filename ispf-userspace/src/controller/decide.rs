@@ -139,7 +139,7 @@ impl Engine {
 
     /// The engine's own connection to the inventory database, opened when
     /// first needed and again after a failure.
-    fn db(&mut self) -> Result<&mut rusqlite::Connection> {
+    pub(super) fn db(&mut self) -> Result<&mut rusqlite::Connection> {
         if self.db.is_none() {
             self.db = Some(db::open(&self.inventory_db)?);
         }
@@ -231,6 +231,9 @@ impl Engine {
                 .map(|e| Err(e.unwrap_or_default()))
                 .collect());
         }
+        if self.fleet.is_some() {
+            return self.write_to_fleet(plans, outcomes, actor);
+        }
         let policy = desired(&self.file, &decisions, now)?;
         let entries: Vec<store::TimelineEntry> = plans
             .iter()
@@ -304,7 +307,7 @@ impl Engine {
             .collect())
     }
 
-    fn device_event(&self, mac: &str, action: &str, detail: &str, actor: &str) {
+    pub(super) fn device_event(&self, mac: &str, action: &str, detail: &str, actor: &str) {
         if let Some(s) = &self.shared {
             s.deliver_note(&json!({
                 "time": now_rfc3339(),

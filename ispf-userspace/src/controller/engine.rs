@@ -52,6 +52,11 @@ pub enum Command {
         actor: String,
         reply: oneshot::Sender<Response>,
     },
+    /// The site's decisions, as etcd holds them (fleet mode).
+    FleetDecisions {
+        set: Vec<Decision>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Several decisions in one generation (a burst of role sessions).
     DecideMany {
         ops: Vec<DecisionRequest>,
@@ -100,6 +105,8 @@ pub struct Engine {
     pub shared: Option<Arc<Shared>>,
     /// How ports are attached, again when they come back.
     pub attach: ports::AttachOptions,
+    /// In a fleet, decisions go to etcd first (and come back by the watch).
+    pub fleet: Option<crate::fleet::writer::Writer>,
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload_unix: i64,
@@ -116,6 +123,7 @@ impl Engine {
         inventory_db: PathBuf,
     ) -> Self {
         Self {
+            fleet: None,
             attach,
             dp: s.dp,
             file: Arc::new(s.file),
@@ -198,6 +206,10 @@ impl Engine {
                     let r = self.decide(&op, &actor);
                     let _ = reply.send(r);
                 }
+                Command::FleetDecisions { set, reply } => {
+                    let r = self.fleet_decisions(set);
+                    let _ = reply.send(r);
+                }
                 Command::DecideMany { ops, actor, reply } => {
                     let r = self.decide_many(&ops, &actor);
                     let _ = reply.send(r);
@@ -214,6 +226,20 @@ impl Engine {
 
     pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool) -> Response {
         let path = path.unwrap_or_else(|| self.enforced.path.clone());
+        // A host of a fleet enforces its site's revisions only: a file
+        // reloaded by hand would split it from the other hosts.
+        let from_fleet = path
+            .file_name()
+            .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE);
+        if self.fleet.is_some() && !dry_run && !from_fleet {
+            return Response::Error {
+                message: format!(
+                    "this host follows fleet site {}: push the file to every host with `ispf fleet push {}` (or `ispf reload --dry-run` to review it here)",
+                    self.fleet.as_ref().map_or("", |f| f.site()),
+                    path.display()
+                ),
+            };
+        }
         self.busy(Some(format!(
             "applying {} since {}",
             path.display(),

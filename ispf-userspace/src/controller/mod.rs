@@ -16,6 +16,7 @@ mod backstop;
 mod decide;
 mod devices;
 mod engine;
+mod fleet;
 mod ports;
 mod ring;
 mod server;
@@ -102,6 +103,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
     })?;
     metrics_std.set_nonblocking(true)?;
     let mut engine = start::start(&opts)?;
+    if let Some((f, _)) = &opts.fleet {
+        engine.fleet = Some(crate::fleet::writer::Writer::new(f.clone())?);
+    }
     let _ = fs::remove_file(&sock);
     let shared = Arc::new(Shared::new(
         engine.snapshot(),
@@ -115,6 +119,16 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let feeds = Arc::new(start_feeds(&opts, &shared, cmd_tx.clone())?);
     let detection = Arc::new(start_detection(&opts, &shared, cmd_tx.clone())?);
     let identity = Arc::new(start_identity(&opts, &shared, cmd_tx.clone())?);
+    let fleet = match &opts.fleet {
+        Some((f, seed)) => Some(Arc::new(services::start_fleet(
+            f.clone(),
+            seed.clone(),
+            &opts,
+            &shared,
+            cmd_tx.clone(),
+        )?)),
+        None => None,
+    };
     let engine_thread = {
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -153,6 +167,7 @@ pub fn run(opts: RunOptions) -> Result<()> {
             feeds,
             detection,
             identity,
+            fleet,
         },
         ring,
         cmd_tx,
@@ -179,6 +194,7 @@ async fn serve_all(
         feeds,
         detection,
         identity,
+        fleet,
     } = services;
     let listener =
         UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
@@ -203,12 +219,14 @@ async fn serve_all(
     let render_inventory = inventory.clone();
     let render_feeds = feeds.clone();
     let (render_detection, render_identity) = (detection.clone(), identity.clone());
+    let render_fleet = fleet.clone();
     let render: metrics::http::Render = Arc::new(move || {
         render_metrics(
             &render_shared,
             &render_inventory,
             &render_feeds,
             (&render_detection.facts, &render_identity.facts),
+            render_fleet.as_ref().map(|f| &*f.facts),
         )
     });
     tokio::spawn(metrics::http::serve(metrics, render));
@@ -268,6 +286,7 @@ fn render_metrics(
     inventory: &Inventory,
     feeds: &Refresher,
     (detection, identity): (&crate::detect::Facts, &crate::identity::Facts),
+    fleet: Option<&crate::fleet::Facts>,
 ) -> String {
     let snap = shared.snapshot();
     let counters = server::current_counters(shared);
@@ -294,6 +313,7 @@ fn render_metrics(
             feeds: &feed_status,
             detection,
             identity,
+            fleet,
         },
     )
     .unwrap_or_else(|e| format!("# metrics unavailable: {e}\n"))

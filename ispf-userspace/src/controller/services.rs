@@ -22,6 +22,9 @@ pub(super) struct Services {
     pub feeds: Arc<Refresher>,
     pub detection: Arc<Detection>,
     pub identity: Arc<Identity>,
+    /// Kept alive for as long as the controller serves: dropping it stops
+    /// following the site.
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 fn view_of(shared: &Arc<Shared>) -> Arc<dyn Fn() -> View + Send + Sync> {
@@ -144,4 +147,89 @@ pub(super) fn start_identity(
         apply,
     )
     .context("starting the RADIUS accounting listener")
+}
+
+/// Following the site: new revisions applied like `ispf reload`, the
+/// site's decisions as one generation, status from the published snapshot.
+pub(super) fn start_fleet(
+    f: crate::fleet::Options,
+    seed: Option<Vec<u8>>,
+    opts: &RunOptions,
+    shared: &Arc<Shared>,
+    cmd: std::sync::mpsc::Sender<Command>,
+) -> Result<crate::fleet::Fleet> {
+    use crate::control::Response;
+    let cmd = Arc::new(std::sync::Mutex::new(cmd));
+    let c1 = cmd.clone();
+    let policy: crate::fleet::ApplyPolicy = Box::new(move |path| {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        c1.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Command::Reload {
+                path: Some(path),
+                dry_run: false,
+                reply,
+            })
+            .map_err(|_| "the controller is stopping".to_owned())?;
+        match wait_reply(rx) {
+            Some(Response::Reload(_)) => Ok(()),
+            Some(Response::Error { message }) => Err(message),
+            _ => Err("no answer from the engine".into()),
+        }
+    });
+    let c2 = cmd.clone();
+    let decisions: crate::fleet::ApplyDecisions = Box::new(move |set| {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        c2.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Command::FleetDecisions { set, reply })
+            .map_err(|_| "the controller is stopping".to_owned())?;
+        wait_reply(rx).unwrap_or_else(|| Err("no answer from the engine".into()))
+    });
+    let s = shared.clone();
+    let report: crate::fleet::Report = Box::new(move || {
+        let snap = s.snapshot();
+        let down: Vec<&str> = snap
+            .interfaces
+            .iter()
+            .filter(|i| !i.attached)
+            .map(|i| i.name.as_str())
+            .collect();
+        let health = if down.is_empty() {
+            "ok".to_owned()
+        } else {
+            format!("not enforcing on {}", down.join(", "))
+        };
+        (
+            snap.generation,
+            snap.file_sha256.clone(),
+            snap.interfaces.iter().map(|i| i.name.clone()).collect(),
+            health,
+        )
+    });
+    crate::fleet::Fleet::start(
+        f,
+        opts.state_dir.clone(),
+        seed,
+        crate::fleet::Hooks {
+            policy,
+            decisions,
+            report,
+        },
+    )
+    .context("starting to follow the site")
+}
+
+/// Waits for the engine's answer from inside the fleet's own runtime,
+/// where `blocking_recv` is not allowed; that runtime has nothing else to
+/// drive meanwhile (the watch buffers).
+fn wait_reply<T>(mut rx: tokio::sync::oneshot::Receiver<T>) -> Option<T> {
+    use tokio::sync::oneshot::error::TryRecvError;
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(TryRecvError::Empty) => std::thread::sleep(std::time::Duration::from_millis(1)),
+            Err(TryRecvError::Closed) => return None,
+        }
+    }
 }

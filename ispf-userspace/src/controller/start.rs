@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub max_unknown_devices: usize,
     /// Every alert is POSTed here as JSON.
     pub alert_webhook: Option<String>,
+    /// Following a site through etcd, and the file to seed it with.
+    pub fleet: Option<(crate::fleet::Options, Option<Vec<u8>>)>,
 }
 
 pub fn start(opts: &RunOptions) -> Result<Engine> {

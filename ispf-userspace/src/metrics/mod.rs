@@ -5,6 +5,7 @@
 mod detection;
 mod devices;
 mod feeds;
+mod fleet;
 pub mod http;
 mod identity;
 
@@ -23,6 +24,7 @@ pub struct Extra<'a> {
     pub feeds: &'a [crate::feeds::FeedStatus],
     pub detection: &'a crate::detect::Facts,
     pub identity: &'a crate::identity::Facts,
+    pub fleet: Option<&'a crate::fleet::Facts>,
 }
 
 /// Controller-side facts the datapath does not hold.
@@ -219,6 +221,9 @@ pub fn render(
     feeds::render(&r, x.feeds)?;
     detection::render(&r, x.detection)?;
     identity::render(&r, x.identity)?;
+    if let Some(f) = x.fleet {
+        fleet::render(&r, f)?;
+    }
 
     let mut out = Vec::new();
     TextEncoder::new().encode(&r.gather(), &mut out)?;

@@ -15,6 +15,7 @@ mod bulk;
 mod control;
 mod corpus;
 mod feeds;
+mod fleet;
 mod identity;
 mod inventory;
 mod live;
@@ -152,6 +153,7 @@ fn main() -> Result<()> {
             "inventory" => inventory::inventory(&mut b)?,
             "feeds" => feeds::feeds(&mut b)?,
             "identity" => identity::identity(&mut b)?,
+            "fleet" => fleet::fleet(&mut b)?,
             other => bail!(
                 "no section {other}: scan, end-to-end, control, bulk, inventory, feeds, identity"
             ),
@@ -171,6 +173,7 @@ fn main() -> Result<()> {
     inventory::inventory(&mut b)?;
     feeds::feeds(&mut b)?;
     identity::identity(&mut b)?;
+    fleet::fleet(&mut b)?;
     let _ = sh(&["ip", "netns", "del", "ispfb-anchor"]);
     // libxdp (xdp-filter) leaves its empty pin directory behind.
     let _ = std::fs::remove_dir("/sys/fs/bpf/xdp");

@@ -137,6 +137,16 @@ sighting ingestion (decode, place, SQLite): **{} sightings/s** (target ≥ 50,00
         f(&s["ms_session_apply_max"]),
         f(&s["ms_session_apply_100k"]),
     ));
+    m.push_str(&format!(
+        "## Fleet
+
+`ispf fleet push` to every host enforcing it (real etcd, controllers on this machine, 1k devices): 10 hosts **{} ms** median (target < 500); 3 hosts at 100k devices **{} ms**; by host count: {}
+
+",
+        f(&s["ms_fleet_converge_10_hosts"]),
+        f(&s["ms_fleet_converge_3_hosts_100k"]),
+        r["fleet"],
+    ));
     m.push_str("\nMethod: per-packet figures are the mean BPF_PROG_TEST_RUN duration over the corpus, each frame warmed once so the figure is its flow's steady state (for ispf: answered by the per-CPU flow cache; the first-packet figure above is the full pipeline); the corpus mixes IPv4/IPv6, TCP/UDP/ICMP, 0/1/2 VLAN tags, allowed/denied and known/unknown devices over many addresses. End to end: a live-frames XDP_TX generator in one namespace sends one denied frame through a veth pair; the receiver's XDP counters give the rate; generator and receiver share the VM's two vCPUs. NaN/null: a tool was unavailable (see the run's warnings).\n");
     m.push_str("\n## Every summary figure\n\n| key | value |\n| --- | ---: |\n");
     if let Some(o) = s.as_object() {

@@ -1,0 +1,134 @@
+//! The engine's side of a fleet: decisions made here are written to etcd
+//! instead of enforced at once, and the site's decision set, when the
+//! watch delivers it, is recorded and enforced as one generation.
+
+use anyhow::{anyhow, Result};
+
+use super::{
+    decide::{desired, Outcome},
+    engine::{log, unix_now, Engine},
+};
+use crate::{
+    decisions::{holding, Decision, Kind, Plan},
+    inventory::store,
+};
+
+impl Engine {
+    /// Fleet mode: the planned decisions are written to etcd; every host
+    /// (this one included) applies them when its watch delivers them.
+    pub(super) fn write_to_fleet(
+        &mut self,
+        plans: Vec<Plan>,
+        outcomes: Vec<Option<String>>,
+        actor: &str,
+    ) -> Result<Vec<Outcome>> {
+        let fleet = self.fleet.as_ref().expect("fleet mode");
+        let put: Vec<Decision> = plans.iter().filter_map(|p| p.put.clone()).collect();
+        let removed: Vec<_> = plans
+            .iter()
+            .flat_map(|p| p.remove.iter().map(|k| (p.mac.clone(), *k)))
+            .collect();
+        fleet.write(&put, &removed).map_err(|e| {
+            anyhow!("{e}; the decision is not made (it must reach every host of the site)")
+        })?;
+        let site = fleet.site().to_owned();
+        let generation = self.dp.epoch();
+        let mut plans = plans.into_iter();
+        Ok(outcomes
+            .into_iter()
+            .map(|refused| match refused {
+                Some(e) => Err(e),
+                None => {
+                    let p = plans.next().expect("one plan per accepted request");
+                    let message = format!(
+                        "{} {}: {} (written to fleet site {site}; every host applies it when etcd delivers it)",
+                        p.mac, p.event, p.detail
+                    );
+                    log(format!("{message}, by {actor}"));
+                    Ok((message, generation, p.put))
+                }
+            })
+            .collect())
+    }
+
+    /// Makes the site's decision set the one enforced: recorded (with a
+    /// timeline entry per change) and applied as one generation.
+    pub(super) fn fleet_decisions(
+        &mut self,
+        set: Vec<Decision>,
+    ) -> std::result::Result<(), String> {
+        let now = unix_now();
+        let key = |d: &Decision| (d.mac.clone(), d.kind);
+        let old: std::collections::BTreeMap<_, _> =
+            self.decisions.iter().map(|d| (key(d), d.clone())).collect();
+        let new: std::collections::BTreeMap<_, _> =
+            set.iter().map(|d| (key(d), d.clone())).collect();
+        if old == new {
+            return Ok(());
+        }
+        let put: Vec<Decision> = new
+            .iter()
+            .filter(|(k, d)| old.get(*k) != Some(*d))
+            .map(|(_, d)| d.clone())
+            .collect();
+        let removed: Vec<(String, Kind)> = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
+        let mut entries: Vec<store::TimelineEntry> = put
+            .iter()
+            .map(|d| store::TimelineEntry {
+                mac: d.mac.clone(),
+                at: now,
+                event: match d.kind {
+                    Kind::Quarantine => "quarantined",
+                    Kind::Admit => "admitted",
+                    Kind::Role => "session_started",
+                }
+                .into(),
+                detail: format!("{} (from the fleet)", d.reason),
+                actor: Some(d.actor.clone()),
+            })
+            .collect();
+        entries.extend(removed.iter().map(|(mac, kind)| {
+            store::TimelineEntry {
+                mac: mac.clone(),
+                at: now,
+                event: if *kind == Kind::Role {
+                    "session_ended"
+                } else {
+                    "released"
+                }
+                .into(),
+                detail: format!("{} undone (from the fleet)", kind.as_str()),
+                actor: None,
+            }
+        }));
+        let policy = desired(&self.file, &set, now).map_err(|e| format!("{e:#}"))?;
+        // etcd is the record in a fleet; the local copy serves a restart
+        // without etcd, so a failure to write it does not stop enforcement.
+        if let Ok(conn) = self.db() {
+            if store::record_decisions(conn, &put, &removed, &entries).is_err() {
+                self.db = None;
+            }
+        }
+        let file = (*self.file).clone();
+        let path = self.enforced.path.clone();
+        let r = self
+            .enforce(file, policy, &path, None, set, now)
+            .map_err(|e| format!("{e:#}"));
+        self.save_backstop();
+        for e in &entries {
+            let by = e.actor.clone().unwrap_or_else(|| "fleet".into());
+            self.device_event(&e.mac, &e.event, &e.detail, &by);
+        }
+        self.publish();
+        r.map(|g| {
+            log(format!(
+                "fleet: {} decisions enforced as generation {g}",
+                holding(&self.decisions, now).len()
+            ))
+        })
+    }
+}

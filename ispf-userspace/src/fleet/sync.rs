@@ -1,0 +1,303 @@
+//! A host following its site: connect (with backoff), read the site,
+//! apply the policy revision and the decisions, then watch for changes and
+//! report status under a lease, until etcd goes away — then again. What
+//! is enforced changes only when a new revision or decision set is
+//! applied; losing etcd changes nothing.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use etcd_client::{Client, EventType, WatchOptions};
+
+use super::{client, keys, Facts, FleetError, Hooks, Options, POLICY_FILE, REVISION_FILE};
+use crate::{
+    clock::{log, unix_now},
+    decisions::{Decision, Kind},
+};
+
+/// The status key lives this long without a keep-alive.
+const LEASE_TTL: i64 = 15;
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+struct Site {
+    policy: Option<(Vec<u8>, i64)>,
+    decisions: BTreeMap<(String, Kind), Decision>,
+    /// The last decision set handed to the engine.
+    applied: Option<Vec<Decision>>,
+    /// A revision the engine refused: not tried again.
+    refused: i64,
+}
+
+pub(super) fn run(
+    opts: Options,
+    state_dir: PathBuf,
+    seed: Option<Vec<u8>>,
+    hooks: Hooks,
+    facts: Arc<Facts>,
+    stop: Arc<AtomicBool>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log(format!(
+                "fleet: cannot start ({e}); enforcing the last good revision only"
+            ));
+            return;
+        }
+    };
+    let mut site = Site {
+        policy: None,
+        decisions: BTreeMap::new(),
+        applied: None,
+        refused: 0,
+    };
+    let mut backoff = Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        let r = rt.block_on(follow(
+            &opts,
+            &state_dir,
+            seed.as_deref(),
+            &hooks,
+            &facts,
+            &stop,
+            &mut site,
+        ));
+        facts.connected.store(false, Ordering::Relaxed);
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = r {
+            log(format!(
+                "fleet: {e}; enforcement unchanged, retrying in {backoff:?}"
+            ));
+            facts.set_error(Some(e.to_string()));
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn follow(
+    opts: &Options,
+    state_dir: &Path,
+    seed: Option<&[u8]>,
+    hooks: &Hooks,
+    facts: &Facts,
+    stop: &AtomicBool,
+    site: &mut Site,
+) -> Result<(), FleetError> {
+    let mut c = client::connect(opts).await?;
+    let (kvs, rev) = client::site(&mut c, &opts.site).await?;
+    site.policy = None;
+    site.decisions.clear();
+    for (k, v, version) in kvs {
+        absorb(&opts.site, &k, Some((&v, version)), site);
+    }
+    if site.policy.is_none() {
+        if let Some(seed) = seed {
+            let pushed = keys::Pushed {
+                revision: 1,
+                etcd_revision: 0,
+                by: format!("ispf run on {} (seed)", opts.host),
+                at: unix_now(),
+                sha256: crate::policy::hex(&crate::policy::sha256(seed)),
+                from_file: "--policy".into(),
+            };
+            if let Ok(r) = client::push(&mut c, &opts.site, seed, 0, &pushed).await? {
+                log(format!(
+                    "fleet: site {} had no policy; seeded it with --policy as revision {r}",
+                    opts.site
+                ));
+            }
+            // Written or not (another host seeded first), the watch brings it.
+        }
+    }
+    facts.connected.store(true, Ordering::Relaxed);
+    facts.set_error(None);
+    log(format!(
+        "fleet: following site {} at {}",
+        opts.site,
+        opts.endpoints.join(",")
+    ));
+    apply(state_dir, hooks, facts, site);
+    facts.last_sync.store(unix_now(), Ordering::Relaxed);
+
+    let lease = c
+        .lease_grant(LEASE_TTL, None)
+        .await
+        .map_err(|e| FleetError::Unreachable(format!("granting the status lease: {e}")))?
+        .id();
+    let (mut keeper, mut keepalive) = c
+        .lease_keep_alive(lease)
+        .await
+        .map_err(|e| FleetError::Unreachable(format!("keeping the status lease: {e}")))?;
+    report(&mut c, opts, hooks, facts, lease).await?;
+    let (_watcher, mut watch) = c
+        .watch_client()
+        .max_decoding_message_size(client::MAX_MESSAGE)
+        .watch(
+            keys::site_prefix(&opts.site),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(rev + 1),
+            ),
+        )
+        .await
+        .map_err(|e| FleetError::Unreachable(format!("watching the site: {e}")))?;
+    let mut tick = tokio::time::interval(REPORT_EVERY);
+    let mut stopping = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            msg = watch.message() => {
+                let msg = msg.map_err(|e| FleetError::Unreachable(format!("the watch: {e}")))?
+                    .ok_or_else(|| FleetError::Unreachable("the watch ended".into()))?;
+                if msg.canceled() {
+                    return Err(FleetError::Unreachable(format!("the watch was cancelled (compacted at {})", msg.compact_revision())));
+                }
+                let mut changed = false;
+                for ev in msg.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let value = match ev.event_type() {
+                        EventType::Put => Some((kv.value(), kv.version())),
+                        EventType::Delete => None,
+                    };
+                    changed |= absorb(&opts.site, kv.key(), value, site);
+                }
+                facts.last_sync.store(unix_now(), Ordering::Relaxed);
+                if changed {
+                    apply(state_dir, hooks, facts, site);
+                    report(&mut c, opts, hooks, facts, lease).await?;
+                }
+            }
+            _ = tick.tick() => {
+                keeper.keep_alive().await.map_err(|e| FleetError::Unreachable(format!("keeping the status lease: {e}")))?;
+                let _ = keepalive.message().await;
+                report(&mut c, opts, hooks, facts, lease).await?;
+            }
+            _ = stopping.tick() => {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Takes one key's new value (`None`: deleted); whether it matters to
+/// what is enforced.
+fn absorb(site_name: &str, key: &[u8], value: Option<(&[u8], i64)>, site: &mut Site) -> bool {
+    match keys::parse(site_name, key) {
+        keys::Key::Policy => {
+            site.policy = value.map(|(v, version)| (v.to_vec(), version));
+            true
+        }
+        keys::Key::Decision { mac, kind } => {
+            match value.and_then(|(v, _)| keys::decode_decision(v)) {
+                Some(d) if d.mac == mac && d.kind == kind => {
+                    site.decisions.insert((mac, kind), d);
+                }
+                Some(_) => {
+                    log(format!("fleet: ignoring decision key {mac}/{} whose value names another device or kind", kind.as_str()));
+                }
+                None => {
+                    site.decisions.remove(&(mac, kind));
+                }
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Hands a new revision and a changed decision set to the engine.
+fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
+    if let Some((bytes, version)) = site.policy.clone() {
+        let have = facts.revision.load(Ordering::Relaxed);
+        if version != have && version != site.refused {
+            let candidate = state_dir.join(super::CANDIDATE_FILE);
+            let r = crate::controller::state::write_atomic(&candidate, &bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|_| (hooks.policy)(candidate.clone()));
+            match r {
+                Ok(()) => {
+                    let saved = crate::controller::state::write_atomic(
+                        &state_dir.join(POLICY_FILE),
+                        &bytes,
+                    )
+                    .and_then(|_| {
+                        crate::controller::state::write_atomic(
+                            &state_dir.join(REVISION_FILE),
+                            version.to_string().as_bytes(),
+                        )
+                    });
+                    if let Err(e) = saved {
+                        log(format!(
+                            "fleet: revision {version} enforced but not kept on disk: {e}"
+                        ));
+                    }
+                    facts.revision.store(version, Ordering::Relaxed);
+                    facts.set_error(None);
+                    log(format!("fleet: enforcing revision {version}"));
+                }
+                Err(e) => {
+                    site.refused = version;
+                    let msg =
+                        format!("revision {version} refused, revision {have} stays enforced: {e}");
+                    log(format!("fleet: {msg}"));
+                    facts.set_error(Some(msg));
+                }
+            }
+        }
+        facts.latest.store(version, Ordering::Relaxed);
+    }
+    let set: Vec<Decision> = site.decisions.values().cloned().collect();
+    if site.applied.as_ref() != Some(&set) {
+        match (hooks.decisions)(set.clone()) {
+            Ok(()) => site.applied = Some(set),
+            Err(e) => {
+                log(format!(
+                    "fleet: the site's decisions could not be applied yet: {e}"
+                ));
+                facts.set_error(Some(format!("decisions: {e}")));
+            }
+        }
+    }
+}
+
+async fn report(
+    c: &mut Client,
+    opts: &Options,
+    hooks: &Hooks,
+    facts: &Facts,
+    lease: i64,
+) -> Result<(), FleetError> {
+    let (generation, sha, interfaces, health) = (hooks.report)();
+    let s = keys::HostStatus {
+        host: opts.host.clone(),
+        revision: facts.revision.load(Ordering::Relaxed),
+        generation,
+        policy_sha256: sha,
+        interfaces,
+        health,
+        last_error: facts.error(),
+        reported: unix_now(),
+    };
+    client::put(
+        c,
+        keys::host(&opts.site, &s.host),
+        serde_json::to_vec(&s).unwrap_or_default(),
+        Some(lease),
+    )
+    .await
+}
