@@ -3,6 +3,7 @@
 
 pub mod bpfsys;
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod controller;
 pub mod datapath;

@@ -9,6 +9,9 @@ use std::{
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod package;
+mod roff;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +41,9 @@ enum Cmd {
     /// example policy with `ispf run`, drive real traffic, print the
     /// verdicts, clean up (root).
     Demo,
+    /// Build target/debian/ispf_<version>_amd64.deb (binary, man pages,
+    /// completions, docs, systemd unit and its configuration).
+    Package,
 }
 
 /// Every external program the code, the tests, the demo and the benchmark
@@ -164,6 +170,10 @@ fn real_main() -> Result<()> {
             }
             run(&mut c)
         }
+        Cmd::Package => {
+            setup()?;
+            package::package().map(|_| ())
+        }
         Cmd::Demo => {
             setup()?;
             if !is_root() {
@@ -188,14 +198,14 @@ fn real_main() -> Result<()> {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask sits in the workspace")
         .to_owned()
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("+ {cmd:?}");
     let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
@@ -294,7 +304,7 @@ fn setup() -> Result<()> {
     Ok(())
 }
 
-fn cargo(args: &[&str]) -> Command {
+pub(crate) fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new("cargo");
     c.current_dir(root()).args(args);
     c

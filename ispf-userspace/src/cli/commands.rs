@@ -36,6 +36,9 @@ pub fn run(command: Command) -> Result<ExitCode> {
             },
         ),
         Command::Fleet { cmd, etcd } => super::fleet::run(cmd, &etcd),
+        Command::Service { config, check } => super::service::service(&config, check),
+        Command::Completions { shell } => super::service::completions(shell),
+        Command::Man { dir } => super::service::man(&dir),
         Command::Run {
             policy,
             etcd,

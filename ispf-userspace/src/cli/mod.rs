@@ -6,6 +6,7 @@ pub mod detect;
 pub mod devices;
 pub mod fleet;
 pub mod identity;
+pub mod service;
 pub mod show;
 
 use std::path::PathBuf;
@@ -116,6 +117,20 @@ pub enum Command {
     },
     /// Print the JSON Schema of the policy format.
     Schema,
+    /// Run the controller as the systemd unit does: everything `ispf run`
+    /// takes, from a configuration file (/etc/ispf/ispf.toml).
+    Service {
+        #[arg(long, default_value = "/etc/ispf/ispf.toml")]
+        config: PathBuf,
+        /// Only check the file (and the policy it names), then exit.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (ispf.1 and one per subcommand) into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
     /// Enforce POLICY on the named bridge ports until stopped. Enforcement
     /// is pinned and survives this process; a restart adopts it.
     Run {

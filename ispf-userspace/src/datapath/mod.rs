@@ -107,8 +107,10 @@ pub struct Datapath {
     sizes: MapSizes,
     maps: Maps,
     stats: Stats,
-    /// Kernel ids of the maps, to open more handles on them.
-    ids: BTreeMap<&'static str, u32>,
+    /// Duplicates of the maps' descriptors, to open more handles on them
+    /// (re-opening by kernel id needs CAP_SYS_ADMIN, which the service
+    /// does not have).
+    ids: BTreeMap<&'static str, std::os::fd::OwnedFd>,
     gens: [writer::Gen; 2],
     epoch: u32,
     /// When the active generation last changed (None: not by us).
@@ -119,6 +121,18 @@ pub struct Datapath {
 }
 
 /// The MapData inside the variants ispf uses.
+/// Another descriptor on a map, owned.
+fn dup(data: &MapData, name: &'static str) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
+    data.fd()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| DatapathError::Map {
+            name,
+            source: aya::maps::MapError::IoError(e),
+        })
+}
+
 fn map_data(m: &Map) -> Option<&MapData> {
     match m {
         Map::Array(d)
@@ -199,7 +213,7 @@ impl Datapath {
                 .take_map(name)
                 .ok_or(DatapathError::Missing { kind: "map", name })?;
             let data = map_data(&map).ok_or(DatapathError::Missing { kind: "map", name })?;
-            ids.insert(name, data.info().map_err(map_err(name))?.id());
+            ids.insert(name, dup(data, name)?);
             if let Some(dir) = pin_dir {
                 let path = dir.join("maps").join(name);
                 map.pin(&path).map_err(|e| DatapathError::Pin {
@@ -301,7 +315,7 @@ impl Datapath {
         for &name in maps::ALL {
             let data = MapData::from_pin(dir.join("maps").join(name)).map_err(map_err(name))?;
             let info = data.info().map_err(map_err(name))?;
-            ids.insert(name, info.id());
+            ids.insert(name, dup(&data, name)?);
             capacity.insert(name, info.max_entries());
             taken.insert(name, Map::from_map_data(data).map_err(map_err(name))?);
         }
@@ -345,7 +359,7 @@ impl Datapath {
         program: ProgramHandle,
         maps: Maps,
         stats: Stats,
-        ids: BTreeMap<&'static str, u32>,
+        ids: BTreeMap<&'static str, std::os::fd::OwnedFd>,
         sizes: MapSizes,
         gens: [writer::Gen; 2],
         epoch: u32,
@@ -464,7 +478,6 @@ impl Datapath {
         use std::os::fd::{AsFd, AsRawFd};
         self.ids
             .values()
-            .filter_map(|id| aya::maps::MapInfo::from_id(*id).ok()?.fd().ok())
             .filter_map(|fd| {
                 let info = std::fs::read_to_string(format!(
                     "/proc/self/fdinfo/{}",

@@ -33,13 +33,21 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Opens new descriptors on the maps with kernel ids `ids`.
-    pub(super) fn open(ids: &BTreeMap<&'static str, u32>, sizes: MapSizes) -> Result<Self> {
+    /// Opens new descriptors on the maps whose descriptors are `fds`.
+    pub(super) fn open(
+        fds: &BTreeMap<&'static str, std::os::fd::OwnedFd>,
+        sizes: MapSizes,
+    ) -> Result<Self> {
         let mut by_id = |name: &'static str| {
-            let id = *ids
+            let fd = fds
                 .get(name)
-                .ok_or(DatapathError::Missing { kind: "map", name })?;
-            let data = MapData::from_id(id).map_err(map_err(name))?;
+                .ok_or(DatapathError::Missing { kind: "map", name })?
+                .try_clone()
+                .map_err(|e| DatapathError::Map {
+                    name,
+                    source: aya::maps::MapError::IoError(e),
+                })?;
+            let data = MapData::from_fd(fd).map_err(map_err(name))?;
             Map::from_map_data(data).map_err(map_err(name))
         };
         Ok(Self {
