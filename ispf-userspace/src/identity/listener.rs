@@ -107,6 +107,9 @@ pub(super) fn run(
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             let mut changes = st.sessions.expire(unix_now());
+            if let Some(c) = &cfg {
+                changes.extend(st.sessions.prune(&c.roles));
+            }
             if cfg.is_none() {
                 // Identity left the policy: every session ends.
                 changes.extend(end_all(&mut st.sessions));

@@ -201,6 +201,26 @@ impl Sessions {
         self.bound.contains_key(mac)
     }
 
+    /// Sessions whose role the policy no longer has (or maps to another
+    /// segment now): they end, and their devices are unbound.
+    pub fn prune(&mut self, roles: &[RoleDoc]) -> Vec<Change> {
+        let gone: Vec<_> = self
+            .by_key
+            .iter()
+            .filter(|(_, s)| {
+                !roles
+                    .iter()
+                    .any(|r| r.name == s.role && r.segment == s.segment)
+            })
+            .map(|(k, s)| (k.clone(), s.role.clone()))
+            .collect();
+        gone.into_iter()
+            .filter_map(|(k, role)| {
+                self.end(&k, &format!("role {role} is no longer in the policy"))
+            })
+            .collect()
+    }
+
     /// Sessions past their timeout at `now`.
     pub fn expire(&mut self, now: i64) -> Vec<Change> {
         let stale: Vec<_> = self
@@ -400,5 +420,36 @@ mod tests {
             .expire(100 + 3600)
             .iter()
             .any(|c| matches!(c, Change::Unbind { mac, .. } if mac == "02:00:00:00:30:05")));
+    }
+
+    #[test]
+    fn a_role_removed_from_the_policy_ends_its_sessions() {
+        let (mut s, r) = (Sessions::default(), roles());
+        s.account(
+            &acct(Status::Start, "A", "02-00-00-00-30-01", "biomed"),
+            "nas",
+            &r,
+            0,
+        )
+        .unwrap();
+        assert!(s.prune(&r).is_empty(), "the role is still there");
+        let moved: Vec<RoleDoc> = serde_json::from_str(
+            r#"[{"name": "biomed-engineer", "class": "biomed", "segment": "elsewhere"}]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            s.prune(&moved).len(),
+            1,
+            "its segment changed: the binding ends"
+        );
+        s.account(
+            &acct(Status::Start, "B", "02-00-00-00-30-01", "biomed"),
+            "nas",
+            &r,
+            1,
+        )
+        .unwrap();
+        assert_eq!(s.prune(&[]).len(), 1);
+        assert!(s.list().is_empty());
     }
 }
