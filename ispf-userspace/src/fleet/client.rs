@@ -117,7 +117,7 @@ pub async fn site(
 ) -> Result<(Vec<(Vec<u8>, Vec<u8>, i64)>, i64), FleetError> {
     let r = deadline(
         "reading the site",
-        c.get(
+        kv(c).get(
             keys::site_prefix(site),
             Some(GetOptions::new().with_prefix()),
         ),
@@ -206,7 +206,7 @@ pub async fn policy_at(
     }
     let r = deadline(
         "reading an earlier revision",
-        c.get(
+        kv(c).get(
             keys::policy(site),
             Some(GetOptions::new().with_revision(rev)),
         ),
