@@ -414,3 +414,45 @@ fn a_cluster_that_loses_its_leader_during_a_push_still_converges() {
         t.elapsed()
     );
 }
+
+/// A site whose policy is larger than gRPC's 4 MiB default message: a host
+/// that joins it reads it whole (the first read, not only the watch).
+#[test]
+fn a_host_joins_a_site_whose_policy_is_larger_than_grpc_default_messages() {
+    require_root();
+    let etcd = Etcd::start("fj", 1, 23940);
+    let urls = etcd.urls();
+    let mut devices = String::new();
+    for i in 0..50_000u32 {
+        devices.push_str(&format!(
+            r#", {{"name": "bulk-{i}", "mac": "0a:00:{:02x}:{:02x}:{:02x}:01", "ipv4": "10.{}.{}.{}", "segment": "workstations"}}"#,
+            (i >> 16) & 0xff,
+            (i >> 8) & 0xff,
+            i & 0xff,
+            100 + (i >> 16),
+            (i >> 8) & 0xff,
+            i & 0xff
+        ));
+    }
+    let big = policy("big", "");
+    let text = std::fs::read_to_string(&big).unwrap().replace(
+        r#""segment": "workstations", "risk": "medium"}"#,
+        &format!(r#""segment": "workstations", "risk": "medium"}}{devices}"#),
+    );
+    std::fs::write(&big, &text).unwrap();
+    assert!(text.len() > 4 << 20, "{} bytes", text.len());
+    let _u: Vec<_> = ["ja", "jb"].iter().map(|t| unit(t)).collect();
+    let ha = start_host("ja", 21, &big, &urls, true);
+    wait("seeded", Duration::from_secs(30), || {
+        hosts(&urls).len() == 1
+    });
+    // Host B starts from a small file and must take the site's large one.
+    let hb = start_host("jb", 22, &policy("small", ""), &urls, true);
+    let want = sha(&big);
+    wait(
+        "host B enforces the large revision",
+        Duration::from_secs(60),
+        || hb.sha() == want,
+    );
+    assert_eq!(ha.sha(), want);
+}
