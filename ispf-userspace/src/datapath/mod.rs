@@ -301,7 +301,7 @@ impl Datapath {
                 found,
                 ours: LAYOUT_VERSION,
                 fix: if found < LAYOUT_VERSION {
-                    "they were made by an older ispf: `ispf run` upgrades them in place (see the README on upgrades)".into()
+                    format!("they were made by an older ispf, and this one cannot adopt another layout yet: remove enforcement with `ispf detach --pin-dir {}` (an outage until this controller has started) and start this one", dir.display())
                 } else {
                     format!("they were made by a newer ispf: run that version, or remove enforcement with `ispf detach --pin-dir {}` (an outage) and start this one", dir.display())
                 },
