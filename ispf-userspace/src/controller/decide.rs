@@ -15,7 +15,9 @@ use super::{
 use crate::{
     clock::{now_rfc3339, rfc3339},
     control::Response,
-    decisions::{enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Known},
+    decisions::{
+        enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Kind, Known, Plan,
+    },
     feeds::{self, FeedSet},
     inventory::{db, judge::Judge, store},
     policy::{
@@ -50,6 +52,34 @@ pub fn desired(file: &Policy, decisions: &[Decision], now: i64) -> Result<Policy
 /// What became of one decision request: its message, generation and the
 /// decision recorded; or why it was refused.
 pub type Outcome = std::result::Result<(String, u32, Option<Decision>), String>;
+
+/// The outcome of each request, in order: the refusals as they were, the
+/// accepted ones (one plan each, in the same order) as `done` says.
+pub(super) fn merge(
+    outcomes: Vec<Option<String>>,
+    plans: Vec<Plan>,
+    mut done: impl FnMut(Plan) -> (String, u32, Option<Decision>),
+) -> Vec<Outcome> {
+    let mut plans = plans.into_iter();
+    outcomes
+        .into_iter()
+        .map(|refused| match refused {
+            Some(e) => Err(e),
+            None => Ok(done(plans.next().expect("one plan per accepted request"))),
+        })
+        .collect()
+}
+
+/// What a set of plans records and undoes: decisions to put, and the
+/// (MAC, kind) pairs to remove.
+pub(super) fn changes(plans: &[Plan]) -> (Vec<Decision>, Vec<(String, Kind)>) {
+    let put = plans.iter().filter_map(|p| p.put.clone()).collect();
+    let removed = plans
+        .iter()
+        .flat_map(|p| p.remove.iter().map(|k| (p.mac.clone(), *k)))
+        .collect();
+    (put, removed)
+}
 
 /// The decisions that hold, for the run-directory record.
 fn held(decisions: &[Decision], now: i64) -> Vec<Decision> {
@@ -247,11 +277,7 @@ impl Engine {
             .collect();
         // Durable before it is enforced: a controller that dies in between
         // applies it when it starts again.
-        let removed: Vec<_> = plans
-            .iter()
-            .flat_map(|p| p.remove.iter().map(|k| (p.mac.clone(), *k)))
-            .collect();
-        let put: Vec<Decision> = plans.iter().filter_map(|p| p.put.clone()).collect();
+        let (put, removed) = changes(&plans);
         let db = self.inventory_db.clone();
         let not_recorded = || {
             format!(
@@ -288,23 +314,15 @@ impl Engine {
             }
         };
         self.save_backstop();
-        let mut plans = plans.into_iter();
-        Ok(outcomes
-            .into_iter()
-            .map(|refused| match refused {
-                Some(e) => Err(e),
-                None => {
-                    let p = plans.next().expect("one plan per accepted request");
-                    let message = format!(
-                        "{} {}: {} (generation {generation})",
-                        p.mac, p.event, p.detail
-                    );
-                    log(format!("{message}, by {actor}"));
-                    self.device_event(&p.mac, p.event, &p.detail, actor);
-                    Ok((message, generation, p.put))
-                }
-            })
-            .collect())
+        Ok(merge(outcomes, plans, |p| {
+            let message = format!(
+                "{} {}: {} (generation {generation})",
+                p.mac, p.event, p.detail
+            );
+            log(format!("{message}, by {actor}"));
+            self.device_event(&p.mac, p.event, &p.detail, actor);
+            (message, generation, p.put)
+        }))
     }
 
     pub(super) fn device_event(&self, mac: &str, action: &str, detail: &str, actor: &str) {

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, Result};
 
 use super::{
-    decide::{desired, Outcome},
+    decide::{changes, desired, merge, Outcome},
     engine::{log, unix_now, Engine},
 };
 use crate::{
@@ -23,32 +23,20 @@ impl Engine {
         actor: &str,
     ) -> Result<Vec<Outcome>> {
         let fleet = self.fleet.as_ref().expect("fleet mode");
-        let put: Vec<Decision> = plans.iter().filter_map(|p| p.put.clone()).collect();
-        let removed: Vec<_> = plans
-            .iter()
-            .flat_map(|p| p.remove.iter().map(|k| (p.mac.clone(), *k)))
-            .collect();
+        let (put, removed) = changes(&plans);
         fleet.write(&put, &removed).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
         })?;
         let site = fleet.site().to_owned();
         let generation = self.dp.epoch();
-        let mut plans = plans.into_iter();
-        Ok(outcomes
-            .into_iter()
-            .map(|refused| match refused {
-                Some(e) => Err(e),
-                None => {
-                    let p = plans.next().expect("one plan per accepted request");
-                    let message = format!(
-                        "{} {}: {} (written to fleet site {site}; every host applies it when etcd delivers it)",
-                        p.mac, p.event, p.detail
-                    );
-                    log(format!("{message}, by {actor}"));
-                    Ok((message, generation, p.put))
-                }
-            })
-            .collect())
+        Ok(merge(outcomes, plans, |p| {
+            let message = format!(
+                "{} {}: {} (written to fleet site {site}; every host applies it when etcd delivers it)",
+                p.mac, p.event, p.detail
+            );
+            log(format!("{message}, by {actor}"));
+            (message, generation, p.put)
+        }))
     }
 
     /// Makes the site's decision set the one enforced: recorded (with a
