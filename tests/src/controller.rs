@@ -101,6 +101,22 @@ impl Ctl {
             .unwrap()
     }
 
+    /// A listing command's `--json` output, one value per line; the
+    /// command must succeed.
+    pub fn json_lines(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "ispf {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect()
+    }
+
     pub fn kill9(&mut self) -> String {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap(); // SIGKILL

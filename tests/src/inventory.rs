@@ -16,16 +16,7 @@ use crate::controller::Ctl;
 
 /// `ispf devices --json`, one value per device.
 pub fn devices(ctl: &Ctl) -> Vec<Value> {
-    let out = ctl.cli(&["devices", "--json"]);
-    assert!(
-        out.status.success(),
-        "ispf devices: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
+    ctl.json_lines(&["devices", "--json"])
 }
 
 pub fn device<'a>(list: &'a [Value], mac: &str) -> Option<&'a Value> {

@@ -94,16 +94,7 @@ impl Drop for Hook {
 }
 
 fn alerts(ctl: &Ctl) -> Vec<Value> {
-    let out = ctl.cli(&["alerts", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    ctl.json_lines(&["alerts", "--json"])
 }
 
 fn nmap(ns: &str, args: &[&str]) -> Child {

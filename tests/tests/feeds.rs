@@ -110,16 +110,7 @@ impl Drop for Http {
 }
 
 fn feeds(ctl: &Ctl) -> Vec<Value> {
-    let out = ctl.cli(&["feeds", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    ctl.json_lines(&["feeds", "--json"])
 }
 
 fn feed(ctl: &Ctl, name: &str) -> Value {
