@@ -392,6 +392,13 @@ pub struct CtKey4 {
 
 pub const CT_ORIG_IS_A: u8 = 1;
 pub const CT_FIN_SEEN: u8 = 2;
+/// A threat feed lists an end of this flow and its packets passed all the
+/// same (an `alert` feed, or a life-critical or monitored segment). The
+/// exemption was decided on the segments of the packet that was judged,
+/// and a reply's destination segment is not recorded, so no packet of
+/// such a flow takes the conntrack fast path: each is judged against the
+/// feeds with its own segments.
+pub const CT_FEED_LISTED: u8 = 4;
 
 /// An L2 sender as one word: source MAC in the low 48 bits (little-endian,
 /// so the datapath can take it from one word load), VLAN id in bits

@@ -11,8 +11,9 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use ispf_common::{
-    CtVal, Settings, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4, FLOW_CACHE_REFRESH_JIFFIES, IPPROTO_TCP,
-    IPPROTO_UDP, REASON_REPLY, REASON_WOULD_DROP, SEG_PRESENT, VERDICT_PASS,
+    CtVal, Settings, CT_FEED_LISTED, CT_FIN_SEEN, CT_ORIG_IS_A, FAMILY_V4,
+    FLOW_CACHE_REFRESH_JIFFIES, IPPROTO_TCP, IPPROTO_UDP, REASON_REPLY, REASON_WOULD_DROP,
+    SEG_PRESENT, VERDICT_PASS,
 };
 use ispf_ebpf::{
     decide::{judge_policy, on_fault, Judgement},
@@ -60,6 +61,8 @@ pub struct Flow {
     pub dst: u16,
     pub src_flags: u8,
     pub dst_flags: u8,
+    /// A feed lists an end of the packet and it passed the feed check.
+    pub listed: bool,
 }
 
 /// What conntrack holds for a packet's flow, as far as it was looked up:
@@ -105,6 +108,9 @@ pub fn established(s: &Settings, pkt: &Packet, keys: &mut CtKeys, track: Trackin
     let present = Fast::Miss(Found::Entry(ptr, src_is_a));
     // SAFETY: a pointer into an LRU map value; see `judge`.
     let ct = unsafe { &mut *ptr };
+    if ct.flags & CT_FEED_LISTED != 0 {
+        return present;
+    }
     let orig_dir = (ct.flags & CT_ORIG_IS_A != 0) == src_is_a;
     // The epoch is read before the sender: `judge` clears the senders
     // before it moves an entry to a new epoch, so a sender read after a
@@ -247,6 +253,13 @@ pub fn judge(
                 }
                 ct.reason = reason;
                 ct.rule = rule;
+                // Listing depends on the flow's addresses and the feeds'
+                // generation only: any packet of the flow says the same.
+                ct.flags = if f.listed {
+                    ct.flags | CT_FEED_LISTED
+                } else {
+                    ct.flags & !CT_FEED_LISTED
+                };
                 let j = continuing(ct, orig_dir);
                 let dst = if orig_dir { f.dst } else { ct.orig_src };
                 let counter = counters::slot(slot, f.src, dst, &j);
@@ -285,6 +298,9 @@ pub fn judge(
         let mut flags = if src_is_a { CT_ORIG_IS_A } else { 0 };
         if pkt.tcp_flags & TCP_FIN != 0 {
             flags |= CT_FIN_SEEN;
+        }
+        if f.listed {
+            flags |= CT_FEED_LISTED;
         }
         // The opening packet counts under the key its direction keeps.
         let counter = counters::slot(slot, f.src, f.dst, &j);

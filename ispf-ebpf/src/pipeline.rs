@@ -135,11 +135,12 @@ fn judge_in_full(
             return Outcome::new(seg, dst, Judgement::drop(REASON_SPOOFED))
         }
     };
-    let f = Flow {
+    let mut f = Flow {
         src,
         dst,
         src_flags: segment_flags(slot, src),
         dst_flags: segment_flags(slot, dst),
+        listed: false,
     };
     if pkt.kind == KIND_OTHER {
         let j = monitor(
@@ -152,6 +153,7 @@ fn judge_in_full(
     // Threat feeds: before fragments, connection state and rules.
     let hit = feeds::lookup(slot, s, pkt);
     if hit.action != 0 {
+        f.listed = true;
         let v = feed_verdict(hit.action, f.src_flags, f.dst_flags);
         let dropped = v.is_some_and(|j| !j.is_pass());
         feeds::count(&hit, dropped);

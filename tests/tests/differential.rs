@@ -4,47 +4,15 @@
 
 use ispf::{
     datapath::{Datapath, Entry, MapSizes},
-    feeds::{self, FeedSet},
-    policy::{
-        compile::{compile, Compiled},
-        FeedAction, FeedDoc, Policy, PolicyDoc,
-    },
+    policy::{Policy, PolicyDoc},
 };
 use std::collections::BTreeMap;
 
 use ispf_common::{reason_name, CounterKey, CounterVal, VERDICT_PASS};
-use ispf_tests::{gen, model::Model, require_root};
+use ispf_tests::{feeds::with_feeds, gen, model::Model, require_root};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const FRAMES_PER_POLICY: usize = 100;
-
-/// The policy compiled with generated feeds (plain text, deny?), as the
-/// controller compiles the file with its feeds' contents.
-fn with_feeds(policy: &Policy, generated: &[(String, bool)]) -> Compiled {
-    let mut set = FeedSet::default();
-    let docs: Vec<FeedDoc> = generated
-        .iter()
-        .enumerate()
-        .map(|(i, (text, deny))| {
-            set.feeds.insert(
-                format!("f{i}"),
-                std::sync::Arc::new(feeds::plain::parse(text)),
-            );
-            FeedDoc {
-                name: format!("f{i}"),
-                source: "/generated".into(),
-                format: Default::default(),
-                refresh_s: 300,
-                action: if *deny {
-                    FeedAction::Deny
-                } else {
-                    FeedAction::Alert
-                },
-            }
-        })
-        .collect();
-    compile(policy).with_feeds(feeds::compile::compile(&set, &docs))
-}
 
 #[test]
 fn kernel_agrees_with_reference_model() {
