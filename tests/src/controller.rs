@@ -65,7 +65,7 @@ impl Ctl {
         }
         c.args(extra);
         let child = c.stderr(Stdio::piped()).spawn().unwrap();
-        let ctl = Ctl {
+        let mut ctl = Ctl {
             child: Some(child),
             paths,
         };
@@ -73,15 +73,39 @@ impl Ctl {
         ctl
     }
 
-    pub fn wait_ready(&self) {
+    /// Waits until the controller answers; a controller that exits or
+    /// never answers fails the test with what it printed.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if control::request(&self.paths.run, &Request::Status, Duration::from_secs(5)).is_ok() {
                 return;
             }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("controller exited ({status}):\n{}", self.stderr_text());
+                }
+            }
             sleep(Duration::from_millis(50));
         }
-        panic!("controller did not come up");
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        panic!(
+            "controller did not come up within 20 s:\n{}",
+            self.stderr_text()
+        );
+    }
+
+    /// What an exited controller wrote to stderr.
+    fn stderr_text(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        if let Some(e) = self.child.as_mut().and_then(|c| c.stderr.as_mut()) {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
     }
 
     pub fn status(&self) -> control::Status {

@@ -7,8 +7,9 @@ use aya::maps::{HashMap, LpmTrie, MapData};
 use ispf_common::*;
 
 use super::{
+    delta::{diff, diff3},
     maps::{fd, keys_where, map_err, v4_key, v4_lpm, v6_key, v6_lpm, Source},
-    writer::{drop_keys, put, Budget},
+    writer::{drop_keys, hash, Budget},
     Result,
 };
 use crate::feeds::compile::CompiledFeeds;
@@ -31,18 +32,33 @@ impl FeedMaps {
         })
     }
 
-    pub fn write(&mut self, c: &CompiledFeeds, s: u8, b: &mut Budget) -> Result<()> {
-        let (k, v): (Vec<_>, Vec<_>) = c.v4.iter().map(|(a, v)| (v4_key(s, *a), *v)).unzip();
-        put(fd(&self.v4), MAP_FEED_V4, &k, &v, b)?;
-        let (k, v): (Vec<_>, Vec<_>) = c.v6.iter().map(|(a, v)| (v6_key(s, *a), *v)).unzip();
-        put(fd(&self.v6), MAP_FEED_V6, &k, &v, b)?;
-        for (a, plen, v) in &c.net4 {
+    /// Writes `c` into slot `s`, which holds `old` (`None`: nothing).
+    pub fn write(
+        &mut self,
+        old: Option<&CompiledFeeds>,
+        c: &CompiledFeeds,
+        s: u8,
+        b: &mut Budget,
+    ) -> Result<()> {
+        let d = diff(old.map(|o| &o.v4[..]), &c.v4);
+        hash(fd(&self.v4), MAP_FEED_V4, d, |a| v4_key(s, a), b)?;
+        let d = diff(old.map(|o| &o.v6[..]), &c.v6);
+        hash(fd(&self.v6), MAP_FEED_V6, d, |a| v6_key(s, a), b)?;
+        let d = diff3(old.map(|o| &o.net4[..]), &c.net4);
+        for (a, plen) in &d.gone {
+            let _ = self.net4.remove(&v4_lpm(s, a, *plen));
+        }
+        for ((a, plen), v) in &d.put {
             b.spend(1)?;
             self.net4
                 .insert(&v4_lpm(s, a, *plen), v, 0)
                 .map_err(map_err(MAP_FEED_NET4))?;
         }
-        for (a, plen, v) in &c.net6 {
+        let d = diff3(old.map(|o| &o.net6[..]), &c.net6);
+        for (a, plen) in &d.gone {
+            let _ = self.net6.remove(&v6_lpm(s, a, *plen));
+        }
+        for ((a, plen), v) in &d.put {
             b.spend(1)?;
             self.net6
                 .insert(&v6_lpm(s, a, *plen), v, 0)

@@ -10,9 +10,12 @@
 //! - [`testrun`]: running frames through the program (BPF_PROG_TEST_RUN).
 
 mod capacity;
+mod clear;
 mod counters;
+mod delta;
 mod feedmaps;
 mod maps;
+mod state;
 mod stats;
 mod testrun;
 mod writer;
