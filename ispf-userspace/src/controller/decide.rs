@@ -34,7 +34,7 @@ pub fn desired(file: &Policy, decisions: &[Decision], now: i64) -> Result<Policy
         return Ok(file.clone());
     }
     let doc = crate::decisions::effective(&file.doc, decisions, now);
-    let mut p = Policy::from_doc(doc).map_err(|problems| {
+    let mut p = Policy::from_doc_unhashed(doc).map_err(|problems| {
         anyhow!(
             "the runtime decisions cannot be applied over the policy file: {}",
             problems

@@ -67,6 +67,29 @@ impl Budget {
             None => n,
         }
     }
+
+    /// Budgets for writes of `lens` entries made side by side, each
+    /// allowed what it would be allowed if they were made in a row. Spends
+    /// nothing: the caller spends `lens` after the writes.
+    fn split<const N: usize>(&self, lens: [usize; N]) -> [Budget; N] {
+        let mut probe = Budget {
+            written: self.written,
+            fail_at: self.fail_at,
+        };
+        lens.map(|n| {
+            let allowed = probe.allowed(n);
+            probe.written += allowed;
+            Budget {
+                written: 0,
+                fail_at: (allowed < n).then_some(allowed),
+            }
+        })
+    }
+}
+
+/// A writer thread's result; a panic in one is the caller's panic.
+fn join(h: std::thread::ScopedJoinHandle<'_, Result<()>>) -> Result<()> {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Writes `keys[i] -> values[i]` in batches, as far as the budget allows.
@@ -219,12 +242,31 @@ impl Datapath {
             |id| segment_index(s, id),
             b,
         )?;
-        let d = diff(old.map(|o| &o.dev_mac[..]), &c.dev_mac);
-        hash(fd(&m.dev_mac), MAP_DEV_MAC, d, |a| mac_key(s, a), b)?;
-        let d = diff(old.map(|o| &o.dev_v4[..]), &c.dev_v4);
-        hash(fd(&m.dev_v4), MAP_DEV_V4, d, |a| v4_key(s, a), b)?;
-        let d = diff(old.map(|o| &o.dev_v6[..]), &c.dev_v6);
-        hash(fd(&m.dev_v6), MAP_DEV_V6, d, |a| v6_key(s, a), b)?;
+        // The device maps are the bulk of a large policy and independent
+        // of each other: written on threads of their own (a million
+        // devices, three maps of a million entries: 1.1 s on one core).
+        let dm = diff(old.map(|o| &o.dev_mac[..]), &c.dev_mac);
+        let d4 = diff(old.map(|o| &o.dev_v4[..]), &c.dev_v4);
+        let d6 = diff(old.map(|o| &o.dev_v6[..]), &c.dev_v6);
+        let lens = [dm.put.len(), d4.put.len(), d6.put.len()];
+        let [mut bm, mut b4, mut b6] = b.split(lens);
+        let (fm, f4, f6) = (fd(&m.dev_mac), fd(&m.dev_v4), fd(&m.dev_v6));
+        let written = std::thread::scope(|scope| {
+            let mac = scope.spawn(|| hash(fm, MAP_DEV_MAC, dm, |a| mac_key(s, a), &mut bm));
+            let v4 = scope.spawn(|| hash(f4, MAP_DEV_V4, d4, |a| v4_key(s, a), &mut b4));
+            let v6 = hash(f6, MAP_DEV_V6, d6, |a| v6_key(s, a), &mut b6);
+            [join(mac), join(v4), v6]
+        });
+        for r in written {
+            match r {
+                // Accounted for below, as the writes in a row would have.
+                Err(DatapathError::Injected(_)) | Ok(()) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for n in lens {
+            b.spend(n)?;
+        }
         // LPM tries have no batch operations; subnets are few.
         let d = diff3(old.map(|o| &o.subnet_v4[..]), &c.subnet_v4);
         for (addr, plen) in &d.gone {
@@ -321,5 +363,27 @@ impl Datapath {
             self.end_segments(&gone)?;
         }
         Ok(epoch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn side_by_side_budgets_allow_what_writes_in_a_row_would() {
+        let b = Budget {
+            written: 1,
+            fail_at: Some(6),
+        };
+        let [x, y, z] = b.split([3, 4, 2]);
+        assert_eq!(x.fail_at, None, "the first three fit");
+        assert_eq!(y.fail_at, Some(2), "two of four before the failure");
+        assert_eq!(z.fail_at, Some(0), "nothing after it");
+        let unlimited = Budget {
+            written: 0,
+            fail_at: None,
+        };
+        assert!(unlimited.split([5, 5]).iter().all(|b| b.fail_at.is_none()));
     }
 }
