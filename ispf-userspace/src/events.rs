@@ -102,19 +102,9 @@ pub fn ifname(ifindex: u32) -> String {
         .into_owned()
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 impl EventRecord {
     pub fn decode(e: &Event, policy: &Policy) -> Self {
-        let age = Duration::from_nanos(monotonic_ns().saturating_sub(e.ts_ns));
+        let age = Duration::from_nanos(crate::system::monotonic_ns().saturating_sub(e.ts_ns));
         let when = SystemTime::now()
             .checked_sub(age)
             .unwrap_or_else(SystemTime::now);

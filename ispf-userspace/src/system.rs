@@ -241,3 +241,15 @@ pub fn strips_vlan_tags(iface: &str) -> bool {
     const ETH_FLAG_RXVLAN: u32 = 1 << 8;
     ethtool_value(iface, ETHTOOL_GFLAGS, 0).is_ok_and(|v| v & ETH_FLAG_RXVLAN != 0)
 }
+
+/// Now on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC), in ns:
+/// what datapath timestamps are compared with.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes into a timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

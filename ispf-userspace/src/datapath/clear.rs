@@ -6,8 +6,8 @@ use ispf_common::*;
 use super::{
     capacity::Counts,
     maps::{
-        fd, keys_where, mac_key, port_index, segment_index, v4_key, v4_lpm, v6_key, v6_lpm,
-        vlan_index,
+        fd, keys_where, lpm_keys_of, mac_key, port_index, segment_index, v4_key, v4_lpm, v6_key,
+        v6_lpm, vlan_index,
     },
     writer::{drop_keys, zero},
     Datapath, DatapathError, Result,
@@ -91,22 +91,10 @@ impl Datapath {
         let k = keys_where(&m.rows, |k| k.slot == s);
         drop_keys(fd(&m.rows), MAP_POLICY_ROWS, &k)?;
         m.feeds.clear_by_scan(s)?;
-        let v4: Vec<_> = m
-            .subnet_v4
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.data()[0] == s)
-            .collect();
-        for k in v4 {
+        for k in lpm_keys_of(&m.subnet_v4, s) {
             let _ = m.subnet_v4.remove(&k);
         }
-        let v6: Vec<_> = m
-            .subnet_v6
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.data()[0] == s)
-            .collect();
-        for k in v6 {
+        for k in lpm_keys_of(&m.subnet_v6, s) {
             let _ = m.subnet_v6.remove(&k);
         }
         let in_slot = |i: u32, per_slot: u32| i / per_slot == s as u32;

@@ -8,8 +8,8 @@ use ispf_common::*;
 
 use super::{
     delta::{diff, diff3},
-    maps::{fd, keys_where, map_err, v4_key, v4_lpm, v6_key, v6_lpm, Source},
-    writer::{drop_keys, hash, Budget},
+    maps::{fd, keys_where, lpm_keys_of, map_err, v4_key, v4_lpm, v6_key, v6_lpm, Source},
+    writer::{drop_keys, hash, lpm, Budget},
     Result,
 };
 use crate::feeds::compile::CompiledFeeds;
@@ -45,26 +45,9 @@ impl FeedMaps {
         let d = diff(old.map(|o| &o.v6[..]), &c.v6);
         hash(fd(&self.v6), MAP_FEED_V6, d, |a| v6_key(s, a), b)?;
         let d = diff3(old.map(|o| &o.net4[..]), &c.net4);
-        for (a, plen) in &d.gone {
-            let _ = self.net4.remove(&v4_lpm(s, a, *plen));
-        }
-        for ((a, plen), v) in &d.put {
-            b.spend(1)?;
-            self.net4
-                .insert(&v4_lpm(s, a, *plen), v, 0)
-                .map_err(map_err(MAP_FEED_NET4))?;
-        }
+        lpm(&mut self.net4, MAP_FEED_NET4, d, |a, p| v4_lpm(s, a, p), b)?;
         let d = diff3(old.map(|o| &o.net6[..]), &c.net6);
-        for (a, plen) in &d.gone {
-            let _ = self.net6.remove(&v6_lpm(s, a, *plen));
-        }
-        for ((a, plen), v) in &d.put {
-            b.spend(1)?;
-            self.net6
-                .insert(&v6_lpm(s, a, *plen), v, 0)
-                .map_err(map_err(MAP_FEED_NET6))?;
-        }
-        Ok(())
+        lpm(&mut self.net6, MAP_FEED_NET6, d, |a, p| v6_lpm(s, a, p), b)
     }
 
     pub fn clear(&mut self, c: &CompiledFeeds, s: u8) -> Result<()> {
@@ -87,22 +70,10 @@ impl FeedMaps {
         drop_keys(fd(&self.v4), MAP_FEED_V4, &k)?;
         let k = keys_where(&self.v6, |k| k.slot == s);
         drop_keys(fd(&self.v6), MAP_FEED_V6, &k)?;
-        let n4: Vec<_> = self
-            .net4
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.data()[0] == s)
-            .collect();
-        for k in n4 {
+        for k in lpm_keys_of(&self.net4, s) {
             let _ = self.net4.remove(&k);
         }
-        let n6: Vec<_> = self
-            .net6
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| k.data()[0] == s)
-            .collect();
-        for k in n6 {
+        for k in lpm_keys_of(&self.net6, s) {
             let _ = self.net6.remove(&k);
         }
         Ok(())
@@ -113,16 +84,8 @@ impl FeedMaps {
         [
             keys_where(&self.v4, |k| k.slot == s).len(),
             keys_where(&self.v6, |k| k.slot == s).len(),
-            self.net4
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|k| k.data()[0] == s)
-                .count(),
-            self.net6
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|k| k.data()[0] == s)
-                .count(),
+            lpm_keys_of(&self.net4, s).len(),
+            lpm_keys_of(&self.net6, s).len(),
         ]
     }
 }

@@ -243,6 +243,17 @@ pub(super) fn remove_where<K: aya::Pod + Default, V: aya::Pod + Default>(
     }
 }
 
+/// Keys of an LPM trie whose first byte (the generation slot) is `slot`.
+pub(super) fn lpm_keys_of<const N: usize, V: aya::Pod>(
+    trie: &LpmTrie<MapData, [u8; N], V>,
+    slot: u8,
+) -> Vec<Key<[u8; N]>> {
+    trie.keys()
+        .filter_map(|k| k.ok())
+        .filter(|k| k.data()[0] == slot)
+        .collect()
+}
+
 /// Keys of `map` that `pick` selects, read in batches.
 pub(super) fn keys_where<K: aya::Pod + Default, V: aya::Pod + Default>(
     map: &HashMap<MapData, K, V>,

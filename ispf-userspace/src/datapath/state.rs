@@ -50,20 +50,9 @@ impl Datapath {
     /// plain hash (a flood must not evict live datagrams), so the controller
     /// reaps what the datapath only ignores. Returns how many went.
     pub fn gc_fragments(&mut self, timeout_s: u32) -> usize {
-        let now = monotonic_ns();
+        let now = crate::system::monotonic_ns();
         remove_where(&mut self.maps.fragments, |_, v| {
             now.saturating_sub(v.last_seen_ns) > timeout_s as u64 * 1_000_000_000
         })
     }
-}
-
-/// Now on the clock `bpf_ktime_get_ns` reads (CLOCK_MONOTONIC).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -9,6 +9,8 @@
 
 use std::{os::fd::BorrowedFd, time::Instant};
 
+use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+
 use ispf_common::*;
 
 use super::{
@@ -137,6 +139,25 @@ pub(super) fn hash<K: Copy, V: Copy, M>(
     drop_keys(fd, name, &gone)?;
     let (k, v): (Vec<M>, Vec<V>) = d.put.into_iter().map(|(k, v)| (key(k), v)).unzip();
     put(fd, name, &k, &v, b)
+}
+
+/// Applies one LPM trie's change entry by entry: tries have no batch
+/// operations (subnets are few; feed networks are written this way too).
+pub(super) fn lpm<A, const N: usize, V: aya::Pod>(
+    trie: &mut LpmTrie<MapData, [u8; N], V>,
+    name: &'static str,
+    d: Delta<(A, u8), V>,
+    key: impl Fn(&A, u8) -> Key<[u8; N]>,
+    b: &mut Budget,
+) -> Result<()> {
+    for (a, plen) in &d.gone {
+        let _ = trie.remove(&key(a, *plen));
+    }
+    for ((a, plen), v) in &d.put {
+        b.spend(1)?;
+        trie.insert(&key(a, *plen), v, 0).map_err(map_err(name))?;
+    }
+    Ok(())
 }
 
 /// Applies one array's change: removed entries are reset to the default.
@@ -269,25 +290,21 @@ impl Datapath {
         }
         // LPM tries have no batch operations; subnets are few.
         let d = diff3(old.map(|o| &o.subnet_v4[..]), &c.subnet_v4);
-        for (addr, plen) in &d.gone {
-            let _ = m.subnet_v4.remove(&v4_lpm(s, addr, *plen));
-        }
-        for ((addr, plen), seg) in &d.put {
-            b.spend(1)?;
-            m.subnet_v4
-                .insert(&v4_lpm(s, addr, *plen), seg, 0)
-                .map_err(map_err(MAP_SUBNET_V4))?;
-        }
+        lpm(
+            &mut m.subnet_v4,
+            MAP_SUBNET_V4,
+            d,
+            |a, p| v4_lpm(s, a, p),
+            b,
+        )?;
         let d = diff3(old.map(|o| &o.subnet_v6[..]), &c.subnet_v6);
-        for (addr, plen) in &d.gone {
-            let _ = m.subnet_v6.remove(&v6_lpm(s, addr, *plen));
-        }
-        for ((addr, plen), seg) in &d.put {
-            b.spend(1)?;
-            m.subnet_v6
-                .insert(&v6_lpm(s, addr, *plen), seg, 0)
-                .map_err(map_err(MAP_SUBNET_V6))?;
-        }
+        lpm(
+            &mut m.subnet_v6,
+            MAP_SUBNET_V6,
+            d,
+            |a, p| v6_lpm(s, a, p),
+            b,
+        )?;
         let d = diff(old.map(|o| &o.vlans[..]), &c.vlans);
         array(fd(&m.vlan), MAP_VLAN, d, |vl| vlan_index(s, vl), b)?;
         let d = diff_keys(old.map(|o| &o.routers[..]), &c.routers);

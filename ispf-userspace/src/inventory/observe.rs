@@ -46,19 +46,9 @@ pub fn is_observation(item: &[u8]) -> bool {
     matches!(kind(item), Some(EVENT_SIGHTING | EVENT_DHCP | EVENT_LLDP))
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: writes into a timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Unix seconds of a datapath timestamp (CLOCK_MONOTONIC, ns).
 fn unix_of(ts_ns: u64) -> i64 {
-    let age = Duration::from_nanos(monotonic_ns().saturating_sub(ts_ns));
+    let age = Duration::from_nanos(crate::system::monotonic_ns().saturating_sub(ts_ns));
     SystemTime::now()
         .checked_sub(age)
         .unwrap_or_else(SystemTime::now)
