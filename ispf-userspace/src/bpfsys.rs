@@ -1,5 +1,6 @@
 //! The few bpf(2) commands aya 0.14 does not offer: opening a pinned
-//! object and reading what the kernel says a link is attached to.
+//! object, reading what the kernel says a link is attached to, replacing
+//! a link's program, and batched map operations.
 
 use std::{
     ffi::CString,
@@ -93,6 +94,37 @@ pub fn link_facts(link: &OwnedFd) -> io::Result<LinkFacts> {
     })
 }
 
+const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_F_REPLACE: u32 = 1 << 2;
+
+/// Makes `link` run `new_prog` instead of `old_prog`, atomically: packets
+/// meet one program or the other, never none (BPF_LINK_UPDATE). Fails
+/// (EPERM) when the link does not run `old_prog`, so a program someone
+/// else attached is never replaced by mistake.
+pub fn link_update(
+    link: std::os::fd::BorrowedFd<'_>,
+    new_prog: std::os::fd::BorrowedFd<'_>,
+    old_prog: std::os::fd::BorrowedFd<'_>,
+) -> io::Result<()> {
+    #[repr(C)]
+    struct Attr {
+        link_fd: u32,
+        new_prog_fd: u32,
+        flags: u32,
+        old_prog_fd: u32,
+    }
+    let mut attr = Attr {
+        link_fd: link.as_raw_fd() as u32,
+        new_prog_fd: new_prog.as_raw_fd() as u32,
+        flags: BPF_F_REPLACE,
+        old_prog_fd: old_prog.as_raw_fd() as u32,
+    };
+    // SAFETY: BPF_LINK_UPDATE's layout (link_update in union bpf_attr);
+    // no pointers.
+    unsafe { bpf(BPF_LINK_UPDATE, &mut attr)? };
+    Ok(())
+}
+
 /// The facts of the link pinned at `path`.
 pub fn pinned_link_facts(path: &Path) -> io::Result<LinkFacts> {
     link_facts(&obj_get(path)?)
@@ -103,6 +135,36 @@ pub fn ifindex(name: &str) -> u32 {
     let Ok(c) = CString::new(name) else { return 0 };
     // SAFETY: a NUL-terminated string.
     unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_NOEXIST: u64 = 1;
+
+/// Adds `key -> value` unless the map has `key` (BPF_NOEXIST): whether it
+/// was added.
+pub fn insert_new<K, V>(fd: std::os::fd::BorrowedFd<'_>, key: &K, value: &V) -> io::Result<bool> {
+    #[repr(C)]
+    struct Attr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        value: u64,
+        flags: u64,
+    }
+    let mut attr = Attr {
+        map_fd: fd.as_raw_fd() as u32,
+        _pad: 0,
+        key: key as *const K as u64,
+        value: value as *const V as u64,
+        flags: BPF_NOEXIST,
+    };
+    // SAFETY: BPF_MAP_UPDATE_ELEM's layout; the caller's K and V are the
+    // map's key and value sizes and are read during the call only.
+    match unsafe { bpf(BPF_MAP_UPDATE_ELEM, &mut attr) } {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;

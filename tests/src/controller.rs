@@ -41,6 +41,10 @@ pub fn paths(tag: &str) -> Paths {
 pub struct Ctl {
     pub child: Option<Child>,
     pub paths: Paths,
+    /// The `ispf` that runs (another version's, in upgrade tests).
+    pub bin: PathBuf,
+    /// `bin` is another version of ispf than this workspace's.
+    foreign: bool,
 }
 
 impl Ctl {
@@ -50,7 +54,43 @@ impl Ctl {
 
     /// As [`Self::start`], with more `ispf run` arguments.
     pub fn start_with(paths: Paths, policy: &Path, ifaces: &[&str], extra: &[&str]) -> Ctl {
-        let mut c = Command::new(ispf_bin());
+        let bin = ispf_bin();
+        Self::spawn(Command::new(&bin), bin, false, paths, policy, ifaces, extra)
+    }
+
+    /// As [`Self::start_with`], with only the capabilities the packaged
+    /// service has (`CapabilityBoundingSet` of `ispf.service`).
+    pub fn start_as_service(paths: Paths, policy: &Path, ifaces: &[&str], extra: &[&str]) -> Ctl {
+        let bin = ispf_bin();
+        let mut c = crate::programs::command("setpriv");
+        c.args(["--bounding-set=-all,+bpf,+net_admin,+perfmon", "--"])
+            .arg(&bin);
+        Self::spawn(c, bin, false, paths, policy, ifaces, extra)
+    }
+
+    /// As [`Self::start_with`], running `bin`: another version of ispf.
+    pub fn start_bin(
+        bin: &Path,
+        paths: Paths,
+        policy: &Path,
+        ifaces: &[&str],
+        extra: &[&str],
+    ) -> Ctl {
+        let c = Command::new(bin);
+        Self::spawn(c, bin.to_owned(), true, paths, policy, ifaces, extra)
+    }
+
+    /// Runs `c` (`bin`, or a command that runs it) with `run` and its
+    /// arguments; `foreign`: `bin` is another version of ispf.
+    fn spawn(
+        mut c: Command,
+        bin: PathBuf,
+        foreign: bool,
+        paths: Paths,
+        policy: &Path,
+        ifaces: &[&str],
+        extra: &[&str],
+    ) -> Ctl {
         c.arg("run")
             .arg("--policy")
             .arg(policy)
@@ -68,6 +108,8 @@ impl Ctl {
         let mut ctl = Ctl {
             child: Some(child),
             paths,
+            bin,
+            foreign,
         };
         ctl.wait_ready();
         ctl
@@ -78,7 +120,7 @@ impl Ctl {
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if control::request(&self.paths.run, &Request::Status, Duration::from_secs(5)).is_ok() {
+            if self.answers() {
                 return;
             }
             if let Some(c) = self.child.as_mut() {
@@ -96,6 +138,21 @@ impl Ctl {
             "controller did not come up within 20 s:\n{}",
             self.stderr_text()
         );
+    }
+
+    /// Whether the controller answers a status request (through its own
+    /// client when it is another version, whose answer this one may not
+    /// parse).
+    fn answers(&self) -> bool {
+        if !self.foreign {
+            return control::request(&self.paths.run, &Request::Status, Duration::from_secs(5))
+                .is_ok();
+        }
+        Command::new(&self.bin)
+            .args(["status", "--run-dir"])
+            .arg(&self.paths.run)
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     /// What an exited controller wrote to stderr.
@@ -117,7 +174,7 @@ impl Ctl {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(ispf_bin())
+        Command::new(&self.bin)
             .args(args)
             .arg("--run-dir")
             .arg(&self.paths.run)

@@ -9,6 +9,7 @@ pub mod feeds;
 pub mod frames;
 pub mod gen;
 pub mod inventory;
+pub mod layouts;
 pub mod model;
 pub mod netns;
 pub mod programs;

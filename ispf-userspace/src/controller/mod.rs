@@ -24,6 +24,7 @@ mod services;
 mod shared;
 mod start;
 pub mod state;
+mod upgrade;
 
 use std::{
     fs,

@@ -16,10 +16,11 @@ use super::{
     engine::{detach, log, now_rfc3339, unix_now, Engine, Started},
     ports,
     state::{Enforced, RunDir},
+    upgrade,
 };
 use crate::{
     control::InterfaceStatus,
-    datapath::{check_fits, Counts, Datapath, MapSizeRequest},
+    datapath::{check_fits, migrate, Counts, Datapath, MapSizeRequest},
     decisions::{holding, Decision},
     feeds::{self, FeedSet},
     inventory,
@@ -65,13 +66,19 @@ pub fn start(opts: &RunOptions) -> Result<Engine> {
         .with_context(|| format!("creating the run directory {}", opts.run_dir.display()))?;
     fs::set_permissions(&opts.run_dir, fs::Permissions::from_mode(0o700))?;
     let run = RunDir::new(&opts.run_dir);
-    if Datapath::pinned_layout(&opts.pin_dir).is_some() {
-        return adopt(opts, policy, bytes, run);
+    upgrade::resume(opts)?;
+    match Datapath::pinned_layout(&opts.pin_dir) {
+        None => fresh(opts, policy, bytes, run),
+        Some(layout) if migrate::MIGRATES_FROM.contains(&layout) => {
+            upgrade::upgrade(opts, &policy, &bytes, &run)?;
+            adopt(opts, policy, bytes, run)
+        }
+        // Our layout; another is refused with what to do.
+        Some(_) => adopt(opts, policy, bytes, run),
     }
-    fresh(opts, policy, bytes, run)
 }
 
-fn enforced_record(
+pub(super) fn enforced_record(
     file: &Policy,
     policy: &Policy,
     decisions: &[Decision],
@@ -89,7 +96,7 @@ fn enforced_record(
 }
 
 /// The decisions recorded in the inventory database (or its copy).
-fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
+pub(super) fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
     let (d, warning) = backstop::recorded(&inventory::db_path(&opts.state_dir));
     if let Some(w) = warning {
         log(format!("warning: runtime decisions: {w}"));
@@ -99,7 +106,7 @@ fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
 
 /// The feeds' contents kept from the last run: enforced from the first
 /// generation, before any fetch.
-fn cached_feeds(opts: &RunOptions, file: &Policy) -> Arc<FeedSet> {
+pub(super) fn cached_feeds(opts: &RunOptions, file: &Policy) -> Arc<FeedSet> {
     Arc::new(feeds::refresh::load_cached(
         &feeds_dir(&opts.state_dir),
         &file.doc.feeds,

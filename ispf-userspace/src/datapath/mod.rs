@@ -1,7 +1,9 @@
 //! The loaded XDP program and its maps. This module owns everything that
 //! touches them; callers go through narrow operations:
 //!
-//! - `mod.rs` (here): loading the object, pinning, adopting pins;
+//! - `mod.rs` (here): loading the object and pinning it;
+//! - [`adopt`]: pins' layout versions, adopting pins of this layout;
+//! - [`migrate`]: taking over pins of an older layout;
 //! - [`writer`]: applying compiled policy into the inactive generation and
 //!   flipping it, transactionally; ending flows; state resets;
 //! - [`counters`]: recycling counter slots of retired generations;
@@ -9,12 +11,14 @@
 //!   a second handle while a reload writes;
 //! - [`testrun`]: running frames through the program (BPF_PROG_TEST_RUN).
 
+mod adopt;
 mod capacity;
 mod clear;
 mod counters;
 mod delta;
 mod feedmaps;
 mod maps;
+pub mod migrate;
 mod state;
 mod stats;
 mod testrun;
@@ -31,7 +35,6 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use aya_obj::programs::XdpAttachType;
 use ispf_common::*;
 
 pub use capacity::{check_fits, suggested_size, Counts, MapSizeRequest, MapSizes};
@@ -91,6 +94,9 @@ pub enum DatapathError {
         ours: u32,
         fix: String,
     },
+    /// Old pins that cannot be carried into this layout.
+    #[error("cannot migrate map {name}: {message}")]
+    Migration { name: &'static str, message: String },
     /// A failure injected by a test (see [`Datapath::fail_writes_after`]).
     #[error("injected write failure after {0} entries")]
     Injected(usize),
@@ -272,90 +278,6 @@ impl Datapath {
                 .map_err(pin_err(path.clone()))?;
         }
         Ok(dp)
-    }
-
-    /// The layout version of the maps pinned under `dir`: 1 for pins of
-    /// an ispf that predates versioning (no meta map), `None` when nothing
-    /// is pinned there.
-    pub fn pinned_layout(dir: &Path) -> Option<u32> {
-        if !dir.join("prog").exists() {
-            return None;
-        }
-        let meta = dir.join("maps").join(MAP_META);
-        let Ok(data) = MapData::from_pin(&meta) else {
-            return Some(1);
-        };
-        let arr: Option<aya::maps::Array<MapData, Meta>> = Map::from_map_data(data)
-            .ok()
-            .and_then(|m| aya::maps::Array::try_from(m).ok());
-        Some(arr.and_then(|a| a.get(&0, 0).ok()).map_or(1, |m| m.layout))
-    }
-
-    /// Reopens the program and maps an earlier controller pinned under
-    /// `dir`, keeping everything they hold: the enforced policy, its epoch,
-    /// connection state and counters. Pins of another layout are refused
-    /// with what to do.
-    pub fn adopt(dir: &Path) -> Result<Self> {
-        not_root()?;
-        let found = Self::pinned_layout(dir).unwrap_or(0);
-        if found != LAYOUT_VERSION {
-            return Err(DatapathError::Layout {
-                dir: dir.to_owned(),
-                found,
-                ours: LAYOUT_VERSION,
-                fix: if found < LAYOUT_VERSION {
-                    format!("they were made by an older ispf, and this one cannot adopt another layout yet: remove enforcement with `ispf detach --pin-dir {}` (an outage until this controller has started) and start this one", dir.display())
-                } else {
-                    format!("they were made by a newer ispf: run that version, or remove enforcement with `ispf detach --pin-dir {}` (an outage) and start this one", dir.display())
-                },
-            });
-        }
-        let prog = Xdp::from_pin(dir.join("prog"), XdpAttachType::Interface)?;
-        let tc = SchedClassifier::from_pin(dir.join("prog_tc"))?;
-        let mut ids = BTreeMap::new();
-        let mut capacity = BTreeMap::new();
-        let mut taken = BTreeMap::new();
-        for &name in maps::ALL {
-            let data = MapData::from_pin(dir.join("maps").join(name)).map_err(map_err(name))?;
-            let info = data.info().map_err(map_err(name))?;
-            ids.insert(name, dup(&data, name)?);
-            capacity.insert(name, info.max_entries());
-            taken.insert(name, Map::from_map_data(data).map_err(map_err(name))?);
-        }
-        let m = Maps::open(&mut |name: &'static str| {
-            taken
-                .remove(name)
-                .ok_or(DatapathError::Missing { kind: "map", name })
-        })?;
-        let sizes = MapSizes {
-            devices: capacity[MAP_DEV_MAC],
-            policy: capacity[MAP_POLICY],
-            conntrack: capacity[MAP_CONNTRACK],
-            fragments: capacity[MAP_FRAGMENTS],
-            counters: capacity[MAP_COUNTERS],
-            feeds: capacity[MAP_FEED_V4],
-        };
-        let stats = Stats::open(&ids, sizes)?;
-        let active = m.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
-        let epoch = m
-            .settings
-            .get(&(active as u32), 0)
-            .map_err(map_err(MAP_SETTINGS))?
-            .epoch;
-        // What each generation holds is read from the maps, never assumed.
-        let gens = [
-            writer::Gen::Unknown(Counts::scan(&m, 0)),
-            writer::Gen::Unknown(Counts::scan(&m, 1)),
-        ];
-        Self::assemble(
-            ProgramHandle::Pinned(Box::new((prog, tc))),
-            m,
-            stats,
-            ids,
-            sizes,
-            gens,
-            epoch,
-        )
     }
 
     fn assemble(

@@ -1,0 +1,191 @@
+//! Starting over the pins of an ispf whose map layout is older: a
+//! datapath of this layout is given the policy the old one enforces (as
+//! the run directory records it), the old one's connection state and
+//! counts are carried over, and every port's link is switched to the new
+//! program atomically ([`crate::datapath::migrate`]). The ordinary
+//! adoption then takes over. Packets of allowed and established flows
+//! meet one program or the other throughout; nothing is detached.
+
+use anyhow::{bail, Context, Result};
+
+use super::{
+    decide,
+    engine::{log, unix_now},
+    start::{cached_feeds, enforced_record, recorded_decisions, RunOptions},
+    state::{RunDir, State},
+};
+use crate::{
+    datapath::{
+        check_fits,
+        migrate::{self, OldPins, Pass, Resumed},
+        Counts, Datapath,
+    },
+    feeds,
+    policy::{compile::compile, hex, Policy},
+};
+
+/// Finishes or undoes an upgrade a controller did not live to finish.
+pub fn resume(opts: &RunOptions) -> Result<()> {
+    match migrate::resume(&opts.pin_dir, |_| {}).context("resuming an interrupted upgrade")? {
+        Resumed::Nothing => {}
+        Resumed::Finished => log(format!(
+            "finished the upgrade of {} a controller began: its ports already ran the new program",
+            opts.pin_dir.display()
+        )),
+        Resumed::Undone => log(format!(
+            "undid the upgrade of {} a controller began before switching any port; upgrading again",
+            opts.pin_dir.display()
+        )),
+    }
+    Ok(())
+}
+
+/// Upgrades the pins under `opts.pin_dir`, which are of a layout this
+/// ispf migrates. On an error before the ports are switched, the old
+/// datapath enforces on, untouched.
+pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunDir) -> Result<()> {
+    let old = OldPins::open(&opts.pin_dir).context("opening the older ispf's pins")?;
+    let kernel_sha = hex(&old.meta.sha256);
+    let state = match run.load() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            log(format!("warning: {e}"));
+            State::default()
+        }
+    };
+    let record = state
+        .enforced
+        .iter()
+        .find(|e| e.kernel_sha256() == kernel_sha)
+        .cloned();
+    let known = record.and_then(|rec| {
+        let bytes = run
+            .policy(&rec.sha256)
+            .or_else(|| (given.sha256_hex() == rec.sha256).then(|| given_bytes.to_vec()))?;
+        let text = String::from_utf8(bytes.clone()).ok()?;
+        let mut file = Policy::from_str(&text, &rec.path).ok()?;
+        // The ids the old kernel's connection state and counters hold.
+        file.keep_ids(&rec.segment_ids);
+        Some((file, bytes, rec))
+    });
+    let (file, bytes, path, decisions, carry) = match known {
+        Some((file, bytes, rec)) => (file, bytes, rec.path.clone(), rec.decisions, true),
+        // Segment ids unknown: connection state and counts would be
+        // misnamed, so they start afresh.
+        None if opts.reapply => (
+            given.clone(),
+            given_bytes.to_vec(),
+            opts.policy.clone(),
+            recorded_decisions(opts),
+            false,
+        ),
+        None => bail!(
+            "the datapath pinned under {} (layout {}) enforces a policy (sha256 {}) that the run directory {} has no record of, so it cannot be upgraded in place with its connections. Enforcement continues unchanged. To upgrade applying a policy (connections are re-established): ispf run --reapply --policy FILE ...; or remove enforcement (an outage): ispf detach --pin-dir {}",
+            opts.pin_dir.display(),
+            old.layout,
+            &kernel_sha[..16],
+            opts.run_dir.display(),
+            opts.pin_dir.display()
+        ),
+    };
+    let now = unix_now();
+    let policy = decide::desired(&file, &decisions, now)?;
+    let feed_set = cached_feeds(opts, &file);
+    let compiled =
+        compile(&policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
+    let counts = Counts::of(&compiled);
+    let sizes = opts.sizes.resolve(&counts);
+    check_fits(&sizes, &counts, &counts)?;
+    let rec = enforced_record(&file, &policy, &decisions, now, &path);
+    let staging = migrate::staging_dir(&opts.pin_dir);
+
+    // Until the ports are switched, a failure leaves the old datapath as
+    // the only one.
+    let prepared = (|| -> Result<(Datapath, migrate::Carried)> {
+        let mut dp = Datapath::load_pinned(sizes, &staging)?;
+        dp.continue_epochs_after(old.meta.epoch);
+        run.save_policy(&rec.sha256, &bytes)?;
+        dp.apply(&compiled)?;
+        let carried = if carry {
+            dp.carry_state(&old, Pass::All)?
+        } else {
+            Default::default()
+        };
+        // Both records: whichever datapath a crash leaves enforcing is
+        // known to the next start.
+        let mut enforced = vec![rec.clone()];
+        enforced.extend(state.enforced.iter().cloned());
+        run.save(&State {
+            enforced,
+            interfaces: state.interfaces.clone(),
+        })?;
+        Ok((dp, carried))
+    })();
+    crash_point("before-switch");
+    let (mut dp, carried) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = migrate::resume(&opts.pin_dir, |_| {});
+            return Err(e.context(format!(
+                "upgrading {} from layout {}: nothing was switched; the older datapath enforces on",
+                opts.pin_dir.display(),
+                old.layout
+            )));
+        }
+    };
+    let ports = match dp.take_over_links(&old, &opts.pin_dir.join("links")) {
+        Ok(p) => p,
+        Err(e) => {
+            drop(dp);
+            let _ = migrate::resume(&opts.pin_dir, |_| {});
+            return Err(anyhow::Error::new(e).context(format!(
+                "upgrading {} from layout {}: no port was switched; the older datapath enforces on",
+                opts.pin_dir.display(),
+                old.layout
+            )));
+        }
+    };
+    crash_point("after-switch");
+    // The old program ran until its ports moved: the flows it opened
+    // meanwhile, and everything it counted.
+    let mut late = 0;
+    if carry {
+        match dp.carry_state(&old, Pass::CatchUp) {
+            Ok(c) => late = c.flows,
+            Err(e) => log(format!("warning: flows opened during the upgrade: {e}")),
+        }
+        if let Err(e) = dp.carry_counters(&old) {
+            log(format!(
+                "warning: the older datapath's counters were not carried: {e}"
+            ));
+        }
+    }
+    let epoch = dp.epoch();
+    drop(dp);
+    let layout = old.layout;
+    drop(old);
+    migrate::finish(&opts.pin_dir, crash_point)?;
+    log(format!(
+        "upgraded {} from map layout {layout} to {} without detaching: generation {epoch}, {} connections carried ({late} opened during the upgrade), {} fragments; switched {}",
+        opts.pin_dir.display(),
+        ispf_common::LAYOUT_VERSION,
+        carried.flows + late,
+        carried.fragments,
+        if ports.is_empty() {
+            "no port".to_owned()
+        } else {
+            ports.join(", ")
+        }
+    ));
+    Ok(())
+}
+
+/// Tests only: ends the process at the named point of an upgrade, as a
+/// crash or `kill -9` there would, so the tests can show that the next
+/// start finishes or undoes it.
+fn crash_point(name: &str) {
+    if std::env::var("ISPF_TEST_UPGRADE_ABORT").as_deref() == Ok(name) {
+        log(format!("test: aborting the upgrade at {name}"));
+        std::process::abort();
+    }
+}

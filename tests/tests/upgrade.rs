@@ -1,0 +1,413 @@
+//! Upgrading across a change of the map layout, as `apt install` of a new
+//! package does: the controller of layout 3 (built from the source kept in
+//! tests/layouts) enforces on a care unit under traffic, is stopped, and
+//! the current controller starts over its pins. It must carry the old
+//! datapath's state and runtime decisions into its own and switch the
+//! ports' links to its program without a lost packet of an allowed flow,
+//! keeping established connections — and an upgrade killed part-way must
+//! be finished or undone by the next start, still without a loss.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::Path,
+    process::{Child, ChildStdout, Stdio},
+    sync::mpsc::Receiver,
+    thread::{sleep, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use ispf::{datapath::Datapath, policy::Policy};
+use ispf_common::reason_name;
+use ispf_tests::{
+    care_unit::*, controller::*, frames::*, ispf_bin, layouts, programs, require_root,
+};
+
+/// Accepts one HL7 connection, then, each time the test writes a line,
+/// sends it and prints the client's answer.
+const SERVER: &str = r#"
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.50.0.10", 2575))
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+c.settimeout(30)
+print("accepted", flush=True)
+for line in sys.stdin:
+    c.sendall(line.encode())
+    print("answer " + c.recv(100).decode().strip(), flush=True)
+"#;
+
+/// Connects, then answers every line the server sends.
+const CLIENT: &str = r#"
+import socket
+c = socket.create_connection(("10.50.0.10", 2575), timeout=5)
+c.settimeout(60)
+print("connected", flush=True)
+f = c.makefile("rb")
+for line in f:
+    c.sendall(b"ack " + line)
+"#;
+
+/// The lines a child prints, as they come.
+fn lines_of(mut out: BufReader<ChildStdout>) -> Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let mut line = String::new();
+        match out.read_line(&mut line) {
+            Ok(n) if n > 0 => {
+                if tx.send(line.trim().to_owned()).is_err() {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    });
+    rx
+}
+
+fn python_in(ns: &str, script: &str, stdin: bool) -> (Child, Receiver<String>) {
+    let mut c = programs::command("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script])
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(BufReader::new(c.stdout.take().unwrap()));
+    (c, out)
+}
+
+fn expect_line(lines: &Receiver<String>, want: &str, what: &str) {
+    let got = lines.recv_timeout(Duration::from_secs(10));
+    assert_eq!(got.as_deref(), Ok(want), "{what}");
+}
+
+/// An HL7 connection from the pump to the PIS server. PIS -> pump is
+/// denied as a new flow, so what the server sends reaches the pump only
+/// as replies of this connection: only conntrack lets it through.
+struct Hl7 {
+    server: Child,
+    answers: Receiver<String>,
+    client: Child,
+}
+
+impl Hl7 {
+    fn open(tag: &str) -> Hl7 {
+        let (server, answers) = python_in(&format!("ispf-{tag}-pis"), SERVER, true);
+        expect_line(&answers, "listening", "HL7 server");
+        let (client, out) = python_in(&format!("ispf-{tag}-pump"), CLIENT, false);
+        expect_line(&out, "connected", "the pump's HL7 connection");
+        expect_line(&answers, "accepted", "HL7 server");
+        let mut c = Hl7 {
+            server,
+            answers,
+            client,
+        };
+        c.exchange("opened", Duration::from_secs(5))
+            .expect("the connection works");
+        c
+    }
+
+    /// The server sends `msg`; the pump's answer must come back within
+    /// `within`.
+    fn exchange(&mut self, msg: &str, within: Duration) -> Result<(), String> {
+        writeln!(self.server.stdin.as_mut().unwrap(), "{msg}").unwrap();
+        match self.answers.recv_timeout(within) {
+            Ok(line) if line == format!("answer ack {msg}") => Ok(()),
+            Ok(line) => Err(format!("the server printed {line:?}")),
+            Err(_) => Err(format!("no answer within {within:?}")),
+        }
+    }
+}
+
+impl Drop for Hl7 {
+    fn drop(&mut self) {
+        for c in [&mut self.client, &mut self.server] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `ispf status --json` of the running controller, through its own client.
+fn status_json(ctl: &Ctl) -> serde_json::Value {
+    let out = ctl.cli(&["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn loaded(name: &str) -> usize {
+    aya::maps::loaded_maps()
+        .filter_map(|m| m.ok())
+        .filter(|m| m.name_as_str() == Some(name))
+        .count()
+}
+
+/// A ping every 10 ms from the pump to the PIS server, for `secs`.
+fn pinging(tag: &str, secs: u32) -> JoinHandle<std::process::Output> {
+    let ns = format!("ispf-{tag}-pump");
+    std::thread::spawn(move || ping(&ns, "10.50.0.10", secs * 100, "0.01"))
+}
+
+/// The layout-3 controller on a fresh care unit; stopped (as systemd
+/// stops the service: SIGTERM, enforcement left pinned) by [`stop`].
+fn old_controller(tag: &str, hook: &str, policy: &Path) -> Ctl {
+    let old_bin = layouts::layout3_bin();
+    let i = ifaces(tag);
+    let ctl = Ctl::start_bin(
+        &old_bin,
+        paths(tag),
+        policy,
+        &[&i[0], &i[1], &i[2]],
+        &["--hook", hook],
+    );
+    assert_eq!(Datapath::pinned_layout(&ctl.paths.pin), Some(3));
+    ctl
+}
+
+fn ifaces(tag: &str) -> [String; 3] {
+    [
+        format!("ip{tag}pump"),
+        format!("ip{tag}pis"),
+        format!("ip{tag}lap"),
+    ]
+}
+
+fn stop(mut ctl: Ctl, tag: &str) -> Paths {
+    let stderr = ctl.terminate(Duration::from_secs(10));
+    for p in ifaces(tag) {
+        assert!(
+            enforced(&p),
+            "{p} lost its program when the controller stopped:\n{stderr}"
+        );
+    }
+    let p = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
+    };
+    std::mem::forget(ctl); // its Drop would detach
+    p
+}
+
+/// The current controller, with only the capabilities the packaged
+/// service has: an upgrade needs no more than a start.
+fn start_new(paths: Paths, tag: &str, hook: &str, policy: &Path) -> Ctl {
+    let i = ifaces(tag);
+    Ctl::start_as_service(paths, policy, &[&i[0], &i[1], &i[2]], &["--hook", hook])
+}
+
+/// What must hold once the upgrade is done, whichever way it went.
+fn upgraded(new: &Ctl, hook: &str) {
+    assert_eq!(Datapath::pinned_layout(&new.paths.pin), Some(4));
+    assert!(!new.paths.pin.join("upgrade").exists(), "staging pins left");
+    let s = new.status();
+    assert!(s.adopted);
+    let mode = if hook == "tc" { "tc" } else { "native" };
+    assert!(
+        s.interfaces.iter().all(|i| i.mode == mode && i.attached),
+        "{:?}",
+        s.interfaces
+    );
+    // The old program and maps are freed once no link runs them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while loaded("ISPF_CONNTRACK") > 1 && Instant::now() < deadline {
+        sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        loaded("ISPF_CONNTRACK"),
+        1,
+        "the old datapath's maps were not freed"
+    );
+}
+
+fn detach(mut new: Ctl) -> String {
+    let out = new.cli(&["detach", "--pin-dir", new.paths.pin.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    new.stderr_after_exit()
+}
+
+#[test]
+fn an_upgrade_from_layout_3_at_tc_drops_nothing() {
+    upgrade_from_layout_3("tc", "ut");
+}
+
+#[test]
+fn an_upgrade_from_layout_3_at_xdp_drops_nothing() {
+    upgrade_from_layout_3("xdp", "ux");
+}
+
+fn upgrade_from_layout_3(hook: &str, tag: &str) {
+    require_root();
+    let (_topo, _) = unit(tag);
+    let (a, _) = policies();
+    let old = old_controller(tag, hook, &a);
+    // A runtime decision of the old controller: the unknown laptop is
+    // admitted as a clinical workstation.
+    let out = old.cli(&[
+        "admit",
+        LAPTOP,
+        "--segment",
+        "clinical-workstations",
+        "--reason",
+        "upgrade test",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut hl7 = Hl7::open(tag);
+    let before = status_json(&old);
+
+    let pinger = pinging(tag, 5);
+    sleep(Duration::from_secs(1));
+    let paths = stop(old, tag);
+    let started = Instant::now();
+    let new = start_new(paths, tag, hook, &a);
+    let took = started.elapsed();
+    let out = pinger.join().unwrap();
+    assert!(
+        loss(&out).contains(" 0% packet loss"),
+        "ping across the upgrade: {}",
+        loss(&out)
+    );
+    // The established connection carries on, first in its reply direction.
+    hl7.exchange("after the upgrade", Duration::from_secs(3))
+        .expect("the connection established before the upgrade was kept");
+    assert!(
+        loss(&ping(&format!("ispf-{tag}-pis"), "10.10.0.11", 2, "0.2"))
+            .contains("100% packet loss"),
+        "PIS -> pump stays denied"
+    );
+    upgraded(&new, hook);
+
+    let after = new.status();
+    assert_eq!(
+        after.generation as u64,
+        before["generation"].as_u64().unwrap() + 1,
+        "generations are numbered on from the old controller's"
+    );
+    assert!(
+        after.packets_passed > before["packets_passed"].as_u64().unwrap(),
+        "counters were carried and kept counting: {} before, {} after",
+        before["packets_passed"],
+        after.packets_passed
+    );
+    // The decision holds, in the kernel too: the laptop's HTTPS to the
+    // PIS server is a workstation's.
+    assert_eq!(after.decisions, 1);
+    let policy = Policy::from_file(&a).unwrap();
+    let mut dp = Datapath::adopt(&new.paths.pin).unwrap();
+    let frame = eth(
+        mac(PIS),
+        mac(LAPTOP),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.99.0.7"),
+            v4("10.50.0.10"),
+            6,
+            &tcp(45003, 443, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    let o = dp.run(&frame).unwrap();
+    assert_eq!(
+        (
+            policy.segment_name(o.src),
+            o.pass,
+            reason_name(o.reason).unwrap()
+        ),
+        ("clinical-workstations", true, "allowed"),
+        "{o:?}"
+    );
+    drop(dp);
+    drop(hl7);
+    let stderr = detach(new);
+    assert!(
+        stderr.contains("from map layout 3 to 4 without detaching"),
+        "{stderr}"
+    );
+    eprintln!("the upgrade took {took:?} from start to serving:\n{stderr}");
+}
+
+/// A controller killed at `point` of the upgrade (the test build's crash
+/// points, as a `kill -9` there would).
+fn killed_at(paths: &Paths, tag: &str, hook: &str, policy: &Path, point: &str) -> String {
+    let mut c = programs::command("setpriv");
+    c.args(["--bounding-set=-all,+bpf,+net_admin,+perfmon", "--"])
+        .arg(ispf_bin())
+        .arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--pin-dir")
+        .arg(&paths.pin)
+        .arg("--run-dir")
+        .arg(&paths.run)
+        .arg("--state-dir")
+        .arg(&paths.state)
+        .args(["--hook", hook])
+        .env("ISPF_TEST_UPGRADE_ABORT", point);
+    for i in ifaces(tag) {
+        c.args(["--iface", &i]);
+    }
+    let out = c.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && stderr.contains(&format!("aborting the upgrade at {point}")),
+        "{stderr}"
+    );
+    stderr
+}
+
+#[test]
+fn an_upgrade_killed_part_way_is_finished_or_undone_at_the_next_start() {
+    require_root();
+    let tag = "uk";
+    let hook = "tc";
+    let (_topo, _) = unit(tag);
+    let (a, _) = policies();
+    for (point, then) in [
+        ("before-switch", "undid the upgrade"),
+        ("after-switch", "finished the upgrade"),
+        ("moved-maps", "finished the upgrade"),
+        ("moved-prog_tc", "finished the upgrade"),
+    ] {
+        let old = old_controller(tag, hook, &a);
+        let mut hl7 = Hl7::open(tag);
+        let pinger = pinging(tag, 8);
+        sleep(Duration::from_millis(500));
+        let paths = stop(old, tag);
+        killed_at(&paths, tag, hook, &a, point);
+        for p in ifaces(tag) {
+            assert!(enforced(&p), "{p} is not enforced after a kill at {point}");
+        }
+        hl7.exchange("after the kill", Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("after a kill at {point}: {e}"));
+        let new = start_new(paths, tag, hook, &a);
+        let out = pinger.join().unwrap();
+        assert!(
+            loss(&out).contains(" 0% packet loss"),
+            "ping across an upgrade killed at {point}: {}",
+            loss(&out)
+        );
+        hl7.exchange("after the restart", Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("after a kill at {point} and a restart: {e}"));
+        upgraded(&new, hook);
+        drop(hl7);
+        let stderr = detach(new);
+        assert!(stderr.contains(then), "after a kill at {point}:\n{stderr}");
+        eprintln!("killed at {point}: {then}");
+    }
+}
