@@ -132,6 +132,19 @@ impl Host {
     }
 }
 
+/// Whether etcd holds `key`.
+fn etcd_has(urls: &str, key: &str) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let endpoints: Vec<&str> = urls.split(',').collect();
+        let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        !c.get(key, None).await.unwrap().kvs().is_empty()
+    })
+}
+
 fn metric(addr: &str, name: &str) -> Option<f64> {
     scrape(addr)
         .lines()
@@ -286,6 +299,36 @@ fn a_site_converges_refuses_bad_revisions_and_survives_etcd() {
     wait("host C passes it again", Duration::from_secs(5), || {
         tcp_ok(&hc.ws(), "10.50.0.10", 443, 0.5, None)
     });
+    // A timed quarantine ends on every host by itself, and etcd deletes
+    // its key (a lease ending a little after it), so the site's keys do
+    // not grow with every timed decision ever made.
+    let key = ispf::fleet::keys::decision(SITE, LAPTOP, ispf::decisions::Kind::Quarantine);
+    let q = ha.ctl.cli(&[
+        "quarantine",
+        LAPTOP,
+        "--reason",
+        "EDR alert, for 3 s",
+        "--expires",
+        "3s",
+    ]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert!(etcd_has(&urls, &key), "the timed quarantine is in etcd");
+    wait(
+        "host C drops the workstation for a while",
+        Duration::from_secs(3),
+        || !tcp_ok(&hc.ws(), "10.50.0.10", 443, 0.5, None),
+    );
+    wait(
+        "host C passes it after the expiry",
+        Duration::from_secs(8),
+        || tcp_ok(&hc.ws(), "10.50.0.10", 443, 0.5, None),
+    );
+    let gone = wait(
+        "etcd deletes the expired decision",
+        Duration::from_secs(3 + ispf::fleet::writer::EXPIRY_GRACE_S as u64 + 5),
+        || !etcd_has(&urls, &key),
+    );
+    eprintln!("the expired quarantine's key was gone from etcd after another {gone:?}");
     // A reload by hand would split the site: refused.
     let r = hb.ctl.cli(&["reload", b.to_str().unwrap()]);
     assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("fleet push"));

@@ -190,6 +190,13 @@ pub async fn put(
     Ok(())
 }
 
+/// A lease that etcd ends, with every key put under it, `ttl_s` seconds
+/// from now.
+pub async fn lease(c: &mut Client, ttl_s: i64) -> Result<i64, FleetError> {
+    let r = deadline("granting a lease", c.lease_grant(ttl_s, None)).await?;
+    Ok(r.id())
+}
+
 pub async fn delete(c: &mut Client, key: String) -> Result<(), FleetError> {
     deadline("deleting", kv(c).delete(key, None)).await?;
     Ok(())

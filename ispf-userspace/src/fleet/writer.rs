@@ -2,10 +2,22 @@
 //! (the same checks as without a fleet) and writes them here; every host,
 //! this one included, applies them when its watch delivers them. If etcd
 //! cannot be reached the decision is refused: a decision that reached one
-//! host only would split the site.
+//! host only would split the site. A decision that expires is put under
+//! an etcd lease that ends a little after it, so etcd deletes its key:
+//! the site's keys do not grow with every timed quarantine ever made.
 
 use super::{client, keys, FleetError, Options};
 use crate::decisions::{Decision, Kind};
+
+/// How long after a decision expires etcd keeps its key: a host whose
+/// clock runs a little behind still sees it expire by itself first.
+pub const EXPIRY_GRACE_S: i64 = 5;
+
+/// The TTL of the lease for a decision that expires at `expires` (unix
+/// seconds), granted at `now`.
+pub fn expiry_lease_ttl(expires: i64, now: i64) -> i64 {
+    expires.saturating_sub(now).max(0) + EXPIRY_GRACE_S
+}
 
 pub struct Writer {
     opts: Options,
@@ -28,13 +40,18 @@ impl Writer {
     pub fn write(&self, put: &[Decision], remove: &[(String, Kind)]) -> Result<(), FleetError> {
         self.rt.block_on(async {
             let mut c = client::connect(&self.opts).await?;
+            let now = crate::clock::unix_now();
             for d in put {
                 let value = serde_json::to_vec(d).map_err(|e| FleetError::Config(e.to_string()))?;
+                let lease = match d.expires.map(|e| expiry_lease_ttl(e, now)) {
+                    Some(ttl) => Some(client::lease(&mut c, ttl).await?),
+                    None => None,
+                };
                 client::put(
                     &mut c,
                     keys::decision(&self.opts.site, &d.mac, d.kind),
                     value,
-                    None,
+                    lease,
                 )
                 .await?;
             }
@@ -43,5 +60,18 @@ impl Writer {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expiring_decision_outlives_its_expiry_in_etcd_by_the_grace() {
+        assert_eq!(expiry_lease_ttl(1_000, 900), 100 + EXPIRY_GRACE_S);
+        // Already expired (a slow write): etcd removes it soon.
+        assert_eq!(expiry_lease_ttl(900, 1_000), EXPIRY_GRACE_S);
+        assert_eq!(expiry_lease_ttl(i64::MIN, i64::MAX), EXPIRY_GRACE_S);
     }
 }
