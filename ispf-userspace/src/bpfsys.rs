@@ -125,6 +125,27 @@ pub fn link_update(
     Ok(())
 }
 
+/// The kernel id of the program `prog` refers to.
+pub fn prog_id(prog: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
+    // struct bpf_prog_info starts with `__u32 type; __u32 id;`.
+    let mut info = [0u32; 2];
+    #[repr(C)]
+    struct Attr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = Attr {
+        bpf_fd: prog.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: BPF_OBJ_GET_INFO_BY_FD's layout; the kernel writes at most
+    // `info_len` bytes into `info`, which outlives the call.
+    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
+    Ok(info[1])
+}
+
 /// The facts of the link pinned at `path`.
 pub fn pinned_link_facts(path: &Path) -> io::Result<LinkFacts> {
     link_facts(&obj_get(path)?)

@@ -8,6 +8,7 @@ pub mod etcd;
 pub mod feeds;
 pub mod frames;
 pub mod gen;
+pub mod hl7;
 pub mod inventory;
 pub mod layouts;
 pub mod model;

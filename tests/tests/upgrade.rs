@@ -8,127 +8,16 @@
 //! be finished or undone by the next start, still without a loss.
 
 use std::{
-    io::{BufRead, BufReader, Write},
     path::Path,
-    process::{Child, ChildStdout, Stdio},
-    sync::mpsc::Receiver,
     thread::{sleep, JoinHandle},
     time::{Duration, Instant},
 };
 
 use ispf::{datapath::Datapath, policy::Policy};
-use ispf_common::reason_name;
+use ispf_common::{reason_name, REASON_ALLOWED};
 use ispf_tests::{
-    care_unit::*, controller::*, frames::*, ispf_bin, layouts, programs, require_root,
+    care_unit::*, controller::*, frames::*, hl7::Hl7, ispf_bin, layouts, programs, require_root,
 };
-
-/// Accepts one HL7 connection, then, each time the test writes a line,
-/// sends it and prints the client's answer.
-const SERVER: &str = r#"
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.50.0.10", 2575))
-s.listen(1)
-print("listening", flush=True)
-c, _ = s.accept()
-c.settimeout(30)
-print("accepted", flush=True)
-for line in sys.stdin:
-    c.sendall(line.encode())
-    print("answer " + c.recv(100).decode().strip(), flush=True)
-"#;
-
-/// Connects, then answers every line the server sends.
-const CLIENT: &str = r#"
-import socket
-c = socket.create_connection(("10.50.0.10", 2575), timeout=5)
-c.settimeout(60)
-print("connected", flush=True)
-f = c.makefile("rb")
-for line in f:
-    c.sendall(b"ack " + line)
-"#;
-
-/// The lines a child prints, as they come.
-fn lines_of(mut out: BufReader<ChildStdout>) -> Receiver<String> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || loop {
-        let mut line = String::new();
-        match out.read_line(&mut line) {
-            Ok(n) if n > 0 => {
-                if tx.send(line.trim().to_owned()).is_err() {
-                    return;
-                }
-            }
-            _ => return,
-        }
-    });
-    rx
-}
-
-fn python_in(ns: &str, script: &str, stdin: bool) -> (Child, Receiver<String>) {
-    let mut c = programs::command("ip")
-        .args(["netns", "exec", ns, "python3", "-c", script])
-        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = lines_of(BufReader::new(c.stdout.take().unwrap()));
-    (c, out)
-}
-
-fn expect_line(lines: &Receiver<String>, want: &str, what: &str) {
-    let got = lines.recv_timeout(Duration::from_secs(10));
-    assert_eq!(got.as_deref(), Ok(want), "{what}");
-}
-
-/// An HL7 connection from the pump to the PIS server. PIS -> pump is
-/// denied as a new flow, so what the server sends reaches the pump only
-/// as replies of this connection: only conntrack lets it through.
-struct Hl7 {
-    server: Child,
-    answers: Receiver<String>,
-    client: Child,
-}
-
-impl Hl7 {
-    fn open(tag: &str) -> Hl7 {
-        let (server, answers) = python_in(&format!("ispf-{tag}-pis"), SERVER, true);
-        expect_line(&answers, "listening", "HL7 server");
-        let (client, out) = python_in(&format!("ispf-{tag}-pump"), CLIENT, false);
-        expect_line(&out, "connected", "the pump's HL7 connection");
-        expect_line(&answers, "accepted", "HL7 server");
-        let mut c = Hl7 {
-            server,
-            answers,
-            client,
-        };
-        c.exchange("opened", Duration::from_secs(5))
-            .expect("the connection works");
-        c
-    }
-
-    /// The server sends `msg`; the pump's answer must come back within
-    /// `within`.
-    fn exchange(&mut self, msg: &str, within: Duration) -> Result<(), String> {
-        writeln!(self.server.stdin.as_mut().unwrap(), "{msg}").unwrap();
-        match self.answers.recv_timeout(within) {
-            Ok(line) if line == format!("answer ack {msg}") => Ok(()),
-            Ok(line) => Err(format!("the server printed {line:?}")),
-            Err(_) => Err(format!("no answer within {within:?}")),
-        }
-    }
-}
-
-impl Drop for Hl7 {
-    fn drop(&mut self) {
-        for c in [&mut self.client, &mut self.server] {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// `ispf status --json` of the running controller, through its own client.
 fn status_json(ctl: &Ctl) -> serde_json::Value {
@@ -267,6 +156,7 @@ fn upgrade_from_layout_3(hook: &str, tag: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut hl7 = Hl7::open(tag);
+    laptop_pings(tag);
     let before = status_json(&old);
 
     let pinger = pinging(tag, 5);
@@ -302,6 +192,11 @@ fn upgrade_from_layout_3(hook: &str, tag: &str) {
         "counters were carried and kept counting: {} before, {} after",
         before["packets_passed"],
         after.packets_passed
+    );
+    assert_eq!(
+        laptop_counted(&new, &a, "clinical-workstations"),
+        LAPTOP_PINGS,
+        "the laptop's pings, counted only by the old controller, were carried"
     );
     // The decision holds, in the kernel too: the laptop's HTTPS to the
     // PIS server is a workstation's.
@@ -372,20 +267,44 @@ fn killed_at(paths: &Paths, tag: &str, hook: &str, policy: &Path, point: &str) -
 }
 
 #[test]
-fn an_upgrade_killed_part_way_is_finished_or_undone_at_the_next_start() {
+fn an_upgrade_killed_part_way_at_tc_is_finished_or_undone_at_the_next_start() {
+    killed_part_way(
+        "tc",
+        "uk",
+        &[
+            ("during-staging", UNDONE),
+            ("before-switch", UNDONE),
+            ("between-ports", UNDONE),
+            ("after-switch", FINISHED),
+            ("moved-maps", FINISHED),
+            ("moved-prog_tc", FINISHED),
+            ("moved-prog", FINISHED),
+        ],
+    );
+}
+
+/// At XDP, a port left on the old program cannot be attached again (the
+/// link holds the device): the points where ports run different programs.
+#[test]
+fn an_upgrade_killed_part_way_at_xdp_is_finished_or_undone_at_the_next_start() {
+    killed_part_way(
+        "xdp",
+        "uj",
+        &[("between-ports", UNDONE), ("after-switch", FINISHED)],
+    );
+}
+
+const UNDONE: &str = "undid the upgrade";
+const FINISHED: &str = "finished the upgrade";
+
+fn killed_part_way(hook: &str, tag: &str, points: &[(&str, &str)]) {
     require_root();
-    let tag = "uk";
-    let hook = "tc";
     let (_topo, _) = unit(tag);
     let (a, _) = policies();
-    for (point, then) in [
-        ("before-switch", "undid the upgrade"),
-        ("after-switch", "finished the upgrade"),
-        ("moved-maps", "finished the upgrade"),
-        ("moved-prog_tc", "finished the upgrade"),
-    ] {
+    for &(point, then) in points {
         let old = old_controller(tag, hook, &a);
         let mut hl7 = Hl7::open(tag);
+        laptop_pings(tag);
         let pinger = pinging(tag, 8);
         sleep(Duration::from_millis(500));
         let paths = stop(old, tag);
@@ -405,9 +324,43 @@ fn an_upgrade_killed_part_way_is_finished_or_undone_at_the_next_start() {
         hl7.exchange("after the restart", Duration::from_secs(3))
             .unwrap_or_else(|e| panic!("after a kill at {point} and a restart: {e}"));
         upgraded(&new, hook);
+        assert!(
+            laptop_counted(&new, &a, "quarantine") == LAPTOP_PINGS,
+            "the old counters after a kill at {point}"
+        );
         drop(hl7);
         let stderr = detach(new);
         assert!(stderr.contains(then), "after a kill at {point}:\n{stderr}");
         eprintln!("killed at {point}: {then}");
     }
+}
+
+/// Pings from the laptop to the PIS server, only ever under the old
+/// controller: what the new one counts of them was carried.
+const LAPTOP_PINGS: u64 = 5;
+
+fn laptop_pings(tag: &str) {
+    let out = ping(
+        &format!("ispf-{tag}-lap"),
+        "10.50.0.10",
+        LAPTOP_PINGS as u32,
+        "0.05",
+    );
+    assert!(loss(&out).contains(" 0% packet loss"), "{}", loss(&out));
+}
+
+/// Packets allowed from the laptop's segment `from` to the PIS servers.
+fn laptop_counted(ctl: &Ctl, policy: &Path, from: &str) -> u64 {
+    let p = Policy::from_file(policy).unwrap();
+    let (src, dst) = (
+        p.segment_id(from).unwrap(),
+        p.segment_id("pis-servers").unwrap(),
+    );
+    Datapath::adopt(&ctl.paths.pin)
+        .unwrap()
+        .counters()
+        .iter()
+        .filter(|(k, _)| k.src == src && k.dst == dst && k.reason == REASON_ALLOWED)
+        .map(|(_, v)| v.packets)
+        .sum()
 }

@@ -17,7 +17,8 @@ use super::{
 use crate::{
     datapath::{
         check_fits,
-        migrate::{self, OldPins, Pass, Resumed},
+        handover::{self, Resumed},
+        migrate::{self, OldPins, Pass},
         Counts, Datapath,
     },
     feeds,
@@ -26,14 +27,16 @@ use crate::{
 
 /// Finishes or undoes an upgrade a controller did not live to finish.
 pub fn resume(opts: &RunOptions) -> Result<()> {
-    match migrate::resume(&opts.pin_dir, |_| {}).context("resuming an interrupted upgrade")? {
+    match handover::resume(&opts.pin_dir, &crash_point)
+        .context("resuming an interrupted upgrade")?
+    {
         Resumed::Nothing => {}
         Resumed::Finished => log(format!(
             "finished the upgrade of {} a controller began: its ports already ran the new program",
             opts.pin_dir.display()
         )),
         Resumed::Undone => log(format!(
-            "undid the upgrade of {} a controller began before switching any port; upgrading again",
+            "undid the upgrade of {} a controller began and did not live to switch every port: every port runs the older program again; upgrading again",
             opts.pin_dir.display()
         )),
     }
@@ -103,14 +106,17 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
     // the only one.
     let prepared = (|| -> Result<(Datapath, migrate::Carried)> {
         let mut dp = Datapath::load_pinned(sizes, &staging)?;
+        crash_point("during-staging");
+        if !carry {
+            handover::nothing_to_carry(&opts.pin_dir)?;
+        }
         dp.continue_epochs_after(old.meta.epoch);
         run.save_policy(&rec.sha256, &bytes)?;
         dp.apply(&compiled)?;
-        let carried = if carry {
-            dp.carry_state(&old, Pass::All)?
-        } else {
-            Default::default()
-        };
+        let mut carried = migrate::Carried::default();
+        if carry {
+            carried = dp.carry_state(&old, Pass::All)?;
+        }
         // Both records: whichever datapath a crash leaves enforcing is
         // known to the next start.
         let mut enforced = vec![rec.clone()];
@@ -119,13 +125,16 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
             enforced,
             interfaces: state.interfaces.clone(),
         })?;
+        if carry {
+            // What the old program opened while the policy was written.
+            carried.flows += dp.carry_state(&old, Pass::CatchUp)?.flows;
+        }
         Ok((dp, carried))
     })();
-    crash_point("before-switch");
     let (mut dp, carried) = match prepared {
         Ok(p) => p,
         Err(e) => {
-            let _ = migrate::resume(&opts.pin_dir, |_| {});
+            let _ = handover::abandon(&opts.pin_dir);
             return Err(e.context(format!(
                 "upgrading {} from layout {}: nothing was switched; the older datapath enforces on",
                 opts.pin_dir.display(),
@@ -133,44 +142,46 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
             )));
         }
     };
-    let ports = match dp.take_over_links(&old, &opts.pin_dir.join("links")) {
+    crash_point("before-switch");
+    let between = |n: usize| {
+        if n == 1 {
+            crash_point("between-ports");
+        }
+    };
+    let ports = match dp.take_over_links(&old, &opts.pin_dir, &between) {
         Ok(p) => p,
         Err(e) => {
             drop(dp);
-            let _ = migrate::resume(&opts.pin_dir, |_| {});
+            let undone = handover::resume(&opts.pin_dir, &|_| {});
             return Err(anyhow::Error::new(e).context(format!(
-                "upgrading {} from layout {}: no port was switched; the older datapath enforces on",
+                "upgrading {} from layout {}: {}",
                 opts.pin_dir.display(),
-                old.layout
+                old.layout,
+                match undone {
+                    Ok(_) => "no port was switched; the older datapath enforces on".to_owned(),
+                    Err(u) => format!(
+                        "and switching the ports back failed too ({u}); the next start tries again"
+                    ),
+                }
             )));
         }
     };
     crash_point("after-switch");
     // The old program ran until its ports moved: the flows it opened
-    // meanwhile, and everything it counted.
-    let mut late = 0;
-    if carry {
-        match dp.carry_state(&old, Pass::CatchUp) {
-            Ok(c) => late = c.flows,
-            Err(e) => log(format!("warning: flows opened during the upgrade: {e}")),
-        }
-        if let Err(e) = dp.carry_counters(&old) {
-            log(format!(
-                "warning: the older datapath's counters were not carried: {e}"
-            ));
-        }
+    // meanwhile, and everything it counted; then the pins move.
+    let (late, warnings) = handover::complete(&opts.pin_dir, &mut dp, &old, &crash_point)?;
+    for w in warnings {
+        log(format!("warning: not carried: {w}"));
     }
-    let epoch = dp.epoch();
-    drop(dp);
-    let layout = old.layout;
-    drop(old);
-    migrate::finish(&opts.pin_dir, crash_point)?;
     log(format!(
-        "upgraded {} from map layout {layout} to {} without detaching: generation {epoch}, {} connections carried ({late} opened during the upgrade), {} fragments; switched {}",
+        "upgraded {} from map layout {} to {} without detaching: generation {}, {} connections carried ({} opened during the switch), {} fragments; switched {}",
         opts.pin_dir.display(),
+        old.layout,
         ispf_common::LAYOUT_VERSION,
-        carried.flows + late,
-        carried.fragments,
+        dp.epoch(),
+        carried.flows + late.flows,
+        late.flows,
+        carried.fragments + late.fragments,
         if ports.is_empty() {
             "no port".to_owned()
         } else {

@@ -2,24 +2,17 @@
 //! packet. The new datapath is loaded and pinned beside the old one (under
 //! [`staging_dir`]) and given the policy the old one enforces; what of the
 //! old maps still means something to the new program — connection state,
-//! fragment verdicts, counts — is carried across; then every pinned link is
-//! switched to the new program in one BPF_LINK_UPDATE each, so a port runs
-//! one program or the other and never none; last, the new pins take the old
-//! ones' place. An upgrade interrupted at any point is finished or undone
-//! by [`resume`] at the next start.
+//! fragment verdicts, counts — is carried across (here); then every pinned
+//! link is switched to the new program and the new pins take the old
+//! ones' place ([`super::handover`]).
 
 use std::{
     collections::BTreeMap,
-    fs,
     os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
-use aya::{
-    maps::{Array, Map, MapData, PerCpuArray},
-    programs::{SchedClassifier, Xdp},
-};
-use aya_obj::programs::XdpAttachType;
+use aya::maps::{Array, Map, MapData, PerCpuArray};
 use ispf_common::*;
 
 use super::{maps::map_err, Datapath, DatapathError, Result};
@@ -47,7 +40,7 @@ pub fn staging_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("upgrade")
 }
 
-fn pin_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DatapathError {
+pub(super) fn pin_err(path: &Path, what: &str, e: impl std::fmt::Display) -> DatapathError {
     DatapathError::Pin {
         path: path.to_owned(),
         message: format!("{what}: {e}"),
@@ -59,8 +52,10 @@ pub struct OldPins {
     pub layout: u32,
     /// What the old controller recorded as enforced.
     pub meta: Meta,
-    xdp: OwnedFd,
-    tc: OwnedFd,
+    pub(super) xdp: OwnedFd,
+    pub(super) tc: OwnedFd,
+    pub(super) xdp_id: u32,
+    pub(super) tc_id: u32,
     maps: BTreeMap<&'static str, OwnedFd>,
 }
 
@@ -80,11 +75,17 @@ impl OldPins {
         for &name in CARRIED {
             maps.insert(name, get(&format!("maps/{name}"))?);
         }
+        let (xdp, tc) = (get("prog")?, get("prog_tc")?);
+        let id = |fd: &OwnedFd, rel: &str| {
+            bpfsys::prog_id(fd.as_fd()).map_err(|e| pin_err(&dir.join(rel), "not a program", e))
+        };
         let mut old = Self {
             layout,
             meta: Meta::default(),
-            xdp: get("prog")?,
-            tc: get("prog_tc")?,
+            xdp_id: id(&xdp, "prog")?,
+            tc_id: id(&tc, "prog_tc")?,
+            xdp,
+            tc,
             maps,
         };
         let meta: Array<MapData, Meta> = old.typed(MAP_META, 4, size_of::<Meta>())?;
@@ -258,123 +259,6 @@ impl Datapath {
                 .map_err(map_err(MAP_COUNTERS_RETIRED))?;
         }
         Ok(totals.len())
-    }
-
-    /// Switches every link pinned under `links_dir` from `old`'s program
-    /// to this datapath's (the XDP entry for XDP links, the TC entry for
-    /// TCX links). A link that runs neither of `old`'s programs is left
-    /// alone. If one switch fails, those already made are switched back,
-    /// so ports never run different layouts. Returns the interfaces
-    /// switched.
-    pub fn take_over_links(&self, old: &OldPins, links_dir: &Path) -> Result<Vec<String>> {
-        let xdp = self.program().fd()?.as_fd();
-        let tc = self.tc_program().fd()?.as_fd();
-        let mut names: Vec<String> = match fs::read_dir(links_dir) {
-            Ok(d) => d
-                .filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        names.sort();
-        let mut done: Vec<(String, OwnedFd, BorrowedFd, BorrowedFd)> = Vec::new();
-        for name in names {
-            let path = links_dir.join(&name);
-            let link = bpfsys::obj_get(&path).map_err(|e| pin_err(&path, "cannot open it", e))?;
-            let facts = bpfsys::link_facts(&link).map_err(|e| pin_err(&path, "not a link", e))?;
-            let (new, was) = match facts.link_type {
-                bpfsys::BPF_LINK_TYPE_XDP => (xdp, old.xdp.as_fd()),
-                bpfsys::BPF_LINK_TYPE_TCX => (tc, old.tc.as_fd()),
-                _ => continue,
-            };
-            match bpfsys::link_update(link.as_fd(), new, was) {
-                Ok(()) => done.push((name, link, new, was)),
-                // The link runs another program: not ours to replace.
-                Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
-                Err(e) => {
-                    for (_, link, new, was) in done.iter().rev() {
-                        let _ = bpfsys::link_update(link.as_fd(), *was, *new);
-                    }
-                    return Err(pin_err(&path, "cannot switch its program", e));
-                }
-            }
-        }
-        Ok(done.into_iter().map(|d| d.0).collect())
-    }
-}
-
-fn remove_pin(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Moves the staged pins into `pin_dir` in place of the old ones (whose
-/// program and maps the kernel frees once no link runs them). Each step
-/// can be repeated, so an interrupted move is finished by [`resume`].
-/// `moved` hears of each pin moved (`moved-maps`, `moved-prog_tc`, ...).
-pub fn finish(pin_dir: &Path, moved: impl Fn(&str)) -> Result<()> {
-    let staging = staging_dir(pin_dir);
-    // The program last: pins with a `prog` are what a start adopts.
-    for name in ["maps", "prog_tc", "prog"] {
-        let new = staging.join(name);
-        if !new.exists() {
-            continue;
-        }
-        let old = pin_dir.join(name);
-        remove_pin(&old).map_err(|e| pin_err(&old, "cannot remove it", e))?;
-        fs::rename(&new, &old).map_err(|e| pin_err(&new, "cannot move it", e))?;
-        moved(&format!("moved-{name}"));
-    }
-    remove_pin(&staging).map_err(|e| pin_err(&staging, "cannot remove it", e))
-}
-
-/// What [`resume`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resumed {
-    /// No upgrade was under way.
-    Nothing,
-    /// The links had been switched: the new pins were moved into place.
-    Finished,
-    /// No link had been switched: the staged datapath was removed and the
-    /// old pins, still enforcing, are upgraded again.
-    Undone,
-}
-
-/// Finishes or undoes an upgrade a controller did not live to finish.
-pub fn resume(pin_dir: &Path, moved: impl Fn(&str)) -> Result<Resumed> {
-    let staging = staging_dir(pin_dir);
-    if !staging.exists() {
-        return Ok(Resumed::Nothing);
-    }
-    let ids = |dir: &Path| -> Option<(u32, u32)> {
-        let xdp = Xdp::from_pin(dir.join("prog"), XdpAttachType::Interface).ok()?;
-        let tc = SchedClassifier::from_pin(dir.join("prog_tc")).ok()?;
-        Some((xdp.info().ok()?.id(), tc.info().ok()?.id()))
-    };
-    // Pins are moved only once the links run the new program.
-    let moving = ["maps", "prog_tc", "prog"]
-        .iter()
-        .any(|n| !staging.join(n).exists());
-    let switched = match ids(&staging) {
-        _ if moving => true,
-        None => false,
-        Some((xdp, tc)) => fs::read_dir(pin_dir.join("links"))
-            .into_iter()
-            .flatten()
-            .filter_map(|e| e.ok())
-            .filter_map(|e| bpfsys::pinned_link_facts(&e.path()).ok())
-            .any(|f| f.prog_id == xdp || f.prog_id == tc),
-    };
-    if switched {
-        finish(pin_dir, moved)?;
-        Ok(Resumed::Finished)
-    } else {
-        remove_pin(&staging).map_err(|e| pin_err(&staging, "cannot remove it", e))?;
-        Ok(Resumed::Undone)
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! - `mod.rs` (here): loading the object and pinning it;
 //! - [`adopt`]: pins' layout versions, adopting pins of this layout;
-//! - [`migrate`]: taking over pins of an older layout;
+//! - [`migrate`], [`handover`]: taking over pins of an older layout;
 //! - [`writer`]: applying compiled policy into the inactive generation and
 //!   flipping it, transactionally; ending flows; state resets;
 //! - [`counters`]: recycling counter slots of retired generations;
@@ -17,6 +17,7 @@ mod clear;
 mod counters;
 mod delta;
 mod feedmaps;
+pub mod handover;
 mod maps;
 pub mod migrate;
 mod state;
