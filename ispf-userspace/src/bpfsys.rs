@@ -5,7 +5,7 @@
 use std::{
     ffi::CString,
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     path::Path,
 };
 
@@ -67,10 +67,12 @@ pub struct LinkFacts {
 pub const BPF_LINK_TYPE_XDP: u32 = 6;
 pub const BPF_LINK_TYPE_TCX: u32 = 11;
 
-pub fn link_facts(link: &OwnedFd) -> io::Result<LinkFacts> {
-    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union
-    // whose xdp and tcx members start with the ifindex.
-    let mut info = [0u64; 16];
+/// BPF_OBJ_GET_INFO_BY_FD into `info` (the start of the kernel's info
+/// struct for `fd`'s kind of object; the kernel fills what fits).
+fn obj_info<const N: usize>(
+    fd: std::os::fd::BorrowedFd<'_>,
+    info: &mut [u64; N],
+) -> io::Result<()> {
     #[repr(C)]
     struct Attr {
         bpf_fd: u32,
@@ -78,19 +80,31 @@ pub fn link_facts(link: &OwnedFd) -> io::Result<LinkFacts> {
         info: u64,
     }
     let mut attr = Attr {
-        bpf_fd: link.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of_val(info) as u32,
         info: info.as_mut_ptr() as u64,
     };
     // SAFETY: BPF_OBJ_GET_INFO_BY_FD's layout; `info` is writable for
     // `info_len` bytes and outlives the call.
     unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
-    let word = |i: usize| info[i / 2].to_ne_bytes()[(i % 2) * 4..(i % 2) * 4 + 4].to_vec();
-    let u = |i: usize| u32::from_ne_bytes(word(i).try_into().expect("4 bytes"));
+    Ok(())
+}
+
+/// The `i`-th u32 of an info struct read as u64 words.
+fn info_u32(info: &[u64], i: usize) -> u32 {
+    let b = info[i / 2].to_ne_bytes();
+    u32::from_ne_bytes(b[(i % 2) * 4..(i % 2) * 4 + 4].try_into().expect("4 bytes"))
+}
+
+pub fn link_facts(link: &OwnedFd) -> io::Result<LinkFacts> {
+    // struct bpf_link_info: type, id, prog_id, then an 8-aligned union
+    // whose xdp and tcx members start with the ifindex.
+    let mut info = [0u64; 16];
+    obj_info(link.as_fd(), &mut info)?;
     Ok(LinkFacts {
-        link_type: u(0),
-        prog_id: u(2),
-        ifindex: u(4),
+        link_type: info_u32(&info, 0),
+        prog_id: info_u32(&info, 2),
+        ifindex: info_u32(&info, 4),
     })
 }
 
@@ -128,22 +142,9 @@ pub fn link_update(
 /// The kernel id of the program `prog` refers to.
 pub fn prog_id(prog: std::os::fd::BorrowedFd<'_>) -> io::Result<u32> {
     // struct bpf_prog_info starts with `__u32 type; __u32 id;`.
-    let mut info = [0u32; 2];
-    #[repr(C)]
-    struct Attr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut attr = Attr {
-        bpf_fd: prog.as_raw_fd() as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    // SAFETY: BPF_OBJ_GET_INFO_BY_FD's layout; the kernel writes at most
-    // `info_len` bytes into `info`, which outlives the call.
-    unsafe { bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)? };
-    Ok(info[1])
+    let mut info = [0u64; 1];
+    obj_info(prog, &mut info)?;
+    Ok(info_u32(&info, 1))
 }
 
 /// The facts of the link pinned at `path`.

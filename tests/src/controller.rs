@@ -36,6 +36,23 @@ pub fn paths(tag: &str) -> Paths {
     p
 }
 
+/// Appends `run` and its arguments for a controller on `paths`.
+pub fn run_args(c: &mut Command, paths: &Paths, policy: &Path, ifaces: &[&str], extra: &[&str]) {
+    c.arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--pin-dir")
+        .arg(&paths.pin)
+        .arg("--run-dir")
+        .arg(&paths.run)
+        .arg("--state-dir")
+        .arg(&paths.state);
+    for i in ifaces {
+        c.args(["--iface", i]);
+    }
+    c.args(extra);
+}
+
 /// `ispf run` as a child; killed (not detached) on drop, then detached so
 /// no test leaves enforcement behind.
 pub struct Ctl {
@@ -91,19 +108,7 @@ impl Ctl {
         ifaces: &[&str],
         extra: &[&str],
     ) -> Ctl {
-        c.arg("run")
-            .arg("--policy")
-            .arg(policy)
-            .arg("--pin-dir")
-            .arg(&paths.pin)
-            .arg("--run-dir")
-            .arg(&paths.run)
-            .arg("--state-dir")
-            .arg(&paths.state);
-        for i in ifaces {
-            c.args(["--iface", i]);
-        }
-        c.args(extra);
+        run_args(&mut c, &paths, policy, ifaces, extra);
         let child = c.stderr(Stdio::piped()).spawn().unwrap();
         let mut ctl = Ctl {
             child: Some(child),
@@ -224,6 +229,22 @@ impl Ctl {
         }
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Forgets an exited controller without detaching (as its drop
+    /// would): its pins stay, for the next one to adopt.
+    pub fn leave_enforcing(mut self) -> Paths {
+        let paths = Paths {
+            pin: self.paths.pin.clone(),
+            run: self.paths.run.clone(),
+            state: self.paths.state.clone(),
+        };
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        std::mem::forget(self);
+        paths
     }
 
     pub fn stderr_after_exit(&mut self) -> String {

@@ -224,12 +224,7 @@ fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
     }
 
     // Restart: adopts generation, conntrack and counters instead of reloading.
-    let paths_k = Paths {
-        pin: ctl.paths.pin.clone(),
-        run: ctl.paths.run.clone(),
-        state: ctl.paths.state.clone(),
-    };
-    std::mem::forget(ctl); // its Drop would detach
+    let paths_k = ctl.leave_enforcing();
     let mut ctl = Ctl::start_with(paths_k, &a, &[&ports[0], &ports[1], &ports[2]], &hook_args);
     let after = ctl.status();
     assert!(after

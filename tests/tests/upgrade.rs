@@ -75,13 +75,7 @@ fn stop(mut ctl: Ctl, tag: &str) -> Paths {
             "{p} lost its program when the controller stopped:\n{stderr}"
         );
     }
-    let p = Paths {
-        pin: ctl.paths.pin.clone(),
-        run: ctl.paths.run.clone(),
-        state: ctl.paths.state.clone(),
-    };
-    std::mem::forget(ctl); // its Drop would detach
-    p
+    ctl.leave_enforcing()
 }
 
 /// The current controller, with only the capabilities the packaged
@@ -243,20 +237,15 @@ fn killed_at(paths: &Paths, tag: &str, hook: &str, policy: &Path, point: &str) -
     let mut c = programs::command("setpriv");
     c.args(["--bounding-set=-all,+bpf,+net_admin,+perfmon", "--"])
         .arg(ispf_bin())
-        .arg("run")
-        .arg("--policy")
-        .arg(policy)
-        .arg("--pin-dir")
-        .arg(&paths.pin)
-        .arg("--run-dir")
-        .arg(&paths.run)
-        .arg("--state-dir")
-        .arg(&paths.state)
-        .args(["--hook", hook])
         .env("ISPF_TEST_UPGRADE_ABORT", point);
-    for i in ifaces(tag) {
-        c.args(["--iface", &i]);
-    }
+    let i = ifaces(tag);
+    run_args(
+        &mut c,
+        paths,
+        policy,
+        &[&i[0], &i[1], &i[2]],
+        &["--hook", hook],
+    );
     let out = c.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(

@@ -15,7 +15,7 @@ use super::{
     backstop, decide,
     engine::{detach, log, now_rfc3339, unix_now, Engine, Started},
     ports,
-    state::{Enforced, RunDir},
+    state::{Enforced, RunDir, State},
     upgrade,
 };
 use crate::{
@@ -203,33 +203,53 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
     Ok(e)
 }
 
-fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
-    let mut dp = Datapath::adopt(&opts.pin_dir).context("adopting the pinned datapath")?;
-    let kernel_sha = hex(&dp.stats().meta().sha256);
-    let state = match run.load() {
+/// The run directory's state; an unreadable one is reported and read as
+/// empty (it is rewritten at the next change).
+pub(super) fn run_state(run: &RunDir) -> State {
+    match run.load() {
         Ok(s) => s.unwrap_or_default(),
         Err(e) => {
             log(format!("warning: {e}"));
-            Default::default()
+            State::default()
         }
-    };
-    let record = state
+    }
+}
+
+/// What the run directory records of the policy the kernel enforces
+/// (`kernel_sha`, from the meta map): the file it was compiled from, with
+/// the segment ids the kernel's state holds, and the record itself.
+pub(super) fn recorded(
+    run: &RunDir,
+    state: &State,
+    kernel_sha: &str,
+    given: &Policy,
+    given_bytes: &[u8],
+) -> Option<(Policy, Vec<u8>, Enforced)> {
+    let rec = state
         .enforced
         .iter()
-        .find(|e| e.kernel_sha256() == kernel_sha)
-        .cloned();
-    let known = record.and_then(|rec| {
-        let bytes = run
-            .policy(&rec.sha256)
-            .or_else(|| (given.sha256_hex() == rec.sha256).then(|| given_bytes.clone()))?;
-        let text = String::from_utf8(bytes.clone()).ok()?;
-        let mut file = Policy::from_str(&text, &rec.path).ok()?;
-        file.keep_ids(&rec.segment_ids);
-        // The decisions as they held when applied (none has expired for
-        // this purpose): exactly what the kernel holds.
-        let policy = decide::desired(&file, &rec.decisions, i64::MIN).ok()?;
-        (policy.sha256_hex() == kernel_sha).then_some((file, policy, bytes, rec))
-    });
+        .find(|e| e.kernel_sha256() == kernel_sha)?
+        .clone();
+    let bytes = run
+        .policy(&rec.sha256)
+        .or_else(|| (given.sha256_hex() == rec.sha256).then(|| given_bytes.to_vec()))?;
+    let text = String::from_utf8(bytes.clone()).ok()?;
+    let mut file = Policy::from_str(&text, &rec.path).ok()?;
+    file.keep_ids(&rec.segment_ids);
+    Some((file, bytes, rec))
+}
+
+fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
+    let mut dp = Datapath::adopt(&opts.pin_dir).context("adopting the pinned datapath")?;
+    let kernel_sha = hex(&dp.stats().meta().sha256);
+    let state = run_state(&run);
+    let known =
+        recorded(&run, &state, &kernel_sha, &given, &given_bytes).and_then(|(file, bytes, rec)| {
+            // The decisions as they held when applied (none has expired
+            // for this purpose): exactly what the kernel holds.
+            let policy = decide::desired(&file, &rec.decisions, i64::MIN).ok()?;
+            (policy.sha256_hex() == kernel_sha).then_some((file, policy, bytes, rec))
+        });
     let (file, policy, decisions, enforced) = match known {
         Some((file, policy, bytes, rec)) => {
             run.save_policy(&rec.sha256, &bytes)?;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::{
     decide,
     engine::{log, unix_now},
-    start::{cached_feeds, enforced_record, recorded_decisions, RunOptions},
+    start::{cached_feeds, enforced_record, recorded, recorded_decisions, run_state, RunOptions},
     state::{RunDir, State},
 };
 use crate::{
@@ -49,28 +49,9 @@ pub fn resume(opts: &RunOptions) -> Result<()> {
 pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunDir) -> Result<()> {
     let old = OldPins::open(&opts.pin_dir).context("opening the older ispf's pins")?;
     let kernel_sha = hex(&old.meta.sha256);
-    let state = match run.load() {
-        Ok(s) => s.unwrap_or_default(),
-        Err(e) => {
-            log(format!("warning: {e}"));
-            State::default()
-        }
-    };
-    let record = state
-        .enforced
-        .iter()
-        .find(|e| e.kernel_sha256() == kernel_sha)
-        .cloned();
-    let known = record.and_then(|rec| {
-        let bytes = run
-            .policy(&rec.sha256)
-            .or_else(|| (given.sha256_hex() == rec.sha256).then(|| given_bytes.to_vec()))?;
-        let text = String::from_utf8(bytes.clone()).ok()?;
-        let mut file = Policy::from_str(&text, &rec.path).ok()?;
-        // The ids the old kernel's connection state and counters hold.
-        file.keep_ids(&rec.segment_ids);
-        Some((file, bytes, rec))
-    });
+    let state = run_state(run);
+    // The ids the old kernel's connection state and counters hold.
+    let known = recorded(run, &state, &kernel_sha, given, given_bytes);
     let (file, bytes, path, decisions, carry) = match known {
         Some((file, bytes, rec)) => (file, bytes, rec.path.clone(), rec.decisions, true),
         // Segment ids unknown: connection state and counts would be
