@@ -20,11 +20,16 @@ use super::{
 };
 use crate::{
     control::InterfaceStatus,
-    datapath::{check_fits, migrate, Counts, Datapath, MapSizeRequest},
+    datapath::{check_fits, migrate, Counts, Datapath, MapSizeRequest, MapSizes},
     decisions::{holding, Decision},
     feeds::{self, FeedSet},
     inventory,
-    policy::{compile::compile, hex, load::read_policy, Policy},
+    policy::{
+        compile::{compile, Compiled},
+        hex,
+        load::read_policy,
+        Policy,
+    },
     system,
 };
 
@@ -113,6 +118,23 @@ pub(super) fn cached_feeds(opts: &RunOptions, file: &Policy) -> Arc<FeedSet> {
     ))
 }
 
+/// What a new datapath's first generation holds (`policy` with the cached
+/// feeds) and the map sizes for it: the rule `check` applies, the policy
+/// and one as large must fit.
+pub(super) fn first_generation(
+    opts: &RunOptions,
+    file: &Policy,
+    policy: &Policy,
+) -> Result<(Compiled, MapSizes, Arc<FeedSet>)> {
+    let feed_set = cached_feeds(opts, file);
+    let compiled =
+        compile(policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
+    let counts = Counts::of(&compiled);
+    let sizes = opts.sizes.resolve(&counts);
+    check_fits(&sizes, &counts, &counts)?;
+    Ok((compiled, sizes, feed_set))
+}
+
 pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {
     state_dir.join("feeds")
 }
@@ -145,13 +167,7 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
             file.clone()
         }
     };
-    let feed_set = cached_feeds(opts, &file);
-    let compiled =
-        compile(&policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
-    let counts = Counts::of(&compiled);
-    let sizes = opts.sizes.resolve(&counts);
-    // The rule `check` applies: the policy and one as large must fit.
-    check_fits(&sizes, &counts, &counts)?;
+    let (compiled, sizes, feed_set) = first_generation(opts, &file, &policy)?;
     let mut dp = Datapath::load_pinned(sizes, &opts.pin_dir)?;
     let enforced = enforced_record(&file, &policy, &decisions, now, &opts.policy);
     let started = (|| -> Result<Vec<InterfaceStatus>> {

@@ -11,18 +11,18 @@ use anyhow::{bail, Context, Result};
 use super::{
     decide,
     engine::{log, unix_now},
-    start::{cached_feeds, enforced_record, recorded, recorded_decisions, run_state, RunOptions},
+    start::{
+        enforced_record, first_generation, recorded, recorded_decisions, run_state, RunOptions,
+    },
     state::{RunDir, State},
 };
 use crate::{
     datapath::{
-        check_fits,
         handover::{self, Resumed},
         migrate::{self, OldPins, Pass},
-        Counts, Datapath,
+        Datapath,
     },
-    feeds,
-    policy::{compile::compile, hex, Policy},
+    policy::{hex, Policy},
 };
 
 /// Finishes or undoes an upgrade a controller did not live to finish.
@@ -74,12 +74,7 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
     };
     let now = unix_now();
     let policy = decide::desired(&file, &decisions, now)?;
-    let feed_set = cached_feeds(opts, &file);
-    let compiled =
-        compile(&policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
-    let counts = Counts::of(&compiled);
-    let sizes = opts.sizes.resolve(&counts);
-    check_fits(&sizes, &counts, &counts)?;
+    let (compiled, sizes, _) = first_generation(opts, &file, &policy)?;
     let rec = enforced_record(&file, &policy, &decisions, now, &path);
     let staging = migrate::staging_dir(&opts.pin_dir);
 
