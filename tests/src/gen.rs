@@ -7,6 +7,17 @@ use serde_json::{json, Value};
 
 use crate::frames::*;
 
+/// The generated tests' seed: `ISPF_SEED` to replay a failure, else a
+/// fresh one. Printed, so every failure can be replayed.
+pub fn seed() -> u64 {
+    let seed = std::env::var("ISPF_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| rand::thread_rng().gen());
+    eprintln!("ISPF_SEED={seed}");
+    seed
+}
+
 const V4_SUBNETS: &[&str] = &[
     "10.0.0.0/8",
     "10.1.0.0/16",

@@ -40,11 +40,7 @@ fn generated(rng: &mut StdRng) -> Policy {
 #[test]
 fn changed_in_place_the_maps_hold_what_a_whole_write_holds() {
     require_root();
-    let seed: u64 = std::env::var("ISPF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("ISPF_SEED={seed}");
+    let seed = ispf_tests::gen::seed();
     let mut rng = StdRng::seed_from_u64(seed);
     let mut dp = Datapath::load(sizes()).expect("load");
     let pin = std::path::PathBuf::from("/sys/fs/bpf/ispf-test-delta");

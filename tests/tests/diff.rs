@@ -70,11 +70,7 @@ fn changed_pairs_brute_force(old: &Policy, new: &Policy) -> BTreeSet<(String, St
 
 #[test]
 fn diff_reports_exactly_the_pairs_that_change() {
-    let seed: u64 = std::env::var("ISPF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("ISPF_SEED={seed}");
+    let seed = ispf_tests::gen::seed();
     let mut rng = StdRng::seed_from_u64(seed);
     for _ in 0..2000 {
         let old = random_policy(&mut rng);

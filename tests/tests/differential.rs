@@ -21,11 +21,8 @@ fn kernel_agrees_with_reference_model() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let seed: u64 = std::env::var("ISPF_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| rand::thread_rng().gen());
-    eprintln!("differential test: {cases} cases, ISPF_SEED={seed}");
+    let seed = ispf_tests::gen::seed();
+    eprintln!("differential test: {cases} cases");
     let mut rng = StdRng::seed_from_u64(seed);
     let mut dp = Datapath::load(MapSizes::default()).expect("load datapath");
     let mut done = 0;
