@@ -28,7 +28,7 @@ use crate::{
 
 /// The file with the decisions that hold at `now` applied, with the file's
 /// segment ids and the hash the datapath will hold for it.
-pub fn desired(file: &Policy, decisions: &[Decision], now: i64) -> Result<Policy> {
+pub fn desired(file: &Arc<Policy>, decisions: &[Decision], now: i64) -> Result<Arc<Policy>> {
     let hold = holding(decisions, now);
     if hold.is_empty() {
         return Ok(file.clone());
@@ -46,7 +46,7 @@ pub fn desired(file: &Policy, decisions: &[Decision], now: i64) -> Result<Policy
     })?;
     p.keep_ids(&file.segment_ids());
     p.sha256 = enforced_sha256(&file.sha256, decisions, now);
-    Ok(p)
+    Ok(Arc::new(p))
 }
 
 /// What became of one decision request: its message, generation and the
@@ -92,8 +92,8 @@ impl Engine {
     /// kernel does.
     pub(super) fn enforce(
         &mut self,
-        file: Policy,
-        policy: Policy,
+        file: Arc<Policy>,
+        policy: Arc<Policy>,
         path: &Path,
         bytes: Option<&[u8]>,
         decisions: Vec<Decision>,
@@ -129,8 +129,8 @@ impl Engine {
         if !gone.is_empty() {
             self.dp.end_segments(&gone)?;
         }
-        self.file = Arc::new(file);
-        self.policy = Arc::new(policy);
+        self.file = file;
+        self.policy = policy;
         self.decisions = Arc::new(decisions);
         self.enforced = next;
         self.save_state(vec![self.enforced.clone()])?;
@@ -149,7 +149,7 @@ impl Engine {
     pub(super) fn apply_feeds(&mut self, set: Arc<FeedSet>) {
         let old = std::mem::replace(&mut self.feeds, set);
         let now = unix_now();
-        let (file, policy) = ((*self.file).clone(), (*self.policy).clone());
+        let (file, policy) = (self.file.clone(), self.policy.clone());
         let path = self.enforced.path.clone();
         let decisions = self.decisions.to_vec();
         match self.enforce(file, policy, &path, None, decisions, now) {
@@ -294,7 +294,7 @@ impl Engine {
             };
             return Err(anyhow!(e).context(not_recorded()));
         }
-        let file = (*self.file).clone();
+        let file = self.file.clone();
         let path = self.enforced.path.clone();
         let generation = match self.enforce(file, policy, &path, None, decisions, now) {
             Ok(g) => g,
@@ -358,7 +358,7 @@ impl Engine {
             .cloned()
             .collect();
         let applied = desired(&self.file, &kept, now).and_then(|policy| {
-            let file = (*self.file).clone();
+            let file = self.file.clone();
             let path = self.enforced.path.clone();
             self.enforce(file, policy, &path, None, kept, now)
         });
@@ -405,7 +405,7 @@ impl Engine {
             self.decisions = Arc::new(recorded);
             return Ok(());
         }
-        let file = (*self.file).clone();
+        let file = self.file.clone();
         let path = self.enforced.path.clone();
         let g = self.enforce(file, want, &path, None, recorded, now)?;
         log(format!(

@@ -71,9 +71,9 @@ pub use crate::clock::{log, now_rfc3339, unix_now};
 pub struct Started {
     pub dp: Datapath,
     /// The policy file, as enforced.
-    pub file: Policy,
+    pub file: Arc<Policy>,
     /// The file with the decisions applied: what the datapath holds.
-    pub policy: Policy,
+    pub policy: Arc<Policy>,
     /// The decisions applied (as recorded where they were read from).
     pub decisions: Vec<Decision>,
     /// The feeds' contents applied.
@@ -126,8 +126,8 @@ impl Engine {
             fleet: None,
             attach,
             dp: s.dp,
-            file: Arc::new(s.file),
-            policy: Arc::new(s.policy),
+            file: s.file,
+            policy: s.policy,
             decisions: Arc::new(s.decisions),
             feeds: s.feeds,
             inventory_db,
@@ -292,6 +292,7 @@ impl Engine {
                     broken.join("\n  ")
                 )
             })?;
+        let file = Arc::new(file);
         let new = desired(&file, &self.decisions, now)?;
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;

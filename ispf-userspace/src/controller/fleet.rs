@@ -101,7 +101,7 @@ impl Engine {
                 self.db = None;
             }
         }
-        let file = (*self.file).clone();
+        let file = self.file.clone();
         let path = self.enforced.path.clone();
         let r = self
             .enforce(file, policy, &path, None, set, now)

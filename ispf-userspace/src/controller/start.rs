@@ -140,6 +140,7 @@ pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {
 }
 
 fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
+    let file = Arc::new(file);
     for iface in &opts.interfaces {
         system::check_interface(iface)?;
     }
@@ -240,7 +241,7 @@ pub(super) fn recorded(
     kernel_sha: &str,
     given: &Policy,
     given_bytes: &[u8],
-) -> Option<(Policy, Vec<u8>, Enforced)> {
+) -> Option<(Arc<Policy>, Vec<u8>, Enforced)> {
     let rec = state
         .enforced
         .iter()
@@ -252,10 +253,11 @@ pub(super) fn recorded(
     let text = String::from_utf8(bytes.clone()).ok()?;
     let mut file = Policy::from_str(&text, &rec.path).ok()?;
     file.keep_ids(&rec.segment_ids);
-    Some((file, bytes, rec))
+    Some((Arc::new(file), bytes, rec))
 }
 
 fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
+    let given = Arc::new(given);
     let mut dp = Datapath::adopt(&opts.pin_dir).context("adopting the pinned datapath")?;
     let kernel_sha = hex(&dp.stats().meta().sha256);
     let state = run_state(&run);

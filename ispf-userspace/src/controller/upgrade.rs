@@ -6,6 +6,8 @@
 //! adoption then takes over. Packets of allowed and established flows
 //! meet one program or the other throughout; nothing is detached.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Context, Result};
 
 use super::{
@@ -57,7 +59,7 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
         // Segment ids unknown: connection state and counts would be
         // misnamed, so they start afresh.
         None if opts.reapply => (
-            given.clone(),
+            Arc::new(given.clone()),
             given_bytes.to_vec(),
             opts.policy.clone(),
             recorded_decisions(opts),

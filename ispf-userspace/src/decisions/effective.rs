@@ -1,12 +1,11 @@
 //! The desired state: the policy file with the decisions that hold
 //! applied, its hash, and what a new file changes about the decisions.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::IpAddr,
-};
+use std::{collections::BTreeSet, net::IpAddr};
 
-use super::{canonical_mac, holding, Decision, Kind};
+use foldhash::{fast::RandomState as Fast, HashMap, HashSet};
+
+use super::{holding, mac_string, Decision, Kind};
 use crate::policy::{hex, model::DeviceDoc, parse_mac, sha256, Policy, PolicyDoc};
 
 /// The policy file with the decisions applied: a device a decision holds
@@ -29,26 +28,38 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
             .clone()
             .or_else(|| (!file_segment.is_empty()).then(|| file_segment.to_owned())),
     };
-    // Addresses the file gives a device, by owner name.
-    let mut owner: BTreeMap<IpAddr, String> = BTreeMap::new();
-    for dev in &out.devices {
-        let v4 = dev.ipv4.as_ref().map(|x| x.to_vec()).unwrap_or_default();
-        let v6 = dev.ipv6.as_ref().map(|x| x.to_vec()).unwrap_or_default();
+    // Addresses the file gives a device, by the owner's position (the
+    // last entry naming an address owns it, as validation reports it).
+    // Indexes, not copies: this runs for every decision over every device.
+    let mut owner: HashMap<IpAddr, usize> =
+        HashMap::with_capacity_and_hasher(doc.devices.len(), Fast::default());
+    for (i, dev) in doc.devices.iter().enumerate() {
+        let v4 = dev.ipv4.as_ref().map_or(&[][..], |x| x.as_slice());
+        let v6 = dev.ipv6.as_ref().map_or(&[][..], |x| x.as_slice());
         for a in v4
-            .into_iter()
-            .map(IpAddr::V4)
-            .chain(v6.into_iter().map(IpAddr::V6))
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(v6.iter().map(|a| IpAddr::V6(*a)))
         {
-            owner.insert(a, dev.name.clone());
+            owner.insert(a, i);
         }
     }
-    let mut names: BTreeSet<String> = out.devices.iter().map(|d| d.name.clone()).collect();
-    let mut placed = BTreeSet::new();
+    let names: HashSet<&str> = doc.devices.iter().map(|d| d.name.as_str()).collect();
+    let mut added: BTreeSet<String> = BTreeSet::new();
+    // Decisions by MAC as bytes, so the file's devices are matched without
+    // a string per device. A decision names its MAC in canonical form;
+    // one that does not matches no device, as a string comparison would.
+    let canonical = |m: &str| parse_mac(m).filter(|b| mac_string(b) == m);
+    let by_mac: HashMap<[u8; 6], &Decision> = hold
+        .iter()
+        .filter_map(|(m, d)| Some((canonical(m)?, *d)))
+        .collect();
+    let mut placed = HashSet::default();
     for dev in &mut out.devices {
-        let Some(mac) = dev.mac.as_deref().and_then(|m| canonical_mac(m).ok()) else {
+        let Some(mac) = dev.mac.as_deref().and_then(parse_mac) else {
             continue;
         };
-        if let Some(d) = hold.get(mac.as_str()) {
+        if let Some(d) = by_mac.get(&mac) {
             if let Some(seg) = target(d, &dev.segment) {
                 dev.segment = seg;
             }
@@ -56,7 +67,7 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         }
     }
     for (mac, d) in &hold {
-        if placed.contains(*mac) {
+        if canonical(mac).is_some_and(|m| placed.contains(&m)) {
             continue;
         }
         let Some(segment) = target(d, "") else {
@@ -68,7 +79,8 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         for a in &d.addresses {
             match owner.get(a) {
                 None => own.push(*a),
-                Some(name) => {
+                Some(&i) => {
+                    let name = &doc.devices[i].name;
                     if let Some(dev) = out
                         .devices
                         .iter_mut()
@@ -83,12 +95,13 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
             .name
             .clone()
             .unwrap_or_else(|| format!("{}-{}", d.kind.as_str(), mac.replace(':', "")));
-        let name = if names.contains(&base) {
+        let taken = |n: &str| names.contains(n) || added.contains(n);
+        let name = if taken(&base) {
             format!("{base}-{}", mac.replace(':', ""))
         } else {
             base
         };
-        names.insert(name.clone());
+        added.insert(name.clone());
         let v4: Vec<String> = own
             .iter()
             .filter(|a| a.is_ipv4())

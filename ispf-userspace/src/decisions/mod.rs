@@ -325,5 +325,43 @@ mod tests {
             "aa:bb:cc:dd:ee:ff"
         );
         assert!(canonical_mac("nope").is_err());
+        for bad in [
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb:cc:dd:ee:f",
+            "aa:bb:cc:dd:ee:fff",
+            "aa:bb:cc:dd:ee:gg",
+            "aabb.ccdd.eeff",
+            "",
+        ] {
+            assert!(canonical_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn file_devices_match_decisions_whatever_their_spelling() {
+        let doc: PolicyDoc = serde_json::from_str(
+            r#"{"version":1,"segments":[{"name":"pumps"},{"name":"ws"}],
+            "devices":[{"name":"p1","mac":"02-00-00-00-10-AB","ipv4":"10.0.0.1","segment":"pumps"}]}"#,
+        )
+        .unwrap();
+        let d = dec("02:00:00:00:10:ab", Kind::Role, Some("ws"), None);
+        let p = Policy::from_doc(effective(&doc, &[d], 0)).unwrap();
+        assert_eq!(p.devices.len(), 1, "the file's entry is moved, not doubled");
+        assert_eq!(p.segment_name(p.devices[0].segment), "ws");
+        // A decision recorded with a MAC not in canonical form matches no
+        // file entry: it is added as a device of its own (and then refused
+        // as a duplicate MAC by validation).
+        let d = dec("02:00:00:00:10:AB", Kind::Role, Some("ws"), None);
+        let e = effective(&doc, &[d], 0);
+        assert_eq!(e.devices.len(), 2);
+        let err = Policy::from_doc(e).unwrap_err();
+        assert!(
+            err.iter()
+                .any(|p| p.to_string().contains("devices[1].mac: duplicate MAC")
+                    && p.to_string().contains("already used at devices[0].mac")),
+            "{err:?}"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use ispf_common::{FAMILY_V4, IPPROTO_ICMP, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 use serde::Serialize;
 
-use super::{compile::decide, Action, Policy, Rule};
+use super::{matrix::decide, Action, Policy, Rule};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PolicyDiff {

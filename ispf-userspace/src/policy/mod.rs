@@ -5,7 +5,9 @@ pub mod compile;
 pub mod diff;
 pub mod identity;
 pub mod load;
+mod matrix;
 pub mod model;
+mod rules;
 pub mod sections;
 mod validate;
 
@@ -32,6 +34,19 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem validation finds, collected rather than stopping at the
+/// first.
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
@@ -303,5 +318,28 @@ mod tests {
         assert_eq!((new.rules[0].from, new.rules[0].to), (Some(b), Some(a)));
         assert_eq!(new.world, old.world);
         assert_eq!(new.segment_name(new.unknown), "quarantine");
+    }
+
+    #[test]
+    fn duplicate_addresses_name_both_places() {
+        let text = r#"{ "version": 1, "segments": [{ "name": "a" }],
+            "devices": [
+              { "name": "d0", "ipv4": ["10.0.0.1", "10.0.0.1"], "segment": "a" },
+              { "name": "d1", "ipv4": "10.0.0.2", "segment": "a" },
+              { "name": "d2", "ipv4": "10.0.0.2", "segment": "nope" }] }"#;
+        let Err(PolicyError::Invalid { problems, .. }) =
+            Policy::from_str(text, Path::new("t.json"))
+        else {
+            panic!("invalid");
+        };
+        let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        // One device listing an address twice is not a clash with itself.
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(msgs[0].contains("devices[2].segment"), "{msgs:?}");
+        assert!(
+            msgs[1].contains("devices[2].ipv4")
+                && msgs[1].contains("duplicate address 10.0.0.2: already used at devices[1]"),
+            "{msgs:?}"
+        );
     }
 }

@@ -173,9 +173,14 @@ pub enum OneOrMany<T> {
 
 impl<T: Clone> OneOrMany<T> {
     pub fn to_vec(&self) -> Vec<T> {
+        self.as_slice().to_vec()
+    }
+
+    /// The addresses in place, for loops over every device.
+    pub fn as_slice(&self) -> &[T] {
         match self {
-            Self::One(x) => vec![x.clone()],
-            Self::Many(v) => v.clone(),
+            Self::One(x) => std::slice::from_ref(x),
+            Self::Many(v) => v,
         }
     }
 }

@@ -1,0 +1,185 @@
+//! Host tests of sessions: Start, Interim-Update and Stop; the newest
+//! session binding a device; roles removed from the policy.
+
+use super::*;
+
+fn roles() -> Vec<RoleDoc> {
+    serde_json::from_str(
+        r#"[{"name": "biomed-engineer", "class": "biomed", "segment": "biomed-ws"}]"#,
+    )
+    .unwrap()
+}
+
+fn acct(status: Status, id: &str, mac: &str, class: &str) -> Accounting {
+    Accounting {
+        status: Some(status),
+        session_id: Some(id.into()),
+        user: Some("alice".into()),
+        calling_station: Some(mac.into()),
+        classes: vec![class.into()],
+        interim_s: Some(10),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn start_interim_stop() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let c = s
+        .account(
+            &acct(Status::Start, "S1", "02-00-00-00-30-01", "biomed"),
+            "nas",
+            &r,
+            0,
+        )
+        .unwrap();
+    assert!(
+        matches!(&c[..], [Change::Bind(x)] if x.mac == "02:00:00:00:30:01" && x.segment == "biomed-ws")
+    );
+    // An interim of the same binding changes nothing but the clock.
+    let c = s
+        .account(
+            &acct(Status::Interim, "S1", "0200.0000.3001", "biomed"),
+            "nas",
+            &r,
+            5,
+        )
+        .unwrap();
+    assert!(c.is_empty());
+    assert!(s.expire(30).is_empty(), "3 intervals from the interim");
+    // An interim for a session never started binds (a restart, a lost Start).
+    let c = s
+        .account(
+            &acct(Status::Interim, "S2", "02:00:00:00:30:02", "biomed"),
+            "nas",
+            &r,
+            6,
+        )
+        .unwrap();
+    assert_eq!(c.len(), 1);
+    let c = s
+        .account(
+            &acct(Status::Stop, "S1", "02-00-00-00-30-01", "biomed"),
+            "nas",
+            &r,
+            7,
+        )
+        .unwrap();
+    assert_eq!(
+        c,
+        vec![Change::Unbind {
+            mac: "02:00:00:00:30:01".into(),
+            why: "Stop for session S1".into()
+        }]
+    );
+    // A Stop of a session no one knows, an unknown role, no MAC.
+    assert!(s
+        .account(
+            &acct(Status::Stop, "S9", "02-00-00-00-30-01", "biomed"),
+            "nas",
+            &r,
+            8
+        )
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.account(
+            &acct(Status::Start, "S3", "02-00-00-00-30-03", "clerk"),
+            "nas",
+            &r,
+            8
+        ),
+        Err(Ignored::NoRole)
+    );
+    assert_eq!(
+        s.account(
+            &acct(Status::Start, "S3", "not-a-mac", "biomed"),
+            "nas",
+            &r,
+            8
+        ),
+        Err(Ignored::NoMac)
+    );
+    // Timeout: three intervals without an update.
+    assert_eq!(s.expire(36).len(), 1);
+    assert!(s.list().is_empty());
+}
+
+#[test]
+fn the_newest_session_binds_and_an_older_stop_does_not_unbind() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02-00-00-00-30-01";
+    s.account(&acct(Status::Start, "A", m, "biomed"), "nas", &r, 0)
+        .unwrap();
+    s.account(&acct(Status::Start, "B", m, "biomed"), "nas", &r, 1)
+        .unwrap();
+    assert!(s
+        .account(&acct(Status::Stop, "A", m, "biomed"), "nas", &r, 2)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        s.account(&acct(Status::Stop, "B", m, "biomed"), "nas", &r, 3)
+            .unwrap()
+            .len(),
+        1
+    );
+    // Accounting-On from a NAS ends its sessions, not another NAS's.
+    s.account(&acct(Status::Start, "C", m, "biomed"), "nas", &r, 4)
+        .unwrap();
+    s.account(
+        &acct(Status::Start, "D", "02-00-00-00-30-02", "biomed"),
+        "other",
+        &r,
+        4,
+    )
+    .unwrap();
+    let on = Accounting {
+        status: Some(Status::AccountingOn),
+        ..Default::default()
+    };
+    assert_eq!(s.account(&on, "nas", &r, 5).unwrap().len(), 1);
+    assert_eq!(s.list().len(), 1);
+    // Without an interval, an hour.
+    let mut a = acct(Status::Start, "E", "02-00-00-00-30-05", "biomed");
+    a.interim_s = None;
+    s.account(&a, "nas", &r, 100).unwrap();
+    assert!(s
+        .expire(100 + 3599)
+        .iter()
+        .all(|c| !matches!(c, Change::Unbind { mac, .. } if mac == "02:00:00:00:30:05")));
+    assert!(s
+        .expire(100 + 3600)
+        .iter()
+        .any(|c| matches!(c, Change::Unbind { mac, .. } if mac == "02:00:00:00:30:05")));
+}
+
+#[test]
+fn a_role_removed_from_the_policy_ends_its_sessions() {
+    let (mut s, r) = (Sessions::default(), roles());
+    s.account(
+        &acct(Status::Start, "A", "02-00-00-00-30-01", "biomed"),
+        "nas",
+        &r,
+        0,
+    )
+    .unwrap();
+    assert!(s.prune(&r).is_empty(), "the role is still there");
+    let moved: Vec<RoleDoc> = serde_json::from_str(
+        r#"[{"name": "biomed-engineer", "class": "biomed", "segment": "elsewhere"}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.prune(&moved).len(),
+        1,
+        "its segment changed: the binding ends"
+    );
+    s.account(
+        &acct(Status::Start, "B", "02-00-00-00-30-01", "biomed"),
+        "nas",
+        &r,
+        1,
+    )
+    .unwrap();
+    assert_eq!(s.prune(&[]).len(), 1);
+    assert!(s.list().is_empty());
+}
