@@ -321,6 +321,25 @@ mod tests {
     }
 
     #[test]
+    fn too_many_segments_are_refused_not_a_crash() {
+        let segs: Vec<String> = (0..65_536)
+            .map(|i| format!(r#"{{ "name": "s{i}" }}"#))
+            .collect();
+        let text = format!(r#"{{ "version": 1, "segments": [{}] }}"#, segs.join(","));
+        let Err(PolicyError::Invalid { problems, .. }) =
+            Policy::from_str(&text, Path::new("t.json"))
+        else {
+            panic!("invalid");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "segments" && p.message.contains("at most 4095")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn duplicate_addresses_name_both_places() {
         let text = r#"{ "version": 1, "segments": [{ "name": "a" }],
             "devices": [

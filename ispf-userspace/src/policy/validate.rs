@@ -149,12 +149,13 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
         );
     }
     // By name: a policy may have thousands of segments and a hundred
-    // thousand devices naming them.
+    // thousand devices naming them. Ids wrap past 65,535 segments rather
+    // than panic; such a policy is refused for its size below.
     let seg_ids: HashMap<&str, u16> = segments
         .iter()
         .enumerate()
         .rev()
-        .map(|(i, s)| (s.name.as_str(), i as u16 + 1))
+        .map(|(i, s)| (s.name.as_str(), (i as u16).wrapping_add(1)))
         .collect();
     let seg_id = |name: &str| seg_ids.get(name).copied();
 
