@@ -1,7 +1,7 @@
 //! The engine's side of runtime decisions: the desired state (the policy
 //! file with the decisions that hold), applied like a reload as one
 //! generation; decisions recorded in the inventory database before they are
-//! applied; expiries; and convergence after a restart.
+//! applied. Expiries and convergence after a start are in `expiry.rs`.
 
 use std::{path::Path, sync::Arc};
 
@@ -9,11 +9,11 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
 use super::{
-    engine::{log, unix_now, Engine},
+    engine::{log, unix_now, Engine, Outcome},
     state::Enforced,
 };
 use crate::{
-    clock::{now_rfc3339, rfc3339},
+    clock::now_rfc3339,
     control::Response,
     decisions::{
         enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Kind, Known, Plan,
@@ -48,10 +48,6 @@ pub fn desired(file: &Arc<Policy>, decisions: &[Decision], now: i64) -> Result<A
     p.sha256 = enforced_sha256(&file.sha256, decisions, now);
     Ok(Arc::new(p))
 }
-
-/// What became of one decision request: its message, generation and the
-/// decision recorded; or why it was refused.
-pub type Outcome = std::result::Result<(String, u32, Option<Decision>), String>;
 
 /// The outcome of each request, in order: the refusals as they were, the
 /// accepted ones (one plan each, in the same order) as `done` says.
@@ -336,82 +332,5 @@ impl Engine {
                 "by": actor,
             }));
         }
-    }
-
-    /// Decisions whose expiry passed are undone (enforcement first: it
-    /// does not wait for the database).
-    pub(super) fn expire(&mut self) {
-        let now = unix_now();
-        let expired: Vec<Decision> = self
-            .decisions
-            .iter()
-            .filter(|d| d.expires.is_some_and(|e| e <= now))
-            .cloned()
-            .collect();
-        if expired.is_empty() {
-            return;
-        }
-        let kept: Vec<Decision> = self
-            .decisions
-            .iter()
-            .filter(|d| d.expires.is_none_or(|e| e > now))
-            .cloned()
-            .collect();
-        let applied = desired(&self.file, &kept, now).and_then(|policy| {
-            let file = self.file.clone();
-            let path = self.enforced.path.clone();
-            self.enforce(file, policy, &path, None, kept, now)
-        });
-        if let Err(e) = applied {
-            log(format!("expired decisions could not be undone yet: {e:#}"));
-            return;
-        }
-        let entries: Vec<store::TimelineEntry> = expired
-            .iter()
-            .map(|d| store::TimelineEntry {
-                mac: d.mac.clone(),
-                at: now,
-                event: "expired".into(),
-                detail: format!(
-                    "{} of {} by {} expired",
-                    d.kind.as_str(),
-                    rfc3339(d.at),
-                    d.actor
-                ),
-                actor: None,
-            })
-            .collect();
-        let removed: Vec<_> = expired.iter().map(|d| (d.mac.clone(), d.kind)).collect();
-        if let Ok(conn) = self.db() {
-            if store::record_decisions(conn, &[], &removed, &entries).is_err() {
-                self.db = None;
-            }
-        }
-        self.save_backstop();
-        for d in &expired {
-            log(format!("{}: {} expired", d.mac, d.kind.as_str()));
-            self.device_event(&d.mac, "released", "expired", "ispf");
-        }
-        self.publish();
-    }
-
-    /// After a start: brings what is enforced in line with the decisions
-    /// recorded (a decision made, released or expired while no controller
-    /// ran).
-    pub fn converge(&mut self, recorded: Vec<Decision>) -> Result<()> {
-        let now = unix_now();
-        let want = desired(&self.file, &recorded, now)?;
-        if want.sha256 == self.policy.sha256 {
-            self.decisions = Arc::new(recorded);
-            return Ok(());
-        }
-        let file = self.file.clone();
-        let path = self.enforced.path.clone();
-        let g = self.enforce(file, want, &path, None, recorded, now)?;
-        log(format!(
-            "applied the recorded runtime decisions ({} holding) as generation {g}",
-            holding(&self.decisions, now).len()
-        ));
-        Ok(())
     }
 }

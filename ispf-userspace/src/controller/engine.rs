@@ -20,14 +20,16 @@ use super::{
     state::{Enforced, RunDir, State},
 };
 use crate::{
-    control::{InterfaceStatus, ReloadReport, Response},
+    control::{InterfaceStatus, Response},
     datapath::Datapath,
-    decisions::{file_change_effects, Decision, DecisionRequest},
+    decisions::{Decision, DecisionRequest},
     feeds::FeedSet,
-    policy::{diff::diff, load::read_policy, Policy},
+    policy::Policy,
 };
 
-use super::decide::desired;
+/// What became of one decision request: its message, generation and the
+/// decision recorded; or why it was refused.
+pub type Outcome = std::result::Result<(String, u32, Option<Decision>), String>;
 
 pub enum Command {
     Reload {
@@ -61,7 +63,7 @@ pub enum Command {
     DecideMany {
         ops: Vec<DecisionRequest>,
         actor: String,
-        reply: oneshot::Sender<Vec<super::decide::Outcome>>,
+        reply: oneshot::Sender<Vec<Outcome>>,
     },
 }
 
@@ -107,10 +109,10 @@ pub struct Engine {
     pub attach: ports::AttachOptions,
     /// In a fleet, decisions go to etcd first (and come back by the watch).
     pub fleet: Option<crate::fleet::writer::Writer>,
-    reloads_ok: u64,
-    reloads_failed: u64,
-    last_reload_unix: i64,
-    last_reload_ok: bool,
+    pub(super) reloads_ok: u64,
+    pub(super) reloads_failed: u64,
+    pub(super) last_reload_unix: i64,
+    pub(super) last_reload_ok: bool,
     last_gc: Instant,
 }
 
@@ -222,92 +224,6 @@ impl Engine {
         if let Some(s) = &self.shared {
             s.set_busy(what);
         }
-    }
-
-    pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool) -> Response {
-        let path = path.unwrap_or_else(|| self.enforced.path.clone());
-        // A host of a fleet enforces its site's revisions only: a file
-        // reloaded by hand would split it from the other hosts.
-        let from_fleet = path
-            .file_name()
-            .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE);
-        if self.fleet.is_some() && !dry_run && !from_fleet {
-            return Response::Error {
-                message: format!(
-                    "this host follows fleet site {}: push the file to every host with `ispf fleet push {}` (or `ispf reload --dry-run` to review it here)",
-                    self.fleet.as_ref().map_or("", |f| f.site()),
-                    path.display()
-                ),
-            };
-        }
-        self.busy(Some(format!(
-            "applying {} since {}",
-            path.display(),
-            now_rfc3339()
-        )));
-        let result = self.try_reload(&path, dry_run);
-        self.busy(None);
-        if !dry_run {
-            self.last_reload_unix = unix_now();
-            self.last_reload_ok = result.is_ok();
-        }
-        let resp = match result {
-            Ok(r) => {
-                if r.applied {
-                    self.reloads_ok += 1;
-                    log(format!(
-                        "applied {} as generation {}",
-                        path.display(),
-                        r.generation
-                    ));
-                }
-                Response::Reload(r)
-            }
-            Err(e) => {
-                if !dry_run {
-                    self.reloads_failed += 1;
-                }
-                log(format!("reload refused, enforcement unchanged: {e:#}"));
-                Response::Error {
-                    message: format!(
-                        "{e:#}\nthe running policy (generation {}) stays enforced",
-                        self.dp.epoch()
-                    ),
-                }
-            }
-        };
-        self.publish();
-        resp
-    }
-
-    fn try_reload(&mut self, path: &Path, dry_run: bool) -> Result<ReloadReport> {
-        let (mut file, bytes) = read_policy(path)?;
-        file.keep_ids(&self.file.segment_ids());
-        let now = unix_now();
-        let notes =
-            file_change_effects(&self.file, &file, &self.decisions, now).map_err(|broken| {
-                anyhow::anyhow!(
-                    "{} cannot be applied with the runtime decisions that hold:\n  {}",
-                    path.display(),
-                    broken.join("\n  ")
-                )
-            })?;
-        let file = Arc::new(file);
-        let new = desired(&file, &self.decisions, now)?;
-        let mut d = diff(&self.policy, &new);
-        d.decisions = notes;
-        let generation = if dry_run {
-            self.dp.epoch()
-        } else {
-            let decisions = self.decisions.to_vec();
-            self.enforce(file, new, path, Some(&bytes), decisions, now)?
-        };
-        Ok(ReloadReport {
-            policy_path: path.to_owned(),
-            diff: d,
-            applied: !dry_run,
-            generation,
-        })
     }
 
     fn note(&self, kind: &str, iface: &str, detail: &str) {

@@ -5,8 +5,8 @@
 use anyhow::{anyhow, Result};
 
 use super::{
-    decide::{changes, desired, merge, Outcome},
-    engine::{log, unix_now, Engine},
+    decide::{changes, desired, merge},
+    engine::{log, unix_now, Engine, Outcome},
 };
 use crate::{
     decisions::{holding, Decision, Kind, Plan},

@@ -13,11 +13,14 @@
 //! feed refresher and detection are threads ([`services`]) that do the same.
 
 mod backstop;
+mod boot;
 mod decide;
 mod devices;
 mod engine;
+mod expiry;
 mod fleet;
 mod ports;
+mod reload;
 mod ring;
 mod server;
 mod services;
@@ -42,8 +45,8 @@ use tokio::{
     sync::Notify,
 };
 
+pub use boot::RunOptions;
 pub use ports::{AttachOptions, Hook};
-pub use start::RunOptions;
 
 use crate::{
     control::socket_path,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use super::{engine::Command, shared::Shared, start, RunOptions};
+use super::{boot, engine::Command, shared::Shared, RunOptions};
 use crate::{
     decisions::DecisionRequest,
     detect::{self, Detection},
@@ -99,7 +99,7 @@ pub(super) fn start_feeds(
             .unwrap_or_else(|e| e.into_inner())
             .send(Command::Feeds(set));
     });
-    Refresher::start(docs, start::feeds_dir(&opts.state_dir), initial, apply)
+    Refresher::start(docs, boot::feeds_dir(&opts.state_dir), initial, apply)
         .context("starting the feed refresher")
 }
 

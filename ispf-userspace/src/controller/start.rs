@@ -5,60 +5,31 @@
 use std::{
     fs,
     os::unix::fs::{DirBuilderExt, PermissionsExt},
-    path::PathBuf,
     sync::Arc,
 };
 
 use anyhow::{bail, Context, Result};
 
 use super::{
-    backstop, decide,
-    engine::{detach, log, now_rfc3339, unix_now, Engine, Started},
+    boot::{
+        cached_feeds, enforced_record, first_generation, recorded, recorded_decisions, run_state,
+        RunOptions,
+    },
+    decide,
+    engine::{detach, log, unix_now, Engine, Started},
     ports,
-    state::{Enforced, RunDir, State},
+    state::RunDir,
     upgrade,
 };
 use crate::{
     control::InterfaceStatus,
-    datapath::{check_fits, migrate, Counts, Datapath, MapSizeRequest, MapSizes},
-    decisions::{holding, Decision},
-    feeds::{self, FeedSet},
+    datapath::{migrate, Datapath},
+    decisions::Decision,
+    feeds::FeedSet,
     inventory,
-    policy::{
-        compile::{compile, Compiled},
-        hex,
-        load::read_policy,
-        Policy,
-    },
+    policy::{compile::compile, hex, load::read_policy, Policy},
     system,
 };
-
-pub struct RunOptions {
-    pub policy: PathBuf,
-    pub interfaces: Vec<String>,
-    pub pin_dir: PathBuf,
-    pub run_dir: PathBuf,
-    pub sizes: MapSizeRequest,
-    /// Where `/metrics` is served (plain HTTP).
-    pub metrics_addr: std::net::SocketAddr,
-    /// Serving metrics beyond loopback must be asked for explicitly.
-    pub metrics_allow_remote: bool,
-    /// Write every flow event as a JSON line here (`-` for stdout).
-    pub events_out: Option<PathBuf>,
-    /// Adopting pins whose policy the run directory does not know: apply
-    /// `policy` over them as a new generation instead of refusing.
-    pub reapply: bool,
-    /// Where and how ports are attached.
-    pub attach: ports::AttachOptions,
-    /// The inventory database and the decisions' copy live here.
-    pub state_dir: PathBuf,
-    /// Cap on devices the policy does not place by registration or decision.
-    pub max_unknown_devices: usize,
-    /// Every alert is POSTed here as JSON.
-    pub alert_webhook: Option<String>,
-    /// Following a site through etcd, and the file to seed it with.
-    pub fleet: Option<(crate::fleet::Options, Option<Vec<u8>>)>,
-}
 
 pub fn start(opts: &RunOptions) -> Result<Engine> {
     system::require_btf()?;
@@ -81,62 +52,6 @@ pub fn start(opts: &RunOptions) -> Result<Engine> {
         // Our layout; another is refused with what to do.
         Some(_) => adopt(opts, policy, bytes, run),
     }
-}
-
-pub(super) fn enforced_record(
-    file: &Policy,
-    policy: &Policy,
-    decisions: &[Decision],
-    now: i64,
-    path: &std::path::Path,
-) -> Enforced {
-    Enforced {
-        sha256: file.sha256_hex(),
-        path: path.to_owned(),
-        applied_at: now_rfc3339(),
-        segment_ids: file.segment_ids(),
-        decisions: holding(decisions, now).into_values().cloned().collect(),
-        meta_sha256: (policy.sha256 != file.sha256).then(|| policy.sha256_hex()),
-    }
-}
-
-/// The decisions recorded in the inventory database (or its copy).
-pub(super) fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
-    let (d, warning) = backstop::recorded(&inventory::db_path(&opts.state_dir));
-    if let Some(w) = warning {
-        log(format!("warning: runtime decisions: {w}"));
-    }
-    d
-}
-
-/// The feeds' contents kept from the last run: enforced from the first
-/// generation, before any fetch.
-pub(super) fn cached_feeds(opts: &RunOptions, file: &Policy) -> Arc<FeedSet> {
-    Arc::new(feeds::refresh::load_cached(
-        &feeds_dir(&opts.state_dir),
-        &file.doc.feeds,
-    ))
-}
-
-/// What a new datapath's first generation holds (`policy` with the cached
-/// feeds) and the map sizes for it: the rule `check` applies, the policy
-/// and one as large must fit.
-pub(super) fn first_generation(
-    opts: &RunOptions,
-    file: &Policy,
-    policy: &Policy,
-) -> Result<(Compiled, MapSizes, Arc<FeedSet>)> {
-    let feed_set = cached_feeds(opts, file);
-    let compiled =
-        compile(policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
-    let counts = Counts::of(&compiled);
-    let sizes = opts.sizes.resolve(&counts);
-    check_fits(&sizes, &counts, &counts)?;
-    Ok((compiled, sizes, feed_set))
-}
-
-pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {
-    state_dir.join("feeds")
 }
 
 fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result<Engine> {
@@ -218,42 +133,6 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
             .join(", ")
     ));
     Ok(e)
-}
-
-/// The run directory's state; an unreadable one is reported and read as
-/// empty (it is rewritten at the next change).
-pub(super) fn run_state(run: &RunDir) -> State {
-    match run.load() {
-        Ok(s) => s.unwrap_or_default(),
-        Err(e) => {
-            log(format!("warning: {e}"));
-            State::default()
-        }
-    }
-}
-
-/// What the run directory records of the policy the kernel enforces
-/// (`kernel_sha`, from the meta map): the file it was compiled from, with
-/// the segment ids the kernel's state holds, and the record itself.
-pub(super) fn recorded(
-    run: &RunDir,
-    state: &State,
-    kernel_sha: &str,
-    given: &Policy,
-    given_bytes: &[u8],
-) -> Option<(Arc<Policy>, Vec<u8>, Enforced)> {
-    let rec = state
-        .enforced
-        .iter()
-        .find(|e| e.kernel_sha256() == kernel_sha)?
-        .clone();
-    let bytes = run
-        .policy(&rec.sha256)
-        .or_else(|| (given.sha256_hex() == rec.sha256).then(|| given_bytes.to_vec()))?;
-    let text = String::from_utf8(bytes.clone()).ok()?;
-    let mut file = Policy::from_str(&text, &rec.path).ok()?;
-    file.keep_ids(&rec.segment_ids);
-    Some((Arc::new(file), bytes, rec))
 }
 
 fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) -> Result<Engine> {

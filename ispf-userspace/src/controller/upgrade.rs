@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 
 use super::{
-    decide,
-    engine::{log, unix_now},
-    start::{
+    boot::{
         enforced_record, first_generation, recorded, recorded_decisions, run_state, RunOptions,
     },
+    decide,
+    engine::{log, unix_now},
     state::{RunDir, State},
 };
 use crate::{

@@ -14,26 +14,9 @@ use ispf_common::*;
 use super::{
     dup, maps,
     maps::{map_err, Maps},
-    migrate, not_root, writer, Counts, Datapath, DatapathError, MapSizes, ProgramHandle, Result,
-    Stats,
+    migrate::layout_error,
+    not_root, writer, Counts, Datapath, DatapathError, MapSizes, ProgramHandle, Result, Stats,
 };
-
-/// Pins of layout `found`, which this ispf cannot adopt as they are.
-pub(super) fn layout_error(dir: &Path, found: u32) -> DatapathError {
-    let fix = if migrate::MIGRATES_FROM.contains(&found) {
-        "`ispf run` migrates them without an outage".to_owned()
-    } else if found < LAYOUT_VERSION {
-        format!("they were made by an ispf too old to migrate from (this one migrates layouts {:?}): remove enforcement with `ispf detach --pin-dir {}` (an outage until this controller has started) and start this one", migrate::MIGRATES_FROM, dir.display())
-    } else {
-        format!("they were made by a newer ispf: run that version, or remove enforcement with `ispf detach --pin-dir {}` (an outage) and start this one", dir.display())
-    };
-    DatapathError::Layout {
-        dir: dir.to_owned(),
-        found,
-        ours: LAYOUT_VERSION,
-        fix,
-    }
-}
 
 impl Datapath {
     /// The layout version of the maps pinned under `dir`: 1 for pins of
@@ -109,25 +92,5 @@ impl Datapath {
             gens,
             epoch,
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_layout_is_told_what_to_do() {
-        let dir = Path::new("/sys/fs/bpf/ispf");
-        let fix = |found| match layout_error(dir, found) {
-            DatapathError::Layout { fix, .. } => fix,
-            e => panic!("{e}"),
-        };
-        for &l in migrate::MIGRATES_FROM {
-            assert!(fix(l).contains("migrates them without an outage"), "{l}");
-        }
-        assert!(fix(1).contains("too old to migrate from"));
-        assert!(fix(1).contains("ispf detach --pin-dir /sys/fs/bpf/ispf"));
-        assert!(fix(LAYOUT_VERSION + 1).contains("newer ispf"));
     }
 }

@@ -24,6 +24,23 @@ use crate::bpfsys;
 /// counter maps have exactly this layout's types.
 pub const MIGRATES_FROM: &[u32] = &[3];
 
+/// Pins of layout `found`, which this ispf cannot adopt as they are.
+pub(super) fn layout_error(dir: &Path, found: u32) -> DatapathError {
+    let fix = if MIGRATES_FROM.contains(&found) {
+        "`ispf run` migrates them without an outage".to_owned()
+    } else if found < LAYOUT_VERSION {
+        format!("they were made by an ispf too old to migrate from (this one migrates layouts {:?}): remove enforcement with `ispf detach --pin-dir {}` (an outage until this controller has started) and start this one", MIGRATES_FROM, dir.display())
+    } else {
+        format!("they were made by a newer ispf: run that version, or remove enforcement with `ispf detach --pin-dir {}` (an outage) and start this one", dir.display())
+    };
+    DatapathError::Layout {
+        dir: dir.to_owned(),
+        found,
+        ours: LAYOUT_VERSION,
+        fix,
+    }
+}
+
 /// The maps carried from old pins.
 const CARRIED: &[&str] = &[
     MAP_META,
@@ -65,7 +82,7 @@ impl OldPins {
     pub fn open(dir: &Path) -> Result<Self> {
         let layout = Datapath::pinned_layout(dir).unwrap_or(0);
         if !MIGRATES_FROM.contains(&layout) {
-            return Err(super::adopt::layout_error(dir, layout));
+            return Err(layout_error(dir, layout));
         }
         let get = |rel: &str| {
             let path = dir.join(rel);
@@ -265,6 +282,21 @@ impl Datapath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_layout_is_told_what_to_do() {
+        let dir = Path::new("/sys/fs/bpf/ispf");
+        let fix = |found| match layout_error(dir, found) {
+            DatapathError::Layout { fix, .. } => fix,
+            e => panic!("{e}"),
+        };
+        for &l in MIGRATES_FROM {
+            assert!(fix(l).contains("migrates them without an outage"), "{l}");
+        }
+        assert!(fix(1).contains("too old to migrate from"));
+        assert!(fix(1).contains("ispf detach --pin-dir /sys/fs/bpf/ispf"));
+        assert!(fix(LAYOUT_VERSION + 1).contains("newer ispf"));
+    }
 
     #[test]
     fn a_carried_flow_is_judged_again_and_counted_afresh() {

@@ -143,7 +143,10 @@ pub fn compile(p: &Policy) -> Compiled {
     }
     c.routers = p.routers.clone();
 
-    matrix::rule_matrix(&mut c, p);
+    let m = matrix::rule_matrix(p);
+    c.port_classes = m.port_classes;
+    c.rows = m.rows;
+    c.policy = m.policy;
     c
 }
 

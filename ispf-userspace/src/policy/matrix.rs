@@ -10,7 +10,18 @@ use ispf_common::{
     FAMILY_ANY, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, PORT_TABLES, ROW_ENTRIES, RULE_NONE,
 };
 
-use super::{compile::Compiled, rules::specificity, Action, Policy, Rule};
+use super::{rules::specificity, Action, Policy, Rule};
+
+/// The rule matrix's map entries (keys carry slot 0).
+#[derive(Debug, Default)]
+pub(super) struct Matrix {
+    /// `(port table, port, class)` for every port some rule names.
+    pub port_classes: Vec<(u32, u16, u32)>,
+    /// One row per segment pair any rule covers.
+    pub rows: Vec<(PairKey, PolicyRow)>,
+    /// The entries of pairs whose row overflows.
+    pub policy: Vec<(PolicyKey, PolicyVal)>,
+}
 
 fn port_table(proto: u8) -> Option<u32> {
     match proto {
@@ -135,9 +146,11 @@ fn val(r: Option<&Rule>) -> PolicyVal {
     }
 }
 
-/// The rule matrix of `p` into `c`: port classes, then each covered
-/// pair's entries, packed into rows.
-pub(super) fn rule_matrix(c: &mut Compiled, p: &Policy) {
+/// The rule matrix of `p`: port classes, then each covered pair's
+/// entries, packed into rows.
+pub(super) fn rule_matrix(p: &Policy) -> Matrix {
+    let mut m = Matrix::default();
+    let c = &mut m;
     let classes = PortClasses::new(&p.rules);
     for (t, table) in classes.class.iter().enumerate() {
         for (port, &class) in table.iter().enumerate() {
@@ -168,11 +181,12 @@ pub(super) fn rule_matrix(c: &mut Compiled, p: &Policy) {
         }
     }
     pack_rows(c);
+    m
 }
 
 /// Moves each pair's entries into its row; a pair with more entries than a
 /// row holds keeps them in the entry map and says so in its row.
-fn pack_rows(c: &mut Compiled) {
+fn pack_rows(c: &mut Matrix) {
     let entries = std::mem::take(&mut c.policy);
     let mut i = 0;
     while i < entries.len() {
@@ -214,13 +228,7 @@ fn pack_rows(c: &mut Compiled) {
     }
 }
 
-fn compile_pair(
-    c: &mut Compiled,
-    classes: &PortClasses,
-    src: u16,
-    dst: u16,
-    levels: &[&[&Rule]; 4],
-) {
+fn compile_pair(c: &mut Matrix, classes: &PortClasses, src: u16, dst: u16, levels: &[&[&Rule]; 4]) {
     let key = |family, proto, port_class| PolicyKey {
         src,
         dst,

@@ -1,0 +1,108 @@
+//! Reloading the policy file: refused whole when it cannot be applied with
+//! the runtime decisions that hold (or on a host that follows a fleet
+//! site), else applied as one generation with its diff reported.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use anyhow::Result;
+
+use super::{
+    decide::desired,
+    engine::{log, now_rfc3339, unix_now, Engine},
+};
+use crate::{
+    control::{ReloadReport, Response},
+    decisions::file_change_effects,
+    policy::{diff::diff, load::read_policy},
+};
+
+impl Engine {
+    pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool) -> Response {
+        let path = path.unwrap_or_else(|| self.enforced.path.clone());
+        // A host of a fleet enforces its site's revisions only: a file
+        // reloaded by hand would split it from the other hosts.
+        let from_fleet = path
+            .file_name()
+            .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE);
+        if self.fleet.is_some() && !dry_run && !from_fleet {
+            return Response::Error {
+                message: format!(
+                    "this host follows fleet site {}: push the file to every host with `ispf fleet push {}` (or `ispf reload --dry-run` to review it here)",
+                    self.fleet.as_ref().map_or("", |f| f.site()),
+                    path.display()
+                ),
+            };
+        }
+        self.busy(Some(format!(
+            "applying {} since {}",
+            path.display(),
+            now_rfc3339()
+        )));
+        let result = self.try_reload(&path, dry_run);
+        self.busy(None);
+        if !dry_run {
+            self.last_reload_unix = unix_now();
+            self.last_reload_ok = result.is_ok();
+        }
+        let resp = match result {
+            Ok(r) => {
+                if r.applied {
+                    self.reloads_ok += 1;
+                    log(format!(
+                        "applied {} as generation {}",
+                        path.display(),
+                        r.generation
+                    ));
+                }
+                Response::Reload(r)
+            }
+            Err(e) => {
+                if !dry_run {
+                    self.reloads_failed += 1;
+                }
+                log(format!("reload refused, enforcement unchanged: {e:#}"));
+                Response::Error {
+                    message: format!(
+                        "{e:#}\nthe running policy (generation {}) stays enforced",
+                        self.dp.epoch()
+                    ),
+                }
+            }
+        };
+        self.publish();
+        resp
+    }
+
+    fn try_reload(&mut self, path: &Path, dry_run: bool) -> Result<ReloadReport> {
+        let (mut file, bytes) = read_policy(path)?;
+        file.keep_ids(&self.file.segment_ids());
+        let now = unix_now();
+        let notes =
+            file_change_effects(&self.file, &file, &self.decisions, now).map_err(|broken| {
+                anyhow::anyhow!(
+                    "{} cannot be applied with the runtime decisions that hold:\n  {}",
+                    path.display(),
+                    broken.join("\n  ")
+                )
+            })?;
+        let file = Arc::new(file);
+        let new = desired(&file, &self.decisions, now)?;
+        let mut d = diff(&self.policy, &new);
+        d.decisions = notes;
+        let generation = if dry_run {
+            self.dp.epoch()
+        } else {
+            let decisions = self.decisions.to_vec();
+            self.enforce(file, new, path, Some(&bytes), decisions, now)?
+        };
+        Ok(ReloadReport {
+            policy_path: path.to_owned(),
+            diff: d,
+            applied: !dry_run,
+            generation,
+        })
+    }
+}
