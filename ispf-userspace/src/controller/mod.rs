@@ -17,6 +17,7 @@ mod boot;
 mod decide;
 mod devices;
 mod engine;
+mod exclusive;
 mod expiry;
 mod fleet;
 mod ports;
@@ -64,6 +65,9 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
 /// Removes ispf from every port and deletes its pins and run state, with no
 /// controller running.
 pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Vec<String>> {
+    // A controller started with another run directory may still be using
+    // these pins: its lock says so.
+    let _lock = exclusive::Exclusive::offline(pin_dir, run_dir)?;
     engine::detach(pin_dir, &state::RunDir::new(run_dir))
 }
 
@@ -86,6 +90,9 @@ pub fn run(opts: RunOptions) -> Result<()> {
             sock.display()
         );
     }
+    system::ensure_bpffs(&opts.pin_dir)?;
+    // Held until the controller has stopped (or detached).
+    let _lock = exclusive::Exclusive::for_run(&opts.pin_dir, &opts.run_dir)?;
     let events_out: Option<Box<dyn std::io::Write + Send>> = match &opts.events_out {
         None => None,
         Some(p) if p.as_os_str() == "-" => Some(Box::new(std::io::stdout())),

@@ -1,0 +1,92 @@
+//! Two controllers over one set of pins, as a careless operator starts
+//! them: a second `ispf run` with its own run directory, and an offline
+//! `ispf detach` aimed at pins a running controller owns. Each would have
+//! overwritten or removed the policy the first enforces.
+
+use std::{path::PathBuf, process::Command};
+
+use ispf_tests::{controller::*, ispf_bin, require_root};
+
+/// `ispf run` over `pin` with the run and state directories of `tag`;
+/// returns whether it started and what it printed.
+fn second_run(pin: &PathBuf, tag: &str, policy: &PathBuf, iface: &str) -> (bool, String) {
+    let run = PathBuf::from(format!("/tmp/ispf-test-run-{tag}"));
+    let state = PathBuf::from(format!("/tmp/ispf-test-state-{tag}"));
+    let out = Command::new(ispf_bin())
+        .arg("run")
+        .arg("--policy")
+        .arg(policy)
+        .arg("--pin-dir")
+        .arg(pin)
+        .arg("--run-dir")
+        .arg(&run)
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--iface", iface, "--metrics-addr", "127.0.0.1:9479"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&run);
+    let _ = std::fs::remove_dir_all(&state);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_second_controller_on_the_same_pins_is_refused() {
+    require_root();
+    let (_topo, ports) = unit("xc");
+    let (a, b) = policies();
+    let mut ctl = Ctl::start(paths("xc"), &a, &[&ports[0]]);
+    let pid = ctl.child.as_ref().unwrap().id();
+    let before = ctl.status();
+
+    // Another run directory, the same pins: refused before touching them,
+    // naming the controller that holds them.
+    let (started, err) = second_run(&ctl.paths.pin, "xc2", &b, &ports[1]);
+    assert!(!started, "a second controller started over the same pins");
+    assert!(
+        err.contains(&ctl.paths.pin.display().to_string())
+            && err.contains("in use by another ispf"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(!enforced(&ports[1]), "the refused controller attached");
+
+    // An offline detach of those pins from another run directory.
+    let out = Command::new(ispf_bin())
+        .arg("detach")
+        .arg("--pin-dir")
+        .arg(&ctl.paths.pin)
+        .args(["--run-dir", "/tmp/ispf-test-run-xc3"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "detach removed a running controller's pins"
+    );
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+
+    // The first controller noticed nothing.
+    assert!(enforced(&ports[0]));
+    assert!(ctl.paths.pin.join("prog").exists());
+    let after = ctl.status();
+    assert_eq!(
+        (after.generation, &after.policy_sha256),
+        (before.generation, &before.policy_sha256)
+    );
+
+    // The lock dies with its holder, even by SIGKILL: the next controller
+    // adopts the pins at once.
+    ctl.kill9();
+    let paths = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
+    };
+    let again = Ctl::start(paths, &a, &[&ports[0]]);
+    assert_eq!(again.status().policy_sha256, before.policy_sha256);
+    assert!(enforced(&ports[0]));
+}
