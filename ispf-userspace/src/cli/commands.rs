@@ -36,7 +36,10 @@ pub fn run(command: Command) -> Result<ExitCode> {
             },
         ),
         Command::Fleet { cmd, etcd } => super::fleet::run(cmd, &etcd),
-        Command::Service { config, check } => super::service::service(&config, check),
+        Command::Service { config, check } => match super::service::service(&config, check)? {
+            Some(run_it) => run(run_it),
+            None => Ok(ExitCode::SUCCESS),
+        },
         Command::Completions { shell } => super::service::completions(shell),
         Command::Man { dir } => super::service::man(&dir),
         Command::Run {

@@ -68,7 +68,9 @@ pub fn run_args(c: &Config) -> Vec<String> {
     a
 }
 
-pub fn service(config: &Path, check: bool) -> Result<ExitCode> {
+/// The `ispf run` a configuration means, for the caller to run; `None`
+/// when `check` only checked it (and said so).
+pub fn service(config: &Path, check: bool) -> Result<Option<super::Command>> {
     let c = Config::read(config)?;
     let args = run_args(&c);
     let cli = Cli::try_parse_from_args(&args).with_context(|| {
@@ -86,9 +88,9 @@ pub fn service(config: &Path, check: bool) -> Result<ExitCode> {
             config.display(),
             c.interfaces.len()
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
-    super::commands::run(cli.command)
+    Ok(Some(cli.command))
 }
 
 pub fn man(dir: &Path) -> Result<ExitCode> {

@@ -9,8 +9,8 @@ use std::{sync::atomic::Ordering, time::Duration};
 use tokio::{io::AsyncWriteExt, net::UnixStream, sync::oneshot};
 
 use super::{
+    connection::{answer, send, Control, MAX_QUEUED_RELOADS},
     engine::Command,
-    server::{answer, send, Control, MAX_QUEUED_RELOADS},
 };
 use crate::{
     clock::unix_now,

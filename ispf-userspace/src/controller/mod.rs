@@ -6,14 +6,15 @@
 //! program, links and maps in place, and the next `ispf run` adopts them.
 //!
 //! Inside, one engine thread owns the datapath and makes every change
-//! ([`engine`]); the control socket ([`server`]), `/metrics`
-//! ([`crate::metrics::http`]), the ring-buffer reader ([`ring`]) and the
-//! link watcher ([`ports`]) are tasks of their own that read what the
-//! engine publishes ([`shared`]) and send it commands; the inventory, the
-//! feed refresher and detection are threads ([`services`]) that do the same.
+//! (`engine`); the control socket (`server`), `/metrics`
+//! ([`crate::metrics::http`]), the ring-buffer reader (`ring`) and the
+//! link watcher (`ports`) are tasks of their own that read what the
+//! engine publishes (`shared`) and send it commands; the inventory, the
+//! feed refresher and detection are threads (`services`) that do the same.
 
 mod backstop;
 mod boot;
+mod connection;
 mod decide;
 mod devices;
 mod engine;
@@ -211,7 +212,7 @@ async fn serve_all(
         UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
     let shutdown = Arc::new(Notify::new());
-    let control = Arc::new(server::Control::new(
+    let control = Arc::new(connection::Control::new(
         shared.clone(),
         inventory.clone(),
         feeds.clone(),

@@ -8,11 +8,7 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        mpsc::Sender,
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -20,80 +16,24 @@ use ispf_common::{reason_name, VERDICT_PASS};
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
     net::{UnixListener, UnixStream},
-    sync::{oneshot, Notify, Semaphore},
+    sync::oneshot,
 };
 
-use super::{devices, engine::Command, shared::Shared};
+use super::{
+    connection::{
+        send, Control, MAX_CONNECTIONS, MAX_FOLLOWERS, MAX_QUEUED_RELOADS, MAX_REQUEST_BYTES,
+        READ_DEADLINE, WRITE_DEADLINE,
+    },
+    devices,
+    engine::Command,
+    shared::Shared,
+};
 use crate::{
     control::{CounterRow, InventoryStatus, MapStatus, Request, Response, Status},
     feeds::{refresh::Refresher, FeedStatus},
     inventory::Inventory,
     policy::FeedDoc,
 };
-
-/// Requests are small JSON objects; anything longer is refused.
-pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
-/// Connections served at once (idle ones included); more are told so.
-pub const MAX_CONNECTIONS: usize = 512;
-/// Event followers at once.
-pub const MAX_FOLLOWERS: usize = 64;
-/// Reloads waiting for the engine at once.
-pub(super) const MAX_QUEUED_RELOADS: usize = 4;
-const READ_DEADLINE: Duration = Duration::from_secs(5);
-const WRITE_DEADLINE: Duration = Duration::from_secs(10);
-
-pub struct Control {
-    pub shared: Arc<Shared>,
-    pub inventory: Arc<Inventory>,
-    pub feeds: Arc<Refresher>,
-    pub identity: Arc<crate::identity::Identity>,
-    pub engine: Sender<Command>,
-    pub shutdown: Arc<Notify>,
-    pub(super) queued: AtomicUsize,
-    connections: Arc<Semaphore>,
-    followers: Arc<Semaphore>,
-}
-
-impl Control {
-    pub fn new(
-        shared: Arc<Shared>,
-        inventory: Arc<Inventory>,
-        feeds: Arc<Refresher>,
-        identity: Arc<crate::identity::Identity>,
-        engine: Sender<Command>,
-        shutdown: Arc<Notify>,
-    ) -> Self {
-        Self {
-            shared,
-            inventory,
-            feeds,
-            identity,
-            engine,
-            shutdown,
-            queued: AtomicUsize::new(0),
-            connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-            followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
-        }
-    }
-}
-
-pub(super) fn answer(resp: &Response) -> Vec<u8> {
-    let mut out = serde_json::to_vec(resp).unwrap_or_else(|e| {
-        serde_json::to_vec(&Response::Error {
-            message: format!("cannot encode the answer: {e}"),
-        })
-        .unwrap_or_default()
-    });
-    out.push(b'\n');
-    out
-}
-
-pub(super) async fn send(stream: &mut UnixStream, resp: &Response) -> bool {
-    matches!(
-        tokio::time::timeout(WRITE_DEADLINE, stream.write_all(&answer(resp))).await,
-        Ok(Ok(()))
-    )
-}
 
 pub async fn serve(listener: UnixListener, c: Arc<Control>) {
     loop {

@@ -12,10 +12,8 @@ use aya_obj::programs::XdpAttachType;
 use ispf_common::*;
 
 use super::{
-    dup, maps,
-    maps::{map_err, Maps},
-    migrate::layout_error,
-    not_root, writer, Counts, Datapath, DatapathError, MapSizes, ProgramHandle, Result, Stats,
+    access::map_err, dup, maps, maps::Maps, migrate::layout_error, not_root, writer, Counts,
+    Datapath, DatapathError, MapSizes, ProgramHandle, Result, Stats,
 };
 
 impl Datapath {

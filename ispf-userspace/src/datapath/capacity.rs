@@ -3,10 +3,7 @@
 
 use ispf_common::*;
 
-use super::{
-    maps::{keys_where, Maps},
-    DatapathError, Result,
-};
+use super::{access::keys_where, maps::Maps, DatapathError, Result};
 use crate::policy::compile::Compiled;
 
 /// Map sizes, for callers that need other than the defaults (large

@@ -4,12 +4,12 @@
 use ispf_common::*;
 
 use super::{
-    capacity::Counts,
-    maps::{
+    access::{
         fd, keys_where, lpm_keys_of, mac_key, port_index, segment_index, v4_key, v4_lpm, v6_key,
         v6_lpm, vlan_index,
     },
-    writer::{drop_keys, zero},
+    batch::{drop_keys, zero},
+    capacity::Counts,
     Datapath, DatapathError, Result,
 };
 use crate::{bpfsys, policy::compile::Compiled};

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use aya::maps::PerCpuValues;
 use ispf_common::*;
 
-use super::{maps::map_err, stats::sum, Datapath, Result};
+use super::{access::map_err, stats::sum, Datapath, Result};
 
 /// A packet judged under the previous generation has certainly finished
 /// after an RCU grace period; one is waited for when the last flip is more

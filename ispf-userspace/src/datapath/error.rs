@@ -58,7 +58,7 @@ pub enum DatapathError {
     /// Old pins that cannot be carried into this layout.
     #[error("cannot migrate map {name}: {message}")]
     Migration { name: &'static str, message: String },
-    /// A failure injected by a test (see [`Datapath::fail_writes_after`]).
+    /// A failure injected by a test (see `Datapath::fail_writes_after`).
     #[error("injected write failure after {0} entries")]
     Injected(usize),
 }

@@ -7,9 +7,9 @@ use aya::maps::{HashMap, LpmTrie, MapData};
 use ispf_common::*;
 
 use super::{
+    access::{fd, keys_where, lpm_keys_of, map_err, v4_key, v4_lpm, v6_key, v6_lpm, Source},
+    batch::{drop_keys, hash, lpm, Budget},
     delta::{diff, diff3},
-    maps::{fd, keys_where, lpm_keys_of, map_err, v4_key, v4_lpm, v6_key, v6_lpm, Source},
-    writer::{drop_keys, hash, lpm, Budget},
     Result,
 };
 use crate::feeds::compile::CompiledFeeds;

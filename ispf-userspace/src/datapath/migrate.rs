@@ -15,7 +15,7 @@ use std::{
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use ispf_common::*;
 
-use super::{maps::map_err, Datapath, DatapathError, Result};
+use super::{access::map_err, Datapath, DatapathError, Result};
 use crate::bpfsys;
 
 /// Layouts whose pins this ispf migrates. Layout 3 (before threat feeds)

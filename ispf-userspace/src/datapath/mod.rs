@@ -2,16 +2,22 @@
 //! touches them; callers go through narrow operations:
 //!
 //! - `mod.rs` (here): loading the object and pinning it;
-//! - [`adopt`]: pins' layout versions, adopting pins of this layout;
+//! - `adopt`: pins' layout versions, adopting pins of this layout;
 //! - [`migrate`], [`handover`]: taking over pins of an older layout;
-//! - [`writer`]: applying compiled policy into the inactive generation and
-//!   flipping it, transactionally; ending flows; state resets;
-//! - [`counters`]: recycling counter slots of retired generations;
-//! - [`stats`]: counters, occupancy and event accounting, readable through
+//! - `writer`: applying compiled policy into the inactive generation and
+//!   flipping it, transactionally; ending flows; state resets; `feedmaps`
+//!   does the same for the threat feeds;
+//! - `maps` (typed handles), `access` (slotted keys, whole-map walks),
+//!   `delta` (what changed) and `batch` (writing a change in batches):
+//!   what the writer is built from;
+//! - `counters`: recycling counter slots of retired generations;
+//! - `stats`: counters, occupancy and event accounting, readable through
 //!   a second handle while a reload writes;
-//! - [`testrun`]: running frames through the program (BPF_PROG_TEST_RUN).
+//! - `testrun`: running frames through the program (BPF_PROG_TEST_RUN).
 
+mod access;
 mod adopt;
+mod batch;
 mod capacity;
 mod clear;
 mod counters;
@@ -40,7 +46,8 @@ pub use error::DatapathError;
 pub use stats::{EventTotals, Stats};
 pub use testrun::{Entry, Outcome};
 
-use maps::{map_err, Maps};
+use access::map_err;
+use maps::Maps;
 
 type Result<T, E = DatapathError> = std::result::Result<T, E>;
 

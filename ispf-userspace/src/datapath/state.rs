@@ -4,7 +4,7 @@
 use ispf_common::*;
 
 use super::{
-    maps::{map_err, remove_where},
+    access::{map_err, remove_where},
     Datapath, Result,
 };
 

@@ -11,7 +11,8 @@ use ispf_common::*;
 use crate::bpfsys;
 
 use super::{
-    maps::{fd, map_err, StatMaps},
+    access::{fd, map_err},
+    maps::StatMaps,
     DatapathError, MapSizes, Result,
 };
 

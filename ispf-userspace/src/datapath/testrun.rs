@@ -5,7 +5,7 @@
 use aya::programs::{ProgramError, TestRun, TestRunOptions};
 use ispf_common::*;
 
-use super::{maps::map_err, maps::Maps, Datapath, DatapathError, Result};
+use super::{access::map_err, maps::Maps, Datapath, DatapathError, Result};
 
 /// Which entry point of the program runs a test frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

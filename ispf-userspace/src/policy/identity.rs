@@ -8,8 +8,6 @@ use ipnet::IpNet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{PolicyDoc, Problem};
-
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityDoc {
@@ -52,107 +50,10 @@ impl RadiusDoc {
     }
 }
 
-fn parse_client(c: &str) -> Option<IpNet> {
+pub(super) fn parse_client(c: &str) -> Option<IpNet> {
     c.parse::<IpNet>()
         .ok()
         .or_else(|| c.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-/// Problems of the `identity` section that the document alone shows.
-pub(super) fn check(doc: &PolicyDoc) -> Vec<Problem> {
-    let Some(id) = &doc.identity else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut add = |path: String, message: String| out.push(Problem { path, message });
-    let r = &id.radius_accounting;
-    if r.listen_addr().is_none() {
-        add(
-            "identity.radius_accounting.listen".into(),
-            format!("`{}` is not address:port (e.g. 127.0.0.1:1813)", r.listen),
-        );
-    }
-    if r.clients.is_empty() {
-        add(
-            "identity.radius_accounting.clients".into(),
-            "no clients: list the address of every switch or wireless controller that sends accounting".into(),
-        );
-    }
-    for (i, c) in r.clients.iter().enumerate() {
-        if parse_client(c).is_none() {
-            add(
-                format!("identity.radius_accounting.clients[{i}]"),
-                format!("`{c}` is not an IP address or network"),
-            );
-        }
-    }
-    if !r.secret_file.starts_with('/') {
-        add(
-            "identity.radius_accounting.secret_file".into(),
-            format!("`{}` is not an absolute path", r.secret_file),
-        );
-    }
-    let mut names = std::collections::HashMap::new();
-    let mut classes = std::collections::HashMap::new();
-    for (i, role) in id.roles.iter().enumerate() {
-        let path = format!("identity.roles[{i}]");
-        if role.name.is_empty() {
-            add(format!("{path}.name"), "a role needs a name".into());
-        }
-        if let Some(first) = names.insert(role.name.as_str(), i) {
-            add(
-                format!("{path}.name"),
-                format!(
-                    "role `{}` is already defined at identity.roles[{first}]",
-                    role.name
-                ),
-            );
-        }
-        if role.class.is_empty() {
-            add(
-                format!("{path}.class"),
-                "a role needs the Class or Filter-Id value that carries it".into(),
-            );
-        }
-        if let Some(first) = classes.insert(role.class.as_str(), i) {
-            add(
-                format!("{path}.class"),
-                format!(
-                    "class `{}` already carries identity.roles[{first}]",
-                    role.class
-                ),
-            );
-        }
-        if !doc.segments.iter().any(|s| s.name == role.segment) {
-            add(
-                format!("{path}.segment"),
-                format!(
-                    "no segment `{}`; segments are: {}",
-                    role.segment,
-                    doc.segments
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            );
-        }
-    }
-    out
-}
-
-/// Problems of the secret file, checked when a file is read (`check`,
-/// `run`, `reload`), not when decisions recompute the document.
-pub fn check_secret(doc: &PolicyDoc) -> Vec<Problem> {
-    let Some(id) = &doc.identity else {
-        return Vec::new();
-    };
-    let file = &id.radius_accounting.secret_file;
-    let path = "identity.radius_accounting.secret_file".to_owned();
-    match read_secret(Path::new(file)) {
-        Ok(_) => Vec::new(),
-        Err(message) => vec![Problem { path, message }],
-    }
 }
 
 /// The shared secret: the file's first line, which must not be empty; the

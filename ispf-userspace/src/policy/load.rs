@@ -28,7 +28,7 @@ pub fn read_policy(path: &Path) -> Result<(Policy, Vec<u8>), PolicyError> {
         }
     })?;
     let policy = Policy::from_str(text, path)?;
-    let problems = super::identity::check_secret(&policy.doc);
+    let problems = super::section_checks::check_secret(&policy.doc);
     if !problems.is_empty() {
         return Err(PolicyError::Invalid {
             file: path.to_owned(),

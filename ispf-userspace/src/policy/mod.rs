@@ -8,6 +8,7 @@ pub mod load;
 mod matrix;
 pub mod model;
 mod rules;
+mod section_checks;
 pub mod sections;
 mod validate;
 

@@ -10,6 +10,11 @@ use std::{
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::{
+    identity::IdentityDoc,
+    sections::{DetectionDoc, FeedDoc, Risk},
+};
+
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyDoc {
@@ -24,13 +29,13 @@ pub struct PolicyDoc {
     pub rules: Vec<RuleDoc>,
     /// Threat-intelligence feeds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub feeds: Vec<super::sections::FeedDoc>,
+    pub feeds: Vec<FeedDoc>,
     /// Detection and automatic response; absent: no detection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detection: Option<super::sections::DetectionDoc>,
+    pub detection: Option<DetectionDoc>,
     /// Identity-based clearance: RADIUS accounting and roles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identity: Option<super::identity::IdentityDoc>,
+    pub identity: Option<IdentityDoc>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -181,26 +186,6 @@ impl<T: Clone> OneOrMany<T> {
         match self {
             Self::One(x) => std::slice::from_ref(x),
             Self::Many(v) => v,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Risk {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Risk::Low => "low",
-            Risk::Medium => "medium",
-            Risk::High => "high",
-            Risk::Critical => "critical",
         }
     }
 }

@@ -5,8 +5,6 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{model::Risk, PolicyDoc, Problem};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FeedFormat {
@@ -92,72 +90,22 @@ fn quarantine_ttl_s() -> u64 {
     3600
 }
 
-/// Problems of the `feeds` and `detection` sections, at their JSON paths.
-pub(super) fn check(doc: &PolicyDoc) -> Vec<Problem> {
-    let mut out = Vec::new();
-    let mut add = |path: String, message: String| out.push(Problem { path, message });
-    if doc.feeds.len() > ispf_common::MAX_FEEDS as usize {
-        add(
-            "feeds".into(),
-            format!(
-                "{} feeds; at most {} are supported: merge some",
-                doc.feeds.len(),
-                ispf_common::MAX_FEEDS
-            ),
-        );
-    }
-    let mut names = std::collections::HashMap::new();
-    for (i, f) in doc.feeds.iter().enumerate() {
-        let path = format!("feeds[{i}]");
-        if f.name.is_empty() || f.name.len() > 64 || f.name.chars().any(|c| c.is_control()) {
-            add(
-                format!("{path}.name"),
-                "a feed needs a name of 1-64 printable characters".into(),
-            );
-        }
-        if let Some(first) = names.insert(f.name.as_str(), i) {
-            add(
-                format!("{path}.name"),
-                format!("feed `{}` is already defined at feeds[{first}]", f.name),
-            );
-        }
-        let s = f.source.trim();
-        let url = s.starts_with("http://") || s.starts_with("https://");
-        if s.is_empty() || (!url && !s.starts_with('/')) {
-            add(
-                format!("{path}.source"),
-                format!(
-                    "`{}` is neither an absolute file path nor an http(s) URL",
-                    f.source
-                ),
-            );
-        }
-        if f.refresh_s == 0 {
-            add(
-                format!("{path}.refresh_s"),
-                "must be at least 1 second".into(),
-            );
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Risk {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Risk::Low => "low",
+            Risk::Medium => "medium",
+            Risk::High => "high",
+            Risk::Critical => "critical",
         }
     }
-    if let Some(d) = &doc.detection {
-        if d.scan.distinct_targets == 0 {
-            add(
-                "detection.scan.distinct_targets".into(),
-                "must be at least 1".into(),
-            );
-        }
-        if d.scan.window_s == 0 {
-            add(
-                "detection.scan.window_s".into(),
-                "must be at least 1 second".into(),
-            );
-        }
-        if d.quarantine_ttl_s == 0 {
-            add(
-                "detection.quarantine_ttl_s".into(),
-                "must be at least 1 second".into(),
-            );
-        }
-    }
-    out
 }

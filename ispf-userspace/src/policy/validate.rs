@@ -261,8 +261,8 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
     }
 
     let rules = super::rules::check(&doc, seg_id, &mut pr);
-    pr.0.extend(super::sections::check(&doc));
-    pr.0.extend(super::identity::check(&doc));
+    pr.0.extend(super::section_checks::feeds_and_detection(&doc));
+    pr.0.extend(super::section_checks::identity(&doc));
 
     if !pr.0.is_empty() {
         return Err(pr.0);
