@@ -1,0 +1,131 @@
+//! The care unit's flows: rules between and inside segments, replies,
+//! ICMP, and the workstation VLAN.
+
+use super::*;
+
+pub(super) fn cases() -> Vec<Case> {
+    let c = case;
+    let (p1, pis) = (P1_IP, PIS_IP);
+    vec![
+        c(
+            "pump opens HL7 to the PIS",
+            ip4(PUMP1, PIS, &[], p1, pis, 6, &tcp(40000, 2575, TCP_SYN)),
+            true,
+            "allowed",
+            "infusion-pumps",
+            "pis-servers",
+        ),
+        c(
+            "PIS answers the pump",
+            ip4(
+                PIS,
+                PUMP1,
+                &[],
+                pis,
+                p1,
+                6,
+                &tcp(2575, 40000, TCP_SYN | TCP_ACK),
+            ),
+            true,
+            "reply",
+            "pis-servers",
+            "infusion-pumps",
+        ),
+        c(
+            "pump continues its flow",
+            ip4(PUMP1, PIS, &[], p1, pis, 6, &tcp(40000, 2575, TCP_ACK)),
+            true,
+            "allowed",
+            "infusion-pumps",
+            "pis-servers",
+        ),
+        c(
+            "pump to PIS HTTPS: no rule",
+            ip4(PUMP1, PIS, &[], p1, pis, 6, &tcp(40001, 443, TCP_SYN)),
+            false,
+            "denied_default",
+            "infusion-pumps",
+            "pis-servers",
+        ),
+        c(
+            "PIS opens a connection to a pump",
+            ip4(PIS, PUMP1, &[], pis, p1, 6, &tcp(50000, 22, TCP_SYN)),
+            false,
+            "denied_default",
+            "pis-servers",
+            "infusion-pumps",
+        ),
+        c(
+            "pump to pump (intra allow)",
+            ip4(
+                PUMP1,
+                PUMP2,
+                &[],
+                p1,
+                "10.10.0.12",
+                17,
+                &udp(5000, 5000, b"x"),
+            ),
+            true,
+            "intra_allowed",
+            "infusion-pumps",
+            "infusion-pumps",
+        ),
+        c(
+            "monitor to monitor (intra deny)",
+            ip4(
+                MON1,
+                MON2,
+                &[],
+                "10.20.0.21",
+                "10.20.0.22",
+                6,
+                &tcp(40000, 80, TCP_SYN),
+            ),
+            false,
+            "intra_denied",
+            "patient-monitors",
+            "patient-monitors",
+        ),
+        c(
+            "pump pings the PIS (* -> pis icmp)",
+            ip4(PUMP1, PIS, &[], p1, pis, 1, &icmp(8, 7)),
+            true,
+            "allowed",
+            "infusion-pumps",
+            "pis-servers",
+        ),
+        c(
+            "echo reply to the pump",
+            ip4(PIS, PUMP1, &[], pis, p1, 1, &icmp(0, 7)),
+            true,
+            "reply",
+            "pis-servers",
+            "infusion-pumps",
+        ),
+        c(
+            "PIS pings a pump",
+            ip4(PIS, PUMP1, &[], pis, p1, 1, &icmp(8, 9)),
+            false,
+            "denied_default",
+            "pis-servers",
+            "infusion-pumps",
+        ),
+        c(
+            "workstation on VLAN 130 to DICOM",
+            ip4(
+                WS,
+                PIS,
+                &[130],
+                "10.30.0.31",
+                pis,
+                6,
+                &tcp(40000, 11113, TCP_SYN),
+            ),
+            true,
+            "allowed",
+            "clinical-workstations",
+            "pis-servers",
+        ),
+    ]
+}
