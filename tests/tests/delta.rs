@@ -9,7 +9,7 @@
 
 use ispf::{
     datapath::{Counts, Datapath, MapSizes},
-    policy::{Policy, PolicyDoc},
+    policy::{compile::compile, Policy, PolicyDoc},
 };
 use ispf_common::reason_name;
 use ispf_tests::{feeds::with_feeds, gen, require_root};
@@ -50,6 +50,10 @@ fn changed_in_place_the_maps_hold_what_a_whole_write_holds() {
     let mut previous = generated(&mut rng);
     let mut previous_counts = Counts::default();
     let mut feeds = gen::feeds(&mut rng);
+    // Compiled once per change of the feeds, shared by the generations
+    // in between, as the controller shares them: the writer then skips
+    // the slot's feed entries, which must be what the slot still holds.
+    let mut feed_entries = with_feeds(&previous, &feeds).feeds;
     for g in 0..200 {
         // Mostly small changes, as runtime decisions make: a device moved,
         // added or removed; now and then a different policy altogether;
@@ -77,9 +81,10 @@ fn changed_in_place_the_maps_hold_what_a_whole_write_holds() {
         };
         if rng.gen_bool(0.3) {
             feeds = gen::feeds(&mut rng);
+            feed_entries = with_feeds(&next, &feeds).feeds;
         }
         next.keep_ids(&previous.segment_ids());
-        let compiled = with_feeds(&next, &feeds);
+        let compiled = compile(&next).with_feeds(feed_entries.clone());
         dp.apply(&compiled).expect("apply in place");
         let mut whole = Datapath::adopt(&pin).expect("adopt the reference");
         whole.apply(&compiled).expect("apply whole");

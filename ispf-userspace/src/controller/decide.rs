@@ -18,7 +18,7 @@ use crate::{
     decisions::{
         enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Kind, Known, Plan,
     },
-    feeds::{self, FeedSet},
+    feeds::FeedSet,
     inventory::{db, judge::Judge, store},
     policy::{
         compile::{compile, Compiled},
@@ -114,7 +114,8 @@ impl Engine {
             self.run.save_policy(&next.sha256, bytes)?;
         }
         self.save_state(vec![self.enforced.clone(), next.clone()])?;
-        let generation = match self.dp.apply(&self.compiled(&policy)) {
+        let compiled = self.compiled(&policy);
+        let generation = match self.dp.apply(&compiled) {
             Ok(g) => g,
             Err(e) => {
                 let _ = self.save_state(vec![self.enforced.clone()]);
@@ -136,8 +137,9 @@ impl Engine {
 
     /// What the datapath gets for `policy`: its compilation with the feeds'
     /// current contents.
-    pub(super) fn compiled(&self, policy: &Policy) -> Compiled {
-        compile(policy).with_feeds(feeds::compile::compile(&self.feeds, &policy.doc.feeds))
+    pub(super) fn compiled(&mut self, policy: &Policy) -> Compiled {
+        let feeds = self.feed_cache.compile(&self.feeds, &policy.doc.feeds);
+        compile(policy).with_feeds(feeds)
     }
 
     /// New feed contents: the same file and decisions with them, as one

@@ -96,6 +96,8 @@ pub struct Engine {
     pub decisions: Arc<Vec<Decision>>,
     /// The threat feeds' last good contents.
     pub feeds: Arc<FeedSet>,
+    /// Their compilation, reused across decisions.
+    pub(super) feed_cache: crate::feeds::compile::CompileCache,
     /// The inventory database, where decisions are recorded.
     pub inventory_db: PathBuf,
     pub(super) db: Option<rusqlite::Connection>,
@@ -132,6 +134,7 @@ impl Engine {
             policy: s.policy,
             decisions: Arc::new(s.decisions),
             feeds: s.feeds,
+            feed_cache: Default::default(),
             inventory_db,
             db: None,
             enforced: s.enforced,

@@ -3,6 +3,8 @@
 //! maps in batches (a million in well under a second); networks go in LPM
 //! tries, which have no batch operations, one by one.
 
+use std::sync::Arc;
+
 use aya::maps::{HashMap, LpmTrie, MapData};
 use ispf_common::*;
 
@@ -33,13 +35,18 @@ impl FeedMaps {
     }
 
     /// Writes `c` into slot `s`, which holds `old` (`None`: nothing).
+    /// The very entries the slot holds (a runtime decision's generation
+    /// shares them with the one before) are not compared again.
     pub fn write(
         &mut self,
-        old: Option<&CompiledFeeds>,
-        c: &CompiledFeeds,
+        old: Option<&Arc<CompiledFeeds>>,
+        c: &Arc<CompiledFeeds>,
         s: u8,
         b: &mut Budget,
     ) -> Result<()> {
+        if old.is_some_and(|o| Arc::ptr_eq(o, c)) {
+            return Ok(());
+        }
         let d = diff(old.map(|o| &o.v4[..]), &c.v4);
         hash(fd(&self.v4), MAP_FEED_V4, d, |a| v4_key(s, a), b)?;
         let d = diff(old.map(|o| &o.v6[..]), &c.v6);

@@ -119,6 +119,31 @@ fn resolve(set: &FeedSet, docs: &[FeedDoc]) -> HashMap<IpNet, (FeedVal, Option<A
     all
 }
 
+/// The last compilation, reused while neither the feeds' contents (the
+/// same `Arc`, which the refresher replaces on every change) nor the
+/// policy's feed declarations change. Every runtime decision is a whole
+/// generation: compiling a million feed entries again for each one made a
+/// role session take half a second.
+#[derive(Default)]
+pub struct CompileCache {
+    last: Option<(Arc<FeedSet>, Vec<FeedDoc>, Arc<CompiledFeeds>)>,
+}
+
+impl CompileCache {
+    /// [`compile`] of `set` and `docs`, from the cache when they are what
+    /// it was last asked for.
+    pub fn compile(&mut self, set: &Arc<FeedSet>, docs: &[FeedDoc]) -> Arc<CompiledFeeds> {
+        if let Some((s, d, c)) = &self.last {
+            if Arc::ptr_eq(s, set) && d == docs {
+                return c.clone();
+            }
+        }
+        let c = Arc::new(compile(set, docs));
+        self.last = Some((set.clone(), docs.to_vec(), c.clone()));
+        c
+    }
+}
+
 pub fn compile(set: &FeedSet, docs: &[FeedDoc]) -> CompiledFeeds {
     let mut c = CompiledFeeds::default();
     if set.feeds.is_empty() {
@@ -249,5 +274,28 @@ mod tests {
         let l = idx.lookup("198.51.100.9".parse().unwrap()).unwrap();
         assert_eq!((l.feed.as_str(), l.deny), ("watch", false));
         assert!(idx.lookup("203.0.113.1".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn the_cache_compiles_again_only_when_contents_or_declarations_change() {
+        let mut set = FeedSet::default();
+        set.feeds
+            .insert("block".into(), Arc::new(plain::parse("192.0.2.1\n")));
+        let set = Arc::new(set);
+        let docs = [doc("block", FeedAction::Deny)];
+        let mut cache = CompileCache::default();
+        let first = cache.compile(&set, &docs);
+        assert_eq!(*first, compile(&set, &docs));
+        assert!(Arc::ptr_eq(&first, &cache.compile(&set, &docs)));
+        // The declaration changes (deny -> alert): compiled again.
+        let alert = [doc("block", FeedAction::Alert)];
+        let second = cache.compile(&set, &alert);
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.v4[0].1.action, FEED_ALERT);
+        // New contents arrive as a new set, even with equal contents.
+        let again = Arc::new((*set).clone());
+        let third = cache.compile(&again, &alert);
+        assert!(!Arc::ptr_eq(&second, &third));
+        assert_eq!(*second, *third);
     }
 }

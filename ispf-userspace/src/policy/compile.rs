@@ -37,12 +37,17 @@ pub struct Compiled {
     pub policy: Vec<(PolicyKey, PolicyVal)>,
     /// Threat-feed entries (the feeds' contents are not in the policy:
     /// the engine adds them, see [`Compiled::with_feeds`]).
-    pub feeds: crate::feeds::compile::CompiledFeeds,
+    /// Shared: a runtime decision's generation holds the same feed
+    /// entries as the one before it, and the writer skips them whole.
+    pub feeds: std::sync::Arc<crate::feeds::compile::CompiledFeeds>,
 }
 
 impl Compiled {
-    pub fn with_feeds(mut self, feeds: crate::feeds::compile::CompiledFeeds) -> Self {
-        self.feeds = feeds;
+    pub fn with_feeds(
+        mut self,
+        feeds: impl Into<std::sync::Arc<crate::feeds::compile::CompiledFeeds>>,
+    ) -> Self {
+        self.feeds = feeds.into();
         self
     }
 }

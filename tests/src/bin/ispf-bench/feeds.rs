@@ -22,7 +22,7 @@ use crate::{
 
 /// A million lines: addresses in 100.64.0.0/10 and 2001:db8::/32 (none of
 /// the corpus's), and one network in a hundred.
-fn feed_text(lines: usize) -> String {
+pub fn feed_text(lines: usize) -> String {
     let mut rng = StdRng::seed_from_u64(7);
     let mut s = String::with_capacity(lines * 16);
     for i in 0..lines {

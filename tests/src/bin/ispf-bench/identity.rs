@@ -36,8 +36,9 @@ fn packet(status: u32, mac: &str, n: u32) -> Vec<u8> {
 }
 
 /// Starts and stops `rounds` sessions against a controller enforcing
-/// `doc`; returns each Start's time to enforcement, in ms.
-fn session_apply(doc: &Value, rounds: u32, tag: &str) -> Result<Vec<f64>> {
+/// `doc` (with a deny feed of `feed_lines` entries, if any); returns each
+/// Start's time to enforcement, in ms.
+fn session_apply(doc: &Value, rounds: u32, tag: &str, feed_lines: usize) -> Result<Vec<f64>> {
     let mut doc = doc.clone();
     let mac = doc["devices"]
         .as_array()
@@ -69,6 +70,14 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str) -> Result<Vec<f64>> {
         "radius_accounting": {"listen": "127.0.0.1:18199", "clients": ["127.0.0.1"], "secret_file": secret},
         "roles": [{"name": "bench", "class": "bench-role", "segment": segment}]
     });
+    let mut extra: Vec<String> = Vec::new();
+    if feed_lines > 0 {
+        let feed = dir.join("feed.txt");
+        std::fs::write(&feed, crate::feeds::feed_text(feed_lines))?;
+        doc["feeds"] =
+            json!([{"name": "bench", "source": feed, "refresh_s": 86400, "action": "deny"}]);
+        extra = vec!["--map-size".into(), format!("feeds={}", feed_lines * 3)];
+    }
     let policy = dir.join("policy.json");
     std::fs::write(&policy, serde_json::to_vec(&doc)?)?;
     let ispf = release_ispf()?;
@@ -92,6 +101,7 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str) -> Result<Vec<f64>> {
             "--metrics-addr",
             "127.0.0.1:19489",
         ])
+        .args(&extra)
         .arg("--run-dir")
         .arg(&run)
         .arg("--state-dir")
@@ -116,6 +126,12 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str) -> Result<Vec<f64>> {
                 );
             }
         }
+        while feed_lines > 0 && feed_entries() == 0.0 {
+            if Instant::now() > deadline {
+                bail!("the feed was not enforced within 90 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         sock.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut times = Vec::new();
         for n in 1..=rounds {
@@ -138,19 +154,35 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str) -> Result<Vec<f64>> {
     measured
 }
 
+/// `ispf_feed_entries` of the controller under test (0 until its feed is
+/// enforced).
+fn feed_entries() -> f64 {
+    let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:19489") else {
+        return 0.0;
+    };
+    use std::io::{Read, Write};
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("ispf_feed_entries{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn identity(b: &mut Bench) -> Result<()> {
     let rounds = if b.cfg.runs < 5 { 20 } else { 100 };
     let example: Value = serde_json::from_str(&std::fs::read_to_string(
         ispf_tests::care_unit::policy_path(),
     )?)?;
-    let small = session_apply(&example, rounds, "example")?;
+    let small = session_apply(&example, rounds, "example", 0)?;
     let max = small.iter().cloned().fold(0.0, f64::max);
     let med = median(small.clone());
     eprintln!("identity: Start -> enforced, example policy: median {med:.1} ms, max {max:.1} ms");
     b.put("ms_session_apply", med);
     b.put("ms_session_apply_max", max);
     let headline = serde_json::to_value(&b.headline.doc)?;
-    let big = session_apply(&headline, rounds.min(20), "headline")?;
+    let big = session_apply(&headline, rounds.min(20), "headline", 0)?;
     let big_med = median(big.clone());
     eprintln!(
         "identity: Start -> enforced, {} devices: median {big_med:.1} ms",
@@ -164,9 +196,24 @@ pub fn identity(b: &mut Bench) -> Result<()> {
             f64::NAN
         },
     );
+    // A site that subscribes to a large feed: a session must not cost a
+    // feed refresh.
+    let lines = if b.cfg.quick { 10_000 } else { 1_000_000 };
+    let fed = session_apply(&example, rounds.min(20), "feed", lines)?;
+    let fed_med = median(fed.clone());
+    eprintln!("identity: Start -> enforced, example policy with {lines} feed entries: median {fed_med:.1} ms");
+    b.put(
+        "ms_session_apply_feeds_1m",
+        if lines == 1_000_000 {
+            fed_med
+        } else {
+            f64::NAN
+        },
+    );
     b.results.insert(
         "identity".into(),
-        json!({"example_ms": small, "headline_ms": big, "headline_devices": b.cfg.headline_devices}),
+        json!({"example_ms": small, "headline_ms": big, "headline_devices": b.cfg.headline_devices,
+               "with_feed_ms": fed, "feed_entries": lines}),
     );
     Ok(())
 }
