@@ -86,7 +86,24 @@ fn a_second_controller_on_the_same_pins_is_refused() {
         run: ctl.paths.run.clone(),
         state: ctl.paths.state.clone(),
     };
-    let again = Ctl::start(paths, &a, &[&ports[0]]);
+    let mut again = Ctl::start(paths, &a, &[&ports[0]]);
     assert_eq!(again.status().policy_sha256, before.policy_sha256);
     assert!(enforced(&ports[0]));
+
+    // A detach through the controller returns once it has let go, so a
+    // start right after is not refused as "in use".
+    let pin = again.paths.pin.display().to_string();
+    let out = again.cli(&["detach", "--pin-dir", &pin]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("the controller has stopped"), "{said}");
+    let _ = again.stderr_after_exit();
+    assert!(!enforced(&ports[0]));
+    let paths = Paths {
+        pin: again.paths.pin.clone(),
+        run: again.paths.run.clone(),
+        state: again.paths.state.clone(),
+    };
+    let fresh = Ctl::start(paths, &a, &[&ports[0]]);
+    assert!(enforced(&ports[0]));
+    assert_eq!(fresh.status().generation, 1);
 }

@@ -186,7 +186,15 @@ fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> 
 
 fn detach(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
     match control::request(run_dir, &Request::Detach, Duration::from_secs(30)) {
-        Ok(Response::Detached) => println!("detached; the controller has stopped"),
+        Ok(Response::Detached) => {
+            // It answers before it has let go of its directories: a start
+            // right after would be refused as "in use".
+            if controller::stopped(run_dir, Duration::from_secs(30)) {
+                println!("detached; the controller has stopped");
+            } else {
+                println!("detached; the controller is still stopping");
+            }
+        }
         Ok(Response::Error { message }) => anyhow::bail!("detach failed: {message}"),
         Ok(other) => anyhow::bail!("unexpected answer {other:?}"),
         // No controller: remove what it left pinned.

@@ -14,10 +14,11 @@ use std::{
     fs::{self, File},
     io,
     os::unix::{
-        fs::{DirBuilderExt, MetadataExt},
+        fs::{DirBuilderExt, MetadataExt, PermissionsExt},
         io::AsRawFd,
     },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -40,86 +41,158 @@ pub enum ExclusiveError {
 /// The locks, held until dropped.
 pub struct Exclusive {
     _held: Vec<File>,
-    /// A pin directory this start made: removed again if it is still
-    /// empty when the lock goes (a refused start leaves nothing behind).
-    made: Option<PathBuf>,
+    /// A pin directory this start made and locked, by path and inode:
+    /// removed again if it is still that directory, and empty, when the
+    /// lock goes (a refused start leaves nothing behind). Never another
+    /// process's directory that took its place.
+    made: Option<(PathBuf, (u64, u64))>,
 }
 
-impl Exclusive {
-    /// Locks `pin_dir` and `run_dir` for a controller, making them if
-    /// they do not exist yet.
-    pub fn for_run(pin_dir: &Path, run_dir: &Path) -> Result<Exclusive, ExclusiveError> {
-        let made = (!pin_dir.exists()).then(|| pin_dir.to_owned());
-        let mut x = Exclusive {
-            _held: Vec::new(),
-            made,
-        };
-        for (dir, what) in [(pin_dir, "pin directory"), (run_dir, "run directory")] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| ExclusiveError::Io {
-                    path: dir.to_owned(),
-                    what,
-                    source,
-                })?;
-            x._held.push(lock(dir, what)?);
-        }
-        Ok(x)
-    }
+/// How often a lock is tried again when the directory was replaced
+/// between opening and locking it.
+const ATTEMPTS: usize = 5;
 
-    /// Locks whichever of the two directories exist, for work done with
-    /// no controller running (`ispf detach`).
-    pub fn offline(pin_dir: &Path, run_dir: &Path) -> Result<Exclusive, ExclusiveError> {
+impl Exclusive {
+    /// Locks `pin_dir` and `run_dir` for a controller, making them (mode
+    /// 0700) if they do not exist yet.
+    pub fn for_run(pin_dir: &Path, run_dir: &Path) -> Result<Exclusive, ExclusiveError> {
         let mut x = Exclusive {
             _held: Vec::new(),
             made: None,
         };
         for (dir, what) in [(pin_dir, "pin directory"), (run_dir, "run directory")] {
-            if dir.exists() {
-                x._held.push(lock(dir, what)?);
+            let created = make(dir, what)?;
+            let (f, id) = lock(dir, what)?;
+            if created && dir == pin_dir {
+                x.made = Some((dir.to_owned(), id));
             }
+            x._held.push(f);
         }
         Ok(x)
+    }
+
+    /// Locks whichever of the two directories exist, for work done with
+    /// no controller running (`ispf detach`). Returns whether the pin
+    /// directory existed: one that did not must not be removed, even if a
+    /// starting controller makes it meanwhile.
+    pub fn offline(pin_dir: &Path, run_dir: &Path) -> Result<(Exclusive, bool), ExclusiveError> {
+        let mut x = Exclusive {
+            _held: Vec::new(),
+            made: None,
+        };
+        let mut pins = false;
+        for (dir, what) in [(pin_dir, "pin directory"), (run_dir, "run directory")] {
+            match lock(dir, what) {
+                Ok((f, _)) => {
+                    pins |= dir == pin_dir;
+                    x._held.push(f);
+                }
+                Err(ExclusiveError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((x, pins))
+    }
+
+    /// Waits up to `within` for whoever holds `run_dir` to let go (a
+    /// controller that answered a detach is still shutting down);
+    /// whether it did.
+    pub fn released(run_dir: &Path, within: Duration) -> bool {
+        let until = Instant::now() + within;
+        loop {
+            match lock(run_dir, "run directory") {
+                Ok(_) => return true,
+                Err(ExclusiveError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    return true
+                }
+                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => return false,
+            }
+        }
     }
 }
 
 impl Drop for Exclusive {
     fn drop(&mut self) {
-        if let Some(dir) = &self.made {
-            // Fails, as it should, once anything is pinned there.
-            let _ = fs::remove_dir(dir);
+        if let Some((dir, id)) = &self.made {
+            // Only the directory this start made and locked; fails, as it
+            // should, once anything is pinned there.
+            if fs::metadata(dir).is_ok_and(|m| (m.dev(), m.ino()) == *id) {
+                let _ = fs::remove_dir(dir);
+            }
         }
     }
 }
 
-fn lock(dir: &Path, what: &'static str) -> Result<File, ExclusiveError> {
+/// Makes `dir` (and its parents) if missing, root's alone; whether this
+/// call made it.
+fn make(dir: &Path, what: &'static str) -> Result<bool, ExclusiveError> {
+    let err = |source| ExclusiveError::Io {
+        path: dir.to_owned(),
+        what,
+        source,
+    };
+    if let Some(parent) = dir.parent() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(err)?;
+    }
+    let created = match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+        Err(e) => return Err(err(e)),
+    };
+    // Anyone who can open the directory can hold a lock on it: one made
+    // 0755 by an earlier version is closed to other users now.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    Ok(created)
+}
+
+/// An exclusive lock on `dir`, and the directory's (device, inode).
+fn lock(dir: &Path, what: &'static str) -> Result<(File, (u64, u64)), ExclusiveError> {
     let io_err = |source| ExclusiveError::Io {
         path: dir.to_owned(),
         what,
         source,
     };
-    // Opened read-only: a directory is locked through any descriptor.
-    // std opens with O_CLOEXEC, so no child process inherits the lock.
-    let f = File::open(dir).map_err(io_err)?;
-    // SAFETY: a valid descriptor we own; flock takes no pointers.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(f);
+    for _ in 0..ATTEMPTS {
+        // Opened read-only: a directory is locked through any descriptor.
+        // std opens with O_CLOEXEC, so no child process inherits the lock.
+        let f = File::open(dir).map_err(io_err)?;
+        // SAFETY: a valid descriptor we own; flock takes no pointers.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io_err(e));
+            }
+            return Err(ExclusiveError::Held {
+                path: dir.to_owned(),
+                what,
+                holder: f
+                    .metadata()
+                    .ok()
+                    .and_then(|m| holder(&m))
+                    .unwrap_or_else(|| "a process that holds its lock".to_owned()),
+            });
+        }
+        let held = f.metadata().map_err(io_err)?;
+        let id = (held.dev(), held.ino());
+        // The path must still name the directory locked: one removed and
+        // made again meanwhile (a detach, another start) is locked anew.
+        match fs::metadata(dir) {
+            Ok(now) if (now.dev(), now.ino()) == id => return Ok((f, id)),
+            Ok(_) => continue,
+            Err(e) => return Err(io_err(e)),
+        }
     }
-    let e = io::Error::last_os_error();
-    if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
-        return Err(io_err(e));
-    }
-    Err(ExclusiveError::Held {
-        path: dir.to_owned(),
-        what,
-        holder: f
-            .metadata()
-            .ok()
-            .and_then(|m| holder(&m))
-            .unwrap_or_else(|| "a process that holds its lock".to_owned()),
-    })
+    Err(io_err(io::Error::other(
+        "it was replaced again and again while being locked",
+    )))
 }
 
 /// Who holds the `flock` on the inode of `m`, from `/proc/locks`:
@@ -190,11 +263,24 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(err.contains("run directory"), "{err}");
+        // A refused start (it made nothing) leaves the holder's empty
+        // directory alone.
+        drop(Exclusive::for_run(&pins, &base.join("run3")).err());
+        assert!(pins.exists());
+        assert!(!Exclusive::released(&run, Duration::from_millis(50)));
         drop(first);
+        assert!(Exclusive::released(&run, Duration::from_secs(1)));
         // Released, and the pin directory this start made (empty) is gone.
         assert!(!pins.exists());
         let again = Exclusive::for_run(&pins, &run).unwrap();
+        // Removed and made again by someone else: not ours to remove.
+        fs::remove_dir(&pins).unwrap();
+        fs::create_dir(&pins).unwrap();
         drop(again);
+        assert!(pins.exists());
+        let (offline, had_pins) = Exclusive::offline(&base.join("gone"), &run).unwrap();
+        assert!(!had_pins);
+        drop(offline);
         let _ = fs::remove_dir_all(&base);
     }
 }

@@ -68,8 +68,21 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
 pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Vec<String>> {
     // A controller started with another run directory may still be using
     // these pins: its lock says so.
-    let _lock = exclusive::Exclusive::offline(pin_dir, run_dir)?;
-    engine::detach(pin_dir, &state::RunDir::new(run_dir))
+    let (_lock, pins) = exclusive::Exclusive::offline(pin_dir, run_dir)?;
+    let run = state::RunDir::new(run_dir);
+    if !pins {
+        // Nothing was pinned; a directory made since is a starting
+        // controller's.
+        run.clear();
+        return Ok(Vec::new());
+    }
+    engine::detach(pin_dir, &run)
+}
+
+/// Whether the controller on `run_dir` has let go of it within `within`
+/// (it answers a detach before it has finished stopping).
+pub fn stopped(run_dir: &Path, within: Duration) -> bool {
+    exclusive::Exclusive::released(run_dir, within)
 }
 
 /// Runs the controller until SIGTERM/SIGINT (enforcement stays) or a
