@@ -61,8 +61,7 @@ impl Exclusive {
             made: None,
         };
         for (dir, what) in [(pin_dir, "pin directory"), (run_dir, "run directory")] {
-            let created = make(dir, what)?;
-            let (f, id) = lock(dir, what)?;
+            let (f, id, created) = make_and_lock(dir, what)?;
             if created && dir == pin_dir {
                 x.made = Some((dir.to_owned(), id));
             }
@@ -108,8 +107,12 @@ impl Exclusive {
                 {
                     return true
                 }
-                Err(_) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
-                Err(_) => return false,
+                Err(ExclusiveError::Held { .. }) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(ExclusiveError::Held { .. }) => return false,
+                // Nothing to wait for that could be seen.
+                Err(_) => return true,
             }
         }
     }
@@ -127,8 +130,40 @@ impl Drop for Exclusive {
     }
 }
 
-/// Makes `dir` (and its parents) if missing, root's alone; whether this
-/// call made it.
+/// Makes `dir` if missing and locks it; a directory removed between the
+/// two (a refused start cleaning up, a detach) is made again.
+fn make_and_lock(
+    dir: &Path,
+    what: &'static str,
+) -> Result<(File, (u64, u64), bool), ExclusiveError> {
+    let mut last = None;
+    for _ in 0..ATTEMPTS {
+        let created = make(dir, what)?;
+        match lock(dir, what) {
+            Ok((f, id)) => {
+                // Anyone who can open the directory can hold a lock on it:
+                // one made 0755 by an earlier version is closed to other
+                // users, by the holder only, and as far as it is allowed.
+                if !created {
+                    let _ = f.set_permissions(fs::Permissions::from_mode(0o700));
+                }
+                return Ok((f, id, created));
+            }
+            Err(ExclusiveError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                last = Some(source)
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ExclusiveError::Io {
+        path: dir.to_owned(),
+        what,
+        source: last.unwrap_or_else(|| io::Error::other("it kept disappearing")),
+    })
+}
+
+/// Makes `dir` (and its parents, mode 0700) if missing; whether this call
+/// made it. Something other than a directory there is refused.
 fn make(dir: &Path, what: &'static str) -> Result<bool, ExclusiveError> {
     let err = |source| ExclusiveError::Io {
         path: dir.to_owned(),
@@ -142,15 +177,17 @@ fn make(dir: &Path, what: &'static str) -> Result<bool, ExclusiveError> {
             .create(parent)
             .map_err(err)?;
     }
-    let created = match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(err(e)),
-    };
-    // Anyone who can open the directory can hold a lock on it: one made
-    // 0755 by an earlier version is closed to other users now.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
-    Ok(created)
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => Ok(false),
+            Ok(_) => Err(err(io::Error::other(
+                "it exists and is not a directory; remove it or choose another path",
+            ))),
+            Err(e) => Err(err(e)),
+        },
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// An exclusive lock on `dir`, and the directory's (device, inode).
@@ -278,6 +315,13 @@ mod tests {
         fs::create_dir(&pins).unwrap();
         drop(again);
         assert!(pins.exists());
+        let file = base.join("file");
+        fs::write(&file, "").unwrap();
+        let err = Exclusive::for_run(&file, &base.join("run4"))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("not a directory"), "{err}");
         let (offline, had_pins) = Exclusive::offline(&base.join("gone"), &run).unwrap();
         assert!(!had_pins);
         drop(offline);
