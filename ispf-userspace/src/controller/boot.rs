@@ -16,7 +16,7 @@ use super::{
 use crate::{
     datapath::{check_fits, Counts, MapSizeRequest, MapSizes},
     decisions::{holding, Decision},
-    feeds::{self, FeedSet},
+    feeds::{self, compile::CompileCache, FeedSet},
     inventory,
     policy::{
         compile::{compile, Compiled},
@@ -86,21 +86,33 @@ pub(super) fn cached_feeds(opts: &RunOptions, file: &Policy) -> Arc<FeedSet> {
     ))
 }
 
-/// What a new datapath's first generation holds (`policy` with the cached
-/// feeds) and the map sizes for it: the rule `check` applies, the policy
-/// and one as large must fit.
-pub(super) fn first_generation(
-    opts: &RunOptions,
-    file: &Policy,
-    policy: &Policy,
-) -> Result<(Compiled, MapSizes, Arc<FeedSet>)> {
+/// A new datapath's first generation.
+pub(super) struct First {
+    /// `policy` with the cached feeds.
+    pub compiled: Compiled,
+    /// The map sizes for it.
+    pub sizes: MapSizes,
+    pub feeds: Arc<FeedSet>,
+    /// Holds the feeds' compilation, so that the engine's first decisions
+    /// reuse it rather than compile every entry again.
+    pub feed_cache: CompileCache,
+}
+
+/// What a new datapath's first generation holds and the map sizes for it:
+/// the rule `check` applies, the policy and one as large must fit.
+pub(super) fn first_generation(opts: &RunOptions, file: &Policy, policy: &Policy) -> Result<First> {
     let feed_set = cached_feeds(opts, file);
-    let compiled =
-        compile(policy).with_feeds(feeds::compile::compile(&feed_set, &policy.doc.feeds));
+    let mut feed_cache = CompileCache::default();
+    let compiled = compile(policy).with_feeds(feed_cache.compile(&feed_set, &policy.doc.feeds));
     let counts = Counts::of(&compiled);
     let sizes = opts.sizes.resolve(&counts);
     check_fits(&sizes, &counts, &counts)?;
-    Ok((compiled, sizes, feed_set))
+    Ok(First {
+        compiled,
+        sizes,
+        feeds: feed_set,
+        feed_cache,
+    })
 }
 
 pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {
@@ -141,4 +153,53 @@ pub(super) fn recorded(
     let mut file = Policy::from_str(&text, &rec.path).ok()?;
     file.keep_ids(&rec.segment_ids);
     Some((Arc::new(file), bytes, rec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_generation_hands_its_feed_compilation_on() {
+        let state = std::env::temp_dir().join(format!("ispf-boot-{}", std::process::id()));
+        let cache = feeds_dir(&state);
+        std::fs::create_dir_all(&cache).unwrap();
+        let text = r#"{ "version": 1, "segments": [{ "name": "a" }],
+            "devices": [{ "name": "d", "ipv4": "10.0.0.1", "segment": "a" }],
+            "rules": [],
+            "feeds": [{ "name": "block", "source": "/nonexistent", "format": "plain", "action": "deny" }] }"#;
+        let policy = Policy::from_str(text, std::path::Path::new("t.json")).expect("valid");
+        std::fs::write(
+            feeds::refresh::cache_file(&cache, "block"),
+            "192.0.2.7\n198.51.100.0/24\n",
+        )
+        .unwrap();
+        let opts = RunOptions {
+            policy: "t.json".into(),
+            interfaces: vec![],
+            pin_dir: state.join("pins"),
+            run_dir: state.join("run"),
+            sizes: Default::default(),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_allow_remote: false,
+            events_out: None,
+            reapply: false,
+            attach: ports::AttachOptions {
+                hook: ports::Hook::Xdp,
+                keep_gro_off: false,
+            },
+            state_dir: state.clone(),
+            max_unknown_devices: 0,
+            alert_webhook: None,
+            fleet: None,
+        };
+        let mut first = first_generation(&opts, &policy, &policy).unwrap();
+        std::fs::remove_dir_all(&state).unwrap();
+        assert_eq!(first.compiled.feeds.v4.len(), 1, "the cached feed was read");
+        assert_eq!(first.compiled.feeds.net4.len(), 1);
+        // The engine's first decision asks the cache again with the same
+        // contents: it must get this very compilation, not a new one.
+        let again = first.feed_cache.compile(&first.feeds, &policy.doc.feeds);
+        assert!(Arc::ptr_eq(&first.compiled.feeds, &again));
+    }
 }

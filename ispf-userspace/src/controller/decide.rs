@@ -16,7 +16,8 @@ use crate::{
     clock::now_rfc3339,
     control::Response,
     decisions::{
-        enforced_sha256, holding, plan, with_plan, Decision, DecisionRequest, Kind, Known, Plan,
+        enforced_sha256, holding, overlay, plan, with_plan, Decision, DecisionRequest, Index, Kind,
+        Known, Plan,
     },
     feeds::FeedSet,
     inventory::{db, judge::Judge, store},
@@ -29,9 +30,24 @@ use crate::{
 /// The file with the decisions that hold at `now` applied, with the file's
 /// segment ids and the hash the datapath will hold for it.
 pub fn desired(file: &Arc<Policy>, decisions: &[Decision], now: i64) -> Result<Arc<Policy>> {
+    desired_on(file, None, decisions, now)
+}
+
+/// [`desired`], on `index` of `file` when given: only what the decisions
+/// change is checked, unless that finds something full validation must
+/// word.
+fn desired_on(
+    file: &Arc<Policy>,
+    index: Option<&Index>,
+    decisions: &[Decision],
+    now: i64,
+) -> Result<Arc<Policy>> {
     let hold = holding(decisions, now);
     if hold.is_empty() {
         return Ok(file.clone());
+    }
+    if let Some(p) = index.and_then(|x| overlay(file, x, decisions, now)) {
+        return Ok(Arc::new(p));
     }
     let doc = crate::decisions::effective(&file.doc, decisions, now);
     let mut p = Policy::from_doc_unhashed(doc).map_err(|problems| {
@@ -83,6 +99,13 @@ fn held(decisions: &[Decision], now: i64) -> Vec<Decision> {
 }
 
 impl Engine {
+    /// [`desired`] over the enforced file, on its index (made once per
+    /// file).
+    pub(super) fn desired(&mut self, decisions: &[Decision], now: i64) -> Result<Arc<Policy>> {
+        let index = self.file_index.of(&self.file);
+        desired_on(&self.file, Some(&index), decisions, now)
+    }
+
     /// Applies `file` with `decisions` (already worked out as `policy` for
     /// `now`) as one generation. The run directory knows it before the
     /// kernel does.
@@ -262,7 +285,7 @@ impl Engine {
         if self.fleet.is_some() {
             return self.write_to_fleet(plans, outcomes, actor);
         }
-        let policy = desired(&self.file, &decisions, now)?;
+        let policy = self.desired(&decisions, now)?;
         let entries: Vec<store::TimelineEntry> = plans
             .iter()
             .map(|p| store::TimelineEntry {

@@ -80,6 +80,8 @@ pub struct Started {
     pub decisions: Vec<Decision>,
     /// The feeds' contents applied.
     pub feeds: Arc<FeedSet>,
+    /// Their compilation, when the start made one.
+    pub feed_cache: crate::feeds::compile::CompileCache,
     pub enforced: Enforced,
     pub adopted: bool,
     pub ports: Vec<InterfaceStatus>,
@@ -98,6 +100,9 @@ pub struct Engine {
     pub feeds: Arc<FeedSet>,
     /// Their compilation, reused across decisions.
     pub(super) feed_cache: crate::feeds::compile::CompileCache,
+    /// The enforced file's devices by MAC, address and name, for
+    /// decisions.
+    pub(super) file_index: crate::decisions::IndexCache,
     /// The inventory database, where decisions are recorded.
     pub inventory_db: PathBuf,
     pub(super) db: Option<rusqlite::Connection>,
@@ -134,7 +139,8 @@ impl Engine {
             policy: s.policy,
             decisions: Arc::new(s.decisions),
             feeds: s.feeds,
-            feed_cache: Default::default(),
+            feed_cache: s.feed_cache,
+            file_index: Default::default(),
             inventory_db,
             db: None,
             enforced: s.enforced,

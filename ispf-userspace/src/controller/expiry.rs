@@ -6,10 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::{
-    decide::desired,
-    engine::{log, unix_now, Engine},
-};
+use super::engine::{log, unix_now, Engine};
 use crate::{
     clock::rfc3339,
     decisions::{holding, Decision},
@@ -36,7 +33,7 @@ impl Engine {
             .filter(|d| d.expires.is_none_or(|e| e > now))
             .cloned()
             .collect();
-        let applied = desired(&self.file, &kept, now).and_then(|policy| {
+        let applied = self.desired(&kept, now).and_then(|policy| {
             let file = self.file.clone();
             let path = self.enforced.path.clone();
             self.enforce(file, policy, &path, None, kept, now)
@@ -79,7 +76,7 @@ impl Engine {
     /// ran).
     pub fn converge(&mut self, recorded: Vec<Decision>) -> Result<()> {
         let now = unix_now();
-        let want = desired(&self.file, &recorded, now)?;
+        let want = self.desired(&recorded, now)?;
         if want.sha256 == self.policy.sha256 {
             self.decisions = Arc::new(recorded);
             return Ok(());

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, Result};
 
 use super::{
-    decide::{changes, desired, merge},
+    decide::{changes, merge},
     engine::{log, unix_now, Engine, Outcome},
 };
 use crate::{
@@ -93,7 +93,7 @@ impl Engine {
                 actor: None,
             }
         }));
-        let policy = desired(&self.file, &set, now).map_err(|e| format!("{e:#}"))?;
+        let policy = self.desired(&set, now).map_err(|e| format!("{e:#}"))?;
         // etcd is the record in a fleet; the local copy serves a restart
         // without etcd, so a failure to write it does not stop enforcement.
         if let Ok(conn) = self.db() {

@@ -83,12 +83,12 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
             file.clone()
         }
     };
-    let (compiled, sizes, feed_set) = first_generation(opts, &file, &policy)?;
-    let mut dp = Datapath::load_pinned(sizes, &opts.pin_dir)?;
+    let first = first_generation(opts, &file, &policy)?;
+    let mut dp = Datapath::load_pinned(first.sizes, &opts.pin_dir)?;
     let enforced = enforced_record(&file, &policy, &decisions, now, &opts.policy);
     let started = (|| -> Result<Vec<InterfaceStatus>> {
         run.save_policy(&enforced.sha256, &bytes)?;
-        dp.apply(&compiled)?;
+        dp.apply(&first.compiled)?;
         let mut attached = Vec::new();
         for iface in &opts.interfaces {
             attached.push(ports::attach(&mut dp, iface, &opts.pin_dir, opts.attach)?);
@@ -109,7 +109,8 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
         file,
         policy,
         decisions,
-        feeds: feed_set,
+        feeds: first.feeds,
+        feed_cache: first.feed_cache,
         enforced: enforced.clone(),
         adopted: false,
         ports,
@@ -234,6 +235,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
         policy,
         decisions,
         feeds: Arc::new(FeedSet::default()),
+        feed_cache: Default::default(),
         enforced: enforced.clone(),
         adopted: true,
         ports: port_list,

@@ -76,21 +76,21 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
     };
     let now = unix_now();
     let policy = decide::desired(&file, &decisions, now)?;
-    let (compiled, sizes, _) = first_generation(opts, &file, &policy)?;
+    let first = first_generation(opts, &file, &policy)?;
     let rec = enforced_record(&file, &policy, &decisions, now, &path);
     let staging = migrate::staging_dir(&opts.pin_dir);
 
     // Until the ports are switched, a failure leaves the old datapath as
     // the only one.
     let prepared = (|| -> Result<(Datapath, migrate::Carried)> {
-        let mut dp = Datapath::load_pinned(sizes, &staging)?;
+        let mut dp = Datapath::load_pinned(first.sizes, &staging)?;
         crash_point("during-staging");
         if !carry {
             handover::nothing_to_carry(&opts.pin_dir)?;
         }
         dp.continue_epochs_after(old.meta.epoch);
         run.save_policy(&rec.sha256, &bytes)?;
-        dp.apply(&compiled)?;
+        dp.apply(&first.compiled)?;
         let mut carried = migrate::Carried::default();
         if carry {
             carried = dp.carry_state(&old, Pass::All)?;

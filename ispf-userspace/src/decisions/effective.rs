@@ -20,14 +20,8 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
     if hold.is_empty() {
         return out;
     }
-    let unknown = doc.defaults.unknown_source.clone();
-    let target = |d: &Decision, file_segment: &str| match d.kind {
-        Kind::Quarantine => Some(unknown.clone()),
-        _ => d
-            .segment
-            .clone()
-            .or_else(|| (!file_segment.is_empty()).then(|| file_segment.to_owned())),
-    };
+    let unknown = doc.defaults.unknown_source.as_str();
+    let target = |d: &Decision, file_segment: &str| target(d, file_segment, unknown);
     // Addresses the file gives a device, by the owner's position (the
     // last entry naming an address owns it, as validation reports it).
     // Indexes, not copies: this runs for every decision over every device.
@@ -91,46 +85,74 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
                 }
             }
         }
-        let base = d
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("{}-{}", d.kind.as_str(), mac.replace(':', "")));
-        let taken = |n: &str| names.contains(n) || added.contains(n);
-        let name = if taken(&base) {
-            format!("{base}-{}", mac.replace(':', ""))
-        } else {
-            base
-        };
+        let name = added_name(d, mac, |n| names.contains(n) || added.contains(n));
         added.insert(name.clone());
-        let v4: Vec<String> = own
-            .iter()
-            .filter(|a| a.is_ipv4())
-            .map(|a| a.to_string())
-            .collect();
-        let v6: Vec<String> = own
-            .iter()
-            .filter(|a| a.is_ipv6())
-            .map(|a| a.to_string())
-            .collect();
-        let mut dev: DeviceDoc = serde_json::from_value(serde_json::json!({
-            "name": name,
-            "mac": mac,
-            "segment": segment,
-        }))
-        .expect("a device document");
-        if !v4.is_empty() {
-            dev.ipv4 = serde_json::from_value(serde_json::json!(v4)).ok();
-        }
-        if !v6.is_empty() {
-            dev.ipv6 = serde_json::from_value(serde_json::json!(v6)).ok();
-        }
-        dev.risk = d
-            .risk
-            .as_deref()
-            .and_then(|r| serde_json::from_value(serde_json::json!(r)).ok());
+        let dev = added_device(name, mac, segment, &own, d.risk.as_deref());
         out.devices.push(dev);
     }
     out
+}
+
+/// The segment decision `d` puts a device in (`file_segment`: where the
+/// file has it, empty if the file does not register it): a quarantine's is
+/// `unknown`, the segment it names, else the file's; `None`: nowhere.
+pub(super) fn target(d: &Decision, file_segment: &str, unknown: &str) -> Option<String> {
+    match d.kind {
+        Kind::Quarantine => Some(unknown.to_owned()),
+        _ => d
+            .segment
+            .clone()
+            .or_else(|| (!file_segment.is_empty()).then(|| file_segment.to_owned())),
+    }
+}
+
+/// The name of the entry decision `d` adds for `mac`: its own, else one
+/// made of its kind and the MAC; a name `taken` gets the MAC appended.
+pub(super) fn added_name(d: &Decision, mac: &str, taken: impl Fn(&str) -> bool) -> String {
+    let base = d
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", d.kind.as_str(), mac.replace(':', "")));
+    if taken(&base) {
+        format!("{base}-{}", mac.replace(':', ""))
+    } else {
+        base
+    }
+}
+
+/// The entry a decision adds for a device the file does not register by
+/// MAC: its MAC, segment, the addresses it owns and, for an admit, risk.
+pub(super) fn added_device(
+    name: String,
+    mac: &str,
+    segment: String,
+    own: &[IpAddr],
+    risk: Option<&str>,
+) -> DeviceDoc {
+    let v4: Vec<String> = own
+        .iter()
+        .filter(|a| a.is_ipv4())
+        .map(|a| a.to_string())
+        .collect();
+    let v6: Vec<String> = own
+        .iter()
+        .filter(|a| a.is_ipv6())
+        .map(|a| a.to_string())
+        .collect();
+    let mut dev: DeviceDoc = serde_json::from_value(serde_json::json!({
+        "name": name,
+        "mac": mac,
+        "segment": segment,
+    }))
+    .expect("a device document");
+    if !v4.is_empty() {
+        dev.ipv4 = serde_json::from_value(serde_json::json!(v4)).ok();
+    }
+    if !v6.is_empty() {
+        dev.ipv6 = serde_json::from_value(serde_json::json!(v6)).ok();
+    }
+    dev.risk = risk.and_then(|r| serde_json::from_value(serde_json::json!(r)).ok());
+    dev
 }
 
 /// SHA-256 of what is enforced: the policy file's bytes and the decisions

@@ -6,9 +6,12 @@
 //! and `ispf check` all read the same thing.
 
 //!
-//! `effective` computes the desired state; `plan` works out a request.
+//! `effective` computes the desired state; `overlay` computes the same on
+//! the validated file, for each runtime decision; `plan` works out a
+//! request.
 
 mod effective;
+mod overlay;
 mod plan;
 
 use std::{collections::BTreeMap, net::IpAddr};
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{parse_mac, Policy};
 
 pub use effective::{effective, enforced_sha256, file_change_effects};
+pub use overlay::{overlay, Index, IndexCache};
 pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
 
 #[derive(Debug, thiserror::Error)]

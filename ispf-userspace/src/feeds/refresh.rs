@@ -19,7 +19,7 @@ use crate::{
 
 /// Where a feed's last good text is kept (its name hashed: names may hold
 /// any character).
-fn cache_file(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn cache_file(dir: &Path, name: &str) -> PathBuf {
     let h = crate::policy::hex(&crate::policy::sha256(name.as_bytes()));
     dir.join(format!("{}.feed", &h[..32]))
 }
