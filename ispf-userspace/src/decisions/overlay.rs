@@ -226,15 +226,31 @@ mod tests {
             "02:00:00:00:00:99",
             "02:00:00:00:00:98",
             "02:00:00:00:00:97",
+            "02-00-00-00-00-97",
             "03:00:00:00:00:01",
             "00:00:00:00:00:00",
             "not-a-mac",
         ];
         let kinds = [Kind::Quarantine, Kind::Role, Kind::Admit];
-        let segments = [None, Some("guest"), Some("ws"), Some("pumps"), Some("gone")];
+        let segments = [
+            None,
+            Some("guest"),
+            Some("ws"),
+            Some("pumps"),
+            Some("world"),
+            Some("quarantine"),
+            Some("gone"),
+        ];
         let names = [None, Some("p1"), Some("new"), Some("admit-020000000099")];
-        let pool: [IpAddr; 7] = [
-            "10.0.0.1", "10.0.0.9", "fd00::7", "10.0.1.1", "10.0.5.5", "fd00::55", "10.0.5.6",
+        let pool: [IpAddr; 8] = [
+            "10.0.0.1",
+            "10.0.0.9",
+            "fd00::7",
+            "10.0.1.1",
+            "10.0.5.5",
+            "fd00::55",
+            "10.0.5.6",
+            "::ffff:10.0.0.1",
         ]
         .map(|a| a.parse().unwrap());
         let addresses = (0..r.below(4)).map(|_| *r.pick(&pool)).collect();
