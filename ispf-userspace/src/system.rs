@@ -4,6 +4,7 @@
 
 use std::{
     ffi::CString,
+    os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -64,6 +65,14 @@ fn is_bpffs(path: &Path) -> bool {
 /// `/sys/fs/bpf` when nothing is mounted there yet.
 pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
     let root = Path::new("/sys/fs/bpf");
+    // Two first starts racing here would both mount bpffs, the second over
+    // the first: the first controller's pins and lock would then be hidden
+    // from the second. Checked and mounted under a lock on the parent (not
+    // on bpffs, so it exists before the mount); released when dropped.
+    let _serial = std::fs::File::open("/sys/fs").ok().filter(|f| {
+        // SAFETY: flock on a descriptor this function owns.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) == 0 }
+    });
     if dir.starts_with(root) && !is_bpffs(root) {
         let src = CString::new("bpf").expect("static");
         let target = CString::new("/sys/fs/bpf").expect("static");
@@ -252,4 +261,27 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: writes into a timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    fn bpffs_is_checked_and_mounted_one_start_at_a_time() {
+        let held = std::fs::File::open("/sys/fs").unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let other = std::thread::spawn(|| {
+            let t = Instant::now();
+            let _ = ensure_bpffs(Path::new("/sys/fs/bpf/ispf-unit-serial"));
+            t.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        drop(held);
+        let waited = other.join().unwrap();
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    }
 }
