@@ -185,11 +185,14 @@ fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> 
 }
 
 fn detach(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
+    // Known before the request: a controller started right after this one
+    // stops must not be waited for.
+    let holder = controller::holder(run_dir);
     match control::request(run_dir, &Request::Detach, Duration::from_secs(30)) {
         Ok(Response::Detached) => {
             // It answers before it has let go of its directories: a start
             // right after would be refused as "in use".
-            if controller::stopped(run_dir, Duration::from_secs(30)) {
+            if controller::stopped(run_dir, holder, Duration::from_secs(30)) {
                 println!("detached; the controller has stopped");
             } else {
                 println!("detached; the controller is still stopping");

@@ -94,12 +94,23 @@ impl Exclusive {
         Ok((x, pins))
     }
 
-    /// Waits up to `within` for whoever holds `run_dir` to let go (a
-    /// controller that answered a detach is still shutting down);
-    /// whether it did.
-    pub fn released(run_dir: &Path, within: Duration) -> bool {
+    /// The pid holding `dir`'s lock, if any.
+    pub fn holder_pid(dir: &Path) -> Option<u32> {
+        let m = fs::metadata(dir).ok()?;
+        let locks = fs::read_to_string("/proc/locks").ok()?;
+        holder_pid(&locks, m.dev(), m.ino())
+    }
+
+    /// Waits up to `within` for `pid` (or, if not known, whoever holds
+    /// `run_dir`) to let go of it: a controller that answered a detach is
+    /// still shutting down. Whether it did; a new controller that took
+    /// the directory meanwhile does not make this wait.
+    pub fn released(run_dir: &Path, pid: Option<u32>, within: Duration) -> bool {
         let until = Instant::now() + within;
         loop {
+            if pid.is_some_and(|p| Self::holder_pid(run_dir).is_some_and(|h| h != p)) {
+                return true;
+            }
             match lock(run_dir, "run directory") {
                 Ok(_) => return true,
                 Err(ExclusiveError::Io { source, .. })
@@ -304,9 +315,18 @@ mod tests {
         // directory alone.
         drop(Exclusive::for_run(&pins, &base.join("run3")).err());
         assert!(pins.exists());
-        assert!(!Exclusive::released(&run, Duration::from_millis(50)));
+        assert!(!Exclusive::released(&run, None, Duration::from_millis(50)));
+        let me = Exclusive::holder_pid(&run);
+        assert_eq!(me, Some(std::process::id()));
+        // Held by this process, not by the one it waits for.
+        assert!(Exclusive::released(
+            &run,
+            Some(1),
+            Duration::from_millis(50)
+        ));
+        assert!(!Exclusive::released(&run, me, Duration::from_millis(50)));
         drop(first);
-        assert!(Exclusive::released(&run, Duration::from_secs(1)));
+        assert!(Exclusive::released(&run, None, Duration::from_secs(1)));
         // Released, and the pin directory this start made (empty) is gone.
         assert!(!pins.exists());
         let again = Exclusive::for_run(&pins, &run).unwrap();

@@ -79,10 +79,16 @@ pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Vec<String>> {
     engine::detach(pin_dir, &run)
 }
 
-/// Whether the controller on `run_dir` has let go of it within `within`
-/// (it answers a detach before it has finished stopping).
-pub fn stopped(run_dir: &Path, within: Duration) -> bool {
-    exclusive::Exclusive::released(run_dir, within)
+/// The pid of the controller holding `run_dir`, if one does.
+pub fn holder(run_dir: &Path) -> Option<u32> {
+    exclusive::Exclusive::holder_pid(run_dir)
+}
+
+/// Whether the controller `pid` (as [`holder`] named it before a detach;
+/// `None`: whoever holds it) has let go of `run_dir` within `within` (it
+/// answers a detach before it has finished stopping).
+pub fn stopped(run_dir: &Path, pid: Option<u32>, within: Duration) -> bool {
+    exclusive::Exclusive::released(run_dir, pid, within)
 }
 
 /// Runs the controller until SIGTERM/SIGINT (enforcement stays) or a
