@@ -7,6 +7,7 @@ use std::{
     os::fd::AsRawFd,
     path::{Path, PathBuf},
     process::Command,
+    time::{Duration, Instant},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,32 +66,14 @@ fn is_bpffs(path: &Path) -> bool {
 /// `/sys/fs/bpf` when nothing is mounted there yet.
 pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
     let root = Path::new("/sys/fs/bpf");
-    // Two first starts racing here would both mount bpffs, the second over
-    // the first: the first controller's pins and lock would then be hidden
-    // from the second. Checked and mounted under a lock on the parent (not
-    // on bpffs, so it exists before the mount); released when dropped.
-    let _serial = std::fs::File::open("/sys/fs").ok().filter(|f| {
-        // SAFETY: flock on a descriptor this function owns.
-        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) == 0 }
-    });
     if dir.starts_with(root) && !is_bpffs(root) {
-        let src = CString::new("bpf").expect("static");
-        let target = CString::new("/sys/fs/bpf").expect("static");
-        // SAFETY: valid NUL-terminated strings; no data argument.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                target.as_ptr(),
-                src.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(SystemError::Bpffs {
-                path: root.to_owned(),
-                source: std::io::Error::last_os_error(),
-            });
+        // Two first starts racing here would both mount bpffs, the second
+        // over the first, each then seeing its own empty pin directory and
+        // lock. Serialised under a lock on the parent (not on bpffs, so it
+        // exists before the mount), checked again under it.
+        let _serial = serial_lock(MOUNT_LOCK_WAIT);
+        if !is_bpffs(root) {
+            mount_bpffs(root)?;
         }
     }
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(root);
@@ -100,6 +83,50 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
         });
     }
     Ok(())
+}
+
+fn mount_bpffs(root: &Path) -> Result<(), SystemError> {
+    let src = CString::new("bpf").expect("static");
+    let target = CString::new(root.as_os_str().as_encoded_bytes()).expect("no NUL in a path");
+    // SAFETY: valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(SystemError::Bpffs {
+            path: root.to_owned(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// How long a start waits for another to finish mounting bpffs.
+const MOUNT_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// The lock that serialises mounting bpffs, waited for up to `within`.
+/// `/sys/fs` is readable by anyone, so anyone can hold it: past `within`
+/// (or where it cannot be opened) the start goes on without it rather than
+/// wait on a stranger; the mount race it guards against is the rare case.
+fn serial_lock(within: Duration) -> Option<std::fs::File> {
+    let f = std::fs::File::open("/sys/fs").ok()?;
+    let until = Instant::now() + within;
+    loop {
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Some(f);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Id of the XDP program attached to `iface`, if any (via iproute2).
@@ -265,23 +292,22 @@ pub fn monotonic_ns() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
 
     #[test]
-    fn bpffs_is_checked_and_mounted_one_start_at_a_time() {
+    fn bpffs_is_mounted_one_start_at_a_time_and_a_stranger_cannot_hold_it_up() {
         let held = std::fs::File::open("/sys/fs").unwrap();
         // SAFETY: flock on a descriptor this test owns.
         assert_eq!(unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let other = std::thread::spawn(|| {
-            let t = Instant::now();
-            let _ = ensure_bpffs(Path::new("/sys/fs/bpf/ispf-unit-serial"));
-            t.elapsed()
-        });
-        std::thread::sleep(Duration::from_millis(300));
+        // Someone else holds it for too long: given up, not waited forever.
+        let t = Instant::now();
+        assert!(serial_lock(Duration::from_millis(100)).is_none());
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        // Released meanwhile: taken.
+        let other = std::thread::spawn(|| serial_lock(Duration::from_secs(30)).is_some());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!other.is_finished(), "taken while held");
         drop(held);
-        let waited = other.join().unwrap();
-        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(other.join().unwrap());
     }
 }

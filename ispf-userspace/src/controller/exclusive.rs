@@ -101,16 +101,34 @@ impl Exclusive {
         holder_pid(&locks, m.dev(), m.ino())
     }
 
-    /// Waits up to `within` for `pid` (or, if not known, whoever holds
-    /// `run_dir`) to let go of it: a controller that answered a detach is
-    /// still shutting down. Whether it did; a new controller that took
-    /// the directory meanwhile does not make this wait.
+    /// Waits up to `within` for `pid` (as [`Self::holder_pid`] named it;
+    /// `None`: whoever holds `run_dir`) to let go of it: a controller that
+    /// answered a detach is still shutting down. Whether it did; a new
+    /// controller that took the directory meanwhile does not make this
+    /// wait.
     pub fn released(run_dir: &Path, pid: Option<u32>, within: Duration) -> bool {
         let until = Instant::now() + within;
-        loop {
-            if pid.is_some_and(|p| Self::holder_pid(run_dir).is_some_and(|h| h != p)) {
-                return true;
+        if let Some(p) = pid {
+            // Watched in /proc/locks, never by taking the lock: a start
+            // that came at the moment of a probe would be refused. Gone in
+            // two reads running: /proc/locks can tear across reads.
+            let mut gone = 0;
+            loop {
+                gone = if Self::holder_pid(run_dir) == Some(p) {
+                    0
+                } else {
+                    gone + 1
+                };
+                if gone >= 2 {
+                    return true;
+                }
+                if Instant::now() >= until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
+        }
+        loop {
             match lock(run_dir, "run directory") {
                 Ok(_) => return true,
                 Err(ExclusiveError::Io { source, .. })
