@@ -1,7 +1,10 @@
 //! The desired state: the policy file with the decisions that hold
 //! applied, its hash, and what a new file changes about the decisions.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::BTreeSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use foldhash::{fast::RandomState as Fast, HashMap, HashSet};
 
@@ -43,10 +46,9 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
     // Decisions by MAC as bytes, so the file's devices are matched without
     // a string per device. A decision names its MAC in canonical form;
     // one that does not matches no device, as a string comparison would.
-    let canonical = |m: &str| parse_mac(m).filter(|b| mac_string(b) == m);
     let by_mac: HashMap<[u8; 6], &Decision> = hold
         .iter()
-        .filter_map(|(m, d)| Some((canonical(m)?, *d)))
+        .filter_map(|(m, d)| Some((canonical_bytes(m)?, *d)))
         .collect();
     let mut placed = HashSet::default();
     for dev in &mut out.devices {
@@ -61,7 +63,7 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         }
     }
     for (mac, d) in &hold {
-        if canonical(mac).is_some_and(|m| placed.contains(&m)) {
+        if canonical_bytes(mac).is_some_and(|m| placed.contains(&m)) {
             continue;
         }
         let Some(segment) = target(d, "") else {
@@ -91,6 +93,25 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         out.devices.push(dev);
     }
     out
+}
+
+/// The bytes of `mac` if it is written in canonical form: the only form
+/// that matches a device (as a string comparison would).
+pub(super) fn canonical_bytes(mac: &str) -> Option<[u8; 6]> {
+    parse_mac(mac).filter(|b| mac_string(b) == mac)
+}
+
+/// `own` split into its IPv4 and IPv6 addresses, in order.
+pub(super) fn by_family(own: &[IpAddr]) -> (Vec<Ipv4Addr>, Vec<Ipv6Addr>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for a in own {
+        match a {
+            IpAddr::V4(a) => v4.push(*a),
+            IpAddr::V6(a) => v6.push(*a),
+        }
+    }
+    (v4, v6)
 }
 
 /// The segment decision `d` puts a device in (`file_segment`: where the
@@ -129,16 +150,7 @@ pub(super) fn added_device(
     own: &[IpAddr],
     risk: Option<&str>,
 ) -> DeviceDoc {
-    let v4: Vec<String> = own
-        .iter()
-        .filter(|a| a.is_ipv4())
-        .map(|a| a.to_string())
-        .collect();
-    let v6: Vec<String> = own
-        .iter()
-        .filter(|a| a.is_ipv6())
-        .map(|a| a.to_string())
-        .collect();
+    let (v4, v6) = by_family(own);
     let mut dev: DeviceDoc = serde_json::from_value(serde_json::json!({
         "name": name,
         "mac": mac,

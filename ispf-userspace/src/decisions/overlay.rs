@@ -17,10 +17,10 @@ use std::{net::IpAddr, sync::Arc};
 use foldhash::{fast::RandomState as Fast, HashMap, HashSet};
 
 use super::{
-    effective::{added_device, added_name, enforced_sha256, target},
-    holding, mac_string, Decision,
+    effective::{added_device, added_name, by_family, canonical_bytes, enforced_sha256, target},
+    holding, Decision,
 };
-use crate::policy::{parse_mac, Device, Policy};
+use crate::policy::{is_device_mac, parse_mac, Device, Policy};
 
 /// Where a validated file's devices are, by MAC, address and name.
 pub struct Index {
@@ -84,9 +84,7 @@ pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -
     let mut added_macs: HashSet<[u8; 6]> = HashSet::default();
     let mut added_ips: HashMap<IpAddr, usize> = HashMap::default();
     for (mac, d) in &hold {
-        let registered = parse_mac(mac)
-            .filter(|b| mac_string(b) == *mac)
-            .and_then(|b| index.by_mac.get(&b));
+        let registered = canonical_bytes(mac).and_then(|b| index.by_mac.get(&b));
         if let Some(&i) = registered {
             if let Some(seg) = target(d, &doc.devices[i].segment, unknown) {
                 devices[i].segment = file.segment_id(&seg)?;
@@ -116,7 +114,7 @@ pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -
         let bytes = parse_mac(mac)?;
         let fresh_name = !index.names.contains(&name) && added_names.insert(name.clone());
         let fresh_mac = !index.by_mac.contains_key(&bytes) && added_macs.insert(bytes);
-        if !fresh_name || !fresh_mac || bytes[0] & 1 == 1 || bytes == [0; 6] {
+        if !fresh_name || !fresh_mac || !is_device_mac(&bytes) {
             return None;
         }
         let position = devices.len();
@@ -125,23 +123,12 @@ pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -
                 return None;
             }
         }
+        let (ipv4, ipv6) = by_family(&own);
         devices.push(Device {
             name: name.clone(),
             mac: Some(bytes),
-            ipv4: own
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V4(v) => Some(*v),
-                    IpAddr::V6(_) => None,
-                })
-                .collect(),
-            ipv6: own
-                .iter()
-                .filter_map(|a| match a {
-                    IpAddr::V6(v) => Some(*v),
-                    IpAddr::V4(_) => None,
-                })
-                .collect(),
+            ipv4,
+            ipv6,
             vlan: 0,
             segment: segment_id,
         });

@@ -23,7 +23,7 @@ pub use identity::{IdentityDoc, RadiusDoc, RoleDoc};
 use ipnet::IpNet;
 pub use model::*;
 pub use sections::*;
-pub use validate::parse_mac;
+pub use validate::{is_device_mac, parse_mac};
 
 /// One problem in a policy document, at a JSON path such as `rules[3].ports[0]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,6 +33,11 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     (n == mac.len()).then_some(mac)
 }
 
+/// Whether a device can send from `mac`: neither multicast nor zero.
+pub fn is_device_mac(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && *mac != [0; 6]
+}
+
 pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
     let mut pr = Problems(Vec::new());
     if doc.version != 1 {
@@ -204,7 +209,7 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
                 );
                 None
             }
-            Some(mac) if mac[0] & 1 == 1 || mac == [0; 6] => {
+            Some(mac) if !is_device_mac(&mac) => {
                 pr.add(
                     format!("{}.mac", path()),
                     format!("`{m}` is a multicast or zero MAC, which no device sends from"),
