@@ -8,7 +8,8 @@ use std::{fs, path::PathBuf};
 use crate::programs::command;
 
 /// The `ispf` of map layout 3 (commit 91c676f, the last before threat
-/// feeds changed the layout), built on demand into `target/layout3`.
+/// feeds changed the layout), built on demand into `target/layout3`; the
+/// binary is removed whenever the kept source changes.
 pub fn layout3_bin() -> PathBuf {
     let ws = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -31,12 +32,23 @@ pub fn layout3_bin() -> PathBuf {
             .status()
             .expect("tar");
         assert!(st.success(), "extracting {} failed", tarball.display());
+        let _ = fs::remove_file(dir.join("ispf"));
         fs::write(&stamp, &kept).unwrap();
     }
+    // The old binary is kept and its build tree removed: the tree is a
+    // second full debug build (a gigabyte and more), which a CI machine's
+    // disk may not hold beside the workspace's own.
+    let bin = dir.join("ispf");
+    if bin.exists() {
+        return bin;
+    }
+    let build = dir.join("target");
     let st = command("cargo")
         .args(["build", "-q", "-p", "ispf-userspace", "--bin", "ispf"])
         .current_dir(&src)
-        .env("CARGO_TARGET_DIR", dir.join("target"))
+        .env("CARGO_TARGET_DIR", &build)
+        .env("CARGO_INCREMENTAL", "0")
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
         .status()
         .expect("cargo build");
     assert!(
@@ -44,5 +56,7 @@ pub fn layout3_bin() -> PathBuf {
         "building the layout-3 ispf in {} failed",
         src.display()
     );
-    dir.join("target/debug/ispf")
+    fs::copy(build.join("debug/ispf"), &bin).expect("keeping the layout-3 ispf");
+    let _ = fs::remove_dir_all(&build);
+    bin
 }
