@@ -32,7 +32,12 @@ pub fn layout3_bin() -> PathBuf {
             .status()
             .expect("tar");
         assert!(st.success(), "extracting {} failed", tarball.display());
-        let _ = fs::remove_file(dir.join("ispf"));
+        // Nothing built from another source may survive: not its binary,
+        // nor a build tree a failed build left (cargo would compare its
+        // outputs with the archive's older file times and keep them).
+        for old in [dir.join("ispf"), dir.join("target")] {
+            remove(&old);
+        }
         fs::write(&stamp, &kept).unwrap();
     }
     // The old binary is kept and its build tree removed: the tree is a
@@ -56,7 +61,27 @@ pub fn layout3_bin() -> PathBuf {
         "building the layout-3 ispf in {} failed",
         src.display()
     );
-    fs::copy(build.join("debug/ispf"), &bin).expect("keeping the layout-3 ispf");
+    // Renamed into place: a copy cut short (a full disk) is never taken
+    // for the binary.
+    let part = dir.join("ispf.part");
+    fs::copy(build.join("debug/ispf"), &part).expect("keeping the layout-3 ispf");
+    fs::rename(&part, &bin).expect("keeping the layout-3 ispf");
+    // Only disk: a tree left behind is removed with the next source.
     let _ = fs::remove_dir_all(&build);
     bin
+}
+
+/// Removes a file or directory that may not exist.
+fn remove(p: &std::path::Path) {
+    let r = if p.is_dir() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
+    match r {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            panic!("removing {}: {e}", p.display())
+        }
+        _ => {}
+    }
 }
