@@ -356,12 +356,4 @@ pub fn enforced(iface: &str) -> bool {
     tcx || ispf::system::attached_xdp(iface).is_some()
 }
 
-/// `GET /metrics` from a controller's metrics address.
-pub fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
-}
+pub use crate::http::scrape;

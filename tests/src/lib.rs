@@ -9,6 +9,7 @@ pub mod feeds;
 pub mod frames;
 pub mod gen;
 pub mod hl7;
+pub mod http;
 pub mod inventory;
 pub mod layouts;
 pub mod model;

@@ -17,6 +17,9 @@ use ispf::{
 use ispf_common::reason_name;
 use ispf_tests::{care_unit::*, controller::*, frames::*, ispf_bin, netns::*, require_root};
 
+#[path = "controller/restart.rs"]
+mod restart;
+
 #[test]
 fn reload_under_load_is_atomic_and_loses_nothing() {
     require_root();
@@ -164,102 +167,6 @@ fn reload_under_load_is_atomic_and_loses_nothing() {
         (s.generation, s.reloads_ok, s.reloads_failed),
         (401, 400, 0)
     );
-}
-
-#[test]
-fn kill_9_keeps_enforcing_and_restart_adopts_at_tc() {
-    kill_9_keeps_enforcing_and_restart_adopts("tc", "k");
-}
-
-#[test]
-fn kill_9_keeps_enforcing_and_restart_adopts_at_xdp() {
-    kill_9_keeps_enforcing_and_restart_adopts("xdp", "j");
-}
-
-/// One of the two hooks, everything else alike.
-fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
-    require_root();
-    let (_topo, ports) = unit(tag);
-    let (a, _) = policies();
-    let hook_args = ["--hook", hook];
-    let mut ctl = Ctl::start_with(
-        paths(tag),
-        &a,
-        &[&ports[0], &ports[1], &ports[2]],
-        &hook_args,
-    );
-    let (pump, pis) = (format!("ispf-{tag}-pump"), format!("ispf-{tag}-pis"));
-    let mode = if hook == "tc" { "tc" } else { "native" };
-    assert!(ctl.status().interfaces.iter().all(|i| i.mode == mode));
-    assert!(loss(&ping(&pump, "10.50.0.10", 3, "0.2")).contains(" 0% packet loss"));
-    let before = ctl.status();
-    let ct = |s: &control::Status| {
-        // IPv4 and IPv6 flows have a map each.
-        s.maps
-            .iter()
-            .filter(|m| m.name.starts_with("ISPF_CONNTRACK"))
-            .map(|m| m.entries)
-            .sum::<usize>()
-    };
-    assert!(ct(&before) >= 1, "the ping opened a flow");
-
-    // Traffic across the kill: the allowed flow loses nothing, the denied
-    // one stays denied.
-    let pump2 = pump.clone();
-    let pinger = std::thread::spawn(move || ping(&pump2, "10.50.0.10", 100, "0.03"));
-    sleep(Duration::from_millis(500));
-    ctl.kill9();
-    let out = pinger.join().unwrap();
-    assert!(
-        loss(&out).contains(" 0% packet loss"),
-        "ping across kill -9: {}",
-        loss(&out)
-    );
-    assert!(
-        loss(&ping(&pis, "10.10.0.11", 2, "0.2")).contains("100% packet loss"),
-        "PIS -> pump stays denied"
-    );
-    for p in &ports {
-        assert!(enforced(p), "{p} lost its program when the controller died");
-    }
-
-    // Restart: adopts generation, conntrack and counters instead of reloading.
-    let paths_k = ctl.leave_enforcing();
-    let mut ctl = Ctl::start_with(paths_k, &a, &[&ports[0], &ports[1], &ports[2]], &hook_args);
-    let after = ctl.status();
-    assert!(after
-        .interfaces
-        .iter()
-        .all(|i| i.mode == mode && i.attached));
-    assert!(after.adopted);
-    assert_eq!(after.generation, before.generation);
-    assert!(ct(&after) >= 1, "connection state was kept");
-    assert!(
-        after.packets_passed > before.packets_passed,
-        "counters were kept and kept counting"
-    );
-
-    // Detach leaves nothing behind.
-    let out = ctl.cli(&["detach", "--pin-dir", ctl.paths.pin.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = ctl.stderr_after_exit();
-    assert!(stderr.contains("adopted the pinned datapath"), "{stderr}");
-    for p in &ports {
-        assert!(!enforced(p), "{p} still has ispf after detach");
-    }
-    assert!(!ctl.paths.pin.exists(), "pins left behind");
-    assert!(!ctl.paths.run.join("ispf.sock").exists());
-    sleep(Duration::from_millis(200));
-    let leftover: Vec<String> = aya::maps::loaded_maps()
-        .filter_map(|m| m.ok())
-        .filter_map(|m| m.name_as_str().map(str::to_owned))
-        .filter(|n| n.starts_with("ISPF_"))
-        .collect();
-    assert!(leftover.is_empty(), "maps left loaded: {leftover:?}");
 }
 
 #[test]

@@ -18,6 +18,7 @@ use ispf_tests::{
     care_unit::*,
     controller::*,
     etcd::Etcd,
+    http::{sample, wait},
     ispf_bin, require_root,
     services::{tcp_ok, Server},
 };
@@ -25,135 +26,10 @@ use serde_json::Value;
 
 #[path = "fleet/cluster.rs"]
 mod cluster;
+#[path = "fleet/site.rs"]
+mod site;
 
-const SITE: &str = "st-marys";
-
-fn policy(name: &str, extra_rule: &str) -> PathBuf {
-    let text = format!(
-        r#"{{"version": 1,
-        "segments": [
-          {{"name": "pumps", "life_critical": true}},
-          {{"name": "pis-servers", "subnets": ["10.50.0.0/24"]}},
-          {{"name": "workstations"}}
-        ],
-        "devices": [
-          {{"name": "pump", "mac": "{PUMP1}", "ipv4": "10.10.0.11", "segment": "pumps"}},
-          {{"name": "ws", "mac": "{LAPTOP}", "ipv4": "10.99.0.7", "segment": "workstations", "risk": "medium"}}
-        ],
-        "rules": [
-          {{"from": "pumps", "to": "pis-servers", "proto": "tcp", "ports": [2575], "action": "allow"}},
-          {{"from": "workstations", "to": "pis-servers", "proto": "tcp", "ports": [443], "action": "allow"}}{extra_rule}
-        ]}}"#
-    );
-    write_policy(&format!("fleet-{name}"), &text)
-}
-
-fn sha(path: &Path) -> String {
-    ispf::policy::hex(&ispf::policy::sha256(&std::fs::read(path).unwrap()))
-}
-
-fn fleet(urls: &str, args: &[&str]) -> Output {
-    std::process::Command::new(ispf_bin())
-        .arg("fleet")
-        .args(args)
-        .env("ISPF_ETCD", urls)
-        .env("ISPF_SITE", SITE)
-        .output()
-        .unwrap()
-}
-
-fn hosts(urls: &str) -> Vec<Value> {
-    let out = fleet(urls, &["status", "--json"]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn wait(what: &str, within: Duration, mut ok: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    while !ok() {
-        assert!(t.elapsed() < within, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    t.elapsed()
-}
-
-struct Host {
-    ctl: Ctl,
-    tag: &'static str,
-    metrics: String,
-    ports: [String; 3],
-}
-
-fn start_host(tag: &'static str, n: u16, seed: &Path, urls: &str, fresh: bool) -> Host {
-    let p = if fresh {
-        paths(tag)
-    } else {
-        Paths {
-            pin: PathBuf::from(format!("/sys/fs/bpf/ispf-test-{tag}")),
-            run: PathBuf::from(format!("/tmp/ispf-test-run-{tag}")),
-            state: PathBuf::from(format!("/tmp/ispf-test-state-{tag}")),
-        }
-    };
-    let ports = [
-        format!("ip{tag}pump"),
-        format!("ip{tag}pis"),
-        format!("ip{tag}lap"),
-    ];
-    let metrics = format!("127.0.0.1:{}", 19500 + n);
-    let host = format!("host-{tag}");
-    let ctl = Ctl::start_with(
-        p,
-        seed,
-        &[&ports[0], &ports[1], &ports[2]],
-        &[
-            "--etcd",
-            urls,
-            "--site",
-            SITE,
-            "--fleet-host",
-            &host,
-            "--metrics-addr",
-            &metrics,
-        ],
-    );
-    Host {
-        ctl,
-        tag,
-        metrics,
-        ports,
-    }
-}
-
-impl Host {
-    fn ws(&self) -> String {
-        format!("ispf-{}-lap", self.tag)
-    }
-    fn sha(&self) -> String {
-        self.ctl.status().policy_sha256
-    }
-}
-
-/// Whether etcd holds `key`.
-fn etcd_has(urls: &str, key: &str) -> bool {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let endpoints: Vec<&str> = urls.split(',').collect();
-        let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
-        !c.get(key, None).await.unwrap().kvs().is_empty()
-    })
-}
-
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    scrape(addr)
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
+use site::*;
 
 #[test]
 fn a_site_converges_refuses_bad_revisions_and_survives_etcd() {

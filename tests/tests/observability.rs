@@ -5,7 +5,7 @@
 //! Grafana dashboard only asks for metrics that exist.
 
 use std::{
-    io::{BufRead, Read, Write},
+    io::{BufRead, Write},
     net::TcpStream,
     path::PathBuf,
     process::{Child, Command, Stdio},
@@ -14,7 +14,14 @@ use std::{
 };
 
 use ispf::datapath::{Datapath, DatapathError};
-use ispf_tests::{care_unit::*, frames::*, ispf_bin, netns::*, require_root};
+use ispf_tests::{
+    care_unit::*,
+    frames::*,
+    http::{http_get, sample, wait},
+    ispf_bin,
+    netns::*,
+    require_root,
+};
 
 #[path = "observability/grafana.rs"]
 mod grafana;
@@ -30,43 +37,8 @@ impl Drop for Kill {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if ok() {
-            return;
-        }
-        sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// The value of one sample in `/metrics` text.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .find_map(|l| {
-            let (head, value) = l.rsplit_once(' ')?;
-            let all = labels
-                .iter()
-                .all(|(k, v)| head.contains(&format!("{k}=\"{v}\"")));
-            (head.split('{').next() == Some(name) && all).then(|| value.parse().ok())?
-        })
+fn wait_until(what: &str, ok: impl FnMut() -> bool) {
+    wait(what, Duration::from_secs(30), ok);
 }
 
 fn prom_query(q: &str) -> Option<f64> {

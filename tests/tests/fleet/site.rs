@@ -1,0 +1,121 @@
+//! The site the fleet tests run: its policy, its hosts (controllers that
+//! follow it through etcd) and what the tests read off etcd and metrics.
+
+use super::*;
+
+pub const SITE: &str = "st-marys";
+
+pub fn policy(name: &str, extra_rule: &str) -> PathBuf {
+    let text = format!(
+        r#"{{"version": 1,
+        "segments": [
+          {{"name": "pumps", "life_critical": true}},
+          {{"name": "pis-servers", "subnets": ["10.50.0.0/24"]}},
+          {{"name": "workstations"}}
+        ],
+        "devices": [
+          {{"name": "pump", "mac": "{PUMP1}", "ipv4": "10.10.0.11", "segment": "pumps"}},
+          {{"name": "ws", "mac": "{LAPTOP}", "ipv4": "10.99.0.7", "segment": "workstations", "risk": "medium"}}
+        ],
+        "rules": [
+          {{"from": "pumps", "to": "pis-servers", "proto": "tcp", "ports": [2575], "action": "allow"}},
+          {{"from": "workstations", "to": "pis-servers", "proto": "tcp", "ports": [443], "action": "allow"}}{extra_rule}
+        ]}}"#
+    );
+    write_policy(&format!("fleet-{name}"), &text)
+}
+
+pub fn sha(path: &Path) -> String {
+    ispf::policy::hex(&ispf::policy::sha256(&std::fs::read(path).unwrap()))
+}
+
+pub fn fleet(urls: &str, args: &[&str]) -> Output {
+    std::process::Command::new(ispf_bin())
+        .arg("fleet")
+        .args(args)
+        .env("ISPF_ETCD", urls)
+        .env("ISPF_SITE", SITE)
+        .output()
+        .unwrap()
+}
+
+pub fn hosts(urls: &str) -> Vec<Value> {
+    let out = fleet(urls, &["status", "--json"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub struct Host {
+    pub ctl: Ctl,
+    pub tag: &'static str,
+    pub metrics: String,
+    pub ports: [String; 3],
+}
+
+pub fn start_host(tag: &'static str, n: u16, seed: &Path, urls: &str, fresh: bool) -> Host {
+    let p = if fresh {
+        paths(tag)
+    } else {
+        Paths {
+            pin: PathBuf::from(format!("/sys/fs/bpf/ispf-test-{tag}")),
+            run: PathBuf::from(format!("/tmp/ispf-test-run-{tag}")),
+            state: PathBuf::from(format!("/tmp/ispf-test-state-{tag}")),
+        }
+    };
+    let ports = [
+        format!("ip{tag}pump"),
+        format!("ip{tag}pis"),
+        format!("ip{tag}lap"),
+    ];
+    let metrics = format!("127.0.0.1:{}", 19500 + n);
+    let host = format!("host-{tag}");
+    let ctl = Ctl::start_with(
+        p,
+        seed,
+        &[&ports[0], &ports[1], &ports[2]],
+        &[
+            "--etcd",
+            urls,
+            "--site",
+            SITE,
+            "--fleet-host",
+            &host,
+            "--metrics-addr",
+            &metrics,
+        ],
+    );
+    Host {
+        ctl,
+        tag,
+        metrics,
+        ports,
+    }
+}
+
+impl Host {
+    pub fn ws(&self) -> String {
+        format!("ispf-{}-lap", self.tag)
+    }
+    pub fn sha(&self) -> String {
+        self.ctl.status().policy_sha256
+    }
+}
+
+/// Whether etcd holds `key`.
+pub fn etcd_has(urls: &str, key: &str) -> bool {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let endpoints: Vec<&str> = urls.split(',').collect();
+        let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        !c.get(key, None).await.unwrap().kvs().is_empty()
+    })
+}
+
+pub fn metric(addr: &str, name: &str) -> Option<f64> {
+    sample(&scrape(addr), name, &[])
+}
