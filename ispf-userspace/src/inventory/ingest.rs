@@ -31,7 +31,7 @@ use super::{
     oui::Vendors,
     state_of,
     store::{self, Batch, Device, TimelineEntry},
-    View,
+    update, View,
 };
 use crate::decisions::{holding, mac_string};
 
@@ -259,44 +259,14 @@ impl Ingest {
         d.judged = placement.judged.as_str().into();
         // A router forwards for many addresses: none of them is its own.
         if let (Some(a), false) = (ip, router) {
-            let old = match a {
-                IpAddr::V4(a4) => d.ipv4.replace(a4).map(IpAddr::V4),
-                IpAddr::V6(a6) => d.ipv6.replace(a6).map(IpAddr::V6),
-            };
             self.addresses.push((d.mac, a, o.at));
-            if let Some(old) = old.filter(|old| *old != a) {
+            if let Some(old) = update::address(&mut d, a) {
                 self.facts.ip_changes.fetch_add(1, Ordering::Relaxed);
                 self.note(&d, "ip_changed", o.at, format!("{old} -> {a}"), ip);
             }
         }
-        match o.what {
-            Seen::Dhcp(f) => {
-                let changed = (f.hostname.is_some() && f.hostname != d.hostname)
-                    || (f.vendor_class.is_some() && f.vendor_class != d.vendor_class)
-                    || (f.params.is_some() && f.params != d.dhcp_params);
-                if changed {
-                    d.hostname = f.hostname.or(d.hostname.take());
-                    d.vendor_class = f.vendor_class.or(d.vendor_class.take());
-                    d.dhcp_params = f.params.or(d.dhcp_params.take());
-                    let detail = format!(
-                        "DHCP: host name {}, vendor class {}",
-                        d.hostname.as_deref().unwrap_or("-"),
-                        d.vendor_class.as_deref().unwrap_or("-")
-                    );
-                    self.note(&d, "fingerprint", o.at, detail, None);
-                }
-            }
-            Seen::Lldp(name) if d.hostname.is_none() => {
-                d.hostname = Some(name.clone());
-                self.note(
-                    &d,
-                    "fingerprint",
-                    o.at,
-                    format!("LLDP: system name {name}"),
-                    None,
-                );
-            }
-            _ => {}
+        if let Some(detail) = update::fingerprint(&mut d, o.what) {
+            self.note(&d, "fingerprint", o.at, detail, None);
         }
         self.dirty.push(d.mac);
         self.devices.insert(o.mac, d);

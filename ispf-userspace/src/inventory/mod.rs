@@ -19,6 +19,7 @@ pub mod observe;
 pub mod oui;
 pub mod query;
 pub mod store;
+mod update;
 
 use std::{
     path::{Path, PathBuf},
