@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{parse_mac, Policy};
 
 pub use effective::{effective, enforced_sha256, file_change_effects};
-pub use overlay::{overlay, Index, IndexCache};
+pub use overlay::{overlay, IndexCache};
 pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
 
 #[derive(Debug, thiserror::Error)]

@@ -14,58 +14,29 @@
 
 use std::{net::IpAddr, sync::Arc};
 
-use foldhash::{fast::RandomState as Fast, HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 
 use super::{
     effective::{added_device, added_name, by_family, canonical_bytes, enforced_sha256, target},
     holding, Decision,
 };
-use crate::policy::{is_device_mac, parse_mac, Device, Policy};
-
-/// Where a validated file's devices are, by MAC, address and name.
-pub struct Index {
-    by_mac: HashMap<[u8; 6], usize>,
-    by_ip: HashMap<IpAddr, usize>,
-    names: HashSet<String>,
-}
-
-impl Index {
-    pub fn of(file: &Policy) -> Index {
-        let n = file.devices.len();
-        let mut x = Index {
-            by_mac: HashMap::with_capacity_and_hasher(n, Fast::default()),
-            by_ip: HashMap::with_capacity_and_hasher(n, Fast::default()),
-            names: HashSet::with_capacity_and_hasher(n, Fast::default()),
-        };
-        for (i, d) in file.devices.iter().enumerate() {
-            if let Some(m) = d.mac {
-                x.by_mac.insert(m, i);
-            }
-            let v4 = d.ipv4.iter().map(|a| IpAddr::V4(*a));
-            for a in v4.chain(d.ipv6.iter().map(|a| IpAddr::V6(*a))) {
-                x.by_ip.insert(a, i);
-            }
-            x.names.insert(d.name.clone());
-        }
-        x
-    }
-}
+use crate::policy::{is_device_mac, parse_mac, Device, DeviceIndex, Policy};
 
 /// The index of the last file asked about, kept while it is the same file
 /// (the same `Arc`: a reload replaces it).
 #[derive(Default)]
 pub struct IndexCache {
-    last: Option<(Arc<Policy>, Arc<Index>)>,
+    last: Option<(Arc<Policy>, Arc<DeviceIndex>)>,
 }
 
 impl IndexCache {
-    pub fn of(&mut self, file: &Arc<Policy>) -> Arc<Index> {
+    pub fn of(&mut self, file: &Arc<Policy>) -> Arc<DeviceIndex> {
         if let Some((f, x)) = &self.last {
             if Arc::ptr_eq(f, file) {
                 return x.clone();
             }
         }
-        let x = Arc::new(Index::of(file));
+        let x = Arc::new(DeviceIndex::of(file));
         self.last = Some((file.clone(), x.clone()));
         x
     }
@@ -75,7 +46,12 @@ impl IndexCache {
 /// validating [`effective`](super::effective)'s document would give it
 /// with `file`'s segment ids; `None` where that validation could find a
 /// problem.
-pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -> Option<Policy> {
+pub fn overlay(
+    file: &Policy,
+    index: &DeviceIndex,
+    decisions: &[Decision],
+    now: i64,
+) -> Option<Policy> {
     let hold = holding(decisions, now);
     let mut doc = file.doc.clone();
     let mut devices = file.devices.clone();
@@ -84,8 +60,8 @@ pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -
     let mut added_macs: HashSet<[u8; 6]> = HashSet::default();
     let mut added_ips: HashMap<IpAddr, usize> = HashMap::default();
     for (mac, d) in &hold {
-        let registered = canonical_bytes(mac).and_then(|b| index.by_mac.get(&b));
-        if let Some(&i) = registered {
+        let registered = canonical_bytes(mac).and_then(|b| index.by_mac(&b));
+        if let Some(i) = registered {
             if let Some(seg) = target(d, &doc.devices[i].segment, unknown) {
                 devices[i].segment = file.segment_id(&seg)?;
                 doc.devices[i].segment = seg;
@@ -98,10 +74,10 @@ pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -
         let segment_id = file.segment_id(&segment)?;
         let mut own = Vec::new();
         for a in &d.addresses {
-            match index.by_ip.get(a) {
+            match index.by_ip(a) {
                 None => own.push(*a),
                 // A file entry by address alone is this device: it moves.
-                Some(&i) if file.devices[i].mac.is_none() => {
+                Some(i) if file.devices[i].mac.is_none() => {
                     devices[i].segment = segment_id;
                     doc.devices[i].segment = segment.clone();
                 }
@@ -109,11 +85,11 @@ pub fn overlay(file: &Policy, index: &Index, decisions: &[Decision], now: i64) -
             }
         }
         let name = added_name(d, mac, |n| {
-            index.names.contains(n) || added_names.contains(n)
+            index.has_name(file, n) || added_names.contains(n)
         });
         let bytes = parse_mac(mac)?;
-        let fresh_name = !index.names.contains(&name) && added_names.insert(name.clone());
-        let fresh_mac = !index.by_mac.contains_key(&bytes) && added_macs.insert(bytes);
+        let fresh_name = !index.has_name(file, &name) && added_names.insert(name.clone());
+        let fresh_mac = index.by_mac(&bytes).is_none() && added_macs.insert(bytes);
         if !fresh_name || !fresh_mac || !is_device_mac(&bytes) {
             return None;
         }
@@ -261,7 +237,7 @@ mod tests {
     #[test]
     fn the_overlay_is_what_full_validation_gives() {
         let file = file();
-        let index = Index::of(&file);
+        let index = DeviceIndex::of(&file);
         let mut r = Rng(0x9e37_79b9_7f4a_7c15);
         let (mut fast, mut refused, mut fell_back) = (0, 0, 0);
         for case in 0..20_000 {

@@ -4,6 +4,7 @@
 pub mod compile;
 pub mod diff;
 pub mod identity;
+mod index;
 pub mod load;
 mod matrix;
 pub mod model;
@@ -20,6 +21,7 @@ use std::{
 };
 
 pub use identity::{IdentityDoc, RadiusDoc, RoleDoc};
+pub use index::DeviceIndex;
 use ipnet::IpNet;
 pub use model::*;
 pub use sections::*;
