@@ -80,6 +80,7 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str, feed_lines: usize) -> Resu
     }
     let policy = dir.join("policy.json");
     std::fs::write(&policy, serde_json::to_vec(&doc)?)?;
+    known_to_the_inventory(&dir, &mac, &own)?;
     let ispf = release_ispf()?;
     let (port, peer) = ("ispfbid0", "ispfbid1");
     let _ = sh(&["ip", "link", "del", port]);
@@ -152,6 +153,39 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str, feed_lines: usize) -> Resu
         .output();
     let _ = sh(&["ip", "link", "del", port]);
     measured
+}
+
+/// Records `mac` in the inventory the controller will open, as a running
+/// site's inventory holds every device that has sent: a decision on a
+/// device the inventory knows also places it in the enforced policy.
+fn known_to_the_inventory(state_dir: &std::path::Path, mac: &str, segment: &str) -> Result<()> {
+    use ispf::inventory::{db, store};
+    let bytes = ispf::policy::parse_mac(mac).context("the session's MAC")?;
+    let device = store::Device {
+        mac: bytes,
+        vendor: None,
+        vlan: 0,
+        interface: "ispfbid0".into(),
+        ipv4: None,
+        ipv6: None,
+        hostname: None,
+        vendor_class: None,
+        dhcp_params: None,
+        first_seen: 0,
+        last_seen: 0,
+        segment: segment.into(),
+        judged: "registered".into(),
+    };
+    let mut conn = db::open(&ispf::inventory::db_path(state_dir))?;
+    store::write(
+        &mut conn,
+        &store::Batch {
+            devices: vec![&device],
+            addresses: Vec::new(),
+            timeline: Vec::new(),
+        },
+    )?;
+    Ok(())
 }
 
 /// `ispf_feed_entries` of the controller under test (0 until its feed is
