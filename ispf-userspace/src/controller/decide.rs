@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// The largest burst whose known devices are placed by scanning the
-/// policy: a few scans per device, against 8 ms to index 100,000 devices.
+/// policy: at most three scans per device, against 8 ms to index 100,000.
 const SCANNED_BURST: usize = 4;
 
 /// The file with the decisions that hold at `now` applied, with the file's
@@ -154,7 +154,7 @@ impl Engine {
             self.dp.end_segments(&gone)?;
         }
         if !Arc::ptr_eq(&self.file, &file) {
-            // The old file's index would keep it (and ~10 MB at 100k
+            // The old file's index would keep it (tens of MB at 100k
             // devices) alive until the next decision.
             self.file_index = Default::default();
         }

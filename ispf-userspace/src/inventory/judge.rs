@@ -52,11 +52,12 @@ pub struct Placement {
     pub device: Option<usize>,
 }
 
-/// The policy indexed for placing many devices quickly.
+/// The policy, ready to place devices: indexed for many (`new`), or
+/// scanned for a few (`once`).
 pub struct Judge {
     policy: Arc<Policy>,
-    /// `None` for a judge of one device: scanning the devices once is far
-    /// cheaper than indexing them (8 ms at 100,000, on every decision).
+    /// `None` for a judge of a few devices: a scan of the devices costs far
+    /// less than indexing them (8 ms at 100,000, on every decision).
     devices: Option<DeviceIndex>,
     routers: HashSet<[u8; 6]>,
     /// Longest prefix first.
@@ -69,8 +70,9 @@ impl Judge {
         Self::with(policy, true)
     }
 
-    /// A judge for placing one device (a decision's): it finds the
-    /// policy's devices by scanning them instead of indexing them.
+    /// A judge for placing one device or a few (a decision's, a single
+    /// listing's): it finds the policy's devices by scanning them (at most
+    /// three scans per placement) instead of indexing them.
     pub fn once(policy: Arc<Policy>) -> Self {
         Self::with(policy, false)
     }
@@ -145,12 +147,15 @@ impl Judge {
         // Link-local and unspecified IPv6 sources name no one.
         let v6 = v6.filter(|a| !a.is_unspecified() && (a.segments()[0] & 0xffc0) != 0xfe80);
         // An address of a device registered with a MAC, sent from another
-        // MAC, is spoofed (the datapath drops it): it places nobody.
-        let addrs = [v4.map(IpAddr::V4), v6.map(IpAddr::V6)].map(|a| {
-            a.filter(|a| router || self.by_ip(a).is_none_or(|i| p.devices[i].mac.is_none()))
-        });
-        for a in addrs.iter().flatten() {
-            if let Some(i) = self.by_ip(a) {
+        // MAC, is spoofed (the datapath drops it): it places nobody. Each
+        // address is looked up once (for `once`, a scan each).
+        let addrs = [v4.map(IpAddr::V4), v6.map(IpAddr::V6)]
+            .map(|a| a.map(|a| (a, self.by_ip(&a))))
+            .map(|a| {
+                a.filter(|(_, owner)| router || owner.is_none_or(|i| p.devices[i].mac.is_none()))
+            });
+        for (_, owner) in addrs.iter().flatten() {
+            if let Some(i) = *owner {
                 return Placement {
                     segment: p.devices[i].segment,
                     judged: Judged::Registered,
@@ -158,7 +163,7 @@ impl Judge {
                 };
             }
         }
-        for a in addrs.iter().flatten() {
+        for (a, _) in addrs.iter().flatten() {
             if let Some((_, id)) = self.subnets.iter().find(|(n, _)| n.contains(a)) {
                 return Placement {
                     segment: *id,
@@ -219,15 +224,48 @@ mod tests {
 
     #[test]
     fn a_judge_of_one_device_places_as_the_indexed_one() {
-        let p = Arc::new(policy());
+        let p = Arc::new(
+            Policy::from_str(
+                r#"{"version":1,
+                "defaults":{"routers":["02:00:00:00:00:fe"]},
+                "segments":[
+                  {"name":"pumps","vlans":[20],"subnets":["fd20::/64"]},
+                  {"name":"ws","subnets":["10.1.0.0/16"]},
+                  {"name":"servers","subnets":["10.1.2.0/24"]}],
+                "devices":[
+                  {"name":"p1","mac":"02:00:00:00:10:01","ipv4":["10.9.0.1","10.9.0.2"],
+                   "ipv6":["fd00::1","fd00::2"],"segment":"pumps","vlan":20},
+                  {"name":"p2","mac":"02:00:00:00:10:02","ipv6":"fd20::7","segment":"pumps"},
+                  {"name":"ehr","ipv4":"10.1.2.10","ipv6":"fd00::10","segment":"servers"}]}"#,
+                std::path::Path::new("t.json"),
+            )
+            .unwrap(),
+        );
         let (many, one) = (Judge::new(p.clone()), Judge::once(p.clone()));
         let macs = [
             [2, 0, 0, 0, 0x10, 1],
+            [2, 0, 0, 0, 0x10, 2],
             [2, 0, 0, 0, 0x99, 1],
             [2, 0, 0, 0, 0, 0xfe],
         ];
-        let v4s = ["10.1.2.10", "10.1.2.77", "10.1.7.7", "10.9.0.1", "8.8.8.8"];
-        let v6s = ["fe80::1", "::", "fd00::1"];
+        let v4s = [
+            "10.1.2.10",
+            "10.1.2.77",
+            "10.1.7.7",
+            "10.9.0.1",
+            "10.9.0.2",
+            "8.8.8.8",
+        ];
+        let v6s = [
+            "fe80::1",
+            "::",
+            "fd00::1",
+            "fd00::2",
+            "fd00::10",
+            "fd20::7",
+            "fd20::8",
+            "::ffff:10.1.2.10",
+        ];
         let v4s = v4s.iter().map(|a| Some(a.parse().unwrap())).chain([None]);
         let v4s: Vec<Option<Ipv4Addr>> = v4s.collect();
         let v6s = v6s.iter().map(|a| Some(a.parse().unwrap())).chain([None]);

@@ -112,6 +112,14 @@ impl<'a> Rows<'a> {
         }
     }
 
+    /// Rows of one device, or a few: the policy is scanned, not indexed.
+    pub fn once(view: &'a View, now: i64) -> Self {
+        Self {
+            judge: Judge::once(view.policy.clone()),
+            hold: holding(&view.decisions, now),
+        }
+    }
+
     pub fn row(&self, d: Option<&Device>, mac: &[u8; 6], ips: Vec<String>) -> DeviceRow {
         let p = self.judge.policy();
         let macs = mac_string(mac);
@@ -193,7 +201,7 @@ pub fn one(
 ) -> Result<Option<(DeviceRow, Vec<TimelineEntry>)>, DbError> {
     let d = store::device(conn, mac)?;
     let timeline = store::timeline(conn, mac)?;
-    let rows = Rows::new(view, now);
+    let rows = Rows::once(view, now);
     let decided = rows.hold.contains_key(mac_string(mac).as_str());
     if d.is_none() && timeline.is_empty() && !decided {
         return Ok(None);

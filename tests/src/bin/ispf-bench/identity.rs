@@ -80,7 +80,12 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str, feed_lines: usize) -> Resu
     }
     let policy = dir.join("policy.json");
     std::fs::write(&policy, serde_json::to_vec(&doc)?)?;
-    known_to_the_inventory(&dir, &mac, &own)?;
+    let ipv4 = doc["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|x| x["mac"] == mac.as_str()))
+        .and_then(|x| x["ipv4"].as_str().or_else(|| x["ipv4"][0].as_str()))
+        .and_then(|a| a.parse().ok());
+    known_to_the_inventory(&dir, &mac, ipv4, &own)?;
     let ispf = release_ispf()?;
     let (port, peer) = ("ispfbid0", "ispfbid1");
     let _ = sh(&["ip", "link", "del", port]);
@@ -156,9 +161,15 @@ fn session_apply(doc: &Value, rounds: u32, tag: &str, feed_lines: usize) -> Resu
 }
 
 /// Records `mac` in the inventory the controller will open, as a running
-/// site's inventory holds every device that has sent: a decision on a
-/// device the inventory knows also places it in the enforced policy.
-fn known_to_the_inventory(state_dir: &std::path::Path, mac: &str, segment: &str) -> Result<()> {
+/// site's inventory holds every device that has sent, with its address: a
+/// decision on a device the inventory knows also places it in the enforced
+/// policy, by MAC and by address.
+fn known_to_the_inventory(
+    state_dir: &std::path::Path,
+    mac: &str,
+    ipv4: Option<std::net::Ipv4Addr>,
+    segment: &str,
+) -> Result<()> {
     use ispf::inventory::{db, store};
     let bytes = ispf::policy::parse_mac(mac).context("the session's MAC")?;
     let device = store::Device {
@@ -166,7 +177,7 @@ fn known_to_the_inventory(state_dir: &std::path::Path, mac: &str, segment: &str)
         vendor: None,
         vlan: 0,
         interface: "ispfbid0".into(),
-        ipv4: None,
+        ipv4,
         ipv6: None,
         hostname: None,
         vendor_class: None,
