@@ -18,8 +18,13 @@ use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_SOURCES, ISPF_EVENT_
 
 /// Reports a denied packet that starts a denied flow: its directional
 /// 5-tuple (MACs for non-IP frames) was not reported in the last minute.
-/// With no token left nothing is looked up or recorded (counted as
-/// rate-limited): a scan that spent the budget costs no map operations.
+/// The budgets are read before the flow is looked up: without a token
+/// (this CPU's, or the sender's own) nothing is looked up or recorded and
+/// the packet is counted as rate-limited. So a scan that spent its
+/// sender's budget costs one read of that sender's (hot) entry per frame,
+/// not a lookup of every new flow in the denied-flow map; the price is
+/// that such a sender's packets of flows already reported count as
+/// rate-limited too.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn denied(
@@ -35,6 +40,10 @@ pub fn denied(
         return;
     };
     if st.tokens == 0 {
+        st.rate_limited += 1;
+        return;
+    }
+    if source_exhausted(pkt.sender, now) {
         st.rate_limited += 1;
         return;
     }
@@ -59,10 +68,9 @@ pub fn denied(
             return;
         }
     }
-    if !source_token(pkt.sender, now) {
-        st.rate_limited += 1;
-        return;
-    }
+    // Not exhausted a moment ago: a token taken meanwhile on another CPU
+    // costs at most one report over the budget, and no branch here.
+    let _ = spend(source_budget(pkt.sender, now), pkt.sender, now);
     st.tokens -= 1;
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
     write(ifindex, EVENT_DENIED, pkt, src, dst, j, now);
@@ -97,25 +105,51 @@ fn refill(tokens: &mut u64, at: &mut u64, now: u64, rate: u64, burst: u64) {
     }
 }
 
-/// Takes one token from the sender's own bucket (shared by all CPUs; a
-/// lost update between two CPUs costs a token, never a report): one
-/// scanner cannot spend the budget that reports everyone else's flows.
+/// The sender's own bucket (shared by all CPUs; a lost update between
+/// two CPUs costs a token, never a report), refilled for `now`; `None`
+/// for a sender not seen lately, whose bucket is still full. One scanner
+/// cannot spend the budget that reports everyone else's flows.
 #[inline(always)]
-fn source_token(sender: u64, now: u64) -> bool {
-    match ISPF_EVENT_SOURCES.get_ptr_mut(&sender) {
+fn source_budget(sender: u64, now: u64) -> Option<&'static mut SourceBudget> {
+    let b = ISPF_EVENT_SOURCES.get_ptr_mut(&sender)?;
+    // SAFETY: an LRU entry stays valid under RCU for this program.
+    let b = unsafe { &mut *b };
+    refill(
+        &mut b.tokens,
+        &mut b.refill_ns,
+        now,
+        SOURCE_EVENT_RATE_PER_SEC,
+        SOURCE_EVENT_BURST,
+    );
+    Some(b)
+}
+
+/// Whether the sender's bucket is empty with no token due: read only,
+/// and without branches, because the program is close to the verifier's
+/// budget (a refill here, or the bucket held across the flow's lookup,
+/// made `ispf_tc` fail to load).
+#[inline(always)]
+fn source_exhausted(sender: u64, now: u64) -> bool {
+    match ISPF_EVENT_SOURCES.get_ptr(&sender) {
         Some(b) => {
-            // SAFETY: an LRU entry stays valid under RCU for this program.
-            let b = unsafe { &mut *b };
-            refill(
-                &mut b.tokens,
-                &mut b.refill_ns,
-                now,
-                SOURCE_EVENT_RATE_PER_SEC,
-                SOURCE_EVENT_BURST,
-            );
-            if b.tokens == 0 {
-                return false;
-            }
+            // SAFETY: as in `source_budget`; a torn read only misjudges
+            // one packet's report.
+            let (tokens, at) = unsafe { ((*b).tokens, (*b).refill_ns) };
+            let none = (tokens == 0) as u8;
+            let not_due = (now.wrapping_sub(at) < 1_000_000_000 / SOURCE_EVENT_RATE_PER_SEC) as u8;
+            none & not_due != 0
+        }
+        None => false,
+    }
+}
+
+/// Takes one token from the sender's bucket as [`source_budget`] found
+/// it; false when it has none left.
+#[inline(always)]
+fn spend(budget: Option<&'static mut SourceBudget>, sender: u64, now: u64) -> bool {
+    match budget {
+        Some(b) if b.tokens == 0 => false,
+        Some(b) => {
             b.tokens -= 1;
             true
         }
@@ -270,7 +304,7 @@ fn counted(sighting: bool) {
 /// Emits one event, rate-limited.
 #[inline(always)]
 pub fn emit(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
-    if !source_token(pkt.sender, now) {
+    if !spend(source_budget(pkt.sender, now), pkt.sender, now) {
         if let Some(st) = bucket(now) {
             st.rate_limited += 1;
         }

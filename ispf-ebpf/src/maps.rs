@@ -93,7 +93,18 @@ pub struct Scratch {
     /// position + 1 (0: none). Kept here, not in a register, so that the
     /// verifier does not follow every later path once per value.
     pub threat: u8,
+    /// The judgement's verdict and reason and the segments, passed
+    /// through memory on their way from judging to counting and
+    /// reporting (see `pipeline::process`). They fill what was the
+    /// struct's trailing padding: the map's value size is unchanged.
+    pub verdict: u8,
+    pub reason: u8,
+    pub _spare: u8,
+    pub src: u16,
+    pub dst: u16,
 }
+
+const _: () = assert!(core::mem::size_of::<Scratch>() % 8 == 0);
 
 #[map]
 pub static ISPF_SOURCE_MEMO: PerCpuArray<SourceMemo> =

@@ -4,6 +4,8 @@
 //! then counting, events and caching the outcome. Entry points (XDP, TC)
 //! hand it a [`Frame`] and turn its answer into their action.
 
+use core::ptr::{read_volatile, write_volatile};
+
 use ispf_common::{
     Settings, ACTION_ALLOW, CACHED_ESTABLISHED, CACHED_JUDGED, DENIED_RECHECK_JIFFIES,
     EVENT_NEW_FLOW, EVENT_THREAT, FRAGMENTS_DENY, IPPROTO_TCP, NO_SEGMENT,
@@ -46,7 +48,8 @@ pub fn process<F: Frame>(frame: &F, ifindex: u32) -> bool {
     // SAFETY: this CPU's own scratch; programs do not nest on a CPU.
     let scratch = unsafe { &mut *scratch };
     scratch.threat = 0;
-    let o = judge(frame, slot, settings, scratch);
+    let mut o = judge(frame, slot, settings, scratch);
+    launder(scratch, &mut o);
     let counter = if o.slot == SLOT_UNKNOWN {
         counters::slot(slot, o.src, o.dst, &o.j)
     } else {
@@ -59,6 +62,26 @@ pub fn process<F: Frame>(frame: &F, ifindex: u32) -> bool {
         sightings::notice(frame, ifindex, &scratch.pkt, o.src, clock::now());
     }
     o.j.is_pass()
+}
+
+/// Passes the outcome's verdict, reason and segments through this CPU's
+/// scratch. To the verifier a value read back from a map is unknown, so
+/// counting and reporting are verified once for all the judgements
+/// `judge` can return rather than once per constant (the program is close
+/// to the verifier's budget of a million processed instructions).
+#[inline(always)]
+fn launder(scratch: &mut Scratch, o: &mut Outcome) {
+    // SAFETY: fields of this CPU's own scratch.
+    unsafe {
+        write_volatile(&mut scratch.verdict, o.j.verdict);
+        write_volatile(&mut scratch.reason, o.j.reason);
+        write_volatile(&mut scratch.src, o.src);
+        write_volatile(&mut scratch.dst, o.dst);
+        o.j.verdict = read_volatile(&scratch.verdict);
+        o.j.reason = read_volatile(&scratch.reason);
+        o.src = read_volatile(&scratch.src);
+        o.dst = read_volatile(&scratch.dst);
+    }
 }
 
 /// Parse, then the fast paths: unfragmented IP packets that are not

@@ -7,6 +7,8 @@ use ispf::{
 use ispf_common::{reason_code, reason_name};
 use ispf_tests::{care_unit::*, frames::*, require_root};
 
+#[path = "kernel/events.rs"]
+mod events;
 #[path = "kernel/fragments.rs"]
 mod fragments;
 #[path = "kernel/reloads.rs"]

@@ -1,0 +1,86 @@
+//! Denied-flow events under a scan: the scanner spends only its own
+//! budget, and once it has, its frames are not looked up one by one.
+
+use ispf_common::{SOURCE_EVENT_BURST, SOURCE_EVENT_RATE_PER_SEC};
+
+use super::*;
+
+/// PIS → pump on SSH, from `port`: denied, a new flow per port.
+fn scan_frame(port: u16) -> Vec<u8> {
+    eth(
+        mac(PUMP1),
+        mac(PIS),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.50.0.10"),
+            v4("10.10.0.11"),
+            6,
+            &tcp(port, 22, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    )
+}
+
+/// Flow events sent, and those not sent (rate-limited or the ring full).
+fn flow_events(dp: &Datapath) -> (u64, u64) {
+    let t = dp.event_totals();
+    (t.emitted - t.sightings, t.rate_limited + t.ringbuf_full)
+}
+
+#[test]
+fn a_scanner_spends_its_own_budget_and_no_more() {
+    require_root();
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let start = std::time::Instant::now();
+    let (e0, l0) = flow_events(&dp);
+    let scan = 3 * SOURCE_EVENT_BURST as u16;
+    for port in 0..scan {
+        let o = dp.run(&scan_frame(1000 + port)).expect("test run");
+        assert!(!o.pass, "the scan frame from port {} passed", 1000 + port);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (e1, l1) = flow_events(&dp);
+    let budget = SOURCE_EVENT_BURST as f64 + SOURCE_EVENT_RATE_PER_SEC as f64 * secs;
+    assert!(
+        (e1 - e0) as f64 <= budget + 1.0,
+        "{} events for one scanner in {secs:.2}s: over its budget of {budget:.0}",
+        e1 - e0
+    );
+    assert_eq!(
+        (e1 - e0) + (l1 - l0),
+        scan as u64,
+        "every new denied flow of the scan is either reported or counted as lost"
+    );
+
+    // A repeat of a flow already reported: no event (its sender's budget
+    // spent, it is counted as rate-limited without being looked up).
+    for port in 1000..1020 {
+        assert!(!dp.run(&scan_frame(port)).expect("test run").pass);
+    }
+    let (e2, _) = flow_events(&dp);
+    assert_eq!(e2, e1, "repeats of reported flows were reported again");
+
+    // Another sender's denied flow is still reported: the scan did not
+    // spend the budget everyone shares.
+    let ws = eth(
+        mac(PUMP1),
+        mac(WS),
+        &[130],
+        ETH_IP,
+        &ipv4(
+            v4("10.30.0.31"),
+            v4("10.10.0.11"),
+            6,
+            &tcp(40000, 22, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    );
+    let o = dp.run(&ws).expect("test run");
+    assert!(!o.pass, "workstation → pump on SSH passed");
+    let (e3, _) = flow_events(&dp);
+    assert_eq!(e3 - e2, 1, "the workstation's denied flow was not reported");
+}
