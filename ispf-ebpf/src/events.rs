@@ -136,7 +136,8 @@ fn source_exhausted(sender: u64, now: u64) -> bool {
             // one packet's report.
             let (tokens, at) = unsafe { ((*b).tokens, (*b).refill_ns) };
             let none = (tokens == 0) as u8;
-            let not_due = (now.wrapping_sub(at) < 1_000_000_000 / SOURCE_EVENT_RATE_PER_SEC) as u8;
+            let not_due =
+                (now.saturating_sub(at) < 1_000_000_000 / SOURCE_EVENT_RATE_PER_SEC) as u8;
             none & not_due != 0
         }
         None => false,
