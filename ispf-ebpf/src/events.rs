@@ -68,9 +68,12 @@ pub fn denied(
             return;
         }
     }
-    // Not exhausted a moment ago: a token taken meanwhile on another CPU
-    // costs at most one report over the budget, and no branch here.
-    let _ = spend(source_budget(pkt.sender, now), pkt.sender, now);
+    // Checked again: other CPUs may have taken the last token while the
+    // flow was looked up.
+    if !spend(source_budget(pkt.sender, now), pkt.sender, now) {
+        st.rate_limited += 1;
+        return;
+    }
     st.tokens -= 1;
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
     write(ifindex, EVENT_DENIED, pkt, src, dst, j, now);

@@ -45,7 +45,8 @@ fn a_scanner_spends_its_own_budget_and_no_more() {
     let (e1, l1) = flow_events(&dp);
     let budget = SOURCE_EVENT_BURST as f64 + SOURCE_EVENT_RATE_PER_SEC as f64 * secs;
     assert!(
-        (e1 - e0) as f64 <= budget + 1.0,
+        // At HZ=100 a tick adds two tokens at once.
+        (e1 - e0) as f64 <= budget + 2.0,
         "{} events for one scanner in {secs:.2}s: over its budget of {budget:.0}",
         e1 - e0
     );
