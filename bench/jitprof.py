@@ -14,6 +14,8 @@ chain walks, LRU inserts, ...).
     # with a program of the same build loaded (the samples' tag must match):
     sudo python3 bench/jitprof.py /tmp/perf.txt [--prog ispf] [--top 30]
 
+Needs `perf` (Debian: `linux-perf`) and `bpftool`; `cargo xtask setup`
+installs bpftool but not perf, as no test runs this.
 Keep the program loaded while this runs: e.g. a second
 `ISPF_BENCH_RUNS=50 ispf-bench --per-packet-only`, or a running `ispf`.
 Sampling in a VM is by timer (no PMU): a miss shows on the instruction
