@@ -47,6 +47,25 @@ pub fn pump_hl7(sport: u16, flags: u8) -> Vec<u8> {
     )
 }
 
+/// The PIS server trying SSH on pump 1 from `sport`: denied, a new flow
+/// per source port (a scan, or a flood of denied flows).
+pub fn pis_ssh_to_pump(sport: u16) -> Vec<u8> {
+    eth(
+        mac(PUMP1),
+        mac(PIS),
+        &[],
+        ETH_IP,
+        &ipv4(
+            v4("10.50.0.10"),
+            v4("10.10.0.11"),
+            6,
+            &tcp(sport, 22, TCP_SYN),
+            Frag::default(),
+            0,
+        ),
+    )
+}
+
 pub fn policy_path() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/care-unit.json")
 }

@@ -16,7 +16,6 @@ use std::{
 use ispf::datapath::{Datapath, DatapathError};
 use ispf_tests::{
     care_unit::*,
-    frames::*,
     http::{http_get, sample, wait},
     ispf_bin,
     netns::*,
@@ -299,20 +298,7 @@ fn prometheus_sees_exact_counts_and_events_are_exact() {
     let before = dp.event_totals();
     let start = Instant::now();
     for i in 0..5000u16 {
-        let f = eth(
-            mac(PUMP1),
-            mac(PIS),
-            &[],
-            ETH_IP,
-            &ipv4(
-                v4("10.50.0.10"),
-                v4("10.10.0.11"),
-                6,
-                &tcp(1000 + i, 22, TCP_SYN),
-                Frag::default(),
-                0,
-            ),
-        );
+        let f = pis_ssh_to_pump(1000 + i);
         match dp.run(&f) {
             Ok(o) => assert!(!o.pass),
             Err(DatapathError::Busy) => {}
