@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod layouts;
 pub mod model;
 pub mod netns;
+pub mod pins;
 pub mod programs;
 pub mod raw;
 pub mod services;

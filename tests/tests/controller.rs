@@ -15,7 +15,7 @@ use ispf::{
     policy::Policy,
 };
 use ispf_common::reason_name;
-use ispf_tests::{care_unit::*, controller::*, frames::*, ispf_bin, netns::*, require_root};
+use ispf_tests::{care_unit::*, controller::*, frames::*, ispf_bin, netns::*, pins, require_root};
 
 #[path = "controller/restart.rs"]
 mod restart;
@@ -233,7 +233,12 @@ fn control_socket_is_root_only() {
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();
     // The only network listener is the metrics endpoint, on loopback.
-    for l in listening.lines().filter(|l| l.contains("\"ispf\"")) {
+    // Only this controller's sockets: another ispf on the machine (a
+    // benchmark's) is not this test's business.
+    let pid = format!("pid={},", ctl.child.as_ref().unwrap().id());
+    let ours: Vec<&str> = listening.lines().filter(|l| l.contains(&pid)).collect();
+    assert!(!ours.is_empty(), "no listener of the controller:\n{listening}");
+    for l in ours {
         assert!(
             l.contains("127.0.0.1:9469"),
             "ispf listens beyond its loopback metrics port: {l}"

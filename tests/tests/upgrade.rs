@@ -8,6 +8,7 @@
 //! be finished or undone by the next start, still without a loss.
 
 use std::{
+    collections::BTreeSet,
     path::Path,
     thread::{sleep, JoinHandle},
     time::{Duration, Instant},
@@ -16,7 +17,8 @@ use std::{
 use ispf::{datapath::Datapath, policy::Policy};
 use ispf_common::{reason_name, REASON_ALLOWED};
 use ispf_tests::{
-    care_unit::*, controller::*, frames::*, hl7::Hl7, ispf_bin, layouts, programs, require_root,
+    care_unit::*, controller::*, frames::*, hl7::Hl7, ispf_bin, layouts, pins, programs,
+    require_root,
 };
 
 /// `ispf status --json` of the running controller, through its own client.
@@ -28,13 +30,6 @@ fn status_json(ctl: &Ctl) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn loaded(name: &str) -> usize {
-    aya::maps::loaded_maps()
-        .filter_map(|m| m.ok())
-        .filter(|m| m.name_as_str() == Some(name))
-        .count()
 }
 
 /// A ping every 10 ms from the pump to the PIS server, for `secs`.
@@ -86,7 +81,9 @@ fn start_new(paths: Paths, tag: &str, hook: &str, policy: &Path) -> Ctl {
 }
 
 /// What must hold once the upgrade is done, whichever way it went.
-fn upgraded(new: &Ctl, hook: &str) {
+/// `before`: the maps pinned before the new controller started (the old
+/// datapath's, and any a killed upgrade had staged).
+fn upgraded(new: &Ctl, hook: &str, before: &BTreeSet<u32>) {
     assert_eq!(Datapath::pinned_layout(&new.paths.pin), Some(4));
     assert!(!new.paths.pin.join("upgrade").exists(), "staging pins left");
     let s = new.status();
@@ -97,15 +94,15 @@ fn upgraded(new: &Ctl, hook: &str) {
         "{:?}",
         s.interfaces
     );
-    // The old program and maps are freed once no link runs them.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while loaded("ISPF_CONNTRACK") > 1 && Instant::now() < deadline {
-        sleep(Duration::from_millis(100));
-    }
-    assert_eq!(
-        loaded("ISPF_CONNTRACK"),
-        1,
-        "the old datapath's maps were not freed"
+    // The old program and maps, and any staged ones the new datapath did
+    // not take, are freed once no link runs them.
+    let kept = pins::pinned_map_ids(&new.paths.pin);
+    let dropped: BTreeSet<u32> = before.difference(&kept).copied().collect();
+    assert!(!dropped.is_empty(), "the upgrade replaced no map");
+    let left = pins::still_loaded(&dropped, Duration::from_secs(5));
+    assert!(
+        left.is_empty(),
+        "the old datapath's maps were not freed: {left:?}"
     );
 }
 
@@ -156,6 +153,7 @@ fn upgrade_from_layout_3(hook: &str, tag: &str) {
     let pinger = pinging(tag, 5);
     sleep(Duration::from_secs(1));
     let paths = stop(old, tag);
+    let old_maps = pins::pinned_map_ids(&paths.pin);
     let started = Instant::now();
     let new = start_new(paths, tag, hook, &a);
     let took = started.elapsed();
@@ -173,7 +171,7 @@ fn upgrade_from_layout_3(hook: &str, tag: &str) {
             .contains("100% packet loss"),
         "PIS -> pump stays denied"
     );
-    upgraded(&new, hook);
+    upgraded(&new, hook, &old_maps);
 
     let after = new.status();
     assert_eq!(
@@ -297,7 +295,9 @@ fn killed_part_way(hook: &str, tag: &str, points: &[(&str, &str)]) {
         let pinger = pinging(tag, 8);
         sleep(Duration::from_millis(500));
         let paths = stop(old, tag);
+        let mut before = pins::pinned_map_ids(&paths.pin);
         killed_at(&paths, tag, hook, &a, point);
+        before.extend(pins::pinned_map_ids(&paths.pin));
         for p in ifaces(tag) {
             assert!(enforced(&p), "{p} is not enforced after a kill at {point}");
         }
@@ -312,7 +312,7 @@ fn killed_part_way(hook: &str, tag: &str, points: &[(&str, &str)]) {
         );
         hl7.exchange("after the restart", Duration::from_secs(3))
             .unwrap_or_else(|e| panic!("after a kill at {point} and a restart: {e}"));
-        upgraded(&new, hook);
+        upgraded(&new, hook, &before);
         assert!(
             laptop_counted(&new, &a, "quarantine") == LAPTOP_PINGS,
             "the old counters after a kill at {point}"

@@ -77,7 +77,10 @@ fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
         "counters were kept and kept counting"
     );
 
-    // Detach leaves nothing behind.
+    // Detach leaves nothing behind: no link, no pin, and none of the
+    // maps this controller pinned stays loaded.
+    let ours = pins::pinned_map_ids(&ctl.paths.pin);
+    assert!(!ours.is_empty(), "the controller pinned its maps");
     let out = ctl.cli(&["detach", "--pin-dir", ctl.paths.pin.to_str().unwrap()]);
     assert!(
         out.status.success(),
@@ -91,11 +94,6 @@ fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
     }
     assert!(!ctl.paths.pin.exists(), "pins left behind");
     assert!(!ctl.paths.run.join("ispf.sock").exists());
-    sleep(Duration::from_millis(200));
-    let leftover: Vec<String> = aya::maps::loaded_maps()
-        .filter_map(|m| m.ok())
-        .filter_map(|m| m.name_as_str().map(str::to_owned))
-        .filter(|n| n.starts_with("ISPF_"))
-        .collect();
+    let leftover = pins::still_loaded(&ours, Duration::from_secs(5));
     assert!(leftover.is_empty(), "maps left loaded: {leftover:?}");
 }
