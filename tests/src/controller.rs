@@ -36,8 +36,17 @@ pub fn paths(tag: &str) -> Paths {
     p
 }
 
-/// Appends `run` and its arguments for a controller on `paths`.
-pub fn run_args(c: &mut Command, paths: &Paths, policy: &Path, ifaces: &[&str], extra: &[&str]) {
+/// Appends `run` and its arguments for a controller on `paths`; returns
+/// where it will serve metrics: `extra`'s `--metrics-addr`, else a port
+/// free now, so another ispf on the machine serving the default port does
+/// not stop the test's.
+pub fn run_args(
+    c: &mut Command,
+    paths: &Paths,
+    policy: &Path,
+    ifaces: &[&str],
+    extra: &[&str],
+) -> String {
     c.arg("run")
         .arg("--policy")
         .arg(policy)
@@ -51,6 +60,17 @@ pub fn run_args(c: &mut Command, paths: &Paths, policy: &Path, ifaces: &[&str], 
         c.args(["--iface", i]);
     }
     c.args(extra);
+    match extra.iter().position(|a| *a == "--metrics-addr") {
+        Some(i) => extra[i + 1].to_owned(),
+        None => {
+            let free = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free loopback port")
+                .to_string();
+            c.arg("--metrics-addr").arg(&free);
+            free
+        }
+    }
 }
 
 /// `ispf run` as a child; killed (not detached) on drop, then detached so
@@ -62,6 +82,8 @@ pub struct Ctl {
     pub bin: PathBuf,
     /// `bin` is another version of ispf than this workspace's.
     foreign: bool,
+    /// Where it serves metrics (see [`run_args`]).
+    pub metrics: String,
 }
 
 impl Ctl {
@@ -108,13 +130,14 @@ impl Ctl {
         ifaces: &[&str],
         extra: &[&str],
     ) -> Ctl {
-        run_args(&mut c, &paths, policy, ifaces, extra);
+        let metrics = run_args(&mut c, &paths, policy, ifaces, extra);
         let child = c.stderr(Stdio::piped()).spawn().unwrap();
         let mut ctl = Ctl {
             child: Some(child),
             paths,
             bin,
             foreign,
+            metrics,
         };
         ctl.wait_ready();
         ctl

@@ -237,11 +237,15 @@ fn control_socket_is_root_only() {
     // benchmark's) is not this test's business.
     let pid = format!("pid={},", ctl.child.as_ref().unwrap().id());
     let ours: Vec<&str> = listening.lines().filter(|l| l.contains(&pid)).collect();
-    assert!(!ours.is_empty(), "no listener of the controller:\n{listening}");
+    assert!(
+        !ours.is_empty(),
+        "no listener of the controller:\n{listening}"
+    );
     for l in ours {
         assert!(
-            l.contains("127.0.0.1:9469"),
-            "ispf listens beyond its loopback metrics port: {l}"
+            l.contains(&ctl.metrics) && ctl.metrics.starts_with("127.0.0.1:"),
+            "ispf listens beyond its loopback metrics port {}: {l}",
+            ctl.metrics
         );
     }
 }
@@ -254,18 +258,7 @@ fn unusable_interfaces_are_refused_whole() {
     let run = |ifaces: &[&str], tag: &str| {
         let p = paths(tag);
         let mut c = Command::new(ispf_bin());
-        c.arg("run")
-            .arg("--policy")
-            .arg(&a)
-            .arg("--pin-dir")
-            .arg(&p.pin)
-            .arg("--run-dir")
-            .arg(&p.run)
-            .arg("--state-dir")
-            .arg(&p.state);
-        for i in ifaces {
-            c.args(["--iface", i]);
-        }
+        run_args(&mut c, &p, &a, ifaces, &[]);
         let out = c.output().unwrap();
         assert!(!out.status.success());
         assert!(!p.pin.exists(), "pins left after a refused start");

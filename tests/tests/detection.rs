@@ -289,7 +289,7 @@ fn scans_are_contained_within_seconds_and_pumps_only_alert() {
         "{posted:?}"
     );
     assert!(posted.len() >= 3, "{posted:?}");
-    let m = scrape("127.0.0.1:9469");
+    let m = scrape(&ctl.metrics);
     assert!(
         m.contains("ispf_alerts_total{kind=\"scan\",severity=\"critical\"} 1"),
         "{m}"

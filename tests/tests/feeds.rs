@@ -288,7 +288,7 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
             && t["src_segment"] == "pumps"),
         "the pump's passing flow is reported: {threats:?}"
     );
-    let m = ispf_tests::controller::scrape("127.0.0.1:9469");
+    let m = ispf_tests::controller::scrape(&ctl.metrics);
     assert!(m.contains("ispf_feed_entries{feed=\"blocklist\"} 2"), "{m}");
     assert!(
         m.contains("ispf_feed_refresh_failures_total{feed=\"isac\"}"),

@@ -355,3 +355,22 @@ pub enum Command {
         run_dir: PathBuf,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Metrics carry the unit's traffic matrix: unless told otherwise,
+    /// `run` serves them on loopback only. (The integration tests give
+    /// each controller a free port, so this default is checked here.)
+    #[test]
+    fn run_serves_metrics_on_loopback_by_default() {
+        let cli = <Cli as clap::Parser>::try_parse_from(["ispf", "run", "--iface", "eth1"])
+            .expect("a minimal run parses");
+        let Command::Run { metrics_addr, .. } = cli.command else {
+            panic!("not parsed as run");
+        };
+        assert!(metrics_addr.ip().is_loopback(), "{metrics_addr}");
+        assert_eq!(metrics_addr.to_string(), DEFAULT_METRICS_ADDR);
+    }
+}

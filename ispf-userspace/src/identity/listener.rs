@@ -7,15 +7,14 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    net::{SocketAddr, UdpSocket},
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use ipnet::IpNet;
-
 use super::{
+    bind::{rebind, Bound},
     radius::{self, Accounting},
     session::{Change, Session, Sessions},
     store, Apply, Facts,
@@ -24,23 +23,21 @@ use crate::{
     clock::{log, unix_now},
     decisions::{DecisionRequest, Kind},
     inventory::{db, View},
-    policy::{identity::read_secret, IdentityDoc, RadiusDoc},
+    policy::IdentityDoc,
 };
 
 /// A burst is applied after this long or this many changes.
 const BURST: Duration = Duration::from_millis(5);
 const BURST_MAX: usize = 1024;
+/// Datagrams taken in a row before the once-a-second duties (expiry,
+/// pruning, saving, a new listen address) get their turn under a flood.
+const DRAIN_MAX: usize = 4096;
+/// How long the listener waits for a datagram when nothing is gathered.
+const IDLE_WAIT: Duration = Duration::from_millis(200);
 /// A duplicate is the same client, identifier and authenticator within
 /// this long (RFC 5080 §2.2.2 suggests a few seconds; NASes retry for ~30).
 const DUP_WINDOW_S: i64 = 30;
 const DUP_MAX: usize = 65_536;
-
-struct Bound {
-    sock: UdpSocket,
-    doc: RadiusDoc,
-    secret: Vec<u8>,
-    clients: Vec<IpNet>,
-}
 
 type DupKey = (SocketAddr, u8, [u8; 16]);
 
@@ -96,8 +93,19 @@ pub(super) fn run(
     let mut last_try = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
     let mut buf = vec![0u8; radius::MAX_PACKET + 1];
+    // The identity section and its roles, taken again only when the
+    // enforced policy changes: a flood of interim updates must not clone
+    // them once a datagram.
+    let mut seen: Option<Arc<crate::policy::Policy>> = None;
+    let mut cfg: Option<IdentityDoc> = None;
+    let mut roles: Vec<crate::policy::RoleDoc> = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let cfg = view().policy.doc.identity.clone();
+        let policy = view().policy;
+        if !seen.as_ref().is_some_and(|p| Arc::ptr_eq(p, &policy)) {
+            cfg = policy.doc.identity.clone();
+            roles = cfg.as_ref().map(|c| c.roles.clone()).unwrap_or_default();
+            seen = Some(policy);
+        }
         if bound.as_ref().map(|b| &b.doc) != cfg.as_ref().map(|c| &c.radius_accounting)
             && last_try.elapsed() >= Duration::from_secs(5)
         {
@@ -124,30 +132,44 @@ pub(super) fn run(
             std::thread::sleep(Duration::from_millis(200));
             continue;
         };
-        let roles = cfg.as_ref().map(|c| c.roles.clone()).unwrap_or_default();
         let mut replies: Vec<(SocketAddr, [u8; 20])> = Vec::new();
         let mut changes = Vec::new();
         let mut deadline: Option<Instant> = None;
-        loop {
+        let mut idle_wait = None;
+        let batch = Instant::now();
+        for _ in 0..DRAIN_MAX {
             let wait = match deadline {
-                None => Duration::from_millis(200),
+                // A trickle must not hold the loop either.
+                None if batch.elapsed() >= IDLE_WAIT => break,
+                None => IDLE_WAIT,
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(w) if !w.is_zero() => w,
                     _ => break,
                 },
             };
-            let _ = b.sock.set_read_timeout(Some(wait));
+            // One system call per batch while nothing is being gathered.
+            if deadline.is_some() || idle_wait != Some(wait) {
+                let _ = b.sock.set_read_timeout(Some(wait));
+                idle_wait = deadline.is_none().then_some(wait);
+            }
             let Ok((n, from)) = b.sock.recv_from(&mut buf) else {
                 break;
             };
-            if let Some((reply, ch)) = handle(&buf[..n], from, b, &roles, &mut st, &facts) {
-                replies.push((from, reply));
-                if !ch.is_empty() {
-                    changes.extend(ch);
-                    deadline.get_or_insert_with(|| Instant::now() + BURST);
-                }
+            let Some((reply, ch)) = handle(&buf[..n], from, b, &roles, &mut st, &facts) else {
+                continue;
+            };
+            if ch.is_empty() && deadline.is_none() {
+                // Nothing to enforce first: answered at once, and the
+                // next datagram taken without a round of the outer loop.
+                let _ = b.sock.send_to(&reply, from);
+                continue;
             }
-            if deadline.is_none() || changes.len() >= BURST_MAX {
+            replies.push((from, reply));
+            if !ch.is_empty() {
+                changes.extend(ch);
+                deadline.get_or_insert_with(|| Instant::now() + BURST);
+            }
+            if changes.len() >= BURST_MAX {
                 break;
             }
         }
@@ -158,49 +180,6 @@ pub(super) fn run(
         }
         for (to, r) in replies {
             let _ = b.sock.send_to(&r, to);
-        }
-    }
-}
-
-fn rebind(cfg: Option<&IdentityDoc>, facts: &Facts) -> Option<Bound> {
-    let set = |v: Option<Result<String, String>>| {
-        *facts.listening.lock().unwrap_or_else(|e| e.into_inner()) = v;
-    };
-    let Some(cfg) = cfg else {
-        set(None);
-        return None;
-    };
-    let doc = cfg.radius_accounting.clone();
-    let result = (|| {
-        let secret = read_secret(Path::new(&doc.secret_file))
-            .map_err(|e| super::IdentityError::Secret(e).to_string())?;
-        let sock = UdpSocket::bind(&doc.listen).map_err(|source| {
-            super::IdentityError::Bind {
-                addr: doc.listen.clone(),
-                source,
-            }
-            .to_string()
-        })?;
-        grow_buffer(&sock);
-        Ok::<_, String>(Bound {
-            sock,
-            clients: doc.client_nets(),
-            secret,
-            doc: doc.clone(),
-        })
-    })();
-    match result {
-        Ok(b) => {
-            log(format!("RADIUS accounting on udp {}", b.doc.listen));
-            set(Some(Ok(b.doc.listen.clone())));
-            Some(b)
-        }
-        Err(e) => {
-            log(format!(
-                "identity: {e}; retrying every 5 s (enforcement unaffected)"
-            ));
-            set(Some(Err(e)));
-            None
         }
     }
 }
@@ -355,22 +334,4 @@ fn persist(st: &mut State, db_path: &Path, facts: &Facts) {
         }
     }
     publish(st, facts);
-}
-
-/// A NAS that replays its sessions after a restart sends thousands at
-/// once: 8 MiB of socket buffer holds ~30,000 of them while a burst is
-/// applied (root may exceed `net.core.rmem_max`; without it, the default).
-fn grow_buffer(sock: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let size: libc::c_int = 8 << 20;
-    // SAFETY: a valid socket and an int-sized option value.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
 }

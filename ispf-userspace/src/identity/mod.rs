@@ -8,6 +8,7 @@
 //! and the engine through the `Apply` callback it is given. Never writes
 //! maps.
 
+mod bind;
 mod listener;
 pub mod radius;
 pub mod session;

@@ -26,6 +26,34 @@ const POLICY: &str = r#"{"version": 1,
 /// family's forward hook (br_netfilter), where it does.
 const NFT: &str = "table ip ispfbulk {\n  chain forward { type filter hook forward priority 0; policy drop;\n    ct state established,related accept\n    tcp dport 5201 ct state new accept\n  }\n}\n";
 
+const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// Bridged frames through the host's IPv4 netfilter hooks, for the nft
+/// table: a host-wide switch (and a forward chain that drops), so the
+/// switch is put back as it was and the table removed however the run
+/// ends, an early `?` included.
+struct NftBridged {
+    was: String,
+}
+
+impl NftBridged {
+    fn enable() -> Result<Self> {
+        let was = std::fs::read_to_string(BRIDGE_NF)
+            .with_context(|| format!("{BRIDGE_NF}: is br_netfilter available?"))?;
+        std::fs::write(BRIDGE_NF, "1").with_context(|| format!("writing {BRIDGE_NF}"))?;
+        Ok(NftBridged {
+            was: was.trim().to_owned(),
+        })
+    }
+}
+
+impl Drop for NftBridged {
+    fn drop(&mut self) {
+        let _ = sh(&["nft", "delete", "table", "ip", "ispfbulk"]);
+        let _ = std::fs::write(BRIDGE_NF, &self.was);
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Filter {
     None,
@@ -54,6 +82,7 @@ fn stream(filter: Filter, secs: u32) -> Result<f64> {
     );
     let policy = Policy::from_str(POLICY, "bulk.json".as_ref())?;
     let mut dp = None;
+    let mut nft = None;
     match filter {
         Filter::None => {}
         Filter::IspfTc | Filter::IspfXdp => {
@@ -69,7 +98,7 @@ fn stream(filter: Filter, secs: u32) -> Result<f64> {
             dp = Some(d);
         }
         Filter::Nft => {
-            must(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+            nft = Some(NftBridged::enable()?);
             let file = std::env::temp_dir().join("ispf-bench-bulk.nft");
             std::fs::write(&file, NFT)?;
             let o = ispf_tests::programs::command("nft")
@@ -95,10 +124,7 @@ fn stream(filter: Filter, secs: u32) -> Result<f64> {
     );
     let _ = server.kill();
     let _ = server.wait();
-    if filter == Filter::Nft {
-        let _ = sh(&["nft", "delete", "table", "ip", "ispfbulk"]);
-        let _ = sh(&["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0"]);
-    }
+    drop(nft);
     drop(dp);
     drop(t);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
