@@ -90,6 +90,13 @@ impl Etcd {
             .map(|(i, n)| format!("{n}={}", peer(i)))
             .collect::<Vec<_>>()
             .join(",");
+        // Another etcd on these ports would answer the health check and
+        // the test would count its hosts: refuse to start beside it.
+        for port in (0..n as u16).flat_map(|i| [base + i, base + 100 + i]) {
+            if let Err(e) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+                panic!("127.0.0.1:{port} is taken ({e}): another etcd? the test needs its own");
+            }
+        }
         let mut members = Vec::new();
         for (i, name) in names.iter().enumerate() {
             let dir = std::env::temp_dir().join(format!("ispf-etcd-{name}"));

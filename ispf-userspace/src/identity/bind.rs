@@ -20,8 +20,15 @@ pub(super) struct Bound {
 
 /// The socket `cfg` asks for, or `None` (no identity section, or the
 /// bind failed: said in the log and in `ispf status`, retried by the
-/// caller).
-pub(super) fn rebind(cfg: Option<&IdentityDoc>, facts: &Facts) -> Option<Bound> {
+/// caller). `old`'s socket is kept when the address is the same (a reload
+/// that changes only the clients or the secret: binding the address again
+/// beside it would fail, and its queued datagrams would be lost) and
+/// closed before a new one is bound otherwise.
+pub(super) fn rebind(
+    cfg: Option<&IdentityDoc>,
+    facts: &Facts,
+    old: Option<Bound>,
+) -> Option<Bound> {
     let set = |v: Option<Result<String, String>>| {
         *facts.listening.lock().unwrap_or_else(|e| e.into_inner()) = v;
     };
@@ -30,17 +37,24 @@ pub(super) fn rebind(cfg: Option<&IdentityDoc>, facts: &Facts) -> Option<Bound> 
         return None;
     };
     let doc = cfg.radius_accounting.clone();
+    let kept = old.filter(|b| b.doc.listen == doc.listen).map(|b| b.sock);
     let result = (|| {
         let secret = read_secret(Path::new(&doc.secret_file))
             .map_err(|e| super::IdentityError::Secret(e).to_string())?;
-        let sock = UdpSocket::bind(&doc.listen).map_err(|source| {
-            super::IdentityError::Bind {
-                addr: doc.listen.clone(),
-                source,
+        let sock = match kept {
+            Some(sock) => sock,
+            None => {
+                let sock = UdpSocket::bind(&doc.listen).map_err(|source| {
+                    super::IdentityError::Bind {
+                        addr: doc.listen.clone(),
+                        source,
+                    }
+                    .to_string()
+                })?;
+                grow_buffer(&sock);
+                sock
             }
-            .to_string()
-        })?;
-        grow_buffer(&sock);
+        };
         Ok::<_, String>(Bound {
             sock,
             clients: doc.client_nets(),
@@ -79,5 +93,76 @@ fn grow_buffer(sock: &UdpSocket) {
             (&size as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn doc(listen: &str, client: &str, secret_file: &Path) -> IdentityDoc {
+        IdentityDoc {
+            radius_accounting: RadiusDoc {
+                listen: listen.into(),
+                clients: vec![client.into()],
+                secret_file: secret_file.display().to_string(),
+            },
+            roles: vec![],
+        }
+    }
+
+    fn free_port() -> String {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().to_string()
+    }
+
+    /// A reload that changes only the clients keeps the socket (and what
+    /// it has queued); a moved address gets a new one; no identity section
+    /// closes it.
+    #[test]
+    fn a_reload_keeps_the_socket_unless_the_address_moves() {
+        let dir = std::env::temp_dir().join(format!("ispf-bind-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let facts = Facts::default();
+        let here = free_port();
+
+        let first = rebind(Some(&doc(&here, "127.0.0.1", &secret)), &facts, None).unwrap();
+        let queued = UdpSocket::bind("127.0.0.1:0").unwrap();
+        queued.send_to(b"queued", &here).unwrap();
+
+        let same = rebind(
+            Some(&doc(&here, "10.0.0.0/8", &secret)),
+            &facts,
+            Some(first),
+        )
+        .expect("same address: the socket is kept, not bound again");
+        assert_eq!(same.sock.local_addr().unwrap().to_string(), here);
+        assert_eq!(
+            same.clients,
+            doc(&here, "10.0.0.0/8", &secret)
+                .radius_accounting
+                .client_nets()
+        );
+        let mut buf = [0u8; 16];
+        same.sock
+            .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+            .unwrap();
+        let (n, _) = same.sock.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"queued");
+
+        let there = free_port();
+        let moved = rebind(Some(&doc(&there, "127.0.0.1", &secret)), &facts, Some(same)).unwrap();
+        assert_eq!(moved.sock.local_addr().unwrap().to_string(), there);
+        // The old address was released.
+        UdpSocket::bind(&here).expect("the old address is free again");
+
+        assert!(rebind(None, &facts, Some(moved)).is_none());
+        assert!(facts.listening.lock().unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -110,7 +110,7 @@ pub(super) fn run(
             && last_try.elapsed() >= Duration::from_secs(5)
         {
             last_try = Instant::now();
-            bound = rebind(cfg.as_ref(), &facts);
+            bound = rebind(cfg.as_ref(), &facts, bound.take());
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
