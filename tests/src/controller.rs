@@ -60,17 +60,44 @@ pub fn run_args(
         c.args(["--iface", i]);
     }
     c.args(extra);
-    match extra.iter().position(|a| *a == "--metrics-addr") {
-        Some(i) => extra[i + 1].to_owned(),
+    let named =
+        extra
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| match a.strip_prefix("--metrics-addr") {
+                Some("") => Some(
+                    extra
+                        .get(i + 1)
+                        .expect("--metrics-addr needs a value")
+                        .to_string(),
+                ),
+                Some(v) => v.strip_prefix('=').map(str::to_owned),
+                None => None,
+            });
+    match named {
+        Some(addr) => addr,
         None => {
-            let free = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free loopback port")
-                .to_string();
+            let free = free_metrics_port();
             c.arg("--metrics-addr").arg(&free);
             free
         }
     }
+}
+
+/// A loopback port free now, below the kernel's range for outgoing
+/// connections (32768 up by default), so no connection made while the
+/// controller loads its program takes it first; each call moves on, so
+/// two controllers of one test do not draw the same.
+fn free_metrics_port() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    for _ in 0..8_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let addr = format!("127.0.0.1:{}", 24_000 + (std::process::id() + n) % 8_000);
+        if std::net::TcpListener::bind(&addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback port in 24000-31999 for the controller's metrics")
 }
 
 /// `ispf run` as a child; killed (not detached) on drop, then detached so

@@ -66,6 +66,12 @@ fn real_traffic_through_a_bridge() {
         }
     }
     eprintln!("attached: {modes:?}");
+    for port in ["ispf-pump", "ispf-pis", "ispf-lap"] {
+        assert!(
+            ispf::system::attached_xdp(port).is_some(),
+            "{port}: no XDP program seen"
+        );
+    }
 
     let _server = Server::start("ispf-e2e-pis", &[2575, 443]);
 

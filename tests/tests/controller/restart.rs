@@ -81,6 +81,8 @@ fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
     // maps this controller pinned stays loaded.
     let ours = pins::pinned_map_ids(&ctl.paths.pin);
     assert!(!ours.is_empty(), "the controller pinned its maps");
+    // Seen loaded now, so "not seen after" means freed, not unlisted.
+    assert_eq!(pins::still_loaded(&ours, Duration::ZERO).len(), ours.len());
     let out = ctl.cli(&["detach", "--pin-dir", ctl.paths.pin.to_str().unwrap()]);
     assert!(
         out.status.success(),
