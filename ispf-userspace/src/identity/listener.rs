@@ -23,7 +23,6 @@ use crate::{
     clock::{log, unix_now},
     decisions::{DecisionRequest, Kind},
     inventory::{db, View},
-    policy::IdentityDoc,
 };
 
 /// A burst is applied after this long or this many changes.
@@ -93,29 +92,22 @@ pub(super) fn run(
     let mut last_try = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
     let mut buf = vec![0u8; radius::MAX_PACKET + 1];
-    // The identity section and its roles, taken again only when the
-    // enforced policy changes: a flood of interim updates must not clone
-    // them once a datagram.
-    let mut seen: Option<Arc<crate::policy::Policy>> = None;
-    let mut cfg: Option<IdentityDoc> = None;
-    let mut roles: Vec<crate::policy::RoleDoc> = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        // Borrowed from the enforced policy, once a batch: a flood of
+        // interim updates must not copy the identity section per datagram.
         let policy = view().policy;
-        if !seen.as_ref().is_some_and(|p| Arc::ptr_eq(p, &policy)) {
-            cfg = policy.doc.identity.clone();
-            roles = cfg.as_ref().map(|c| c.roles.clone()).unwrap_or_default();
-            seen = Some(policy);
-        }
-        if bound.as_ref().map(|b| &b.doc) != cfg.as_ref().map(|c| &c.radius_accounting)
+        let cfg = policy.doc.identity.as_ref();
+        let roles = cfg.map_or(&[][..], |c| c.roles.as_slice());
+        if bound.as_ref().map(|b| &b.doc) != cfg.map(|c| &c.radius_accounting)
             && last_try.elapsed() >= Duration::from_secs(5)
         {
             last_try = Instant::now();
-            bound = rebind(cfg.as_ref(), &facts, bound.take());
+            bound = rebind(cfg, &facts, bound.take());
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             let mut changes = st.sessions.expire(unix_now());
-            if let Some(c) = &cfg {
+            if let Some(c) = cfg {
                 changes.extend(st.sessions.prune(&c.roles));
             }
             if cfg.is_none() {
@@ -135,27 +127,26 @@ pub(super) fn run(
         let mut replies: Vec<(SocketAddr, [u8; 20])> = Vec::new();
         let mut changes = Vec::new();
         let mut deadline: Option<Instant> = None;
-        let mut idle_wait = None;
         let batch = Instant::now();
+        // Set once while nothing is gathered: a burst, once started, lasts
+        // to the end of the batch and sets its own.
+        let _ = b.sock.set_read_timeout(Some(IDLE_WAIT));
         for _ in 0..DRAIN_MAX {
-            let wait = match deadline {
+            match deadline {
                 // A trickle must not hold the loop either.
                 None if batch.elapsed() >= IDLE_WAIT => break,
-                None => IDLE_WAIT,
+                None => {}
                 Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(w) if !w.is_zero() => w,
+                    Some(w) if !w.is_zero() => {
+                        let _ = b.sock.set_read_timeout(Some(w));
+                    }
                     _ => break,
                 },
-            };
-            // One system call per batch while nothing is being gathered.
-            if deadline.is_some() || idle_wait != Some(wait) {
-                let _ = b.sock.set_read_timeout(Some(wait));
-                idle_wait = deadline.is_none().then_some(wait);
             }
             let Ok((n, from)) = b.sock.recv_from(&mut buf) else {
                 break;
             };
-            let Some((reply, ch)) = handle(&buf[..n], from, b, &roles, &mut st, &facts) else {
+            let Some((reply, ch)) = handle(&buf[..n], from, b, roles, &mut st, &facts) else {
                 continue;
             };
             if ch.is_empty() && deadline.is_none() {
