@@ -133,18 +133,16 @@ fn decide(run_dir: &Path, op: DecisionRequest, by: Option<String>) -> Result<Exi
 }
 
 fn list(run_dir: &Path, filter: DeviceFilter, json: bool) -> Result<ExitCode> {
-    let (count, reader) = control::devices(run_dir, filter, Duration::from_secs(60))?;
+    let (count, mut reader) = control::devices(run_dir, filter, Duration::from_secs(60))?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut rows = Vec::new();
-    let mut n = 0;
-    for line in reader.lines() {
-        let line = line?;
-        n += 1;
-        if json {
-            // Already one object per line, as the controller wrote it.
-            writeln!(out, "{line}")?;
-        } else {
-            let r: DeviceRow = serde_json::from_str(&line)?;
+    let n = if json {
+        // Already one object per line, as the controller wrote it: copied
+        // through as it arrives (100k devices are tens of megabytes).
+        copy_lines(&mut reader, &mut out, count)?
+    } else {
+        let mut rows = Vec::new();
+        for line in reader.lines().take(count) {
+            let r: DeviceRow = serde_json::from_str(&line?)?;
             rows.push([
                 r.mac,
                 r.state,
@@ -157,18 +155,49 @@ fn list(run_dir: &Path, filter: DeviceFilter, json: bool) -> Result<ExitCode> {
                 r.vendor.unwrap_or_else(|| "-".into()),
             ]);
         }
-        if n == count {
-            break;
-        }
-    }
-    if !json {
         table(&mut out, &rows)?;
-    }
+        rows.len()
+    };
     out.flush()?;
     if n < count {
         bail!("the controller sent {n} of {count} devices before the connection ended");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Copies up to `count` whole lines from `r` to `w`; returns how many.
+/// A last line the connection cut short is not written.
+fn copy_lines(r: &mut impl BufRead, w: &mut impl Write, count: usize) -> Result<usize> {
+    let (mut n, mut partial) = (0, Vec::new());
+    while n < count {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let mut end = 0;
+        for (i, _) in buf.iter().enumerate().filter(|(_, c)| **c == b'\n') {
+            end = i + 1;
+            n += 1;
+            if n == count {
+                break;
+            }
+        }
+        if end > 0 {
+            w.write_all(&partial)?;
+            partial.clear();
+            w.write_all(&buf[..end])?;
+        } else {
+            end = buf.len();
+            partial.extend_from_slice(buf);
+        }
+        // Bytes after the last whole line wait for the rest of it.
+        if end < buf.len() && n < count {
+            partial.extend_from_slice(&buf[end..]);
+            end = buf.len();
+        }
+        r.consume(end);
+    }
+    Ok(n)
 }
 
 /// Columns as wide as their widest cell.
@@ -259,5 +288,34 @@ fn print_device(d: &DeviceRow) {
                 .unwrap_or_default(),
             if x.forced { " (forced)" } else { "" }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copied(input: &[u8], capacity: usize, count: usize) -> (usize, Vec<u8>) {
+        let mut r = std::io::BufReader::with_capacity(capacity, input);
+        let mut out = Vec::new();
+        let n = copy_lines(&mut r, &mut out, count).unwrap();
+        (n, out)
+    }
+
+    #[test]
+    fn whole_lines_are_copied_across_reads() {
+        let input = b"{\"a\":1}\n{\"bb\":22}\n{\"ccc\":333}\n{\"cut";
+        for capacity in [1, 3, 7, 64] {
+            assert_eq!(
+                copied(input, capacity, 3),
+                (3, b"{\"a\":1}\n{\"bb\":22}\n{\"ccc\":333}\n".to_vec()),
+                "capacity {capacity}"
+            );
+            // A line cut short by the connection is neither counted nor written.
+            assert_eq!(copied(input, capacity, 4).0, 3, "capacity {capacity}");
+            assert_eq!(copied(input, capacity, 4).1.last(), Some(&b'\n'));
+            // Nothing past the announced count.
+            assert_eq!(copied(input, capacity, 1), (1, b"{\"a\":1}\n".to_vec()));
+        }
     }
 }

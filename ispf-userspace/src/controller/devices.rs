@@ -55,14 +55,7 @@ pub async fn list(stream: &mut UnixStream, c: &Control, filter: DeviceFilter) {
     }
     let path = c.inventory.db.clone();
     let built = tokio::task::spawn_blocking(move || -> Result<(usize, Vec<u8>), String> {
-        let conn = db::open_reader(&path).map_err(|e| e.to_string())?;
-        let rows = query::list(&conn, &v, &filter, unix_now()).map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(rows.len() * 320);
-        for r in &rows {
-            serde_json::to_writer(&mut out, r).map_err(|e| e.to_string())?;
-            out.push(b'\n');
-        }
-        Ok((rows.len(), out))
+        query::list(&path, &v, &filter, unix_now()).map_err(|e| e.to_string())
     })
     .await;
     let (count, body) = match built {
@@ -76,9 +69,12 @@ pub async fn list(stream: &mut UnixStream, c: &Control, filter: DeviceFilter) {
             return;
         }
     };
-    let mut head = answer(&Response::Listing { count });
-    head.extend_from_slice(&body);
-    let _ = tokio::time::timeout(LISTING_DEADLINE, stream.write_all(&head)).await;
+    let head = answer(&Response::Listing { count });
+    let _ = tokio::time::timeout(LISTING_DEADLINE, async {
+        stream.write_all(&head).await?;
+        stream.write_all(&body).await
+    })
+    .await;
 }
 
 pub async fn one(c: &Control, mac: String) -> Response {

@@ -3,13 +3,15 @@
 //! state, the file's metadata for registered devices and the decision
 //! that holds for it.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
+
+use foldhash::HashSet;
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    db::DbError,
+    db::{self, DbError},
     judge::Judge,
     state_of,
     store::{self, Device, TimelineEntry},
@@ -120,34 +122,49 @@ impl<'a> Rows<'a> {
         }
     }
 
-    pub fn row(&self, d: Option<&Device>, mac: &[u8; 6], ips: Vec<String>) -> DeviceRow {
+    /// The row of `mac`, seen as `d` (moved into the row: a listing
+    /// builds 100k of them).
+    pub fn row(&self, d: Option<Device>, mac: &[u8; 6], ips: Vec<String>) -> DeviceRow {
         let p = self.judge.policy();
         let macs = mac_string(mac);
-        let (vlan, v4, v6) = d.map_or((0, None, None), |d| (d.vlan, d.ipv4, d.ipv6));
+        let (vlan, v4, v6) = d
+            .as_ref()
+            .map_or((0, None, None), |d| (d.vlan, d.ipv4, d.ipv6));
         let pl = self.judge.place(mac, vlan, v4, v6);
         let held_d = self.hold.get(macs.as_str()).copied();
         let state = state_of(held_d, pl.judged);
         let doc = pl.device.and_then(|i| p.doc.devices.get(i));
-        DeviceRow {
+        let mut r = DeviceRow {
             mac: macs,
-            vendor: d.and_then(|d| d.vendor.clone()),
+            vendor: None,
             ips,
-            vlan: d.map(|d| d.vlan),
-            interface: d.map(|d| d.interface.clone()),
+            vlan: None,
+            interface: None,
             segment: p.segment_name(pl.segment).to_owned(),
             state: state.as_str().into(),
             judged: pl.judged.as_str().into(),
-            first_seen: d.map(|d| rfc3339(d.first_seen)),
-            last_seen: d.map(|d| rfc3339(d.last_seen)),
-            hostname: d.and_then(|d| d.hostname.clone()),
-            vendor_class: d.and_then(|d| d.vendor_class.clone()),
-            dhcp_params: d.and_then(|d| d.dhcp_params.clone()),
+            first_seen: None,
+            last_seen: None,
+            hostname: None,
+            vendor_class: None,
+            dhcp_params: None,
             name: doc.map(|x| x.name.clone()),
             kind: doc.and_then(|x| x.kind.clone()),
             risk: doc.and_then(|x| x.risk).map(|r| r.as_str().to_owned()),
             location: doc.and_then(|x| x.location.clone()),
             decision: held_d.map(held),
+        };
+        if let Some(d) = d {
+            r.vendor = d.vendor;
+            r.vlan = Some(d.vlan);
+            r.interface = Some(d.interface);
+            r.first_seen = Some(rfc3339(d.first_seen));
+            r.last_seen = Some(rfc3339(d.last_seen));
+            r.hostname = d.hostname;
+            r.vendor_class = d.vendor_class;
+            r.dhcp_params = d.dhcp_params;
         }
+        r
     }
 
     fn wanted(&self, r: &DeviceRow, f: &DeviceFilter, first_seen: Option<i64>) -> bool {
@@ -158,37 +175,91 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Every device matching `f`, most recently seen first; devices a decision
-/// names that were never seen come last.
+/// Every device matching `f` as JSON lines, one [`DeviceRow`] per line,
+/// most recently seen first; devices a decision names that were never
+/// seen come last. Returns how many lines.
 pub fn list(
-    conn: &Connection,
+    db: &Path,
     view: &View,
     f: &DeviceFilter,
     now: i64,
-) -> Result<Vec<DeviceRow>, DbError> {
-    let mut devices = store::devices(conn)?;
-    devices.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
-    let mut ips = store::addresses(conn)?;
+) -> Result<(usize, Vec<u8>), DbError> {
+    // Devices and their addresses are read side by side, each by a reader
+    // connection of its own (SQLite's reads are CPU-bound here).
+    let (devices, mut ips) = std::thread::scope(|s| {
+        let ips = s.spawn(|| store::addresses(&db::open_reader(db)?));
+        let devices = store::devices(&db::open_reader(db)?).map(|mut d| {
+            d.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
+            d
+        });
+        let ips = ips.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        Ok::<_, DbError>((devices?, ips?))
+    })?;
     let rows = Rows::new(view, now);
-    let mut out = Vec::with_capacity(devices.len());
-    let mut seen = std::collections::HashSet::with_capacity(devices.len());
+    // Devices a decision names, until the inventory lists them.
+    let mut unseen: HashSet<[u8; 6]> = rows
+        .hold
+        .keys()
+        .filter_map(|m| crate::policy::parse_mac(m))
+        .collect();
+    let mut work = Vec::with_capacity(devices.len());
     for d in devices {
-        seen.insert(d.mac);
-        let r = rows.row(Some(&d), &d.mac, ips.remove(&d.mac).unwrap_or_default());
-        if rows.wanted(&r, f, Some(d.first_seen)) {
-            out.push(r);
-        }
+        unseen.remove(&d.mac);
+        work.push((d.mac, ips.take(&d.mac), Some(d)));
     }
     for mac in rows.hold.keys() {
-        let Some(m) = crate::policy::parse_mac(mac).filter(|m| !seen.contains(m)) else {
-            continue;
-        };
-        let r = rows.row(None, &m, Vec::new());
-        if rows.wanted(&r, f, None) {
-            out.push(r);
+        if let Some(m) = crate::policy::parse_mac(mac).filter(|m| unseen.remove(m)) {
+            work.push((m, Vec::new(), None));
         }
     }
-    Ok(out)
+    let parts = in_parts(work, |part| {
+        let (mut n, mut out) = (0, Vec::with_capacity(part.len() * 400));
+        for (mac, ips, d) in part {
+            let first_seen = d.as_ref().map(|d| d.first_seen);
+            let r = rows.row(d, &mac, ips);
+            if rows.wanted(&r, f, first_seen) {
+                // Infallible: a struct of strings, written to memory.
+                serde_json::to_writer(&mut out, &r).expect("a device row serializes");
+                out.push(b'\n');
+                n += 1;
+            }
+        }
+        (n, out)
+    });
+    let mut total = (0, Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum()));
+    for (n, out) in parts {
+        total.0 += n;
+        total.1.extend_from_slice(&out);
+    }
+    Ok(total)
+}
+
+/// Runs `f` on consecutive parts of `items`, on two threads when there
+/// are two cores, and returns the parts' results in order: a listing of
+/// 100k devices is CPU-bound and a second core halves it; more would take
+/// cores from the datapath's softirqs and the ingest thread for an
+/// operator's query.
+fn in_parts<T: Send, R: Send>(mut items: Vec<T>, f: impl Fn(Vec<T>) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parts = if items.len() < 4096 { 1 } else { cores.min(2) };
+    let size = items.len().div_ceil(parts).max(1);
+    let mut chunks = Vec::with_capacity(parts);
+    while items.len() > size {
+        chunks.push(items.split_off(items.len() - size));
+    }
+    chunks.push(items);
+    chunks.reverse();
+    if chunks.len() == 1 {
+        return chunks.into_iter().map(f).collect();
+    }
+    std::thread::scope(|s| {
+        let f = &f;
+        let running: Vec<_> = chunks.into_iter().map(|c| s.spawn(move || f(c))).collect();
+        running
+            .into_iter()
+            .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// One device with its timeline, newest first; `None` if the inventory
@@ -207,7 +278,7 @@ pub fn one(
         return Ok(None);
     }
     let ips = store::addresses_of(conn, mac)?;
-    Ok(Some((rows.row(d.as_ref(), mac, ips), timeline)))
+    Ok(Some((rows.row(d, mac, ips), timeline)))
 }
 
 /// The admitted devices as policy `devices` entries, to move into the file.
@@ -230,3 +301,7 @@ pub fn export_admitted(view: &View, now: i64) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "query_tests.rs"]
+mod tests;

@@ -3,10 +3,9 @@
 //! connection (the ingest thread one, the engine one, each query its own
 //! reader) and this module owns the SQL.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use foldhash::HashMap as FastMap;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -66,9 +65,14 @@ fn parse_mac6(s: &str) -> Option<[u8; 6]> {
     crate::policy::parse_mac(s)
 }
 
+/// A text column borrowed, not copied: a listing reads 100k rows.
+fn text<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    Ok(r.get_ref(i)?.as_str_or_null()?)
+}
+
 fn device_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Device>> {
-    let mac: String = r.get(0)?;
-    let Some(mac) = parse_mac6(&mac) else {
+    let text = |i| text(r, i);
+    let Some(mac) = text(0)?.and_then(parse_mac6) else {
         return Ok(None);
     };
     Ok(Some(Device {
@@ -76,14 +80,14 @@ fn device_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Device>> {
         vendor: r.get(1)?,
         vlan: r.get::<_, i64>(2)? as u16,
         interface: r.get(3)?,
-        ipv4: r.get::<_, Option<String>>(4)?.and_then(|s| s.parse().ok()),
-        ipv6: r.get::<_, Option<String>>(5)?.and_then(|s| s.parse().ok()),
+        ipv4: text(4)?.and_then(|s| s.parse().ok()),
+        ipv6: text(5)?.and_then(|s| s.parse().ok()),
         hostname: r.get(6)?,
         vendor_class: r.get(7)?,
         dhcp_params: r.get(8)?,
         first_seen: r.get(9)?,
         last_seen: r.get(10)?,
-        segment: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
+        segment: text(11)?.unwrap_or_default().to_owned(),
         judged: r.get(12)?,
     }))
 }
@@ -117,23 +121,34 @@ pub fn device(conn: &Connection, mac: &[u8; 6]) -> Result<Option<Device>, DbErro
 
 /// Every address each device was seen with, newest first. (No ORDER BY:
 /// sorting 100k rows in SQLite costs more than sorting each device's few.)
-pub fn addresses(conn: &Connection) -> Result<HashMap<[u8; 6], Vec<String>>, DbError> {
+pub fn addresses(conn: &Connection) -> Result<Addresses, DbError> {
     let mut st = conn.prepare("SELECT mac, ip, last_seen FROM device_ips")?;
-    let mut seen: HashMap<[u8; 6], Vec<(i64, String)>> = HashMap::new();
+    let mut seen = Addresses::default();
     let mut rows = st.query([])?;
     while let Some(r) = rows.next()? {
         let Some(mac) = r.get_ref(0)?.as_str().ok().and_then(parse_mac6) else {
             continue;
         };
-        seen.entry(mac).or_default().push((r.get(2)?, r.get(1)?));
+        seen.0.entry(mac).or_default().push((r.get(2)?, r.get(1)?));
     }
-    Ok(seen
-        .into_iter()
-        .map(|(mac, mut v)| {
-            v.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-            (mac, v.into_iter().map(|(_, ip)| ip).collect())
-        })
-        .collect())
+    for v in seen.0.values_mut() {
+        v.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    }
+    Ok(seen)
+}
+
+/// The addresses of every device, each device's newest first.
+#[derive(Default)]
+pub struct Addresses(FastMap<[u8; 6], Vec<(i64, String)>>);
+
+impl Addresses {
+    /// Takes a device's addresses out (a device is listed once).
+    pub fn take(&mut self, mac: &[u8; 6]) -> Vec<String> {
+        self.0
+            .remove(mac)
+            .map(|v| v.into_iter().map(|(_, ip)| ip).collect())
+            .unwrap_or_default()
+    }
 }
 
 pub fn addresses_of(conn: &Connection, mac: &[u8; 6]) -> Result<Vec<String>, DbError> {

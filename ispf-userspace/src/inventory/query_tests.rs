@@ -1,0 +1,114 @@
+//! The listing over a real database, large enough to be built in parts.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::{decisions::Kind, inventory::store::Batch, policy::Policy};
+
+fn device(i: u32) -> Device {
+    let b = i.to_be_bytes();
+    Device {
+        mac: [2, 0, b[0], b[1], b[2], b[3]],
+        vendor: Some("Acme".into()),
+        vlan: 20,
+        interface: "port1".into(),
+        ipv4: Some([10, 1, b[2], b[3]].into()),
+        ipv6: None,
+        hostname: None,
+        vendor_class: None,
+        dhcp_params: None,
+        first_seen: i as i64,
+        last_seen: 1000 + (i as i64 * 7919) % 5003,
+        segment: String::new(),
+        judged: String::new(),
+    }
+}
+
+/// Enough devices that the listing is built in parts on every core.
+#[test]
+fn lists_every_device_newest_first_then_decisions_for_unseen_ones() {
+    let dir = std::env::temp_dir().join(format!("ispf-query-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("inventory.db");
+    let mut conn = db::open(&path).unwrap();
+    let all: Vec<Device> = (0..5003).map(device).collect();
+    let mut b = Batch {
+        devices: all.iter().collect(),
+        ..Default::default()
+    };
+    for d in &all {
+        b.addresses.push((d.mac, d.ipv4.unwrap().into(), 5));
+    }
+    // A second, newer address for one device: listed first.
+    b.addresses
+        .push((all[7].mac, "10.9.9.9".parse().unwrap(), 9));
+    store::write(&mut conn, &b).unwrap();
+    let policy = Policy::from_str(
+        r#"{"version":1,"segments":[{"name":"ws","subnets":["10.1.0.0/16"]},
+            {"name":"quarantine"}]}"#,
+        Path::new("t.json"),
+    )
+    .unwrap();
+    let quarantine = |mac: &str| Decision {
+        mac: mac.into(),
+        kind: Kind::Quarantine,
+        segment: None,
+        name: None,
+        risk: None,
+        reason: "scan".into(),
+        forced: false,
+        actor: "alice".into(),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    };
+    let unseen = "02:00:ff:ff:ff:ff";
+    let view = View {
+        policy: Arc::new(policy),
+        decisions: Arc::new(vec![
+            quarantine(unseen),
+            quarantine(&mac_string(&all[3].mac)),
+        ]),
+    };
+    let rows = |f: &DeviceFilter| {
+        let (n, out) = list(&path, &view, f, 10).unwrap();
+        let rows: Vec<DeviceRow> = out
+            .split(|c| *c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        assert_eq!(n, rows.len());
+        rows
+    };
+    let listed = rows(&DeviceFilter::default());
+    assert_eq!(listed.len(), all.len() + 1);
+    let mut newest: Vec<&Device> = all.iter().collect();
+    newest.sort_by_key(|d| std::cmp::Reverse(d.last_seen));
+    for (r, d) in listed.iter().zip(&newest) {
+        assert_eq!(r.mac, mac_string(&d.mac));
+        assert_eq!(r.last_seen, Some(rfc3339(d.last_seen)));
+        assert_eq!(r.segment, "ws", "{}", r.mac);
+    }
+    let seven = listed
+        .iter()
+        .find(|r| r.mac == mac_string(&all[7].mac))
+        .unwrap();
+    assert_eq!(
+        seven.ips,
+        vec!["10.9.9.9".to_owned(), "10.1.0.7".to_owned()]
+    );
+    let last = listed.last().unwrap();
+    assert_eq!(
+        (last.mac.as_str(), last.state.as_str()),
+        (unseen, "quarantined")
+    );
+    assert_eq!((last.first_seen.as_ref(), last.ips.len()), (None, 0));
+
+    let held = rows(&DeviceFilter {
+        quarantined: true,
+        ..Default::default()
+    });
+    let macs: Vec<&str> = held.iter().map(|r| r.mac.as_str()).collect();
+    assert_eq!(macs, vec![mac_string(&all[3].mac).as_str(), unseen]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
