@@ -69,7 +69,7 @@ impl Datapath {
             counters: capacity[MAP_COUNTERS],
             feeds: capacity[MAP_FEED_V4],
         };
-        let stats = Stats::open(&ids, sizes)?;
+        let stats = Stats::open(&ids, sizes, Default::default())?;
         let active = m.active.get(&0, 0).map_err(map_err(MAP_ACTIVE))? as usize & 1;
         let epoch = m
             .settings

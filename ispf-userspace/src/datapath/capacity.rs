@@ -114,6 +114,22 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Both generations' entries together.
+    pub fn plus(&self, o: &Counts) -> Counts {
+        let f = |i: usize| self.feeds[i] + o.feeds[i];
+        Counts {
+            dev_mac: self.dev_mac + o.dev_mac,
+            dev_v4: self.dev_v4 + o.dev_v4,
+            dev_v6: self.dev_v6 + o.dev_v6,
+            policy: self.policy + o.policy,
+            rows: self.rows + o.rows,
+            subnet_v4: self.subnet_v4 + o.subnet_v4,
+            subnet_v6: self.subnet_v6 + o.subnet_v6,
+            routers: self.routers + o.routers,
+            feeds: [f(0), f(1), f(2), f(3)],
+        }
+    }
+
     pub fn of(c: &Compiled) -> Self {
         Self {
             dev_mac: c.dev_mac.len(),

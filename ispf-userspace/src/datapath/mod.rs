@@ -68,6 +68,8 @@ pub struct Datapath {
     /// does not have).
     ids: BTreeMap<&'static str, std::os::fd::OwnedFd>,
     gens: [writer::Gen; 2],
+    /// What `gens` hold, for the [`Stats`] readers.
+    written: stats::Written,
     epoch: u32,
     /// When the active generation last changed (None: not by us).
     last_flip: Option<Instant>,
@@ -196,7 +198,7 @@ impl Datapath {
         m.cpus
             .set(CONFIG_COUNTER_SLOTS, sizes.counters, 0)
             .map_err(map_err(MAP_CPUS))?;
-        let mut stats = Stats::open(&ids, sizes)?;
+        let mut stats = Stats::open(&ids, sizes, Default::default())?;
         stats.write_meta(&Meta {
             layout: LAYOUT_VERSION,
             ..Meta::default()
@@ -237,10 +239,11 @@ impl Datapath {
         epoch: u32,
     ) -> Result<Self> {
         let test = testrun::State::new(&maps)?;
-        Ok(Self {
+        let dp = Self {
             program,
             sizes,
             maps,
+            written: stats.written.clone(),
             stats,
             ids,
             gens,
@@ -248,7 +251,9 @@ impl Datapath {
             last_flip: None,
             test,
             fail_after: None,
-        })
+        };
+        dp.publish_counts();
+        Ok(dp)
     }
 
     pub fn program(&self) -> &Xdp {
@@ -310,7 +315,7 @@ impl Datapath {
     /// A second, independent handle on the statistics maps, for readers
     /// that run beside the writer (metrics, status).
     pub fn open_stats(&self) -> Result<Stats> {
-        Stats::open(&self.ids, self.sizes)
+        Stats::open(&self.ids, self.sizes, self.written.clone())
     }
 
     /// Tests only: make the next writes fail after `n` entries (None: never),
@@ -330,6 +335,12 @@ impl Datapath {
     /// `(map, entries in use, capacity)` for the maps that fill up.
     pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
         self.stats.occupancy()
+    }
+
+    /// Tests only: [`Self::occupancy`] with every map counted.
+    #[doc(hidden)]
+    pub fn occupancy_in_maps(&self) -> Vec<(&'static str, usize, u32)> {
+        self.stats.occupancy_in_maps()
     }
 
     pub fn conntrack_len(&self) -> usize {

@@ -3,7 +3,10 @@
 //! its own descriptors on the maps, so the controller's metrics and status
 //! read them while the writer applies a policy.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use aya::maps::{HashMap, Map, MapData, PerCpuValues};
 use ispf_common::*;
@@ -12,9 +15,19 @@ use crate::bpfsys;
 
 use super::{
     access::{fd, map_err},
+    capacity::Counts,
     maps::StatMaps,
     DatapathError, MapSizes, Result,
 };
+
+/// What the policy writer holds in both generation slots, shared with
+/// every [`Stats`] of its datapath. The device and policy maps are written
+/// by the writer alone, so it knows their entries; counting them in the
+/// maps copied every entry out (both slots of 100k devices: over 100 ms per
+/// `ispf status` or metrics scrape, a second at 1M). `None` until the
+/// writer has said, and for a [`Stats`] without a writer: the maps are
+/// counted.
+pub(super) type Written = Arc<Mutex<Option<Counts>>>;
 
 /// Event accounting summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +44,7 @@ pub struct EventTotals {
 pub struct Stats {
     pub(super) maps: StatMaps,
     sizes: MapSizes,
+    pub(super) written: Written,
 }
 
 impl Stats {
@@ -38,6 +52,7 @@ impl Stats {
     pub(super) fn open(
         fds: &BTreeMap<&'static str, std::os::fd::OwnedFd>,
         sizes: MapSizes,
+        written: Written,
     ) -> Result<Self> {
         let mut by_id = |name: &'static str| {
             let fd = fds
@@ -54,6 +69,7 @@ impl Stats {
         Ok(Self {
             maps: StatMaps::open(&mut by_id)?,
             sizes,
+            written,
         })
     }
 
@@ -110,16 +126,38 @@ impl Stats {
     }
 
     /// `(map, entries in use, capacity)` for the maps that fill up. Both
-    /// generation slots count: during a reload both are full.
+    /// generation slots count. The policy writer's own maps are as it last
+    /// finished writing them (see [`Written`]; a reload in progress shows
+    /// when it ends); the datapath's are counted.
     pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
+        let written = *self.written.lock().unwrap_or_else(|e| e.into_inner());
+        self.occupancy_with(written)
+    }
+
+    /// [`Self::occupancy`] with every map counted: what the writer's
+    /// bookkeeping is checked against.
+    #[doc(hidden)]
+    pub fn occupancy_in_maps(&self) -> Vec<(&'static str, usize, u32)> {
+        self.occupancy_with(None)
+    }
+
+    fn occupancy_with(&self, written: Option<Counts>) -> Vec<(&'static str, usize, u32)> {
         let m = &self.maps;
         let z = &self.sizes;
+        let w = written.unwrap_or_else(|| Counts {
+            dev_mac: count(&m.dev_mac),
+            dev_v4: count(&m.dev_v4),
+            dev_v6: count(&m.dev_v6),
+            rows: count(&m.rows),
+            policy: count(&m.policy),
+            ..Counts::default()
+        });
         vec![
-            (MAP_DEV_MAC, count(&m.dev_mac), z.devices),
-            (MAP_DEV_V4, count(&m.dev_v4), z.devices),
-            (MAP_DEV_V6, count(&m.dev_v6), z.devices),
-            (MAP_POLICY_ROWS, count(&m.rows), z.policy),
-            (MAP_POLICY, count(&m.policy), z.policy),
+            (MAP_DEV_MAC, w.dev_mac, z.devices),
+            (MAP_DEV_V4, w.dev_v4, z.devices),
+            (MAP_DEV_V6, w.dev_v6, z.devices),
+            (MAP_POLICY_ROWS, w.rows, z.policy),
+            (MAP_POLICY, w.policy, z.policy),
             (MAP_CONNTRACK, count(&m.conntrack), z.conntrack),
             (MAP_CONNTRACK4, count(&m.conntrack4), z.conntrack),
             (MAP_FRAGMENTS, count(&m.fragments), z.fragments),

@@ -53,9 +53,25 @@ impl Datapath {
 
     /// Writes `c` into the inactive generation slot, then makes it active in
     /// one array write. Packets see the old policy or the new one, never a
-    /// mix. On any failure nothing of `c` stays in the maps and the running
-    /// generation is untouched. Returns the new epoch.
+    /// mix. On any failure nothing of `c` is enforced (a failed write is
+    /// removed; should the flip itself fail, `c` stays in the inactive slot
+    /// until the next write replaces it) and the running generation is
+    /// untouched. Returns the new epoch.
     pub fn apply(&mut self, c: &Compiled) -> Result<u32> {
+        let r = self.apply_to_slots(c);
+        // Whatever became of the slots, failure or not.
+        self.publish_counts();
+        r
+    }
+
+    /// Tells every [`Stats`](super::Stats) what the generation slots now
+    /// hold.
+    pub(super) fn publish_counts(&self) {
+        let both = self.gens[0].counts().plus(&self.gens[1].counts());
+        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(both);
+    }
+
+    fn apply_to_slots(&mut self, c: &Compiled) -> Result<u32> {
         let active = self.active_slot()?;
         let target = if self.epoch == 0 { active } else { 1 - active };
         let kept = if target == active {
@@ -99,12 +115,15 @@ impl Datapath {
             };
             return Err(e);
         }
+        // Recorded before the flip: should the flip fail, the inactive slot
+        // holds `c` (never enforced), and the next write must know it to
+        // remove what the next policy lacks.
+        self.gens[target] = Gen::Holds(Box::new(c.clone()));
         self.maps
             .active
             .set(0, target as u32, 0)
             .map_err(map_err(MAP_ACTIVE))?;
         self.last_flip = Some(Instant::now());
-        self.gens[target] = Gen::Holds(Box::new(c.clone()));
         self.epoch = epoch;
         let recycled = self.stats.meta().recycled;
         self.stats.write_meta(&Meta {

@@ -143,8 +143,10 @@ pub fn compile(p: &Policy) -> Compiled {
         if let Some(mac) = dev.mac {
             c.dev_mac.push((mac, v));
         }
-        c.dev_v4.extend(dev.ipv4.iter().map(|a| (a.octets(), v)));
-        c.dev_v6.extend(dev.ipv6.iter().map(|a| (a.octets(), v)));
+        // A device may list an address twice (no clash with itself); the
+        // map holds it once, and so does the count of what a slot holds.
+        c.dev_v4.extend(firsts(&dev.ipv4).map(|a| (a.octets(), v)));
+        c.dev_v6.extend(firsts(&dev.ipv6).map(|a| (a.octets(), v)));
     }
     c.routers = p.routers.clone();
 
@@ -153,6 +155,14 @@ pub fn compile(p: &Policy) -> Compiled {
     c.rows = m.rows;
     c.policy = m.policy;
     c
+}
+
+/// Each value of `l` once, at its first place.
+fn firsts<T: PartialEq>(l: &[T]) -> impl Iterator<Item = &T> {
+    l.iter()
+        .enumerate()
+        .filter(|(i, a)| !l[..*i].contains(a))
+        .map(|(_, a)| a)
 }
 
 impl Compiled {
@@ -169,5 +179,29 @@ impl Compiled {
             + self.rows.len()
             + self.policy.len()
             + self.segments.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn an_address_listed_twice_is_one_entry() {
+        let p = Policy::from_str(
+            r#"{"version":1,"segments":[{"name":"a"}],"devices":[
+              {"name":"d0","ipv4":["10.0.0.1","10.0.0.2","10.0.0.1"],
+               "ipv6":["fd00::1","fd00::1"],"segment":"a"}]}"#,
+            Path::new("t.json"),
+        )
+        .unwrap();
+        let c = compile(&p);
+        let v4: Vec<[u8; 4]> = c.dev_v4.iter().map(|(a, _)| *a).collect();
+        assert_eq!(v4, vec![[10, 0, 0, 1], [10, 0, 0, 2]]);
+        assert_eq!(c.dev_v6.len(), 1);
+        // The device still has several addresses as far as its flags say.
+        assert_ne!(c.dev_v4[0].1.flags & DEV_V4_MANY, 0);
     }
 }
