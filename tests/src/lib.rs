@@ -5,6 +5,7 @@
 pub mod care_unit;
 pub mod controller;
 pub mod etcd;
+pub mod exclusive;
 pub mod feeds;
 pub mod frames;
 pub mod gen;

@@ -96,3 +96,35 @@ fn quick_benchmark_produces_every_figure() {
         "benchmark namespaces left behind"
     );
 }
+
+/// A mistyped flag (or `--help`) must not start a full run, which would
+/// overwrite the recorded results.
+#[test]
+fn a_flag_it_does_not_know_runs_nothing() {
+    let out = std::env::temp_dir().join(format!("ispf-bench-flags-{}", std::process::id()));
+    let bench = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ispf-bench"))
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let bad = bench(&["--quik"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "{err}");
+    assert!(
+        err.contains("unknown argument `--quik`") && err.contains("usage:"),
+        "{err}"
+    );
+    let bad = bench(&["--only", "scans"]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("no section `scans`"),
+        "{err}"
+    );
+    let help = bench(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--only SECTION"));
+    assert!(!out.exists(), "nothing may be written");
+}

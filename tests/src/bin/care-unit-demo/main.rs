@@ -161,6 +161,7 @@ fn main() -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the demo creates network namespaces and loads XDP: run it as root (cargo xtask demo does)");
     }
+    let _alone = ispf_tests::exclusive::exclusive("the demo")?;
     let policy_file = policy_path().canonicalize()?;
     let policy = Policy::from_file(&policy_file)?;
     let _ = ispf(&["detach", "--pin-dir", PIN_DIR, "--run-dir", RUN_DIR]);

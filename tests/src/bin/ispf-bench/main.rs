@@ -71,21 +71,83 @@ impl Bench {
     }
 }
 
+const SECTIONS: &[&str] = &[
+    "scan",
+    "end-to-end",
+    "control",
+    "bulk",
+    "inventory",
+    "feeds",
+    "identity",
+    "fleet",
+];
+
+const USAGE: &str = "usage: ispf-bench [--quick] [--per-packet-only] [--only SECTION] [--out DIR]
+  --quick            fewer frames, devices and runs: a check that it runs, not figures
+  --per-packet-only  stop after the per-packet section (for profiling)
+  --only SECTION     one section, its figures printed and nothing written; SECTION is
+                     scan, end-to-end, control, bulk, inventory, feeds, identity or fleet
+  --out DIR          where results.json, RESULTS.md and cost-vs-size.svg go (default: bench)
+environment: ISPF_BENCH_DEVICES (the headline number of devices), ISPF_BENCH_RUNS (runs per figure)";
+
+/// The command line, checked whole before anything runs: a mistyped flag
+/// must not start a full run that overwrites the recorded results.
+struct Args {
+    quick: bool,
+    per_packet_only: bool,
+    only: Option<String>,
+    out_dir: PathBuf,
+}
+
+fn args() -> Result<Option<Args>> {
+    let mut a = Args {
+        quick: false,
+        per_packet_only: false,
+        only: None,
+        out_dir: PathBuf::from("bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |flag: &str| {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--per-packet-only" => a.per_packet_only = true,
+            "--out" => a.out_dir = PathBuf::from(value("--out")?),
+            "--only" => {
+                let s = value("--only")?;
+                if !SECTIONS.contains(&s.as_str()) {
+                    bail!("no section `{s}`: {}\n{USAGE}", SECTIONS.join(", "));
+                }
+                a.only = Some(s);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            other => bail!("unknown argument `{other}`\n{USAGE}"),
+        }
+    }
+    Ok(Some(a))
+}
+
 fn main() -> Result<()> {
+    let Some(Args {
+        quick,
+        per_packet_only,
+        only,
+        out_dir,
+    }) = args()?
+    else {
+        return Ok(());
+    };
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("benchmarks load XDP programs: run as root (cargo xtask bench does)");
     }
-    let args: Vec<String> = std::env::args().collect();
-    let quick = args.iter().any(|a| a == "--quick");
-    // For profiling the datapath: stop after the per-packet section.
-    let per_packet_only = args.iter().any(|a| a == "--per-packet-only");
-    let out_dir = args
-        .iter()
-        .position(|a| a == "--out")
-        .and_then(|i| args.get(i + 1))
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("bench"));
+    let _alone = ispf_tests::exclusive::exclusive("the benchmark")?;
     let mut cfg = if quick {
         Config {
             quick,
@@ -140,11 +202,7 @@ fn main() -> Result<()> {
     };
     b.summary.insert("quick".into(), json!(b.cfg.quick));
     // For profiling: one section alone (`--only scan`), its figures printed.
-    if let Some(only) = args
-        .iter()
-        .position(|a| a == "--only")
-        .and_then(|i| args.get(i + 1))
-    {
+    if let Some(only) = only {
         match only.as_str() {
             "scan" => scan::scan(&mut b)?,
             "end-to-end" => live::end_to_end(&mut b)?,
@@ -154,9 +212,7 @@ fn main() -> Result<()> {
             "feeds" => feeds::feeds(&mut b)?,
             "identity" => identity::identity(&mut b)?,
             "fleet" => fleet::fleet(&mut b)?,
-            other => bail!(
-                "no section {other}: scan, end-to-end, control, bulk, inventory, feeds, identity"
-            ),
+            other => unreachable!("section {other} checked with the arguments"),
         }
         println!("{}", serde_json::to_string_pretty(&b.summary)?);
         return Ok(());
