@@ -130,6 +130,16 @@ impl Stats {
     /// finished writing them (see [`Written`]; a reload in progress shows
     /// when it ends); the datapath's are counted.
     pub fn occupancy(&self) -> Vec<(&'static str, usize, u32)> {
+        self.occupancy_and_protocols().0
+    }
+
+    /// [`Self::occupancy`] and [`Self::conntrack_by_proto`] from one walk
+    /// of connection tracking (a metrics scrape wants both, and conntrack
+    /// may hold hundreds of thousands of flows).
+    #[allow(clippy::type_complexity)]
+    pub fn occupancy_and_protocols(
+        &self,
+    ) -> (Vec<(&'static str, usize, u32)>, BTreeMap<u8, usize>) {
         let written = *self.written.lock().unwrap_or_else(|e| e.into_inner());
         self.occupancy_with(written)
     }
@@ -138,11 +148,16 @@ impl Stats {
     /// bookkeeping is checked against.
     #[doc(hidden)]
     pub fn occupancy_in_maps(&self) -> Vec<(&'static str, usize, u32)> {
-        self.occupancy_with(None)
+        self.occupancy_with(None).0
     }
 
-    fn occupancy_with(&self, written: Option<Counts>) -> Vec<(&'static str, usize, u32)> {
+    #[allow(clippy::type_complexity)]
+    fn occupancy_with(
+        &self,
+        written: Option<Counts>,
+    ) -> (Vec<(&'static str, usize, u32)>, BTreeMap<u8, usize>) {
         let m = &self.maps;
+        let (flows, by_proto) = self.conntrack_tally();
         let z = &self.sizes;
         let w = written.unwrap_or_else(|| Counts {
             dev_mac: count(&m.dev_mac),
@@ -152,21 +167,45 @@ impl Stats {
             policy: count(&m.policy),
             ..Counts::default()
         });
-        vec![
+        let occupancy = vec![
             (MAP_DEV_MAC, w.dev_mac, z.devices),
             (MAP_DEV_V4, w.dev_v4, z.devices),
             (MAP_DEV_V6, w.dev_v6, z.devices),
             (MAP_POLICY_ROWS, w.rows, z.policy),
             (MAP_POLICY, w.policy, z.policy),
-            (MAP_CONNTRACK, count(&m.conntrack), z.conntrack),
-            (MAP_CONNTRACK4, count(&m.conntrack4), z.conntrack),
+            (MAP_CONNTRACK, flows[0], z.conntrack),
+            (MAP_CONNTRACK4, flows[1], z.conntrack),
             (MAP_FRAGMENTS, count(&m.fragments), z.fragments),
             (
                 MAP_COUNTERS,
                 self.counter_slots_in_use() as usize,
                 z.counters,
             ),
-        ]
+        ];
+        (occupancy, by_proto)
+    }
+
+    /// Flows in each conntrack map (IPv6-capable, IPv4) and by protocol.
+    fn conntrack_tally(&self) -> ([usize; 2], BTreeMap<u8, usize>) {
+        let (mut flows, mut by_proto) = ([0; 2], BTreeMap::new());
+        let walked = [
+            bpfsys::scan(fd(&self.maps.conntrack), |k: &CtKey, _: &CtVal| {
+                flows[0] += 1;
+                *by_proto.entry(k.proto).or_default() += 1;
+            }),
+            bpfsys::scan(fd(&self.maps.conntrack4), |k: &CtKey4, _: &CtVal| {
+                flows[1] += 1;
+                *by_proto.entry(k.proto).or_default() += 1;
+            }),
+        ];
+        // A batch walk the kernel refuses is counted key by key instead.
+        if walked[0].is_err() {
+            flows[0] = count(&self.maps.conntrack);
+        }
+        if walked[1].is_err() {
+            flows[1] = count(&self.maps.conntrack4);
+        }
+        (flows, by_proto)
     }
 
     /// Number of live conntrack entries.
@@ -176,14 +215,7 @@ impl Stats {
 
     /// Conntrack entries by protocol number.
     pub fn conntrack_by_proto(&self) -> BTreeMap<u8, usize> {
-        let mut m = BTreeMap::new();
-        let _ = bpfsys::scan(fd(&self.maps.conntrack), |k: &CtKey, _: &CtVal| {
-            *m.entry(k.proto).or_default() += 1;
-        });
-        let _ = bpfsys::scan(fd(&self.maps.conntrack4), |k: &CtKey4, _: &CtVal| {
-            *m.entry(k.proto).or_default() += 1;
-        });
-        m
+        self.conntrack_tally().1
     }
 
     /// Flows each feed hit, summed over CPUs: `(passed, dropped)` by the

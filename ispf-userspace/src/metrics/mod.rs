@@ -133,7 +133,8 @@ pub fn render(
         "Capacity of each map.",
         &["map"],
     )?;
-    for (map, used, cap) in dp.occupancy() {
+    let (occupancy, by_proto) = dp.occupancy_and_protocols();
+    for (map, used, cap) in occupancy {
         entries.with_label_values(&[map]).set(used as i64);
         capacity.with_label_values(&[map]).set(cap as i64);
     }
@@ -143,7 +144,7 @@ pub fn render(
         "Tracked connections by protocol.",
         &["protocol"],
     )?;
-    for (proto, n) in dp.conntrack_by_proto() {
+    for (proto, n) in by_proto {
         let family = if proto == 58 {
             ispf_common::FAMILY_V6
         } else {
