@@ -69,6 +69,29 @@ fn a_second_controller_on_the_same_pins_is_refused() {
     );
     assert!(err.contains(&format!("pid {pid}")), "{err}");
 
+    // A detach naming the controller's run directory but other pins (a
+    // typo, or another unit's): refused, nothing detached.
+    let out = ctl.cli(&["detach", "--pin-dir", "/sys/fs/bpf/ispf-test-xc-other"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "detached the wrong unit");
+    assert!(
+        err.contains("nothing was detached") && err.contains(&ctl.paths.pin.display().to_string()),
+        "{err}"
+    );
+    // Pins nobody made, with no controller: nothing to do, and it says so.
+    let out = Command::new(ispf_bin())
+        .args(["detach", "--pin-dir", "/sys/fs/bpf/ispf-test-xc-none"])
+        .args(["--run-dir", "/tmp/ispf-test-run-xc-none"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("nothing to detach"), "{said}");
+
     // The first controller noticed nothing.
     assert!(enforced(&ports[0]));
     assert!(ctl.paths.pin.join("prog").exists());

@@ -133,7 +133,7 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 other => anyhow::bail!("unexpected answer {other:?}"),
             }
         }
-        Command::Detach { pin_dir, run_dir } => detach(&pin_dir, &run_dir),
+        Command::Detach { pin_dir, run_dir } => detach(pin_dir.as_deref(), &run_dir),
         c @ (Command::Devices { .. }
         | Command::Device { .. }
         | Command::Admit { .. }
@@ -184,7 +184,30 @@ fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> 
     }
 }
 
-fn detach(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
+/// `pin_dir`: as the operator named it (`None`: not named).
+fn detach(pin_dir: Option<&Path>, run_dir: &Path) -> Result<ExitCode> {
+    // A controller answers on `run_dir`: it is the one detached, so it
+    // must be the one the operator named. A typo in one of two flags
+    // must not take enforcement off another care unit.
+    if let (Some(named), Ok(Response::Status(s))) = (
+        pin_dir,
+        control::request(run_dir, &Request::Status, Duration::from_secs(30)),
+    ) {
+        let same = |a: &Path, b: &Path| {
+            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+        };
+        if !same(named, &s.pin_dir) {
+            anyhow::bail!(
+                "nothing was detached: the controller answering on {} enforces with pins at {}, not {}. To detach that controller, run `ispf detach --run-dir {}`; to detach the pins at {}, name the run directory of the controller that uses them",
+                run_dir.display(),
+                s.pin_dir.display(),
+                named.display(),
+                run_dir.display(),
+                named.display()
+            );
+        }
+    }
+    let pin_dir = pin_dir.unwrap_or(Path::new(ispf::control::DEFAULT_PIN_DIR));
     // Known before the request: a controller started right after this one
     // stops must not be waited for.
     let holder = controller::holder(run_dir);
@@ -203,15 +226,22 @@ fn detach(pin_dir: &Path, run_dir: &Path) -> Result<ExitCode> {
         // No controller: remove what it left pinned.
         Err(control::ControlError::Connect { .. }) => {
             ispf::system::require_root()?;
-            let ifaces = controller::detach(pin_dir, run_dir)?;
-            println!(
-                "detached from {}",
-                if ifaces.is_empty() {
-                    "no interface".to_owned()
-                } else {
-                    ifaces.join(", ")
-                }
-            );
+            match controller::detach(pin_dir, run_dir)? {
+                // Still success: the off switch of a unit that is off.
+                None => println!(
+                    "nothing to detach: no ispf pins at {} and no controller answers on {}",
+                    pin_dir.display(),
+                    run_dir.display()
+                ),
+                Some(ifaces) => println!(
+                    "detached from {}",
+                    if ifaces.is_empty() {
+                        "no interface".to_owned()
+                    } else {
+                        ifaces.join(", ")
+                    }
+                ),
+            }
         }
         Err(e) => return Err(e.into()),
     }

@@ -349,8 +349,10 @@ pub enum Command {
     /// Remove ispf from every interface and delete its pins and maps: the
     /// off switch (stopping the controller leaves enforcement in place).
     Detach {
-        #[arg(long, default_value = DEFAULT_PIN_DIR)]
-        pin_dir: PathBuf,
+        /// Default /sys/fs/bpf/ispf. When a controller answers on
+        /// --run-dir, it is detached only if these are its pins.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
         #[arg(long, default_value = DEFAULT_RUN_DIR)]
         run_dir: PathBuf,
     },

@@ -22,6 +22,7 @@ mod exclusive;
 mod expiry;
 mod fleet;
 mod ports;
+mod queued;
 mod reload;
 mod ring;
 mod server;
@@ -65,7 +66,9 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9469";
 
 /// Removes ispf from every port and deletes its pins and run state, with no
 /// controller running.
-pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Vec<String>> {
+/// The interfaces it was detached from; `None` when nothing was pinned
+/// there.
+pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Option<Vec<String>>> {
     // A controller started with another run directory may still be using
     // these pins: its lock says so.
     let (_lock, pins) = exclusive::Exclusive::offline(pin_dir, run_dir)?;
@@ -74,9 +77,9 @@ pub fn detach(pin_dir: &Path, run_dir: &Path) -> Result<Vec<String>> {
         // Nothing was pinned; a directory made since is a starting
         // controller's.
         run.clear();
-        return Ok(Vec::new());
+        return Ok(None);
     }
-    engine::detach(pin_dir, &run)
+    engine::detach(pin_dir, &run).map(Some)
 }
 
 /// The pid of the controller holding `run_dir`, if one does.
