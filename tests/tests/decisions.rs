@@ -186,6 +186,46 @@ fn decisions_change_live_flows_at_the_next_packet_and_survive_reloads_and_restar
     assert!(e.contains("no decision"), "{e}");
     let e = refused(&ctl.cli(&["quarantine", "ff:ff:ff:ff:ff:ff", "--reason", "x"]));
     assert!(e.contains("multicast"), "{e}");
+    // A pump the file registers is not admitted elsewhere: the file says
+    // where it belongs, and its HL7 flow goes on.
+    let e = refused(&ctl.cli(&["admit", PUMP1, "--segment", "guest"]));
+    assert!(e.contains("registered in the policy file"), "{e}");
+    stream.wait_state(true, 5, Duration::from_secs(5));
+
+    // An incident script quarantines a dozen devices at once, then
+    // releases them: every request is applied, none refused as busy.
+    let macs: Vec<String> = (0..12).map(|i| format!("02:00:00:00:77:{i:02x}")).collect();
+    let all = |verb: &[&str]| {
+        let running: Vec<_> = macs
+            .iter()
+            .map(|m| {
+                std::process::Command::new(ispf_tests::ispf_bin())
+                    .args(verb)
+                    .arg(m)
+                    .args(["--run-dir", ctl.paths.run.to_str().unwrap()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for r in running {
+            ok(&r.wait_with_output().unwrap());
+        }
+    };
+    all(&["quarantine", "--reason", "incident 42"]);
+    let held = ctl.json_lines(&["devices", "--quarantined", "--json"]);
+    for m in &macs {
+        assert!(
+            held.iter().any(|d| d["mac"] == m.as_str()),
+            "{m} not quarantined"
+        );
+    }
+    all(&["release"]);
+    let held = ctl.json_lines(&["devices", "--quarantined", "--json"]);
+    assert!(!held
+        .iter()
+        .any(|d| macs.iter().any(|m| d["mac"] == m.as_str())));
 
     // Stopped as systemd stops it: the controller exits, enforcement and
     // the decisions stay.

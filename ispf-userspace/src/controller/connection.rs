@@ -26,6 +26,10 @@ pub const MAX_CONNECTIONS: usize = 512;
 pub const MAX_FOLLOWERS: usize = 64;
 /// Reloads waiting for the engine at once.
 pub(super) const MAX_QUEUED_RELOADS: usize = 4;
+/// Hand decisions waiting at once: an incident script quarantines a dozen
+/// devices in parallel. The engine applies those queued together as one
+/// generation, so they cost no more than a few reloads.
+pub(super) const MAX_QUEUED_DECISIONS: usize = 64;
 pub(super) const READ_DEADLINE: Duration = Duration::from_secs(5);
 pub(super) const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -37,6 +41,7 @@ pub struct Control {
     pub engine: Sender<Command>,
     pub shutdown: Arc<Notify>,
     pub(super) queued: AtomicUsize,
+    pub(super) queued_decisions: AtomicUsize,
     pub(super) connections: Arc<Semaphore>,
     pub(super) followers: Arc<Semaphore>,
 }
@@ -58,6 +63,7 @@ impl Control {
             engine,
             shutdown,
             queued: AtomicUsize::new(0),
+            queued_decisions: AtomicUsize::new(0),
             connections: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             followers: Arc::new(Semaphore::new(MAX_FOLLOWERS)),
         }

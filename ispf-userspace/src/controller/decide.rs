@@ -14,7 +14,6 @@ use super::{
 };
 use crate::{
     clock::now_rfc3339,
-    control::Response,
     decisions::{
         enforced_sha256, holding, overlay, plan, with_plan, Decision, DecisionRequest, Kind, Known,
         Plan,
@@ -216,11 +215,19 @@ impl Engine {
         let Some(m) = crate::policy::parse_mac(mac) else {
             return Known::default();
         };
+        let registered = self.file_index.of(&self.file).by_mac(&m).map(|i| {
+            let d = &self.file.devices[i];
+            (d.name.clone(), self.file.segment_name(d.segment).to_owned())
+        });
+        let unseen = Known {
+            registered: registered.clone(),
+            ..Known::default()
+        };
         let Ok(conn) = self.db() else {
-            return Known::default();
+            return unseen;
         };
         let Ok(Some(d)) = store::device(conn, &m) else {
-            return Known::default();
+            return unseen;
         };
         let judge = judge.get_or_insert_with(|| {
             if burst > SCANNED_BURST {
@@ -235,6 +242,7 @@ impl Engine {
             segments.push(d.segment.clone());
         }
         Known {
+            registered,
             seen: true,
             vlan: d.vlan,
             addresses: d
@@ -244,22 +252,6 @@ impl Engine {
                 .chain(d.ipv6.map(std::net::IpAddr::V6))
                 .collect(),
             segments,
-        }
-    }
-
-    /// Admit, quarantine or release: recorded, then applied as one
-    /// generation; refused with the reason and nothing changed otherwise.
-    pub fn decide(&mut self, req: &DecisionRequest, actor: &str) -> Response {
-        match self.decide_many(std::slice::from_ref(req), actor).pop() {
-            Some(Ok((message, generation, decision))) => Response::Decided {
-                message,
-                generation,
-                decision,
-            },
-            Some(Err(message)) => Response::Error { message },
-            None => Response::Error {
-                message: "nothing decided".into(),
-            },
         }
     }
 

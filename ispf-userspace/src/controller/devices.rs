@@ -9,7 +9,7 @@ use std::{sync::atomic::Ordering, time::Duration};
 use tokio::{io::AsyncWriteExt, net::UnixStream, sync::oneshot};
 
 use super::{
-    connection::{answer, send, Control, MAX_QUEUED_RELOADS},
+    connection::{answer, send, Control, MAX_QUEUED_DECISIONS},
     engine::Command,
 };
 use crate::{
@@ -101,7 +101,7 @@ pub async fn one(c: &Control, mac: String) -> Response {
         },
         Ok(Ok(None)) => Response::Error {
             message: format!(
-                "{m} has not been seen and no decision names it (`ispf devices` lists what has)"
+                "{m} has not been seen, no decision names it and the policy file does not register it (`ispf devices` lists what has been seen)"
             ),
         },
         Ok(Err(e)) => unavailable(e),
@@ -152,11 +152,12 @@ pub fn actor(stream: &UnixStream, by: Option<String>) -> String {
 }
 
 pub async fn decide(c: &Control, op: DecisionRequest, actor: String) -> Response {
-    if c.queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_RELOADS {
-        c.queued.fetch_sub(1, Ordering::SeqCst);
+    let queued = &c.queued_decisions;
+    if queued.fetch_add(1, Ordering::SeqCst) >= MAX_QUEUED_DECISIONS {
+        queued.fetch_sub(1, Ordering::SeqCst);
         return Response::Error {
             message: format!(
-                "the controller is busy ({}) with {MAX_QUEUED_RELOADS} changes waiting; try again when they are done",
+                "the controller is busy ({}) with {MAX_QUEUED_DECISIONS} decisions waiting; try again when they are done",
                 c.shared.busy().unwrap_or_else(|| "applying changes".into())
             ),
         };
@@ -170,7 +171,7 @@ pub async fn decide(c: &Control, op: DecisionRequest, actor: String) -> Response
             message: "the controller is stopping".into(),
         },
     };
-    c.queued.fetch_sub(1, Ordering::SeqCst);
+    queued.fetch_sub(1, Ordering::SeqCst);
     resp
 }
 

@@ -194,7 +194,9 @@ impl Engine {
     pub fn serve(mut self, rx: std::sync::mpsc::Receiver<Command>, shared: Arc<Shared>) {
         self.shared = Some(shared);
         self.publish();
-        while let Ok(cmd) = rx.recv() {
+        // A command taken while gathering hand decisions, to run next.
+        let mut next: Option<Command> = None;
+        while let Some(cmd) = next.take().or_else(|| rx.recv().ok()) {
             match cmd {
                 Command::Reload {
                     path,
@@ -214,8 +216,7 @@ impl Engine {
                 Command::Stop => return,
                 Command::Feeds(set) => self.apply_feeds(set),
                 Command::Decide { op, actor, reply } => {
-                    let r = self.decide(&op, &actor);
-                    let _ = reply.send(r);
+                    next = self.decide_queued(op, actor, reply, &rx);
                 }
                 Command::FleetDecisions { set, reply } => {
                     let r = self.fleet_decisions(set);

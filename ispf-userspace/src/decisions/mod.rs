@@ -258,6 +258,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nowhere") && e.contains("guest"), "{e}");
+        // A device the file registers is not admitted anywhere: the file
+        // says where it belongs.
+        let pump = Known {
+            registered: Some(("p1".into(), "pumps".into())),
+            ..Default::default()
+        };
+        let to_guest = DecisionRequest::Admit {
+            mac: "02:00:00:00:10:01".into(),
+            segment: "guest".into(),
+            name: None,
+            risk: None,
+            expires_in: None,
+            reason: None,
+        };
+        let e = plan(&to_guest, "a", 0, &p, &[], &pump)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`p1`") && e.contains("change its entry"), "{e}");
         assert!(plan(&q("ff:ff:ff:ff:ff:ff", false), "a", 0, &p, &[], &known).is_err());
         let rel = DecisionRequest::Release {
             mac: "02:00:00:00:99:01".into(),

@@ -63,9 +63,12 @@ impl DecisionRequest {
     }
 }
 
-/// What the inventory knows of the device a request names.
+/// What the inventory and the policy file know of the device a request
+/// names.
 #[derive(Debug, Clone, Default)]
 pub struct Known {
+    /// The policy file registers its MAC: the device's name and segment.
+    pub registered: Option<(String, String)>,
     pub vlan: u16,
     pub addresses: Vec<IpAddr>,
     /// The segments it was last placed in (by the datapath, by the policy).
@@ -126,6 +129,14 @@ pub fn plan(
             reason,
         } => {
             let mac = mac_of(mac)?;
+            // The specification's admit is for unknown devices. Moving a
+            // registered one (a pump, a monitor) is the file's to say: a
+            // mistyped MAC must not cut a pump off from its server.
+            if let Some((name, seg)) = &known.registered {
+                return Err(DecisionError::Invalid(format!(
+                    "{mac} is `{name}`, registered in the policy file in segment {seg}: admit places unknown devices only; to move a registered device, change its entry in the file and reload"
+                )));
+            }
             let d = Decision {
                 mac: mac.clone(),
                 kind: Kind::Admit,
