@@ -231,6 +231,10 @@ pub enum ControlError {
     },
     #[error("the controller sent an unreadable answer: {0}")]
     Protocol(String),
+    /// The controller understood and said no (a segment that does not
+    /// exist, an inventory it cannot read): its words, as they are.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Connects, sends `req` as one line and reads the first answer line;
@@ -300,7 +304,7 @@ pub fn devices(
 ) -> Result<(usize, BufReader<UnixStream>), ControlError> {
     match exchange(run_dir, &Request::Devices { filter }, Some(timeout))? {
         (Response::Listing { count }, r) => Ok((count, r)),
-        (Response::Error { message }, _) => Err(ControlError::Protocol(message)),
+        (Response::Error { message }, _) => Err(ControlError::Refused(message)),
         (other, _) => Err(ControlError::Protocol(format!(
             "unexpected answer {other:?}"
         ))),
@@ -316,7 +320,7 @@ pub fn subscribe(
 ) -> Result<BufReader<UnixStream>, ControlError> {
     match exchange(run_dir, &Request::Events { filter }, None)? {
         (Response::Subscribed, r) => Ok(r),
-        (Response::Error { message }, _) => Err(ControlError::Protocol(message)),
+        (Response::Error { message }, _) => Err(ControlError::Refused(message)),
         (other, _) => Err(ControlError::Protocol(format!(
             "unexpected answer {other:?}"
         ))),

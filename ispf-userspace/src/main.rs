@@ -14,7 +14,17 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    match cli::commands::run(cli::Cli::parse().command) {
+    let command = cli::Cli::parse().command;
+    if !matches!(command, cli::Command::Run { .. }) {
+        // A command's output read by `head` or `grep -q`: end quietly when
+        // the reader goes, as Unix tools do, instead of `println!`
+        // panicking on the closed pipe. Never for the controller, whose
+        // sockets' peers may go at any time (Rust ignores SIGPIPE, and
+        // every socket write here asks for EPIPE, not the signal).
+        // SAFETY: resets one signal's disposition before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match cli::commands::run(command) {
         Ok(code) => code,
         // A reader that stops early (`ispf replay | head`) is not an error.
         Err(e)

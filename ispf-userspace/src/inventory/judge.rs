@@ -123,6 +123,20 @@ impl Judge {
         }
     }
 
+    /// Places a device never seen (a decision names it, or the file
+    /// registers it): by its MAC's registration on whatever VLAN it has,
+    /// else as nothing more is known.
+    pub fn place_unseen(&self, mac: &[u8; 6]) -> Placement {
+        match self.by_mac(mac) {
+            Some(i) => Placement {
+                segment: self.policy.devices[i].segment,
+                judged: Judged::Registered,
+                device: Some(i),
+            },
+            None => self.place(mac, 0, None, None),
+        }
+    }
+
     /// Places a device that sends from `mac` on `vlan` with these source
     /// addresses (the most specific first: IPv4, then IPv6).
     pub fn place(

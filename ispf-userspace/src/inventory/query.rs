@@ -127,10 +127,10 @@ impl<'a> Rows<'a> {
     pub fn row(&self, d: Option<Device>, mac: &[u8; 6], ips: Vec<String>) -> DeviceRow {
         let p = self.judge.policy();
         let macs = mac_string(mac);
-        let (vlan, v4, v6) = d
-            .as_ref()
-            .map_or((0, None, None), |d| (d.vlan, d.ipv4, d.ipv6));
-        let pl = self.judge.place(mac, vlan, v4, v6);
+        let pl = match &d {
+            Some(d) => self.judge.place(mac, d.vlan, d.ipv4, d.ipv6),
+            None => self.judge.place_unseen(mac),
+        };
         let held_d = self.hold.get(macs.as_str()).copied();
         let state = state_of(held_d, pl.judged);
         let doc = pl.device.and_then(|i| p.doc.devices.get(i));
@@ -274,7 +274,9 @@ pub fn one(
     let timeline = store::timeline(conn, mac)?;
     let rows = Rows::once(view, now);
     let decided = rows.hold.contains_key(mac_string(mac).as_str());
-    if d.is_none() && timeline.is_empty() && !decided {
+    // A device the file registers is known before it is ever seen.
+    let registered = || view.policy.devices.iter().any(|x| x.mac == Some(*mac));
+    if d.is_none() && timeline.is_empty() && !decided && !registered() {
         return Ok(None);
     }
     let ips = store::addresses_of(conn, mac)?;

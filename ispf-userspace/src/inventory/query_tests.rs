@@ -112,3 +112,67 @@ fn lists_every_device_newest_first_then_decisions_for_unseen_ones() {
     assert_eq!(macs, vec![mac_string(&all[3].mac).as_str(), unseen]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Devices the file registers are known before they are seen: on the VLAN
+/// their entry names, whatever a decision does to them.
+#[test]
+fn a_registered_device_never_seen_is_listed_as_registered() {
+    let dir = std::env::temp_dir().join(format!("ispf-query-reg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("inventory.db");
+    let conn = db::open(&path).unwrap();
+    let policy = Policy::from_str(
+        r#"{"version":1,"segments":[{"name":"pumps","vlans":[20]},{"name":"quarantine"}],
+            "devices":[{"name":"pump-1","mac":"02:00:00:00:10:01","vlan":20,
+                        "kind":"infusion-pump","segment":"pumps"},
+                       {"name":"pump-2","mac":"02:00:00:00:10:02","vlan":20,"segment":"pumps"}]}"#,
+        Path::new("t.json"),
+    )
+    .unwrap();
+    let quarantined = Decision {
+        mac: "02:00:00:00:10:01".into(),
+        kind: Kind::Quarantine,
+        segment: None,
+        name: None,
+        risk: None,
+        reason: "scan".into(),
+        forced: true,
+        actor: "alice".into(),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    };
+    let view = View {
+        policy: Arc::new(policy),
+        decisions: Arc::new(vec![quarantined]),
+    };
+    let (_, out) = list(&path, &view, &DeviceFilter::default(), 10).unwrap();
+    let r: DeviceRow = serde_json::from_slice(out.split(|c| *c == b'\n').next().unwrap()).unwrap();
+    assert_eq!(
+        (
+            r.state.as_str(),
+            r.judged.as_str(),
+            r.name.as_deref(),
+            r.kind.as_deref()
+        ),
+        (
+            "quarantined",
+            "registered",
+            Some("pump-1"),
+            Some("infusion-pump")
+        )
+    );
+    // Neither seen nor decided: `ispf device` still shows its entry.
+    let (r, timeline) = one(&conn, &view, &[2, 0, 0, 0, 0x10, 2], 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (r.state.as_str(), r.segment.as_str()),
+        ("registered", "pumps")
+    );
+    assert!(timeline.is_empty() && r.last_seen.is_none());
+    assert!(one(&conn, &view, &[2, 0, 0, 0, 0x10, 3], 10)
+        .unwrap()
+        .is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
