@@ -32,6 +32,8 @@ pub enum SystemError {
     InterfaceDown { iface: String },
     #[error("interface {iface} already has an XDP program (id {prog_id}) that ispf did not attach; remove it first (ip link set dev {iface} xdp off), or use `ispf detach` if it is an earlier ispf")]
     OtherXdp { iface: String, prog_id: u64 },
+    #[error("interface {iface} already has ispf's TC program (id {prog_id}) attached by another controller (other pins): two ispf datapaths on one port would each claim to enforce while only the first judges packets; stop that controller with `ispf detach --run-dir` and its run directory, or give this one other ports")]
+    OtherIspfTc { iface: String, prog_id: u32 },
 }
 
 pub fn require_root() -> Result<(), SystemError> {
@@ -165,7 +167,26 @@ pub fn check_interface(iface: &str) -> Result<(), SystemError> {
             prog_id,
         });
     }
+    // Not ours (this controller checks only ports it has not pinned): at
+    // TC another ispf's verdict ends the chain before this one's program.
+    if let Some(prog_id) = ispf_tc_attached(iface) {
+        return Err(SystemError::OtherIspfTc {
+            iface: iface.to_owned(),
+            prog_id,
+        });
+    }
     Ok(())
+}
+
+/// The id of an ispf TC program attached at `iface`'s TCX ingress, if
+/// one is (found by its name: any ispf's).
+fn ispf_tc_attached(iface: &str) -> Option<u32> {
+    use aya::programs::{tc::TcAttachType, SchedClassifier};
+    let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
+    progs
+        .iter()
+        .find(|p| p.name_as_str() == Some(ispf_common::TC_PROGRAM_NAME))
+        .map(|p| p.id())
 }
 
 /// `SIOCETHTOOL` with a `struct ethtool_value` (`{cmd, data}`) on `iface`.

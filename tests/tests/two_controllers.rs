@@ -8,11 +8,12 @@ use std::{path::PathBuf, process::Command};
 use ispf_tests::{controller::*, ispf_bin, require_root};
 
 /// `ispf run` over `pin` with the run and state directories of `tag`;
-/// returns whether it started and what it printed.
+/// returns whether it started (still running after 30 s: then stopped
+/// and detached) and what it printed.
 fn second_run(pin: &PathBuf, tag: &str, policy: &PathBuf, iface: &str) -> (bool, String) {
     let run = PathBuf::from(format!("/tmp/ispf-test-run-{tag}"));
     let state = PathBuf::from(format!("/tmp/ispf-test-state-{tag}"));
-    let out = Command::new(ispf_bin())
+    let mut child = Command::new(ispf_bin())
         .arg("run")
         .arg("--policy")
         .arg(policy)
@@ -23,12 +24,29 @@ fn second_run(pin: &PathBuf, tag: &str, policy: &PathBuf, iface: &str) -> (bool,
         .arg("--state-dir")
         .arg(&state)
         .args(["--iface", iface, "--metrics-addr", "127.0.0.1:9479"])
-        .output()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        let _ = Command::new(ispf_bin())
+            .arg("detach")
+            .arg("--pin-dir")
+            .arg(pin)
+            .arg("--run-dir")
+            .arg(&run)
+            .output();
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
     let _ = std::fs::remove_dir_all(&run);
     let _ = std::fs::remove_dir_all(&state);
     (
-        out.status.success(),
+        running || out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
@@ -68,6 +86,14 @@ fn a_second_controller_on_the_same_pins_is_refused() {
         "detach removed a running controller's pins"
     );
     assert!(err.contains(&format!("pid {pid}")), "{err}");
+
+    // Pins of its own, the port the first enforces at TC: refused. Both
+    // would claim to enforce, and only the first would judge packets.
+    let other = PathBuf::from("/sys/fs/bpf/ispf-test-xc-otherpins");
+    let (started, err) = second_run(&other, "xc4", &b, &ports[0]);
+    assert!(!started, "a second ispf attached to an enforced port");
+    assert!(err.contains("already has ispf's TC program"), "{err}");
+    assert!(!other.exists(), "the refused start left its pin directory");
 
     // A detach naming the controller's run directory but other pins (a
     // typo, or another unit's): refused, nothing detached.
