@@ -15,12 +15,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let command = cli::Cli::parse().command;
-    if !matches!(command, cli::Command::Run { .. }) {
+    if !matches!(
+        command,
+        cli::Command::Run { .. } | cli::Command::Service { .. }
+    ) {
         // A command's output read by `head` or `grep -q`: end quietly when
         // the reader goes, as Unix tools do, instead of `println!`
-        // panicking on the closed pipe. Never for the controller, whose
-        // sockets' peers may go at any time (Rust ignores SIGPIPE, and
-        // every socket write here asks for EPIPE, not the signal).
+        // panicking on the closed pipe. Never where the controller runs
+        // (`run`, and `service`, which systemd starts): its clients may
+        // hang up at any time, and a vectored write to a closed socket
+        // raises the signal. `controller::run` ignores it again anyway.
         // SAFETY: resets one signal's disposition before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }

@@ -72,7 +72,8 @@ pub fn run(command: Command) -> Result<ExitCode> {
                 policy,
                 fleet: fleet.map(|f| (f, seed)),
                 interfaces,
-                pin_dir,
+                // As `ispf status` reports it, and `detach` compares it.
+                pin_dir: absolute(pin_dir),
                 run_dir,
                 sizes: map_sizes(&m),
                 metrics_addr,
@@ -189,18 +190,36 @@ fn detach(pin_dir: Option<&Path>, run_dir: &Path) -> Result<ExitCode> {
     // A controller answers on `run_dir`: it is the one detached, so it
     // must be the one the operator named. A typo in one of two flags
     // must not take enforcement off another care unit.
-    if let (Some(named), Ok(Response::Status(s))) = (
-        pin_dir,
-        control::request(run_dir, &Request::Status, Duration::from_secs(30)),
-    ) {
+    if let Some(named) = pin_dir {
+        let theirs = match control::request(run_dir, &Request::Status, Duration::from_secs(30)) {
+            Ok(Response::Status(s)) => Some(s.pin_dir),
+            // No controller: the pins are removed offline, below.
+            Err(control::ControlError::Connect { .. }) => None,
+            Ok(other) => {
+                let said = match other {
+                    Response::Error { message } => message,
+                    other => format!("{other:?}"),
+                };
+                anyhow::bail!(
+                    "nothing was detached: the controller answering on {} did not say which pins it uses ({said}); try again, or detach it with `ispf detach --run-dir {}` alone",
+                    run_dir.display(),
+                    run_dir.display()
+                )
+            }
+            Err(e) => anyhow::bail!(
+                "nothing was detached: cannot ask the controller on {} which pins it uses: {e}",
+                run_dir.display()
+            ),
+        };
         let same = |a: &Path, b: &Path| {
+            let (a, b) = (absolute(a.to_owned()), absolute(b.to_owned()));
             a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
         };
-        if !same(named, &s.pin_dir) {
+        if let Some(theirs) = theirs.filter(|p| !same(named, p)) {
             anyhow::bail!(
                 "nothing was detached: the controller answering on {} enforces with pins at {}, not {}. To detach that controller, run `ispf detach --run-dir {}`; to detach the pins at {}, name the run directory of the controller that uses them",
                 run_dir.display(),
-                s.pin_dir.display(),
+                theirs.display(),
                 named.display(),
                 run_dir.display(),
                 named.display()

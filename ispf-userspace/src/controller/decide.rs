@@ -259,17 +259,27 @@ impl Engine {
     /// planned against the ones before it; those refused are reported and
     /// the rest applied together.
     pub fn decide_many(&mut self, reqs: &[DecisionRequest], actor: &str) -> Vec<Outcome> {
+        match self.decide_together(reqs, actor) {
+            Ok(outcomes) => outcomes,
+            Err(e) => reqs.iter().map(|_| Err(format!("{e:#}"))).collect(),
+        }
+    }
+
+    /// [`Self::decide_many`], or why none of them was applied (they could
+    /// not be recorded or enforced together; each was planned alone).
+    pub(super) fn decide_together(
+        &mut self,
+        reqs: &[DecisionRequest],
+        actor: &str,
+    ) -> Result<Vec<Outcome>> {
         self.busy(Some(format!("applying a decision since {}", now_rfc3339())));
         let r = self.try_decide_many(reqs, actor);
         self.busy(None);
         self.publish();
-        match r {
-            Ok(outcomes) => outcomes,
-            Err(e) => {
-                log(format!("decision refused, enforcement unchanged: {e:#}"));
-                reqs.iter().map(|_| Err(format!("{e:#}"))).collect()
-            }
+        if let Err(e) = &r {
+            log(format!("decision refused, enforcement unchanged: {e:#}"));
         }
+        r
     }
 
     fn try_decide_many(&mut self, reqs: &[DecisionRequest], actor: &str) -> Result<Vec<Outcome>> {

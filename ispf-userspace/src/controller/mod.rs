@@ -100,6 +100,11 @@ pub fn run(opts: RunOptions) -> Result<()> {
     // Before anything is bound or read: a non-root start must say so, not
     // fail on something root would have been allowed to do.
     system::require_root()?;
+    // A client that hangs up must cost its own answer, never the
+    // controller (Rust ignores SIGPIPE, but whoever calls this may have
+    // reset it).
+    // SAFETY: sets one signal's disposition; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     if !opts.metrics_addr.ip().is_loopback() && !opts.metrics_allow_remote {
         bail!(
             "--metrics-addr {} is not a loopback address: anyone who can reach it could read the unit's traffic matrix; pass --metrics-allow-remote to serve it anyway",

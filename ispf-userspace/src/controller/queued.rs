@@ -30,11 +30,14 @@ fn answer(o: Option<Outcome>) -> Response {
 impl Engine {
     /// Admit, quarantine or release `op`: recorded, then applied as one
     /// generation; refused with the reason and nothing changed otherwise.
-    /// Together with the same actor's hand decisions already queued behind
-    /// it (a script quarantining a dozen
-    /// devices at once): planned in the order they came, applied as one
-    /// generation, each answered with its own outcome. Returns the first
-    /// other command taken from the queue, to run next.
+    /// Together with the same actor's hand decisions about other devices
+    /// already queued behind it (a script quarantining a dozen devices at
+    /// once): planned in the order they came, applied as one generation,
+    /// each answered with its own outcome. A second request about a device
+    /// of the batch waits for the batch: each request's checks (a
+    /// life-critical device needs `--force`) see what the ones before it
+    /// about the same device did. Returns the first other command taken
+    /// from the queue, to run next.
     pub(super) fn decide_queued(
         &mut self,
         op: DecisionRequest,
@@ -49,7 +52,7 @@ impl Engine {
                     op,
                     actor: a,
                     reply,
-                }) if a == actor => {
+                }) if a == actor && !ops.iter().any(|o| same_device(o, &op)) => {
                     ops.push(op);
                     replies.push(reply);
                 }
@@ -60,10 +63,52 @@ impl Engine {
                 Err(_) => break,
             }
         }
-        let mut outcomes = self.decide_many(&ops, &actor).into_iter();
+        let outcomes = match self.decide_together(&ops, &actor) {
+            Ok(outcomes) => outcomes,
+            // What failed together may not fail alone (one request whose
+            // decision cannot be applied over the file): each is tried
+            // by itself, as if none had been queued with it.
+            Err(_) if ops.len() > 1 => ops
+                .iter()
+                .flat_map(|op| self.decide_many(std::slice::from_ref(op), &actor))
+                .collect(),
+            Err(e) => vec![Err(format!("{e:#}"))],
+        };
+        let mut outcomes = outcomes.into_iter();
         for reply in replies {
             let _ = reply.send(answer(outcomes.next()));
         }
         next
+    }
+}
+
+/// Whether two requests are about the same device (MACs as typed: the
+/// canonical spelling is worked out when planned, so two spellings of one
+/// MAC are compared canonically when they parse).
+fn same_device(a: &DecisionRequest, b: &DecisionRequest) -> bool {
+    let canon = |m: &str| crate::decisions::canonical_mac(m).unwrap_or_else(|_| m.to_owned());
+    canon(a.mac()) == canon(b.mac())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(mac: &str) -> DecisionRequest {
+        DecisionRequest::Release { mac: mac.into() }
+    }
+
+    #[test]
+    fn one_device_in_two_spellings_is_the_same_device() {
+        let a = release("02:00:00:00:10:01");
+        assert!(same_device(&a, &release("02-00-00-00-10-01")));
+        assert!(same_device(
+            &a,
+            &release("02:00:00:00:10:01".to_uppercase().as_str())
+        ));
+        assert!(!same_device(&a, &release("02:00:00:00:10:02")));
+        // A MAC that does not parse is refused when planned; here it is
+        // only compared as typed.
+        assert!(same_device(&release("nonsense"), &release("nonsense")));
     }
 }
