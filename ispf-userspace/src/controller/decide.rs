@@ -161,6 +161,9 @@ impl Engine {
         self.policy = policy;
         self.decisions = Arc::new(decisions);
         self.enforced = next;
+        // The generation enforced now is this controller's, not the one it
+        // found pinned (`ispf status` said "adopted" until a restart).
+        self.adopted = false;
         self.save_state(vec![self.enforced.clone()])?;
         self.run.prune(&[&self.enforced.sha256]);
         Ok(generation)

@@ -130,6 +130,12 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// Why the directory holding the database cannot be written, if it cannot.
 fn unwritable_dir(path: &Path) -> Option<String> {
     let dir = path.parent().unwrap_or(Path::new("/"));
+    if dir.exists() && !dir.is_dir() {
+        return Some(format!(
+            "{} is not a directory: move that file aside, or give ispf another --state-dir",
+            dir.display()
+        ));
+    }
     if !dir.is_dir() {
         return Some(format!(
             "its directory {} does not exist and cannot be created: create it, or give ispf another --state-dir",
@@ -294,5 +300,13 @@ mod tests {
         let missing_dir = PathBuf::from("/proc/ispf-no-such-dir/inventory.db");
         let e = open(&missing_dir).unwrap_err().to_string();
         assert!(e.contains("inventory.db"), "{e}");
+        // A --state-dir that is a file, not one that does not exist.
+        let file = d.join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let e = open(&file.join("inventory.db")).unwrap_err().to_string();
+        assert!(
+            e.contains("is not a directory") && e.contains("move that file aside"),
+            "{e}"
+        );
     }
 }

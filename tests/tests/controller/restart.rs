@@ -76,6 +76,15 @@ fn kill_9_keeps_enforcing_and_restart_adopts(hook: &str, tag: &str) {
         after.packets_passed > before.packets_passed,
         "counters were kept and kept counting"
     );
+    // A generation this controller applies is no longer the adopted one.
+    let out = ctl.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reloaded = ctl.status();
+    assert!(reloaded.generation > after.generation && !reloaded.adopted);
 
     // Detach leaves nothing behind: no link, no pin, and none of the
     // maps this controller pinned stays loaded.
