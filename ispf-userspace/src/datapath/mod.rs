@@ -68,8 +68,6 @@ pub struct Datapath {
     /// does not have).
     ids: BTreeMap<&'static str, std::os::fd::OwnedFd>,
     gens: [writer::Gen; 2],
-    /// What `gens` hold, for the [`Stats`] readers.
-    written: stats::Written,
     epoch: u32,
     /// When the active generation last changed (None: not by us).
     last_flip: Option<Instant>,
@@ -243,7 +241,6 @@ impl Datapath {
             program,
             sizes,
             maps,
-            written: stats.written.clone(),
             stats,
             ids,
             gens,
@@ -315,7 +312,7 @@ impl Datapath {
     /// A second, independent handle on the statistics maps, for readers
     /// that run beside the writer (metrics, status).
     pub fn open_stats(&self) -> Result<Stats> {
-        Stats::open(&self.ids, self.sizes, self.written.clone())
+        Stats::open(&self.ids, self.sizes, self.stats.written.clone())
     }
 
     /// Tests only: make the next writes fail after `n` entries (None: never),

@@ -210,7 +210,7 @@ impl Stats {
 
     /// Number of live conntrack entries.
     pub fn conntrack_len(&self) -> usize {
-        count(&self.maps.conntrack) + count(&self.maps.conntrack4)
+        self.conntrack_tally().0.iter().sum()
     }
 
     /// Conntrack entries by protocol number.

@@ -65,10 +65,10 @@ impl Datapath {
     }
 
     /// Tells every [`Stats`](super::Stats) what the generation slots now
-    /// hold.
+    /// hold (they share this datapath's own statistics' record).
     pub(super) fn publish_counts(&self) {
         let both = self.gens[0].counts().plus(&self.gens[1].counts());
-        *self.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(both);
+        *self.stats.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(both);
     }
 
     fn apply_to_slots(&mut self, c: &Compiled) -> Result<u32> {

@@ -275,7 +275,7 @@ pub fn one(
     let rows = Rows::once(view, now);
     let decided = rows.hold.contains_key(mac_string(mac).as_str());
     // A device the file registers is known before it is ever seen.
-    let registered = || view.policy.devices.iter().any(|x| x.mac == Some(*mac));
+    let registered = || rows.judge.place_unseen(mac).device.is_some();
     if d.is_none() && timeline.is_empty() && !decided && !registered() {
         return Ok(None);
     }
