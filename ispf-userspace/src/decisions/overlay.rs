@@ -119,6 +119,7 @@ pub fn overlay(
         world: file.world,
         unknown: file.unknown,
         devices,
+        file_devices: file.devices.len(),
         routers: file.routers.clone(),
         rules: file.rules.clone(),
     })
@@ -163,6 +164,7 @@ mod tests {
         let mut p = Policy::from_doc_unhashed(effective(&file.doc, ds, now)).ok()?;
         p.keep_ids(&file.segment_ids());
         p.sha256 = enforced_sha256(&file.sha256, ds, now);
+        p.file_devices = file.devices.len();
         Some(p)
     }
 

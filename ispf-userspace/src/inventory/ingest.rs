@@ -206,7 +206,7 @@ impl Ingest {
         let segment = policy.segment_name(o.segment).to_owned();
         let router = placement.judged == Judged::Router;
         if !self.devices.contains_key(&o.mac) {
-            let registered = matches!(placement.judged, Judged::Registered | Judged::Router);
+            let registered = placement.judged.names_device();
             if !registered && self.unregistered >= self.opts.max_unknown {
                 self.overflow();
                 return;
@@ -350,7 +350,7 @@ impl Ingest {
             .values()
             .filter(|d| {
                 let p = judge.place(&d.mac, d.vlan, d.ipv4, d.ipv6);
-                !matches!(p.judged, Judged::Registered | Judged::Router)
+                !p.judged.names_device()
             })
             .count();
     }
@@ -367,7 +367,7 @@ impl Ingest {
             let p = judge.place(&d.mac, d.vlan, d.ipv4, d.ipv6);
             let held = hold.get(mac_string(&d.mac).as_str()).copied();
             let state = state_of(held, p.judged);
-            if !matches!(p.judged, Judged::Registered | Judged::Router) {
+            if !p.judged.names_device() {
                 unregistered += 1;
             }
             let seg = judge.policy().segment_name(p.segment).to_owned();

@@ -19,8 +19,11 @@ use crate::policy::{DeviceIndex, Policy};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Judged {
     /// Its MAC (or, behind a router or with no MAC registered, its
-    /// address) is a device of the policy.
+    /// address) is a device of the policy file.
     Registered,
+    /// Its MAC is an entry a runtime decision added (an admit, a
+    /// quarantine or a role session for a MAC the file does not register).
+    Decision,
     /// A gateway listed in `defaults.routers`.
     Router,
     /// Its address is in a segment's subnet.
@@ -35,11 +38,18 @@ impl Judged {
     pub fn as_str(&self) -> &'static str {
         match self {
             Judged::Registered => "registered",
+            Judged::Decision => "decision",
             Judged::Router => "router",
             Judged::Subnet => "subnet",
             Judged::Vlan => "vlan",
             Judged::Unknown => "unknown",
         }
+    }
+
+    /// Whether the enforced policy names the device itself (the file or a
+    /// decision), rather than placing it by where it is.
+    pub fn names_device(&self) -> bool {
+        matches!(self, Judged::Registered | Judged::Router | Judged::Decision)
     }
 }
 
@@ -123,16 +133,26 @@ impl Judge {
         }
     }
 
+    /// The placement of the policy's device `i`: registered by the file,
+    /// or added by a decision.
+    fn device(&self, i: usize) -> Placement {
+        Placement {
+            segment: self.policy.devices[i].segment,
+            judged: if i < self.policy.file_devices {
+                Judged::Registered
+            } else {
+                Judged::Decision
+            },
+            device: Some(i),
+        }
+    }
+
     /// Places a device never seen (a decision names it, or the file
     /// registers it): by its MAC's registration on whatever VLAN it has,
     /// else as nothing more is known.
     pub fn place_unseen(&self, mac: &[u8; 6]) -> Placement {
         match self.by_mac(mac) {
-            Some(i) => Placement {
-                segment: self.policy.devices[i].segment,
-                judged: Judged::Registered,
-                device: Some(i),
-            },
+            Some(i) => self.device(i),
             None => self.place(mac, 0, None, None),
         }
     }
@@ -150,11 +170,7 @@ impl Judge {
         if let Some(i) = self.by_mac(mac) {
             let d = &p.devices[i];
             if d.vlan == 0 || d.vlan == vlan {
-                return Placement {
-                    segment: d.segment,
-                    judged: Judged::Registered,
-                    device: Some(i),
-                };
+                return self.device(i);
             }
         }
         let router = self.routers.contains(mac);
@@ -170,11 +186,7 @@ impl Judge {
             });
         for (_, owner) in addrs.iter().flatten() {
             if let Some(i) = *owner {
-                return Placement {
-                    segment: p.devices[i].segment,
-                    judged: Judged::Registered,
-                    device: Some(i),
-                };
+                return self.device(i);
             }
         }
         for (a, _) in addrs.iter().flatten() {

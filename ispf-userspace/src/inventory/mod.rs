@@ -98,7 +98,8 @@ pub fn state_of(held: Option<&Decision>, judged: Judged) -> State {
         None => match judged {
             Judged::Registered | Judged::Router => State::Registered,
             Judged::Subnet | Judged::Vlan => State::Learned,
-            Judged::Unknown => State::Unknown,
+            // The decision that added it has just ended.
+            Judged::Decision | Judged::Unknown => State::Unknown,
         },
     }
 }

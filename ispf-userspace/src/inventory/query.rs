@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     db::{self, DbError},
-    judge::Judge,
+    judge::{Judge, Judged},
     state_of,
     store::{self, Device, TimelineEntry},
     State, View,
@@ -134,6 +134,9 @@ impl<'a> Rows<'a> {
         let held_d = self.hold.get(macs.as_str()).copied();
         let state = state_of(held_d, pl.judged);
         let doc = pl.device.and_then(|i| p.doc.devices.get(i));
+        // An entry a decision added is named by the decision, or not at
+        // all: a name made up of its kind and MAC names nothing.
+        let named = pl.judged != Judged::Decision || held_d.is_some_and(|d| d.name.is_some());
         let mut r = DeviceRow {
             mac: macs,
             vendor: None,
@@ -148,7 +151,7 @@ impl<'a> Rows<'a> {
             hostname: None,
             vendor_class: None,
             dhcp_params: None,
-            name: doc.map(|x| x.name.clone()),
+            name: doc.filter(|_| named).map(|x| x.name.clone()),
             kind: doc.and_then(|x| x.kind.clone()),
             risk: doc.and_then(|x| x.risk).map(|r| r.as_str().to_owned()),
             location: doc.and_then(|x| x.location.clone()),

@@ -176,3 +176,70 @@ fn a_registered_device_never_seen_is_listed_as_registered() {
         .is_none());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A MAC the file does not register, given an entry by a decision, is
+/// placed by that decision, not listed as registered under a name made up
+/// of the decision's kind and its MAC.
+#[test]
+fn a_device_a_decision_added_is_judged_by_the_decision() {
+    let dir = std::env::temp_dir().join(format!("ispf-query-dec-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let path = dir.join("inventory.db");
+    let conn = db::open(&path).unwrap();
+    let file = Policy::from_str(
+        r#"{"version":1,"segments":[{"name":"pumps","vlans":[20]},{"name":"ws"},
+            {"name":"quarantine"}],
+            "devices":[{"name":"pump-1","mac":"02:00:00:00:10:01","vlan":20,"segment":"pumps"}]}"#,
+        Path::new("t.json"),
+    )
+    .unwrap();
+    let decided = |mac: &str, kind, segment: Option<&str>, name: Option<&str>| Decision {
+        mac: mac.into(),
+        kind,
+        segment: segment.map(str::to_owned),
+        name: name.map(str::to_owned),
+        risk: None,
+        reason: "r".into(),
+        forced: false,
+        actor: "alice".into(),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    };
+    let decisions = vec![
+        decided("02:00:00:00:99:01", Kind::Quarantine, None, None),
+        decided("02:00:00:00:99:02", Kind::Admit, Some("ws"), Some("cart-7")),
+        decided("02:00:00:00:10:01", Kind::Quarantine, None, None),
+    ];
+    let index = crate::policy::DeviceIndex::of(&file);
+    let enforced = crate::decisions::overlay(&file, &index, &decisions, 10).unwrap();
+    assert_eq!(enforced.file_devices, 1);
+    let view = View {
+        policy: Arc::new(enforced),
+        decisions: Arc::new(decisions),
+    };
+    let row = |m: [u8; 6]| one(&conn, &view, &m, 10).unwrap().unwrap().0;
+    let q = row([2, 0, 0, 0, 0x99, 1]);
+    assert_eq!(
+        (
+            q.state.as_str(),
+            q.judged.as_str(),
+            q.segment.as_str(),
+            q.name
+        ),
+        ("quarantined", "decision", "quarantine", None)
+    );
+    let a = row([2, 0, 0, 0, 0x99, 2]);
+    assert_eq!(
+        (a.state.as_str(), a.judged.as_str(), a.segment.as_str()),
+        ("admitted", "decision", "ws")
+    );
+    assert_eq!(a.name.as_deref(), Some("cart-7"));
+    // The file's own device stays registered, whatever a decision does.
+    let p = row([2, 0, 0, 0, 0x10, 1]);
+    assert_eq!(
+        (p.state.as_str(), p.judged.as_str(), p.name.as_deref()),
+        ("quarantined", "registered", Some("pump-1"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

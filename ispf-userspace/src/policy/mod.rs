@@ -132,6 +132,9 @@ pub struct Policy {
     pub world: u16,
     pub unknown: u16,
     pub devices: Vec<Device>,
+    /// How many of `devices`, from the first, the policy file registers;
+    /// the rest are entries runtime decisions added for MACs it does not.
+    pub file_devices: usize,
     pub routers: Vec<[u8; 6]>,
     pub rules: Vec<Rule>,
 }

@@ -280,6 +280,7 @@ pub(super) fn validate(doc: PolicyDoc) -> Result<Policy, Vec<Problem>> {
         segments,
         world,
         unknown,
+        file_devices: devices.len(),
         devices,
         routers,
         rules,
