@@ -21,3 +21,38 @@ pub mod system;
 
 /// The XDP object, built from `ispf-ebpf` by `build.rs`.
 pub const ISPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ispf-xdp"));
+
+/// An error and its causes on one line, leaving out a cause whose text an
+/// outer message already quotes: most of our error types name their cause
+/// inline, so `{:#}` would say it twice ("cannot read policy p.json: No
+/// such file or directory (os error 2): No such file or directory").
+pub fn describe(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_an_outer_message_quotes_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let e = anyhow::Error::new(crate::policy::PolicyError::Read {
+            file: "p.json".into(),
+            source: io,
+        })
+        .context("reload refused");
+        assert_eq!(
+            super::describe(&e),
+            "reload refused: cannot read policy p.json: gone"
+        );
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::describe(&e), "outer: inner");
+    }
+}

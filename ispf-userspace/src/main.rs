@@ -38,22 +38,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("ispf: {}", describe(&e));
+            eprintln!("ispf: {}", ispf::describe(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes, leaving out a cause whose text an outer
-/// message already quotes (our error types name their cause inline).
-fn describe(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
 }

@@ -65,6 +65,8 @@ fn desired_on(
     })?;
     p.keep_ids(&file.segment_ids());
     p.sha256 = enforced_sha256(&file.sha256, decisions, now);
+    // `effective` appends the entries it adds after the file's.
+    p.file_devices = file.devices.len();
     Ok(Arc::new(p))
 }
 
@@ -191,7 +193,8 @@ impl Engine {
             )),
             Err(e) => {
                 log(format!(
-                    "threat feeds not applied, the previous contents stay enforced: {e:#}"
+                    "threat feeds not applied, the previous contents stay enforced: {}",
+                    crate::describe(&e)
                 ));
                 self.feeds = old;
             }
@@ -264,7 +267,7 @@ impl Engine {
     pub fn decide_many(&mut self, reqs: &[DecisionRequest], actor: &str) -> Vec<Outcome> {
         match self.decide_together(reqs, actor) {
             Ok(outcomes) => outcomes,
-            Err(e) => reqs.iter().map(|_| Err(format!("{e:#}"))).collect(),
+            Err(e) => reqs.iter().map(|_| Err(crate::describe(&e))).collect(),
         }
     }
 
@@ -280,7 +283,10 @@ impl Engine {
         self.busy(None);
         self.publish();
         if let Err(e) = &r {
-            log(format!("decision refused, enforcement unchanged: {e:#}"));
+            log(format!(
+                "decision refused, enforcement unchanged: {}",
+                crate::describe(e)
+            ));
         }
         r
     }

@@ -287,7 +287,10 @@ impl Engine {
                     self.note(
                         "port_unenforced",
                         &name,
-                        &format!("the port exists but cannot be enforced: {e:#}"),
+                        &format!(
+                            "the port exists but cannot be enforced: {}",
+                            crate::describe(&e)
+                        ),
                     );
                 }
                 self.ports[i].attached = false;
@@ -338,7 +341,7 @@ impl Engine {
                 Response::Detached
             }
             Err(e) => Response::Error {
-                message: format!("{e:#}"),
+                message: crate::describe(&e),
             },
         }
     }

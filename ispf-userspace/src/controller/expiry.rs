@@ -39,7 +39,10 @@ impl Engine {
             self.enforce(file, policy, &path, None, kept, now)
         });
         if let Err(e) = applied {
-            log(format!("expired decisions could not be undone yet: {e:#}"));
+            log(format!(
+                "expired decisions could not be undone yet: {}",
+                crate::describe(&e)
+            ));
             return;
         }
         let entries: Vec<store::TimelineEntry> = expired

@@ -93,7 +93,7 @@ impl Engine {
                 actor: None,
             }
         }));
-        let policy = self.desired(&set, now).map_err(|e| format!("{e:#}"))?;
+        let policy = self.desired(&set, now).map_err(|e| crate::describe(&e))?;
         // etcd is the record in a fleet; the local copy serves a restart
         // without etcd, so a failure to write it does not stop enforcement.
         if let Ok(conn) = self.db() {
@@ -105,7 +105,7 @@ impl Engine {
         let path = self.enforced.path.clone();
         let r = self
             .enforce(file, policy, &path, None, set, now)
-            .map_err(|e| format!("{e:#}"));
+            .map_err(|e| crate::describe(&e));
         self.save_backstop();
         for e in &entries {
             let by = e.actor.clone().unwrap_or_else(|| "fleet".into());

@@ -177,7 +177,8 @@ pub fn run(opts: RunOptions) -> Result<()> {
     let (link_tx, link_rx) = std::sync::mpsc::channel();
     if let Err(e) = ports::watch_links(link_tx) {
         log(format!(
-            "warning: cannot follow link events ({e:#}); ports are checked every second instead"
+            "warning: cannot follow link events ({}); ports are checked every second instead",
+            crate::describe(&e)
         ));
     }
     {

@@ -72,7 +72,7 @@ impl Engine {
                 .iter()
                 .flat_map(|op| self.decide_many(std::slice::from_ref(op), &actor))
                 .collect(),
-            Err(e) => vec![Err(format!("{e:#}"))],
+            Err(e) => vec![Err(crate::describe(&e))],
         };
         let mut outcomes = outcomes.into_iter();
         for reply in replies {

@@ -63,10 +63,14 @@ impl Engine {
                 if !dry_run {
                     self.reloads_failed += 1;
                 }
-                log(format!("reload refused, enforcement unchanged: {e:#}"));
+                log(format!(
+                    "reload refused, enforcement unchanged: {}",
+                    crate::describe(&e)
+                ));
                 Response::Error {
                     message: format!(
-                        "{e:#}\nthe running policy (generation {}) stays enforced",
+                        "{}\nthe running policy (generation {}) stays enforced",
+                        crate::describe(&e),
                         self.dp.epoch()
                     ),
                 }

@@ -79,7 +79,10 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
     let policy = match decide::desired(&file, &decisions, now) {
         Ok(p) => p,
         Err(e) => {
-            log(format!("warning: {e:#}; enforcing the file alone"));
+            log(format!(
+                "warning: {}; enforcing the file alone",
+                crate::describe(&e)
+            ));
             file.clone()
         }
     };
@@ -254,7 +257,8 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
     // Decisions made, released or expired while no controller ran.
     if let Err(err) = e.converge(recorded_decisions(opts)) {
         log(format!(
-            "warning: the recorded runtime decisions are not applied: {err:#}"
+            "warning: the recorded runtime decisions are not applied: {}",
+            crate::describe(&err)
         ));
     }
     if e.dp.epoch() == adopted_epoch && !feed_set.feeds.is_empty() {
