@@ -169,24 +169,27 @@ pub fn check_interface(iface: &str) -> Result<(), SystemError> {
     }
     // Not ours (this controller checks only ports it has not pinned): at
     // TC another ispf's verdict ends the chain before this one's program.
-    if let Some(prog_id) = ispf_tc_attached(iface) {
-        return Err(SystemError::OtherIspfTc {
-            iface: iface.to_owned(),
-            prog_id,
-        });
-    }
-    Ok(())
+    other_ispf_tc(iface, 0)
 }
 
-/// The id of an ispf TC program attached at `iface`'s TCX ingress, if
-/// one is (found by its name: any ispf's).
-fn ispf_tc_attached(iface: &str) -> Option<u32> {
+/// Refuses `iface` if an ispf TC program other than `ours` (a program id;
+/// 0: none yet) is attached at its TCX ingress (found by its name: any
+/// ispf's).
+pub fn other_ispf_tc(iface: &str, ours: u32) -> Result<(), SystemError> {
     use aya::programs::{tc::TcAttachType, SchedClassifier};
-    let (_, progs) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress).ok()?;
-    progs
+    let Ok((_, progs)) = SchedClassifier::query_tcx(iface, TcAttachType::Ingress) else {
+        return Ok(());
+    };
+    match progs
         .iter()
-        .find(|p| p.name_as_str() == Some(ispf_common::TC_PROGRAM_NAME))
-        .map(|p| p.id())
+        .find(|p| p.name_as_str() == Some(ispf_common::TC_PROGRAM_NAME) && p.id() != ours)
+    {
+        Some(p) => Err(SystemError::OtherIspfTc {
+            iface: iface.to_owned(),
+            prog_id: p.id(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `SIOCETHTOOL` with a `struct ethtool_value` (`{cmd, data}`) on `iface`.

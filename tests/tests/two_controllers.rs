@@ -156,3 +156,48 @@ fn a_second_controller_on_the_same_pins_is_refused() {
     assert!(enforced(&ports[0]));
     assert_eq!(fresh.status().generation, 1);
 }
+
+/// A port whose link went away is re-attached on the controller's tick;
+/// if another ispf's TC program sits there by then, that is refused as at
+/// start: the two would each claim the port while only the first judged.
+#[test]
+fn a_port_another_ispf_took_meanwhile_is_not_reattached() {
+    use aya::programs::{links::PinnedLink, tc::TcAttachType, SchedClassifier};
+    require_root();
+    let (_topo, ports) = unit("xr");
+    let (a, b) = policies();
+    let mut ctl = Ctl::start(paths("xr"), &a, &[&ports[0]]);
+    let other = Ctl::start(paths("xr2"), &b, &[&ports[1]]);
+    let attached = |c: &Ctl| {
+        c.status()
+            .interfaces
+            .iter()
+            .any(|i| i.name == ports[0] && i.attached)
+    };
+    assert!(attached(&ctl));
+
+    // The other controller's program at the first one's port (as a second
+    // start racing the first's re-attach would leave it) ...
+    let mut tc = SchedClassifier::from_pin(other.paths.pin.join("prog_tc")).unwrap();
+    let _foreign = tc.attach(&ports[0], TcAttachType::Ingress).unwrap();
+    // ... and the first one's own link gone: nothing else holds it.
+    let link = PinnedLink::from_pin(ctl.paths.pin.join("links").join(&ports[0])).unwrap();
+    drop(link.unpin().unwrap());
+
+    // Ticks come every second; give it several.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    assert!(
+        !attached(&ctl),
+        "re-attached beside another ispf's TC program"
+    );
+    let pin = ctl.paths.pin.display().to_string();
+    let _ = ctl.cli(&["detach", "--pin-dir", &pin]);
+    let err = ctl.stderr_after_exit();
+    assert!(
+        err.contains(&format!(
+            "{}: the port exists but cannot be enforced",
+            ports[0]
+        )) && err.contains("already has ispf's TC program"),
+        "{err}"
+    );
+}

@@ -74,6 +74,11 @@ pub fn attach(
         },
         Hook::Xdp => attach_xdp(dp, iface, true)?,
     };
+    // Checked again now that ours is attached: another controller may have
+    // attached in between (two started at once, or a port re-attached on
+    // the tick). Dropping the unpinned link detaches ours again.
+    let ours = dp.tc_program().info().map(|i| i.id()).unwrap_or(0);
+    system::other_ispf_tc(iface, ours)?;
     let path = link_pin(pin_dir, iface);
     fs::create_dir_all(pin_dir.join("links"))?;
     let _ = fs::remove_file(&path);
