@@ -38,6 +38,20 @@ pub fn describe(e: &anyhow::Error) -> String {
     msg
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), saying how
+/// much was left out: error messages quote what they refuse, and what
+/// they refuse can be megabytes long.
+pub fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes more)", &s[..end], s.len() - end)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -54,5 +68,11 @@ mod tests {
         );
         let e = anyhow::anyhow!("inner").context("outer");
         assert_eq!(super::describe(&e), "outer: inner");
+    }
+
+    #[test]
+    fn clipped_on_a_character_boundary() {
+        assert_eq!(super::clip("short", 10), "short");
+        assert_eq!(super::clip("ééé", 3), "é… (4 bytes more)");
     }
 }

@@ -24,6 +24,8 @@ use ispf_tests::{
 };
 use serde_json::Value;
 
+#[path = "fleet/by_hand.rs"]
+mod by_hand;
 #[path = "fleet/cluster.rs"]
 mod cluster;
 #[path = "fleet/site.rs"]

@@ -24,31 +24,116 @@ impl Engine {
 pub const BACKSTOP: &str = "decisions.json";
 
 /// The decisions recorded: from the database, else from its copy beside
-/// it, else none; with a warning saying which when not the database.
+/// it, else none; with a warning saying which when not the database. A
+/// database that did not exist (deleted, or moved away as its error
+/// message advises) is new, not a record that nothing holds: the copy's
+/// decisions are enforced and recorded in it.
 pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
+    let copy = db_path.with_file_name(BACKSTOP);
+    let read_copy = || {
+        std::fs::read(&copy)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<Decision>>(&b).ok())
+    };
+    let fresh = !db_path.exists();
     let from_db = db::open(db_path)
         .map_err(|e| e.to_string())
-        .and_then(|c| store::decisions(&c).map_err(|e| e.to_string()));
+        .and_then(|c| Ok((store::decisions(&c).map_err(|e| e.to_string())?, c)));
     match from_db {
-        Ok(d) => (d, None),
-        Err(e) => {
-            let copy = db_path.with_file_name(BACKSTOP);
-            match std::fs::read(&copy)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Vec<Decision>>(&b).ok())
-            {
-                Some(d) => (
-                    d,
+        Ok((d, mut conn)) if fresh && d.is_empty() => match read_copy() {
+            Some(kept) if !kept.is_empty() => {
+                let entries: Vec<store::TimelineEntry> = kept
+                    .iter()
+                    .map(|d| store::TimelineEntry {
+                        mac: d.mac.clone(),
+                        at: crate::clock::unix_now(),
+                        event: "restored".into(),
+                        detail: format!(
+                            "{} of {} by {}, from {}",
+                            d.kind.as_str(),
+                            crate::clock::rfc3339(d.at),
+                            d.actor,
+                            copy.display()
+                        ),
+                        actor: None,
+                    })
+                    .collect();
+                let recorded = match store::record_decisions(&mut conn, &kept, &[], &entries) {
+                    Ok(()) => "recorded in it".to_owned(),
+                    Err(e) => format!("not recorded in it ({e})"),
+                };
+                let n = kept.len();
+                (
+                    kept,
                     Some(format!(
-                        "{e}; using the copy of the decisions in {}",
+                        "the inventory database {} is new (deleted or moved away); the {n} decisions kept in {} are enforced and {recorded}",
+                        db_path.display(),
                         copy.display()
                     )),
-                ),
-                None => (
-                    Vec::new(),
-                    Some(format!("{e}; no runtime decisions are known")),
-                ),
+                )
             }
-        }
+            _ => (d, None),
+        },
+        Ok((d, _)) => (d, None),
+        Err(e) => match read_copy() {
+            Some(d) => (
+                d,
+                Some(format!(
+                    "{e}; using the copy of the decisions in {}",
+                    copy.display()
+                )),
+            ),
+            None => (
+                Vec::new(),
+                Some(format!("{e}; no runtime decisions are known")),
+            ),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decisions::Kind;
+
+    /// The database's own error advises moving a damaged one away: the
+    /// start after that must not take the new, empty database as "no
+    /// decision holds" while the copy beside it lists a quarantine.
+    #[test]
+    fn a_new_database_takes_the_decisions_kept_beside_it() {
+        let dir = std::env::temp_dir().join(format!("ispf-backstop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db_path = dir.join("inventory.db");
+        let q = Decision {
+            mac: "02:00:00:00:30:01".into(),
+            kind: Kind::Quarantine,
+            segment: None,
+            name: None,
+            risk: None,
+            reason: "EDR alert".into(),
+            forced: false,
+            actor: "alice".into(),
+            at: 1,
+            expires: None,
+            addresses: Vec::new(),
+        };
+        std::fs::write(
+            dir.join(BACKSTOP),
+            serde_json::to_vec(&vec![q.clone()]).unwrap(),
+        )
+        .unwrap();
+        let (d, warning) = recorded(&db_path);
+        assert_eq!(d, vec![q.clone()]);
+        assert!(warning.unwrap().contains("is new"));
+        // Recorded in the new database: the next start reads it there.
+        let (d, warning) = recorded(&db_path);
+        assert_eq!((d, warning), (vec![q], None));
+        // A database that exists and lists nothing is believed: every
+        // decision was released (the copy may lag one change behind).
+        let conn = db::open(&db_path).unwrap();
+        conn.execute("DELETE FROM decisions", []).unwrap();
+        assert_eq!(recorded(&db_path), (Vec::new(), None));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -217,7 +217,7 @@ impl Engine {
     /// requests. A few are placed by scanning the policy's devices, since
     /// indexing them cost 8 ms of every decision at 100,000 devices; a
     /// larger burst pays for the index once instead of scanning for each.
-    fn known(&mut self, mac: &str, judge: &mut Option<Judge>, burst: usize) -> Known {
+    pub(super) fn known(&mut self, mac: &str, judge: &mut Option<Judge>, burst: usize) -> Known {
         let Some(m) = crate::policy::parse_mac(mac) else {
             return Known::default();
         };

@@ -35,6 +35,9 @@ pub enum Command {
     Reload {
         path: Option<PathBuf>,
         dry_run: bool,
+        /// The site's revision, handed over by the fleet: the only reload
+        /// a host of a fleet takes.
+        from_fleet: bool,
         reply: oneshot::Sender<Response>,
     },
     Link(LinkEvent),
@@ -57,7 +60,7 @@ pub enum Command {
     /// The site's decisions, as etcd holds them (fleet mode).
     FleetDecisions {
         set: Vec<Decision>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
     },
     /// Several decisions in one generation (a burst of role sessions).
     DecideMany {
@@ -201,9 +204,10 @@ impl Engine {
                 Command::Reload {
                     path,
                     dry_run,
+                    from_fleet,
                     reply,
                 } => {
-                    let r = self.reload(path, dry_run);
+                    let r = self.reload(path, dry_run, from_fleet);
                     let _ = reply.send(r);
                 }
                 Command::Link(ev) => self.on_link(ev),

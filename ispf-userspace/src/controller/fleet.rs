@@ -2,6 +2,8 @@
 //! instead of enforced at once, and the site's decision set, when the
 //! watch delivers it, is recorded and enforced as one generation.
 
+use std::collections::BTreeMap;
+
 use anyhow::{anyhow, Result};
 
 use super::{
@@ -9,7 +11,7 @@ use super::{
     engine::{log, unix_now, Engine, Outcome},
 };
 use crate::{
-    decisions::{holding, Decision, Kind, Plan},
+    decisions::{check_foreign, holding, Decision, Kind, Plan},
     inventory::store,
 };
 
@@ -40,19 +42,64 @@ impl Engine {
     }
 
     /// Makes the site's decision set the one enforced: recorded (with a
-    /// timeline entry per change) and applied as one generation.
+    /// timeline entry per change) and applied as one generation. A new or
+    /// changed decision this host would have refused had it been asked
+    /// (see [`check_foreign`]), or that cannot be applied with the others,
+    /// is not enforced: what this host enforced for its key stays. Returns
+    /// why each was refused.
     pub(super) fn fleet_decisions(
         &mut self,
         set: Vec<Decision>,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Vec<String>, String> {
         let now = unix_now();
         let key = |d: &Decision| (d.mac.clone(), d.kind);
-        let old: std::collections::BTreeMap<_, _> =
-            self.decisions.iter().map(|d| (key(d), d.clone())).collect();
-        let new: std::collections::BTreeMap<_, _> =
-            set.iter().map(|d| (key(d), d.clone())).collect();
+        let old: BTreeMap<_, _> = self.decisions.iter().map(|d| (key(d), d.clone())).collect();
+        let mut new: BTreeMap<_, _> = set.iter().map(|d| (key(d), d.clone())).collect();
+        let mut refused = Vec::new();
+        let index = self.file_index.of(&self.file);
+        let mut judge = None;
+        let changed: Vec<Decision> = new
+            .values()
+            .filter(|d| old.get(&key(d)) != Some(*d))
+            .cloned()
+            .collect();
+        for d in &changed {
+            let known = self.known(&d.mac, &mut judge, changed.len());
+            if let Err(e) = check_foreign(d, &self.file, &index, &known.segments) {
+                refused.push(refusal(d, &e.to_string()));
+                keep_old(&mut new, &old, key(d));
+            }
+        }
+        // Together they may still clash (two devices given one address):
+        // then each change is tried in turn over what stays.
+        if self
+            .desired(&new.values().cloned().collect::<Vec<_>>(), now)
+            .is_err()
+        {
+            let mut kept: BTreeMap<_, _> = old
+                .iter()
+                .filter(|(k, _)| new.contains_key(*k))
+                .map(|(k, d)| (k.clone(), d.clone()))
+                .collect();
+            for (k, d) in &new {
+                if old.get(k) == Some(d) {
+                    continue;
+                }
+                let mut trial = kept.clone();
+                trial.insert(k.clone(), d.clone());
+                match self.desired(&trial.values().cloned().collect::<Vec<_>>(), now) {
+                    Ok(_) => kept = trial,
+                    Err(e) => refused.push(refusal(d, &crate::describe(&e))),
+                }
+            }
+            new = kept;
+        }
+        for r in &refused {
+            log(format!("fleet: {r}"));
+        }
+        let set: Vec<Decision> = new.values().cloned().collect();
         if old == new {
-            return Ok(());
+            return Ok(refused);
         }
         let put: Vec<Decision> = new
             .iter()
@@ -116,7 +163,27 @@ impl Engine {
             log(format!(
                 "fleet: {} decisions enforced as generation {g}",
                 holding(&self.decisions, now).len()
-            ))
+            ));
+            refused
         })
     }
+}
+
+type Key = (String, Kind);
+
+/// Puts back what this host enforced for `k`, or nothing if it had none.
+fn keep_old(new: &mut BTreeMap<Key, Decision>, old: &BTreeMap<Key, Decision>, k: Key) {
+    match old.get(&k) {
+        Some(d) => new.insert(k, d.clone()),
+        None => new.remove(&k),
+    };
+}
+
+fn refusal(d: &Decision, why: &str) -> String {
+    format!(
+        "decision key decisions/{}/{} (by {}) refused, not enforced here: {why}",
+        d.mac,
+        d.kind.as_str(),
+        d.actor
+    )
 }

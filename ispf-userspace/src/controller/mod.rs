@@ -303,7 +303,7 @@ async fn serve_all(
             _ = hup.recv() => {
                 log("SIGHUP: reloading the policy file");
                 let (reply, _) = tokio::sync::oneshot::channel();
-                let _ = cmd_tx.send(Command::Reload { path: None, dry_run: false, reply });
+                let _ = cmd_tx.send(Command::Reload { path: None, dry_run: false, from_fleet: false, reply });
             }
             _ = term.recv() => break,
             _ = int.recv() => break,

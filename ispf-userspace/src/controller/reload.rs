@@ -20,13 +20,11 @@ use crate::{
 };
 
 impl Engine {
-    pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool) -> Response {
+    /// `from_fleet`: the site's revision, which the fleet hands over; any
+    /// other reload on a host of a fleet (a client's, SIGHUP's, even of
+    /// the file the fleet wrote) would split it from the other hosts.
+    pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool, from_fleet: bool) -> Response {
         let path = path.unwrap_or_else(|| self.enforced.path.clone());
-        // A host of a fleet enforces its site's revisions only: a file
-        // reloaded by hand would split it from the other hosts.
-        let from_fleet = path
-            .file_name()
-            .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE);
         if self.fleet.is_some() && !dry_run && !from_fleet {
             return Response::Error {
                 message: format!(

@@ -194,6 +194,7 @@ async fn reload(c: &Control, policy: Option<std::path::PathBuf>, dry_run: bool) 
     let sent = c.engine.send(Command::Reload {
         path: policy,
         dry_run,
+        from_fleet: false,
         reply,
     });
     let resp = match sent {

@@ -168,6 +168,7 @@ pub(super) fn start_fleet(
             .send(Command::Reload {
                 path: Some(path),
                 dry_run: false,
+                from_fleet: true,
                 reply,
             })
             .map_err(|_| "the controller is stopping".to_owned())?;

@@ -11,6 +11,7 @@
 //! request.
 
 mod effective;
+mod foreign;
 mod overlay;
 mod plan;
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{parse_mac, Policy};
 
 pub use effective::{effective, enforced_sha256, file_change_effects};
+pub use foreign::check_foreign;
 pub use overlay::{overlay, IndexCache};
 pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
 

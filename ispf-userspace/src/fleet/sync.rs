@@ -33,6 +33,9 @@ struct Site {
     applied: Option<Vec<Decision>>,
     /// A revision the engine refused: not tried again.
     refused: i64,
+    /// Why the revision or decisions last handed over were refused.
+    policy_error: Option<String>,
+    decision_error: Option<String>,
 }
 
 pub(super) fn run(
@@ -60,6 +63,8 @@ pub(super) fn run(
         decisions: BTreeMap::new(),
         applied: None,
         refused: 0,
+        policy_error: None,
+        decision_error: None,
     };
     let mut backoff = Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
@@ -99,10 +104,16 @@ async fn follow(
     let mut c = client::connect(opts).await?;
     let (kvs, rev) = client::site(&mut c, &opts.site).await?;
     site.policy = None;
-    site.decisions.clear();
+    // Decisions deleted while this host was away end; one whose value
+    // cannot be read keeps what this host last read of it.
+    let mut present = std::collections::BTreeSet::new();
     for (k, v, version) in kvs {
+        if let keys::Key::Decision { mac, kind } = keys::parse(&opts.site, &k) {
+            present.insert((mac, kind));
+        }
         absorb(&opts.site, &k, Some((&v, version)), site);
     }
+    site.decisions.retain(|k, _| present.contains(k));
     if site.policy.is_none() {
         if let Some(seed) = seed {
             let pushed = keys::Pushed {
@@ -203,18 +214,33 @@ fn absorb(site_name: &str, key: &[u8], value: Option<(&[u8], i64)>, site: &mut S
             true
         }
         keys::Key::Decision { mac, kind } => {
-            match value.and_then(|(v, _)| keys::decode_decision(v)) {
+            // Only a deletion ends a decision: a value that cannot be read
+            // (a hand edit, a truncated write) leaves what it held, as
+            // bad input never changes what is enforced.
+            let Some((v, _)) = value else {
+                return site.decisions.remove(&(mac, kind)).is_some();
+            };
+            let held = if site.decisions.contains_key(&(mac.clone(), kind)) {
+                "the decision it held stays"
+            } else {
+                "nothing is decided"
+            };
+            match keys::decode_decision(v) {
                 Some(d) if d.mac == mac && d.kind == kind => {
                     site.decisions.insert((mac, kind), d);
+                    return true;
                 }
-                Some(_) => {
-                    log(format!("fleet: ignoring decision key {mac}/{} whose value names another device or kind", kind.as_str()));
-                }
-                None => {
-                    site.decisions.remove(&(mac, kind));
-                }
+                Some(_) => log(format!(
+                    "fleet: ignoring decision key {} whose value names another device or kind; {held}",
+                    String::from_utf8_lossy(key)
+                )),
+                None => log(format!(
+                    "fleet: ignoring decision key {}: its value is not a decision ({} bytes); {held}: write it with `ispf quarantine`/`admit`/`release`, or delete the key",
+                    String::from_utf8_lossy(key),
+                    v.len()
+                )),
             }
-            true
+            false
         }
         _ => false,
     }
@@ -247,15 +273,17 @@ fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
                         ));
                     }
                     facts.revision.store(version, Ordering::Relaxed);
-                    facts.set_error(None);
+                    site.policy_error = None;
                     log(format!("fleet: enforcing revision {version}"));
                 }
                 Err(e) => {
                     site.refused = version;
-                    let msg =
-                        format!("revision {version} refused, revision {have} stays enforced: {e}");
+                    let msg = format!(
+                        "revision {version} refused, revision {have} stays enforced: {}",
+                        clip(&e)
+                    );
                     log(format!("fleet: {msg}"));
-                    facts.set_error(Some(msg));
+                    site.policy_error = Some(msg);
                 }
             }
         }
@@ -264,15 +292,36 @@ fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
     let set: Vec<Decision> = site.decisions.values().cloned().collect();
     if site.applied.as_ref() != Some(&set) {
         match (hooks.decisions)(set.clone()) {
-            Ok(()) => site.applied = Some(set),
+            Ok(refused) => {
+                site.applied = Some(set);
+                site.decision_error = (!refused.is_empty())
+                    .then(|| clip(&format!("decisions: {}", refused.join("; "))));
+            }
             Err(e) => {
+                let e = clip(&e);
                 log(format!(
                     "fleet: the site's decisions could not be applied yet: {e}"
                 ));
-                facts.set_error(Some(format!("decisions: {e}")));
+                site.decision_error = Some(format!("decisions: {e}"));
             }
         }
     }
+    // What is wrong now, not what once was: an error goes once fixed.
+    let errors: Vec<&str> = [&site.policy_error, &site.decision_error]
+        .into_iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    facts.set_error((!errors.is_empty()).then(|| errors.join("; ")));
+}
+
+/// Messages go to the log and into this host's status key in etcd, which
+/// is rewritten every few seconds: a document with a huge field name must
+/// not make every host write megabytes (and fill etcd's quota).
+const MAX_MESSAGE: usize = 2048;
+
+fn clip(s: &str) -> String {
+    crate::clip(s, MAX_MESSAGE)
 }
 
 async fn report(

@@ -162,10 +162,11 @@ impl Policy {
             } else {
                 inner.to_string()
             };
+            // A name serde quotes back can be megabytes long.
             PolicyError::Syntax {
                 file: file.to_owned(),
-                path,
-                message,
+                path: crate::clip(&path, 512),
+                message: crate::clip(&message, 1024),
             }
         })?;
         let mut p = validate::validate(doc).map_err(|problems| PolicyError::Invalid {

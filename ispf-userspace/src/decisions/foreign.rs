@@ -1,0 +1,138 @@
+//! Decisions this host did not plan (another host's, read from etcd),
+//! checked before they are enforced here.
+
+use super::{canonical_mac, plan::validate, Decision, DecisionError, Kind};
+use crate::policy::{parse_mac, DeviceIndex, Policy};
+
+/// Checks a decision this host did not plan before it is enforced here:
+/// another host's, read from etcd, where whoever can write the site can
+/// put one by hand. What `plan` would have refused is refused: a MAC that
+/// is no device's or a router's; an admit of a device the file registers;
+/// a quarantine, unforced, of a device in a life-critical segment (by the
+/// file's entry for its MAC or its addresses, or by `segments`: where this
+/// host has seen it); a segment or risk that does not exist.
+pub fn check_foreign(
+    d: &Decision,
+    file: &Policy,
+    index: &DeviceIndex,
+    segments: &[String],
+) -> Result<(), DecisionError> {
+    let mac = canonical_mac(&d.mac)?;
+    let bytes = parse_mac(&mac).ok_or_else(|| DecisionError::BadMac(d.mac.clone()))?;
+    if mac != d.mac || bytes[0] & 1 == 1 || bytes == [0; 6] {
+        return Err(DecisionError::BadMac(d.mac.clone()));
+    }
+    if file.routers.contains(&bytes) {
+        return Err(DecisionError::Invalid(format!(
+            "{mac} is a router (defaults.routers): it forwards for others and is not one device"
+        )));
+    }
+    let registered = index.by_mac(&bytes);
+    match d.kind {
+        Kind::Admit | Kind::Role if d.segment.is_none() => {
+            return Err(DecisionError::Invalid(format!(
+                "{mac}: an {} names the segment it puts the device in",
+                d.kind.as_str()
+            )));
+        }
+        Kind::Admit => {
+            if let Some(i) = registered {
+                return Err(DecisionError::Invalid(format!(
+                    "{mac} is `{}`, registered in the policy file in segment {}: admit places unknown devices only",
+                    file.devices[i].name,
+                    file.segment_name(file.devices[i].segment)
+                )));
+            }
+        }
+        Kind::Role => {}
+        Kind::Quarantine => {
+            let by_file = registered
+                .into_iter()
+                .chain(d.addresses.iter().filter_map(|a| index.by_ip(a)))
+                .map(|i| file.segment_name(file.devices[i].segment).to_owned());
+            let critical = by_file.chain(segments.iter().cloned()).find(|s| {
+                file.segment_id(s)
+                    .and_then(|id| file.segment(id))
+                    .is_some_and(|seg| seg.life_critical)
+            });
+            if let (Some(segment), false) = (critical, d.forced) {
+                return Err(DecisionError::LifeCritical { mac, segment });
+            }
+        }
+    }
+    validate(d, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(mac: &str, kind: Kind, segment: Option<&str>) -> Decision {
+        Decision {
+            mac: mac.into(),
+            kind,
+            segment: segment.map(Into::into),
+            name: None,
+            risk: None,
+            reason: "test".into(),
+            forced: false,
+            actor: "t".into(),
+            at: 0,
+            expires: None,
+            addresses: vec![],
+        }
+    }
+
+    /// A decision written into etcd by hand (or by a compromised host)
+    /// meets the checks a request to this host would have met.
+    #[test]
+    fn foreign_decisions_meet_the_checks_of_a_request() {
+        let file = Policy::from_str(
+            r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"guest"},{"name":"ws"}],
+            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps"}]}"#,
+            std::path::Path::new("t.json"),
+        )
+        .unwrap();
+        let index = crate::policy::DeviceIndex::of(&file);
+        let check = |d: &Decision| check_foreign(d, &file, &index, &[]);
+        let pump = "02:00:00:00:10:01";
+        let mut q = dec(pump, Kind::Quarantine, None);
+        assert!(matches!(check(&q), Err(DecisionError::LifeCritical { .. })));
+        q.forced = true;
+        assert!(check(&q).is_ok());
+        // Unregistered, but given the pump's address: the pump's segment.
+        let mut by_addr = dec("02:00:00:00:99:01", Kind::Quarantine, None);
+        by_addr.addresses = vec!["10.0.0.1".parse().unwrap()];
+        assert!(matches!(
+            check(&by_addr),
+            Err(DecisionError::LifeCritical { .. })
+        ));
+        // Where this host saw it counts too.
+        let laptop = dec("02:00:00:00:99:02", Kind::Quarantine, None);
+        assert!(check(&laptop).is_ok());
+        assert!(check_foreign(&laptop, &file, &index, &["pumps".into()]).is_err());
+        assert!(matches!(
+            check(&dec(pump, Kind::Admit, Some("guest"))),
+            Err(DecisionError::Invalid(m)) if m.contains("`p1`")
+        ));
+        assert!(matches!(
+            check(&dec("02:00:00:00:99:02", Kind::Admit, Some("nope"))),
+            Err(DecisionError::UnknownSegment { .. })
+        ));
+        assert!(check(&dec("02:00:00:00:99:02", Kind::Admit, None)).is_err());
+        assert!(check(&dec("02:00:00:00:99:02", Kind::Admit, Some("guest"))).is_ok());
+        for bad in [
+            "02:00:00:00:99:0A",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+        ] {
+            assert!(
+                matches!(
+                    check(&dec(bad, Kind::Role, Some("ws"))),
+                    Err(DecisionError::BadMac(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

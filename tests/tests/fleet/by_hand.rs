@@ -1,0 +1,146 @@
+//! Decision keys written into etcd by hand (or by a compromised host, as
+//! every host may write `decisions/`): each host checks them as it would a
+//! request made to it; a value that cannot be read changes nothing; one
+//! refused key does not hold up the others; and the file the fleet writes
+//! cannot be reloaded by hand.
+
+use ispf::{
+    decisions::{Decision, Kind},
+    fleet::keys,
+};
+
+use super::*;
+
+fn etcd<F, T>(urls: &str, f: F) -> T
+where
+    F: AsyncFnOnce(&mut etcd_client::Client) -> T,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let endpoints: Vec<&str> = urls.split(',').collect();
+        let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        f(&mut c).await
+    })
+}
+
+fn put(urls: &str, key: &str, value: Vec<u8>) {
+    etcd(urls, async |c| c.put(key, value, None).await.unwrap());
+}
+
+fn del(urls: &str, key: &str) {
+    etcd(urls, async |c| c.delete(key, None).await.unwrap());
+}
+
+fn by_hand(mac: &str, kind: Kind, segment: Option<&str>) -> Vec<u8> {
+    serde_json::to_vec(&Decision {
+        mac: mac.into(),
+        kind,
+        segment: segment.map(Into::into),
+        name: None,
+        risk: None,
+        reason: "written into etcd by hand".into(),
+        forced: false,
+        actor: "mallory".into(),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    })
+    .unwrap()
+}
+
+fn last_error(urls: &str) -> String {
+    hosts(urls)
+        .first()
+        .and_then(|h| h["last_error"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
+    require_root();
+    let etcd = Etcd::start("fh", 1, 24040);
+    let urls = etcd.urls();
+    let a = policy("ha", "");
+    let _u = unit("fh");
+    let _pis = Server::start("ispf-fh-pis", &[443, 2575]);
+    let h = start_host("fh", 31, &a, &urls, true);
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+    let hl7 = || tcp_ok("ispf-fh-pump", "10.50.0.10", 2575, 2.0, None);
+    let web = |t: f32| tcp_ok(&h.ws(), "10.50.0.10", 443, t, None);
+    assert!(hl7() && web(2.0));
+    let generation = h.ctl.status().generation;
+
+    // A quarantine of the life-critical pump without force: refused, and
+    // the pump's HL7 goes on.
+    let pump_q = keys::decision(SITE, PUMP1, Kind::Quarantine);
+    put(&urls, &pump_q, by_hand(PUMP1, Kind::Quarantine, None));
+    wait(
+        "the pump's quarantine refused",
+        Duration::from_secs(10),
+        || {
+            let e = last_error(&urls);
+            e.contains(&pump_q.replace(&keys::decisions_prefix(SITE), "decisions/"))
+                && e.contains("life-critical")
+        },
+    );
+    assert!(hl7(), "a hand-written quarantine isolated the pump");
+    assert_eq!(h.ctl.status().generation, generation, "nothing applied");
+
+    // An admit of a device the file registers: refused; and it does not
+    // hold up a good decision made meanwhile.
+    let admit = keys::decision(SITE, LAPTOP, Kind::Admit);
+    put(&urls, &admit, by_hand(LAPTOP, Kind::Admit, Some("pumps")));
+    wait("the admit refused", Duration::from_secs(10), || {
+        last_error(&urls).contains("registered in the policy file")
+    });
+    let q = h.ctl.cli(&["quarantine", LAPTOP, "--reason", "EDR alert"]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    wait("the laptop quarantined", Duration::from_secs(5), || {
+        !web(0.5)
+    });
+
+    // Garbage over the quarantine's key: the quarantine holds.
+    let laptop_q = keys::decision(SITE, LAPTOP, Kind::Quarantine);
+    put(&urls, &laptop_q, b"garbage{".to_vec());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!web(1.0), "an unreadable value lifted the quarantine");
+
+    // Deleting it ends the quarantine; the refused admit is still not
+    // enforced (the laptop would be in `pumps`, with no web access).
+    del(&urls, &laptop_q);
+    wait("the laptop released", Duration::from_secs(5), || web(0.5));
+    del(&urls, &admit);
+    del(&urls, &pump_q);
+    wait(
+        "the errors gone once fixed",
+        Duration::from_secs(10),
+        || last_error(&urls).is_empty(),
+    );
+
+    // The file the fleet wrote, reloaded by hand (or by SIGHUP's path):
+    // refused like any other, the site stays whole.
+    for args in [
+        vec!["reload"],
+        vec![
+            "reload",
+            h.ctl
+                .paths
+                .state
+                .join("fleet-candidate.json")
+                .to_str()
+                .unwrap(),
+        ],
+    ] {
+        let r = h.ctl.cli(&args);
+        assert!(
+            !r.status.success() && String::from_utf8_lossy(&r.stderr).contains("fleet push"),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+}
