@@ -31,8 +31,13 @@ struct Site {
     decisions: BTreeMap<(String, Kind), Decision>,
     /// The last decision set handed to the engine.
     applied: Option<Vec<Decision>>,
-    /// A revision the engine refused: not tried again.
-    refused: i64,
+    /// The revision the engine refused, by etcd version and content: not
+    /// tried again.
+    refused: (i64, [u8; 32]),
+    /// What the enforced revision's document hashes to. A version alone
+    /// does not name a document: deleting the key starts versions again
+    /// at 1, so a new document can arrive with the number of an old one.
+    enforced_sha: Option<[u8; 32]>,
     /// Why the revision or decisions last handed over were refused.
     policy_error: Option<String>,
     decision_error: Option<String>,
@@ -62,7 +67,10 @@ pub(super) fn run(
         policy: None,
         decisions: BTreeMap::new(),
         applied: None,
-        refused: 0,
+        refused: (0, [0; 32]),
+        enforced_sha: std::fs::read(state_dir.join(POLICY_FILE))
+            .ok()
+            .map(|b| crate::policy::sha256(&b)),
         policy_error: None,
         decision_error: None,
     };
@@ -114,7 +122,18 @@ async fn follow(
         absorb(&opts.site, &k, Some((&v, version)), site);
     }
     site.decisions.retain(|k, _| present.contains(k));
-    if site.policy.is_none() {
+    let enforcing = facts.revision.load(Ordering::Relaxed);
+    if site.policy.is_none() && enforcing != 0 {
+        // The key was deleted, or etcd restored from nothing: this host's
+        // startup file may be months old. Only a host that never enforced
+        // a revision of the site seeds it.
+        let msg = format!(
+            "site {} has no policy (deleted?); revision {enforcing} stays enforced here; push one with `ispf fleet push`",
+            opts.site
+        );
+        log(format!("fleet: {msg}"));
+        site.policy_error = Some(msg);
+    } else if site.policy.is_none() {
         if let Some(seed) = seed {
             let pushed = keys::Pushed {
                 revision: 1,
@@ -250,7 +269,9 @@ fn absorb(site_name: &str, key: &[u8], value: Option<(&[u8], i64)>, site: &mut S
 fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
     if let Some((bytes, version)) = site.policy.clone() {
         let have = facts.revision.load(Ordering::Relaxed);
-        if version != have && version != site.refused {
+        let sha = crate::policy::sha256(&bytes);
+        let new = version != have || site.enforced_sha != Some(sha);
+        if new && (version, sha) != site.refused {
             let candidate = state_dir.join(super::CANDIDATE_FILE);
             let r = crate::controller::state::write_atomic(&candidate, &bytes)
                 .map_err(|e| e.to_string())
@@ -273,11 +294,12 @@ fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
                         ));
                     }
                     facts.revision.store(version, Ordering::Relaxed);
+                    site.enforced_sha = Some(sha);
                     site.policy_error = None;
                     log(format!("fleet: enforcing revision {version}"));
                 }
                 Err(e) => {
-                    site.refused = version;
+                    site.refused = (version, sha);
                     let msg = format!(
                         "revision {version} refused, revision {have} stays enforced: {}",
                         clip(&e)
@@ -286,6 +308,10 @@ fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
                     site.policy_error = Some(msg);
                 }
             }
+        } else if !new {
+            // The site's revision is the one enforced: whatever was said
+            // before (no policy, a refusal since replaced) is over.
+            site.policy_error = None;
         }
         facts.latest.store(version, Ordering::Relaxed);
     }

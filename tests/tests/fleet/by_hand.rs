@@ -143,4 +143,56 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
             String::from_utf8_lossy(&r.stderr)
         );
     }
+
+    // The policy key deleted, then etcd restarted: the host does not seed
+    // the site again with its startup file (months old, in a hospital);
+    // it keeps what it enforces and says why.
+    let ssh = |name: &str, port: u16| {
+        policy(
+            name,
+            &format!(
+                r#", {{"from": "workstations", "to": "pis-servers", "proto": "tcp", "ports": [{port}], "action": "allow"}}"#
+            ),
+        )
+    };
+    let (b, c) = (ssh("hb", 22), ssh("hc", 8443));
+    let push = |p: &Path| {
+        let out = fleet(&urls, &["push", p.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    push(&b);
+    wait("b enforced", Duration::from_secs(10), || h.sha() == sha(&b));
+    del(&urls, &keys::policy(SITE));
+    let mut etcd = etcd;
+    etcd.members[0].stop();
+    etcd.members[0].start();
+    etcd.wait_healthy(Duration::from_secs(20));
+    wait(
+        "the host back, saying the site has no policy",
+        Duration::from_secs(40),
+        || last_error(&urls).contains("has no policy"),
+    );
+    assert!(
+        !etcd_has(&urls, &keys::policy(SITE)),
+        "the site was seeded again from --policy"
+    );
+    assert_eq!(h.sha(), sha(&b));
+
+    // Versions start again at 1 once the key is gone: a document with the
+    // number of the one a host enforces is still another document.
+    let mut h = h;
+    h.ctl.kill9();
+    push(&a);
+    push(&c);
+    let h = start_host("fh", 31, &a, &urls, false);
+    wait(
+        "the restarted host takes revision 2's new document",
+        Duration::from_secs(20),
+        || h.sha() == sha(&c),
+    );
+    assert!(last_error(&urls).is_empty(), "{}", last_error(&urls));
 }
