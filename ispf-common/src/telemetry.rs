@@ -107,6 +107,11 @@ pub struct LastVerdict {
     pub epoch: u32,
 }
 
+/// [`Event::flags`]: the packet opened its flow. A `threat` event is
+/// written for every passed packet of a listed flow; only its first is a
+/// new flow (detection must not take a server's replies for flows it opens).
+pub const EVENT_OPENED: u8 = 1;
+
 /// A flow event, written by the datapath into [`MAP_EVENTS`](crate::MAP_EVENTS).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,7 +128,9 @@ pub struct Event {
     pub verdict: u8,
     pub family: u8,
     pub proto: u8,
-    pub _pad: u8,
+    /// [`EVENT_OPENED`]: this packet opened its flow (a flow event's
+    /// first packet, not a later one of a flow reported per packet).
+    pub flags: u8,
     pub sport: [u8; 2],
     pub dport: [u8; 2],
     pub src_mac: [u8; 6],

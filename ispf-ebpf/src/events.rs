@@ -76,7 +76,7 @@ pub fn denied(
     }
     st.tokens -= 1;
     let _ = ISPF_DENIED_SEEN.insert(&*key, &now, 0);
-    write(ifindex, EVENT_DENIED, pkt, src, dst, j, now);
+    write(ifindex, EVENT_DENIED, 0, pkt, src, dst, j, now);
 }
 
 /// This CPU's token bucket, refilled for `now`.
@@ -233,7 +233,7 @@ pub fn sighting(ifindex: u32, pkt: &Packet, src: u16, now: u64) -> bool {
         (*e).verdict = 0;
         (*e).family = pkt.family;
         (*e).proto = pkt.proto;
-        (*e)._pad = 0;
+        (*e).flags = 0;
         (*e).sport = [0; 2];
         (*e).dport = [0; 2];
         (*e).src_mac = pkt.src_mac();
@@ -305,9 +305,18 @@ fn counted(sighting: bool) {
     }
 }
 
-/// Emits one event, rate-limited.
+/// Emits one event, rate-limited; `flags`: `EVENT_OPENED` or 0.
 #[inline(always)]
-pub fn emit(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
+pub fn emit(
+    ifindex: u32,
+    kind: u8,
+    flags: u8,
+    pkt: &Packet,
+    src: u16,
+    dst: u16,
+    j: &Judgement,
+    now: u64,
+) {
     if !spend(source_budget(pkt.sender, now), pkt.sender, now) {
         if let Some(st) = bucket(now) {
             st.rate_limited += 1;
@@ -315,13 +324,23 @@ pub fn emit(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgem
         return;
     }
     if take_token(now) {
-        write(ifindex, kind, pkt, src, dst, j, now);
+        write(ifindex, kind, flags, pkt, src, dst, j, now);
     }
 }
 
 /// Writes one event straight into the ring buffer.
 #[inline(always)]
-fn write(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement, now: u64) {
+#[allow(clippy::too_many_arguments)]
+fn write(
+    ifindex: u32,
+    kind: u8,
+    flags: u8,
+    pkt: &Packet,
+    src: u16,
+    dst: u16,
+    j: &Judgement,
+    now: u64,
+) {
     let Some(mut entry) = ISPF_EVENTS.reserve::<Event>(0) else {
         ring_full();
         return;
@@ -341,7 +360,7 @@ fn write(ifindex: u32, kind: u8, pkt: &Packet, src: u16, dst: u16, j: &Judgement
         (*e).verdict = j.verdict;
         (*e).family = pkt.family;
         (*e).proto = pkt.proto;
-        (*e)._pad = 0;
+        (*e).flags = flags;
         (*e).sport = pkt.sport;
         (*e).dport = pkt.dport;
         (*e).src_mac = pkt.src_mac();

@@ -8,7 +8,7 @@ use core::ptr::{read_volatile, write_volatile};
 
 use ispf_common::{
     Settings, ACTION_ALLOW, CACHED_ESTABLISHED, CACHED_JUDGED, DENIED_RECHECK_JIFFIES,
-    EVENT_NEW_FLOW, EVENT_THREAT, FRAGMENTS_DENY, IPPROTO_TCP, NO_SEGMENT,
+    EVENT_NEW_FLOW, EVENT_OPENED, EVENT_THREAT, FRAGMENTS_DENY, IPPROTO_TCP, NO_SEGMENT,
     REASON_FRAGMENT_UNTRACKED, REASON_INFRASTRUCTURE, REASON_INTERNAL_FAULT, REASON_MALFORMED,
     REASON_SPOOFED, REASON_WOULD_DROP,
 };
@@ -244,6 +244,7 @@ fn report(ifindex: u32, s: &Settings, scratch: &mut Scratch, o: &Outcome, counte
         events::emit(
             ifindex,
             EVENT_THREAT,
+            if o.opened { EVENT_OPENED } else { 0 },
             &scratch.pkt,
             o.src,
             o.dst,
@@ -254,6 +255,7 @@ fn report(ifindex: u32, s: &Settings, scratch: &mut Scratch, o: &Outcome, counte
         events::emit(
             ifindex,
             EVENT_NEW_FLOW,
+            EVENT_OPENED,
             &scratch.pkt,
             o.src,
             o.dst,

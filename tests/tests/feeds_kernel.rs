@@ -6,7 +6,7 @@ use ispf::{
     datapath::{Datapath, Entry, MapSizes},
     policy::{Policy, PolicyDoc},
 };
-use ispf_common::reason_name;
+use ispf_common::{reason_name, Event, EVENT_OPENED, EVENT_THREAT};
 use ispf_tests::{feeds::with_feeds, frames::*, require_root};
 
 const PUMP: &str = "02:00:00:00:10:01";
@@ -107,6 +107,30 @@ fn replies_of_a_listed_flow_are_judged_on_their_own_segments() {
             run(&other),
             expect(true, "allowed", "quarantine", "pumps"),
             "{entry:?}: an unlisted address"
+        );
+        // Every passed packet of the listed flow is reported; only the
+        // pump's first opened it. The server's replies are no new flows
+        // (detection once took them for flows the server opened to pumps).
+        let mut ring = dp.take_events().expect("the ring buffer");
+        let mut threats = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() == std::mem::size_of::<Event>() {
+                // SAFETY: the datapath writes whole `Event`s; read unaligned.
+                let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) };
+                if e.kind == EVENT_THREAT {
+                    threats.push((e.sport, e.flags & EVENT_OPENED != 0));
+                }
+            }
+        }
+        let opened: Vec<_> = threats.iter().filter(|t| t.1).collect();
+        assert_eq!(
+            opened,
+            vec![&(5000u16.to_be_bytes(), true)],
+            "{entry:?}: {threats:?}"
+        );
+        assert!(
+            threats.iter().any(|t| t.0 == 53u16.to_be_bytes() && !t.1),
+            "{entry:?}: the replies are reported too: {threats:?}"
         );
     }
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ispf_common::{EVENT_OPENED, EVENT_THREAT};
 use tokio::io::unix::AsyncFd;
 
 use super::shared::{self, Shared};
@@ -50,8 +51,15 @@ pub(super) async fn read_events(
         threats.refresh(&snap);
         for e in &batch {
             let rec = EventRecord::decode(e, &snap.policy);
-            detection.offer(&rec);
-            shared.deliver(&rec);
+            // A listed flow is reported at every packet that passes; only
+            // the packet that opened it is a new flow. A server's replies
+            // taken for flows it opens once had detection quarantine a
+            // patient-information server for "anomalous" flows to pumps.
+            let continues = e.kind == EVENT_THREAT && e.flags & EVENT_OPENED == 0;
+            if !continues {
+                detection.offer(&rec);
+                shared.deliver(&rec);
+            }
             if let Some(t) = threats.index.as_ref().and_then(|i| rec.threat(i)) {
                 shared.deliver(&t);
             }
