@@ -241,6 +241,13 @@ fn a_role_session_opens_the_service_port_only_while_it_lasts() {
         radclient(&acct("Start", "S5", UNSEEN, "biomed"), SECRET),
         "an unseen MAC is answered"
     );
+    // A NAS reporting the pump's MAC (mistyped, or MAC authentication of
+    // the pump itself): answered, but a session never moves a device out
+    // of a life-critical segment.
+    assert!(
+        radclient(&acct("Start", "S6", PUMP1, "biomed"), SECRET),
+        "a session on the pump is answered"
+    );
     // A retransmission (same port, identifier and authenticator): answered
     // again, applied once.
     let nas = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -267,6 +274,11 @@ fn a_role_session_opens_the_service_port_only_while_it_lasts() {
     assert_eq!(d("ispf_radius_packets_total{result=\"duplicate\"}"), 1);
     assert_eq!(d("ispf_identity_ignored_total{cause=\"no_role\"}"), 1);
     assert_eq!(d("ispf_identity_ignored_total{cause=\"unseen_mac\"}"), 1);
+    assert_eq!(d("ispf_identity_ignored_total{cause=\"life_critical\"}"), 1);
+    assert_eq!(state(&ctl, PUMP1), "pumps");
+    // Neither refused session is listed as open.
+    let open = String::from_utf8_lossy(&ctl.cli(&["sessions", "--json"]).stdout).into_owned();
+    assert!(!open.contains(UNSEEN) && !open.contains(PUMP1), "{open}");
     // The one good interim (S3) bound the workstation again; end it.
     assert!(radclient(&acct("Stop", "S3", LAPTOP, "biomed"), SECRET));
     assert!(ctl.status().generation >= g);

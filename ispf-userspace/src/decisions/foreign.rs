@@ -44,7 +44,18 @@ pub fn check_foreign(
                 )));
             }
         }
-        Kind::Role => {}
+        Kind::Role => {
+            let by_file: Vec<String> = registered
+                .map(|i| file.segment_name(file.devices[i].segment).to_owned())
+                .into_iter()
+                .chain(segments.iter().cloned())
+                .collect();
+            if let Some(seg) = super::plan::life_critical(file, &by_file) {
+                return Err(DecisionError::Invalid(format!(
+                    "{mac} is in the life-critical segment `{seg}`, which no role session moves"
+                )));
+            }
+        }
         Kind::Quarantine => {
             let by_file = registered
                 .into_iter()
@@ -121,6 +132,8 @@ mod tests {
         ));
         assert!(check(&dec("02:00:00:00:99:02", Kind::Admit, None)).is_err());
         assert!(check(&dec("02:00:00:00:99:02", Kind::Admit, Some("guest"))).is_ok());
+        assert!(check(&dec(pump, Kind::Role, Some("ws"))).is_err());
+        assert!(check(&dec("02:00:00:00:99:02", Kind::Role, Some("ws"))).is_ok());
         for bad in [
             "02:00:00:00:99:0A",
             "01:00:5e:00:00:01",

@@ -300,7 +300,12 @@ mod tests {
 
     #[test]
     fn role_sessions_bind_seen_or_registered_devices_and_end_alone() {
-        let p = Policy::from_doc(doc()).unwrap();
+        let mut with_ws = doc();
+        with_ws.devices.push(
+            serde_json::from_str(r#"{"name":"w1","mac":"02:00:00:00:20:01","segment":"guest"}"#)
+                .unwrap(),
+        );
+        let p = Policy::from_doc(with_ws).unwrap();
         let session = |mac: &str| DecisionRequest::Session {
             mac: mac.into(),
             segment: "ws".into(),
@@ -315,15 +320,21 @@ mod tests {
             plan(&session("02:00:00:00:99:01"), "r", 0, &p, &[], &unseen),
             Err(DecisionError::Unseen(_))
         ));
+        // A pump (life-critical) is never moved by a session, whoever
+        // the NAS says logged in on it.
+        assert!(matches!(
+            plan(&session("02:00:00:00:10:01"), "r", 0, &p, &[], &unseen),
+            Err(DecisionError::Invalid(m)) if m.contains("life-critical")
+        ));
         // Registered in the file: bound even before it is seen.
-        let ok = plan(&session("02:00:00:00:10:01"), "r", 0, &p, &[], &unseen).unwrap();
+        let ok = plan(&session("02:00:00:00:20:01"), "r", 0, &p, &[], &unseen).unwrap();
         let d = ok.put.clone().unwrap();
         assert_eq!((d.kind, d.segment.as_deref()), (Kind::Role, Some("ws")));
         assert!(d.reason.contains("alice") && d.actor.contains("10.0.0.9"));
         // Ending it removes the role and nothing else.
-        let held = vec![d, dec("02:00:00:00:10:01", Kind::Quarantine, None, None)];
+        let held = vec![d, dec("02:00:00:00:20:01", Kind::Quarantine, None, None)];
         let end = DecisionRequest::EndSession {
-            mac: "02:00:00:00:10:01".into(),
+            mac: "02:00:00:00:20:01".into(),
             why: "Stop".into(),
         };
         let r = plan(&end, "r", 0, &p, &held, &unseen).unwrap();
@@ -335,7 +346,7 @@ mod tests {
             "no role left to end"
         );
         // An unknown role segment is refused with the known ones.
-        let mut bad = session("02:00:00:00:10:01");
+        let mut bad = session("02:00:00:00:20:01");
         if let DecisionRequest::Session { segment, .. } = &mut bad {
             *segment = "nowhere".into();
         }

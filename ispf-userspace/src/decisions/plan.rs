@@ -177,16 +177,12 @@ pub fn plan(
             }
             let mut segments = known.segments.clone();
             segments.extend(segment_of(policy, &mac));
-            let critical = segments.iter().find(|s| {
-                policy
-                    .segment_id(s)
-                    .and_then(|id| policy.segment(id))
-                    .is_some_and(|seg| seg.life_critical)
-            });
+            segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
+            let critical = life_critical(policy, &segments);
             if let (Some(seg), false) = (critical, *force) {
                 return Err(DecisionError::LifeCritical {
                     mac,
-                    segment: seg.clone(),
+                    segment: seg.to_owned(),
                 });
             }
             let d = Decision {
@@ -227,6 +223,17 @@ pub fn plan(
                 parse_mac(&mac).is_some_and(|m| policy.devices.iter().any(|d| d.mac == Some(m)));
             if !known.seen && !registered {
                 return Err(DecisionError::Unseen(mac));
+            }
+            // A session is an automatic action: a NAS reporting a pump's
+            // MAC (mistyped, or MAC authentication of the pump itself)
+            // must not move it out of its segment.
+            let mut segments = known.segments.clone();
+            segments.extend(segment_of(policy, &mac));
+            segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
+            if let Some(seg) = life_critical(policy, &segments) {
+                return Err(DecisionError::Invalid(format!(
+                    "{mac} is in the life-critical segment `{seg}`, which no role session moves"
+                )));
             }
             let d = Decision {
                 mac: mac.clone(),
@@ -321,4 +328,17 @@ pub fn validate(d: &Decision, policy: &Policy) -> Result<(), DecisionError> {
         }
     }
     Ok(())
+}
+
+/// The first of `segments` that is life-critical in `policy`.
+pub(super) fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Option<&'a str> {
+    segments
+        .iter()
+        .find(|s| {
+            policy
+                .segment_id(s)
+                .and_then(|id| policy.segment(id))
+                .is_some_and(|seg| seg.life_critical)
+        })
+        .map(String::as_str)
 }

@@ -264,6 +264,8 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
             st.sessions.refused(s);
             facts.ignore(if e.contains("has not been seen") {
                 "unseen_mac"
+            } else if e.contains("life-critical") {
+                "life_critical"
             } else {
                 "refused"
             });
@@ -279,7 +281,8 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
         };
         log(format!("identity: not bound: {first}{more}"));
     }
-    publish(st, facts);
+    // Published by `persist`, which every caller runs next: listing the
+    // sessions is the cost of a packet otherwise.
 }
 
 fn request(c: &Change) -> DecisionRequest {

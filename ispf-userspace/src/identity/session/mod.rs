@@ -179,7 +179,7 @@ impl Sessions {
                 }
                 self.bound.insert(mac, key.clone());
                 self.by_key.insert(key, s.clone());
-                self.bound_cap();
+                out.extend(self.bound_cap());
                 out.push(Change::Bind(s));
                 Ok(out)
             }
@@ -187,12 +187,18 @@ impl Sessions {
         }
     }
 
-    /// A binding the engine refused (a MAC not seen yet): the session is
-    /// kept, unbound, and its next update tries again.
+    /// A binding the engine refused (a MAC not seen yet, a life-critical
+    /// device): the session is forgotten, and its next update, which
+    /// carries all a binding needs, tries again. Kept, a NAS's sessions for
+    /// devices nobody knows (or a flood of made-up MACs) would be listed
+    /// as open and fill the table.
     pub fn refused(&mut self, s: &Session) {
         let key = (s.nas.clone(), s.id.clone());
         if self.bound.get(&s.mac) == Some(&key) {
             self.bound.remove(&s.mac);
+        }
+        if self.by_key.get(&key).is_some_and(|x| x.mac == s.mac) {
+            self.by_key.remove(&key);
         }
     }
 
@@ -248,7 +254,11 @@ impl Sessions {
         None
     }
 
-    fn bound_cap(&mut self) {
+    /// Ends the oldest-updated sessions beyond [`MAX_SESSIONS`], with
+    /// their bindings: a role decision must not outlive the session that
+    /// holds it, unseen in `ispf sessions`.
+    fn bound_cap(&mut self) -> Vec<Change> {
+        let mut out = Vec::new();
         while self.by_key.len() > MAX_SESSIONS {
             let Some(k) = self
                 .by_key
@@ -256,15 +266,12 @@ impl Sessions {
                 .min_by_key(|(_, s)| s.last_update)
                 .map(|(k, _)| k.clone())
             else {
-                return;
+                break;
             };
-            // Dropped from memory only; its decision ends at the timeout
-            // check after a restart, like any session it no longer knows.
-            let s = self.by_key.remove(&k).expect("present");
-            if self.bound.get(&s.mac) == Some(&k) {
-                self.bound.remove(&s.mac);
-            }
+            let why = format!("{MAX_SESSIONS} sessions are open; the least recently updated ends");
+            out.extend(self.end(&k, &why));
         }
+        out
     }
 }
 

@@ -183,3 +183,23 @@ fn a_role_removed_from_the_policy_ends_its_sessions() {
     assert_eq!(s.prune(&[]).len(), 1);
     assert!(s.list().is_empty());
 }
+
+/// A binding the engine refuses (a device nobody has seen, a pump) is not
+/// kept as an open session: a NAS replaying made-up MACs must not fill the
+/// table, nor be listed as holding segments it does not.
+#[test]
+fn a_refused_binding_is_forgotten_and_its_next_update_tries_again() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let start = acct(Status::Start, "S1", "02:00:00:00:30:09", "biomed");
+    let c = s.account(&start, "nas", &r, 0).unwrap();
+    let [Change::Bind(b)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    s.refused(b);
+    assert!(s.list().is_empty() && !s.is_bound("02:00:00:00:30:09"));
+    // The next interim carries all a binding needs.
+    let interim = acct(Status::Interim, "S1", "02:00:00:00:30:09", "biomed");
+    let c = s.account(&interim, "nas", &r, 10).unwrap();
+    assert!(matches!(&c[..], [Change::Bind(_)]));
+    assert_eq!(s.list().len(), 1);
+}
