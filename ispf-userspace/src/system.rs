@@ -76,6 +76,15 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
         let _serial = serial_lock(MOUNT_LOCK_WAIT);
         if !is_bpffs(root) {
             mount_bpffs(root)?;
+            // systemd mounts bpffs at boot, so a host without one is rare;
+            // a mount namespace of our own (`ip netns exec` makes one, and
+            // hides whether it is from us) is not: pins there die with it,
+            // and a stopped (or killed) controller takes enforcement along.
+            if !host_mount_namespace().unwrap_or(false) {
+                eprintln!(
+                    "ispf: warning: /sys/fs/bpf was not mounted here, so ispf mounted it; if this is a mount namespace of its own (`ip netns exec` makes one), the pins end with it, and enforcement with this controller. Run ispf in the host's mount namespace: to reach ports in a network namespace, `nsenter --net=/run/netns/NAME ispf run ...` keeps it"
+                );
+            }
         }
     }
     let existing = dir.ancestors().find(|p| p.exists()).unwrap_or(root);
@@ -85,6 +94,14 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
         });
     }
     Ok(())
+}
+
+/// Whether this process shares PID 1's mount namespace; `None` when that
+/// cannot be told.
+fn host_mount_namespace() -> Option<bool> {
+    let mine = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    let init = std::fs::read_link("/proc/1/ns/mnt").ok()?;
+    Some(mine == init)
 }
 
 fn mount_bpffs(root: &Path) -> Result<(), SystemError> {

@@ -235,6 +235,22 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
         let f = feed(&ctl, "vendor-stix");
         f["entries"] == 1 && f["skipped"] == 1
     });
+    // Broken, then fixed: read again as soon as it changes, not at the
+    // next refresh (300 s) after the failure's retry found it unchanged.
+    let good = std::fs::read(dir.join("vendor.json")).unwrap();
+    std::fs::write(dir.join("vendor.json"), "{\"type\":\"bundle\",").unwrap();
+    wait("the broken bundle reported", Duration::from_secs(5), || {
+        feed(&ctl, "vendor-stix")["error"].is_string()
+    });
+    std::thread::sleep(Duration::from_secs(6)); // past the first retry
+    let failures = feed(&ctl, "vendor-stix")["failures"].clone();
+    std::fs::write(dir.join("vendor.json"), &good).unwrap();
+    wait(
+        "the fixed bundle read at once",
+        Duration::from_secs(5),
+        || feed(&ctl, "vendor-stix")["error"].is_null(),
+    );
+    assert_eq!(feed(&ctl, "vendor-stix")["failures"], failures);
 
     // HTTP: fetched, then 304s for the same contents; 500s and a server too
     // slow to answer keep the last good contents.

@@ -14,6 +14,15 @@ use super::FeedError;
 /// The largest feed accepted (a million lines of addresses is ~20 MB).
 pub const MAX_FEED_BYTES: u64 = 512 << 20;
 pub const HTTP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a feed file must be unmodified before it is read.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Whether the file at `source` differs from what `v` last read (false
+/// when it cannot be looked at: a retry's backoff covers that).
+pub fn file_changed(source: &str, v: &Validators) -> bool {
+    std::fs::metadata(source)
+        .is_ok_and(|m| Some((m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH))) != v.stamp)
+}
 
 /// What is remembered between fetches of one source.
 #[derive(Debug, Clone, Default)]
@@ -58,6 +67,12 @@ fn file(path: &Path, v: &mut Validators) -> Result<Option<String>, FeedError> {
         meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
     );
     if v.stamp == Some(stamp) {
+        return Ok(None);
+    }
+    // A file modified within the last second may be half written (a line
+    // cut off mid-address, a rewrite in place): it is read once it has
+    // been still for a second (the caller asks again every second).
+    if stamp.1.elapsed().is_ok_and(|age| age < SETTLE) {
         return Ok(None);
     }
     let mut text = String::new();
@@ -110,4 +125,40 @@ fn http(url: &str, v: &mut Validators, timeout: Duration) -> Result<Option<Strin
     v.etag = etag;
     v.last_modified = last_modified;
     Ok(Some(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file being written is read once it has been still for a second,
+    /// and not again until it changes.
+    #[test]
+    fn a_file_is_read_once_settled_and_again_when_changed() {
+        let path = std::env::temp_dir().join(format!("ispf-feed-settle-{}", std::process::id()));
+        std::fs::write(&path, "10.0.0.0/2").unwrap();
+        let src = path.to_str().unwrap();
+        let mut v = Validators::default();
+        assert_eq!(
+            fetch(src, &mut v, HTTP_TIMEOUT).unwrap(),
+            None,
+            "still settling"
+        );
+        assert!(file_changed(src, &v));
+        let settled = SystemTime::now() - Duration::from_secs(5);
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        use std::io::Write;
+        (&f).write_all(b"4\n").unwrap();
+        f.set_modified(settled).unwrap();
+        assert_eq!(
+            fetch(src, &mut v, HTTP_TIMEOUT).unwrap().as_deref(),
+            Some("10.0.0.0/24\n")
+        );
+        assert!(!file_changed(src, &v));
+        assert_eq!(fetch(src, &mut v, HTTP_TIMEOUT).unwrap(), None, "unchanged");
+        let _ = std::fs::remove_file(&path);
+    }
 }

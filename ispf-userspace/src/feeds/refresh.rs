@@ -140,7 +140,12 @@ fn run(
         let mut changed = false;
         for f in &mut feeds {
             let is_file = !f.doc.source.starts_with("http");
-            if Instant::now() < f.due && !(is_file && f.failures == 0) {
+            let due = Instant::now() >= f.due;
+            // A file is looked at every second; while it fails, only a
+            // change (the fix) or the backoff's retry reads it again.
+            let look =
+                is_file && (f.failures == 0 || fetch::file_changed(&f.doc.source, &f.validators));
+            if !due && !look {
                 continue;
             }
             let s = st
@@ -156,10 +161,17 @@ fn run(
                     },
                 );
             match got {
-                Ok(None) => {
-                    if Instant::now() >= f.due {
+                // Unchanged: a refresh if it was good; if it failed (the
+                // same unreadable text), still failing, not refreshed.
+                Ok(None) if f.failures == 0 => {
+                    if due {
                         s.last_refresh = Some(unix_now());
                         f.due = Instant::now() + Duration::from_secs(f.doc.refresh_s as u64);
+                    }
+                }
+                Ok(None) => {
+                    if due {
+                        f.due = Instant::now() + backoff(f.failures - 1, f.doc.refresh_s);
                     }
                 }
                 Ok(Some((text, c))) => {
