@@ -46,10 +46,12 @@ pub fn run(c: Command) -> Result<ExitCode> {
                     f.hits_passed
                 );
                 if let Some(e) = &f.error {
-                    println!(
-                        "  FAILING ({} failures; the last good contents stay enforced): {e}",
-                        f.failures
-                    );
+                    let kept = if f.last_refresh.is_some() || f.entries > 0 {
+                        "the last good contents stay enforced"
+                    } else {
+                        "it never loaded, so nothing of it is enforced; fix the source"
+                    };
+                    println!("  FAILING ({} failures; {kept}): {e}", f.failures);
                 }
                 if f.skipped > 0 {
                     println!("  {} lines or indicators skipped, e.g.:", f.skipped);

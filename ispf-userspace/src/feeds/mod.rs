@@ -56,6 +56,16 @@ pub struct Contents {
 }
 
 impl Contents {
+    /// Distinct networks: what the kernel holds of this feed (a line
+    /// listed twice is one entry there).
+    pub fn distinct(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|e| e.net)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    }
+
     fn skip(&mut self, why: String) {
         self.skipped += 1;
         if self.problems.len() < PROBLEMS_KEPT {

@@ -122,7 +122,7 @@ fn run(
     configure(docs.clone(), &mut feeds, &mut st);
     for (name, c) in &set.feeds {
         if let Some(s) = st.get_mut(name) {
-            s.entries = c.entries.len();
+            s.entries = c.distinct();
             s.skipped = c.skipped;
             s.problems = c.problems.clone();
         }
@@ -181,7 +181,7 @@ fn run(
                     f.failures = 0;
                     s.error = None;
                     s.last_refresh = Some(unix_now());
-                    s.entries = c.entries.len();
+                    s.entries = c.distinct();
                     s.skipped = c.skipped;
                     s.problems = c.problems.clone();
                     f.due = Instant::now() + Duration::from_secs(f.doc.refresh_s as u64);
@@ -205,10 +205,15 @@ fn run(
                     s.failures += 1;
                     let msg = e.to_string();
                     if s.error.as_deref() != Some(msg.as_str()) {
-                        log(format!(
-                            "feed {}: {msg}; its last good contents ({} entries) stay enforced",
-                            f.doc.name, s.entries
-                        ));
+                        let kept = if set.feeds.contains_key(&f.doc.name) {
+                            format!(
+                                "its last good contents ({} entries) stay enforced",
+                                s.entries
+                            )
+                        } else {
+                            "it never loaded, so nothing of it is enforced".to_owned()
+                        };
+                        log(format!("feed {}: {msg}; {kept}", f.doc.name));
                     }
                     s.error = Some(msg);
                     f.due = Instant::now() + backoff(f.failures - 1, f.doc.refresh_s);

@@ -197,8 +197,21 @@ pub struct Accounting {
     pub interim_s: Option<u32>,
 }
 
+/// An attribute's text with control characters escaped: a supplicant
+/// chooses its User-Name, and one with an escape sequence or a newline
+/// must not recolour an operator's terminal or forge a log line.
 fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v).trim_end_matches('\0').to_owned()
+    String::from_utf8_lossy(v)
+        .trim_end_matches('\0')
+        .chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
 }
 
 fn int(v: &[u8]) -> Option<u32> {
@@ -351,5 +364,14 @@ mod tests {
         for s in ["", "AA-BB-CC", "not a mac", "AA-BB-CC-0D-EE-FF-00"] {
             assert_eq!(station_mac(s), None, "{s}");
         }
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(super::text(b"eve\n\x1b[31mRED\0"), "eve\\n\\u{1b}[31mRED");
+        assert_eq!(super::text("zoë".as_bytes()), "zoë");
     }
 }

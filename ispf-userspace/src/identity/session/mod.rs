@@ -123,6 +123,11 @@ impl Sessions {
                     nas.to_owned(),
                     a.session_id.clone().ok_or(Ignored::NoSession)?,
                 );
+                // A Stop for a session never started (or refused) is
+                // answered and counted, not silently taken.
+                if !self.by_key.contains_key(&key) {
+                    return Err(Ignored::NoSession);
+                }
                 let why = format!("Stop for session {}", key.1);
                 Ok(self.end(&key, &why).into_iter().collect())
             }

@@ -73,15 +73,15 @@ fn start_interim_stop() {
         }]
     );
     // A Stop of a session no one knows, an unknown role, no MAC.
-    assert!(s
-        .account(
+    assert_eq!(
+        s.account(
             &acct(Status::Stop, "S9", "02-00-00-00-30-01", "biomed"),
             "nas",
             &r,
             8
-        )
-        .unwrap()
-        .is_empty());
+        ),
+        Err(Ignored::NoSession)
+    );
     assert_eq!(
         s.account(
             &acct(Status::Start, "S3", "02-00-00-00-30-03", "clerk"),
