@@ -140,6 +140,25 @@ pub struct Status {
     pub decisions: usize,
     #[serde(default)]
     pub inventory: Option<InventoryStatus>,
+    /// On a host that follows a fleet site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet host's view of its site.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStatus {
+    pub site: String,
+    /// Following the site in etcd now.
+    pub connected: bool,
+    /// The site's revision enforced here, and the newest seen in etcd.
+    pub revision: i64,
+    pub latest: i64,
+    /// Unix seconds of the last read or watch event (0: never).
+    pub last_sync: i64,
+    /// What is wrong now (a refused revision or decision key, etcd
+    /// unreachable).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

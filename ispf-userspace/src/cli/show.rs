@@ -66,6 +66,23 @@ pub fn print_status(s: &Status) {
             &s.enforced_sha256[..16.min(s.enforced_sha256.len())]
         );
     }
+    if let Some(f) = &s.fleet {
+        let behind = if f.revision < f.latest { " BEHIND" } else { "" };
+        println!(
+            "fleet       site {}: revision {} enforced, {} the newest{behind}; {}",
+            f.site,
+            f.revision,
+            f.latest,
+            if f.connected {
+                "following etcd"
+            } else {
+                "etcd NOT REACHED (enforcement unchanged)"
+            }
+        );
+        if let Some(e) = &f.error {
+            println!("            {e}");
+        }
+    }
     if let Some(i) = &s.inventory {
         match &i.error {
             None => println!(

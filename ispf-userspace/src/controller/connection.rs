@@ -38,6 +38,7 @@ pub struct Control {
     pub inventory: Arc<Inventory>,
     pub feeds: Arc<Refresher>,
     pub identity: Arc<crate::identity::Identity>,
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
     pub engine: Sender<Command>,
     pub shutdown: Arc<Notify>,
     pub(super) queued: AtomicUsize,
@@ -52,6 +53,7 @@ impl Control {
         inventory: Arc<Inventory>,
         feeds: Arc<Refresher>,
         identity: Arc<crate::identity::Identity>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
         engine: Sender<Command>,
         shutdown: Arc<Notify>,
     ) -> Self {
@@ -60,6 +62,7 @@ impl Control {
             inventory,
             feeds,
             identity,
+            fleet,
             engine,
             shutdown,
             queued: AtomicUsize::new(0),

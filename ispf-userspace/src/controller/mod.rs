@@ -245,6 +245,7 @@ async fn serve_all(
         inventory.clone(),
         feeds.clone(),
         identity.clone(),
+        fleet.clone(),
         cmd_tx.clone(),
         shutdown.clone(),
     ));

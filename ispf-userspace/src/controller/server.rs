@@ -89,11 +89,16 @@ async fn handle(mut stream: UnixStream, c: &Control) {
         Request::Status => {
             let shared = c.shared.clone();
             let inventory = c.inventory.clone();
-            tokio::task::spawn_blocking(move || Response::Status(status(&shared, &inventory)))
-                .await
-                .unwrap_or_else(|e| Response::Error {
-                    message: e.to_string(),
-                })
+            let fleet = c.fleet.as_ref().map(|f| f.facts.status(&f.site));
+            tokio::task::spawn_blocking(move || {
+                let mut s = status(&shared, &inventory);
+                s.fleet = fleet;
+                Response::Status(s)
+            })
+            .await
+            .unwrap_or_else(|e| Response::Error {
+                message: e.to_string(),
+            })
         }
         Request::Counters => {
             let shared = c.shared.clone();
@@ -288,6 +293,7 @@ pub fn status(shared: &Shared, inventory: &Inventory) -> Status {
         enforced_sha256: snap.policy.sha256_hex(),
         decisions: crate::decisions::holding(&snap.decisions, crate::clock::unix_now()).len(),
         inventory: Some(inventory),
+        fleet: None,
         generation: snap.generation,
         applied_at: snap.applied_at.clone(),
         adopted: snap.adopted,

@@ -94,6 +94,19 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// What `ispf status` says of the fleet.
+    pub fn status(&self, site: &str) -> crate::control::FleetStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::control::FleetStatus {
+            site: site.to_owned(),
+            connected: self.connected.load(Relaxed),
+            revision: self.revision.load(Relaxed),
+            latest: self.latest.load(Relaxed),
+            last_sync: self.last_sync.load(Relaxed),
+            error: self.error(),
+        }
+    }
+
     pub fn error(&self) -> Option<String> {
         self.last_error
             .lock()
@@ -116,6 +129,8 @@ pub type Report = Box<dyn Fn() -> (u32, String, Vec<String>, String) + Send>;
 
 pub struct Fleet {
     pub facts: Arc<Facts>,
+    /// The site followed.
+    pub site: String,
     stop: Arc<AtomicBool>,
 }
 
@@ -147,10 +162,11 @@ impl Fleet {
         );
         let stop = Arc::new(AtomicBool::new(false));
         let (f, s) = (facts.clone(), stop.clone());
+        let site = opts.site.clone();
         std::thread::Builder::new()
             .name("ispf-fleet".into())
             .spawn(move || sync::run(opts, state_dir, seed, hooks, f, s))?;
-        Ok(Self { facts, stop })
+        Ok(Self { facts, site, stop })
     }
 }
 

@@ -89,6 +89,19 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
         },
     );
     assert!(hl7(), "a hand-written quarantine isolated the pump");
+    // `ispf status` on the host says so too, not only `fleet status`.
+    let f = h
+        .ctl
+        .status()
+        .fleet
+        .expect("a fleet host's status names its site");
+    assert!(f.connected && f.site == SITE && f.revision == 1, "{f:?}");
+    assert!(f.error.is_some_and(|e| e.contains("life-critical")));
+    let text = String::from_utf8_lossy(&h.ctl.cli(&["status"]).stdout).into_owned();
+    assert!(
+        text.contains("fleet       site st-marys: revision 1"),
+        "{text}"
+    );
     assert_eq!(h.ctl.status().generation, generation, "nothing applied");
 
     // An admit of a device the file registers: refused; and it does not
