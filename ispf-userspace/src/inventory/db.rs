@@ -175,9 +175,11 @@ pub fn explain(path: &Path, e: &rusqlite::Error) -> DbError {
     } else if lower.contains("not a database")
         || lower.contains("malformed")
         || lower.contains("corrupt")
+        || lower.contains("no such table")
+        || lower.contains("no such column")
     {
         format!(
-            "the file is damaged: move it aside (mv {0} {0}.damaged) and restart ispf, which starts a new inventory; `sqlite3 {0}.damaged .recover` may save its contents",
+            "the file is damaged (or a table was dropped or changed by hand): move it aside (mv {0} {0}.damaged) and restart ispf, which starts a new inventory with the runtime decisions kept in decisions.json beside it; `sqlite3 {0}.damaged .recover` may save the rest",
             path.display()
         )
     } else {
@@ -248,8 +250,37 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), DbError> {
         tx.pragma_update(None, "user_version", v as i64 + 1)?;
         tx.commit()?;
     }
+    // A table dropped by hand is not put back by a migration: said at
+    // once, rather than as the failure of the next decision.
+    for table in TABLES {
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .map_err(|e| explain(path, &e))?;
+        if n == 0 {
+            let missing = rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+                Some(format!("no such table: {table}")),
+            );
+            return Err(explain(path, &missing));
+        }
+    }
     Ok(())
 }
+
+/// The tables the schema's migrations make.
+const TABLES: &[&str] = &[
+    "devices",
+    "device_ips",
+    "timeline",
+    "decisions",
+    "baseline",
+    "alerts",
+    "sessions",
+];
 
 #[cfg(test)]
 mod tests {
@@ -308,5 +339,22 @@ mod tests {
             e.contains("is not a directory") && e.contains("move that file aside"),
             "{e}"
         );
+    }
+
+    /// A table dropped by hand is found at open, with what to do.
+    #[test]
+    fn a_dropped_table_is_named_at_open() {
+        let d = dir("dropped");
+        let p = d.join("inventory.db");
+        open(&p)
+            .unwrap()
+            .execute("DROP TABLE decisions", [])
+            .unwrap();
+        let e = open(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("no such table: decisions") && e.contains("decisions.json"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&d);
     }
 }
