@@ -307,6 +307,7 @@ fn counted(sighting: bool) {
 
 /// Emits one event, rate-limited; `flags`: `EVENT_OPENED` or 0.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub fn emit(
     ifindex: u32,
     kind: u8,

@@ -38,6 +38,20 @@ pub fn describe(e: &anyhow::Error) -> String {
     msg
 }
 
+/// `s` with control characters escaped (`\n`, `\u{1b}`): text from the
+/// network or from etcd must not recolour a terminal or forge a log line.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped = c.is_control().then(|| c.escape_default());
+            escaped
+                .into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
+}
+
 /// `s` cut to at most `max` bytes (on a character boundary), saying how
 /// much was left out: error messages quote what they refuse, and what
 /// they refuse can be megabytes long.

@@ -25,9 +25,11 @@ pub const BACKSTOP: &str = "decisions.json";
 
 /// The decisions recorded: from the database, else from its copy beside
 /// it, else none; with a warning saying which when not the database. A
-/// database that did not exist (deleted, or moved away as its error
-/// message advises) is new, not a record that nothing holds: the copy's
-/// decisions are enforced and recorded in it.
+/// database that never recorded a decision (new: deleted, or moved away
+/// as its error message advises, and maybe made again since by a running
+/// controller) is not a record that nothing holds: the copy's decisions
+/// are enforced and recorded in it. One that did (all were released) is
+/// believed.
 pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
     let copy = db_path.with_file_name(BACKSTOP);
     let read_copy = || {
@@ -35,12 +37,11 @@ pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
             .ok()
             .and_then(|b| serde_json::from_slice::<Vec<Decision>>(&b).ok())
     };
-    let fresh = !db_path.exists();
     let from_db = db::open(db_path)
         .map_err(|e| e.to_string())
         .and_then(|c| Ok((store::decisions(&c).map_err(|e| e.to_string())?, c)));
     match from_db {
-        Ok((d, mut conn)) if fresh && d.is_empty() => match read_copy() {
+        Ok((d, mut conn)) if d.is_empty() && !decided_before(&conn) => match read_copy() {
             Some(kept) if !kept.is_empty() => {
                 let entries: Vec<store::TimelineEntry> = kept
                     .iter()
@@ -66,7 +67,7 @@ pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
                 (
                     kept,
                     Some(format!(
-                        "the inventory database {} is new (deleted or moved away); the {n} decisions kept in {} are enforced and {recorded}",
+                        "the inventory database {} never recorded a decision (made anew after it was deleted or moved away?); the {n} decisions kept in {} are enforced and {recorded}",
                         db_path.display(),
                         copy.display()
                     )),
@@ -89,6 +90,19 @@ pub fn recorded(db_path: &Path) -> (Vec<Decision>, Option<String>) {
             ),
         },
     }
+}
+
+/// Whether the database ever recorded a decision being made or undone.
+fn decided_before(conn: &rusqlite::Connection) -> bool {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM timeline WHERE event IN
+           ('admitted', 'quarantined', 'released', 'expired', 'session_started',
+            'session_ended', 'restored'))",
+        [],
+        |r| r.get::<_, bool>(0),
+    )
+    // Unreadable: believed, as the database answered for its decisions.
+    .unwrap_or(true)
 }
 
 #[cfg(test)]
@@ -123,9 +137,12 @@ mod tests {
             serde_json::to_vec(&vec![q.clone()]).unwrap(),
         )
         .unwrap();
+        // Made anew (by a running controller's ingest) after the old one
+        // was moved away, and never decided anything: not believed.
+        db::open(&db_path).unwrap();
         let (d, warning) = recorded(&db_path);
         assert_eq!(d, vec![q.clone()]);
-        assert!(warning.unwrap().contains("is new"));
+        assert!(warning.unwrap().contains("never recorded a decision"));
         // Recorded in the new database: the next start reads it there.
         let (d, warning) = recorded(&db_path);
         assert_eq!((d, warning), (vec![q], None));

@@ -179,11 +179,14 @@ fn keep_old(new: &mut BTreeMap<Key, Decision>, old: &BTreeMap<Key, Decision>, k:
     };
 }
 
+/// Said in the log and in etcd: what anyone who can write the key put
+/// there is escaped and cut short.
 fn refusal(d: &Decision, why: &str) -> String {
-    format!(
-        "decision key decisions/{}/{} (by {}) refused, not enforced here: {why}",
+    let text = format!(
+        "decision key decisions/{}/{} (by {}) refused, not enforced here: {why}; fix or delete the key",
         d.mac,
         d.kind.as_str(),
         d.actor
-    )
+    );
+    crate::clip(&crate::printable(&text), 1024)
 }

@@ -64,6 +64,11 @@ pub fn attach(
     opts: AttachOptions,
 ) -> Result<InterfaceStatus> {
     let virtual_port = system::is_virtual_port(iface);
+    // Before attaching too: a port another ispf holds would otherwise be
+    // attached and detached again on every tick (a NIC may reset its rings
+    // at each).
+    let ours = dp.tc_program().info().map(|i| i.id()).unwrap_or(0);
+    system::other_ispf_tc(iface, ours)?;
     let (fd_link, mode) = match opts.hook {
         Hook::Tc => (attach_tc(dp, iface)?, MODE_TC),
         Hook::Auto if virtual_port => (attach_tc(dp, iface)?, MODE_TC),
@@ -75,10 +80,11 @@ pub fn attach(
         Hook::Xdp => attach_xdp(dp, iface, true)?,
     };
     // Checked again now that ours is attached: another controller may have
-    // attached in between (two started at once, or a port re-attached on
-    // the tick). Dropping the unpinned link detaches ours again.
-    let ours = dp.tc_program().info().map(|i| i.id()).unwrap_or(0);
-    system::other_ispf_tc(iface, ours)?;
+    // attached in between (two started at once). Dropping the unpinned link
+    // detaches ours again. Without our own id, ours would look foreign.
+    if ours != 0 {
+        system::other_ispf_tc(iface, ours)?;
+    }
     let path = link_pin(pin_dir, iface);
     fs::create_dir_all(pin_dir.join("links"))?;
     let _ = fs::remove_file(&path);

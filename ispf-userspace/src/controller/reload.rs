@@ -26,13 +26,25 @@ impl Engine {
     pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool, from_fleet: bool) -> Response {
         let path = path.unwrap_or_else(|| self.enforced.path.clone());
         if self.fleet.is_some() && !dry_run && !from_fleet {
-            return Response::Error {
-                message: format!(
-                    "this host follows fleet site {}: push the file to every host with `ispf fleet push {}` (or `ispf reload --dry-run` to review it here)",
-                    self.fleet.as_ref().map_or("", |f| f.site()),
+            let site = self.fleet.as_ref().map_or("", |f| f.site());
+            let message = if path
+                .file_name()
+                .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE)
+            {
+                format!(
+                    "this host follows fleet site {site}, and {} is its copy of the site's revision, not a file to edit: change the site with `ispf fleet push FILE`",
                     path.display()
-                ),
+                )
+            } else {
+                format!(
+                    "this host follows fleet site {site}: push the file to every host with `ispf fleet push {}` (or `ispf reload --dry-run` to review it here)",
+                    path.display()
+                )
             };
+            // Said here too: a SIGHUP (`systemctl reload`) has nobody to
+            // answer.
+            log(format!("reload refused, enforcement unchanged: {message}"));
+            return Response::Error { message };
         }
         self.busy(Some(format!(
             "applying {} since {}",

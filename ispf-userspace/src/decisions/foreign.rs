@@ -49,6 +49,7 @@ pub fn check_foreign(
                 .map(|i| file.segment_name(file.devices[i].segment).to_owned())
                 .into_iter()
                 .chain(segments.iter().cloned())
+                .filter(|s| Some(s) != d.segment.as_ref())
                 .collect();
             if let Some(seg) = super::plan::life_critical(file, &by_file) {
                 return Err(DecisionError::Invalid(format!(

@@ -300,12 +300,10 @@ mod tests {
 
     #[test]
     fn role_sessions_bind_seen_or_registered_devices_and_end_alone() {
-        let mut with_ws = doc();
-        with_ws.devices.push(
-            serde_json::from_str(r#"{"name":"w1","mac":"02:00:00:00:20:01","segment":"guest"}"#)
-                .unwrap(),
-        );
-        let p = Policy::from_doc(with_ws).unwrap();
+        let mut d = doc();
+        let w1 = r#"{"name":"w1","mac":"02:00:00:00:20:01","segment":"guest"}"#;
+        d.devices.push(serde_json::from_str(w1).unwrap());
+        let p = Policy::from_doc(d).unwrap();
         let session = |mac: &str| DecisionRequest::Session {
             mac: mac.into(),
             segment: "ws".into(),

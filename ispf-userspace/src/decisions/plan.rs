@@ -226,10 +226,13 @@ pub fn plan(
             }
             // A session is an automatic action: a NAS reporting a pump's
             // MAC (mistyped, or MAC authentication of the pump itself)
-            // must not move it out of its segment.
+            // must not move it out of its segment. Into one is no move: a
+            // role may put carts in a life-critical segment, and a cart
+            // it put there is found there by its next session.
             let mut segments = known.segments.clone();
             segments.extend(segment_of(policy, &mac));
             segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
+            segments.retain(|s| s != segment);
             if let Some(seg) = life_critical(policy, &segments) {
                 return Err(DecisionError::Invalid(format!(
                     "{mac} is in the life-critical segment `{seg}`, which no role session moves"

@@ -44,6 +44,10 @@ struct Feed {
     validators: fetch::Validators,
     due: Instant,
     failures: u32,
+    /// The last failure was the text `validators` describe, unreadable:
+    /// unchanged, it still fails. (After a fetch failure, an unchanged
+    /// answer, a 304, is the last good text: a success.)
+    bad_text: bool,
 }
 
 pub type Apply = Box<dyn Fn(Arc<FeedSet>) + Send>;
@@ -112,6 +116,7 @@ fn run(
                             validators: Default::default(),
                             due: Instant::now(),
                             failures: 0,
+                            bad_text: false,
                         });
                     }
                 }
@@ -153,17 +158,32 @@ fn run(
                 .or_insert_with(|| FeedStatus::new(&f.doc));
             // A feed refreshed every few seconds cannot wait 20 s for one.
             let timeout = Duration::from_secs((f.doc.refresh_s as u64).clamp(2, 20));
-            let got =
-                fetch::fetch(&f.doc.source, &mut f.validators, timeout).and_then(
-                    |text| match text {
-                        None => Ok(None),
-                        Some(t) => parse(f.doc.format, &t, unix_now()).map(|c| Some((t, c))),
-                    },
-                );
+            let fetched = fetch::fetch(&f.doc.source, &mut f.validators, timeout);
+            let text_read = matches!(fetched, Ok(Some(_)));
+            let got = fetched.and_then(|text| match text {
+                None => Ok(None),
+                Some(t) => parse(f.doc.format, &t, unix_now()).map(|c| Some((t, c))),
+            });
+            // A fetch that failed leaves the validators on the last text
+            // read, good or bad.
+            f.bad_text = match &got {
+                Err(_) => text_read || f.bad_text,
+                Ok(Some(_)) => false,
+                Ok(None) => f.bad_text,
+            };
             match got {
-                // Unchanged: a refresh if it was good; if it failed (the
-                // same unreadable text), still failing, not refreshed.
-                Ok(None) if f.failures == 0 => {
+                // A file still being written: not read yet, so neither a
+                // refresh nor a recovery.
+                Ok(None) if is_file && fetch::file_changed(&f.doc.source, &f.validators) => {}
+                // Unchanged: a refresh if it was good (or came back after a
+                // failure to fetch); if its text failed to parse, the same
+                // text still fails, and is not a refresh.
+                Ok(None) if !f.bad_text => {
+                    if f.failures > 0 {
+                        log(format!("feed {}: fetched again, unchanged", f.doc.name));
+                        f.failures = 0;
+                        s.error = None;
+                    }
                     if due {
                         s.last_refresh = Some(unix_now());
                         f.due = Instant::now() + Duration::from_secs(f.doc.refresh_s as u64);

@@ -295,6 +295,9 @@ fn apply(state_dir: &Path, hooks: &Hooks, facts: &Facts, site: &mut Site) {
                     }
                     facts.revision.store(version, Ordering::Relaxed);
                     site.enforced_sha = Some(sha);
+                    // Decision keys refused under the old revision (an
+                    // admit into a segment this one adds) are checked again.
+                    site.applied = None;
                     site.policy_error = None;
                     log(format!("fleet: enforcing revision {version}"));
                 }

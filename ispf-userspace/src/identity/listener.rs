@@ -260,6 +260,9 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
     let results = apply(reqs);
     let mut refused = Vec::new();
     for (c, r) in changes.iter().zip(results) {
+        if let (Change::Bind(s), Ok(_)) = (c, &r) {
+            st.sessions.accepted(s);
+        }
         if let (Change::Bind(s), Err(e)) = (c, &r) {
             st.sessions.refused(s);
             facts.ignore(if e.contains("has not been seen") {

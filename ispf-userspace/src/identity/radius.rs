@@ -201,17 +201,7 @@ pub struct Accounting {
 /// chooses its User-Name, and one with an escape sequence or a newline
 /// must not recolour an operator's terminal or forge a log line.
 fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v)
-        .trim_end_matches('\0')
-        .chars()
-        .flat_map(|c| {
-            let escaped = c.is_control().then(|| c.escape_default());
-            escaped
-                .into_iter()
-                .flatten()
-                .chain((!c.is_control()).then_some(c))
-        })
-        .collect()
+    crate::printable(String::from_utf8_lossy(v).trim_end_matches('\0'))
 }
 
 fn int(v: &[u8]) -> Option<u32> {

@@ -70,6 +70,9 @@ pub struct Sessions {
     by_key: HashMap<(String, String), Session>,
     /// The session each bound device is bound by.
     bound: HashMap<String, (String, String)>,
+    /// The session a device was bound by before the newest took it, until
+    /// the engine has accepted the newest: a refusal gives it back.
+    displaced: HashMap<String, (String, String)>,
 }
 
 impl Sessions {
@@ -182,7 +185,11 @@ impl Sessions {
                         });
                     }
                 }
-                self.bound.insert(mac, key.clone());
+                if let Some(prev) = self.bound.insert(mac.clone(), key.clone()) {
+                    if prev != key {
+                        self.displaced.insert(mac, prev);
+                    }
+                }
                 self.by_key.insert(key, s.clone());
                 out.extend(self.bound_cap());
                 out.push(Change::Bind(s));
@@ -200,11 +207,26 @@ impl Sessions {
     pub fn refused(&mut self, s: &Session) {
         let key = (s.nas.clone(), s.id.clone());
         if self.bound.get(&s.mac) == Some(&key) {
-            self.bound.remove(&s.mac);
+            // The session it displaced still holds the role decision the
+            // engine enforces: it is the binding again, so its Stop ends it.
+            match self.displaced.remove(&s.mac) {
+                Some(prev) if self.by_key.contains_key(&prev) => {
+                    self.bound.insert(s.mac.clone(), prev);
+                }
+                _ => {
+                    self.bound.remove(&s.mac);
+                }
+            }
         }
         if self.by_key.get(&key).is_some_and(|x| x.mac == s.mac) {
             self.by_key.remove(&key);
         }
+    }
+
+    /// A binding the engine enforced: the session it displaced is over
+    /// for good.
+    pub fn accepted(&mut self, s: &Session) {
+        self.displaced.remove(&s.mac);
     }
 
     /// Whether `mac` is bound by a session this table knows.

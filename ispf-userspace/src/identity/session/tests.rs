@@ -203,3 +203,33 @@ fn a_refused_binding_is_forgotten_and_its_next_update_tries_again() {
     assert!(matches!(&c[..], [Change::Bind(_)]));
     assert_eq!(s.list().len(), 1);
 }
+
+/// A new session on a bound device that the engine refuses gives the
+/// binding back to the session that holds the enforced role: its Stop
+/// still ends it, no role decision is left without a session.
+#[test]
+fn a_refused_rebind_leaves_the_binding_with_the_session_that_holds_it() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let mac = "02:00:00:00:30:07";
+    let c = s
+        .account(&acct(Status::Start, "S1", mac, "biomed"), "nas", &r, 0)
+        .unwrap();
+    let [Change::Bind(first)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    s.accepted(first);
+    let c = s
+        .account(&acct(Status::Start, "S2", mac, "biomed"), "nas", &r, 5)
+        .unwrap();
+    let [Change::Bind(second)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    s.refused(second);
+    let stop = s
+        .account(&acct(Status::Stop, "S1", mac, "biomed"), "nas", &r, 9)
+        .unwrap();
+    assert!(
+        matches!(&stop[..], [Change::Unbind { mac: m, .. }] if m == mac),
+        "{stop:?}"
+    );
+}
