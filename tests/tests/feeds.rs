@@ -278,9 +278,11 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
     // The server back, with the same contents (a 304): recovered, not
     // failing until the upstream list changes.
     std::fs::write(dir.join("mode"), "ok").unwrap();
-    wait("the feed recovered on a 304", Duration::from_secs(60), || {
-        feed(&ctl, "isac")["error"].is_null()
-    });
+    wait(
+        "the feed recovered on a 304",
+        Duration::from_secs(60),
+        || feed(&ctl, "isac")["error"].is_null(),
+    );
 
     // Threat events name the feed and the listed network; metrics by feed.
     std::thread::sleep(Duration::from_millis(500));
