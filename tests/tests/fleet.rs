@@ -109,21 +109,11 @@ fn a_site_converges_refuses_bad_revisions_and_survives_etcd() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere"));
     let gens: Vec<u32> = all.iter().map(|h| h.ctl.status().generation).collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut c = etcd_client::Client::connect([urls.split(',').next().unwrap()], None)
+    let raw = std::fs::read(&bad).unwrap();
+    site::etcd(&urls, async |c| {
+        c.put(ispf::fleet::keys::policy(SITE), raw, None)
             .await
-            .unwrap();
-        c.put(
-            ispf::fleet::keys::policy(SITE),
-            std::fs::read(&bad).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+            .unwrap()
     });
     wait(
         "every host refuses the raw write",

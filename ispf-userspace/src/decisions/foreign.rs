@@ -1,8 +1,11 @@
 //! Decisions this host did not plan (another host's, read from etcd),
 //! checked before they are enforced here.
 
-use super::{canonical_mac, plan::validate, Decision, DecisionError, Kind};
-use crate::policy::{parse_mac, DeviceIndex, Policy};
+use super::{
+    plan::{device_mac, life_critical, session_moves_no_life_critical, validate},
+    Decision, DecisionError, Kind,
+};
+use crate::policy::{DeviceIndex, Policy};
 
 /// Checks a decision this host did not plan before it is enforced here:
 /// another host's, read from etcd, where whoever can write the site can
@@ -17,17 +20,14 @@ pub fn check_foreign(
     index: &DeviceIndex,
     segments: &[String],
 ) -> Result<(), DecisionError> {
-    let mac = canonical_mac(&d.mac)?;
-    let bytes = parse_mac(&mac).ok_or_else(|| DecisionError::BadMac(d.mac.clone()))?;
-    if mac != d.mac || bytes[0] & 1 == 1 || bytes == [0; 6] {
+    let (mac, bytes) = device_mac(&d.mac, file)?;
+    // Written by ispf, a key's MAC is canonical; another spelling would
+    // match no device's entry.
+    if mac != d.mac {
         return Err(DecisionError::BadMac(d.mac.clone()));
     }
-    if file.routers.contains(&bytes) {
-        return Err(DecisionError::Invalid(format!(
-            "{mac} is a router (defaults.routers): it forwards for others and is not one device"
-        )));
-    }
     let registered = index.by_mac(&bytes);
+    let file_segment = |i: usize| file.segment_name(file.devices[i].segment).to_owned();
     match d.kind {
         Kind::Admit | Kind::Role if d.segment.is_none() => {
             return Err(DecisionError::Invalid(format!(
@@ -45,30 +45,27 @@ pub fn check_foreign(
             }
         }
         Kind::Role => {
-            let by_file: Vec<String> = registered
-                .map(|i| file.segment_name(file.devices[i].segment).to_owned())
-                .into_iter()
-                .chain(segments.iter().cloned())
-                .filter(|s| Some(s) != d.segment.as_ref())
-                .collect();
-            if let Some(seg) = super::plan::life_critical(file, &by_file) {
-                return Err(DecisionError::Invalid(format!(
-                    "{mac} is in the life-critical segment `{seg}`, which no role session moves"
-                )));
-            }
+            let known = registered.map(file_segment).into_iter();
+            let target = d.segment.as_deref().unwrap_or_default();
+            session_moves_no_life_critical(
+                file,
+                &mac,
+                known.chain(segments.iter().cloned()).collect(),
+                target,
+            )?;
         }
         Kind::Quarantine => {
-            let by_file = registered
+            let known: Vec<String> = registered
                 .into_iter()
                 .chain(d.addresses.iter().filter_map(|a| index.by_ip(a)))
-                .map(|i| file.segment_name(file.devices[i].segment).to_owned());
-            let critical = by_file.chain(segments.iter().cloned()).find(|s| {
-                file.segment_id(s)
-                    .and_then(|id| file.segment(id))
-                    .is_some_and(|seg| seg.life_critical)
-            });
-            if let (Some(segment), false) = (critical, d.forced) {
-                return Err(DecisionError::LifeCritical { mac, segment });
+                .map(file_segment)
+                .chain(segments.iter().cloned())
+                .collect();
+            if let (Some(segment), false) = (life_critical(file, &known), d.forced) {
+                return Err(DecisionError::LifeCritical {
+                    mac,
+                    segment: segment.to_owned(),
+                });
             }
         }
     }
@@ -80,19 +77,7 @@ mod tests {
     use super::*;
 
     fn dec(mac: &str, kind: Kind, segment: Option<&str>) -> Decision {
-        Decision {
-            mac: mac.into(),
-            kind,
-            segment: segment.map(Into::into),
-            name: None,
-            risk: None,
-            reason: "test".into(),
-            forced: false,
-            actor: "t".into(),
-            at: 0,
-            expires: None,
-            addresses: vec![],
-        }
+        super::super::tests::dec(mac, kind, segment, None)
     }
 
     /// A decision written into etcd by hand (or by a compromised host)

@@ -159,7 +159,12 @@ mod tests {
         .unwrap()
     }
 
-    fn dec(mac: &str, kind: Kind, segment: Option<&str>, expires: Option<i64>) -> Decision {
+    pub(super) fn dec(
+        mac: &str,
+        kind: Kind,
+        segment: Option<&str>,
+        expires: Option<i64>,
+    ) -> Decision {
         Decision {
             mac: mac.into(),
             kind,

@@ -99,21 +99,7 @@ pub fn plan(
     current: &[Decision],
     known: &Known,
 ) -> Result<Plan, DecisionError> {
-    let mac_of = |m: &str| -> Result<String, DecisionError> {
-        let mac = canonical_mac(m)?;
-        let bytes = parse_mac(&mac).ok_or_else(|| DecisionError::BadMac(m.to_owned()))?;
-        if bytes[0] & 1 == 1 || bytes == [0; 6] {
-            return Err(DecisionError::BadMac(format!(
-                "{m} (a multicast or zero MAC is no device)"
-            )));
-        }
-        if policy.routers.contains(&bytes) {
-            return Err(DecisionError::Invalid(format!(
-                "{mac} is a router (defaults.routers): it forwards for others and is not one device"
-            )));
-        }
-        Ok(mac)
-    };
+    let mac_of = |m: &str| device_mac(m, policy).map(|(mac, _)| mac);
     let until = |e: &Option<u64>| e.map(|s| now.saturating_add(s.min(i64::MAX as u64 / 2) as i64));
     let expiry_text = |e: Option<i64>| match e {
         Some(t) => format!(", until {}", crate::clock::rfc3339(t)),
@@ -232,12 +218,7 @@ pub fn plan(
             let mut segments = known.segments.clone();
             segments.extend(segment_of(policy, &mac));
             segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
-            segments.retain(|s| s != segment);
-            if let Some(seg) = life_critical(policy, &segments) {
-                return Err(DecisionError::Invalid(format!(
-                    "{mac} is in the life-critical segment `{seg}`, which no role session moves"
-                )));
-            }
+            session_moves_no_life_critical(policy, &mac, segments, segment)?;
             let d = Decision {
                 mac: mac.clone(),
                 kind: Kind::Role,
@@ -344,4 +325,40 @@ pub(super) fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Opti
                 .is_some_and(|seg| seg.life_critical)
         })
         .map(String::as_str)
+}
+
+/// `m` in canonical form, and its bytes, if it names one device: not a
+/// multicast or zero MAC, not a router's.
+pub(super) fn device_mac(m: &str, policy: &Policy) -> Result<(String, [u8; 6]), DecisionError> {
+    let mac = canonical_mac(m)?;
+    let bytes = parse_mac(&mac).ok_or_else(|| DecisionError::BadMac(m.to_owned()))?;
+    if bytes[0] & 1 == 1 || bytes == [0; 6] {
+        return Err(DecisionError::BadMac(format!(
+            "{m} (a multicast or zero MAC is no device)"
+        )));
+    }
+    if policy.routers.contains(&bytes) {
+        return Err(DecisionError::Invalid(format!(
+            "{mac} is a router (defaults.routers): it forwards for others and is not one device"
+        )));
+    }
+    Ok((mac, bytes))
+}
+
+/// Refuses a role session that would move `mac` out of a life-critical
+/// segment it is in (`segments`: where it is known to be); moving it into
+/// its `target`, even a life-critical one, is no move out.
+pub(super) fn session_moves_no_life_critical(
+    policy: &Policy,
+    mac: &str,
+    mut segments: Vec<String>,
+    target: &str,
+) -> Result<(), DecisionError> {
+    segments.retain(|s| s != target);
+    match life_critical(policy, &segments) {
+        Some(seg) => Err(DecisionError::Invalid(format!(
+            "{mac} is in the life-critical segment `{seg}`, which no role session moves"
+        ))),
+        None => Ok(()),
+    }
 }

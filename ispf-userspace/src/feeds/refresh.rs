@@ -167,9 +167,9 @@ fn run(
             // A fetch that failed leaves the validators on the last text
             // read, good or bad.
             f.bad_text = match &got {
-                Err(_) => text_read || f.bad_text,
+                Err(_) if text_read => true,
                 Ok(Some(_)) => false,
-                Ok(None) => f.bad_text,
+                _ => f.bad_text,
             };
             match got {
                 // A file still being written: not read yet, so neither a

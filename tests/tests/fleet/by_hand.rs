@@ -11,21 +11,6 @@ use ispf::{
 
 use super::*;
 
-fn etcd<F, T>(urls: &str, f: F) -> T
-where
-    F: AsyncFnOnce(&mut etcd_client::Client) -> T,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let endpoints: Vec<&str> = urls.split(',').collect();
-        let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
-        f(&mut c).await
-    })
-}
-
 fn put(urls: &str, key: &str, value: Vec<u8>) {
     etcd(urls, async |c| c.put(key, value, None).await.unwrap());
 }

@@ -103,8 +103,11 @@ impl Host {
     }
 }
 
-/// Whether etcd holds `key`.
-pub fn etcd_has(urls: &str, key: &str) -> bool {
+/// `f` with a client of the etcd at `urls`, on a runtime of its own.
+pub fn etcd<F, T>(urls: &str, f: F) -> T
+where
+    F: AsyncFnOnce(&mut etcd_client::Client) -> T,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -112,6 +115,13 @@ pub fn etcd_has(urls: &str, key: &str) -> bool {
     rt.block_on(async {
         let endpoints: Vec<&str> = urls.split(',').collect();
         let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+        f(&mut c).await
+    })
+}
+
+/// Whether etcd holds `key`.
+pub fn etcd_has(urls: &str, key: &str) -> bool {
+    etcd(urls, async |c| {
         !c.get(key, None).await.unwrap().kvs().is_empty()
     })
 }
