@@ -1,6 +1,6 @@
-//! Decisions over time: an expiry undone as its own generation, and
+//! Decisions over time: an expiry undone as its own generation,
 //! convergence after a start with what was recorded while no controller
-//! ran.
+//! ran, and role sessions a new file no longer allows.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use anyhow::Result;
 use super::engine::{log, unix_now, Engine};
 use crate::{
     clock::rfc3339,
-    decisions::{holding, Decision},
+    decisions::{holding, roles_refused_now, Decision, Kind},
     inventory::store,
 };
 
@@ -45,33 +45,111 @@ impl Engine {
             ));
             return;
         }
-        let entries: Vec<store::TimelineEntry> = expired
-            .iter()
-            .map(|d| store::TimelineEntry {
-                mac: d.mac.clone(),
-                at: now,
-                event: "expired".into(),
-                detail: format!(
+        let undone: Vec<(Decision, &str, String)> = expired
+            .into_iter()
+            .map(|d| {
+                let detail = format!(
                     "{} of {} by {} expired",
                     d.kind.as_str(),
                     rfc3339(d.at),
                     d.actor
-                ),
+                );
+                (d, "expired", detail)
+            })
+            .collect();
+        self.record_undone(&undone, now);
+        for (d, _, _) in &undone {
+            log(format!("{}: {} expired", d.mac, d.kind.as_str()));
+            self.device_event(&d.mac, "released", "expired", "ispf");
+        }
+        self.publish();
+    }
+
+    /// Ends the role decisions the enforced file would refuse now (see
+    /// [`roles_refused_now`]), as their own generation: after a start and
+    /// after a reload. Their sessions are unbound when the listener finds
+    /// the decision gone. In a fleet their keys are deleted too, or each
+    /// host would refuse them again at every revision.
+    pub(super) fn end_roles_the_file_refuses(&mut self) {
+        if !self.decisions.iter().any(|d| d.kind == Kind::Role) {
+            return;
+        }
+        let index = self.file_index.of(&self.file);
+        let ended = roles_refused_now(&self.file, &index, &self.decisions);
+        if ended.is_empty() {
+            return;
+        }
+        let now = unix_now();
+        let kept: Vec<Decision> = self
+            .decisions
+            .iter()
+            .filter(|d| !ended.iter().any(|(e, _)| e == *d))
+            .cloned()
+            .collect();
+        let applied = self.desired(&kept, now).and_then(|policy| {
+            let file = self.file.clone();
+            let path = self.enforced.path.clone();
+            self.enforce(file, policy, &path, None, kept, now)
+        });
+        let g = match applied {
+            Ok(g) => g,
+            Err(e) => {
+                log(format!(
+                    "warning: role sessions that move a life-critical device could not be ended: {}",
+                    crate::describe(&e)
+                ));
+                return;
+            }
+        };
+        let undone: Vec<(Decision, &str, String)> = ended
+            .into_iter()
+            .map(|(d, why)| {
+                let detail = format!("{} ended: {why}", d.reason);
+                (d, "session_ended", detail)
+            })
+            .collect();
+        self.record_undone(&undone, now);
+        let removed: Vec<(String, Kind)> = undone
+            .iter()
+            .map(|(d, _, _)| (d.mac.clone(), d.kind))
+            .collect();
+        if let Some(f) = &self.fleet {
+            if let Err(e) = f.write(&[], &removed) {
+                log(format!(
+                    "fleet: the ended role decisions stay in etcd ({e}); every host refuses them"
+                ));
+            }
+        }
+        for (d, event, detail) in &undone {
+            log(format!("{} {event} (generation {g}): {detail}", d.mac));
+            self.device_event(&d.mac, event, detail, "ispf");
+        }
+        self.publish();
+    }
+
+    /// Records decisions undone by the controller itself: the database
+    /// (with a timeline entry each) and its copy.
+    fn record_undone(&mut self, undone: &[(Decision, &str, String)], now: i64) {
+        let entries: Vec<store::TimelineEntry> = undone
+            .iter()
+            .map(|(d, event, detail)| store::TimelineEntry {
+                mac: d.mac.clone(),
+                at: now,
+                event: (*event).into(),
+                detail: detail.clone(),
                 actor: None,
             })
             .collect();
-        let removed: Vec<_> = expired.iter().map(|d| (d.mac.clone(), d.kind)).collect();
+        let removed: Vec<_> = undone
+            .iter()
+            .map(|(d, _, _)| (d.mac.clone(), d.kind))
+            .collect();
         if let Ok(conn) = self.db() {
             if store::record_decisions(conn, &[], &removed, &entries).is_err() {
                 self.db = None;
             }
         }
         self.save_backstop();
-        for d in &expired {
-            log(format!("{}: {} expired", d.mac, d.kind.as_str()));
-            self.device_event(&d.mac, "released", "expired", "ispf");
-        }
-        self.publish();
     }
 
     /// After a start: brings what is enforced in line with the decisions

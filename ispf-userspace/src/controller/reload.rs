@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     control::{ReloadReport, Response},
-    decisions::file_change_effects,
+    decisions::{file_change_effects, roles_refused_now, Kind},
     policy::{diff::diff, load::read_policy},
 };
 
@@ -66,6 +66,7 @@ impl Engine {
                         path.display(),
                         r.generation
                     ));
+                    self.end_roles_the_file_refuses();
                 }
                 Response::Reload(r)
             }
@@ -103,6 +104,17 @@ impl Engine {
                 )
             })?;
         let file = Arc::new(file);
+        let mut notes = notes;
+        if self.decisions.iter().any(|d| d.kind == Kind::Role) {
+            let index = self.file_index.of(&file);
+            notes.extend(
+                roles_refused_now(&file, &index, &self.decisions)
+                    .into_iter()
+                    .map(|(d, why)| {
+                        format!("ends the role decision of {} ({}): {why}", d.mac, d.reason)
+                    }),
+            );
+        }
         let new = desired(&file, &self.decisions, now)?;
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;

@@ -72,6 +72,45 @@ pub fn check_foreign(
     validate(d, file)
 }
 
+/// The role decisions among `decisions` that a session could not make
+/// under `file` (indexed by `index`), each with why: they move a device
+/// out of a life-critical segment, by the file's entry for its MAC or by
+/// an admit among `decisions`. Such a binding was made before the device
+/// was life-critical (a reload that registers it there or marks its
+/// segment life-critical; a controller older than this check), and ends:
+/// no automatic action moves a life-critical device.
+pub fn roles_refused_now(
+    file: &Policy,
+    index: &DeviceIndex,
+    decisions: &[Decision],
+) -> Vec<(Decision, String)> {
+    decisions
+        .iter()
+        .filter(|d| d.kind == Kind::Role)
+        .filter_map(|d| {
+            let registered = crate::policy::parse_mac(&d.mac)
+                .and_then(|m| index.by_mac(&m))
+                .map(|i| file.segment_name(file.devices[i].segment).to_owned());
+            let admitted = decisions
+                .iter()
+                .filter(|a| a.mac == d.mac && a.kind == Kind::Admit)
+                .filter_map(|a| a.segment.clone());
+            let target = d.segment.as_deref().unwrap_or_default();
+            session_moves_no_life_critical(
+                file,
+                &d.mac,
+                registered.into_iter().chain(admitted).collect(),
+                target,
+            )
+            .err()
+            .map(|e| match e {
+                DecisionError::Invalid(why) => (d.clone(), why),
+                e => (d.clone(), e.to_string()),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,5 +172,36 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// A binding the file did not forbid when it was made ends when a
+    /// reload (or a start) finds it moving a life-critical device.
+    #[test]
+    fn a_role_decision_on_a_device_now_life_critical_is_refused_now() {
+        let file = Policy::from_str(
+            r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"ws"},{"name":"carts"}],
+            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","segment":"pumps"},
+                       {"name":"w1","mac":"02:00:00:00:10:02","segment":"ws"}]}"#,
+            std::path::Path::new("t.json"),
+        )
+        .unwrap();
+        let index = crate::policy::DeviceIndex::of(&file);
+        let pump = dec("02:00:00:00:10:01", Kind::Role, Some("ws"));
+        let ws = dec("02:00:00:00:10:02", Kind::Role, Some("carts"));
+        // Admitted into the life-critical segment, then moved by a role.
+        let admitted = dec("02:00:00:00:99:01", Kind::Admit, Some("pumps"));
+        let moved = dec("02:00:00:00:99:01", Kind::Role, Some("ws"));
+        // Into a life-critical segment is no move out of one.
+        let into = dec("02:00:00:00:10:02", Kind::Role, Some("pumps"));
+        let all = vec![pump.clone(), ws, admitted, moved.clone(), into.clone()];
+        let refused = roles_refused_now(&file, &index, &all);
+        let macs: Vec<&str> = refused.iter().map(|(d, _)| d.mac.as_str()).collect();
+        assert_eq!(macs, [pump.mac.as_str(), moved.mac.as_str()]);
+        assert!(
+            refused[0].1.contains("life-critical segment `pumps`"),
+            "{}",
+            refused[0].1
+        );
+        assert!(roles_refused_now(&file, &index, &[into]).is_empty());
     }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{parse_mac, Policy};
 
 pub use effective::{effective, enforced_sha256, file_change_effects};
-pub use foreign::check_foreign;
+pub use foreign::{check_foreign, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
 pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
 

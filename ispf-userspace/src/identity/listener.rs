@@ -15,6 +15,7 @@ use std::{
 
 use super::{
     bind::{rebind, Bound},
+    gone::{Unheld, GONE_GRACE},
     radius::{self, Accounting},
     session::{Change, Session, Sessions},
     store, Apply, Facts,
@@ -86,6 +87,7 @@ pub(super) fn run(
     if !orphans.is_empty() {
         apply(orphans);
     }
+    let mut unheld = Unheld::default();
     publish(&st, &facts);
 
     let mut bound: Option<Bound> = None;
@@ -106,6 +108,8 @@ pub(super) fn run(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
+            let due = unheld.due(&view().decisions, st.sessions.bound_macs(), GONE_GRACE);
+            forget(&mut st, due.iter().map(String::as_str));
             let mut changes = st.sessions.expire(unix_now());
             if let Some(c) = cfg {
                 changes.extend(st.sessions.prune(&c.roles));
@@ -237,6 +241,23 @@ fn handle(
             facts.ignore(why.as_str());
             Some((reply, Vec::new()))
         }
+    }
+}
+
+/// Forgets the bindings of `macs`, whose role decisions the engine
+/// ended by itself (or never enforced).
+fn forget<'a>(st: &mut State, macs: impl Iterator<Item = &'a str>) {
+    let gone = st.sessions.forget_bound(macs.collect::<Vec<_>>());
+    if let Some(first) = gone.first() {
+        st.dirty = true;
+        let more = match gone.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        log(format!(
+            "identity: session {} of {} on {} no longer bound: the controller ended its role decision{more}",
+            first.id, first.user, first.mac
+        ));
     }
 }
 

@@ -9,6 +9,7 @@
 //! maps.
 
 mod bind;
+mod gone;
 mod listener;
 pub mod radius;
 pub mod session;

@@ -229,6 +229,23 @@ impl Sessions {
         self.displaced.remove(&s.mac);
     }
 
+    /// The sessions binding `macs`, whose role decisions the engine ended
+    /// by itself (a reload made the device life-critical; in a fleet, the
+    /// key was deleted): forgotten as refused ones are, so that `ispf
+    /// sessions` does not list a binding nothing enforces. Their next
+    /// update tries again, and meets the engine's checks.
+    pub fn forget_bound<'a>(&mut self, macs: impl IntoIterator<Item = &'a str>) -> Vec<Session> {
+        let mut out = Vec::new();
+        for mac in macs {
+            let Some(key) = self.bound.remove(mac) else {
+                continue;
+            };
+            self.displaced.remove(mac);
+            out.extend(self.by_key.remove(&key));
+        }
+        out
+    }
+
     /// Whether `mac` is bound by a session this table knows.
     pub fn is_bound(&self, mac: &str) -> bool {
         self.bound.contains_key(mac)

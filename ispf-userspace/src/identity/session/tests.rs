@@ -233,3 +233,30 @@ fn a_refused_rebind_leaves_the_binding_with_the_session_that_holds_it() {
         "{stop:?}"
     );
 }
+
+/// A binding whose decision the engine ended by itself is forgotten; the
+/// session's next interim asks for the binding again.
+#[test]
+fn a_binding_the_engine_ended_is_forgotten_and_asked_for_again() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let mac = "02:00:00:00:30:01";
+    s.account(&acct(Status::Start, "S1", mac, "biomed"), "nas", &r, 0)
+        .unwrap();
+    s.account(
+        &acct(Status::Start, "S2", "02:00:00:00:30:02", "biomed"),
+        "nas",
+        &r,
+        0,
+    )
+    .unwrap();
+    let gone = s.forget_bound([mac, "02:00:00:00:99:99"]);
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].id, "S1");
+    assert!(!s.is_bound(mac));
+    assert!(s.is_bound("02:00:00:00:30:02"));
+    assert_eq!(s.list().len(), 1);
+    let c = s
+        .account(&acct(Status::Interim, "S1", mac, "biomed"), "nas", &r, 5)
+        .unwrap();
+    assert!(matches!(&c[..], [Change::Bind(x)] if x.mac == mac));
+}
