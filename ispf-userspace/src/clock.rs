@@ -18,7 +18,16 @@ pub fn rfc3339(unix: i64) -> String {
         .to_string()
 }
 
-/// One line on standard error, which systemd's journal keeps.
+/// One line on standard error. The journal stamps each line itself
+/// (systemd sets `JOURNAL_STREAM` for a service whose output it keeps);
+/// anywhere else (a terminal, a file, a supervisor that is not systemd)
+/// the line carries its own UTC time, or a log read after an incident
+/// cannot be lined up with `ispf device`'s timeline.
 pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("ispf: {msg}");
+    static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *JOURNAL.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some()) {
+        eprintln!("ispf: {msg}");
+    } else {
+        eprintln!("{} ispf: {msg}", now_rfc3339());
+    }
 }

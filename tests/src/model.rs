@@ -81,6 +81,7 @@ impl Model {
                     .ok()
                     .or_else(|| l.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
             })
+            .filter(|n| !implausible(n))
             .collect();
     }
 
@@ -359,5 +360,34 @@ impl Model {
         }
         let (pass, reason, rule) = self.judge_policy(src, dst, ip);
         (pass, reason, rule, None)
+    }
+}
+
+/// A feed network ispf does not enforce (README, "Threat feeds"): wider
+/// than /8 (IPv4) or /16 (IPv6), or holding a whole private, shared,
+/// link-local, loopback or multicast block.
+fn implausible(n: &ipnet::IpNet) -> bool {
+    let whole = |block: &str| n.contains(&block.parse::<ipnet::IpNet>().unwrap());
+    match n {
+        ipnet::IpNet::V4(v4) => {
+            v4.prefix_len() < 8
+                || [
+                    "10.0.0.0/8",
+                    "172.16.0.0/12",
+                    "192.168.0.0/16",
+                    "100.64.0.0/10",
+                    "169.254.0.0/16",
+                    "127.0.0.0/8",
+                    "224.0.0.0/4",
+                ]
+                .iter()
+                .any(|b| whole(b))
+        }
+        ipnet::IpNet::V6(v6) => {
+            v6.prefix_len() < 16
+                || ["fc00::/7", "fe80::/10", "ff00::/8", "::1/128"]
+                    .iter()
+                    .any(|b| whole(b))
+        }
     }
 }

@@ -16,14 +16,11 @@ use netlink_packet_route::{link::LinkAttribute, RouteNetlinkMessage};
 
 use crate::{
     bpfsys::{self, BPF_LINK_TYPE_TCX, BPF_LINK_TYPE_XDP},
+    clock::log,
     control::InterfaceStatus,
     datapath::Datapath,
     system,
 };
-
-fn log(msg: impl std::fmt::Display) {
-    eprintln!("ispf: {msg}");
-}
 
 pub fn link_pin(pin_dir: &Path, iface: &str) -> PathBuf {
     pin_dir.join("links").join(iface)

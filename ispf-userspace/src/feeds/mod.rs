@@ -49,9 +49,11 @@ const PROBLEMS_KEPT: usize = 20;
 #[derive(Debug, Clone, Default)]
 pub struct Contents {
     pub entries: Vec<Entry>,
-    /// Lines or indicators that could not be enforced.
+    /// Lines or indicators (or networks of an indicator) that could not
+    /// be enforced.
     pub skipped: u64,
-    /// The first of them, with line numbers or ids.
+    /// The first of them, with line numbers or ids, and networks enforced
+    /// other than written (host bits set).
     pub problems: Vec<String>,
 }
 
@@ -68,10 +70,75 @@ impl Contents {
 
     fn skip(&mut self, why: String) {
         self.skipped += 1;
+        self.note(why);
+    }
+
+    /// A problem that does not skip anything.
+    fn note(&mut self, what: String) {
         if self.problems.len() < PROBLEMS_KEPT {
-            self.problems.push(why);
+            self.problems.push(what);
         }
     }
+
+    /// Takes `net` (read from `written`, at `at`: a line or an indicator)
+    /// unless it is too broad to be a threat (see [`too_broad`]); says
+    /// where host bits were cleared.
+    fn take(&mut self, written: &str, net: IpNet, at: &str, entry: impl FnOnce(IpNet) -> Entry) {
+        if let Some(why) = too_broad(&net) {
+            self.skip(format!("{at}: `{written}` {why}; skipped"));
+            return;
+        }
+        if written.contains('/') && net != net.trunc() {
+            self.note(format!(
+                "{at}: `{written}` has host bits set; enforced as {}",
+                net.trunc()
+            ));
+        }
+        self.entries.push(entry(net.trunc()));
+    }
+}
+
+/// Networks a hospital's own devices live in. A feed listing a whole one
+/// (a bogon list taken for a blocklist, a typo's `/0`) would cut every
+/// device there off from every other but the life-critical ones; a single
+/// address or a narrower network inside is an indicator and stays.
+const INTERNAL: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "169.254.0.0/16",
+    "127.0.0.0/8",
+    "224.0.0.0/4",
+    "fc00::/7",
+    "fe80::/10",
+    "ff00::/8",
+    "::1/128",
+];
+
+/// Why `net` cannot be a threat feed's entry, if it cannot: broader than
+/// a /8 (IPv4) or a /16 (IPv6), or covering a whole network of
+/// [`INTERNAL`]. Deny feeds pass traffic of life-critical segments, but
+/// every other device of the hospital would lose its peers.
+pub fn too_broad(net: &IpNet) -> Option<String> {
+    let floor = match net {
+        IpNet::V4(_) => 8,
+        IpNet::V6(_) => 16,
+    };
+    if net.prefix_len() < floor {
+        return Some(format!(
+            "is broader than a /{floor}: a threat feed lists attackers, not a share of the address space"
+        ));
+    }
+    INTERNAL
+        .iter()
+        .filter_map(|s| s.parse::<IpNet>().ok())
+        .find(|inner| net.contains(inner))
+        .map(|inner| {
+            format!(
+                "covers all of {inner}, where the hospital's own devices are: a feed never isolates a whole internal network (list its addresses or narrower networks)"
+            )
+        })
 }
 
 /// Parses a feed's text in its format.

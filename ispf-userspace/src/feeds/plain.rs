@@ -13,8 +13,8 @@ pub fn parse(text: &str) -> Contents {
         if line.is_empty() {
             continue;
         }
-        match parse_net(line) {
-            Some(net) => c.entries.push(Entry {
+        match parse_written(line) {
+            Some(net) => c.take(line, net, &format!("line {}", i + 1), |net| Entry {
                 net,
                 indicator: None,
                 line: Some(i as u32 + 1),
@@ -31,9 +31,15 @@ pub fn parse(text: &str) -> Contents {
 
 /// An address (as a host network) or a CIDR, with host bits cleared.
 pub fn parse_net(s: &str) -> Option<IpNet> {
+    parse_written(s).map(|n| n.trunc())
+}
+
+/// An address (as a host network) or a CIDR as written, host bits and
+/// all.
+pub(super) fn parse_written(s: &str) -> Option<IpNet> {
     let s = s.trim();
     if let Ok(n) = s.parse::<IpNet>() {
-        return Some(n.trunc());
+        return Some(n);
     }
     s.parse::<std::net::IpAddr>().ok().map(IpNet::from)
 }
@@ -62,5 +68,45 @@ mod tests {
         assert!(c.problems[0].starts_with("line 7:"), "{:?}", c.problems);
         // Host bits are cleared, as the kernel's trie would.
         assert_eq!(parse_net("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
+    }
+
+    /// A feed never takes a whole internal network or a share of the
+    /// address space; an indicator inside one stays, and host bits are
+    /// said.
+    #[test]
+    fn whole_internal_networks_and_the_address_space_are_skipped() {
+        let c = parse(
+            "0.0.0.0/0\n10.0.0.0/8\n192.168.0.0/15\n128.0.0.0/1\n::/0\nfc00::/7\n2000::/3\n\
+             10.20.0.7\n10.20.1.0/24\n203.0.113.9/24\n224.0.0.0/4\n198.18.0.0/15\n",
+        );
+        let nets: Vec<String> = c.entries.iter().map(|e| e.net.to_string()).collect();
+        assert_eq!(
+            nets,
+            [
+                "10.20.0.7/32",
+                "10.20.1.0/24",
+                "203.0.113.0/24",
+                "198.18.0.0/15"
+            ]
+        );
+        assert_eq!(c.skipped, 8);
+        assert!(
+            c.problems[0].starts_with("line 1: `0.0.0.0/0` is broader"),
+            "{:?}",
+            c.problems
+        );
+        assert!(
+            c.problems[1].contains("covers all of 10.0.0.0/8"),
+            "{:?}",
+            c.problems
+        );
+        assert!(
+            c.problems
+                .iter()
+                .any(|p| p
+                    == "line 10: `203.0.113.9/24` has host bits set; enforced as 203.0.113.0/24"),
+            "{:?}",
+            c.problems
+        );
     }
 }

@@ -13,7 +13,7 @@
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{plain::parse_net, Contents, Entry, FeedError};
+use super::{plain::parse_written, Contents, Entry, FeedError};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
@@ -75,6 +75,10 @@ fn tokens(p: &str) -> Result<Vec<Tok>, String> {
                     // A lone operator character such as `<` or `!`.
                     w.extend(it.next());
                 }
+                // `!=`, `<=`, `>=` whole: their `=` stops the word.
+                if matches!(w.as_str(), "!" | "<" | ">") && it.peek() == Some(&'=') {
+                    w.extend(it.next());
+                }
                 out.push(match w.as_str() {
                     "OR" => Tok::Or,
                     _ if w.contains(':') => Tok::Path(w),
@@ -86,8 +90,9 @@ fn tokens(p: &str) -> Result<Vec<Tok>, String> {
     Ok(out)
 }
 
-/// The networks a pattern names, or why it cannot be enforced.
-fn pattern_nets(p: &str) -> Result<Vec<IpNet>, String> {
+/// The networks a pattern names, as written, or why it cannot be
+/// enforced.
+fn pattern_nets(p: &str) -> Result<Vec<(String, IpNet)>, String> {
     let toks = tokens(p)?;
     let mut nets = Vec::new();
     let mut depth = 0i32;
@@ -105,13 +110,13 @@ fn pattern_nets(p: &str) -> Result<Vec<IpNet>, String> {
                 }
                 match (toks.get(i + 1), toks.get(i + 2)) {
                     (Some(Tok::Eq), Some(Tok::Str(v))) => {
-                        let net = parse_net(v)
+                        let net = parse_written(v)
                             .ok_or_else(|| format!("`{v}` is not an address or CIDR"))?;
                         let v6 = matches!(net, IpNet::V6(_));
                         if v6 != (path == "ipv6-addr:value") {
                             return Err(format!("`{v}` is not an address of {path}"));
                         }
-                        nets.push(net);
+                        nets.push((v.clone(), net));
                     }
                     (Some(Tok::Other(op)), _) | (Some(Tok::Path(op)), _) => {
                         return Err(format!("uses the operator `{op}`; only `=` is enforced"))
@@ -202,11 +207,15 @@ pub fn parse(text: &str, now: i64) -> Result<Contents, FeedError> {
             continue;
         };
         match pattern_nets(pattern) {
-            Ok(nets) => c.entries.extend(nets.into_iter().map(|net| Entry {
-                net,
-                indicator: Some(id.clone()),
-                line: None,
-            })),
+            Ok(nets) => {
+                for (written, net) in nets {
+                    c.take(&written, net, &id, |net| Entry {
+                        net,
+                        indicator: Some(id.clone()),
+                        line: None,
+                    });
+                }
+            }
             Err(why) => c.skip(format!("{id}: its pattern {why}")),
         }
     }
@@ -244,6 +253,10 @@ mod tests {
             r#"{"type":"indicator","id":"indicator--n","pattern":"alert tcp any any","pattern_type":"snort"}"#.to_owned(),
             r#"{"type":"indicator","id":"indicator--o","pattern":42}"#.to_owned(),
             r#"{"type":"indicator","id":"indicator--p","pattern":"[ipv4-addr:value = '192.0.2.14\\']"}"#.to_owned(),
+            ind("q", "[ipv4-addr:value != '192.0.2.15']", ""),
+            // One network of an indicator too broad: the other stays.
+            ind("r", "[ipv4-addr:value = '0.0.0.0/0' OR ipv4-addr:value = '192.0.2.16']", ""),
+            ind("s", "[ipv4-addr:value = '192.168.0.0/16']", ""),
         ];
         let bundle = format!(
             r#"{{"type":"bundle","id":"bundle--1","objects":[{}]}}"#,
@@ -263,6 +276,7 @@ mod tests {
             ("indicator--c", "2001:db8::/32"),
             ("indicator--c", "192.0.2.0/24"),
             ("indicator--m", "192.0.2.13/32"),
+            ("indicator--r", "192.0.2.16/32"),
         ];
         assert_eq!(
             got,
@@ -270,7 +284,7 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(c.skipped, 12, "{:#?}", c.problems);
+        assert_eq!(c.skipped, 15, "{:#?}", c.problems);
         for (id, why) in [
             ("d", "AND"),
             ("e", "not an IP"),
@@ -282,6 +296,9 @@ mod tests {
             ("k", "not an address of ipv6"),
             ("n", "snort"),
             ("o", "no pattern"),
+            ("q", "the operator `!=`"),
+            ("r", "`0.0.0.0/0` is broader than a /8"),
+            ("s", "covers all of 192.168.0.0/16"),
         ] {
             assert!(
                 c.problems

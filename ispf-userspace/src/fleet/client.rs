@@ -76,7 +76,7 @@ pub async fn connect(o: &Options) -> Result<Client, FleetError> {
         };
         match tokio::time::timeout(TIMEOUT, attempt).await {
             Ok(Ok(client)) => return Ok(client),
-            Ok(Err(e)) => failures.push(format!("{ep}: {e}")),
+            Ok(Err(e)) => failures.push(format!("{ep}: {}", plain(&e))),
             Err(_) => failures.push(format!("{ep}: no answer within {TIMEOUT:?}")),
         }
     }
@@ -96,7 +96,37 @@ async fn deadline<T>(
     tokio::time::timeout(TIMEOUT, f)
         .await
         .map_err(|_| FleetError::Unreachable(format!("{what}: no answer within {TIMEOUT:?}")))?
-        .map_err(|e| FleetError::Unreachable(format!("{what}: {e}")))
+        .map_err(|e| FleetError::Unreachable(format!("{what}: {}", plain(&e))))
+}
+
+/// etcd's answer in words: gRPC's status code and message, or the
+/// transport's chain of causes, without tonic's debug dump (`details: [],
+/// metadata: MetadataMap { .. }`), with what to check for the usual ones.
+pub fn plain(e: &etcd_client::Error) -> String {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            let hint = match s.code() {
+                Code::PermissionDenied => " (the etcd user lacks a role on this site's keys)",
+                Code::Unauthenticated => " (check --etcd-user and --etcd-password-file)",
+                Code::Unavailable | Code::DeadlineExceeded => " (is etcd running and reachable?)",
+                Code::ResourceExhausted => " (etcd's space quota: compact and defragment it)",
+                _ => "",
+            };
+            format!("etcd said {:?}: {}{hint}", s.code(), s.message())
+        }
+        etcd_client::Error::TransportError(t) => {
+            let mut text = t.to_string();
+            let mut cause = std::error::Error::source(t);
+            while let Some(c) = cause {
+                text.push_str(": ");
+                text.push_str(&c.to_string());
+                cause = c.source();
+            }
+            format!("{text} (is etcd running and reachable?)")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// The site's policy and its revision: how many pushes made it (the key's

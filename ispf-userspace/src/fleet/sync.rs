@@ -165,12 +165,13 @@ async fn follow(
     let lease = c
         .lease_grant(LEASE_TTL, None)
         .await
-        .map_err(|e| FleetError::Unreachable(format!("granting the status lease: {e}")))?
+        .map_err(|e| {
+            FleetError::Unreachable(format!("granting the status lease: {}", client::plain(&e)))
+        })?
         .id();
-    let (mut keeper, mut keepalive) = c
-        .lease_keep_alive(lease)
-        .await
-        .map_err(|e| FleetError::Unreachable(format!("keeping the status lease: {e}")))?;
+    let (mut keeper, mut keepalive) = c.lease_keep_alive(lease).await.map_err(|e| {
+        FleetError::Unreachable(format!("keeping the status lease: {}", client::plain(&e)))
+    })?;
     report(&mut c, opts, hooks, facts, lease).await?;
     let (_watcher, mut watch) = c
         .watch_client()
@@ -184,13 +185,15 @@ async fn follow(
             ),
         )
         .await
-        .map_err(|e| FleetError::Unreachable(format!("watching the site: {e}")))?;
+        .map_err(|e| {
+            FleetError::Unreachable(format!("watching the site: {}", client::plain(&e)))
+        })?;
     let mut tick = tokio::time::interval(REPORT_EVERY);
     let mut stopping = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             msg = watch.message() => {
-                let msg = msg.map_err(|e| FleetError::Unreachable(format!("the watch: {e}")))?
+                let msg = msg.map_err(|e| FleetError::Unreachable(format!("the watch: {}", client::plain(&e))))?
                     .ok_or_else(|| FleetError::Unreachable("the watch ended".into()))?;
                 if msg.canceled() {
                     return Err(FleetError::Unreachable(format!("the watch was cancelled (compacted at {})", msg.compact_revision())));
@@ -211,7 +214,7 @@ async fn follow(
                 }
             }
             _ = tick.tick() => {
-                keeper.keep_alive().await.map_err(|e| FleetError::Unreachable(format!("keeping the status lease: {e}")))?;
+                keeper.keep_alive().await.map_err(|e| FleetError::Unreachable(format!("keeping the status lease: {}", client::plain(&e))))?;
                 let _ = keepalive.message().await;
                 report(&mut c, opts, hooks, facts, lease).await?;
             }
