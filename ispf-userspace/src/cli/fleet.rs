@@ -252,8 +252,10 @@ async fn history(c: &mut etcd_client::Client, o: &fleet::Options) -> Result<Exit
 
 /// What `ispf run` enforces first. In a fleet, the site's last good
 /// revision kept on disk wins (a restart without etcd enforces it); else
-/// `--policy` (which also seeds an empty site); else the site's policy,
-/// fetched now.
+/// the site's policy, fetched now, so that a joining host never enforces
+/// its own `--policy` over the site's, even for a second; else, when the
+/// site has none, `--policy` (which also seeds it); and when etcd cannot
+/// be reached, `--policy` until the site's revision arrives.
 pub fn run_policy(
     policy: Option<PathBuf>,
     fleet: Option<&fleet::Options>,
@@ -275,21 +277,26 @@ pub fn run_policy(
     if kept.is_file() {
         return Ok((kept, seed));
     }
-    if let Some(p) = policy {
-        return Ok((p, seed));
-    }
     let fetched = rt()?.block_on(async {
         let mut c = client::connect(o).await?;
         client::policy(&mut c, &o.site).await
     });
-    match fetched {
-        Ok(Some((bytes, rev))) => {
+    match (fetched, policy) {
+        (Ok(Some((bytes, rev))), _) => {
             std::fs::create_dir_all(state_dir)?;
             ispf::controller::state::write_atomic(&kept, &bytes)?;
             ispf::controller::state::write_atomic(&state_dir.join(fleet::REVISION_FILE), rev.to_string().as_bytes())?;
-            Ok((kept, None))
+            Ok((kept, seed))
         }
-        Ok(None) => bail!("site {} has no policy in etcd yet: seed it with --policy FILE (or `ispf fleet push FILE`)", o.site),
-        Err(e) => bail!("{e}, and no last good revision is kept at {}: give --policy FILE to start", kept.display()),
+        (Ok(None), Some(p)) => Ok((p, seed)),
+        (Ok(None), None) => bail!("site {} has no policy in etcd yet: seed it with --policy FILE (or `ispf fleet push FILE`)", o.site),
+        (Err(e), Some(p)) => {
+            ispf::clock::log(format!(
+                "warning: {e}: enforcing --policy {} until the site's revision arrives",
+                p.display()
+            ));
+            Ok((p, seed))
+        }
+        (Err(e), None) => bail!("{e}, and no last good revision is kept at {}: give --policy FILE to start", kept.display()),
     }
 }

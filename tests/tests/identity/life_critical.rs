@@ -1,0 +1,107 @@
+//! Role sessions and a file that makes their device life-critical.
+
+use super::*;
+
+/// A role session bound before its device was life-critical ends when the
+/// file makes it so: on a reload, and on a start (a decision recorded by a
+/// controller that did not check, or under another file). Its next interim
+/// is refused like a new session on a pump.
+#[test]
+fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
+    require_root();
+    let (_topo, ports) = unit("idl");
+    let ifaces = [ports[0].as_str(), ports[1].as_str(), ports[2].as_str()];
+    let plain = policy();
+    let critical = policy_with("pumps", "identity-ws-critical");
+    let ctl = Ctl::start(paths("idl"), &plain, &ifaces);
+    let open =
+        |ctl: &Ctl| String::from_utf8_lossy(&ctl.cli(&["sessions", "--json"]).stdout).into_owned();
+    let ended_for_life_critical = |ctl: &Ctl| {
+        timeline(ctl, LAPTOP).iter().any(|e| {
+            e["event"] == "session_ended"
+                && e["detail"].as_str().unwrap_or("").contains("life-critical")
+        })
+    };
+    // Seen, so that `ispf devices` lists where it is once no decision
+    // names it.
+    let _https = Server::start("ispf-idl-pis", &[443]);
+    assert!(tcp_ok("ispf-idl-lap", "10.50.0.10", 443, 2.0, None));
+    wait_devices(&ctl, Duration::from_secs(10), "the laptop seen", |l| {
+        device(l, LAPTOP).is_some()
+    });
+    assert!(radclient(&acct("Start", "L1", LAPTOP, "biomed"), SECRET));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+
+    let dry = ctl.cli(&["reload", "--dry-run", critical.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&dry.stdout).into_owned();
+    assert!(said.contains("ends the role decision of"), "{said}");
+    assert_eq!(
+        state(&ctl, LAPTOP),
+        "biomed-workstations",
+        "a dry run changes nothing"
+    );
+    let out = ctl.cli(&["reload", critical.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+    assert!(ended_for_life_critical(&ctl));
+    let t = Instant::now();
+    while open(&ctl).contains(LAPTOP) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still listed: {}",
+            open(&ctl)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = scrape(&ctl.metrics);
+    assert!(radclient(
+        &acct("Interim-Update", "L1", LAPTOP, "biomed"),
+        SECRET
+    ));
+    let after = scrape(&ctl.metrics);
+    let cause = "ispf_identity_ignored_total{cause=\"life_critical\"}";
+    assert_eq!(metric(&after, cause) - metric(&before, cause), 1);
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+
+    // A decision recorded under the old file, met by a fresh start (no
+    // pinned datapath) with the new one, as a controller without this
+    // check would leave it.
+    let out = ctl.cli(&["reload", plain.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(radclient(&acct("Start", "L2", LAPTOP, "biomed"), SECRET));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+    let kept = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
+    };
+    // Killed and detached; the state directory stays.
+    drop(ctl);
+    let ctl = Ctl::start(kept, &critical, &ifaces);
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+    let t = Instant::now();
+    while open(&ctl).contains(LAPTOP) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still listed: {}",
+            open(&ctl)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ended = timeline(&ctl, LAPTOP)
+        .iter()
+        .filter(|e| {
+            e["event"] == "session_ended"
+                && e["detail"].as_str().unwrap_or("").contains("life-critical")
+        })
+        .count();
+    assert_eq!(ended, 2, "{:?}", timeline(&ctl, LAPTOP));
+}
