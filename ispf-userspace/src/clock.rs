@@ -18,6 +18,28 @@ pub fn rfc3339(unix: i64) -> String {
         .to_string()
 }
 
+/// Whether standard error is the journal's stream: `JOURNAL_STREAM` is
+/// `device:inode` of it, and a child that inherited the variable with
+/// its standard error redirected elsewhere must not trust it
+/// (systemd.exec(5)).
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(m) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(m.dev()) && ino.parse() == Ok(m.ino())
+}
+
 /// One line on standard error. The journal stamps each line itself
 /// (systemd sets `JOURNAL_STREAM` for a service whose output it keeps);
 /// anywhere else (a terminal, a file, a supervisor that is not systemd)
@@ -25,7 +47,7 @@ pub fn rfc3339(unix: i64) -> String {
 /// cannot be lined up with `ispf device`'s timeline.
 pub fn log(msg: impl std::fmt::Display) {
     static JOURNAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    if *JOURNAL.get_or_init(|| std::env::var_os("JOURNAL_STREAM").is_some()) {
+    if *JOURNAL.get_or_init(stderr_is_journal) {
         eprintln!("ispf: {msg}");
     } else {
         eprintln!("{} ispf: {msg}", now_rfc3339());

@@ -385,7 +385,7 @@ fn implausible(n: &ipnet::IpNet) -> bool {
         }
         ipnet::IpNet::V6(v6) => {
             v6.prefix_len() < 16
-                || ["fc00::/7", "fe80::/10", "ff00::/8", "::1/128"]
+                || ["fc00::/7", "fd00::/8", "fe80::/10", "ff00::/8", "::1/128"]
                     .iter()
                     .any(|b| whole(b))
         }

@@ -197,6 +197,9 @@ impl Engine {
     pub fn serve(mut self, rx: std::sync::mpsc::Receiver<Command>, shared: Arc<Shared>) {
         self.shared = Some(shared);
         self.publish();
+        // Recorded by a controller that did not check them; here, where
+        // the fleet's writer and the listener's channel exist.
+        self.end_roles_the_file_refuses();
         // A command taken while gathering hand decisions, to run next.
         let mut next: Option<Command> = None;
         while let Some(cmd) = next.take().or_else(|| rx.recv().ok()) {

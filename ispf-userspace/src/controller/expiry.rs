@@ -11,6 +11,7 @@ use crate::{
     clock::rfc3339,
     decisions::{holding, roles_refused_now, Decision, Kind},
     inventory::store,
+    policy::Policy,
 };
 
 impl Engine {
@@ -65,42 +66,54 @@ impl Engine {
         self.publish();
     }
 
-    /// Ends the role decisions the enforced file would refuse now (see
-    /// [`roles_refused_now`]), as their own generation: after a start and
-    /// after a reload. Their sessions are unbound when the listener finds
-    /// the decision gone. In a fleet their keys are deleted too, or each
-    /// host would refuse them again at every revision.
-    pub(super) fn end_roles_the_file_refuses(&mut self) {
-        if !self.decisions.iter().any(|d| d.kind == Kind::Role) {
-            return;
+    /// The role decisions among `decisions` that `file` would refuse
+    /// now (see [`roles_refused_now`]), with why.
+    pub(super) fn roles_refused(
+        &mut self,
+        file: &Arc<Policy>,
+        decisions: &[Decision],
+    ) -> Vec<(Decision, String)> {
+        if !decisions.iter().any(|d| d.kind == Kind::Role) {
+            return Vec::new();
         }
-        let index = self.file_index.of(&self.file);
-        let ended = roles_refused_now(&self.file, &index, &self.decisions);
+        let index = self.file_index.of(file);
+        roles_refused_now(file, &index, decisions)
+    }
+
+    /// Ends the role decisions the enforced file would refuse now, as one
+    /// generation: once the engine serves, after a start, for decisions
+    /// recorded by a controller without this check (a reload ends them
+    /// with the file it applies, see `try_reload`).
+    pub(super) fn end_roles_the_file_refuses(&mut self) {
+        let file = self.file.clone();
+        let ended = self.roles_refused(&file, &self.decisions.clone());
         if ended.is_empty() {
             return;
         }
         let now = unix_now();
-        let kept: Vec<Decision> = self
-            .decisions
-            .iter()
-            .filter(|d| !ended.iter().any(|(e, _)| e == *d))
-            .cloned()
-            .collect();
+        let kept = without(&self.decisions, &ended);
         let applied = self.desired(&kept, now).and_then(|policy| {
-            let file = self.file.clone();
             let path = self.enforced.path.clone();
             self.enforce(file, policy, &path, None, kept, now)
         });
-        let g = match applied {
-            Ok(g) => g,
-            Err(e) => {
-                log(format!(
-                    "warning: role sessions that move a life-critical device could not be ended: {}",
-                    crate::describe(&e)
-                ));
-                return;
+        match applied {
+            Ok(g) => {
+                self.roles_ended(ended, g, now);
+                self.publish();
             }
-        };
+            Err(e) => log(format!(
+                "warning: role sessions that move a life-critical device could not be ended: {}",
+                crate::describe(&e)
+            )),
+        }
+    }
+
+    /// Records role decisions ended because the file makes their devices
+    /// life-critical, enforced as generation `g`: the database, the
+    /// timeline, the log and events, the RADIUS listener (which forgets
+    /// their sessions), and in a fleet etcd, whose keys every host would
+    /// otherwise refuse at every revision.
+    pub(super) fn roles_ended(&mut self, ended: Vec<(Decision, String)>, g: u32, now: i64) {
         let undone: Vec<(Decision, &str, String)> = ended
             .into_iter()
             .map(|(d, why)| {
@@ -123,8 +136,10 @@ impl Engine {
         for (d, event, detail) in &undone {
             log(format!("{} {event} (generation {g}): {detail}", d.mac));
             self.device_event(&d.mac, event, detail, "ispf");
+            if let Some(s) = &self.shared {
+                s.role_ended(&d.mac, &d.reason);
+            }
         }
-        self.publish();
     }
 
     /// Records decisions undone by the controller itself: the database
@@ -171,4 +186,13 @@ impl Engine {
         ));
         Ok(())
     }
+}
+
+/// `decisions` without those of `ended`.
+pub(super) fn without(decisions: &[Decision], ended: &[(Decision, String)]) -> Vec<Decision> {
+    decisions
+        .iter()
+        .filter(|d| !ended.iter().any(|(e, _)| e == *d))
+        .cloned()
+        .collect()
 }

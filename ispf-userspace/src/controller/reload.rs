@@ -12,10 +12,11 @@ use anyhow::Result;
 use super::{
     decide::desired,
     engine::{log, now_rfc3339, unix_now, Engine},
+    expiry::without,
 };
 use crate::{
     control::{ReloadReport, Response},
-    decisions::{file_change_effects, roles_refused_now, Kind},
+    decisions::file_change_effects,
     policy::{diff::diff, load::read_policy},
 };
 
@@ -66,7 +67,6 @@ impl Engine {
                         path.display(),
                         r.generation
                     ));
-                    self.end_roles_the_file_refuses();
                 }
                 Response::Reload(r)
             }
@@ -104,25 +104,27 @@ impl Engine {
                 )
             })?;
         let file = Arc::new(file);
+        // Role decisions the new file makes move a life-critical device end
+        // with it, in the same generation.
+        let ended = self.roles_refused(&file, &self.decisions.clone());
         let mut notes = notes;
-        if self.decisions.iter().any(|d| d.kind == Kind::Role) {
-            let index = self.file_index.of(&file);
-            notes.extend(
-                roles_refused_now(&file, &index, &self.decisions)
-                    .into_iter()
-                    .map(|(d, why)| {
-                        format!("ends the role decision of {} ({}): {why}", d.mac, d.reason)
-                    }),
-            );
-        }
-        let new = desired(&file, &self.decisions, now)?;
+        notes.extend(
+            ended.iter().map(|(d, why)| {
+                format!("ends the role decision of {} ({}): {why}", d.mac, d.reason)
+            }),
+        );
+        let decisions = without(&self.decisions, &ended);
+        let new = desired(&file, &decisions, now)?;
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;
         let generation = if dry_run {
             self.dp.epoch()
         } else {
-            let decisions = self.decisions.to_vec();
-            self.enforce(file, new, path, Some(&bytes), decisions, now)?
+            let g = self.enforce(file, new, path, Some(&bytes), decisions, now)?;
+            if !ended.is_empty() {
+                self.roles_ended(ended, g, now);
+            }
+            g
         };
         Ok(ReloadReport {
             policy_path: path.to_owned(),

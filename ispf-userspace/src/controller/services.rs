@@ -141,10 +141,12 @@ pub(super) fn start_identity(
             None => vec![Err("the controller is stopping".into()); n],
         }
     });
+    let s = shared.clone();
     Identity::start(
         crate::inventory::db_path(&opts.state_dir),
         view_of(shared),
         apply,
+        Arc::new(move |seq| s.roles_ended_after(seq)),
     )
     .context("starting the RADIUS accounting listener")
 }

@@ -19,6 +19,7 @@ use crate::{
     datapath::Stats,
     decisions::Decision,
     events::{EventFilter, EventRecord},
+    identity::EndedRole,
     policy::Policy,
 };
 
@@ -54,7 +55,12 @@ pub struct Shared {
     pub events_slow_reader: AtomicU64,
     subscribers: Mutex<Vec<(Sender<String>, EventFilter)>>,
     events_out: Mutex<Option<Box<dyn Write + Send>>>,
+    /// Role decisions the engine ended by itself, newest last (the last
+    /// [`ENDED_KEPT`]), for the RADIUS listener.
+    roles_ended: Mutex<std::collections::VecDeque<EndedRole>>,
 }
+
+const ENDED_KEPT: usize = 4096;
 
 impl Shared {
     pub fn new(s: Snapshot, stats: Stats, events_out: Option<Box<dyn Write + Send>>) -> Self {
@@ -66,7 +72,29 @@ impl Shared {
             events_slow_reader: AtomicU64::new(0),
             subscribers: Mutex::new(Vec::new()),
             events_out: Mutex::new(events_out),
+            roles_ended: Mutex::new(Default::default()),
         }
+    }
+
+    /// Says that the engine ended the role decision on `mac` whose reason
+    /// is `reason`.
+    pub fn role_ended(&self, mac: &str, reason: &str) {
+        let mut q = self.roles_ended.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = q.back().map_or(1, |e| e.seq + 1);
+        q.push_back(EndedRole {
+            seq,
+            mac: mac.to_owned(),
+            reason: reason.to_owned(),
+        });
+        while q.len() > ENDED_KEPT {
+            q.pop_front();
+        }
+    }
+
+    /// The role decisions ended after `seq`.
+    pub fn roles_ended_after(&self, seq: u64) -> Vec<EndedRole> {
+        let q = self.roles_ended.lock().unwrap_or_else(|e| e.into_inner());
+        q.iter().filter(|e| e.seq > seq).cloned().collect()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

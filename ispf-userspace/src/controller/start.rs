@@ -43,7 +43,7 @@ pub fn start(opts: &RunOptions) -> Result<Engine> {
     fs::set_permissions(&opts.run_dir, fs::Permissions::from_mode(0o700))?;
     let run = RunDir::new(&opts.run_dir);
     upgrade::resume(opts)?;
-    let mut e = match Datapath::pinned_layout(&opts.pin_dir) {
+    let e = match Datapath::pinned_layout(&opts.pin_dir) {
         None => fresh(opts, policy, bytes, run)?,
         Some(layout) if migrate::MIGRATES_FROM.contains(&layout) => {
             upgrade::upgrade(opts, &policy, &bytes, &run)?;
@@ -52,9 +52,6 @@ pub fn start(opts: &RunOptions) -> Result<Engine> {
         // Our layout; another is refused with what to do.
         Some(_) => adopt(opts, policy, bytes, run)?,
     };
-    // Recorded by a controller that did not check them, or under another
-    // file.
-    e.end_roles_the_file_refuses();
     Ok(e)
 }
 

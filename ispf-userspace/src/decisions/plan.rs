@@ -225,7 +225,7 @@ pub fn plan(
                 segment: Some(segment.clone()),
                 name: None,
                 risk: None,
-                reason: format!("role {role} of {user} (NAS {nas}, session {session})"),
+                reason: session_reason(role, user, nas, session),
                 forced: false,
                 actor: format!("radius {nas}"),
                 at: now,
@@ -289,6 +289,12 @@ pub fn with_plan(current: &[Decision], p: &Plan) -> Vec<Decision> {
         .collect();
     out.extend(p.put.clone());
     out
+}
+
+/// A role decision's reason: also how the RADIUS listener knows which
+/// session holds a role decision the controller ended.
+pub fn session_reason(role: &str, user: &str, nas: &str, session: &str) -> String {
+    format!("role {role} of {user} (NAS {nas}, session {session})")
 }
 
 /// Checks a new decision against the enforced policy.

@@ -111,6 +111,9 @@ const INTERNAL: &[&str] = &[
     "127.0.0.0/8",
     "224.0.0.0/4",
     "fc00::/7",
+    // The half of fc00::/7 in use (RFC 4193): narrower than the block,
+    // and every ULA device of a hospital is in it.
+    "fd00::/8",
     "fe80::/10",
     "ff00::/8",
     "::1/128",

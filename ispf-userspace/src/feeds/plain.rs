@@ -76,7 +76,7 @@ mod tests {
     #[test]
     fn whole_internal_networks_and_the_address_space_are_skipped() {
         let c = parse(
-            "0.0.0.0/0\n10.0.0.0/8\n192.168.0.0/15\n128.0.0.0/1\n::/0\nfc00::/7\n2000::/3\n\
+            "0.0.0.0/0\n10.0.0.0/8\n192.168.0.0/15\n128.0.0.0/1\n::/0\nfd00::/8\n2000::/3\n\
              10.20.0.7\n10.20.1.0/24\n203.0.113.9/24\n224.0.0.0/4\n198.18.0.0/15\n",
         );
         let nets: Vec<String> = c.entries.iter().map(|e| e.net.to_string()).collect();

@@ -15,14 +15,13 @@ use std::{
 
 use super::{
     bind::{rebind, Bound},
-    gone::{Unheld, GONE_GRACE},
     radius::{self, Accounting},
     session::{Change, Session, Sessions},
-    store, Apply, Facts,
+    store, Apply, Ended, EndedRole, Facts,
 };
 use crate::{
     clock::{log, unix_now},
-    decisions::{DecisionRequest, Kind},
+    decisions::{session_reason, DecisionRequest, Kind},
     inventory::{db, View},
 };
 
@@ -53,6 +52,7 @@ pub(super) fn run(
     db_path: PathBuf,
     view: Arc<dyn Fn() -> View + Send + Sync>,
     apply: Apply,
+    ended: Ended,
     facts: Arc<Facts>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) {
@@ -87,7 +87,7 @@ pub(super) fn run(
     if !orphans.is_empty() {
         apply(orphans);
     }
-    let mut unheld = Unheld::default();
+    let mut ended_seq = 0;
     publish(&st, &facts);
 
     let mut bound: Option<Bound> = None;
@@ -108,8 +108,10 @@ pub(super) fn run(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            let due = unheld.due(&view().decisions, st.sessions.bound_macs(), GONE_GRACE);
-            forget(&mut st, due.iter().map(String::as_str));
+            for e in ended(ended_seq) {
+                ended_seq = e.seq;
+                forget(&mut st, &e);
+            }
             let mut changes = st.sessions.expire(unix_now());
             if let Some(c) = cfg {
                 changes.extend(st.sessions.prune(&c.roles));
@@ -244,19 +246,15 @@ fn handle(
     }
 }
 
-/// Forgets the bindings of `macs`, whose role decisions the engine
-/// ended by itself (or never enforced).
-fn forget<'a>(st: &mut State, macs: impl Iterator<Item = &'a str>) {
-    let gone = st.sessions.forget_bound(macs.collect::<Vec<_>>());
-    if let Some(first) = gone.first() {
+/// Forgets the session that held a role decision the controller ended by
+/// itself (it is named by the decision's reason).
+fn forget(st: &mut State, e: &EndedRole) {
+    let held = |s: &Session| session_reason(&s.role, &s.user, &s.nas, &s.id) == e.reason;
+    if let Some(s) = st.sessions.forget_binding(&e.mac, held) {
         st.dirty = true;
-        let more = match gone.len() {
-            1 => String::new(),
-            n => format!(" (and {} more)", n - 1),
-        };
         log(format!(
-            "identity: session {} of {} on {} no longer bound: the controller ended its role decision{more}",
-            first.id, first.user, first.mac
+            "identity: session {} of {} on {} no longer bound: the controller ended its role decision",
+            s.id, s.user, s.mac
         ));
     }
 }

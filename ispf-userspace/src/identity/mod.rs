@@ -9,7 +9,6 @@
 //! maps.
 
 mod bind;
-mod gone;
 mod listener;
 pub mod radius;
 pub mod session;
@@ -85,6 +84,20 @@ impl Facts {
     }
 }
 
+/// A role decision the controller ended by itself (a file that makes its
+/// device life-critical), numbered: the listener forgets the session that
+/// held it, and asks for those after the last it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedRole {
+    pub seq: u64,
+    pub mac: String,
+    /// The decision's reason, which names its session.
+    pub reason: String,
+}
+
+/// The role decisions ended after a sequence number.
+pub type Ended = Arc<dyn Fn(u64) -> Vec<EndedRole> + Send + Sync>;
+
 /// Applies role decisions in one generation; one outcome per request.
 pub type Apply = Box<dyn Fn(Vec<DecisionRequest>) -> Vec<Result<String, String>> + Send>;
 
@@ -106,6 +119,7 @@ impl Identity {
         db: PathBuf,
         view: Arc<dyn Fn() -> View + Send + Sync>,
         apply: Apply,
+        ended: Ended,
     ) -> std::io::Result<Self> {
         let facts = Arc::new(Facts::default());
         let f = facts.clone();
@@ -113,7 +127,7 @@ impl Identity {
         let s = stop.clone();
         std::thread::Builder::new()
             .name("ispf-radius".into())
-            .spawn(move || listener::run(db, view, apply, f, s))?;
+            .spawn(move || listener::run(db, view, apply, ended, f, s))?;
         Ok(Self { facts, stop })
     }
 }

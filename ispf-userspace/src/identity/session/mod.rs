@@ -229,21 +229,23 @@ impl Sessions {
         self.displaced.remove(&s.mac);
     }
 
-    /// The sessions binding `macs`, whose role decisions the engine ended
-    /// by itself (a reload made the device life-critical; in a fleet, the
-    /// key was deleted): forgotten as refused ones are, so that `ispf
-    /// sessions` does not list a binding nothing enforces. Their next
-    /// update tries again, and meets the engine's checks.
-    pub fn forget_bound<'a>(&mut self, macs: impl IntoIterator<Item = &'a str>) -> Vec<Session> {
-        let mut out = Vec::new();
-        for mac in macs {
-            let Some(key) = self.bound.remove(mac) else {
-                continue;
-            };
-            self.displaced.remove(mac);
-            out.extend(self.by_key.remove(&key));
+    /// Forgets the session that binds `mac` if `held` says it held the
+    /// role decision the controller ended by itself, as a refused one is
+    /// forgotten: `ispf sessions` must not list a binding nothing
+    /// enforces, and its next update tries again and meets the engine's
+    /// checks.
+    pub fn forget_binding(
+        &mut self,
+        mac: &str,
+        held: impl Fn(&Session) -> bool,
+    ) -> Option<Session> {
+        let key = self.bound.get(mac)?.clone();
+        if !self.by_key.get(&key).is_some_and(held) {
+            return None;
         }
-        out
+        self.bound.remove(mac);
+        self.displaced.remove(mac);
+        self.by_key.remove(&key)
     }
 
     /// Whether `mac` is bound by a session this table knows.
