@@ -122,12 +122,9 @@ impl Engine {
             })
             .collect();
         self.record_undone(&undone, now);
-        let removed: Vec<(String, Kind)> = undone
-            .iter()
-            .map(|(d, _, _)| (d.mac.clone(), d.kind))
-            .collect();
         if let Some(f) = &self.fleet {
-            if let Err(e) = f.write(&[], &removed) {
+            let ended: Vec<Decision> = undone.iter().map(|(d, _, _)| d.clone()).collect();
+            if let Err(e) = f.delete_unchanged(&ended) {
                 log(format!(
                     "fleet: the ended role decisions stay in etcd ({e}); every host refuses them"
                 ));

@@ -232,6 +232,16 @@ pub async fn delete(c: &mut Client, key: String) -> Result<(), FleetError> {
     Ok(())
 }
 
+/// Deletes `key` only while it holds `value`; false when it held
+/// something else (or nothing).
+pub async fn delete_if(c: &mut Client, key: String, value: Vec<u8>) -> Result<bool, FleetError> {
+    let txn = Txn::new()
+        .when(vec![Compare::value(key.clone(), CompareOp::Equal, value)])
+        .and_then(vec![TxnOp::delete(key, None)]);
+    let r = deadline("deleting", kv(c).txn(txn)).await?;
+    Ok(r.succeeded())
+}
+
 /// The policy document as it was at etcd store revision `rev`.
 pub async fn policy_at(
     c: &mut Client,

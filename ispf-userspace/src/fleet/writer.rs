@@ -63,6 +63,23 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Deletes the keys of `ended`, each only while it still holds that
+    /// decision: a host that applies a revision late must not delete a
+    /// newer decision written for the same device since.
+    pub fn delete_unchanged(&self, ended: &[Decision]) -> Result<(), FleetError> {
+        self.rt.block_on(async {
+            let mut c = client::connect(&self.opts).await?;
+            for d in ended {
+                let value = serde_json::to_vec(d).map_err(|e| FleetError::Config(e.to_string()))?;
+                let key = keys::decision(&self.opts.site, &d.mac, d.kind);
+                client::delete_if(&mut c, key, value).await?;
+            }
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,80 @@
+//! A role decision in the site, ended by every host when a revision makes
+//! its device life-critical: the key is deleted from etcd (once, by
+//! whichever host gets there first, and only while it holds that
+//! decision), and no host keeps refusing it.
+
+use ispf::{
+    decisions::{Decision, Kind},
+    fleet::keys,
+};
+
+use super::*;
+
+#[test]
+fn a_revision_that_makes_a_device_life_critical_ends_its_role_everywhere() {
+    require_root();
+    let server = Etcd::start("fs", 1, 24080);
+    let urls = server.urls();
+    let a = policy("sa", "");
+    let text = std::fs::read_to_string(&a).unwrap();
+    let moved = r#""segment": "pumps", "risk""#;
+    let critical = text.replace(r#""segment": "workstations", "risk""#, moved);
+    assert!(critical.contains(moved));
+    let b = write_policy("fleet-sb", &critical);
+    let _u = unit("fs");
+    let _pis = Server::start("ispf-fs-pis", &[443, 2575]);
+    let h = start_host("fs", 41, &a, &urls, true);
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+    // The laptop's session, as another host's listener would write it.
+    let role = Decision {
+        mac: LAPTOP.into(),
+        kind: Kind::Role,
+        segment: Some("pis-servers".into()),
+        name: None,
+        risk: None,
+        reason: "role biomed of alice (NAS 10.0.0.1, session X1)".into(),
+        forced: false,
+        actor: "radius 10.0.0.1".into(),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    };
+    let key = keys::decision(SITE, LAPTOP, Kind::Role);
+    etcd(&urls, async |c| {
+        c.put(key.as_str(), serde_json::to_vec(&role).unwrap(), None)
+            .await
+            .unwrap()
+    });
+    let judged = |h: &Host| {
+        let out = h.ctl.cli(&["device", LAPTOP, "--json"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait("the role enforced", Duration::from_secs(10), || {
+        judged(&h).contains("pis-servers")
+    });
+
+    let out = fleet(&urls, &["push", b.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait("revision 2 enforced", Duration::from_secs(10), || {
+        h.sha() == sha(&b)
+    });
+    wait("the role key deleted", Duration::from_secs(10), || {
+        !etcd_has(&urls, &key)
+    });
+    let t = judged(&h);
+    assert!(
+        t.contains("session_ended") && t.contains("life-critical segment `pumps`"),
+        "{t}"
+    );
+    wait("no refusal left behind", Duration::from_secs(10), || {
+        hosts(&urls)
+            .first()
+            .is_some_and(|x| x["last_error"].as_str().unwrap_or("").is_empty())
+    });
+}
