@@ -77,7 +77,16 @@ impl Engine {
             return Vec::new();
         }
         let index = self.file_index.of(file);
-        roles_refused_now(file, &index, decisions)
+        // Where the inventory saw each: a device the file registers by
+        // address only is known by those.
+        let mut seen: std::collections::HashMap<String, Vec<std::net::IpAddr>> = Default::default();
+        for d in decisions.iter().filter(|d| d.kind == Kind::Role) {
+            let addresses = self.seen_addresses(&d.mac);
+            seen.insert(d.mac.clone(), addresses);
+        }
+        roles_refused_now(file, &index, decisions, |mac| {
+            seen.get(mac).cloned().unwrap_or_default()
+        })
     }
 
     /// Ends the role decisions the enforced file would refuse now, as one
@@ -136,6 +145,26 @@ impl Engine {
             if let Some(s) = &self.shared {
                 s.role_ended(&d.mac, &d.reason);
             }
+        }
+    }
+
+    /// The addresses the inventory last saw `mac` with (none if it cannot
+    /// be read).
+    fn seen_addresses(&mut self, mac: &str) -> Vec<std::net::IpAddr> {
+        let Some(m) = crate::policy::parse_mac(mac) else {
+            return Vec::new();
+        };
+        let Ok(conn) = self.db() else {
+            return Vec::new();
+        };
+        match store::device(conn, &m) {
+            Ok(Some(d)) => d
+                .ipv4
+                .map(std::net::IpAddr::V4)
+                .into_iter()
+                .chain(d.ipv6.map(std::net::IpAddr::V6))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 

@@ -74,8 +74,9 @@ pub fn check_foreign(
 
 /// The role decisions among `decisions` that a session could not make
 /// under `file` (indexed by `index`), each with why: they move a device
-/// out of a life-critical segment, by the file's entry for its MAC or by
-/// an admit among `decisions`. Such a binding was made before the device
+/// out of a life-critical segment, by the file's entry for its MAC or for
+/// an address it was seen with (`seen_at`), or by an admit among
+/// `decisions`. Such a binding was made before the device
 /// was life-critical (a reload that registers it there or marks its
 /// segment life-critical; a controller older than this check), and ends:
 /// no automatic action moves a life-critical device.
@@ -83,6 +84,7 @@ pub fn roles_refused_now(
     file: &Policy,
     index: &DeviceIndex,
     decisions: &[Decision],
+    seen_at: impl Fn(&str) -> Vec<std::net::IpAddr>,
 ) -> Vec<(Decision, String)> {
     decisions
         .iter()
@@ -90,6 +92,8 @@ pub fn roles_refused_now(
         .filter_map(|d| {
             let registered = crate::policy::parse_mac(&d.mac)
                 .and_then(|m| index.by_mac(&m))
+                .into_iter()
+                .chain(seen_at(&d.mac).into_iter().filter_map(|a| index.by_ip(&a)))
                 .map(|i| file.segment_name(file.devices[i].segment).to_owned());
             let admitted = decisions
                 .iter()
@@ -99,7 +103,7 @@ pub fn roles_refused_now(
             session_moves_no_life_critical(
                 file,
                 &d.mac,
-                registered.into_iter().chain(admitted).collect(),
+                registered.chain(admitted).collect(),
                 target,
             )
             .err()
@@ -181,7 +185,8 @@ mod tests {
         let file = Policy::from_str(
             r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"ws"},{"name":"carts"}],
             "devices":[{"name":"p1","mac":"02:00:00:00:10:01","segment":"pumps"},
-                       {"name":"w1","mac":"02:00:00:00:10:02","segment":"ws"}]}"#,
+                       {"name":"w1","mac":"02:00:00:00:10:02","segment":"ws"},
+                       {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"}]}"#,
             std::path::Path::new("t.json"),
         )
         .unwrap();
@@ -194,14 +199,28 @@ mod tests {
         // Into a life-critical segment is no move out of one.
         let into = dec("02:00:00:00:10:02", Kind::Role, Some("pumps"));
         let all = vec![pump.clone(), ws, admitted, moved.clone(), into.clone()];
-        let refused = roles_refused_now(&file, &index, &all);
+        // Registered by address only, and seen with it.
+        let by_address = dec("02:00:00:00:99:02", Kind::Role, Some("ws"));
+        let seen_at = |mac: &str| match mac {
+            "02:00:00:00:99:02" => vec!["10.0.0.2".parse().unwrap()],
+            _ => vec![],
+        };
+        let all = [all, vec![by_address.clone()]].concat();
+        let refused = roles_refused_now(&file, &index, &all, seen_at);
         let macs: Vec<&str> = refused.iter().map(|(d, _)| d.mac.as_str()).collect();
-        assert_eq!(macs, [pump.mac.as_str(), moved.mac.as_str()]);
+        assert_eq!(
+            macs,
+            [
+                pump.mac.as_str(),
+                moved.mac.as_str(),
+                by_address.mac.as_str()
+            ]
+        );
         assert!(
             refused[0].1.contains("life-critical segment `pumps`"),
             "{}",
             refused[0].1
         );
-        assert!(roles_refused_now(&file, &index, &[into]).is_empty());
+        assert!(roles_refused_now(&file, &index, &[into], seen_at).is_empty());
     }
 }
