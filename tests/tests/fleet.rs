@@ -28,6 +28,8 @@ use serde_json::Value;
 mod by_hand;
 #[path = "fleet/cluster.rs"]
 mod cluster;
+#[path = "fleet/join.rs"]
+mod join;
 #[path = "fleet/sessions.rs"]
 mod sessions;
 #[path = "fleet/site.rs"]
