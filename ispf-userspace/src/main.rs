@@ -15,10 +15,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let command = cli::Cli::parse().command;
-    if !matches!(
+    let controller = matches!(
         command,
         cli::Command::Run { .. } | cli::Command::Service { .. }
-    ) {
+    );
+    if !controller {
         // A command's output read by `head` or `grep -q`: end quietly when
         // the reader goes, as Unix tools do, instead of `println!`
         // panicking on the closed pipe. Never where the controller runs
@@ -36,6 +37,12 @@ fn main() -> ExitCode {
                 .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
         {
             ExitCode::SUCCESS
+        }
+        // The controller's last words go to its log, stamped like the
+        // rest of it; a command's error is for the person who typed it.
+        Err(e) if controller => {
+            ispf::clock::log(ispf::describe(&e));
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("ispf: {}", ispf::describe(&e));

@@ -81,8 +81,8 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), SystemError> {
             // hides whether it is from us) is not: pins there die with it,
             // and a stopped (or killed) controller takes enforcement along.
             if !host_mount_namespace().unwrap_or(false) {
-                eprintln!(
-                    "ispf: warning: /sys/fs/bpf was not mounted here, so ispf mounted it; if this is a mount namespace of its own (`ip netns exec` makes one), the pins end with it, and enforcement with this controller. Run ispf in the host's mount namespace: to reach ports in a network namespace, `nsenter --net=/run/netns/NAME ispf run ...` keeps it"
+                crate::clock::log(
+                    "warning: /sys/fs/bpf was not mounted here, so ispf mounted it; if this is a mount namespace of its own (`ip netns exec` makes one), the pins end with it, and enforcement with this controller. Run ispf in the host's mount namespace: to reach ports in a network namespace, `nsenter --net=/run/netns/NAME ispf run ...` keeps it"
                 );
             }
         }

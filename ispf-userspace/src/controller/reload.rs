@@ -95,25 +95,24 @@ impl Engine {
         let (mut file, bytes) = read_policy(path)?;
         file.keep_ids(&self.file.segment_ids());
         let now = unix_now();
-        let notes =
-            file_change_effects(&self.file, &file, &self.decisions, now).map_err(|broken| {
+        let file = Arc::new(file);
+        // Role decisions the new file makes move a life-critical device end
+        // with it, in the same generation (and are not said to hold on).
+        let ended = self.roles_refused(&file, &self.decisions.clone());
+        let decisions = without(&self.decisions, &ended);
+        let mut notes =
+            file_change_effects(&self.file, &file, &decisions, now).map_err(|broken| {
                 anyhow::anyhow!(
                     "{} cannot be applied with the runtime decisions that hold:\n  {}",
                     path.display(),
                     broken.join("\n  ")
                 )
             })?;
-        let file = Arc::new(file);
-        // Role decisions the new file makes move a life-critical device end
-        // with it, in the same generation.
-        let ended = self.roles_refused(&file, &self.decisions.clone());
-        let mut notes = notes;
         notes.extend(
             ended.iter().map(|(d, why)| {
                 format!("ends the role decision of {} ({}): {why}", d.mac, d.reason)
             }),
         );
-        let decisions = without(&self.decisions, &ended);
         let new = desired(&file, &decisions, now)?;
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;

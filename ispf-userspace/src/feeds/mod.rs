@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod fetch;
+pub mod guard;
 pub mod plain;
 pub mod refresh;
 pub mod stix;
@@ -52,9 +53,10 @@ pub struct Contents {
     /// Lines or indicators (or networks of an indicator) that could not
     /// be enforced.
     pub skipped: u64,
-    /// The first of them, with line numbers or ids, and networks enforced
-    /// other than written (host bits set).
+    /// The first of them, with line numbers or ids.
     pub problems: Vec<String>,
+    /// The first networks enforced other than written (host bits set).
+    pub notes: Vec<String>,
 }
 
 impl Contents {
@@ -70,21 +72,35 @@ impl Contents {
 
     fn skip(&mut self, why: String) {
         self.skipped += 1;
-        self.note(why);
-    }
-
-    /// A problem that does not skip anything.
-    fn note(&mut self, what: String) {
         if self.problems.len() < PROBLEMS_KEPT {
-            self.problems.push(what);
+            self.problems.push(why);
         }
     }
 
+    /// Something to say that skips nothing.
+    fn note(&mut self, what: String) {
+        if self.notes.len() < PROBLEMS_KEPT {
+            self.notes.push(what);
+        }
+    }
+
+    /// What `ispf feeds` shows: what was skipped first (a listing shows
+    /// the first few, and a skipped line must not hide behind notes),
+    /// then the notes.
+    pub fn report(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .chain(&self.notes)
+            .take(PROBLEMS_KEPT)
+            .cloned()
+            .collect()
+    }
+
     /// Takes `net` (read from `written`, at `at`: a line or an indicator)
-    /// unless it is too broad to be a threat (see [`too_broad`]); says
+    /// unless it is too broad to be a threat (see [`guard::too_broad`]); says
     /// where host bits were cleared.
     fn take(&mut self, written: &str, net: IpNet, at: &str, entry: impl FnOnce(IpNet) -> Entry) {
-        if let Some(why) = too_broad(&net) {
+        if let Some(why) = guard::too_broad(&net) {
             self.skip(format!("{at}: `{written}` {why}; skipped"));
             return;
         }
@@ -96,52 +112,6 @@ impl Contents {
         }
         self.entries.push(entry(net.trunc()));
     }
-}
-
-/// Networks a hospital's own devices live in. A feed listing a whole one
-/// (a bogon list taken for a blocklist, a typo's `/0`) would cut every
-/// device there off from every other but the life-critical ones; a single
-/// address or a narrower network inside is an indicator and stays.
-const INTERNAL: &[&str] = &[
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-    "169.254.0.0/16",
-    "127.0.0.0/8",
-    "224.0.0.0/4",
-    "fc00::/7",
-    // The half of fc00::/7 in use (RFC 4193): narrower than the block,
-    // and every ULA device of a hospital is in it.
-    "fd00::/8",
-    "fe80::/10",
-    "ff00::/8",
-    "::1/128",
-];
-
-/// Why `net` cannot be a threat feed's entry, if it cannot: broader than
-/// a /8 (IPv4) or a /16 (IPv6), or covering a whole network of
-/// [`INTERNAL`]. Deny feeds pass traffic of life-critical segments, but
-/// every other device of the hospital would lose its peers.
-pub fn too_broad(net: &IpNet) -> Option<String> {
-    let floor = match net {
-        IpNet::V4(_) => 8,
-        IpNet::V6(_) => 16,
-    };
-    if net.prefix_len() < floor {
-        return Some(format!(
-            "is broader than a /{floor}: a threat feed lists attackers, not a share of the address space"
-        ));
-    }
-    INTERNAL
-        .iter()
-        .filter_map(|s| s.parse::<IpNet>().ok())
-        .find(|inner| net.contains(inner))
-        .map(|inner| {
-            format!(
-                "covers all of {inner}, where the hospital's own devices are: a feed never isolates a whole internal network (list its addresses or narrower networks)"
-            )
-        })
 }
 
 /// Parses a feed's text in its format.

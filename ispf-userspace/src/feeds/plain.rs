@@ -26,6 +26,7 @@ pub fn parse(text: &str) -> Contents {
             )),
         }
     }
+    super::guard::drop_covering_together(&mut c);
     c
 }
 
@@ -101,7 +102,7 @@ mod tests {
             c.problems
         );
         assert!(
-            c.problems
+            c.notes
                 .iter()
                 .any(|p| p
                     == "line 10: `203.0.113.9/24` has host bits set; enforced as 203.0.113.0/24"),

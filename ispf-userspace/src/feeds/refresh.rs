@@ -129,7 +129,7 @@ fn run(
         if let Some(s) = st.get_mut(name) {
             s.entries = c.distinct();
             s.skipped = c.skipped;
-            s.problems = c.problems.clone();
+            s.problems = c.report();
         }
     }
     loop {
@@ -203,7 +203,7 @@ fn run(
                     s.last_refresh = Some(unix_now());
                     s.entries = c.distinct();
                     s.skipped = c.skipped;
-                    s.problems = c.problems.clone();
+                    s.problems = c.report();
                     f.due = Instant::now() + Duration::from_secs(f.doc.refresh_s as u64);
                     let same = set
                         .feeds

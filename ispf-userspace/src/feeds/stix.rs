@@ -219,6 +219,7 @@ pub fn parse(text: &str, now: i64) -> Result<Contents, FeedError> {
             Err(why) => c.skip(format!("{id}: its pattern {why}")),
         }
     }
+    super::guard::drop_covering_together(&mut c);
     Ok(c)
 }
 

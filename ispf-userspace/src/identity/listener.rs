@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     clock::{log, unix_now},
-    decisions::{session_reason, DecisionRequest, Kind},
+    decisions::{DecisionRequest, Kind},
     inventory::{db, View},
 };
 
@@ -108,9 +108,13 @@ pub(super) fn run(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            for e in ended(ended_seq) {
-                ended_seq = e.seq;
-                forget(&mut st, &e);
+            let ended_now = ended(ended_seq);
+            if !ended_now.is_empty() {
+                let decisions = view().decisions;
+                for e in ended_now {
+                    ended_seq = e.seq;
+                    forget(&mut st, &e, &decisions);
+                }
             }
             let mut changes = st.sessions.expire(unix_now());
             if let Some(c) = cfg {
@@ -246,15 +250,26 @@ fn handle(
     }
 }
 
-/// Forgets the session that held a role decision the controller ended by
-/// itself (it is named by the decision's reason).
-fn forget(st: &mut State, e: &EndedRole) {
-    let held = |s: &Session| session_reason(&s.role, &s.user, &s.nas, &s.id) == e.reason;
-    if let Some(s) = st.sessions.forget_binding(&e.mac, held) {
+/// Forgets the sessions on a device whose role decision the controller
+/// ended by itself, unless a role decision holds there again (the file
+/// changed back and a session bound since).
+fn forget(st: &mut State, e: &EndedRole, decisions: &[crate::decisions::Decision]) {
+    if decisions
+        .iter()
+        .any(|d| d.kind == Kind::Role && d.mac == e.mac)
+    {
+        return;
+    }
+    let gone = st.sessions.forget_device(&e.mac);
+    if let Some(s) = gone.first() {
         st.dirty = true;
         log(format!(
-            "identity: session {} of {} on {} no longer bound: the controller ended its role decision",
-            s.id, s.user, s.mac
+            "identity: {} session(s) on {} no longer listed (session {} of {} and any other): the controller ended the role decision ({})",
+            gone.len(),
+            s.mac,
+            s.id,
+            s.user,
+            e.reason
         ));
     }
 }

@@ -229,23 +229,21 @@ impl Sessions {
         self.displaced.remove(&s.mac);
     }
 
-    /// Forgets the session that binds `mac` if `held` says it held the
-    /// role decision the controller ended by itself, as a refused one is
-    /// forgotten: `ispf sessions` must not list a binding nothing
-    /// enforces, and its next update tries again and meets the engine's
-    /// checks.
-    pub fn forget_binding(
-        &mut self,
-        mac: &str,
-        held: impl Fn(&Session) -> bool,
-    ) -> Option<Session> {
-        let key = self.bound.get(mac)?.clone();
-        if !self.by_key.get(&key).is_some_and(held) {
-            return None;
-        }
+    /// Forgets every session on `mac`, whose role decision the
+    /// controller ended by itself (the file makes the device
+    /// life-critical): any of them, bound or displaced, would be refused
+    /// now, and `ispf sessions` must not list a role nothing enforces.
+    /// Their next update tries again and meets the engine's checks.
+    pub fn forget_device(&mut self, mac: &str) -> Vec<Session> {
         self.bound.remove(mac);
         self.displaced.remove(mac);
-        self.by_key.remove(&key)
+        let keys: Vec<_> = self
+            .by_key
+            .iter()
+            .filter(|(_, s)| s.mac == mac)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.iter().filter_map(|k| self.by_key.remove(k)).collect()
     }
 
     /// Whether `mac` is bound by a session this table knows.

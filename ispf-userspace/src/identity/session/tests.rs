@@ -234,25 +234,25 @@ fn a_refused_rebind_leaves_the_binding_with_the_session_that_holds_it() {
     );
 }
 
-/// The binding whose decision the engine ended by itself is forgotten,
-/// not another session's; the session's next interim asks for the binding
+/// Every session on a device whose decision the engine ended by itself is
+/// forgotten, the displaced one too; the binding's next interim asks
 /// again.
 #[test]
-fn a_binding_the_engine_ended_is_forgotten_and_asked_for_again() {
+fn sessions_on_a_device_the_engine_ended_are_forgotten_and_ask_again() {
     let (mut s, r) = (Sessions::default(), roles());
     let mac = "02:00:00:00:30:01";
-    s.account(&acct(Status::Start, "S1", mac, "biomed"), "nas", &r, 0)
-        .unwrap();
-    assert!(
-        s.forget_binding(mac, |x| x.id == "S0").is_none(),
-        "another session's decision"
-    );
-    assert!(s.is_bound(mac));
-    let gone = s.forget_binding(mac, |x| x.id == "S1").unwrap();
-    assert_eq!(gone.id, "S1");
+    let other = "02:00:00:00:30:02";
+    for (id, m) in [("S0", mac), ("S1", mac), ("S2", other)] {
+        s.account(&acct(Status::Start, id, m, "biomed"), "nas", &r, 0)
+            .unwrap();
+    }
+    let mut gone: Vec<String> = s.forget_device(mac).into_iter().map(|x| x.id).collect();
+    gone.sort();
+    assert_eq!(gone, ["S0", "S1"]);
     assert!(!s.is_bound(mac));
-    assert!(s.list().is_empty());
-    assert!(s.forget_binding(mac, |_| true).is_none());
+    assert!(s.is_bound(other));
+    assert_eq!(s.list().len(), 1);
+    assert!(s.forget_device(mac).is_empty());
     let c = s
         .account(&acct(Status::Interim, "S1", mac, "biomed"), "nas", &r, 5)
         .unwrap();
