@@ -34,5 +34,6 @@ pub fn with_feeds(policy: &Policy, generated: &[(String, bool)]) -> Compiled {
             }
         })
         .collect();
-    compile(policy).with_feeds(feeds::compile::compile(&set, &docs))
+    let own = feeds::own::OwnSubnets::of(policy);
+    compile(policy).with_feeds(feeds::compile::compile(&set, &docs, &own))
 }

@@ -7,6 +7,7 @@
 //! Conventions the spec leaves open are the ones the README documents
 //! (time never advances here, so no flow or fragment expires).
 
+mod feeds;
 mod identify;
 mod parse;
 
@@ -81,7 +82,7 @@ impl Model {
                     .ok()
                     .or_else(|| l.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
             })
-            .filter(|n| !implausible(n))
+            .filter(|n| !feeds::implausible(n))
             .collect();
     }
 
@@ -233,7 +234,11 @@ impl Model {
         };
         // A deny feed: before fragments, flows and rules; never for a
         // life-critical segment; `would_drop` in monitor mode.
-        let listed = |a: &std::net::IpAddr| self.deny_feeds.iter().any(|n| n.contains(a));
+        let listed = |a: &std::net::IpAddr| {
+            self.deny_feeds
+                .iter()
+                .any(|n| n.contains(a) && !feeds::spans_segments(&self.doc, n))
+        };
         if (listed(&ip.src) || listed(&ip.dst))
             && !self.life_critical(&src)
             && !self.life_critical(&dst)
@@ -360,34 +365,5 @@ impl Model {
         }
         let (pass, reason, rule) = self.judge_policy(src, dst, ip);
         (pass, reason, rule, None)
-    }
-}
-
-/// A feed network ispf does not enforce (README, "Threat feeds"): wider
-/// than /8 (IPv4) or /16 (IPv6), or holding a whole private, shared,
-/// link-local, loopback or multicast block.
-fn implausible(n: &ipnet::IpNet) -> bool {
-    let whole = |block: &str| n.contains(&block.parse::<ipnet::IpNet>().unwrap());
-    match n {
-        ipnet::IpNet::V4(v4) => {
-            v4.prefix_len() < 8
-                || [
-                    "10.0.0.0/8",
-                    "172.16.0.0/12",
-                    "192.168.0.0/16",
-                    "100.64.0.0/10",
-                    "169.254.0.0/16",
-                    "127.0.0.0/8",
-                    "224.0.0.0/4",
-                ]
-                .iter()
-                .any(|b| whole(b))
-        }
-        ipnet::IpNet::V6(v6) => {
-            v6.prefix_len() < 16
-                || ["fc00::/7", "fd00::/8", "fe80::/10", "ff00::/8", "::1/128"]
-                    .iter()
-                    .any(|b| whole(b))
-        }
     }
 }

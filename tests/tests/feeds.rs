@@ -26,7 +26,7 @@ fn policy(feed_dir: &Path, laptops_mode: &str) -> std::path::PathBuf {
         "segments": [
           {{"name": "pumps", "life_critical": true}},
           {{"name": "pis-servers", "subnets": ["10.50.0.0/24"]}},
-          {{"name": "laptops", "mode": "{laptops_mode}"}}
+          {{"name": "laptops", "mode": "{laptops_mode}", "subnets": ["10.99.0.0/24"]}}
         ],
         "devices": [
           {{"name": "pump", "mac": "{PUMP1}", "ipv4": "10.10.0.11", "segment": "pumps"}},
@@ -203,6 +203,26 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
     );
     let out = ctl.cli(&["reload", policy(&dir, "enforce").to_str().unwrap()]);
     assert!(out.status.success());
+
+    // A network holding the PIS's and the laptops' subnets is a share of
+    // the hospital, not an indicator: skipped, listed first, not counted
+    // as enforced.
+    std::fs::write(
+        dir.join("block.txt"),
+        "203.0.113.9\n10.50.0.0/24 # the PIS subnet\n10.0.0.0/9\n",
+    )
+    .unwrap();
+    wait("the /9 skipped", Duration::from_secs(5), || {
+        feed(&ctl, "blocklist")["skipped"] == 1
+    });
+    let f = feed(&ctl, "blocklist");
+    assert_eq!(f["entries"], 2, "{f}");
+    assert!(
+        f["problems"][0].as_str().is_some_and(|p| p.starts_with(
+            "line 3: `10.0.0.0/9` holds the subnets of several segments (10.50.0.0/24 of `pis-servers`, 10.99.0.0/24 of `laptops`)"
+        )),
+        "{f}"
+    );
 
     // The feed file goes missing: its last good contents stay enforced and
     // the failure is reported.

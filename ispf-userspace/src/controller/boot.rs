@@ -103,7 +103,11 @@ pub(super) struct First {
 pub(super) fn first_generation(opts: &RunOptions, file: &Policy, policy: &Policy) -> Result<First> {
     let feed_set = cached_feeds(opts, file);
     let mut feed_cache = CompileCache::default();
-    let compiled = compile(policy).with_feeds(feed_cache.compile(&feed_set, &policy.doc.feeds));
+    let (feeds, _) = feed_cache.compile(&feed_set, policy);
+    if let Some(said) = crate::feeds::own::summary(&feeds.skips, policy) {
+        crate::clock::log(said);
+    }
+    let compiled = compile(policy).with_feeds(feeds);
     let counts = Counts::of(&compiled);
     let sizes = opts.sizes.resolve(&counts);
     check_fits(&sizes, &counts, &counts)?;
@@ -199,7 +203,7 @@ mod tests {
         assert_eq!(first.compiled.feeds.net4.len(), 1);
         // The engine's first decision asks the cache again with the same
         // contents: it must get this very compilation, not a new one.
-        let again = first.feed_cache.compile(&first.feeds, &policy.doc.feeds);
+        let (again, _) = first.feed_cache.compile(&first.feeds, &policy);
         assert!(Arc::ptr_eq(&first.compiled.feeds, &again));
     }
 }

@@ -18,6 +18,7 @@ use crate::{
         enforced_sha256, holding, overlay, plan, with_plan, Decision, DecisionRequest, Kind, Known,
         Plan,
     },
+    feeds::own,
     feeds::FeedSet,
     inventory::{db, judge::Judge, store},
     policy::{
@@ -174,7 +175,10 @@ impl Engine {
     /// What the datapath gets for `policy`: its compilation with the feeds'
     /// current contents.
     pub(super) fn compiled(&mut self, policy: &Policy) -> Compiled {
-        let feeds = self.feed_cache.compile(&self.feeds, &policy.doc.feeds);
+        let (feeds, fresh) = self.feed_cache.compile(&self.feeds, policy);
+        if let Some(said) = fresh.then(|| own::summary(&feeds.skips, policy)).flatten() {
+            log(said);
+        }
         compile(policy).with_feeds(feeds)
     }
 

@@ -166,6 +166,7 @@ impl Engine {
             file_sha256: self.file.sha256_hex(),
             decisions: self.decisions.clone(),
             feeds: self.feeds.clone(),
+            feed_skips: Arc::new(self.feed_cache.skips_of(&self.feeds)),
             policy_path: self.enforced.path.clone(),
             generation: self.dp.epoch(),
             applied_at: self.enforced.applied_at.clone(),

@@ -344,7 +344,7 @@ fn render_metrics(
     };
     let stats = shared.stats.lock().unwrap_or_else(|e| e.into_inner());
     let devices = metrics::DeviceFacts::of(&inventory.facts, &snap.decisions);
-    let feed_status = server::feed_statuses(feeds, &stats, &snap.policy.doc.feeds);
+    let feed_status = server::feed_statuses(feeds, &stats, &snap);
     metrics::render(
         &stats,
         &counters,

@@ -85,7 +85,9 @@ impl Threats {
             return;
         }
         self.of = Some(key);
-        self.index = (!snap.feeds.feeds.is_empty())
-            .then(|| feeds::compile::FeedIndex::new(&snap.feeds, &snap.policy.doc.feeds));
+        self.index = (!snap.feeds.feeds.is_empty()).then(|| {
+            let own = feeds::own::OwnSubnets::of(&snap.policy);
+            feeds::compile::FeedIndex::new(&snap.feeds, &snap.policy.doc.feeds, &own)
+        });
     }
 }

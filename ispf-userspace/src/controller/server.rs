@@ -26,11 +26,11 @@ use super::{
     },
     devices,
     engine::Command,
-    shared::Shared,
+    shared::{Shared, Snapshot},
 };
 use crate::{
     control::{CounterRow, InventoryStatus, MapStatus, Request, Response, Status},
-    feeds::{refresh::Refresher, FeedStatus},
+    feeds::{refresh::Refresher, FeedStatus, PROBLEMS_KEPT},
     inventory::Inventory,
     policy::FeedDoc,
 };
@@ -132,9 +132,9 @@ async fn handle(mut stream: UnixStream, c: &Control) {
         Request::Feeds => {
             let (shared, feeds) = (c.shared.clone(), c.feeds.clone());
             tokio::task::spawn_blocking(move || {
-                let docs = shared.snapshot().policy.doc.feeds.clone();
+                let snap = shared.snapshot();
                 Response::Feeds {
-                    feeds: feed_statuses(&feeds, &lock_stats(&shared), &docs),
+                    feeds: feed_statuses(&feeds, &lock_stats(&shared), &snap),
                 }
             })
             .await
@@ -214,13 +214,15 @@ async fn reload(c: &Control, policy: Option<std::path::PathBuf>, dry_run: bool) 
     resp
 }
 
-/// Every feed of the enforced policy: the refresher's view of it and the
-/// datapath's hit counts, in the policy's order.
+/// Every feed of the enforced policy: the refresher's view of it, the
+/// entries the policy's own subnets kept out, and the datapath's hit
+/// counts, in the policy's order.
 pub fn feed_statuses(
     feeds: &Refresher,
     stats: &crate::datapath::Stats,
-    docs: &[FeedDoc],
+    snap: &Snapshot,
 ) -> Vec<FeedStatus> {
+    let docs: &[FeedDoc] = &snap.policy.doc.feeds;
     let known = feeds.statuses();
     let hits = stats.feed_hits(docs.len());
     docs.iter()
@@ -232,6 +234,23 @@ pub fn feed_statuses(
                 .cloned()
                 .unwrap_or_else(|| FeedStatus::new(d));
             (s.hits_passed, s.hits_dropped) = hits.get(i).copied().unwrap_or_default();
+            let own: Vec<String> = snap
+                .feed_skips
+                .iter()
+                .filter(|k| k.feed == i)
+                .map(|k| k.why.clone())
+                .collect();
+            if !own.is_empty() {
+                // Listed first: an entry that isolated a segment matters
+                // more than an unreadable line.
+                s.skipped += own.len() as u64;
+                s.entries = s.entries.saturating_sub(own.len());
+                s.problems = own
+                    .into_iter()
+                    .chain(s.problems)
+                    .take(PROBLEMS_KEPT)
+                    .collect();
+            }
             s
         })
         .collect()

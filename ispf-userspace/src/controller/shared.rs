@@ -33,6 +33,9 @@ pub struct Snapshot {
     pub decisions: Arc<Vec<Decision>>,
     /// The threat feeds' contents enforced.
     pub feeds: Arc<crate::feeds::FeedSet>,
+    /// Their entries not enforced because they cover the policy's own
+    /// subnets.
+    pub feed_skips: Arc<Vec<crate::feeds::own::Skip>>,
     pub policy_path: PathBuf,
     pub generation: u32,
     pub applied_at: String,

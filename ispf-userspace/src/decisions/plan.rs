@@ -291,9 +291,8 @@ pub fn with_plan(current: &[Decision], p: &Plan) -> Vec<Decision> {
     out
 }
 
-/// A role decision's reason: also how the RADIUS listener knows which
-/// session holds a role decision the controller ended.
-pub fn session_reason(role: &str, user: &str, nas: &str, session: &str) -> String {
+/// A role decision's reason, as `ispf decisions` and the timeline show it.
+fn session_reason(role: &str, user: &str, nas: &str, session: &str) -> String {
     format!("role {role} of {user} (NAS {nas}, session {session})")
 }
 

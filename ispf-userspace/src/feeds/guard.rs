@@ -64,8 +64,24 @@ fn span(net: &IpNet) -> (u128, u128) {
     }
 }
 
+/// Whether `nets` (networks inside `block`) together leave no address
+/// of it out.
+pub(super) fn tile(block: &IpNet, nets: &[IpNet]) -> bool {
+    let mut spans: Vec<(u128, u128)> = nets.iter().map(span).collect();
+    spans.sort_unstable();
+    let (first, last) = span(block);
+    let mut next = first;
+    for (lo, hi) in spans {
+        if lo > next {
+            break;
+        }
+        next = next.max(hi.saturating_add(1));
+    }
+    next > last
+}
+
 /// Where an entry was read: its line or its indicator.
-fn at(e: &Entry) -> String {
+pub(super) fn at(e: &Entry) -> String {
     match (&e.indicator, e.line) {
         (Some(id), _) => id.clone(),
         (None, Some(l)) => format!("line {l}"),
@@ -84,19 +100,8 @@ pub(super) fn drop_covering_together(c: &mut Contents) {
         if inside.len() < 2 {
             continue;
         }
-        let mut spans: Vec<(u128, u128)> =
-            inside.iter().map(|&i| span(&c.entries[i].net)).collect();
-        spans.sort_unstable();
-        let (first, last) = span(&block);
-        // Covered whole: the sorted spans leave no gap from first to last.
-        let mut next = first;
-        for (lo, hi) in spans {
-            if lo > next {
-                break;
-            }
-            next = next.max(hi.saturating_add(1));
-        }
-        if next <= last {
+        let nets: Vec<IpNet> = inside.iter().map(|&i| c.entries[i].net).collect();
+        if !tile(&block, &nets) {
             continue;
         }
         let named: Vec<String> = inside.iter().take(3).map(|&i| at(&c.entries[i])).collect();

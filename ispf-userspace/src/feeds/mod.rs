@@ -3,7 +3,8 @@
 //! with conditional requests and backoff (`fetch`), keeping each feed's
 //! last good contents (also on disk, so a restart enforces them before the
 //! first fetch) and refreshing them (`refresh`), and compiling them into
-//! map entries and the controller's own index for reports (`compile`).
+//! map entries and the controller's own index for reports (`compile`),
+//! without what covers the policy's own subnets (`own`).
 //!
 //! Owns: feed contents and their status. May call: the policy's types.
 //! Never writes maps: a new feed set goes to the engine, which applies it
@@ -12,6 +13,7 @@
 pub mod compile;
 pub mod fetch;
 pub mod guard;
+pub mod own;
 pub mod plain;
 pub mod refresh;
 pub mod stix;
@@ -44,7 +46,7 @@ pub struct Entry {
 }
 
 /// Problems kept per feed (the count is exact, the list a sample).
-const PROBLEMS_KEPT: usize = 20;
+pub const PROBLEMS_KEPT: usize = 20;
 
 /// What one read of a feed yielded.
 #[derive(Debug, Clone, Default)]

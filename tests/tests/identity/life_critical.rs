@@ -16,6 +16,17 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     let ctl = Ctl::start(paths("idl"), &plain, &ifaces);
     let open =
         |ctl: &Ctl| String::from_utf8_lossy(&ctl.cli(&["sessions", "--json"]).stdout).into_owned();
+    let unlisted = |ctl: &Ctl| {
+        let t = Instant::now();
+        while open(ctl).contains(LAPTOP) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "still listed: {}",
+                open(ctl)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
     let ended_for_life_critical = |ctl: &Ctl| {
         timeline(ctl, LAPTOP).iter().any(|e| {
             e["event"] == "session_ended"
@@ -48,15 +59,7 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     );
     assert_eq!(state(&ctl, LAPTOP), "pumps");
     assert!(ended_for_life_critical(&ctl));
-    let t = Instant::now();
-    while open(&ctl).contains(LAPTOP) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "still listed: {}",
-            open(&ctl)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    unlisted(&ctl);
     let before = scrape(&ctl.metrics);
     assert!(radclient(
         &acct("Interim-Update", "L1", LAPTOP, "biomed"),
@@ -87,15 +90,7 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     drop(ctl);
     let ctl = Ctl::start(kept, &critical, &ifaces);
     assert_eq!(state(&ctl, LAPTOP), "pumps");
-    let t = Instant::now();
-    while open(&ctl).contains(LAPTOP) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "still listed: {}",
-            open(&ctl)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    unlisted(&ctl);
     let ended = timeline(&ctl, LAPTOP)
         .iter()
         .filter(|e| {

@@ -76,7 +76,11 @@ pub fn feeds(b: &mut Bench) -> Result<()> {
     let mut set = FeedSet::default();
     set.feeds.insert("bench".into(), Arc::new(contents));
     let t2 = Instant::now();
-    let compiled = compile(&b.headline).with_feeds(feeds::compile::compile(&set, &docs));
+    let compiled = compile(&b.headline).with_feeds(feeds::compile::compile(
+        &set,
+        &docs,
+        &feeds::own::OwnSubnets::of(&b.headline),
+    ));
     let compile_ms = t2.elapsed().as_secs_f64() * 1000.0;
     let t3 = Instant::now();
     dp.apply(&compiled)?;
