@@ -116,7 +116,15 @@ fn pattern_nets(p: &str) -> Result<Vec<(String, IpNet)>, String> {
                         if v6 != (path == "ipv6-addr:value") {
                             return Err(format!("`{v}` is not an address of {path}"));
                         }
-                        nets.push((v.clone(), net));
+                        // Named twice, it is one entry (and one skip).
+                        if !nets.iter().any(|(_, n)| *n == net) {
+                            nets.push((v.clone(), net));
+                        }
+                    }
+                    (Some(Tok::Eq), Some(Tok::Other(v))) => {
+                        return Err(format!(
+                            "compares with {v}, not a string: STIX values are in single quotes ('10.0.0.1')"
+                        ))
                     }
                     (Some(Tok::Other(op)), _) | (Some(Tok::Path(op)), _) => {
                         return Err(format!("uses the operator `{op}`; only `=` is enforced"))
@@ -258,6 +266,10 @@ mod tests {
             // One network of an indicator too broad: the other stays.
             ind("r", "[ipv4-addr:value = '0.0.0.0/0' OR ipv4-addr:value = '192.0.2.16']", ""),
             ind("s", "[ipv4-addr:value = '192.168.0.0/16']", ""),
+            // Named twice: one skip, one entry.
+            ind("t", "[ipv4-addr:value = '10.0.0.0/8' OR ipv4-addr:value = '10.0.0.0/8']", ""),
+            ind("u", "[ipv4-addr:value = '192.0.2.17'] OR [ipv4-addr:value = '192.0.2.17']", ""),
+            ind("v", "[ipv4-addr:value = \"192.0.2.18\"]", ""),
         ];
         let bundle = format!(
             r#"{{"type":"bundle","id":"bundle--1","objects":[{}]}}"#,
@@ -278,6 +290,7 @@ mod tests {
             ("indicator--c", "192.0.2.0/24"),
             ("indicator--m", "192.0.2.13/32"),
             ("indicator--r", "192.0.2.16/32"),
+            ("indicator--u", "192.0.2.17/32"),
         ];
         assert_eq!(
             got,
@@ -285,7 +298,7 @@ mod tests {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect::<Vec<_>>()
         );
-        assert_eq!(c.skipped, 15, "{:#?}", c.problems);
+        assert_eq!(c.skipped, 17, "{:#?}", c.problems);
         for (id, why) in [
             ("d", "AND"),
             ("e", "not an IP"),
@@ -300,6 +313,8 @@ mod tests {
             ("q", "the operator `!=`"),
             ("r", "`0.0.0.0/0` is broader than a /8"),
             ("s", "covers all of 192.168.0.0/16"),
+            ("t", "covers all of 10.0.0.0/8"),
+            ("v", "compares with \"192.0.2.18\", not a string"),
         ] {
             assert!(
                 c.problems
