@@ -26,7 +26,7 @@ fn policy(feed_dir: &Path, laptops_mode: &str) -> std::path::PathBuf {
         "segments": [
           {{"name": "pumps", "life_critical": true}},
           {{"name": "pis-servers", "subnets": ["10.50.0.0/24"]}},
-          {{"name": "laptops", "mode": "{laptops_mode}", "subnets": ["10.99.0.0/24"]}}
+          {{"name": "laptops", "mode": "{laptops_mode}"}}
         ],
         "devices": [
           {{"name": "pump", "mac": "{PUMP1}", "ipv4": "10.10.0.11", "segment": "pumps"}},
@@ -204,9 +204,9 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
     let out = ctl.cli(&["reload", policy(&dir, "enforce").to_str().unwrap()]);
     assert!(out.status.success());
 
-    // A network holding the PIS's and the laptops' subnets is a share of
-    // the hospital, not an indicator: skipped, listed first, not counted
-    // as enforced.
+    // A network holding the PIS's subnet and the pump's and the laptop's
+    // addresses is a share of the hospital, not an indicator: skipped,
+    // listed first, not counted as enforced.
     std::fs::write(
         dir.join("block.txt"),
         "203.0.113.9\n10.50.0.0/24 # the PIS subnet\n10.0.0.0/9\n",
@@ -219,9 +219,29 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
     assert_eq!(f["entries"], 2, "{f}");
     assert!(
         f["problems"][0].as_str().is_some_and(|p| p.starts_with(
-            "line 3: `10.0.0.0/9` holds the subnets of several segments (10.50.0.0/24 of `pis-servers`, 10.99.0.0/24 of `laptops`)"
+            "line 3: `10.0.0.0/9` holds the addresses of several segments (10.50.0.0/24 of `pis-servers`, 10.10.0.11 of `pumps`)"
         )),
         "{f}"
+    );
+    // A file under which it holds one segment only (the PIS owns a VLAN
+    // instead, the laptop joins the pumps): a dry run says it would be
+    // enforced again, and applies nothing.
+    let text = std::fs::read_to_string(policy(&dir, "enforce"))
+        .unwrap()
+        .replace(r#""subnets": ["10.50.0.0/24"]"#, r#""vlans": [50]"#)
+        .replace(r#""segment": "laptops"}"#, r#""segment": "pumps"}"#);
+    let one = write_policy("feeds-one-segment", &text);
+    let dry = ctl.cli(&["reload", "--dry-run", one.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        said.contains("! threat feed `blocklist`: `10.0.0.0/9` is enforced again"),
+        "{said}{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(
+        feed(&ctl, "blocklist")["skipped"],
+        1,
+        "a dry run applies nothing"
     );
 
     // The feed file goes missing: its last good contents stay enforced and

@@ -143,7 +143,7 @@ impl Engine {
             self.run.save_policy(&next.sha256, bytes)?;
         }
         self.save_state(vec![self.enforced.clone(), next.clone()])?;
-        let compiled = self.compiled(&policy);
+        let compiled = self.compiled(&file, &policy);
         let generation = match self.dp.apply(&compiled) {
             Ok(g) => g,
             Err(e) => {
@@ -152,6 +152,12 @@ impl Engine {
                 return Err(e.into());
             }
         };
+        if compiled.feeds.skips != *self.feed_skips {
+            if let Some(said) = own::summary(&compiled.feeds.skips, &policy) {
+                log(said);
+            }
+            self.feed_skips = Arc::new(compiled.feeds.skips.clone());
+        }
         if !gone.is_empty() {
             self.dp.end_segments(&gone)?;
         }
@@ -174,11 +180,8 @@ impl Engine {
 
     /// What the datapath gets for `policy`: its compilation with the feeds'
     /// current contents.
-    pub(super) fn compiled(&mut self, policy: &Policy) -> Compiled {
-        let (feeds, fresh) = self.feed_cache.compile(&self.feeds, policy);
-        if let Some(said) = fresh.then(|| own::summary(&feeds.skips, policy)).flatten() {
-            log(said);
-        }
+    pub(super) fn compiled(&mut self, file: &Policy, policy: &Policy) -> Compiled {
+        let (feeds, _) = self.feed_cache.compile(&self.feeds, file, policy);
         compile(policy).with_feeds(feeds)
     }
 
@@ -193,7 +196,7 @@ impl Engine {
         match self.enforce(file, policy, &path, None, decisions, now) {
             Ok(g) => log(format!(
                 "threat feeds: {} entries enforced as generation {g}",
-                self.feeds.entries()
+                self.feeds.entries().saturating_sub(self.feed_skips.len())
             )),
             Err(e) => {
                 log(format!(

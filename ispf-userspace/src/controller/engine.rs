@@ -103,6 +103,9 @@ pub struct Engine {
     pub feeds: Arc<FeedSet>,
     /// Their compilation, reused across decisions.
     pub(super) feed_cache: crate::feeds::compile::CompileCache,
+    /// Their entries the datapath does not hold because they hold several
+    /// segments: of the generation enforced, not of a refused one.
+    pub(super) feed_skips: Arc<Vec<crate::feeds::own::Skip>>,
     /// The enforced file's devices by MAC, address and name, for
     /// decisions.
     pub(super) file_index: crate::decisions::IndexCache,
@@ -141,6 +144,7 @@ impl Engine {
             file: s.file,
             policy: s.policy,
             decisions: Arc::new(s.decisions),
+            feed_skips: Arc::new(s.feed_cache.skips_of(&s.feeds)),
             feeds: s.feeds,
             feed_cache: s.feed_cache,
             file_index: Default::default(),
@@ -166,7 +170,7 @@ impl Engine {
             file_sha256: self.file.sha256_hex(),
             decisions: self.decisions.clone(),
             feeds: self.feeds.clone(),
-            feed_skips: Arc::new(self.feed_cache.skips_of(&self.feeds)),
+            feed_skips: self.feed_skips.clone(),
             policy_path: self.enforced.path.clone(),
             generation: self.dp.epoch(),
             applied_at: self.enforced.applied_at.clone(),

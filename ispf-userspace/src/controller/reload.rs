@@ -3,6 +3,7 @@
 //! site), else applied as one generation with its diff reported.
 
 use std::{
+    collections::HashSet,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -17,6 +18,11 @@ use super::{
 use crate::{
     control::{ReloadReport, Response},
     decisions::file_change_effects,
+    feeds::{
+        self,
+        own::{OwnSubnets, Skip},
+    },
+    policy::FeedDoc,
     policy::{diff::diff, load::read_policy},
 };
 
@@ -116,10 +122,18 @@ impl Engine {
         let new = desired(&file, &decisions, now)?;
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;
+        let skipped = self.feed_skips.clone();
         let generation = if dry_run {
+            if !self.feeds.feeds.is_empty() && file.sha256 != self.file.sha256 {
+                let own = OwnSubnets::of(&file);
+                let after = feeds::compile::skips(&self.feeds, &new.doc.feeds, &own);
+                d.feeds = feed_notes(&skipped, &after, &new.doc.feeds);
+            }
             self.dp.epoch()
         } else {
+            let docs = new.doc.feeds.clone();
             let g = self.enforce(file, new, path, Some(&bytes), decisions, now)?;
+            d.feeds = feed_notes(&skipped, &self.feed_skips, &docs);
             if !ended.is_empty() {
                 self.roles_ended(ended, g, now);
             }
@@ -131,5 +145,58 @@ impl Engine {
             applied: !dry_run,
             generation,
         })
+    }
+}
+
+/// What a file change does to the feeds' entries that hold several
+/// segments: skipped now, or enforced again.
+fn feed_notes(before: &[Skip], after: &[Skip], docs: &[FeedDoc]) -> Vec<String> {
+    let name = |i: usize| docs.get(i).map_or("?", |d| d.name.as_str());
+    let key = |k: &Skip| (k.feed, k.net);
+    let was: HashSet<_> = before.iter().map(key).collect();
+    let is: HashSet<_> = after.iter().map(key).collect();
+    let mut out: Vec<String> = after
+        .iter()
+        .filter(|k| !was.contains(&key(k)))
+        .map(|k| format!("threat feed `{}`: {}", name(k.feed), k.why))
+        .collect();
+    let mut again: Vec<(usize, ipnet::IpNet)> =
+        before.iter().map(key).filter(|k| !is.contains(k)).collect();
+    again.sort_unstable();
+    again.dedup();
+    out.extend(again.into_iter().map(|(f, net)| {
+        format!(
+            "threat feed `{}`: `{net}` is enforced again: it no longer holds several segments",
+            name(f)
+        )
+    }));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_notes_name_what_a_file_starts_and_stops_skipping() {
+        let skip = |feed: usize, net: &str| Skip {
+            feed,
+            net: net.parse().unwrap(),
+            why: format!("line 1: `{net}` holds the addresses of several segments"),
+        };
+        let docs: Vec<FeedDoc> = serde_json::from_value(serde_json::json!([
+            { "name": "a", "source": "/a" }, { "name": "b", "source": "/b" }
+        ]))
+        .unwrap();
+        let before = [skip(0, "10.0.0.0/9"), skip(1, "10.0.0.0/9")];
+        let after = [skip(0, "10.0.0.0/9"), skip(0, "10.128.0.0/9")];
+        assert_eq!(
+            feed_notes(&before, &after, &docs),
+            [
+                "threat feed `a`: line 1: `10.128.0.0/9` holds the addresses of several segments",
+                "threat feed `b`: `10.0.0.0/9` is enforced again: it no longer holds several segments",
+            ]
+        );
+        assert!(feed_notes(&after, &after, &docs).is_empty());
     }
 }

@@ -67,27 +67,32 @@ pub(super) async fn read_events(
     }
 }
 
-/// The feeds' index for naming threats, rebuilt when the feeds or the
-/// policy change.
+/// The feeds' index for naming threats, rebuilt when the feeds, their
+/// declarations or what the datapath skipped of them change (not at every
+/// decision). Holds what it was built of, so that a comparison by
+/// pointer cannot be fooled by memory reused.
 #[derive(Default)]
 struct Threats {
     index: Option<feeds::compile::FeedIndex>,
-    of: Option<(usize, usize)>,
+    of: Option<ThreatsOf>,
 }
+
+type ThreatsOf = (
+    Arc<feeds::FeedSet>,
+    Vec<crate::policy::FeedDoc>,
+    Arc<Vec<feeds::own::Skip>>,
+);
 
 impl Threats {
     fn refresh(&mut self, snap: &shared::Snapshot) {
-        let key = (
-            Arc::as_ptr(&snap.feeds) as usize,
-            Arc::as_ptr(&snap.policy) as usize,
-        );
-        if self.of == Some(key) {
-            return;
+        let docs = &snap.policy.doc.feeds;
+        if let Some((f, d, k)) = &self.of {
+            if Arc::ptr_eq(f, &snap.feeds) && d == docs && Arc::ptr_eq(k, &snap.feed_skips) {
+                return;
+            }
         }
-        self.of = Some(key);
-        self.index = (!snap.feeds.feeds.is_empty()).then(|| {
-            let own = feeds::own::OwnSubnets::of(&snap.policy);
-            feeds::compile::FeedIndex::new(&snap.feeds, &snap.policy.doc.feeds, &own)
-        });
+        self.of = Some((snap.feeds.clone(), docs.clone(), snap.feed_skips.clone()));
+        self.index = (!snap.feeds.feeds.is_empty())
+            .then(|| feeds::compile::FeedIndex::new(&snap.feeds, docs, &snap.feed_skips));
     }
 }

@@ -234,17 +234,17 @@ pub fn feed_statuses(
                 .cloned()
                 .unwrap_or_else(|| FeedStatus::new(d));
             (s.hits_passed, s.hits_dropped) = hits.get(i).copied().unwrap_or_default();
-            let own: Vec<String> = snap
-                .feed_skips
-                .iter()
-                .filter(|k| k.feed == i)
-                .map(|k| k.why.clone())
-                .collect();
+            let own: Vec<&crate::feeds::own::Skip> =
+                snap.feed_skips.iter().filter(|k| k.feed == i).collect();
             if !own.is_empty() {
-                // Listed first: an entry that isolated a segment matters
-                // more than an unreadable line.
+                // `entries` counts distinct networks; a line repeated is
+                // one entry, and one fewer when skipped.
+                let nets: std::collections::HashSet<_> = own.iter().map(|k| k.net).collect();
                 s.skipped += own.len() as u64;
-                s.entries = s.entries.saturating_sub(own.len());
+                s.entries = s.entries.saturating_sub(nets.len());
+                // Listed first: an entry that would have cut segments off
+                // matters more than an unreadable line.
+                let own = own.into_iter().map(|k| k.why.clone());
                 s.problems = own
                     .into_iter()
                     .chain(s.problems)

@@ -25,6 +25,10 @@ pub struct PolicyDiff {
     /// controller, which knows them).
     #[serde(default)]
     pub decisions: Vec<String>,
+    /// Threat-feed entries the new file starts or stops skipping (filled
+    /// by the controller, which knows the feeds).
+    #[serde(default)]
+    pub feeds: Vec<String>,
 }
 
 impl PolicyDiff {
@@ -283,7 +287,7 @@ impl std::fmt::Display for PolicyDiff {
         for (a, b, s) in &self.closed {
             writeln!(f, "- closes {a} -> {b}: {}", s.join(", "))?;
         }
-        for d in &self.decisions {
+        for d in self.decisions.iter().chain(&self.feeds) {
             writeln!(f, "! {d}")?;
         }
         Ok(())

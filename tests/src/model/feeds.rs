@@ -33,18 +33,46 @@ pub(super) fn implausible(n: &IpNet) -> bool {
     }
 }
 
-/// A feed network holding the declared subnets of two or more segments
-/// (README, "Networks a feed never enforces"); one segment's subnets are
-/// enforced as the spec says.
+/// A feed network holding addresses of two or more segments (a declared
+/// subnet whole, or a registered device's address), unless it is a single
+/// address or exactly a declared subnet (README, "Networks a feed never
+/// enforces").
 pub(super) fn spans_segments(doc: &PolicyDoc, n: &IpNet) -> bool {
-    doc.segments
+    let declared = || {
+        doc.segments
+            .iter()
+            .flat_map(|s| s.subnets.iter().filter_map(|x| x.parse::<IpNet>().ok()))
+    };
+    if n.prefix_len() == n.max_prefix_len() || declared().any(|x| x == *n) {
+        return false;
+    }
+    let mut held: Vec<&str> = doc
+        .segments
         .iter()
         .filter(|s| {
             s.subnets
                 .iter()
-                .filter_map(|sub| sub.parse::<IpNet>().ok())
-                .any(|sub| n.contains(&sub))
+                .filter_map(|x| x.parse::<IpNet>().ok())
+                .any(|x| n.contains(&x))
         })
-        .count()
-        >= 2
+        .map(|s| s.name.as_str())
+        .collect();
+    for d in &doc.devices {
+        let v4 = d
+            .ipv4
+            .iter()
+            .flat_map(|a| a.as_slice())
+            .map(|a| std::net::IpAddr::V4(*a));
+        let v6 = d
+            .ipv6
+            .iter()
+            .flat_map(|a| a.as_slice())
+            .map(|a| std::net::IpAddr::V6(*a));
+        if v4.chain(v6).any(|a| n.contains(&a)) {
+            held.push(d.segment.as_str());
+        }
+    }
+    held.sort_unstable();
+    held.dedup();
+    held.len() >= 2
 }
