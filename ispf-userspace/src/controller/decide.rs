@@ -153,7 +153,7 @@ impl Engine {
             }
         };
         if compiled.feeds.skips != *self.feed_skips {
-            if let Some(said) = own::summary(&compiled.feeds.skips, &policy) {
+            if let Some(said) = own::changed(&self.feed_skips, &compiled.feeds.skips, &policy) {
                 log(said);
             }
             self.feed_skips = Arc::new(compiled.feeds.skips.clone());
@@ -195,8 +195,9 @@ impl Engine {
         let decisions = self.decisions.to_vec();
         match self.enforce(file, policy, &path, None, decisions, now) {
             Ok(g) => log(format!(
-                "threat feeds: {} entries enforced as generation {g}",
-                self.feeds.entries().saturating_sub(self.feed_skips.len())
+                "threat feeds: {} entries read, {} of them skipped for holding several segments, applied as generation {g}",
+                self.feeds.entries(),
+                self.feed_skips.len()
             )),
             Err(e) => {
                 log(format!(

@@ -122,18 +122,18 @@ impl Engine {
         let new = desired(&file, &decisions, now)?;
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;
-        let skipped = self.feed_skips.clone();
+        let (skipped, old_docs) = (self.feed_skips.clone(), self.policy.doc.feeds.clone());
         let generation = if dry_run {
             if !self.feeds.feeds.is_empty() && file.sha256 != self.file.sha256 {
                 let own = OwnSubnets::of(&file);
                 let after = feeds::compile::skips(&self.feeds, &new.doc.feeds, &own);
-                d.feeds = feed_notes(&skipped, &after, &new.doc.feeds);
+                d.feeds = feed_notes((&skipped, &old_docs), (&after, &new.doc.feeds));
             }
             self.dp.epoch()
         } else {
             let docs = new.doc.feeds.clone();
             let g = self.enforce(file, new, path, Some(&bytes), decisions, now)?;
-            d.feeds = feed_notes(&skipped, &self.feed_skips, &docs);
+            d.feeds = feed_notes((&skipped, &old_docs), (&self.feed_skips, &docs));
             if !ended.is_empty() {
                 self.roles_ended(ended, g, now);
             }
@@ -149,25 +149,36 @@ impl Engine {
 }
 
 /// What a file change does to the feeds' entries that hold several
-/// segments: skipped now, or enforced again.
-fn feed_notes(before: &[Skip], after: &[Skip], docs: &[FeedDoc]) -> Vec<String> {
-    let name = |i: usize| docs.get(i).map_or("?", |d| d.name.as_str());
-    let key = |k: &Skip| (k.feed, k.net);
-    let was: HashSet<_> = before.iter().map(key).collect();
-    let is: HashSet<_> = after.iter().map(key).collect();
+/// segments: skipped now, or enforced again. Skips name feeds by their
+/// position in their own file's list, which a new file may reorder, so
+/// they are compared by name; a feed the new file drops says nothing.
+fn feed_notes(
+    (before, old_docs): (&[Skip], &[FeedDoc]),
+    (after, new_docs): (&[Skip], &[FeedDoc]),
+) -> Vec<String> {
+    let named = |skips: &[Skip], docs: &[FeedDoc]| -> HashSet<(String, ipnet::IpNet)> {
+        skips
+            .iter()
+            .filter_map(|k| Some((docs.get(k.feed)?.name.clone(), k.net)))
+            .collect()
+    };
+    let (was, is) = (named(before, old_docs), named(after, new_docs));
     let mut out: Vec<String> = after
         .iter()
-        .filter(|k| !was.contains(&key(k)))
-        .map(|k| format!("threat feed `{}`: {}", name(k.feed), k.why))
+        .filter_map(|k| {
+            let name = &new_docs.get(k.feed)?.name;
+            (!was.contains(&(name.clone(), k.net)))
+                .then(|| format!("threat feed `{name}`: {}", k.why))
+        })
         .collect();
-    let mut again: Vec<(usize, ipnet::IpNet)> =
-        before.iter().map(key).filter(|k| !is.contains(k)).collect();
+    let mut again: Vec<&(String, ipnet::IpNet)> = was
+        .iter()
+        .filter(|k| !is.contains(*k) && new_docs.iter().any(|d| d.name == k.0))
+        .collect();
     again.sort_unstable();
-    again.dedup();
-    out.extend(again.into_iter().map(|(f, net)| {
+    out.extend(again.into_iter().map(|(name, net)| {
         format!(
-            "threat feed `{}`: `{net}` is enforced again: it no longer holds several segments",
-            name(f)
+            "threat feed `{name}`: `{net}` is enforced again: it no longer holds several segments"
         )
     }));
     out
@@ -184,19 +195,31 @@ mod tests {
             net: net.parse().unwrap(),
             why: format!("line 1: `{net}` holds the addresses of several segments"),
         };
-        let docs: Vec<FeedDoc> = serde_json::from_value(serde_json::json!([
-            { "name": "a", "source": "/a" }, { "name": "b", "source": "/b" }
-        ]))
-        .unwrap();
+        let docs = |names: &[&str]| -> Vec<FeedDoc> {
+            names
+                .iter()
+                .map(|n| {
+                    serde_json::from_value(serde_json::json!({ "name": n, "source": "/x" }))
+                        .unwrap()
+                })
+                .collect()
+        };
+        let ab = docs(&["a", "b"]);
         let before = [skip(0, "10.0.0.0/9"), skip(1, "10.0.0.0/9")];
         let after = [skip(0, "10.0.0.0/9"), skip(0, "10.128.0.0/9")];
         assert_eq!(
-            feed_notes(&before, &after, &docs),
+            feed_notes((&before, &ab), (&after, &ab)),
             [
                 "threat feed `a`: line 1: `10.128.0.0/9` holds the addresses of several segments",
                 "threat feed `b`: `10.0.0.0/9` is enforced again: it no longer holds several segments",
             ]
         );
-        assert!(feed_notes(&after, &after, &docs).is_empty());
+        assert!(feed_notes((&after, &ab), (&after, &ab)).is_empty());
+        // A feed added in front moves the others' positions: nothing
+        // changed for `a`; `b`, dropped, says nothing.
+        let xa = docs(&["x", "a"]);
+        let moved = [skip(1, "10.0.0.0/9")];
+        assert!(feed_notes((&before[..1], &ab), (&moved, &xa)).is_empty());
+        assert!(feed_notes((&before, &ab), (&moved, &xa)).is_empty());
     }
 }

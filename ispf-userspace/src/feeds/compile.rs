@@ -94,13 +94,7 @@ fn resolve(
         };
         for e in &c.entries {
             if let Some(why) = skip(&e.net) {
-                let at = super::guard::at(e);
-                let why = format!("{at}: `{}` {why}; skipped", e.net);
-                skips.push(Skip {
-                    feed: i,
-                    net: e.net,
-                    why,
-                });
+                skips.push(skip_of(i, e, why));
                 continue;
             }
             match all.get_mut(&e.net) {
@@ -210,7 +204,24 @@ pub fn compile(set: &FeedSet, docs: &[FeedDoc], own: &OwnSubnets) -> CompiledFee
 /// What of `set` holds several of `own`'s segments, as a compilation
 /// would skip it (for `ispf reload --dry-run`, which applies nothing).
 pub fn skips(set: &FeedSet, docs: &[FeedDoc], own: &OwnSubnets) -> Vec<Skip> {
-    resolve(set, docs, &|n| own.covered_by(n)).1
+    let mut out = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        for e in set.feeds.get(&doc.name).iter().flat_map(|c| &c.entries) {
+            if let Some(why) = own.covered_by(&e.net) {
+                out.push(skip_of(i, e, why));
+            }
+        }
+    }
+    out
+}
+
+fn skip_of(feed: usize, e: &Entry, why: String) -> Skip {
+    let at = super::guard::at(e);
+    Skip {
+        feed,
+        net: e.net,
+        why: format!("{at}: `{}` {why}; skipped", e.net),
+    }
 }
 
 /// What the controller knows of a listed address: the feed, its action,

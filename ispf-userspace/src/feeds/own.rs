@@ -90,6 +90,19 @@ pub fn summary(skips: &[Skip], policy: &Policy) -> Option<String> {
     ))
 }
 
+/// The log line when a generation skips other networks than the one
+/// before (not when only their lines moved).
+pub fn changed(before: &[Skip], after: &[Skip], policy: &Policy) -> Option<String> {
+    let nets =
+        |k: &[Skip]| -> std::collections::BTreeSet<IpNet> { k.iter().map(|k| k.net).collect() };
+    if nets(before) == nets(after) {
+        return None;
+    }
+    Some(summary(after, policy).unwrap_or_else(|| {
+        "threat feeds: every entry is enforced: none holds several segments any more".into()
+    }))
+}
+
 fn span(net: &IpNet) -> (u128, u128) {
     match net {
         IpNet::V4(n) => (
