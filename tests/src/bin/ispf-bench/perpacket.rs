@@ -102,8 +102,25 @@ impl Drop for Anchor {
         if !std::path::Path::new("/var/run/netns/ispfb-anchor").exists() {
             return;
         }
-        let _in = InNs::enter("ispfb-anchor");
-        let _ = sh(&["ip", "link", "del", &self.link]);
+        {
+            let _in = InNs::enter("ispfb-anchor");
+            let _ = sh(&["ip", "link", "del", &self.link]);
+        }
+        // The last anchor out takes its namespace with it: a bench leaves
+        // nothing behind.
+        let left = sh(&[
+            "ip",
+            "-n",
+            "ispfb-anchor",
+            "-o",
+            "link",
+            "show",
+            "type",
+            "veth",
+        ]);
+        if left.status.success() && left.stdout.is_empty() {
+            let _ = sh(&["ip", "netns", "del", "ispfb-anchor"]);
+        }
     }
 }
 
@@ -123,6 +140,20 @@ pub fn ispf_with(policy: &Policy) -> Result<(Datapath, f64)> {
 struct XdpFilter {
     _topo: Topology,
     prog_id: u64,
+}
+
+impl Drop for XdpFilter {
+    /// Unloaded before its namespace goes: xdp-filter keeps its maps
+    /// pinned under /sys/fs/bpf until it is unloaded.
+    fn drop(&mut self) {
+        let _in = InNs::enter("ispfb-xf");
+        let _ = ispf_tests::programs::command("xdp-filter")
+            .args(["unload", "eth0"])
+            .output();
+        // libxdp's dispatcher directory, empty once nothing uses it (a
+        // directory still in use is not removed).
+        let _ = std::fs::remove_dir("/sys/fs/bpf/xdp");
+    }
 }
 
 fn xdp_filter() -> Result<XdpFilter> {
