@@ -103,7 +103,7 @@ pub(super) struct First {
 pub(super) fn first_generation(opts: &RunOptions, file: &Policy, policy: &Policy) -> Result<First> {
     let feed_set = cached_feeds(opts, file);
     let mut feed_cache = CompileCache::default();
-    let (feeds, _) = feed_cache.compile(&feed_set, file, policy);
+    let feeds = feed_cache.compile(&feed_set, file, policy);
     if let Some(said) = crate::feeds::own::summary(&feeds.skips, policy) {
         crate::clock::log(said);
     }
@@ -203,7 +203,7 @@ mod tests {
         assert_eq!(first.compiled.feeds.net4.len(), 1);
         // The engine's first decision asks the cache again with the same
         // contents: it must get this very compilation, not a new one.
-        let (again, _) = first.feed_cache.compile(&first.feeds, &policy, &policy);
+        let again = first.feed_cache.compile(&first.feeds, &policy, &policy);
         assert!(Arc::ptr_eq(&first.compiled.feeds, &again));
     }
 }

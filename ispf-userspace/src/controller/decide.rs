@@ -181,7 +181,7 @@ impl Engine {
     /// What the datapath gets for `policy`: its compilation with the feeds'
     /// current contents.
     pub(super) fn compiled(&mut self, file: &Policy, policy: &Policy) -> Compiled {
-        let (feeds, _) = self.feed_cache.compile(&self.feeds, file, policy);
+        let feeds = self.feed_cache.compile(&self.feeds, file, policy);
         compile(policy).with_feeds(feeds)
     }
 

@@ -155,22 +155,22 @@ pub struct CompileCache {
 impl CompileCache {
     /// [`compile`] of `set` with `policy`'s feed declarations, skipping
     /// what holds several of `file`'s segments, from the cache when they
-    /// are what it was last asked for. Also says whether it compiled anew.
+    /// are what it was last asked for.
     pub fn compile(
         &mut self,
         set: &Arc<FeedSet>,
         file: &Policy,
         policy: &Policy,
-    ) -> (Arc<CompiledFeeds>, bool) {
+    ) -> Arc<CompiledFeeds> {
         let docs = &policy.doc.feeds;
         if let Some((s, d, f, c)) = &self.last {
             if Arc::ptr_eq(s, set) && d == docs && *f == file.sha256 {
-                return (c.clone(), false);
+                return c.clone();
             }
         }
         let c = Arc::new(compile(set, docs, &OwnSubnets::of(file)));
         self.last = Some((set.clone(), docs.to_vec(), file.sha256, c.clone()));
-        (c, true)
+        c
     }
 
     /// The skips of the last compilation, if it was of `set` (at start,

@@ -54,7 +54,7 @@ pub fn too_broad(net: &IpNet) -> Option<String> {
 }
 
 /// The first and last address of `net`, as numbers of its family.
-fn span(net: &IpNet) -> (u128, u128) {
+pub(super) fn span(net: &IpNet) -> (u128, u128) {
     match net {
         IpNet::V4(n) => (
             u32::from(n.network()) as u128,

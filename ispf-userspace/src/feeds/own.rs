@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use ipnet::IpNet;
 
+use super::guard;
 use crate::policy::Policy;
 
 /// Addresses of one family, sorted, with the segment each belongs to and,
@@ -39,12 +40,17 @@ impl Points {
         Self { at, next_other }
     }
 
+    /// The position of the first address in `lo..=hi`, if any.
+    fn first_in(&self, lo: u128, hi: u128) -> Option<usize> {
+        let i = self.at.partition_point(|(a, _)| *a < lo);
+        self.at.get(i).filter(|(a, _)| *a <= hi).map(|_| i)
+    }
+
     /// Two addresses in `lo..=hi` of different segments, if there are.
     fn two_in(&self, lo: u128, hi: u128) -> Option<((u128, u16), (u128, u16))> {
-        let i = self.at.partition_point(|(a, _)| *a < lo);
-        let first = *self.at.get(i).filter(|(a, _)| *a <= hi)?;
+        let i = self.first_in(lo, hi)?;
         let second = *self.at.get(self.next_other[i]).filter(|(a, _)| *a <= hi)?;
-        Some((first, second))
+        Some((self.at[i], second))
     }
 }
 
@@ -103,16 +109,6 @@ pub fn changed(before: &[Skip], after: &[Skip], policy: &Policy) -> Option<Strin
     }))
 }
 
-fn span(net: &IpNet) -> (u128, u128) {
-    match net {
-        IpNet::V4(n) => (
-            u32::from(n.network()) as u128,
-            u32::from(n.broadcast()) as u128,
-        ),
-        IpNet::V6(n) => (u128::from(n.network()), u128::from(n.broadcast())),
-    }
-}
-
 impl OwnSubnets {
     /// Of the policy file (runtime decisions move devices between
     /// segments, but not out of the hospital's address space).
@@ -162,16 +158,18 @@ impl OwnSubnets {
                 held.push((n.to_string(), s));
             }
         }
-        let (lo, hi) = span(net);
+        let (lo, hi) = guard::span(net);
         let points = match net {
             IpNet::V4(_) => &self.v4,
             IpNet::V6(_) => &self.v6,
         };
-        if let Some((x, y)) = points.two_in(lo, hi).or_else(|| {
-            // One device's segment is enough beside a subnet's.
-            let i = points.at.partition_point(|(a, _)| *a < lo);
-            points.at.get(i).filter(|(a, _)| *a <= hi).map(|p| (*p, *p))
-        }) {
+        // One device's segment is enough beside a subnet's.
+        let one = || {
+            points
+                .first_in(lo, hi)
+                .map(|i| (points.at[i], points.at[i]))
+        };
+        if let Some((x, y)) = points.two_in(lo, hi).or_else(one) {
             for (a, s) in [x, y] {
                 let addr = match net {
                     IpNet::V4(_) => std::net::Ipv4Addr::from(a as u32).to_string(),
