@@ -63,14 +63,31 @@ pub(super) fn run(
         conn: None,
         dirty: false,
     };
-    // Sessions recorded before a restart; role decisions no session holds
-    // any more are ended.
+    // Sessions recorded before a restart, those whose role decision still
+    // holds; role decisions no session holds any more are ended.
+    let decisions = view().decisions;
     if let Ok(c) = db::open(&db_path) {
-        st.sessions = Sessions::restore(store::sessions(&c).unwrap_or_default());
+        let held = |mac: &str| {
+            decisions
+                .iter()
+                .any(|d| d.kind == Kind::Role && d.mac == mac)
+        };
+        let (sessions, stale) = Sessions::restore(store::sessions(&c).unwrap_or_default(), held);
+        st.sessions = sessions;
         st.conn = Some(c);
+        if let Some(s) = stale.first() {
+            st.dirty = true;
+            log(format!(
+                "identity: {} recorded session(s) not restored (session {} of {} on {}{}): no role decision holds their device any more; the controller ended it before it last stopped",
+                stale.len(),
+                s.id,
+                s.user,
+                s.mac,
+                if stale.len() > 1 { " and others" } else { "" }
+            ));
+        }
     }
-    let mut orphans: Vec<String> = view()
-        .decisions
+    let mut orphans: Vec<String> = decisions
         .iter()
         .filter(|d| d.kind == Kind::Role && !st.sessions.is_bound(&d.mac))
         .map(|d| d.mac.clone())

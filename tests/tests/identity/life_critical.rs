@@ -88,7 +88,7 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     };
     // Killed and detached; the state directory stays.
     drop(ctl);
-    let ctl = Ctl::start(kept, &critical, &ifaces);
+    let mut ctl = Ctl::start(kept, &critical, &ifaces);
     assert_eq!(state(&ctl, LAPTOP), "pumps");
     unlisted(&ctl);
     let ended = timeline(&ctl, LAPTOP)
@@ -99,4 +99,39 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
         })
         .count();
     assert_eq!(ended, 2, "{:?}", timeline(&ctl, LAPTOP));
+
+    // Killed within the second between the decision's end and the saving
+    // of the session table: the table still holds the session. Planted
+    // here, since the race is the kill's timing. The restarted controller
+    // (under the file that would allow the role) must not list a session
+    // no role decision holds.
+    let kept = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
+    };
+    ctl.kill9();
+    let db = ispf::inventory::db_path(&kept.state);
+    let row = format!(
+        "INSERT INTO sessions (nas, id, mac, user, role, segment, since, last_update, timeout_s) \
+         VALUES ('127.0.0.1', 'L3', '{LAPTOP}', 'alice', 'biomed-engineer', 'biomed-workstations', \
+         strftime('%s','now'), strftime('%s','now'), 3600);"
+    );
+    let out = command("sqlite3").arg(&db).arg(&row).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ctl = Ctl::start(kept, &plain, &ifaces);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        assert!(!open(&ctl).contains(LAPTOP), "listed: {}", open(&ctl));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = ctl.kill9();
+    assert!(
+        log.contains("1 recorded session(s) not restored (session L3 of alice"),
+        "{log}"
+    );
 }

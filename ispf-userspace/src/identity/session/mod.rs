@@ -76,15 +76,22 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn restore(list: Vec<Session>) -> Self {
+    /// The sessions recorded before a restart whose device a role decision
+    /// still holds (`held`), and those it does not. Every session listed
+    /// holds its device's role decision: one whose decision ended just
+    /// before the controller was killed (the table is saved once a
+    /// second) is over, not open; its next update, if the NAS sends one,
+    /// tries again and meets the engine's checks.
+    pub fn restore(list: Vec<Session>, held: impl Fn(&str) -> bool) -> (Self, Vec<Session>) {
         let mut s = Sessions::default();
-        let mut list = list;
+        let (mut list, stale): (Vec<Session>, Vec<Session>) =
+            list.into_iter().partition(|x| held(&x.mac));
         list.sort_by_key(|x| x.since);
         for x in list {
             s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
             s.by_key.insert((x.nas.clone(), x.id.clone()), x);
         }
-        s
+        (s, stale)
     }
 
     pub fn list(&self) -> Vec<Session> {

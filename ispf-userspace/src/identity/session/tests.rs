@@ -258,3 +258,54 @@ fn sessions_on_a_device_the_engine_ended_are_forgotten_and_ask_again() {
         .unwrap();
     assert!(matches!(&c[..], [Change::Bind(x)] if x.mac == mac));
 }
+
+/// A restart restores only sessions whose device a role decision still
+/// holds: a session whose decision the controller ended just before it
+/// was killed (the table is saved once a second) is not listed as open.
+#[test]
+fn a_restart_restores_only_sessions_a_decision_holds() {
+    let session = |id: &str, mac: &str, since: i64| Session {
+        nas: "nas".into(),
+        id: id.into(),
+        mac: mac.into(),
+        user: "alice".into(),
+        role: "biomed-engineer".into(),
+        segment: "biomed-ws".into(),
+        since,
+        last_update: since,
+        timeout_s: 30,
+    };
+    let held_mac = "02:00:00:00:30:01";
+    let list = vec![
+        session("OLD", held_mac, 1),
+        session("NEW", held_mac, 2),
+        session("GONE", "02:00:00:00:30:02", 3),
+    ];
+    let (mut s, stale) = Sessions::restore(list, |mac| mac == held_mac);
+    assert_eq!(stale.len(), 1);
+    assert_eq!(stale[0].id, "GONE");
+    let ids: Vec<String> = s.list().into_iter().map(|x| x.id).collect();
+    assert_eq!(ids, ["NEW", "OLD"]);
+    assert!(s.is_bound(held_mac));
+    assert!(!s.is_bound("02:00:00:00:30:02"));
+    // The newest recorded session is the binding: its Stop unbinds.
+    let c = s
+        .account(
+            &acct(Status::Stop, "NEW", held_mac, "biomed"),
+            "nas",
+            &roles(),
+            4,
+        )
+        .unwrap();
+    assert!(matches!(&c[..], [Change::Unbind { mac, .. }] if mac == held_mac));
+    // A Stop for the session not restored is one never started.
+    assert_eq!(
+        s.account(
+            &acct(Status::Stop, "GONE", "02:00:00:00:30:02", "biomed"),
+            "nas",
+            &roles(),
+            4
+        ),
+        Err(Ignored::NoSession)
+    );
+}
