@@ -206,10 +206,11 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
 
     // A network holding the PIS's subnet and the pump's and the laptop's
     // addresses is a share of the hospital, not an indicator: skipped,
-    // listed first, not counted as enforced.
+    // listed first, not counted as enforced, and (written with host bits)
+    // not said to be "enforced as" its network.
     std::fs::write(
         dir.join("block.txt"),
-        "203.0.113.9\n10.50.0.0/24 # the PIS subnet\n10.0.0.0/9\n",
+        "203.0.113.9\n10.50.0.0/24 # the PIS subnet\n10.1.2.3/9\n",
     )
     .unwrap();
     wait("the /9 skipped", Duration::from_secs(5), || {
@@ -223,6 +224,7 @@ fn feeds_refresh_atomically_stop_established_flows_and_never_isolate_a_pump() {
         )),
         "{f}"
     );
+    assert!(!f["problems"].to_string().contains("enforced as"), "{f}");
     // A file under which it holds one segment only (the PIS owns a VLAN
     // instead, the laptop joins the pumps): a dry run says it would be
     // enforced again, and applies nothing.

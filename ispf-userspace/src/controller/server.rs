@@ -245,11 +245,11 @@ pub fn feed_statuses(
                 // Listed first: an entry that would have cut segments off
                 // matters more than an unreadable line.
                 let own = own.into_iter().map(|k| k.why.clone());
-                s.problems = own
-                    .into_iter()
-                    .chain(s.problems)
-                    .take(PROBLEMS_KEPT)
-                    .collect();
+                // A skipped network is not "enforced as" anything.
+                let enforced = s.problems.into_iter().filter(|p| {
+                    crate::feeds::Contents::host_bits_cleared(p).is_none_or(|n| !nets.contains(&n))
+                });
+                s.problems = own.chain(enforced).take(PROBLEMS_KEPT).collect();
             }
             s
         })

@@ -45,6 +45,9 @@ pub struct Entry {
     pub line: Option<u32>,
 }
 
+/// How a note on a network written with host bits ends, before the
+/// network enforced.
+const HOST_BITS: &str = " has host bits set; enforced as ";
 /// Problems kept per feed (the count is exact, the list a sample).
 pub const PROBLEMS_KEPT: usize = 20;
 
@@ -86,6 +89,11 @@ impl Contents {
         }
     }
 
+    /// The network a note says was read with its host bits cleared.
+    pub fn host_bits_cleared(note: &str) -> Option<IpNet> {
+        note.rsplit_once(HOST_BITS)?.1.parse().ok()
+    }
+
     /// What `ispf feeds` shows: what was skipped first (a listing shows
     /// the first few, and a skipped line must not hide behind notes),
     /// then the notes.
@@ -107,10 +115,7 @@ impl Contents {
             return;
         }
         if written.contains('/') && net != net.trunc() {
-            self.note(format!(
-                "{at}: `{written}` has host bits set; enforced as {}",
-                net.trunc()
-            ));
+            self.note(format!("{at}: `{written}`{HOST_BITS}{}", net.trunc()));
         }
         self.entries.push(entry(net.trunc()));
     }

@@ -109,5 +109,13 @@ mod tests {
             "{:?}",
             c.problems
         );
+        // What `ispf feeds` drops when the policy skips that network.
+        let cleared: Vec<_> = c
+            .notes
+            .iter()
+            .filter_map(|n| Contents::host_bits_cleared(n))
+            .collect();
+        assert_eq!(cleared, ["203.0.113.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(Contents::host_bits_cleared(&c.problems[0]), None);
     }
 }
