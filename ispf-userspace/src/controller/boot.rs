@@ -103,10 +103,9 @@ pub(super) struct First {
 pub(super) fn first_generation(opts: &RunOptions, file: &Policy, policy: &Policy) -> Result<First> {
     let feed_set = cached_feeds(opts, file);
     let mut feed_cache = CompileCache::default();
+    // The skips are logged by the caller that enforces them: an upgrade
+    // says them once, when it adopts what it built here.
     let feeds = feed_cache.compile(&feed_set, file, policy);
-    if let Some(said) = crate::feeds::own::summary(&feeds.skips, policy) {
-        crate::clock::log(said);
-    }
     let compiled = compile(policy).with_feeds(feeds);
     let counts = Counts::of(&compiled);
     let sizes = opts.sizes.resolve(&counts);

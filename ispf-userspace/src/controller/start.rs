@@ -88,6 +88,9 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
         }
     };
     let first = first_generation(opts, &file, &policy)?;
+    if let Some(said) = crate::feeds::own::summary(&first.compiled.feeds.skips, &policy) {
+        log(said);
+    }
     let mut dp = Datapath::load_pinned(first.sizes, &opts.pin_dir)?;
     let enforced = enforced_record(&file, &policy, &decisions, now, &opts.policy);
     let started = (|| -> Result<Vec<InterfaceStatus>> {
