@@ -166,8 +166,8 @@ pub(super) fn rule_matrix(p: &Policy) -> Matrix {
     }
     let empty: Vec<&Rule> = Vec::new();
     let get = |k| by_pair.get(&k).unwrap_or(&empty).as_slice();
-    for &src in &p.ids {
-        for &dst in &p.ids {
+    for (src, dsts) in candidates(p, &by_pair) {
+        for dst in dsts {
             let levels = [
                 get((Some(src), Some(dst))),
                 get((Some(src), None)),
@@ -182,6 +182,49 @@ pub(super) fn rule_matrix(p: &Policy) -> Matrix {
     }
     pack_rows(c);
     m
+}
+
+/// For each source segment (in `p.ids` order), the destinations (in the
+/// same order) that some rule may cover. A source with a rule of its own
+/// to `*`, or a rule `*` → `*`, may pair with every segment; otherwise only
+/// with the segments some rule names as destination (from it or from `*`).
+/// Not every pair: a file of thousands of segments and rules between a
+/// few of them would otherwise cost millions of map lookups to find none.
+fn candidates<'a>(
+    p: &'a Policy,
+    by_pair: &HashMap<(Option<u16>, Option<u16>), Vec<&Rule>>,
+) -> impl Iterator<Item = (u16, Vec<u16>)> + 'a {
+    let position: HashMap<u16, usize> = p.ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    let every = by_pair.contains_key(&(None, None));
+    let mut from_any = vec![false; p.ids.len()];
+    let mut to_any = vec![false; p.ids.len()];
+    let mut named: HashMap<u16, Vec<usize>> = HashMap::new();
+    for &(from, to) in by_pair.keys() {
+        let at = |id: Option<u16>| id.and_then(|id| position.get(&id).copied());
+        match (from, at(to)) {
+            (None, Some(d)) => to_any[d] = true,
+            (Some(s), Some(d)) => named.entry(s).or_default().push(d),
+            (Some(s), None) => {
+                if let Some(i) = position.get(&s) {
+                    from_any[*i] = true;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    let common: Vec<usize> = (0..p.ids.len()).filter(|&d| to_any[d]).collect();
+    p.ids.iter().enumerate().map(move |(i, &src)| {
+        let dsts: Vec<u16> = if every || from_any[i] {
+            p.ids.clone()
+        } else {
+            let mut at = common.clone();
+            at.extend(named.get(&src).into_iter().flatten());
+            at.sort_unstable();
+            at.dedup();
+            at.into_iter().map(|d| p.ids[d]).collect()
+        };
+        (src, dsts)
+    })
 }
 
 /// Moves each pair's entries into its row; a pair with more entries than a
@@ -320,3 +363,6 @@ pub fn allows(
         None => p.doc.defaults.default_action == Action::Allow,
     }
 }
+
+#[cfg(test)]
+mod tests;
