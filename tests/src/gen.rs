@@ -7,6 +7,9 @@ use serde_json::{json, Value};
 
 use crate::frames::*;
 
+mod decisions;
+pub use decisions::decisions;
+
 /// The generated tests' seed: `ISPF_SEED` to replay a failure, else a
 /// fresh one. Printed, so every failure can be replayed.
 pub fn seed() -> u64 {

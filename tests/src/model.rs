@@ -7,6 +7,7 @@
 //! Conventions the spec leaves open are the ones the README documents
 //! (time never advances here, so no flow or fragment expires).
 
+pub mod decisions;
 mod feeds;
 mod identify;
 mod parse;

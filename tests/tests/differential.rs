@@ -29,6 +29,7 @@ fn kernel_agrees_with_reference_model() {
     let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
     let mut policies = 0;
     let mut reloads = 0;
+    let (mut decided, mut from_decided) = (0, 0);
     while done < cases {
         // Draw until the generator produces a policy without conflicts.
         let mut policy = loop {
@@ -44,6 +45,8 @@ fn kernel_agrees_with_reference_model() {
         dp.apply(&with_feeds(&policy, &feed_set)).expect("apply");
         let mut model = Model::new(policy.doc.clone());
         model.set_feeds(&feed_set);
+        let mut feeds_now = feed_set;
+        let mut decided_macs: Vec<String> = Vec::new();
         let mut earlier: Vec<Vec<u8>> = Vec::new();
         // Counters must tell the same story as the verdicts: per (source,
         // destination, reason, verdict), what this policy's frames added.
@@ -73,8 +76,31 @@ fn kernel_agrees_with_reference_model() {
                 tally.clear();
                 model.reload(next.doc.clone());
                 model.set_feeds(&next_feeds);
+                feeds_now = next_feeds;
                 policy = next;
                 reloads += 1;
+            }
+            // Later, runtime decisions over the file, applied as the
+            // controller applies them: one generation of the file with the
+            // decisions in it (the model applies them its own way).
+            if i == FRAMES_PER_POLICY * 3 / 4 && rng.gen_bool(0.4) {
+                let ds = gen::decisions(&mut rng, &policy.doc);
+                let doc = ispf::decisions::effective(&policy.doc, &ds, 0);
+                // Decisions the controller would refuse (an address two
+                // devices claim) are not drawn again.
+                if let Ok(mut enforced) = Policy::from_doc(doc) {
+                    check_counters(&dp, &before, &tally, policies, seed);
+                    enforced.keep_ids(&policy.segment_ids());
+                    dp.apply(&with_feeds(&enforced, &feeds_now))
+                        .expect("decisions");
+                    before = dp.counters();
+                    tally.clear();
+                    model.reload(ispf_tests::model::decisions::apply(&policy.doc, &ds));
+                    model.set_feeds(&feeds_now);
+                    decided_macs = ds.iter().map(|d| d.mac.clone()).collect();
+                    policy = enforced;
+                    decided += 1;
+                }
             }
             let frame = gen::frame(&mut rng, &earlier);
             // Either entry point, on shared state: a flow may open through
@@ -104,6 +130,9 @@ fn kernel_agrees_with_reference_model() {
                 serde_json::to_string(&policy.doc).unwrap()
             );
             *reasons.entry(m.reason).or_default() += 1;
+            if frame.len() >= 12 && decided_macs.contains(&mac_of(&frame[6..12])) {
+                from_decided += 1;
+            }
             if frame.len() >= 14 {
                 *tally
                     .entry((k.src, k.dst, k.reason, u8::from(!k.pass)))
@@ -115,8 +144,14 @@ fn kernel_agrees_with_reference_model() {
         check_counters(&dp, &before, &tally, policies, seed);
     }
     eprintln!(
-        "{done} cases over {policies} policies ({reloads} reloaded mid-sequence) agree; reasons seen: {reasons:?}"
+        "{done} cases over {policies} policies ({reloads} reloaded mid-sequence, {decided} given runtime decisions; {from_decided} frames sent by a decided MAC) agree; reasons seen: {reasons:?}"
     );
+    if cases >= 10_000 {
+        assert!(
+            decided > 0 && from_decided > 0,
+            "no generated case met a runtime decision"
+        );
+    }
     // The generator must reach every verdict reason the spec defines, or the
     // agreement above proves less than it claims.
     // (Every reason but the extension `internal_fault`, which needs a full
@@ -156,6 +191,13 @@ fn check_counters(
         &counted, tally,
         "counters (left) disagree with the verdicts (right) of policy {policies} (ISPF_SEED={seed})"
     );
+}
+
+fn mac_of(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn hex(b: &[u8]) -> String {
