@@ -301,8 +301,9 @@ fn check(file: &Path, request: MapSizeRequest, explicit: bool) -> Result<ExitCod
     println!("  routers:  {}", p.routers.len());
     println!("  rules:    {}", p.rules.len());
     println!(
-        "  compiled: {} map entries ({} rule-matrix entries, {} subnet prefixes, {} VLANs, {} port-class ports)",
+        "  compiled: {} map entries ({} rule-matrix rows and {} entries beyond a row, {} subnet prefixes, {} VLANs, {} port-class ports)",
         c.entry_count(),
+        c.rows.len(),
         c.policy.len(),
         c.subnet_v4.len() + c.subnet_v6.len(),
         c.vlans.len(),
