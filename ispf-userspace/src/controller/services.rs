@@ -147,6 +147,7 @@ pub(super) fn start_identity(
         view_of(shared),
         apply,
         Arc::new(move |seq| s.roles_ended_after(seq)),
+        opts.fleet.as_ref().map(|(f, _)| f.host.clone()),
     )
     .context("starting the RADIUS accounting listener")
 }

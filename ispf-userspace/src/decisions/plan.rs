@@ -46,6 +46,10 @@ pub enum DecisionRequest {
         user: String,
         nas: String,
         session: String,
+        /// In a fleet, the host whose listener holds the session (see
+        /// [`role_actor`]).
+        #[serde(default)]
+        host: Option<String>,
     },
     /// The role session of a device ended.
     EndSession { mac: String, why: String },
@@ -203,6 +207,7 @@ pub fn plan(
             user,
             nas,
             session,
+            host,
         } => {
             let mac = mac_of(mac)?;
             let registered =
@@ -227,7 +232,7 @@ pub fn plan(
                 risk: None,
                 reason: session_reason(role, user, nas, session),
                 forced: false,
-                actor: format!("radius {nas}"),
+                actor: role_actor(nas, host.as_deref()),
                 at: now,
                 expires: None,
                 addresses: Vec::new(),
@@ -292,6 +297,24 @@ pub fn with_plan(current: &[Decision], p: &Plan) -> Vec<Decision> {
 }
 
 /// A role decision's reason, as `ispf decisions` and the timeline show it.
+/// Who makes a role decision: the NAS that reported the session and, in
+/// a fleet, the host whose listener holds it. A role decision is the
+/// site's, but its session lives in one host's table: that host alone may
+/// end it for want of a session ([`role_held_on`]).
+pub fn role_actor(nas: &str, host: Option<&str>) -> String {
+    match host {
+        Some(h) => format!("radius {nas} via {h}"),
+        None => format!("radius {nas}"),
+    }
+}
+
+/// Whether role decision `d` was made by host `host`'s listener.
+pub fn role_held_on(d: &Decision, host: &str) -> bool {
+    d.kind == Kind::Role
+        && d.actor.starts_with("radius ")
+        && d.actor.rsplit_once(" via ").is_some_and(|(_, h)| h == host)
+}
+
 fn session_reason(role: &str, user: &str, nas: &str, session: &str) -> String {
     format!("role {role} of {user} (NAS {nas}, session {session})")
 }

@@ -162,6 +162,7 @@ fn role_sessions_bind_seen_or_registered_devices_and_end_alone() {
         user: "alice".into(),
         nas: "10.0.0.9".into(),
         session: "S1".into(),
+        host: None,
     };
     let unseen = Known::default();
     // Neither seen nor registered: refused, nothing to record.
@@ -247,4 +248,29 @@ fn file_devices_match_decisions_whatever_their_spelling() {
                 && p.to_string().contains("already used at devices[0].mac")),
         "{err:?}"
     );
+}
+
+/// In a fleet a role decision names the host whose listener holds its
+/// session; only that host may end it for want of a session.
+#[test]
+fn a_role_decision_names_the_host_that_holds_its_session() {
+    let role = |actor: String| Decision {
+        actor,
+        ..dec("02:00:00:00:20:01", Kind::Role, Some("ws"), None)
+    };
+    let here = role(role_actor("10.0.0.9", Some("ward-3")));
+    assert_eq!(here.actor, "radius 10.0.0.9 via ward-3");
+    assert!(role_held_on(&here, "ward-3"));
+    assert!(!role_held_on(&here, "ward-4"));
+    assert!(!role_held_on(&here, "3"));
+    // Made by a host before this field, or by a controller not in a fleet.
+    let alone = role(role_actor("10.0.0.9", None));
+    assert_eq!(alone.actor, "radius 10.0.0.9");
+    assert!(!role_held_on(&alone, "ward-3"));
+    // Only role decisions are held by a session.
+    let admit = Decision {
+        kind: Kind::Admit,
+        ..here.clone()
+    };
+    assert!(!role_held_on(&admit, "ward-3"));
 }

@@ -16,6 +16,7 @@ use std::{
 use super::{
     bind::{rebind, Bound},
     radius::{self, Accounting},
+    restart,
     session::{Change, Session, Sessions},
     store, Apply, Ended, EndedRole, Facts,
 };
@@ -46,6 +47,9 @@ struct State {
     dup_order: VecDeque<(i64, DupKey)>,
     conn: Option<rusqlite::Connection>,
     dirty: bool,
+    /// In a fleet, this host's name, which the role decisions its
+    /// sessions make carry.
+    host: Option<String>,
 }
 
 pub(super) fn run(
@@ -55,6 +59,7 @@ pub(super) fn run(
     ended: Ended,
     facts: Arc<Facts>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    fleet_host: Option<String>,
 ) {
     let mut st = State {
         sessions: Sessions::default(),
@@ -62,45 +67,16 @@ pub(super) fn run(
         dup_order: VecDeque::new(),
         conn: None,
         dirty: false,
+        host: fleet_host.clone(),
     };
-    // Sessions recorded before a restart, those whose role decision still
-    // holds; role decisions no session holds any more are ended.
     let decisions = view().decisions;
     if let Ok(c) = db::open(&db_path) {
-        let held = |mac: &str| {
-            decisions
-                .iter()
-                .any(|d| d.kind == Kind::Role && d.mac == mac)
-        };
-        let (sessions, stale) = Sessions::restore(store::sessions(&c).unwrap_or_default(), held);
+        let (sessions, stale) = restart::restore(&c, &decisions, fleet_host.as_deref());
         st.sessions = sessions;
         st.conn = Some(c);
-        if let Some(s) = stale.first() {
-            st.dirty = true;
-            log(format!(
-                "identity: {} recorded session(s) not restored (session {} of {} on {}{}): no role decision holds their device any more; the controller ended it before it last stopped",
-                stale.len(),
-                s.id,
-                s.user,
-                s.mac,
-                if stale.len() > 1 { " and others" } else { "" }
-            ));
-        }
+        st.dirty = stale;
     }
-    let mut orphans: Vec<String> = decisions
-        .iter()
-        .filter(|d| d.kind == Kind::Role && !st.sessions.is_bound(&d.mac))
-        .map(|d| d.mac.clone())
-        .collect();
-    orphans.sort();
-    orphans.dedup();
-    let orphans: Vec<DecisionRequest> = orphans
-        .into_iter()
-        .map(|mac| DecisionRequest::EndSession {
-            mac,
-            why: "no open session after the controller restarted".into(),
-        })
-        .collect();
+    let orphans = restart::orphans(&decisions, &st.sessions, fleet_host.as_deref());
     if !orphans.is_empty() {
         apply(orphans);
     }
@@ -307,7 +283,10 @@ fn end_all(s: &mut Sessions) -> Vec<Change> {
 /// Applies changes through the engine; a refused binding leaves its
 /// session unbound (its next update tries again).
 fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
-    let reqs: Vec<DecisionRequest> = changes.iter().map(request).collect();
+    let reqs: Vec<DecisionRequest> = changes
+        .iter()
+        .map(|c| request(c, st.host.as_deref()))
+        .collect();
     let results = apply(reqs);
     let mut refused = Vec::new();
     for (c, r) in changes.iter().zip(results) {
@@ -339,7 +318,7 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
     // sessions is the cost of a packet otherwise.
 }
 
-fn request(c: &Change) -> DecisionRequest {
+fn request(c: &Change, host: Option<&str>) -> DecisionRequest {
     match c {
         Change::Bind(s) => DecisionRequest::Session {
             mac: s.mac.clone(),
@@ -348,6 +327,7 @@ fn request(c: &Change) -> DecisionRequest {
             user: s.user.clone(),
             nas: s.nas.clone(),
             session: s.id.clone(),
+            host: host.map(str::to_owned),
         },
         Change::Unbind { mac, why } => DecisionRequest::EndSession {
             mac: mac.clone(),

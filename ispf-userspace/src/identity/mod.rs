@@ -11,6 +11,7 @@
 mod bind;
 mod listener;
 pub mod radius;
+mod restart;
 pub mod session;
 pub mod store;
 
@@ -120,6 +121,7 @@ impl Identity {
         view: Arc<dyn Fn() -> View + Send + Sync>,
         apply: Apply,
         ended: Ended,
+        fleet_host: Option<String>,
     ) -> std::io::Result<Self> {
         let facts = Arc::new(Facts::default());
         let f = facts.clone();
@@ -127,7 +129,7 @@ impl Identity {
         let s = stop.clone();
         std::thread::Builder::new()
             .name("ispf-radius".into())
-            .spawn(move || listener::run(db, view, apply, ended, f, s))?;
+            .spawn(move || listener::run(db, view, apply, ended, f, s, fleet_host))?;
         Ok(Self { facts, stop })
     }
 }

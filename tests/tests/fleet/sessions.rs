@@ -78,3 +78,81 @@ fn a_revision_that_makes_a_device_life_critical_ends_its_role_everywhere() {
             .is_some_and(|x| x["last_error"].as_str().unwrap_or("").is_empty())
     });
 }
+
+/// A role decision is the site's, but its session lives in the table of
+/// the host whose listener made it. A restarting host ends the role
+/// decisions its own listener made and no longer holds a session for,
+/// never another host's: ending every role it held no session for, a
+/// restart of any host ended every session of the site.
+#[test]
+fn a_restarting_host_ends_only_the_roles_its_own_listener_made() {
+    require_root();
+    let server = Etcd::start("fr", 1, 24160);
+    let urls = server.urls();
+    let a = policy("ra", "");
+    let _u = unit("fr");
+    let key = keys::decision(SITE, LAPTOP, Kind::Role);
+    let role_by = |host: &str| Decision {
+        mac: LAPTOP.into(),
+        kind: Kind::Role,
+        segment: Some("pis-servers".into()),
+        name: None,
+        risk: None,
+        reason: "role biomed of alice (NAS 10.0.0.1, session X1)".into(),
+        forced: false,
+        actor: ispf::decisions::role_actor("10.0.0.1", Some(host)),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    };
+    let put = |d: &Decision| {
+        etcd(&urls, async |c| {
+            c.put(key.as_str(), serde_json::to_vec(d).unwrap(), None)
+                .await
+                .unwrap()
+        })
+    };
+    let judged = |h: &Host| {
+        let out = h.ctl.cli(&["device", LAPTOP, "--json"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut h = start_host("fr", 45, &a, &urls, true);
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+
+    // Another host's session: it survives this host's restart.
+    put(&role_by("host-elsewhere"));
+    wait("the role enforced", Duration::from_secs(10), || {
+        judged(&h).contains("pis-servers")
+    });
+    h.ctl.kill9();
+    let mut h = start_host("fr", 45, &a, &urls, false);
+    wait(
+        "the restarted host enforces the role",
+        Duration::from_secs(10),
+        || judged(&h).contains("pis-servers"),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(etcd_has(&urls, &key), "another host's role was ended");
+    assert!(judged(&h).contains("pis-servers"));
+
+    // This host's own role decision, whose session its table does not
+    // hold (killed before the table was saved): ended at the restart.
+    put(&role_by("host-fr"));
+    wait("the role enforced", Duration::from_secs(10), || {
+        judged(&h).contains("host-fr")
+    });
+    h.ctl.kill9();
+    let h = start_host("fr", 45, &a, &urls, false);
+    wait(
+        "its own orphaned role ended",
+        Duration::from_secs(10),
+        || !etcd_has(&urls, &key),
+    );
+    wait("the end enforced", Duration::from_secs(10), || {
+        !judged(&h).contains("pis-servers")
+    });
+    let t = judged(&h);
+    assert!(t.contains("session_ended"), "{t}");
+}
