@@ -12,6 +12,12 @@ use ispf::{
 /// The policy compiled with feeds given as (plain-format text, deny?),
 /// named `f0`, `f1`, … in order.
 pub fn with_feeds(policy: &Policy, generated: &[(String, bool)]) -> Compiled {
+    with_feeds_over(policy, policy, generated)
+}
+
+/// [`with_feeds`] for `policy`, the file `file` with runtime decisions
+/// applied: the feeds meet the file's segments, as in the controller.
+pub fn with_feeds_over(file: &Policy, policy: &Policy, generated: &[(String, bool)]) -> Compiled {
     let mut set = FeedSet::default();
     let docs: Vec<FeedDoc> = generated
         .iter()
@@ -34,6 +40,6 @@ pub fn with_feeds(policy: &Policy, generated: &[(String, bool)]) -> Compiled {
             }
         })
         .collect();
-    let own = feeds::own::OwnSubnets::of(policy);
+    let own = feeds::own::OwnSubnets::of(file);
     compile(policy).with_feeds(feeds::compile::compile(&set, &docs, &own))
 }

@@ -43,6 +43,10 @@ struct Flow {
 
 pub struct Model {
     doc: PolicyDoc,
+    /// The policy file: `doc` without the runtime decisions. Feeds are
+    /// judged against the file's segments (the README: the file decides,
+    /// not the decisions).
+    file: PolicyDoc,
     /// Networks a `deny` feed lists (alert feeds change no verdict).
     deny_feeds: Vec<ipnet::IpNet>,
     epoch: u32,
@@ -60,6 +64,7 @@ const WORLD: &str = "world";
 impl Model {
     pub fn new(doc: PolicyDoc) -> Self {
         Self {
+            file: doc.clone(),
             doc,
             deny_feeds: Vec::new(),
             epoch: 1,
@@ -97,6 +102,13 @@ impl Model {
     /// A policy reload: flows stay, but are re-judged before they are
     /// trusted; flows of a segment the new policy does not have end.
     pub fn reload(&mut self, doc: PolicyDoc) {
+        self.file = doc.clone();
+        self.decide(doc);
+    }
+
+    /// Runtime decisions over the file: `doc` is the file with them
+    /// applied, a new generation like a reload.
+    pub fn decide(&mut self, doc: PolicyDoc) {
         self.doc = doc;
         self.epoch += 1;
         let exists = |name: &str| {
@@ -238,7 +250,7 @@ impl Model {
         let listed = |a: &std::net::IpAddr| {
             self.deny_feeds
                 .iter()
-                .any(|n| n.contains(a) && !feeds::spans_segments(&self.doc, n))
+                .any(|n| n.contains(a) && !feeds::spans_segments(&self.file, n))
         };
         if (listed(&ip.src) || listed(&ip.dst))
             && !self.life_critical(&src)

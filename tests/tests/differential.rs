@@ -9,7 +9,12 @@ use ispf::{
 use std::collections::BTreeMap;
 
 use ispf_common::{reason_name, CounterKey, CounterVal, VERDICT_PASS};
-use ispf_tests::{feeds::with_feeds, gen, model::Model, require_root};
+use ispf_tests::{
+    feeds::{with_feeds, with_feeds_over},
+    gen,
+    model::Model,
+    require_root,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 const FRAMES_PER_POLICY: usize = 100;
@@ -82,21 +87,19 @@ fn kernel_agrees_with_reference_model() {
             }
             // Later, runtime decisions over the file, applied as the
             // controller applies them: one generation of the file with the
-            // decisions in it (the model applies them its own way).
+            // decisions in it, the feeds still judged against the file
+            // (the model applies them its own way).
             if i == FRAMES_PER_POLICY * 3 / 4 && rng.gen_bool(0.4) {
                 let ds = gen::decisions(&mut rng, &policy.doc);
-                let doc = ispf::decisions::effective(&policy.doc, &ds, 0);
                 // Decisions the controller would refuse (an address two
-                // devices claim) are not drawn again.
-                if let Ok(mut enforced) = Policy::from_doc(doc) {
+                // devices claim) are skipped.
+                if let Some(enforced) = with_decisions(&policy, &ds) {
                     check_counters(&dp, &before, &tally, policies, seed);
-                    enforced.keep_ids(&policy.segment_ids());
-                    dp.apply(&with_feeds(&enforced, &feeds_now))
+                    dp.apply(&with_feeds_over(&policy, &enforced, &feeds_now))
                         .expect("decisions");
                     before = dp.counters();
                     tally.clear();
-                    model.reload(ispf_tests::model::decisions::apply(&policy.doc, &ds));
-                    model.set_feeds(&feeds_now);
+                    model.decide(ispf_tests::model::decisions::apply(&policy.doc, &ds));
                     decided_macs = ds.iter().map(|d| d.mac.clone()).collect();
                     policy = enforced;
                     decided += 1;
@@ -202,4 +205,17 @@ fn mac_of(b: &[u8]) -> String {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The file with `ds` applied, as the controller's engine applies
+/// decisions: on the file's device index where it can, else by validating
+/// the whole document; `None` where the controller would refuse them.
+fn with_decisions(file: &Policy, ds: &[ispf::decisions::Decision]) -> Option<Policy> {
+    let index = ispf::policy::DeviceIndex::of(file);
+    if let Some(p) = ispf::decisions::overlay(file, &index, ds, 0) {
+        return Some(p);
+    }
+    let mut p = Policy::from_doc(ispf::decisions::effective(&file.doc, ds, 0)).ok()?;
+    p.keep_ids(&file.segment_ids());
+    Some(p)
 }

@@ -88,9 +88,7 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
         }
     };
     let first = first_generation(opts, &file, &policy)?;
-    if let Some(said) = crate::feeds::own::summary(&first.compiled.feeds.skips, &policy) {
-        log(said);
-    }
+    let skipped = crate::feeds::own::summary(&first.compiled.feeds.skips, &policy);
     let mut dp = Datapath::load_pinned(first.sizes, &opts.pin_dir)?;
     let enforced = enforced_record(&file, &policy, &decisions, now, &opts.policy);
     let started = (|| -> Result<Vec<InterfaceStatus>> {
@@ -111,6 +109,9 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
             return Err(e.context("nothing was attached"));
         }
     };
+    if let Some(said) = skipped {
+        log(said);
+    }
     let started = Started {
         dp,
         file,

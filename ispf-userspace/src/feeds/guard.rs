@@ -126,6 +126,9 @@ pub(super) fn drop_covering_together(c: &mut Contents) {
         });
         c.skip(why);
         c.skipped += n - 1;
+        // A network skipped is not "enforced as" anything.
+        c.notes
+            .retain(|note| Contents::host_bits_cleared(note).is_none_or(|x| !nets.contains(&x)));
     }
 }
 
@@ -150,6 +153,15 @@ mod tests {
         assert_eq!(gap.entries.len(), 3, "{:?}", gap.problems);
         let public = plain::parse("11.0.0.0/9\n11.128.0.0/9\n");
         assert_eq!(public.entries.len(), 2);
+        // Written with host bits: skipped, and not also "enforced as".
+        let c = plain::parse("10.1.2.3/9\n10.128.0.0/9\n203.0.113.9/24\n");
+        assert_eq!(c.entries.len(), 1);
+        assert_eq!(c.notes.len(), 1, "{:?}", c.notes);
+        assert!(
+            c.notes[0].contains("enforced as 203.0.113.0/24"),
+            "{:?}",
+            c.notes
+        );
         // A skipped line is listed before the notes that came first.
         let many: String = (1..=25).map(|i| format!("203.0.{i}.9/24\n")).collect();
         let c = plain::parse(&format!("{many}10.0.0.0/8\n"));

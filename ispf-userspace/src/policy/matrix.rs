@@ -199,14 +199,24 @@ fn candidates<'a>(
     let mut from_any = vec![false; p.ids.len()];
     let mut to_any = vec![false; p.ids.len()];
     let mut named: HashMap<u16, Vec<usize>> = HashMap::new();
+    // `None` is `*`; a segment id outside `p.ids` (none, in a validated
+    // policy) pairs with nothing.
+    let at = |id: u16| position.get(&id).copied();
     for &(from, to) in by_pair.keys() {
-        let at = |id: Option<u16>| id.and_then(|id| position.get(&id).copied());
-        match (from, at(to)) {
-            (None, Some(d)) => to_any[d] = true,
-            (Some(s), Some(d)) => named.entry(s).or_default().push(d),
+        match (from, to) {
+            (None, Some(d)) => {
+                if let Some(d) = at(d) {
+                    to_any[d] = true;
+                }
+            }
+            (Some(s), Some(d)) => {
+                if let Some(d) = at(d) {
+                    named.entry(s).or_default().push(d);
+                }
+            }
             (Some(s), None) => {
-                if let Some(i) = position.get(&s) {
-                    from_any[*i] = true;
+                if let Some(s) = at(s) {
+                    from_any[s] = true;
                 }
             }
             (None, None) => {}

@@ -3,10 +3,10 @@
 //! decision of highest precedence — quarantine, role session, admit —
 //! puts it in its segment (a quarantine in `defaults.unknown_source`).
 //! A device the file registers by MAC keeps its entry in that segment; any
-//! other becomes an entry of its MAC. A quarantine takes the addresses the
-//! device was seen with: an address no entry names becomes the device's,
-//! an entry naming it by address alone moves with the device, and an
-//! address another MAC's entry names stays that device's.
+//! other becomes an entry of its MAC, and a quarantine of it takes the
+//! addresses the device was seen with: an address no entry names becomes
+//! the device's, an entry naming it by address alone moves with the
+//! device, and an address another MAC's entry names stays that device's.
 
 use std::{collections::BTreeMap, net::IpAddr};
 

@@ -83,11 +83,22 @@ fn the_pairs_visited_give_the_rows_of_every_pair() {
     for default in ["allow", "deny"] {
         for rules in cases {
             let p = policy(default, rules);
-            let (got, want) = (rule_matrix(&p), every_pair(&p));
-            assert_eq!(got.rows, want.rows, "{default} {rules:?}");
-            assert_eq!(got.policy, want.policy, "{default} {rules:?}");
-            if !rules.is_empty() && default == "deny" {
-                assert!(!got.rows.is_empty(), "{rules:?} compiled to nothing");
+            // Ids in the reverse of the segments' order, as a reload that
+            // keeps an older file's ids may leave them.
+            let mut permuted = policy(default, rules);
+            let reversed = p
+                .segment_ids()
+                .into_iter()
+                .map(|(name, id)| (name, 100 - id))
+                .collect();
+            permuted.keep_ids(&reversed);
+            for p in [p, permuted] {
+                let (got, want) = (rule_matrix(&p), every_pair(&p));
+                assert_eq!(got.rows, want.rows, "{default} {rules:?} {:?}", p.ids);
+                assert_eq!(got.policy, want.policy, "{default} {rules:?}");
+                if !rules.is_empty() && default == "deny" {
+                    assert!(!got.rows.is_empty(), "{rules:?} compiled to nothing");
+                }
             }
         }
     }
