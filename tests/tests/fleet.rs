@@ -30,6 +30,8 @@ mod by_hand;
 mod cluster;
 #[path = "fleet/join.rs"]
 mod join;
+#[path = "fleet/roles.rs"]
+mod roles;
 #[path = "fleet/sessions.rs"]
 mod sessions;
 #[path = "fleet/site.rs"]

@@ -156,6 +156,21 @@ impl Engine {
         let r = self
             .enforce(file, policy, &path, None, set, now)
             .map_err(|e| crate::describe(&e));
+        if r.is_ok() {
+            // A role the site no longer holds (another host's session
+            // ended it, a revision made the device life-critical, an
+            // operator deleted the key): this host's listener forgets a
+            // session of it, which its next update then binds again
+            // through the usual checks, rather than keep it listed and
+            // bound to nothing.
+            if let Some(s) = &self.shared {
+                for key in removed.iter().filter(|(_, k)| *k == Kind::Role) {
+                    if let Some(d) = old.get(key) {
+                        s.role_ended(&d.mac, &d.reason);
+                    }
+                }
+            }
+        }
         self.save_backstop();
         for e in &entries {
             let by = e.actor.clone().unwrap_or_else(|| "fleet".into());

@@ -14,6 +14,7 @@ mod effective;
 mod foreign;
 mod overlay;
 mod plan;
+mod roles;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -24,7 +25,8 @@ use crate::policy::{parse_mac, Policy};
 pub use effective::{effective, enforced_sha256, file_change_effects};
 pub use foreign::{check_foreign, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
-pub use plan::{plan, role_actor, role_held_on, validate, with_plan, DecisionRequest, Known, Plan};
+pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
+pub use roles::{role_actor, role_held_on};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecisionError {

@@ -6,7 +6,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{canonical_mac, segment_of, Decision, DecisionError, Kind};
+use super::{
+    canonical_mac,
+    roles::{held_elsewhere, role_actor, session_reason},
+    segment_of, Decision, DecisionError, Kind,
+};
 use crate::policy::{parse_mac, Policy};
 
 /// What a client asks the controller to decide.
@@ -51,8 +55,14 @@ pub enum DecisionRequest {
         #[serde(default)]
         host: Option<String>,
     },
-    /// The role session of a device ended.
-    EndSession { mac: String, why: String },
+    /// The role session of a device ended; in a fleet, on `host`'s
+    /// listener, which ends only a role decision its own sessions made.
+    EndSession {
+        mac: String,
+        why: String,
+        #[serde(default)]
+        host: Option<String>,
+    },
 }
 
 impl DecisionRequest {
@@ -246,12 +256,18 @@ pub fn plan(
                 event: "session_started",
             })
         }
-        DecisionRequest::EndSession { mac, why } => {
+        DecisionRequest::EndSession { mac, why, host } => {
             let mac = canonical_mac(mac)?;
             let held = current
                 .iter()
                 .find(|d| d.mac == mac && d.kind == Kind::Role)
                 .ok_or_else(|| DecisionError::NothingToRelease(mac.clone()))?;
+            if let Some(other) = host.as_deref().and_then(|h| held_elsewhere(held, h)) {
+                return Err(DecisionError::Invalid(format!(
+                    "the role decision of {mac} is held by a session on host {other} ({}): a session ending here does not end it",
+                    held.reason
+                )));
+            }
             Ok(Plan {
                 detail: format!("{}: {why}", held.reason),
                 remove: vec![Kind::Role],
@@ -294,29 +310,6 @@ pub fn with_plan(current: &[Decision], p: &Plan) -> Vec<Decision> {
         .collect();
     out.extend(p.put.clone());
     out
-}
-
-/// A role decision's reason, as `ispf decisions` and the timeline show it.
-/// Who makes a role decision: the NAS that reported the session and, in
-/// a fleet, the host whose listener holds it. A role decision is the
-/// site's, but its session lives in one host's table: that host alone may
-/// end it for want of a session ([`role_held_on`]).
-pub fn role_actor(nas: &str, host: Option<&str>) -> String {
-    match host {
-        Some(h) => format!("radius {nas} via {h}"),
-        None => format!("radius {nas}"),
-    }
-}
-
-/// Whether role decision `d` was made by host `host`'s listener.
-pub fn role_held_on(d: &Decision, host: &str) -> bool {
-    d.kind == Kind::Role
-        && d.actor.starts_with("radius ")
-        && d.actor.rsplit_once(" via ").is_some_and(|(_, h)| h == host)
-}
-
-fn session_reason(role: &str, user: &str, nas: &str, session: &str) -> String {
-    format!("role {role} of {user} (NAS {nas}, session {session})")
 }
 
 /// Checks a new decision against the enforced policy.

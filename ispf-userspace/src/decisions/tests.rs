@@ -186,6 +186,7 @@ fn role_sessions_bind_seen_or_registered_devices_and_end_alone() {
     let end = DecisionRequest::EndSession {
         mac: "02:00:00:00:20:01".into(),
         why: "Stop".into(),
+        host: None,
     };
     let r = plan(&end, "r", 0, &p, &held, &unseen).unwrap();
     let after = with_plan(&held, &r);
@@ -273,4 +274,28 @@ fn a_role_decision_names_the_host_that_holds_its_session() {
         ..here.clone()
     };
     assert!(!role_held_on(&admit, "ward-3"));
+
+    // A session ending on one host does not end the role decision another
+    // host's newer session made (a user who roamed); one made alone, or
+    // before hosts were named, ends as it always did.
+    let p = Policy::from_doc(doc()).unwrap();
+    let end = |host: &str| DecisionRequest::EndSession {
+        mac: "02:00:00:00:20:01".into(),
+        why: "Stop".into(),
+        host: Some(host.into()),
+    };
+    let ends = |held: &Decision, host: &str| {
+        plan(
+            &end(host),
+            "r",
+            0,
+            &p,
+            std::slice::from_ref(held),
+            &Known::default(),
+        )
+    };
+    assert!(ends(&here, "ward-3").is_ok());
+    let e = ends(&here, "ward-4").unwrap_err().to_string();
+    assert!(e.contains("held by a session on host ward-3"), "{e}");
+    assert!(ends(&alone, "ward-4").is_ok());
 }

@@ -332,6 +332,7 @@ fn request(c: &Change, host: Option<&str>) -> DecisionRequest {
         Change::Unbind { mac, why } => DecisionRequest::EndSession {
             mac: mac.clone(),
             why: why.clone(),
+            host: host.map(str::to_owned),
         },
     }
 }

@@ -68,6 +68,7 @@ pub(super) fn orphans(
         .map(|mac| DecisionRequest::EndSession {
             mac,
             why: "no open session after the controller restarted".into(),
+            host: fleet_host.map(str::to_owned),
         })
         .collect()
 }

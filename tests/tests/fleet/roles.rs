@@ -1,0 +1,130 @@
+//! Role sessions in a fleet, with FreeRADIUS's `radclient` as the NAS: the
+//! role decision names the host whose listener holds the session; a
+//! session ending there leaves alone a newer role another host's session
+//! made; and a role the site no longer holds is forgotten by the listener,
+//! whose next update of the session binds it again.
+
+use std::{io::Write, os::unix::fs::PermissionsExt, process::Stdio};
+
+use ispf::{
+    decisions::{Decision, Kind},
+    fleet::keys,
+};
+use ispf_tests::programs::command;
+
+use super::*;
+
+const PORT: u16 = 18131;
+const SECRET: &str = "fleet-unit-secret";
+
+fn with_identity(name: &str) -> PathBuf {
+    let secret = std::env::temp_dir().join("ispf-test-fleet-radius.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let text = std::fs::read_to_string(policy(name, "")).unwrap();
+    let text = text.replace(
+        r#"{"name": "workstations"}"#,
+        r#"{"name": "workstations"}, {"name": "biomed-workstations"}"#,
+    );
+    let body = text.trim_end().strip_suffix('}').expect("a JSON object");
+    let text = format!(
+        r#"{body}, "identity": {{
+          "radius_accounting": {{"listen": "127.0.0.1:{PORT}", "clients": ["127.0.0.1"], "secret_file": "{}"}},
+          "roles": [{{"name": "biomed-engineer", "class": "biomed", "segment": "biomed-workstations"}}]
+        }}}}"#,
+        secret.display()
+    );
+    write_policy(&format!("fleet-{name}-identity"), &text)
+}
+
+fn radclient(status: &str, session: &str) -> bool {
+    let attrs = format!(
+        "Acct-Status-Type = {status}, Acct-Session-Id = \"{session}\", User-Name = \"alice\", \
+         Calling-Station-Id = \"{LAPTOP}\", Class = \"biomed\", Acct-Interim-Interval = 60, \
+         NAS-IP-Address = 127.0.0.1\n"
+    );
+    let mut c = command("radclient")
+        .args([
+            "-r",
+            "1",
+            "-t",
+            "2",
+            &format!("127.0.0.1:{PORT}"),
+            "acct",
+            SECRET,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(attrs.as_bytes()).unwrap();
+    c.wait().unwrap().success()
+}
+
+#[test]
+fn role_sessions_in_a_fleet_end_only_what_their_host_made() {
+    require_root();
+    let server = Etcd::start("fo", 1, 24180);
+    let urls = server.urls();
+    let seed = with_identity("oa");
+    let _u = unit("fo");
+    let key = keys::decision(SITE, LAPTOP, Kind::Role);
+    let held = || -> Option<Decision> {
+        etcd(&urls, async |c| {
+            let r = c.get(key.as_str(), None).await.unwrap();
+            r.kvs()
+                .first()
+                .map(|kv| serde_json::from_slice(kv.value()).unwrap())
+        })
+    };
+    let h = start_host("fo", 46, &seed, &urls, true);
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+    let listed = || {
+        let out = h.ctl.cli(&["sessions", "--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("\"S1\"")
+    };
+
+    // A session: the site's role decision names this host.
+    wait("the listener bound", Duration::from_secs(10), || {
+        radclient("Start", "S1")
+    });
+    wait("the role in etcd", Duration::from_secs(10), || {
+        held().is_some()
+    });
+    assert_eq!(held().unwrap().actor, "radius 127.0.0.1 via host-fo");
+
+    // An operator deletes the key: the listener forgets the session, and
+    // its next interim binds it again.
+    etcd(&urls, async |c| c.delete(key.as_str(), None).await.unwrap());
+    wait("the session forgotten", Duration::from_secs(10), || {
+        !listed()
+    });
+    assert!(radclient("Interim-Update", "S1"));
+    wait("bound again", Duration::from_secs(10), || held().is_some());
+    assert!(listed());
+
+    // The user roams: another host's listener makes a newer role decision.
+    // This host's session ending leaves it alone.
+    let mut theirs = held().unwrap();
+    theirs.actor = ispf::decisions::role_actor("10.0.0.2", Some("host-elsewhere"));
+    theirs.reason = "role biomed-engineer of alice (NAS 10.0.0.2, session T1)".into();
+    etcd(&urls, async |c| {
+        c.put(key.as_str(), serde_json::to_vec(&theirs).unwrap(), None)
+            .await
+            .unwrap()
+    });
+    wait("their role enforced here", Duration::from_secs(10), || {
+        let out = h.ctl.cli(&["device", LAPTOP, "--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("session T1")
+    });
+    assert!(radclient("Stop", "S1"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        held().map(|d| d.actor),
+        Some(theirs.actor.clone()),
+        "a session ending here ended another host's role"
+    );
+}
