@@ -139,6 +139,10 @@ impl Engine {
                 ));
             }
         }
+        // Published first: the listener reads the decisions that hold
+        // from the snapshot when it takes the notices, and would keep a
+        // session whose role the old snapshot still shows.
+        self.publish();
         for (d, event, detail) in &undone {
             log(format!("{} {event} (generation {g}): {detail}", d.mac));
             self.device_event(&d.mac, event, detail, "ispf");

@@ -156,13 +156,20 @@ impl Engine {
         let r = self
             .enforce(file, policy, &path, None, set, now)
             .map_err(|e| crate::describe(&e));
+        self.save_backstop();
+        for e in &entries {
+            let by = e.actor.clone().unwrap_or_else(|| "fleet".into());
+            self.device_event(&e.mac, &e.event, &e.detail, &by);
+        }
+        self.publish();
         if r.is_ok() {
             // A role the site no longer holds (another host's session
             // ended it, a revision made the device life-critical, an
-            // operator deleted the key): this host's listener forgets a
-            // session of it, which its next update then binds again
-            // through the usual checks, rather than keep it listed and
-            // bound to nothing.
+            // operator deleted the key): this host's listener forgets the
+            // session it names, which the NAS's next update then binds
+            // again through the usual checks, rather than keep it listed
+            // and bound to nothing. After the publish: the listener reads
+            // the decisions that hold from the snapshot.
             if let Some(s) = &self.shared {
                 for key in removed.iter().filter(|(_, k)| *k == Kind::Role) {
                     if let Some(d) = old.get(key) {
@@ -171,12 +178,6 @@ impl Engine {
                 }
             }
         }
-        self.save_backstop();
-        for e in &entries {
-            let by = e.actor.clone().unwrap_or_else(|| "fleet".into());
-            self.device_event(&e.mac, &e.event, &e.detail, &by);
-        }
-        self.publish();
         r.map(|g| {
             log(format!(
                 "fleet: {} decisions enforced as generation {g}",

@@ -62,6 +62,10 @@ pub enum DecisionRequest {
         why: String,
         #[serde(default)]
         host: Option<String>,
+        /// The ending session's mark (`roles::session_mark`), when one
+        /// session ends.
+        #[serde(default)]
+        session: Option<String>,
     },
 }
 
@@ -256,13 +260,21 @@ pub fn plan(
                 event: "session_started",
             })
         }
-        DecisionRequest::EndSession { mac, why, host } => {
+        DecisionRequest::EndSession {
+            mac,
+            why,
+            host,
+            session,
+        } => {
             let mac = canonical_mac(mac)?;
             let held = current
                 .iter()
                 .find(|d| d.mac == mac && d.kind == Kind::Role)
                 .ok_or_else(|| DecisionError::NothingToRelease(mac.clone()))?;
-            if let Some(other) = host.as_deref().and_then(|h| held_elsewhere(held, h)) {
+            let other = host
+                .as_deref()
+                .and_then(|h| held_elsewhere(held, h, session.as_deref()));
+            if let Some(other) = other {
                 return Err(DecisionError::Invalid(format!(
                     "the role decision of {mac} is held by a session on host {other} ({}): a session ending here does not end it",
                     held.reason

@@ -187,6 +187,7 @@ fn role_sessions_bind_seen_or_registered_devices_and_end_alone() {
         mac: "02:00:00:00:20:01".into(),
         why: "Stop".into(),
         host: None,
+        session: None,
     };
     let r = plan(&end, "r", 0, &p, &held, &unseen).unwrap();
     let after = with_plan(&held, &r);
@@ -279,23 +280,24 @@ fn a_role_decision_names_the_host_that_holds_its_session() {
     // host's newer session made (a user who roamed); one made alone, or
     // before hosts were named, ends as it always did.
     let p = Policy::from_doc(doc()).unwrap();
-    let end = |host: &str| DecisionRequest::EndSession {
+    let end = |host: &str, session: &str| DecisionRequest::EndSession {
         mac: "02:00:00:00:20:01".into(),
         why: "Stop".into(),
         host: Some(host.into()),
+        session: Some(session_mark("10.0.0.9", session)),
     };
-    let ends = |held: &Decision, host: &str| {
-        plan(
-            &end(host),
-            "r",
-            0,
-            &p,
-            std::slice::from_ref(held),
-            &Known::default(),
-        )
+    let ends = |held: &Decision, host: &str, session: &str| {
+        let held = Decision {
+            reason: format!("role biomed of alice {}", session_mark("10.0.0.9", "S1")),
+            ..held.clone()
+        };
+        plan(&end(host, session), "r", 0, &p, &[held], &Known::default())
     };
-    assert!(ends(&here, "ward-3").is_ok());
-    let e = ends(&here, "ward-4").unwrap_err().to_string();
+    assert!(ends(&here, "ward-3", "S0").is_ok());
+    let e = ends(&here, "ward-4", "S0").unwrap_err().to_string();
     assert!(e.contains("held by a session on host ward-3"), "{e}");
-    assert!(ends(&alone, "ward-4").is_ok());
+    assert!(ends(&alone, "ward-4", "S0").is_ok());
+    // The session that made it ends it, from whatever host name: one
+    // renamed since, or a NAS that failed over.
+    assert!(ends(&here, "ward-4", "S1").is_ok());
 }

@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     clock::{log, unix_now},
-    decisions::{DecisionRequest, Kind},
+    decisions::{session_mark, DecisionRequest, Kind},
     inventory::{db, View},
 };
 
@@ -253,6 +253,16 @@ fn forget(st: &mut State, e: &EndedRole, decisions: &[crate::decisions::Decision
     {
         return;
     }
+    // Only when the ended decision was a session's this table holds: the
+    // echo of this host's own Stop (in a fleet, the key's deletion comes
+    // back through the watch) must not drop a session bound since.
+    let named = st
+        .sessions
+        .on_device(&e.mac)
+        .any(|s| crate::decisions::names_session(&e.reason, &session_mark(&s.nas, &s.id)));
+    if !named {
+        return;
+    }
     let gone = st.sessions.forget_device(&e.mac);
     if let Some(s) = gone.first() {
         st.dirty = true;
@@ -275,6 +285,7 @@ fn end_all(s: &mut Sessions) -> Vec<Change> {
         out.push(Change::Unbind {
             mac,
             why: "the policy has no identity section any more".into(),
+            session: None,
         });
     }
     out
@@ -329,10 +340,11 @@ fn request(c: &Change, host: Option<&str>) -> DecisionRequest {
             session: s.id.clone(),
             host: host.map(str::to_owned),
         },
-        Change::Unbind { mac, why } => DecisionRequest::EndSession {
+        Change::Unbind { mac, why, session } => DecisionRequest::EndSession {
             mac: mac.clone(),
             why: why.clone(),
             host: host.map(str::to_owned),
+            session: session.clone(),
         },
     }
 }

@@ -69,6 +69,7 @@ pub(super) fn orphans(
             mac,
             why: "no open session after the controller restarted".into(),
             host: fleet_host.map(str::to_owned),
+            session: None,
         })
         .collect()
 }

@@ -120,8 +120,10 @@ fn role_sessions_in_a_fleet_end_only_what_their_host_made() {
         let out = h.ctl.cli(&["device", LAPTOP, "--json"]);
         String::from_utf8_lossy(&out.stdout).contains("session T1")
     });
+    assert!(listed(), "the session is still this host's");
     assert!(radclient("Stop", "S1"));
-    std::thread::sleep(Duration::from_secs(2));
+    wait("the Stop taken", Duration::from_secs(10), || !listed());
+    std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         held().map(|d| d.actor),
         Some(theirs.actor.clone()),

@@ -89,7 +89,11 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     // Killed and detached; the state directory stays.
     drop(ctl);
     let mut ctl = Ctl::start(kept, &critical, &ifaces);
-    assert_eq!(state(&ctl, LAPTOP), "pumps");
+    // Ended once the engine serves, which may be just after the control
+    // socket answers.
+    wait_devices(&ctl, Duration::from_secs(10), "the role ended", |l| {
+        device(l, LAPTOP).is_some_and(|d| d["segment"] == "pumps")
+    });
     unlisted(&ctl);
     let ended = timeline(&ctl, LAPTOP)
         .iter()

@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::radius::{station_mac, Accounting, Status};
-use crate::{decisions::mac_string, policy::RoleDoc};
+use crate::{
+    decisions::{mac_string, session_mark},
+    policy::RoleDoc,
+};
 
 /// One user's network session on one device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,8 +38,13 @@ pub struct Session {
 pub enum Change {
     /// Put `session.mac` in `session.segment` (a role decision).
     Bind(Session),
-    /// End the role decision of `mac`; `why` for the timeline.
-    Unbind { mac: String, why: String },
+    /// End the role decision of `mac`; `why` for the timeline; `session`:
+    /// the ending session's mark (`decisions::session_mark`).
+    Unbind {
+        mac: String,
+        why: String,
+        session: Option<String>,
+    },
 }
 
 /// Why an accepted packet changed nothing (counted by cause).
@@ -189,6 +197,7 @@ impl Sessions {
                         out.push(Change::Unbind {
                             mac: old.mac,
                             why: format!("session {} moved to {mac}", key.1),
+                            session: Some(session_mark(&key.0, &key.1)),
                         });
                     }
                 }
@@ -253,6 +262,11 @@ impl Sessions {
         keys.iter().filter_map(|k| self.by_key.remove(k)).collect()
     }
 
+    /// The sessions on device `mac`.
+    pub fn on_device<'a>(&'a self, mac: &'a str) -> impl Iterator<Item = &'a Session> + 'a {
+        self.by_key.values().filter(move |s| s.mac == mac)
+    }
+
     /// Whether `mac` is bound by a session this table knows.
     pub fn is_bound(&self, mac: &str) -> bool {
         self.bound.contains_key(mac)
@@ -300,6 +314,7 @@ impl Sessions {
             return Some(Change::Unbind {
                 mac: s.mac,
                 why: why.to_owned(),
+                session: Some(session_mark(&s.nas, &s.id)),
             });
         }
         None

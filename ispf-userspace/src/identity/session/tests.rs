@@ -69,7 +69,8 @@ fn start_interim_stop() {
         c,
         vec![Change::Unbind {
             mac: "02:00:00:00:30:01".into(),
-            why: "Stop for session S1".into()
+            why: "Stop for session S1".into(),
+            session: Some("(NAS nas, session S1)".into()),
         }]
     );
     // A Stop of a session no one knows, an unknown role, no MAC.
