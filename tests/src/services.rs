@@ -83,3 +83,27 @@ pub fn udp_ok(ns: &str, ip: &str, port: u16, timeout_s: f32, from: Option<&str>)
     args.extend(from);
     in_ns(ns, &args).status.success()
 }
+
+/// FreeRADIUS's `radclient` as a NAS: one Accounting-Request (`attrs` in
+/// radclient's syntax) to the listener on loopback `port`, one try of 2 s;
+/// true when it was answered.
+pub fn radclient(port: u16, attrs: &str, secret: &str) -> bool {
+    use std::io::Write;
+    let mut c = crate::programs::command("radclient")
+        .args([
+            "-r",
+            "1",
+            "-t",
+            "2",
+            &format!("127.0.0.1:{port}"),
+            "acct",
+            secret,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(attrs.as_bytes()).unwrap();
+    c.wait().unwrap().success()
+}

@@ -6,10 +6,8 @@
 //! accounting packets a second is absorbed while traffic flows.
 
 use std::{
-    io::Write,
     net::UdpSocket,
     os::unix::fs::PermissionsExt,
-    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -66,23 +64,7 @@ fn policy_with(ws_segment: &str, name: &str) -> std::path::PathBuf {
 
 /// `radclient` sends one accounting request; true when it was answered.
 fn radclient(attrs: &str, secret: &str) -> bool {
-    let mut c = command("radclient")
-        .args([
-            "-r",
-            "1",
-            "-t",
-            "2",
-            &format!("127.0.0.1:{PORT}"),
-            "acct",
-            secret,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(attrs.as_bytes()).unwrap();
-    c.wait().unwrap().success()
+    ispf_tests::services::radclient(PORT, attrs, secret)
 }
 
 fn acct(status: &str, session: &str, mac: &str, class: &str) -> String {

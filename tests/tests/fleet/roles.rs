@@ -4,13 +4,12 @@
 //! made; and a role the site no longer holds is forgotten by the listener,
 //! whose next update of the session binds it again.
 
-use std::{io::Write, os::unix::fs::PermissionsExt, process::Stdio};
+use std::os::unix::fs::PermissionsExt;
 
 use ispf::{
     decisions::{Decision, Kind},
     fleet::keys,
 };
-use ispf_tests::programs::command;
 
 use super::*;
 
@@ -43,23 +42,7 @@ fn radclient(status: &str, session: &str) -> bool {
          Calling-Station-Id = \"{LAPTOP}\", Class = \"biomed\", Acct-Interim-Interval = 60, \
          NAS-IP-Address = 127.0.0.1\n"
     );
-    let mut c = command("radclient")
-        .args([
-            "-r",
-            "1",
-            "-t",
-            "2",
-            &format!("127.0.0.1:{PORT}"),
-            "acct",
-            SECRET,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(attrs.as_bytes()).unwrap();
-    c.wait().unwrap().success()
+    ispf_tests::services::radclient(PORT, &attrs, SECRET)
 }
 
 #[test]

@@ -10,6 +10,24 @@ use ispf::{
 
 use super::*;
 
+/// The laptop's role session, as a listener on `host` (none: a
+/// controller before hosts were named) would write it into the site.
+fn laptop_role(host: Option<&str>) -> Decision {
+    Decision {
+        mac: LAPTOP.into(),
+        kind: Kind::Role,
+        segment: Some("pis-servers".into()),
+        name: None,
+        risk: None,
+        reason: "role biomed of alice (NAS 10.0.0.1, session X1)".into(),
+        forced: false,
+        actor: ispf::decisions::role_actor("10.0.0.1", host),
+        at: 1,
+        expires: None,
+        addresses: Vec::new(),
+    }
+}
+
 #[test]
 fn a_revision_that_makes_a_device_life_critical_ends_its_role_everywhere() {
     require_root();
@@ -28,19 +46,7 @@ fn a_revision_that_makes_a_device_life_critical_ends_its_role_everywhere() {
         hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
     });
     // The laptop's session, as another host's listener would write it.
-    let role = Decision {
-        mac: LAPTOP.into(),
-        kind: Kind::Role,
-        segment: Some("pis-servers".into()),
-        name: None,
-        risk: None,
-        reason: "role biomed of alice (NAS 10.0.0.1, session X1)".into(),
-        forced: false,
-        actor: "radius 10.0.0.1".into(),
-        at: 1,
-        expires: None,
-        addresses: Vec::new(),
-    };
+    let role = laptop_role(None);
     let key = keys::decision(SITE, LAPTOP, Kind::Role);
     etcd(&urls, async |c| {
         c.put(key.as_str(), serde_json::to_vec(&role).unwrap(), None)
@@ -92,19 +98,7 @@ fn a_restarting_host_ends_only_the_roles_its_own_listener_made() {
     let a = policy("ra", "");
     let _u = unit("fr");
     let key = keys::decision(SITE, LAPTOP, Kind::Role);
-    let role_by = |host: &str| Decision {
-        mac: LAPTOP.into(),
-        kind: Kind::Role,
-        segment: Some("pis-servers".into()),
-        name: None,
-        risk: None,
-        reason: "role biomed of alice (NAS 10.0.0.1, session X1)".into(),
-        forced: false,
-        actor: ispf::decisions::role_actor("10.0.0.1", Some(host)),
-        at: 1,
-        expires: None,
-        addresses: Vec::new(),
-    };
+    let role_by = |host: &str| laptop_role(Some(host));
     let put = |d: &Decision| {
         etcd(&urls, async |c| {
             c.put(key.as_str(), serde_json::to_vec(d).unwrap(), None)
