@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     datapath::{check_fits, Counts, MapSizeRequest, MapSizes},
-    decisions::{holding, Decision},
+    decisions::{holding, roles_refused_now, Decision, Kind},
     feeds::{self, compile::CompileCache, FeedSet},
     inventory,
     policy::{
@@ -75,6 +75,28 @@ pub(super) fn recorded_decisions(opts: &RunOptions) -> Vec<Decision> {
         log(format!("warning: runtime decisions: {w}"));
     }
     d
+}
+
+/// The recorded role decisions that `file` refuses now, each with why:
+/// they would move a device it makes life-critical (see
+/// [`roles_refused_now`]). A fresh start leaves them out of its first
+/// generation and the engine records them as ended once it serves:
+/// enforcing them until then would open a life-critical device to a
+/// role's segment for as long as the start takes.
+pub(super) fn roles_refused_at_start(
+    opts: &RunOptions,
+    file: &Policy,
+    decisions: &[Decision],
+) -> Vec<(Decision, String)> {
+    if !decisions.iter().any(|d| d.kind == Kind::Role) {
+        return Vec::new();
+    }
+    let index = crate::policy::DeviceIndex::of(file);
+    // Read-only: a missing database (nothing seen yet) is not created here.
+    let conn = inventory::db::open_reader(&inventory::db_path(&opts.state_dir)).ok();
+    roles_refused_now(file, &index, decisions, |mac| {
+        super::expiry::seen_in(conn.as_ref(), mac)
+    })
 }
 
 /// The feeds' contents kept from the last run: enforced from the first

@@ -88,6 +88,10 @@ pub struct Started {
     pub enforced: Enforced,
     pub adopted: bool,
     pub ports: Vec<InterfaceStatus>,
+    /// Recorded role decisions the start left out of the first
+    /// generation because the file refuses them: recorded as ended once
+    /// the engine serves.
+    pub refused_roles: Vec<(Decision, String)>,
 }
 
 pub struct Engine {
@@ -127,6 +131,8 @@ pub struct Engine {
     pub(super) last_reload_unix: i64,
     pub(super) last_reload_ok: bool,
     last_gc: Instant,
+    /// See [`Started::refused_roles`].
+    pub(super) refused_at_start: Vec<(Decision, String)>,
 }
 
 impl Engine {
@@ -161,6 +167,7 @@ impl Engine {
             last_reload_unix: unix_now(),
             last_reload_ok: true,
             last_gc: Instant::now(),
+            refused_at_start: s.refused_roles,
         }
     }
 

@@ -91,9 +91,19 @@ impl Engine {
 
     /// Ends the role decisions the enforced file would refuse now, as one
     /// generation: once the engine serves, after a start, for decisions
-    /// recorded by a controller without this check (a reload ends them
-    /// with the file it applies, see `try_reload`).
+    /// recorded by a controller without this check or enforced by pins it
+    /// adopted (a reload ends them with the file it applies, see
+    /// `try_reload`). Those a fresh start left out of its first generation
+    /// are recorded as ended with it.
     pub(super) fn end_roles_the_file_refuses(&mut self) {
+        let left_out = std::mem::take(&mut self.refused_at_start);
+        if !left_out.is_empty() {
+            // Never enforced by this datapath: the first generation left
+            // them out, so it is the generation they end with.
+            let g = self.dp.epoch();
+            self.roles_ended(left_out, g, unix_now());
+            self.publish();
+        }
         let file = self.file.clone();
         let ended = self.roles_refused(&file, &self.decisions.clone());
         if ended.is_empty() {
@@ -155,21 +165,7 @@ impl Engine {
     /// The addresses the inventory last saw `mac` with (none if it cannot
     /// be read).
     fn seen_addresses(&mut self, mac: &str) -> Vec<std::net::IpAddr> {
-        let Some(m) = crate::policy::parse_mac(mac) else {
-            return Vec::new();
-        };
-        let Ok(conn) = self.db() else {
-            return Vec::new();
-        };
-        match store::device(conn, &m) {
-            Ok(Some(d)) => d
-                .ipv4
-                .map(std::net::IpAddr::V4)
-                .into_iter()
-                .chain(d.ipv6.map(std::net::IpAddr::V6))
-                .collect(),
-            _ => Vec::new(),
-        }
+        seen_in(self.db().ok().map(|c| &*c), mac)
     }
 
     /// Records decisions undone by the controller itself: the database
@@ -215,6 +211,23 @@ impl Engine {
             holding(&self.decisions, now).len()
         ));
         Ok(())
+    }
+}
+
+/// The addresses the inventory behind `conn` last saw `mac` with (none if
+/// it cannot be read).
+pub(super) fn seen_in(conn: Option<&rusqlite::Connection>, mac: &str) -> Vec<std::net::IpAddr> {
+    let (Some(conn), Some(m)) = (conn, crate::policy::parse_mac(mac)) else {
+        return Vec::new();
+    };
+    match store::device(conn, &m) {
+        Ok(Some(d)) => d
+            .ipv4
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(d.ipv6.map(std::net::IpAddr::V6))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -12,11 +12,12 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     boot::{
-        cached_feeds, enforced_record, first_generation, recorded, recorded_decisions, run_state,
-        RunOptions,
+        cached_feeds, enforced_record, first_generation, recorded, recorded_decisions,
+        roles_refused_at_start, run_state, RunOptions,
     },
     decide,
     engine::{detach, log, unix_now, Engine, Started},
+    expiry::without,
     ports,
     state::RunDir,
     upgrade,
@@ -76,6 +77,8 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
             _ => true,
         })
         .collect();
+    let refused = roles_refused_at_start(opts, &file, &decisions);
+    let decisions = without(&decisions, &refused);
     let now = unix_now();
     let policy = match decide::desired(&file, &decisions, now) {
         Ok(p) => p,
@@ -122,6 +125,7 @@ fn fresh(opts: &RunOptions, file: Policy, bytes: Vec<u8>, run: RunDir) -> Result
         enforced: enforced.clone(),
         adopted: false,
         ports,
+        refused_roles: refused,
     };
     let e = Engine::new(
         started,
@@ -247,6 +251,9 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
         enforced: enforced.clone(),
         adopted: true,
         ports: port_list,
+        // The pins enforce what the last controller left; the engine ends
+        // what the file refuses once it serves.
+        refused_roles: Vec::new(),
     };
     let mut e = Engine::new(
         started,

@@ -89,8 +89,8 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     // Killed and detached; the state directory stays.
     drop(ctl);
     let mut ctl = Ctl::start(kept, &critical, &ifaces);
-    // Ended once the engine serves, which may be just after the control
-    // socket answers.
+    // Recorded as ended once the engine serves, which may be just after
+    // the control socket answers; never enforced (below).
     wait_devices(&ctl, Duration::from_secs(10), "the role ended", |l| {
         device(l, LAPTOP).is_some_and(|d| d["segment"] == "pumps")
     });
@@ -114,7 +114,24 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
         run: ctl.paths.run.clone(),
         state: ctl.paths.state.clone(),
     };
-    ctl.kill9();
+    let log = ctl.kill9();
+    // The fresh start left the role out of its first generation: it ended
+    // with the generation the start enforced, not with a later one, so
+    // the pump's segment was never opened to the role's.
+    let generation_of = |said: &str| {
+        log.lines()
+            .find(|l| l.contains(said))
+            .and_then(|l| l.split("(generation ").nth(1))
+            .and_then(|r| r.split(')').next())
+            .map(str::to_owned)
+    };
+    let first = generation_of("enforcing ");
+    assert!(first.is_some(), "{log}");
+    assert_eq!(
+        generation_of(&format!("{LAPTOP} session_ended")),
+        first,
+        "{log}"
+    );
     let db = ispf::inventory::db_path(&kept.state);
     let row = format!(
         "INSERT INTO sessions (nas, id, mac, user, role, segment, since, last_update, timeout_s) \
