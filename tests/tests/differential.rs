@@ -212,10 +212,7 @@ fn hex(b: &[u8]) -> String {
 /// the whole document; `None` where the controller would refuse them.
 fn with_decisions(file: &Policy, ds: &[ispf::decisions::Decision]) -> Option<Policy> {
     let index = ispf::policy::DeviceIndex::of(file);
-    if let Some(p) = ispf::decisions::overlay(file, &index, ds, 0) {
-        return Some(p);
-    }
-    let mut p = Policy::from_doc(ispf::decisions::effective(&file.doc, ds, 0)).ok()?;
-    p.keep_ids(&file.segment_ids());
-    Some(p)
+    let file = std::sync::Arc::new(file.clone());
+    let p = ispf::decisions::applied(&file, Some(&index), ds, 0).ok()?;
+    Some(std::sync::Arc::unwrap_or_clone(p))
 }

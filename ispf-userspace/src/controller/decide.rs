@@ -14,16 +14,13 @@ use super::{
 };
 use crate::{
     clock::now_rfc3339,
-    decisions::{
-        enforced_sha256, holding, overlay, plan, with_plan, Decision, DecisionRequest, Kind, Known,
-        Plan,
-    },
+    decisions::{applied, holding, plan, with_plan, Decision, DecisionRequest, Kind, Known, Plan},
     feeds::own,
     feeds::FeedSet,
     inventory::{db, judge::Judge, store},
     policy::{
         compile::{compile, Compiled},
-        DeviceIndex, Policy,
+        Policy,
     },
 };
 
@@ -31,44 +28,10 @@ use crate::{
 /// policy: at most three scans per device, against 8 ms to index 100,000.
 const SCANNED_BURST: usize = 4;
 
-/// The file with the decisions that hold at `now` applied, with the file's
-/// segment ids and the hash the datapath will hold for it.
+/// The file with the decisions that hold at `now` applied (see
+/// [`applied`]).
 pub fn desired(file: &Arc<Policy>, decisions: &[Decision], now: i64) -> Result<Arc<Policy>> {
-    desired_on(file, None, decisions, now)
-}
-
-/// [`desired`], on `index` of `file` when given: only what the decisions
-/// change is checked, unless that finds something full validation must
-/// word.
-fn desired_on(
-    file: &Arc<Policy>,
-    index: Option<&DeviceIndex>,
-    decisions: &[Decision],
-    now: i64,
-) -> Result<Arc<Policy>> {
-    let hold = holding(decisions, now);
-    if hold.is_empty() {
-        return Ok(file.clone());
-    }
-    if let Some(p) = index.and_then(|x| overlay(file, x, decisions, now)) {
-        return Ok(Arc::new(p));
-    }
-    let doc = crate::decisions::effective(&file.doc, decisions, now);
-    let mut p = Policy::from_doc_unhashed(doc).map_err(|problems| {
-        anyhow!(
-            "the runtime decisions cannot be applied over the policy file: {}",
-            problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })?;
-    p.keep_ids(&file.segment_ids());
-    p.sha256 = enforced_sha256(&file.sha256, decisions, now);
-    // `effective` appends the entries it adds after the file's.
-    p.file_devices = file.devices.len();
-    Ok(Arc::new(p))
+    Ok(applied(file, None, decisions, now)?)
 }
 
 /// The outcome of each request, in order: the refusals as they were, the
@@ -109,7 +72,7 @@ impl Engine {
     /// file).
     pub(super) fn desired(&mut self, decisions: &[Decision], now: i64) -> Result<Arc<Policy>> {
         let index = self.file_index.of(&self.file);
-        desired_on(&self.file, Some(&index), decisions, now)
+        Ok(applied(&self.file, Some(&index), decisions, now)?)
     }
 
     /// Applies `file` with `decisions` (already worked out as `policy` for

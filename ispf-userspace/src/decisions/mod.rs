@@ -10,6 +10,7 @@
 //! the validated file, for each runtime decision; `plan` works out a
 //! request.
 
+mod applied;
 mod effective;
 mod foreign;
 mod overlay;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{parse_mac, Policy};
 
+pub use applied::applied;
 pub use effective::{effective, enforced_sha256, file_change_effects};
 pub use foreign::{check_foreign, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
@@ -44,6 +46,8 @@ pub enum DecisionError {
     Unseen(String),
     #[error("the decision would make the policy invalid: {0}")]
     Invalid(String),
+    #[error("the runtime decisions cannot be applied over the policy file: {0}")]
+    Unappliable(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
