@@ -301,13 +301,17 @@ fn check(file: &Path, request: MapSizeRequest, explicit: bool) -> Result<ExitCod
     println!("  routers:  {}", p.routers.len());
     println!("  rules:    {}", p.rules.len());
     println!(
-        "  compiled: {} map entries ({} rule-matrix rows and {} entries beyond a row, {} subnet prefixes, {} VLANs, {} port-class ports)",
-        c.entry_count(),
-        c.rows.len(),
-        c.policy.len(),
-        c.subnet_v4.len() + c.subnet_v6.len(),
-        c.vlans.len(),
-        c.port_classes.len()
+        "  compiled: {} ({}, {} beyond a row, {}, {}, {})",
+        counted(c.entry_count(), "map entry", "map entries"),
+        counted(c.rows.len(), "rule-matrix row", "rule-matrix rows"),
+        counted(c.policy.len(), "entry", "entries"),
+        counted(
+            c.subnet_v4.len() + c.subnet_v6.len(),
+            "subnet prefix",
+            "subnet prefixes"
+        ),
+        counted(c.vlans.len(), "VLAN", "VLANs"),
+        counted(c.port_classes.len(), "port-class port", "port-class ports")
     );
     let how = if explicit {
         "as given"
@@ -409,4 +413,9 @@ fn replay(policy_file: &Path, pcap: &Path, json: bool, entry: Entry) -> Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `n` with the noun it counts, singular for one.
+fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
