@@ -102,7 +102,6 @@ impl Engine {
             // them out, so it is the generation they end with.
             let g = self.dp.epoch();
             self.roles_ended(left_out, g, unix_now());
-            self.publish();
         }
         let file = self.file.clone();
         let ended = self.roles_refused(&file, &self.decisions.clone());
@@ -196,20 +195,31 @@ impl Engine {
     /// After a start: brings what is enforced in line with the decisions
     /// recorded (a decision made, released or expired while no controller
     /// ran).
+    ///
+    /// A role the file refuses is left out, whether or not the pins
+    /// enforced it, and recorded as ended once the engine serves (see
+    /// [`Self::end_roles_the_file_refuses`]): a start that found it only in
+    /// the database (a start before failed after enforcing, or `--reapply`)
+    /// must not enforce it again for the moment until then.
     pub fn converge(&mut self, recorded: Vec<Decision>) -> Result<()> {
         let now = unix_now();
+        let file = self.file.clone();
+        let refused = self.roles_refused(&file, &recorded);
+        let recorded = without(&recorded, &refused);
         let want = self.desired(&recorded, now)?;
         if want.sha256 == self.policy.sha256 {
             self.decisions = Arc::new(recorded);
-            return Ok(());
+        } else {
+            let path = self.enforced.path.clone();
+            let g = self.enforce(file, want, &path, None, recorded, now)?;
+            log(format!(
+                "applied the recorded runtime decisions ({} holding) as generation {g}",
+                holding(&self.decisions, now).len()
+            ));
         }
-        let file = self.file.clone();
-        let path = self.enforced.path.clone();
-        let g = self.enforce(file, want, &path, None, recorded, now)?;
-        log(format!(
-            "applied the recorded runtime decisions ({} holding) as generation {g}",
-            holding(&self.decisions, now).len()
-        ));
+        // Only once they are out of what is enforced: on an error the
+        // engine ends them itself when it serves.
+        self.refused_at_start.extend(refused);
         Ok(())
     }
 }

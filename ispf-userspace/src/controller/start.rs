@@ -178,6 +178,8 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             // The ids the kernel's connection state holds are unknown:
             // start connection state afresh rather than misname it.
             let decisions = recorded_decisions(opts);
+            // Recorded as ended by `converge`, which finds them again.
+            let decisions = without(&decisions, &roles_refused_at_start(opts, &given, &decisions));
             let now = unix_now();
             let policy = decide::desired(&given, &decisions, now)?;
             let rec = enforced_record(&given, &policy, &decisions, now, &opts.policy);
@@ -251,8 +253,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
         enforced: enforced.clone(),
         adopted: true,
         ports: port_list,
-        // The pins enforce what the last controller left; the engine ends
-        // what the file refuses once it serves.
+        // Those the pins enforce are ended by `converge`, below.
         refused_roles: Vec::new(),
     };
     let mut e = Engine::new(

@@ -12,10 +12,12 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     boot::{
-        enforced_record, first_generation, recorded, recorded_decisions, run_state, RunOptions,
+        enforced_record, first_generation, recorded, recorded_decisions, roles_refused_at_start,
+        run_state, RunOptions,
     },
     decide,
     engine::{log, unix_now},
+    expiry::without,
     state::{RunDir, State},
 };
 use crate::{
@@ -74,6 +76,9 @@ pub fn upgrade(opts: &RunOptions, given: &Policy, given_bytes: &[u8], run: &RunD
             opts.pin_dir.display()
         ),
     };
+    // A role the file refuses is not carried into the new datapath; the
+    // adopting engine's `converge` finds it recorded and ends it.
+    let decisions = without(&decisions, &roles_refused_at_start(opts, &file, &decisions));
     let now = unix_now();
     let policy = decide::desired(&file, &decisions, now)?;
     let first = first_generation(opts, &file, &policy)?;

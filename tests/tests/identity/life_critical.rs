@@ -28,10 +28,25 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
         }
     };
     let ended_for_life_critical = |ctl: &Ctl| {
-        timeline(ctl, LAPTOP).iter().any(|e| {
-            e["event"] == "session_ended"
-                && e["detail"].as_str().unwrap_or("").contains("life-critical")
-        })
+        timeline(ctl, LAPTOP)
+            .iter()
+            .filter(|e| {
+                e["event"] == "session_ended"
+                    && e["detail"].as_str().unwrap_or("").contains("life-critical")
+            })
+            .count()
+    };
+    let wait_ended = |ctl: &Ctl, n: usize| {
+        let t = Instant::now();
+        while ended_for_life_critical(ctl) < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{n} sessions ended for life-critical: {:?}",
+                timeline(ctl, LAPTOP)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(ended_for_life_critical(ctl), n);
     };
     // Seen, so that `ispf devices` lists where it is once no decision
     // names it.
@@ -58,7 +73,7 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(state(&ctl, LAPTOP), "pumps");
-    assert!(ended_for_life_critical(&ctl));
+    wait_ended(&ctl, 1);
     unlisted(&ctl);
     let before = scrape(&ctl.metrics);
     assert!(radclient(
@@ -89,20 +104,11 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     // Killed and detached; the state directory stays.
     drop(ctl);
     let mut ctl = Ctl::start(kept, &critical, &ifaces);
-    // Recorded as ended once the engine serves, which may be just after
-    // the control socket answers; never enforced (below).
-    wait_devices(&ctl, Duration::from_secs(10), "the role ended", |l| {
-        device(l, LAPTOP).is_some_and(|d| d["segment"] == "pumps")
-    });
+    // Never enforced (below), and recorded as ended once the engine
+    // serves, which may be just after the control socket answers.
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+    wait_ended(&ctl, 2);
     unlisted(&ctl);
-    let ended = timeline(&ctl, LAPTOP)
-        .iter()
-        .filter(|e| {
-            e["event"] == "session_ended"
-                && e["detail"].as_str().unwrap_or("").contains("life-critical")
-        })
-        .count();
-    assert_eq!(ended, 2, "{:?}", timeline(&ctl, LAPTOP));
 
     // Killed within the second between the decision's end and the saving
     // of the session table: the table still holds the session. Planted
@@ -118,17 +124,10 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     // The fresh start left the role out of its first generation: it ended
     // with the generation the start enforced, not with a later one, so
     // the pump's segment was never opened to the role's.
-    let generation_of = |said: &str| {
-        log.lines()
-            .find(|l| l.contains(said))
-            .and_then(|l| l.split("(generation ").nth(1))
-            .and_then(|r| r.split(')').next())
-            .map(str::to_owned)
-    };
-    let first = generation_of("enforcing ");
+    let first = generation_in(&log, "enforcing ");
     assert!(first.is_some(), "{log}");
     assert_eq!(
-        generation_of(&format!("{LAPTOP} session_ended")),
+        generation_in(&log, &format!("{LAPTOP} session_ended")),
         first,
         "{log}"
     );
@@ -150,9 +149,61 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
         assert!(!open(&ctl).contains(LAPTOP), "listed: {}", open(&ctl));
         std::thread::sleep(Duration::from_millis(200));
     }
+    // A role decision in the database that the pins do not enforce,
+    // under a file that refuses it: a fresh start that failed after
+    // enforcing without it leaves this. The adopting start must not
+    // enforce it for the moment until it serves; it ends it with the
+    // generation it adopted.
+    let out = ctl.cli(&["reload", critical.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
+    };
     let log = ctl.kill9();
     assert!(
         log.contains("1 recorded session(s) not restored (session L3 of alice"),
         "{log}"
     );
+    let row = format!(
+        "INSERT INTO decisions (mac, kind, segment, reason, actor, at) \
+         VALUES ('{LAPTOP}', 'role', 'biomed-workstations', 'radius session L4 of alice (biomed)', \
+         'radius 127.0.0.1', strftime('%s','now'));"
+    );
+    let out = command("sqlite3").arg(&db).arg(&row).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ctl = Ctl::start(kept, &critical, &ifaces);
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+    wait_ended(&ctl, 3);
+    let log = ctl.kill9();
+    let adopted = generation_in(&log, "adopted the pinned datapath");
+    assert!(adopted.is_some(), "{log}");
+    assert!(
+        !log.contains("applied the recorded runtime decisions"),
+        "{log}"
+    );
+    assert_eq!(
+        generation_in(&log, &format!("{LAPTOP} session_ended")),
+        adopted,
+        "{log}"
+    );
+}
+
+/// The generation the first line of `log` that says `said` names.
+fn generation_in(log: &str, said: &str) -> Option<u32> {
+    let line = log.lines().find(|l| l.contains(said))?;
+    let rest = line.split("generation ").nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
