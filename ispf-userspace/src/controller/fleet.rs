@@ -64,8 +64,18 @@ impl Engine {
             .cloned()
             .collect();
         for d in &changed {
-            let known = self.known(&d.mac, &mut judge, changed.len());
-            if let Err(e) = check_foreign(d, &self.file, &index, &known.segments) {
+            let mut segments = self.known(&d.mac, &mut judge, changed.len()).segments;
+            // An admit places the device as much as a sighting does: a
+            // role must not move a device the site admitted into a
+            // life-critical segment, seen here or not.
+            if d.kind == Kind::Role {
+                segments.extend(
+                    set.iter()
+                        .filter(|a| a.mac == d.mac && a.kind == Kind::Admit)
+                        .filter_map(|a| a.segment.clone()),
+                );
+            }
+            if let Err(e) = check_foreign(d, &self.file, &index, &segments) {
                 refused.push(refusal(d, &e.to_string()));
                 keep_old(&mut new, &old, key(d));
             }

@@ -120,6 +120,41 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
         || last_error(&urls).is_empty(),
     );
 
+    // A role on a device the site admitted into the life-critical
+    // segment, which this host has never seen: refused, as it is for a
+    // device seen there.
+    let cart = "02:00:00:00:77:01";
+    let (cart_admit, cart_role) = (
+        keys::decision(SITE, cart, Kind::Admit),
+        keys::decision(SITE, cart, Kind::Role),
+    );
+    put(
+        &urls,
+        &cart_admit,
+        by_hand(cart, Kind::Admit, Some("pumps")),
+    );
+    put(
+        &urls,
+        &cart_role,
+        by_hand(cart, Kind::Role, Some("workstations")),
+    );
+    wait(
+        "the admitted cart's role refused",
+        Duration::from_secs(10),
+        || {
+            let e = last_error(&urls);
+            e.contains(&cart_role.replace(&keys::decisions_prefix(SITE), "decisions/"))
+                && e.contains("which no role session moves")
+        },
+    );
+    del(&urls, &cart_role);
+    del(&urls, &cart_admit);
+    wait(
+        "the errors gone once fixed",
+        Duration::from_secs(10),
+        || last_error(&urls).is_empty(),
+    );
+
     // The file the fleet wrote, reloaded by hand (or by SIGHUP's path):
     // refused like any other, the site stays whole.
     for args in [
