@@ -142,10 +142,20 @@ async fn handle(mut stream: UnixStream, c: &Control) {
                 message: e.to_string(),
             })
         }
-        Request::Decide { op, by } => {
-            let actor = devices::actor(&stream, by);
-            devices::decide(c, op, actor).await
-        }
+        Request::Decide { op, by } => match op {
+            // The listener hands its sessions to the engine directly; a
+            // socket client (a script, a hostile local user with the
+            // socket's rights) would bypass what it checks: the shared
+            // secret, the NAS list and the session table.
+            crate::decisions::DecisionRequest::Session { .. }
+            | crate::decisions::DecisionRequest::EndSession { .. } => Response::Error {
+                message: "role sessions are made and ended only by RADIUS accounting (the policy's `identity.radius_accounting`), not over the control socket: a role ends with its session (Stop, or no interim update in time); to place a device by hand use `ispf admit`".into(),
+            },
+            op => {
+                let actor = devices::actor(&stream, by);
+                devices::decide(c, op, actor).await
+            }
+        },
         Request::Events { filter } => {
             if let Err(message) = filter.validate(&c.shared.snapshot().policy) {
                 send(&mut stream, &Response::Error { message }).await;

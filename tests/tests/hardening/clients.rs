@@ -136,6 +136,38 @@ fn no_client_can_stall_the_controller() {
     );
     assert!(t.elapsed() < Duration::from_secs(1));
     std::fs::remove_file(&fifo).unwrap();
+    // A role session is RADIUS accounting's to make: a socket client that
+    // sends one (or its end) changes nothing.
+    let generation = ctl.status().generation;
+    for op in [
+        ispf::decisions::DecisionRequest::Session {
+            mac: "02:00:00:00:99:01".into(),
+            segment: "workstations".into(),
+            role: "biomed-engineer".into(),
+            user: "mallory".into(),
+            nas: "127.0.0.1".into(),
+            session: "S1".into(),
+            host: None,
+        },
+        ispf::decisions::DecisionRequest::EndSession {
+            mac: "02:00:00:00:99:01".into(),
+            why: "by hand".into(),
+            host: None,
+            session: None,
+        },
+    ] {
+        let r = control::request(
+            &ctl.paths.run,
+            &Request::Decide { op, by: None },
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert!(
+            matches!(&r, Response::Error { message } if message.contains("only by RADIUS accounting")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(ctl.status().generation, generation);
     // With all of that hanging on, a reload and a status are prompt.
     for policy in [&b, &a, &b] {
         let t = Instant::now();
