@@ -174,9 +174,12 @@ async fn push(
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let by = std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .unwrap_or_else(|_| "unknown".into());
+    // `USER` is unset under systemd and in many automation runners; the
+    // password database names whoever runs this.
+    let by = std::env::var("SUDO_USER").unwrap_or_else(|_| {
+        // SAFETY: getuid cannot fail and touches no memory of ours.
+        ispf::system::user_name(unsafe { libc::getuid() })
+    });
     let pushed = keys::Pushed {
         revision: 0,
         etcd_revision: 0,

@@ -120,20 +120,7 @@ fn peer_user(stream: &UnixStream) -> String {
     let Ok(cred) = stream.peer_cred() else {
         return "unknown".into();
     };
-    let uid = cred.uid();
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into `pwd` and `buf`, both ours and sized
-    // as passed; `out` is set to `&pwd` on success.
-    let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if rc != 0 || out.is_null() {
-        return format!("uid {uid}");
-    }
-    // SAFETY: on success pw_name points at a NUL-terminated name in `buf`.
-    unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) }
-        .to_string_lossy()
-        .into_owned()
+    crate::system::user_name(cred.uid())
 }
 
 /// Who makes a decision: the name the client gives (`--by`, else the user
