@@ -202,10 +202,21 @@ impl Engine {
     /// the database (a start before failed after enforcing, or `--reapply`)
     /// must not enforce it again for the moment until then.
     pub fn converge(&mut self, recorded: Vec<Decision>) -> Result<()> {
-        let now = unix_now();
         let file = self.file.clone();
         let refused = self.roles_refused(&file, &recorded);
-        let recorded = without(&recorded, &refused);
+        let converged = self.converge_on(file, without(&recorded, &refused));
+        // Those the engine still holds (it could not converge) it ends
+        // itself when it serves; the others are only recorded ended then,
+        // even when the generation without them was enforced and a later
+        // step failed.
+        let held = self.decisions.clone();
+        self.refused_at_start
+            .extend(refused.into_iter().filter(|(d, _)| !held.contains(d)));
+        converged
+    }
+
+    fn converge_on(&mut self, file: Arc<Policy>, recorded: Vec<Decision>) -> Result<()> {
+        let now = unix_now();
         let want = self.desired(&recorded, now)?;
         if want.sha256 == self.policy.sha256 {
             self.decisions = Arc::new(recorded);
@@ -217,9 +228,6 @@ impl Engine {
                 holding(&self.decisions, now).len()
             ));
         }
-        // Only once they are out of what is enforced: on an error the
-        // engine ends them itself when it serves.
-        self.refused_at_start.extend(refused);
         Ok(())
     }
 }
