@@ -232,6 +232,22 @@ impl Engine {
         }
     }
 
+    /// Whether `put` admits a device into a segment the file makes
+    /// life-critical. A role outranks an admit, so a role held on such a
+    /// device (a NAS reporting a new pump's MAC) would keep it out of its
+    /// segment: the caller ends it (see `end_roles_the_file_refuses`).
+    pub(super) fn admits_life_critical(&self, put: &[Decision]) -> bool {
+        put.iter().any(|d| {
+            d.kind == Kind::Admit
+                && d.segment.as_deref().is_some_and(|s| {
+                    self.file
+                        .segments
+                        .iter()
+                        .any(|x| x.name == s && x.life_critical)
+                })
+        })
+    }
+
     /// Several decisions (a burst of role sessions) in one generation: each
     /// planned against the ones before it; those refused are reported and
     /// the rest applied together.
@@ -253,6 +269,18 @@ impl Engine {
         let r = self.try_decide_many(reqs, actor);
         self.busy(None);
         self.publish();
+        // In a fleet the admit comes back from etcd: `fleet_decisions`.
+        if r.is_ok() && self.fleet.is_none() {
+            let admits: Vec<Decision> = self
+                .decisions
+                .iter()
+                .filter(|d| d.kind == Kind::Admit && reqs.iter().any(|q| q.mac() == d.mac))
+                .cloned()
+                .collect();
+            if self.admits_life_critical(&admits) {
+                self.end_roles_the_file_refuses();
+            }
+        }
         if let Err(e) = &r {
             log(format!(
                 "decision refused, enforcement unchanged: {}",

@@ -188,13 +188,17 @@ impl Engine {
                 }
             }
         }
-        r.map(|g| {
+        let r = r.map(|g| {
             log(format!(
                 "fleet: {} decisions enforced as generation {g}",
                 holding(&self.decisions, now).len()
             ));
             refused
-        })
+        });
+        if r.is_ok() && self.admits_life_critical(&put) {
+            self.end_roles_the_file_refuses();
+        }
+        r
     }
 }
 

@@ -154,6 +154,29 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
         Duration::from_secs(10),
         || last_error(&urls).is_empty(),
     );
+    // The other order: a role held, then the site admits the device into
+    // the life-critical segment. The role would keep it out of it (a role
+    // outranks an admit): it ends, and its key goes.
+    put(
+        &urls,
+        &cart_role,
+        by_hand(cart, Kind::Role, Some("workstations")),
+    );
+    wait("the cart's role enforced", Duration::from_secs(10), || {
+        h.ctl.status().generation > generation && last_error(&urls).is_empty()
+    });
+    put(
+        &urls,
+        &cart_admit,
+        by_hand(cart, Kind::Admit, Some("pumps")),
+    );
+    wait(
+        "the cart's role ended by the admit",
+        Duration::from_secs(10),
+        || !etcd_has(&urls, &cart_role),
+    );
+    assert!(etcd_has(&urls, &cart_admit));
+    del(&urls, &cart_admit);
 
     // The file the fleet wrote, reloaded by hand (or by SIGHUP's path):
     // refused like any other, the site stays whole.

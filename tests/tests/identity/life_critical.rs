@@ -207,3 +207,54 @@ fn generation_in(log: &str, said: &str) -> Option<u32> {
         .parse()
         .ok()
 }
+
+/// A device admitted into a life-critical segment (a new pump whose MAC a
+/// NAS also reports) while a role session holds it: the role outranks the
+/// admit and would keep it out of its segment, so the admit ends the role.
+#[test]
+fn an_admit_into_a_life_critical_segment_ends_the_role_held_on_the_device() {
+    require_root();
+    let (_topo, ports) = unit("ida");
+    let ifaces = [ports[0].as_str(), ports[1].as_str(), ports[2].as_str()];
+    // The laptop is no device of the file here: an admit may place it.
+    let text = std::fs::read_to_string(policy()).unwrap();
+    let ws = text
+        .lines()
+        .find(|l| l.contains(r#""name": "ws""#))
+        .unwrap()
+        .to_owned();
+    let unregistered = write_policy(
+        "identity-unregistered",
+        &text.replace(&format!(",\n{ws}"), ""),
+    );
+    let ctl = Ctl::start(paths("ida"), &unregistered, &ifaces);
+    let _https = Server::start("ispf-ida-pis", &[443]);
+    // Seen (its SYN is refused: unknown devices are quarantined).
+    let _ = tcp_ok("ispf-ida-lap", "10.50.0.10", 443, 1.0, None);
+    wait_devices(&ctl, Duration::from_secs(10), "the laptop seen", |l| {
+        device(l, LAPTOP).is_some()
+    });
+    assert!(radclient(&acct("Start", "A1", LAPTOP, "biomed"), SECRET));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+
+    let out = ctl.cli(&["admit", LAPTOP, "--segment", "pumps"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_devices(&ctl, Duration::from_secs(10), "in pumps", |l| {
+        device(l, LAPTOP).is_some_and(|d| d["segment"] == "pumps")
+    });
+    let ended = timeline(&ctl, LAPTOP).iter().any(|e| {
+        e["event"] == "session_ended"
+            && e["detail"].as_str().unwrap_or("").contains("life-critical")
+    });
+    assert!(ended, "{:?}", timeline(&ctl, LAPTOP));
+    // Its next interim is refused like a new session on a pump.
+    assert!(radclient(
+        &acct("Interim-Update", "A1", LAPTOP, "biomed"),
+        SECRET
+    ));
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+}
