@@ -9,19 +9,14 @@ use std::{
 use foldhash::{fast::RandomState as Fast, HashMap, HashSet};
 
 use super::{holding, mac_string, Decision, Kind};
-use crate::policy::{
-    hex,
-    model::{DeviceDoc, OneOrMany},
-    parse_mac, sha256, Policy, PolicyDoc,
-};
+use crate::policy::{hex, model::DeviceDoc, parse_mac, sha256, Policy, PolicyDoc};
 
 /// The policy file with the decisions applied: a device a decision holds
 /// for is put in its segment (a quarantine: `defaults.unknown_source`),
 /// keeping the file's entry (name, addresses, metadata) when the file
 /// registers the MAC, else added as a MAC-only device. A quarantine also
-/// takes the addresses it names that no entry gives another device, for a
-/// device the file registers by MAC too: a file entry registering one of
-/// them by address alone is the same device and is moved with it.
+/// takes the addresses it names: a file entry registering one of them by
+/// address alone is the same device and is moved with it.
 pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc {
     let mut out = doc.clone();
     let hold = holding(decisions, now);
@@ -56,9 +51,7 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         .filter_map(|(m, d)| Some((canonical_bytes(m)?, *d)))
         .collect();
     let mut placed = HashSet::default();
-    // Quarantined entries of the file that take addresses too.
-    let mut taking: Vec<(usize, &Decision)> = Vec::new();
-    for (i, dev) in out.devices.iter_mut().enumerate() {
+    for dev in &mut out.devices {
         let Some(mac) = dev.mac.as_deref().and_then(parse_mac) else {
             continue;
         };
@@ -66,28 +59,8 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
             if let Some(seg) = target(d, &dev.segment) {
                 dev.segment = seg;
             }
-            if d.kind == Kind::Quarantine && !d.addresses.is_empty() {
-                taking.push((i, *d));
-            }
             placed.insert(mac);
         }
-    }
-    // A registered device quarantined while it used addresses the file
-    // does not give it: packets to those would otherwise be judged by the
-    // segment whose subnet holds them.
-    for (i, d) in taking {
-        let segment = out.devices[i].segment.clone();
-        let mut own = Vec::new();
-        for a in &d.addresses {
-            match owner.get(a) {
-                None => own.push(*a),
-                Some(&j) if doc.devices[j].mac.is_none() => {
-                    out.devices[j].segment = segment.clone();
-                }
-                Some(_) => {}
-            }
-        }
-        take_addresses(&mut out.devices[i], &own);
     }
     for (mac, d) in &hold {
         if canonical_bytes(mac).is_some_and(|m| placed.contains(&m)) {
@@ -120,21 +93,6 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         out.devices.push(dev);
     }
     out
-}
-
-/// `dev` with `own` appended to its addresses, each to its family's list.
-pub(super) fn take_addresses(dev: &mut DeviceDoc, own: &[IpAddr]) {
-    let (v4, v6) = by_family(own);
-    if !v4.is_empty() {
-        let mut all = dev.ipv4.as_ref().map(|x| x.to_vec()).unwrap_or_default();
-        all.extend(v4);
-        dev.ipv4 = Some(OneOrMany::Many(all));
-    }
-    if !v6.is_empty() {
-        let mut all = dev.ipv6.as_ref().map(|x| x.to_vec()).unwrap_or_default();
-        all.extend(v6);
-        dev.ipv6 = Some(OneOrMany::Many(all));
-    }
 }
 
 /// The bytes of `mac` if it is written in canonical form: the only form

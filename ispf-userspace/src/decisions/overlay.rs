@@ -17,11 +17,8 @@ use std::{net::IpAddr, sync::Arc};
 use foldhash::{HashMap, HashSet};
 
 use super::{
-    effective::{
-        added_device, added_name, by_family, canonical_bytes, enforced_sha256, take_addresses,
-        target,
-    },
-    holding, Decision, Kind,
+    effective::{added_device, added_name, by_family, canonical_bytes, enforced_sha256, target},
+    holding, Decision,
 };
 use crate::policy::{is_device_mac, parse_mac, Device, DeviceIndex, Policy};
 
@@ -62,44 +59,15 @@ pub fn overlay(
     let mut added_names: HashSet<String> = HashSet::default();
     let mut added_macs: HashSet<[u8; 6]> = HashSet::default();
     let mut added_ips: HashMap<IpAddr, usize> = HashMap::default();
-    // The file's entries first, as `effective` moves them: an entry by
-    // address alone that two decisions name ends where the later puts it.
-    let mut unregistered = Vec::new();
     for (mac, d) in &hold {
         let registered = canonical_bytes(mac).and_then(|b| index.by_mac(&b));
-        let Some(i) = registered else {
-            unregistered.push((mac, d));
+        if let Some(i) = registered {
+            if let Some(seg) = target(d, &doc.devices[i].segment, unknown) {
+                devices[i].segment = file.segment_id(&seg)?;
+                doc.devices[i].segment = seg;
+            }
             continue;
-        };
-        if let Some(seg) = target(d, &doc.devices[i].segment, unknown) {
-            devices[i].segment = file.segment_id(&seg)?;
-            doc.devices[i].segment = seg;
         }
-        if d.kind == Kind::Quarantine {
-            let segment = devices[i].segment;
-            let mut own = Vec::new();
-            for a in &d.addresses {
-                match index.by_ip(a) {
-                    None => own.push(*a),
-                    Some(j) if file.devices[j].mac.is_none() => {
-                        devices[j].segment = segment;
-                        doc.devices[j].segment = doc.devices[i].segment.clone();
-                    }
-                    Some(_) => {}
-                }
-            }
-            for a in &own {
-                if *added_ips.entry(*a).or_insert(i) != i {
-                    return None;
-                }
-            }
-            let (ipv4, ipv6) = by_family(&own);
-            devices[i].ipv4.extend(ipv4);
-            devices[i].ipv6.extend(ipv6);
-            take_addresses(&mut doc.devices[i], &own);
-        }
-    }
-    for (mac, d) in unregistered {
         let Some(segment) = target(d, "", unknown) else {
             continue;
         };

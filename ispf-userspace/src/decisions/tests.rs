@@ -301,36 +301,3 @@ fn a_role_decision_names_the_host_that_holds_its_session() {
     // renamed since, or a NAS that failed over.
     assert!(ends(&here, "ward-4", "S1").is_ok());
 }
-
-/// A registered device quarantined while it used addresses the file does
-/// not give it takes them too, both ways of applying decisions alike: an
-/// address no entry names, and an entry naming one by address alone; an
-/// address another MAC's entry names stays that device's.
-#[test]
-fn a_quarantined_registered_device_takes_the_addresses_it_was_seen_with() {
-    let text = r#"{"version":1,"segments":[{"name":"ws","subnets":["10.0.0.0/24"]},{"name":"pis"}],
-        "devices":[{"name":"w1","mac":"02:00:00:00:30:01","ipv4":"10.0.0.5","segment":"ws"},
-                   {"name":"server","mac":"02:00:00:00:40:01","ipv4":"10.0.0.9","segment":"pis"},
-                   {"name":"cam","ipv4":"10.0.0.7","segment":"pis"}]}"#;
-    let file = std::sync::Arc::new(Policy::from_str(text, std::path::Path::new("t.json")).unwrap());
-    let mut q = dec("02:00:00:00:30:01", Kind::Quarantine, None, None);
-    q.addresses = ["10.0.0.20", "10.0.0.9", "10.0.0.7", "fd00::20"]
-        .iter()
-        .map(|a| a.parse().unwrap())
-        .collect();
-    let index = crate::policy::DeviceIndex::of(&file);
-    let fast = applied(&file, Some(&index), std::slice::from_ref(&q), 0).unwrap();
-    let full = applied(&file, None, std::slice::from_ref(&q), 0).unwrap();
-    for p in [&fast, &full] {
-        let at = |name: &str| p.devices.iter().find(|d| d.name == name).unwrap();
-        let w1 = at("w1");
-        assert_eq!(p.segment_name(w1.segment), "quarantine");
-        let v4: Vec<String> = w1.ipv4.iter().map(|a| a.to_string()).collect();
-        assert_eq!(v4, ["10.0.0.5", "10.0.0.20"]);
-        assert_eq!(w1.ipv6.len(), 1);
-        assert_eq!(p.segment_name(at("server").segment), "pis");
-        assert_eq!(at("server").ipv4.len(), 1);
-        assert_eq!(p.segment_name(at("cam").segment), "quarantine");
-    }
-    assert_eq!(format!("{:?}", fast.devices), format!("{:?}", full.devices));
-}

@@ -3,7 +3,7 @@
 //! decision of highest precedence — quarantine, role session, admit —
 //! puts it in its segment (a quarantine in `defaults.unknown_source`).
 //! A device the file registers by MAC keeps its entry in that segment; any
-//! other becomes an entry of its MAC. A quarantine of either takes the
+//! other becomes an entry of its MAC, and a quarantine of it takes the
 //! addresses the device was seen with: an address no entry names becomes
 //! the device's, an entry naming it by address alone moves with the
 //! device, and an address another MAC's entry names stays that device's.
@@ -28,23 +28,18 @@ fn same_mac(a: &str, b: &str) -> bool {
     a.eq_ignore_ascii_case(b)
 }
 
-/// The addresses of one field (`ipv4` or `ipv6`: one or a list), as written.
-fn addresses_of(field: &Value) -> Vec<String> {
-    match field {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(l) => l
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// The addresses an entry names.
+/// The addresses an entry names (`ipv4`/`ipv6`: one or a list).
 fn addresses(dev: &Value) -> Vec<IpAddr> {
     ["ipv4", "ipv6"]
         .iter()
-        .flat_map(|f| addresses_of(&dev[*f]))
+        .flat_map(|f| match &dev[*f] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(l) => l
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        })
         .filter_map(|s| s.parse().ok())
         .collect()
 }
@@ -65,15 +60,7 @@ pub fn apply(doc: &PolicyDoc, decisions: &[Decision]) -> PolicyDoc {
     let file: Vec<Value> = v["devices"].as_array().cloned().unwrap_or_default();
     let mut devices = file.clone();
     let mut added = Vec::new();
-    // Devices the file registers by MAC first: where two decisions name one
-    // entry by address alone, a device the file does not register moves it
-    // last.
-    let by_file = |mac: &str| {
-        file.iter()
-            .any(|e| e["mac"].as_str().is_some_and(|m| same_mac(m, mac)))
-    };
-    let (first, rest): (Vec<_>, Vec<_>) = winner.into_iter().partition(|(m, _)| by_file(m));
-    for (mac, d) in first.into_iter().chain(rest) {
+    for (mac, d) in winner {
         let segment = match d.kind {
             Kind::Quarantine => doc.defaults.unknown_source.clone(),
             _ => d
@@ -88,45 +75,27 @@ pub fn apply(doc: &PolicyDoc, decisions: &[Decision]) -> PolicyDoc {
                     .is_some_and(|m| same_mac(m, &mac))
             })
             .collect();
-        // The addresses a quarantine takes: those no entry names; an entry
-        // naming one by address alone moves with the device.
-        let taken = |devices: &mut Vec<Value>| {
-            let (mut v4, mut v6) = (Vec::new(), Vec::new());
-            for a in &d.addresses {
-                // The file's last entry naming an address owns it.
-                match (0..file.len())
-                    .rev()
-                    .find(|&i| addresses(&file[i]).contains(a))
-                {
-                    None => match a {
-                        IpAddr::V4(x) => v4.push(x.to_string()),
-                        IpAddr::V6(x) => v6.push(x.to_string()),
-                    },
-                    Some(i) if file[i]["mac"].is_null() => devices[i]["segment"] = json!(segment),
-                    Some(_) => {}
-                }
-            }
-            (v4, v6)
-        };
         if !registered.is_empty() {
-            for &i in &registered {
+            for i in registered {
                 devices[i]["segment"] = json!(segment);
-            }
-            if d.kind == Kind::Quarantine {
-                let (v4, v6) = taken(&mut devices);
-                let dev = &mut devices[registered[0]];
-                for (field, more) in [("ipv4", v4), ("ipv6", v6)] {
-                    if more.is_empty() {
-                        continue;
-                    }
-                    let mut all: Vec<String> = addresses_of(&dev[field]);
-                    all.extend(more);
-                    dev[field] = json!(all);
-                }
             }
             continue;
         }
-        let (v4, v6) = taken(&mut devices);
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for a in &d.addresses {
+            // The file's last entry naming an address owns it.
+            match (0..file.len())
+                .rev()
+                .find(|&i| addresses(&file[i]).contains(a))
+            {
+                None => match a {
+                    IpAddr::V4(x) => v4.push(x.to_string()),
+                    IpAddr::V6(x) => v6.push(x.to_string()),
+                },
+                Some(i) if file[i]["mac"].is_null() => devices[i]["segment"] = json!(segment),
+                Some(_) => {}
+            }
+        }
         let mut dev = json!({
             "name": format!("model-{}", mac.replace(':', "")),
             "mac": mac,
