@@ -26,6 +26,15 @@ pub fn check_foreign(
     if mac != d.mac {
         return Err(DecisionError::BadMac(d.mac.clone()));
     }
+    // Only a quarantine takes the addresses a device was seen with, and
+    // only its check reads them: on another kind they would move a file
+    // entry by address alone (a pump's) unchecked.
+    if d.kind != Kind::Quarantine && !d.addresses.is_empty() {
+        return Err(DecisionError::Invalid(format!(
+            "{mac}: an {} names no addresses; only a quarantine takes those a device was seen with",
+            d.kind.as_str()
+        )));
+    }
     let registered = index.by_mac(&bytes);
     let file_segment = |i: usize| file.segment_name(file.devices[i].segment).to_owned();
     match d.kind {
@@ -147,6 +156,16 @@ mod tests {
             check(&by_addr),
             Err(DecisionError::LifeCritical { .. })
         ));
+        // An admit or a role naming the pump's address: refused, it would
+        // move an entry by address alone with no check.
+        for kind in [Kind::Admit, Kind::Role] {
+            let mut d = dec("02:00:00:00:99:01", kind, Some("guest"));
+            d.addresses = vec!["10.0.0.1".parse().unwrap()];
+            assert!(
+                matches!(check(&d), Err(DecisionError::Invalid(m)) if m.contains("names no addresses")),
+                "{kind:?}"
+            );
+        }
         // Where this host saw it counts too.
         let laptop = dec("02:00:00:00:99:02", Kind::Quarantine, None);
         assert!(check(&laptop).is_ok());
