@@ -64,9 +64,19 @@ pub fn check_foreign(
             )?;
         }
         Kind::Quarantine => {
+            // An address another MAC's entry names is that device's: the
+            // one sending from it is not the device (the datapath drops
+            // it as spoofed), and the quarantine leaves that entry where
+            // it is. Only an entry by address alone is this device, as
+            // `plan` places it too.
             let known: Vec<String> = registered
                 .into_iter()
-                .chain(d.addresses.iter().filter_map(|a| index.by_ip(a)))
+                .chain(
+                    d.addresses
+                        .iter()
+                        .filter_map(|a| index.by_ip(a))
+                        .filter(|&i| file.devices[i].mac.is_none()),
+                )
                 .map(file_segment)
                 .chain(segments.iter().cloned())
                 .collect();
@@ -138,7 +148,8 @@ mod tests {
     fn foreign_decisions_meet_the_checks_of_a_request() {
         let file = Policy::from_str(
             r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"guest"},{"name":"ws"}],
-            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps"}]}"#,
+            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps"},
+                       {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"}]}"#,
             std::path::Path::new("t.json"),
         )
         .unwrap();
@@ -149,13 +160,19 @@ mod tests {
         assert!(matches!(check(&q), Err(DecisionError::LifeCritical { .. })));
         q.forced = true;
         assert!(check(&q).is_ok());
-        // Unregistered, but given the pump's address: the pump's segment.
+        // Unregistered, but seen with the address of a pump the file
+        // registers by address alone: it is that pump.
         let mut by_addr = dec("02:00:00:00:99:01", Kind::Quarantine, None);
-        by_addr.addresses = vec!["10.0.0.1".parse().unwrap()];
+        by_addr.addresses = vec!["10.0.0.2".parse().unwrap()];
         assert!(matches!(
             check(&by_addr),
             Err(DecisionError::LifeCritical { .. })
         ));
+        // Seen with the address of a pump registered by MAC: a device
+        // spoofing the pump, which a quarantine may isolate (the pump's
+        // entry stays where it is).
+        by_addr.addresses = vec!["10.0.0.1".parse().unwrap()];
+        assert!(check(&by_addr).is_ok());
         // An admit or a role naming the pump's address: refused, it would
         // move an entry by address alone with no check.
         for kind in [Kind::Admit, Kind::Role] {
