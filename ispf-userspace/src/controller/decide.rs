@@ -232,20 +232,27 @@ impl Engine {
         }
     }
 
-    /// Whether `put` admits a device into a segment the file makes
-    /// life-critical. A role outranks an admit, so a role held on such a
-    /// device (a NAS reporting a new pump's MAC) would keep it out of its
-    /// segment: the caller ends it (see `end_roles_the_file_refuses`).
-    pub(super) fn admits_life_critical(&self, put: &[Decision]) -> bool {
-        put.iter().any(|d| {
-            d.kind == Kind::Admit
-                && d.segment.as_deref().is_some_and(|s| {
-                    self.file
-                        .segments
-                        .iter()
-                        .any(|x| x.name == s && x.life_critical)
-                })
-        })
+    /// Ends the roles held on the devices `put` admits into a segment the
+    /// file makes life-critical, as one generation. A role outranks an
+    /// admit, so a role held on such a device (a NAS reporting a new
+    /// pump's MAC) would keep it out of its segment.
+    pub(super) fn end_roles_admitted_into_life_critical(&mut self, put: &[Decision]) {
+        let macs: Vec<String> = put
+            .iter()
+            .filter(|d| {
+                d.kind == Kind::Admit
+                    && d.segment.as_deref().is_some_and(|s| {
+                        self.file
+                            .segments
+                            .iter()
+                            .any(|x| x.name == s && x.life_critical)
+                    })
+            })
+            .map(|d| d.mac.clone())
+            .collect();
+        if !macs.is_empty() {
+            self.end_refused_roles(Some(&macs));
+        }
     }
 
     /// Several decisions (a burst of role sessions) in one generation: each
@@ -270,16 +277,12 @@ impl Engine {
         self.busy(None);
         self.publish();
         // In a fleet the admit comes back from etcd: `fleet_decisions`.
-        if r.is_ok() && self.fleet.is_none() {
-            let admits: Vec<Decision> = self
-                .decisions
+        if let (Ok(outcomes), None) = (&r, &self.fleet) {
+            let put: Vec<Decision> = outcomes
                 .iter()
-                .filter(|d| d.kind == Kind::Admit && reqs.iter().any(|q| q.mac() == d.mac))
-                .cloned()
+                .filter_map(|o| o.as_ref().ok().and_then(|(_, _, d)| d.clone()))
                 .collect();
-            if self.admits_life_critical(&admits) {
-                self.end_roles_the_file_refuses();
-            }
+            self.end_roles_admitted_into_life_critical(&put);
         }
         if let Err(e) = &r {
             log(format!(

@@ -103,8 +103,17 @@ impl Engine {
             let g = self.dp.epoch();
             self.roles_ended(left_out, g, unix_now());
         }
+        self.end_refused_roles(None);
+    }
+
+    /// Ends, as one generation, the role decisions the enforced file
+    /// would refuse now: of the devices `macs` names, else of every one.
+    pub(super) fn end_refused_roles(&mut self, macs: Option<&[String]>) {
         let file = self.file.clone();
-        let ended = self.roles_refused(&file, &self.decisions.clone());
+        let mut ended = self.roles_refused(&file, &self.decisions.clone());
+        if let Some(macs) = macs {
+            ended.retain(|(d, _)| macs.contains(&d.mac));
+        }
         if ended.is_empty() {
             return;
         }

@@ -195,8 +195,8 @@ impl Engine {
             ));
             refused
         });
-        if r.is_ok() && self.admits_life_critical(&put) {
-            self.end_roles_the_file_refuses();
+        if r.is_ok() {
+            self.end_roles_admitted_into_life_critical(&put);
         }
         r
     }

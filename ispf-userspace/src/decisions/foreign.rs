@@ -109,10 +109,18 @@ pub fn roles_refused_now(
         .iter()
         .filter(|d| d.kind == Kind::Role)
         .filter_map(|d| {
+            // An address a MAC's entry names is that device's, not this
+            // one's (which was spoofing it): only entries by address
+            // alone place it, as `plan` places it.
             let registered = crate::policy::parse_mac(&d.mac)
                 .and_then(|m| index.by_mac(&m))
                 .into_iter()
-                .chain(seen_at(&d.mac).into_iter().filter_map(|a| index.by_ip(&a)))
+                .chain(
+                    seen_at(&d.mac)
+                        .into_iter()
+                        .filter_map(|a| index.by_ip(&a))
+                        .filter(|&i| file.devices[i].mac.is_none()),
+                )
                 .map(|i| file.segment_name(file.devices[i].segment).to_owned());
             let admitted = decisions
                 .iter()
@@ -220,7 +228,7 @@ mod tests {
     fn a_role_decision_on_a_device_now_life_critical_is_refused_now() {
         let file = Policy::from_str(
             r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"ws"},{"name":"carts"}],
-            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","segment":"pumps"},
+            "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps"},
                        {"name":"w1","mac":"02:00:00:00:10:02","segment":"ws"},
                        {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"}]}"#,
             std::path::Path::new("t.json"),
@@ -237,11 +245,15 @@ mod tests {
         let all = vec![pump.clone(), ws, admitted, moved.clone(), into.clone()];
         // Registered by address only, and seen with it.
         let by_address = dec("02:00:00:00:99:02", Kind::Role, Some("ws"));
+        // Seen with the address of a pump registered by MAC: spoofing it,
+        // not the pump; its role stands.
+        let spoofer = dec("02:00:00:00:99:03", Kind::Role, Some("ws"));
         let seen_at = |mac: &str| match mac {
             "02:00:00:00:99:02" => vec!["10.0.0.2".parse().unwrap()],
+            "02:00:00:00:99:03" => vec!["10.0.0.1".parse().unwrap()],
             _ => vec![],
         };
-        let all = [all, vec![by_address.clone()]].concat();
+        let all = [all, vec![by_address.clone(), spoofer]].concat();
         let refused = roles_refused_now(&file, &index, &all, seen_at);
         let macs: Vec<&str> = refused.iter().map(|(d, _)| d.mac.as_str()).collect();
         assert_eq!(
