@@ -110,10 +110,18 @@ impl Engine {
     /// would refuse now: of the devices `macs` names, else of every one.
     pub(super) fn end_refused_roles(&mut self, macs: Option<&[String]>) {
         let file = self.file.clone();
-        let mut ended = self.roles_refused(&file, &self.decisions.clone());
-        if let Some(macs) = macs {
-            ended.retain(|(d, _)| macs.contains(&d.mac));
-        }
+        // Those devices' decisions only: the check reads the inventory
+        // once per role.
+        let judged: Vec<Decision> = match macs {
+            Some(macs) => self
+                .decisions
+                .iter()
+                .filter(|d| macs.contains(&d.mac))
+                .cloned()
+                .collect(),
+            None => self.decisions.to_vec(),
+        };
+        let ended = self.roles_refused(&file, &judged);
         if ended.is_empty() {
             return;
         }
