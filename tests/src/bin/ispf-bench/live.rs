@@ -4,14 +4,30 @@
 //! XDP counters give the rate. The same denied frame over and over, or a
 //! scan: every frame the first packet of a new flow.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Context, Result};
 use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
 use ispf_tests::{netns::*, XDP_BASELINES};
 use serde_json::json;
 
-use crate::{median, perpacket::ispf_with, Bench};
+use crate::{median, packet, perpacket::ispf_with, Bench};
+
+/// Set once the kernel refused live frames: every later run sends through
+/// AF_PACKET ([`packet`]).
+static FELL_BACK: AtomicBool = AtomicBool::new(false);
+
+/// The generator the end-to-end figures were measured with.
+pub fn generator() -> &'static str {
+    if FELL_BACK.load(Ordering::Relaxed) {
+        "af_packet (the kernel refused XDP live frames; rates are capped by the sender)"
+    } else {
+        "xdp_live_frames"
+    }
+}
 
 /// Which generator sends, and what else happens around the measurement.
 #[derive(Clone, Copy)]
@@ -154,17 +170,32 @@ fn live_rate_with(
         let mut ctx = [0u8; 24];
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let scan = matches!(gen, Generator::Scan(_));
+        let seq = std::cell::Cell::new(0u32);
         // Size the run by time, not count: a slow receiver (nftables with
         // thousands of linear rules) would otherwise take minutes.
         let burst = |n: u32| -> Result<f64> {
             let before = veth_xdp("ispfb-dut", "dut0");
             let t = Instant::now();
-            let mut o = TestRunOptions::new();
-            o.data_in = Some(frame);
-            o.ctx_in = Some(&ctx);
-            o.repeat = n;
-            o.attrs = TestRunAttrs::new().xdp_live_frames(64);
-            tx.test_run(o)?;
+            let mut live = !FELL_BACK.load(Ordering::Relaxed);
+            if live {
+                let mut o = TestRunOptions::new();
+                o.data_in = Some(frame);
+                o.ctx_in = Some(&ctx);
+                o.repeat = n;
+                o.attrs = TestRunAttrs::new().xdp_live_frames(64);
+                if let Err(e) = tx.test_run(o) {
+                    if !packet::refused(&e) {
+                        return Err(e.into());
+                    }
+                    eprintln!("  this kernel refuses XDP live frames (EPERM): sending through AF_PACKET, which caps every end-to-end rate");
+                    FELL_BACK.store(true, Ordering::Relaxed);
+                    live = false;
+                }
+            }
+            if !live {
+                packet::send(ifindex, frame, n, scan.then_some(&seq))?;
+            }
             let secs = t.elapsed().as_secs_f64();
             std::thread::sleep(Duration::from_millis(50));
             let after = veth_xdp("ispfb-dut", "dut0");
@@ -368,6 +399,7 @@ pub fn end_to_end(b: &mut Bench) -> Result<()> {
         "end_to_end_veth".into(),
         json!({
             "frames_per_run": b.cfg.live_frames,
+            "generator": generator(),
             "frame": "IPv4 TCP SYN to a denied port, dropped by every receiver",
             "nft_linear_rules": linear_n,
             "pps": { "xdp_drop_ceiling": pps_ceiling, "ispf": pps_ispf, "ispf_tc": pps_ispf_tc, "xdp_filter": pps_xf, "nft_sets": pps_nft_sets, "nft_linear": pps_nft_linear },

@@ -180,6 +180,7 @@ pub fn scan(b: &mut Bench) -> Result<()> {
         "scan_new_flows".into(),
         json!({
             "frames_per_run": frames,
+            "generator": crate::live::generator(),
             "frame": "IPv4 TCP SYN to a denied port; source port and destination address new every frame",
             "pps": { "xdp_drop_ceiling": ceiling, "ispf": ispf_runs, "nft_sets": nft },
             "allowed_flow_under_scan": flows,
