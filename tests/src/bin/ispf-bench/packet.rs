@@ -5,12 +5,18 @@
 //! is slower than live frames, so where it is used the receivers' rates
 //! are capped by the sender; the results say which generator ran.
 
-use std::cell::Cell;
+use std::{
+    cell::Cell,
+    time::{Duration, Instant},
+};
 
 use anyhow::{bail, Result};
 
 /// Frames per `sendmmsg`.
 const BATCH: usize = 64;
+
+/// How long the device may take no frame before the run fails.
+const STALL: Duration = Duration::from_secs(10);
 
 /// Whether `e` (or an error it wraps) is the kernel refusing the live
 /// frames mode with EPERM.
@@ -32,7 +38,10 @@ struct Socket(i32);
 
 impl Socket {
     fn bound(ifindex: u32) -> Result<Self> {
-        let proto = (libc::ETH_P_ALL as u16).to_be() as i32;
+        // Protocol 0: a socket that only sends. ETH_P_ALL would also hook
+        // every frame arriving on the device, and binding and closing such
+        // a socket each wait for an RCU grace period inside the timing.
+        let proto = 0;
         // SAFETY: plain socket(2); the descriptor is owned by `Socket`.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, proto) };
         if fd < 0 {
@@ -91,6 +100,9 @@ pub fn send(ifindex: u32, frame: &[u8], n: u32, scan: Option<&Cell<u32>>) -> Res
     let s = Socket::bound(ifindex)?;
     let mut frames: Vec<Vec<u8>> = vec![frame.to_vec(); BATCH];
     let mut left = n as usize;
+    // When the last frame was taken: a device that takes none for this
+    // long (down, or its namespace gone) fails the run instead of hanging.
+    let mut progress = Instant::now();
     while left > 0 {
         let batch = left.min(BATCH);
         if let Some(seq) = scan {
@@ -127,13 +139,22 @@ pub fn send(ifindex: u32, frame: &[u8], n: u32, scan: Option<&Cell<u32>>) -> Res
         let sent = unsafe { libc::sendmmsg(s.0, msgs.as_mut_ptr(), batch as u32, 0) };
         if sent < 0 {
             let e = std::io::Error::last_os_error();
-            // A full device queue: let the receiver catch up.
-            if e.raw_os_error() == Some(libc::ENOBUFS) || e.raw_os_error() == Some(libc::EAGAIN) {
+            // The veth dropped the frame (its ring full until the
+            // receiver's NAPI runs): try again, for a while.
+            let transient = matches!(
+                e.raw_os_error(),
+                Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::EINTR)
+            );
+            if transient && progress.elapsed() < STALL {
                 std::thread::yield_now();
                 continue;
             }
-            bail!("sendmmsg on ifindex {ifindex}: {e}");
+            bail!(
+                "sendmmsg on ifindex {ifindex}: {e} (no frame taken for {:?}): is the receiver's side of the veth up?",
+                progress.elapsed()
+            );
         }
+        progress = Instant::now();
         left -= sent as usize;
     }
     Ok(())
