@@ -14,7 +14,10 @@ use super::{
 };
 use crate::{
     clock::now_rfc3339,
-    decisions::{applied, holding, plan, with_plan, Decision, DecisionRequest, Kind, Known, Plan},
+    decisions::{
+        applied, holding, life_critical, plan, with_plan, Decision, DecisionRequest, Kind, Known,
+        Plan,
+    },
     feeds::own,
     feeds::FeedSet,
     inventory::{db, judge::Judge, store},
@@ -241,11 +244,8 @@ impl Engine {
             .iter()
             .filter(|d| {
                 d.kind == Kind::Admit
-                    && d.segment.as_deref().is_some_and(|s| {
-                        self.file
-                            .segments
-                            .iter()
-                            .any(|x| x.name == s && x.life_critical)
+                    && d.segment.as_ref().is_some_and(|s| {
+                        life_critical(&self.file, std::slice::from_ref(s)).is_some()
                     })
             })
             .map(|d| d.mac.clone())

@@ -63,17 +63,19 @@ impl Engine {
             .filter(|d| old.get(&key(d)) != Some(*d))
             .cloned()
             .collect();
+        // An admit places the device as much as a sighting does: a role
+        // must not move a device the site admitted into a life-critical
+        // segment, seen here or not. By MAC, not a scan of the set for
+        // each of a burst of role keys.
+        let admitted: std::collections::HashMap<&str, &String> = set
+            .iter()
+            .filter(|a| a.kind == Kind::Admit)
+            .filter_map(|a| Some((a.mac.as_str(), a.segment.as_ref()?)))
+            .collect();
         for d in &changed {
             let mut segments = self.known(&d.mac, &mut judge, changed.len()).segments;
-            // An admit places the device as much as a sighting does: a
-            // role must not move a device the site admitted into a
-            // life-critical segment, seen here or not.
             if d.kind == Kind::Role {
-                segments.extend(
-                    set.iter()
-                        .filter(|a| a.mac == d.mac && a.kind == Kind::Admit)
-                        .filter_map(|a| a.segment.clone()),
-                );
+                segments.extend(admitted.get(d.mac.as_str()).map(|s| (*s).clone()));
             }
             if let Err(e) = check_foreign(d, &self.file, &index, &segments) {
                 refused.push(refusal(d, &e.to_string()));

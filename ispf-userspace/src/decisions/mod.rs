@@ -27,7 +27,7 @@ pub use applied::applied;
 pub use effective::{effective, enforced_sha256, file_change_effects};
 pub use foreign::{check_foreign, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
-pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
+pub use plan::{life_critical, plan, validate, with_plan, DecisionRequest, Known, Plan};
 pub use roles::{names_session, role_actor, role_held_on, session_mark};
 
 #[derive(Debug, thiserror::Error)]

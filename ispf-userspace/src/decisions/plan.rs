@@ -348,7 +348,7 @@ pub fn validate(d: &Decision, policy: &Policy) -> Result<(), DecisionError> {
 }
 
 /// The first of `segments` that is life-critical in `policy`.
-pub(super) fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Option<&'a str> {
+pub fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Option<&'a str> {
     segments
         .iter()
         .find(|s| {
