@@ -362,3 +362,6 @@ fn a_broken_inventory_database_never_changes_what_is_enforced() {
     );
     let _ = std::fs::remove_file("/tmp/ispf-test-state-bm");
 }
+
+#[path = "decisions/addresses.rs"]
+mod addresses;

@@ -15,8 +15,8 @@ use super::{
 use crate::{
     clock::now_rfc3339,
     decisions::{
-        applied, holding, life_critical, plan, with_plan, Decision, DecisionRequest, Kind, Known,
-        Plan,
+        applied, file_segments, holding, life_critical, plan, with_plan, Decision, DecisionRequest,
+        Kind, Known, Plan,
     },
     feeds::own,
     feeds::FeedSet,
@@ -221,16 +221,23 @@ impl Engine {
         if !d.segment.is_empty() {
             segments.push(d.segment.clone());
         }
+        let addresses: Vec<std::net::IpAddr> = d
+            .ipv4
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .chain(d.ipv6.map(std::net::IpAddr::V6))
+            .collect();
+        // `place` names the first owner of the addresses (IPv4 before
+        // IPv6), but a quarantine moves every entry that registers one of
+        // them by address alone: a pump's IPv6 entry behind a
+        // workstation's IPv4 one is as life-critical as the first.
+        let index = self.file_index.of(&self.file);
+        segments.extend(file_segments(&self.file, &index, None, &addresses));
         Known {
             registered,
             seen: true,
             vlan: d.vlan,
-            addresses: d
-                .ipv4
-                .map(std::net::IpAddr::V4)
-                .into_iter()
-                .chain(d.ipv6.map(std::net::IpAddr::V6))
-                .collect(),
+            addresses,
             segments,
         }
     }

@@ -1,11 +1,37 @@
 //! Decisions this host did not plan (another host's, read from etcd),
 //! checked before they are enforced here.
 
+use std::net::IpAddr;
+
 use super::{
     plan::{device_mac, life_critical, session_moves_no_life_critical, validate},
     Decision, DecisionError, Kind,
 };
 use crate::policy::{DeviceIndex, Policy};
+
+/// The segments the file gives a device: by the entry for its MAC, and
+/// by every entry that registers one of `addresses` by address alone
+/// (IPv4 and IPv6 alike: a quarantine moves each of them). An address
+/// another MAC's entry names is that device's: the one sending from it
+/// is not the device (the datapath drops it as spoofed), so it places
+/// nobody here.
+pub fn file_segments(
+    file: &Policy,
+    index: &DeviceIndex,
+    mac: Option<&[u8; 6]>,
+    addresses: &[IpAddr],
+) -> Vec<String> {
+    mac.and_then(|m| index.by_mac(m))
+        .into_iter()
+        .chain(
+            addresses
+                .iter()
+                .filter_map(|a| index.by_ip(a))
+                .filter(|&i| file.devices[i].mac.is_none()),
+        )
+        .map(|i| file.segment_name(file.devices[i].segment).to_owned())
+        .collect()
+}
 
 /// Checks a decision this host did not plan before it is enforced here:
 /// another host's, read from etcd, where whoever can write the site can
@@ -64,20 +90,9 @@ pub fn check_foreign(
             )?;
         }
         Kind::Quarantine => {
-            // An address another MAC's entry names is that device's: the
-            // one sending from it is not the device (the datapath drops
-            // it as spoofed), and the quarantine leaves that entry where
-            // it is. Only an entry by address alone is this device, as
-            // `plan` places it too.
-            let known: Vec<String> = registered
+            // As `plan` counts them: every entry the quarantine moves.
+            let known: Vec<String> = file_segments(file, index, Some(&bytes), &d.addresses)
                 .into_iter()
-                .chain(
-                    d.addresses
-                        .iter()
-                        .filter_map(|a| index.by_ip(a))
-                        .filter(|&i| file.devices[i].mac.is_none()),
-                )
-                .map(file_segment)
                 .chain(segments.iter().cloned())
                 .collect();
             if let (Some(segment), false) = (life_critical(file, &known), d.forced) {
@@ -103,25 +118,14 @@ pub fn roles_refused_now(
     file: &Policy,
     index: &DeviceIndex,
     decisions: &[Decision],
-    seen_at: impl Fn(&str) -> Vec<std::net::IpAddr>,
+    seen_at: impl Fn(&str) -> Vec<IpAddr>,
 ) -> Vec<(Decision, String)> {
     decisions
         .iter()
         .filter(|d| d.kind == Kind::Role)
         .filter_map(|d| {
-            // An address a MAC's entry names is that device's, not this
-            // one's (which was spoofing it): only entries by address
-            // alone place it, as `plan` places it.
-            let registered = crate::policy::parse_mac(&d.mac)
-                .and_then(|m| index.by_mac(&m))
-                .into_iter()
-                .chain(
-                    seen_at(&d.mac)
-                        .into_iter()
-                        .filter_map(|a| index.by_ip(&a))
-                        .filter(|&i| file.devices[i].mac.is_none()),
-                )
-                .map(|i| file.segment_name(file.devices[i].segment).to_owned());
+            let mac = crate::policy::parse_mac(&d.mac);
+            let registered = file_segments(file, index, mac.as_ref(), &seen_at(&d.mac)).into_iter();
             let admitted = decisions
                 .iter()
                 .filter(|a| a.mac == d.mac && a.kind == Kind::Admit)

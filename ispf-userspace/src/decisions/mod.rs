@@ -25,7 +25,7 @@ use crate::policy::{parse_mac, Policy};
 
 pub use applied::applied;
 pub use effective::{effective, enforced_sha256, file_change_effects};
-pub use foreign::{check_foreign, roles_refused_now};
+pub use foreign::{check_foreign, file_segments, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
 pub use plan::{life_critical, plan, validate, with_plan, DecisionRequest, Known, Plan};
 pub use roles::{names_session, role_actor, role_held_on, session_mark};
