@@ -133,6 +133,8 @@ pub struct Engine {
     last_gc: Instant,
     /// See [`Started::refused_roles`].
     pub(super) refused_at_start: Vec<(Decision, String)>,
+    /// Role sweeps that could not be enforced, retried at each tick.
+    pub(super) sweep_again: super::expiry::Sweep,
 }
 
 impl Engine {
@@ -168,6 +170,7 @@ impl Engine {
             last_reload_ok: true,
             last_gc: Instant::now(),
             refused_at_start: s.refused_roles,
+            sweep_again: Default::default(),
         }
     }
 
@@ -335,6 +338,7 @@ impl Engine {
 
     fn tick(&mut self) {
         self.expire();
+        self.sweep_pending();
         let before = self.ports.clone();
         for i in 0..self.ports.len() {
             self.check_port(i);

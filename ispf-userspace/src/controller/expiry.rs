@@ -14,6 +14,34 @@ use crate::{
     policy::Policy,
 };
 
+/// The role sweeps still to enforce: of some devices' decisions, or of
+/// all of them.
+#[derive(Debug, Default)]
+pub(super) enum Sweep {
+    #[default]
+    Nothing,
+    Of(Vec<String>),
+    All,
+}
+
+impl Sweep {
+    fn add(&mut self, macs: Option<&[String]>) {
+        *self = match (std::mem::take(self), macs) {
+            (Sweep::All, _) | (_, None) => Sweep::All,
+            (Sweep::Nothing, Some(m)) => Sweep::Of(m.to_vec()),
+            (Sweep::Of(mut had), Some(m)) => {
+                had.extend(
+                    m.iter()
+                        .filter(|x| !had.contains(x))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+                Sweep::Of(had)
+            }
+        };
+    }
+}
+
 impl Engine {
     /// Decisions whose expiry passed are undone (enforcement first: it
     /// does not wait for the database).
@@ -109,6 +137,35 @@ impl Engine {
     /// Ends, as one generation, the role decisions the enforced file
     /// would refuse now: of the devices `macs` names, else of every one.
     pub(super) fn end_refused_roles(&mut self, macs: Option<&[String]>) {
+        if let Err(e) = self.try_end_refused_roles(macs) {
+            log(format!(
+                "warning: role sessions that move a life-critical device could not be ended, retrying every second: {}",
+                crate::describe(&e)
+            ));
+            self.sweep_again.add(macs);
+        }
+    }
+
+    /// Retries, at each tick, the sweeps that could not be enforced: the
+    /// admit that asked for one was already applied and answered, and
+    /// nothing else would end those roles before a reload or a start.
+    pub(super) fn sweep_pending(&mut self) {
+        let pending = std::mem::take(&mut self.sweep_again);
+        let r = match &pending {
+            Sweep::Nothing => return,
+            Sweep::Of(macs) => self.try_end_refused_roles(Some(macs)),
+            Sweep::All => self.try_end_refused_roles(None),
+        };
+        match r {
+            Ok(0) => {}
+            Ok(n) => log(format!(
+                "{n} role session(s) that move a life-critical device ended on a retry"
+            )),
+            Err(_) => self.sweep_again = pending,
+        }
+    }
+
+    fn try_end_refused_roles(&mut self, macs: Option<&[String]>) -> Result<usize> {
         let file = self.file.clone();
         // Those devices' decisions only: the check reads the inventory
         // once per role.
@@ -123,24 +180,17 @@ impl Engine {
         };
         let ended = self.roles_refused(&file, &judged);
         if ended.is_empty() {
-            return;
+            return Ok(0);
         }
+        let n = ended.len();
         let now = unix_now();
         let kept = without(&self.decisions, &ended);
-        let applied = self.desired(&kept, now).and_then(|policy| {
-            let path = self.enforced.path.clone();
-            self.enforce(file, policy, &path, None, kept, now)
-        });
-        match applied {
-            Ok(g) => {
-                self.roles_ended(ended, g, now);
-                self.publish();
-            }
-            Err(e) => log(format!(
-                "warning: role sessions that move a life-critical device could not be ended: {}",
-                crate::describe(&e)
-            )),
-        }
+        let policy = self.desired(&kept, now)?;
+        let path = self.enforced.path.clone();
+        let g = self.enforce(file, policy, &path, None, kept, now)?;
+        self.roles_ended(ended, g, now);
+        self.publish();
+        Ok(n)
     }
 
     /// Records role decisions ended because the file makes their devices
@@ -273,4 +323,25 @@ pub(super) fn without(decisions: &[Decision], ended: &[(Decision, String)]) -> V
         .filter(|d| !ended.iter().any(|(e, _)| e == *d))
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sweep;
+
+    fn macs(m: &[&str]) -> Vec<String> {
+        m.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pending_sweeps_gather_their_devices_and_all_outranks_some() {
+        let mut s = Sweep::default();
+        s.add(Some(&macs(&["a"])));
+        s.add(Some(&macs(&["b", "a"])));
+        assert!(matches!(&s, Sweep::Of(m) if *m == macs(&["a", "b"])));
+        s.add(None);
+        assert!(matches!(s, Sweep::All));
+        s.add(Some(&macs(&["c"])));
+        assert!(matches!(s, Sweep::All));
+    }
 }
