@@ -195,7 +195,8 @@ impl Engine {
         let Some(m) = crate::policy::parse_mac(mac) else {
             return Known::default();
         };
-        let registered = self.file_index.of(&self.file).by_mac(&m).map(|i| {
+        let index = self.file_index.of(&self.file);
+        let registered = index.by_mac(&m).map(|i| {
             let d = &self.file.devices[i];
             (d.name.clone(), self.file.segment_name(d.segment).to_owned())
         });
@@ -231,14 +232,14 @@ impl Engine {
         // IPv6), but a quarantine moves every entry that registers one of
         // them by address alone: a pump's IPv6 entry behind a
         // workstation's IPv4 one is as life-critical as the first.
-        let index = self.file_index.of(&self.file);
-        segments.extend(file_segments(&self.file, &index, None, &addresses));
+        let by_address = file_segments(&self.file, &index, None, &addresses);
         Known {
             registered,
             seen: true,
             vlan: d.vlan,
             addresses,
             segments,
+            by_address,
         }
     }
 

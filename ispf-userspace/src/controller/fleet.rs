@@ -73,8 +73,11 @@ impl Engine {
             .filter_map(|a| Some((a.mac.as_str(), a.segment.as_ref()?)))
             .collect();
         for d in &changed {
-            let mut segments = self.known(&d.mac, &mut judge, changed.len()).segments;
+            let known = self.known(&d.mac, &mut judge, changed.len());
+            let mut segments = known.segments;
+            // A quarantine's own addresses are checked by `check_foreign`.
             if d.kind == Kind::Role {
+                segments.extend(known.by_address);
                 segments.extend(admitted.get(d.mac.as_str()).map(|s| (*s).clone()));
             }
             if let Err(e) = check_foreign(d, &self.file, &index, &segments) {

@@ -42,6 +42,12 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         }
     }
     let names: HashSet<&str> = doc.devices.iter().map(|d| d.name.as_str()).collect();
+    let critical: HashSet<&str> = doc
+        .segments
+        .iter()
+        .filter(|s| s.life_critical)
+        .map(|s| s.name.as_str())
+        .collect();
     let mut added: BTreeSet<String> = BTreeSet::new();
     // Decisions by MAC as bytes, so the file's devices are matched without
     // a string per device. A decision names its MAC in canonical form;
@@ -76,6 +82,9 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
             match owner.get(a) {
                 None => own.push(*a),
                 Some(&i) => {
+                    if !moves_entry(d, critical.contains(doc.devices[i].segment.as_str())) {
+                        continue;
+                    }
                     let name = &doc.devices[i].name;
                     if let Some(dev) = out
                         .devices
@@ -93,6 +102,29 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
         out.devices.push(dev);
     }
     out
+}
+
+/// The entry of `file` (name, segment) that registers `a` by address
+/// alone in a life-critical segment, if quarantine `d` leaves it there
+/// for not being forced (see [`moves_entry`]).
+fn left_in_place(file: &Policy, d: &Decision, a: &IpAddr) -> Option<(String, String)> {
+    let dev = file.devices.iter().rev().find(|x| match a {
+        IpAddr::V4(a) => x.ipv4.contains(a),
+        IpAddr::V6(a) => x.ipv6.contains(a),
+    })?;
+    let critical = file.segment(dev.segment).is_some_and(|s| s.life_critical);
+    (dev.mac.is_none() && !moves_entry(d, critical))
+        .then(|| (dev.name.clone(), file.segment_name(dev.segment).to_owned()))
+}
+
+/// Whether decision `d` moves a file entry that registers one of its
+/// addresses by address alone, in a segment `life_critical` or not. An
+/// unforced quarantine leaves a life-critical entry where it is: `plan`
+/// refuses one that would move it, but the file may make the entry
+/// life-critical (or add it) after the quarantine was decided, and no
+/// reload may move a pump that no one forced.
+pub(super) fn moves_entry(d: &Decision, life_critical: bool) -> bool {
+    d.forced || !life_critical
 }
 
 /// The bytes of `mac` if it is written in canonical form: the only form
@@ -219,6 +251,22 @@ pub fn file_change_effects(
                 d.mac
             ),
         };
+        if d.kind == Kind::Quarantine && registered(new, &d.mac).is_none() {
+            notes.extend(
+                d.addresses
+                    .iter()
+                    .filter_map(|a| {
+                        let kept = left_in_place(new, d, a)?;
+                        (left_in_place(old, d, a).as_ref() != Some(&kept)).then_some((a, kept))
+                    })
+                    .map(|(a, (name, seg))| {
+                        format!(
+                            "the quarantine of {} was not forced: it leaves device {name} ({a}) in the life-critical segment {seg}; to move it too, quarantine again with --force",
+                            d.mac
+                        )
+                    }),
+            );
+        }
         match (registered(old, &d.mac), registered(new, &d.mac)) {
             (None, Some((name, seg))) => notes.push(format!(
                 "the file now registers {} as device {name} in {seg}; {holds}",

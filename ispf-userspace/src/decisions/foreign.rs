@@ -90,8 +90,13 @@ pub fn check_foreign(
             )?;
         }
         Kind::Quarantine => {
-            // As `plan` counts them: every entry the quarantine moves.
-            let known: Vec<String> = file_segments(file, index, Some(&bytes), &d.addresses)
+            // As `plan` counts them: every entry the quarantine moves (a
+            // device the file registers by MAC takes no address).
+            let addresses = match registered {
+                Some(_) => &[][..],
+                None => &d.addresses[..],
+            };
+            let known: Vec<String> = file_segments(file, index, Some(&bytes), addresses)
                 .into_iter()
                 .chain(segments.iter().cloned())
                 .collect();
@@ -161,12 +166,19 @@ mod tests {
         let file = Policy::from_str(
             r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"guest"},{"name":"ws"}],
             "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps"},
-                       {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"}]}"#,
+                       {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"},
+                       {"name":"w1","mac":"02:00:00:00:30:01","ipv4":"10.0.0.3","segment":"ws"}]}"#,
             std::path::Path::new("t.json"),
         )
         .unwrap();
         let index = crate::policy::DeviceIndex::of(&file);
         let check = |d: &Decision| check_foreign(d, &file, &index, &[]);
+        // A workstation the file registers by MAC, seen with the address
+        // of a pump registered by address alone: the quarantine keeps the
+        // workstation's entry and takes no address, so the pump stays.
+        let mut ws = dec("02:00:00:00:30:01", Kind::Quarantine, None);
+        ws.addresses = vec!["10.0.0.2".parse().unwrap()];
+        assert!(check(&ws).is_ok());
         let pump = "02:00:00:00:10:01";
         let mut q = dec(pump, Kind::Quarantine, None);
         assert!(matches!(check(&q), Err(DecisionError::LifeCritical { .. })));

@@ -17,7 +17,9 @@ use std::{net::IpAddr, sync::Arc};
 use foldhash::{HashMap, HashSet};
 
 use super::{
-    effective::{added_device, added_name, by_family, canonical_bytes, enforced_sha256, target},
+    effective::{
+        added_device, added_name, by_family, canonical_bytes, enforced_sha256, moves_entry, target,
+    },
     holding, Decision,
 };
 use crate::policy::{is_device_mac, parse_mac, Device, DeviceIndex, Policy};
@@ -77,7 +79,14 @@ pub fn overlay(
             match index.by_ip(a) {
                 None => own.push(*a),
                 // A file entry by address alone is this device: it moves.
-                Some(i) if file.devices[i].mac.is_none() => {
+                Some(i)
+                    if file.devices[i].mac.is_none()
+                        && moves_entry(
+                            d,
+                            file.segment(file.devices[i].segment)
+                                .is_some_and(|s| s.life_critical),
+                        ) =>
+                {
                     devices[i].segment = segment_id;
                     doc.devices[i].segment = segment.clone();
                 }
@@ -144,6 +153,7 @@ mod tests {
             {"name":"p2","mac":"02:00:00:00:10:0A","ipv4":["10.0.0.2","10.0.0.3"],"segment":"pumps"},
             {"name":"pis","ipv4":"10.0.0.9","ipv6":"fd00::9","segment":"ws"},
             {"name":"cam","ipv6":"fd00::7","segment":"guest","kind":"camera"},
+            {"name":"p3","ipv4":"10.0.0.4","segment":"pumps"},
             {"name":"admit-020000000099","mac":"02:00:00:00:20:01","segment":"guest"},
             {"name":"role-020000000098","mac":"02:00:00:00:20:02","segment":"ws"},
             {"name":"role-020000000098-020000000098","ipv4":"10.0.1.1","segment":"ws"},
@@ -207,8 +217,9 @@ mod tests {
             Some("gone"),
         ];
         let names = [None, Some("p1"), Some("new"), Some("admit-020000000099")];
-        let pool: [IpAddr; 8] = [
+        let pool: [IpAddr; 9] = [
             "10.0.0.1",
+            "10.0.0.4",
             "10.0.0.9",
             "fd00::7",
             "10.0.1.1",
@@ -228,7 +239,7 @@ mod tests {
                 .pick(&[None, Some("low"), Some("nonsense")])
                 .map(Into::into),
             reason: "test".into(),
-            forced: false,
+            forced: r.below(2) == 0,
             actor: "t".into(),
             at: 0,
             expires: *r.pick(&[None, Some(5), Some(50)]),

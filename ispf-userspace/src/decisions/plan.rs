@@ -91,6 +91,11 @@ pub struct Known {
     pub addresses: Vec<IpAddr>,
     /// The segments it was last placed in (by the datapath, by the policy).
     pub segments: Vec<String>,
+    /// The segments of the file's entries that register one of
+    /// `addresses` by address alone (see [`super::file_segments`]): a
+    /// quarantine of a device the file does not register by MAC moves
+    /// each of them with it, and a role would place it out of them.
+    pub by_address: Vec<String>,
     /// The inventory has seen it.
     pub seen: bool,
 }
@@ -182,6 +187,12 @@ pub fn plan(
             let mut segments = known.segments.clone();
             segments.extend(segment_of(policy, &mac));
             segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
+            // A device the file registers by MAC keeps its entry and
+            // takes no address (see `effective`): entries by address
+            // alone move only with an unregistered one.
+            if known.registered.is_none() {
+                segments.extend(known.by_address.iter().cloned());
+            }
             let critical = life_critical(policy, &segments);
             if let (Some(seg), false) = (critical, *force) {
                 return Err(DecisionError::LifeCritical {
@@ -237,6 +248,8 @@ pub fn plan(
             let mut segments = known.segments.clone();
             segments.extend(segment_of(policy, &mac));
             segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
+            // As the sweep of held roles counts them (`roles_refused_now`).
+            segments.extend(known.by_address.iter().cloned());
             session_moves_no_life_critical(policy, &mac, segments, segment)?;
             let d = Decision {
                 mac: mac.clone(),

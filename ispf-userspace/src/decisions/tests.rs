@@ -78,6 +78,46 @@ fn precedence_quarantine_role_admit_file() {
 }
 
 #[test]
+fn an_unforced_quarantine_leaves_a_life_critical_entry_by_address_where_it_is() {
+    let mut doc = doc();
+    doc.devices.push(
+        serde_json::from_value(serde_json::json!(
+            {"name": "p2", "ipv6": "fd00::2", "segment": "pumps"}
+        ))
+        .unwrap(),
+    );
+    let l = "02:00:00:00:99:01";
+    let mut q = dec(l, Kind::Quarantine, None, None);
+    q.addresses = vec!["fd00::2".parse().unwrap(), "10.0.0.77".parse().unwrap()];
+    let segment_of_p2 = |ds: &[Decision]| {
+        let p = Policy::from_doc(effective(&doc, ds, 0)).unwrap();
+        let d = p.devices.iter().find(|d| d.name == "p2").unwrap();
+        p.segment_name(d.segment).to_owned()
+    };
+    // Planned before the file made p2 life-critical (or registered it),
+    // the quarantine was not forced: the pump stays, the laptop goes.
+    assert_eq!(segment_of_p2(std::slice::from_ref(&q)), "pumps");
+    let p = Policy::from_doc(effective(&doc, std::slice::from_ref(&q), 0)).unwrap();
+    assert_eq!(segment_of(&p, l).as_deref(), Some("quarantine"));
+    // The reload that makes it so says what the quarantine leaves.
+    let old = Policy::from_doc(self::doc()).unwrap();
+    let new = Policy::from_doc(doc.clone()).unwrap();
+    let notes = file_change_effects(&old, &new, std::slice::from_ref(&q), 0).unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("leaves device p2 (fd00::2) in the life-critical segment pumps")
+            && notes[0].contains("--force"),
+        "{notes:?}"
+    );
+    assert!(file_change_effects(&new, &new, std::slice::from_ref(&q), 0)
+        .unwrap()
+        .is_empty());
+    q.forced = true;
+    assert_eq!(segment_of_p2(std::slice::from_ref(&q)), "quarantine");
+    assert!(file_change_effects(&old, &new, &[q], 0).unwrap().is_empty());
+}
+
+#[test]
 fn plans_refuse_what_the_specification_forbids() {
     let p = Policy::from_doc(doc()).unwrap();
     let known = Known::default();
@@ -99,6 +139,28 @@ fn plans_refuse_what_the_specification_forbids() {
         ..Default::default()
     };
     assert!(plan(&q("02:00:00:00:99:09", false), "a", 0, &p, &[], &seen).is_err());
+    // Seen with an address a pump's entry registers alone: an
+    // unregistered device's quarantine would move that entry; a
+    // registered one's keeps its own entry and takes no address.
+    let by_address = Known {
+        segments: vec!["ws".into()],
+        by_address: vec!["pumps".into()],
+        ..Default::default()
+    };
+    assert!(plan(&q("02:00:00:00:99:09", false), "a", 0, &p, &[], &by_address).is_err());
+    let registered_ws = Known {
+        registered: Some(("w1".into(), "ws".into())),
+        ..by_address.clone()
+    };
+    assert!(plan(
+        &q("02:00:00:00:99:09", false),
+        "a",
+        0,
+        &p,
+        &[],
+        &registered_ws
+    )
+    .is_ok());
     let admit = DecisionRequest::Admit {
         mac: "02:00:00:00:99:01".into(),
         segment: "nowhere".into(),
