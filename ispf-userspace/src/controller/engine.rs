@@ -134,7 +134,7 @@ pub struct Engine {
     /// See [`Started::refused_roles`].
     pub(super) refused_at_start: Vec<(Decision, String)>,
     /// Role sweeps that could not be enforced, retried at each tick.
-    pub(super) sweep_again: super::expiry::Sweep,
+    pub(super) sweep_again: super::sweep::Pending,
 }
 
 impl Engine {

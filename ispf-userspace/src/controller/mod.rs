@@ -30,6 +30,7 @@ mod services;
 mod shared;
 mod start;
 pub mod state;
+mod sweep;
 mod upgrade;
 
 use std::{

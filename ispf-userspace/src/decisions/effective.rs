@@ -104,17 +104,82 @@ pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc
     out
 }
 
-/// The entry of `file` (name, segment) that registers `a` by address
-/// alone in a life-critical segment, if quarantine `d` leaves it there
-/// for not being forced (see [`moves_entry`]).
-fn left_in_place(file: &Policy, d: &Decision, a: &IpAddr) -> Option<(String, String)> {
-    let dev = file.devices.iter().rev().find(|x| match a {
-        IpAddr::V4(a) => x.ipv4.contains(a),
-        IpAddr::V6(a) => x.ipv6.contains(a),
-    })?;
-    let critical = file.segment(dev.segment).is_some_and(|s| s.life_critical);
-    (dev.mac.is_none() && !moves_entry(d, critical))
-        .then(|| (dev.name.clone(), file.segment_name(dev.segment).to_owned()))
+/// The entries of a file for the MACs and addresses some decisions name,
+/// found in one pass over its devices (a reload at 100,000 devices with
+/// hundreds of quarantines must not scan them for each).
+struct Entries<'a> {
+    file: &'a Policy,
+    by_mac: HashMap<[u8; 6], &'a crate::policy::Device>,
+    /// The last entry naming an address owns it, as validation reports it.
+    by_ip: HashMap<IpAddr, &'a crate::policy::Device>,
+}
+
+impl<'a> Entries<'a> {
+    fn of(file: &'a Policy, held: &[&Decision]) -> Self {
+        let macs: HashSet<[u8; 6]> = held.iter().filter_map(|d| parse_mac(&d.mac)).collect();
+        let ips: HashSet<IpAddr> = held
+            .iter()
+            .flat_map(|d| d.addresses.iter().copied())
+            .collect();
+        let mut by_mac = HashMap::default();
+        let mut by_ip = HashMap::default();
+        for dev in &file.devices {
+            if let Some(m) = dev.mac.filter(|m| macs.contains(m)) {
+                by_mac.entry(m).or_insert(dev);
+            }
+            let v4 = dev.ipv4.iter().map(|a| IpAddr::V4(*a));
+            for a in v4.chain(dev.ipv6.iter().map(|a| IpAddr::V6(*a))) {
+                if ips.contains(&a) {
+                    by_ip.insert(a, dev);
+                }
+            }
+        }
+        Self {
+            file,
+            by_mac,
+            by_ip,
+        }
+    }
+
+    /// The name and segment of the entry the file registers `mac` with.
+    fn registered(&self, mac: &str) -> Option<(String, String)> {
+        let d = self.by_mac.get(&parse_mac(mac)?)?;
+        Some((d.name.clone(), self.file.segment_name(d.segment).to_owned()))
+    }
+
+    /// The entry (name, segment) that registers `a` by address alone in a
+    /// life-critical segment, if quarantine `d` leaves it there for not
+    /// being forced (see [`moves_entry`]).
+    fn left_in_place(&self, d: &Decision, a: &IpAddr) -> Option<(String, String)> {
+        let dev = self.by_ip.get(a)?;
+        let critical = self
+            .file
+            .segment(dev.segment)
+            .is_some_and(|s| s.life_critical);
+        (dev.mac.is_none() && !moves_entry(d, critical)).then(|| {
+            (
+                dev.name.clone(),
+                self.file.segment_name(dev.segment).to_owned(),
+            )
+        })
+    }
+}
+
+/// Whether a quarantine holding at `now` leaves an entry of `file` in
+/// place for not being forced. An older ispf moved such entries, and the
+/// enforced hash (of the file and the decisions) does not tell its
+/// generation from this one's: a start that adopts pins enforces again.
+pub fn leaves_entries_in_place(file: &Policy, decisions: &[Decision], now: i64) -> bool {
+    let held = holding(decisions, now);
+    let held: Vec<&Decision> = held.values().copied().collect();
+    let entries = Entries::of(file, &held);
+    held.iter().any(|d| {
+        d.kind == Kind::Quarantine
+            && entries.registered(&d.mac).is_none()
+            && d.addresses
+                .iter()
+                .any(|a| entries.left_in_place(d, a).is_some())
+    })
 }
 
 /// Whether decision `d` moves a file entry that registers one of its
@@ -223,14 +288,12 @@ pub fn file_change_effects(
     decisions: &[Decision],
     now: i64,
 ) -> Result<Vec<String>, Vec<String>> {
-    let registered = |p: &Policy, mac: &str| -> Option<(String, String)> {
-        let m = parse_mac(mac)?;
-        let d = p.devices.iter().find(|d| d.mac == Some(m))?;
-        Some((d.name.clone(), p.segment_name(d.segment).to_owned()))
-    };
+    let held = holding(decisions, now);
+    let held: Vec<&Decision> = held.values().copied().collect();
+    let (was, is) = (Entries::of(old, &held), Entries::of(new, &held));
     let mut notes = Vec::new();
     let mut broken = Vec::new();
-    for d in holding(decisions, now).values() {
+    for d in held {
         if let Some(seg) = &d.segment {
             if new.segment_id(seg).is_none() {
                 broken.push(format!(
@@ -251,23 +314,24 @@ pub fn file_change_effects(
                 d.mac
             ),
         };
-        if d.kind == Kind::Quarantine && registered(new, &d.mac).is_none() {
+        let (before, after) = (was.registered(&d.mac), is.registered(&d.mac));
+        if d.kind == Kind::Quarantine && after.is_none() {
             notes.extend(
                 d.addresses
                     .iter()
                     .filter_map(|a| {
-                        let kept = left_in_place(new, d, a)?;
-                        (left_in_place(old, d, a).as_ref() != Some(&kept)).then_some((a, kept))
+                        let kept = is.left_in_place(d, a)?;
+                        (was.left_in_place(d, a).as_ref() != Some(&kept)).then_some((a, kept))
                     })
                     .map(|(a, (name, seg))| {
+                        let mac = &d.mac;
                         format!(
-                            "the quarantine of {} was not forced: it leaves device {name} ({a}) in the life-critical segment {seg}; to move it too, quarantine again with --force",
-                            d.mac
+                            "the quarantine of {mac} was not forced, so device {name} ({a}), registered by that address alone in the life-critical segment {seg}, stays there: {mac} stays quarantined without the address (its frames from it are dropped as spoofed). If {mac} is {name}, release it (ispf release {mac}); to quarantine {name} as well, quarantine {mac} again with --force"
                         )
                     }),
             );
         }
-        match (registered(old, &d.mac), registered(new, &d.mac)) {
+        match (before, after) {
             (None, Some((name, seg))) => notes.push(format!(
                 "the file now registers {} as device {name} in {seg}; {holds}",
                 d.mac

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::policy::{parse_mac, Policy};
 
 pub use applied::applied;
-pub use effective::{effective, enforced_sha256, file_change_effects};
+pub use effective::{effective, enforced_sha256, file_change_effects, leaves_entries_in_place};
 pub use foreign::{check_foreign, file_segments, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
 pub use plan::{life_critical, plan, validate, with_plan, DecisionRequest, Known, Plan};

@@ -105,14 +105,19 @@ fn an_unforced_quarantine_leaves_a_life_critical_entry_by_address_where_it_is() 
     let notes = file_change_effects(&old, &new, std::slice::from_ref(&q), 0).unwrap();
     assert_eq!(notes.len(), 1, "{notes:?}");
     assert!(
-        notes[0].contains("leaves device p2 (fd00::2) in the life-critical segment pumps")
+        notes[0].contains("device p2 (fd00::2), registered by that address alone in the life-critical segment pumps, stays there")
+            && notes[0].contains("ispf release 02:00:00:00:99:01")
             && notes[0].contains("--force"),
         "{notes:?}"
     );
     assert!(file_change_effects(&new, &new, std::slice::from_ref(&q), 0)
         .unwrap()
         .is_empty());
+    // A start that adopts pins an older ispf made enforces again.
+    assert!(leaves_entries_in_place(&new, std::slice::from_ref(&q), 0));
+    assert!(!leaves_entries_in_place(&old, std::slice::from_ref(&q), 0));
     q.forced = true;
+    assert!(!leaves_entries_in_place(&new, std::slice::from_ref(&q), 0));
     assert_eq!(segment_of_p2(std::slice::from_ref(&q)), "quarantine");
     assert!(file_change_effects(&old, &new, &[q], 0).unwrap().is_empty());
 }

@@ -45,7 +45,7 @@ pub fn decisions(rng: &mut StdRng, doc: &PolicyDoc) -> Vec<Decision> {
                 name: None,
                 risk: None,
                 reason: "generated".into(),
-                forced: true,
+                forced: rng.gen_bool(0.5),
                 actor: "differential".into(),
                 at: 0,
                 expires: None,

@@ -58,6 +58,11 @@ pub fn apply(doc: &PolicyDoc, decisions: &[Decision]) -> PolicyDoc {
     }
     let mut v = serde_json::to_value(doc).unwrap();
     let file: Vec<Value> = v["devices"].as_array().cloned().unwrap_or_default();
+    let life_critical = |seg: Option<&str>| {
+        doc.segments
+            .iter()
+            .any(|s| Some(s.name.as_str()) == seg && s.life_critical)
+    };
     let mut devices = file.clone();
     let mut added = Vec::new();
     for (mac, d) in winner {
@@ -92,7 +97,14 @@ pub fn apply(doc: &PolicyDoc, decisions: &[Decision]) -> PolicyDoc {
                     IpAddr::V4(x) => v4.push(x.to_string()),
                     IpAddr::V6(x) => v6.push(x.to_string()),
                 },
-                Some(i) if file[i]["mac"].is_null() => devices[i]["segment"] = json!(segment),
+                // An entry by address alone is the device and moves,
+                // unless it is life-critical and no one forced it.
+                Some(i)
+                    if file[i]["mac"].is_null()
+                        && (d.forced || !life_critical(file[i]["segment"].as_str())) =>
+                {
+                    devices[i]["segment"] = json!(segment)
+                }
                 Some(_) => {}
             }
         }
