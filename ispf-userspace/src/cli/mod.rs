@@ -6,6 +6,7 @@ pub mod detect;
 pub mod devices;
 pub mod fleet;
 pub mod identity;
+mod offline;
 pub mod service;
 pub mod show;
 
