@@ -11,7 +11,7 @@ use super::{
     backstop,
     engine::{log, now_rfc3339},
     ports,
-    state::{Enforced, RunDir, State},
+    state::{Enforced, RunDir, State, PLACEMENT},
 };
 use crate::{
     datapath::{check_fits, Counts, MapSizeRequest, MapSizes},
@@ -65,6 +65,7 @@ pub(super) fn enforced_record(
         segment_ids: file.segment_ids(),
         decisions: holding(decisions, now).into_values().cloned().collect(),
         meta_sha256: (policy.sha256 != file.sha256).then(|| policy.sha256_hex()),
+        placement: PLACEMENT,
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::{
     engine::{log, unix_now, Engine, Outcome},
-    state::Enforced,
+    state::{Enforced, PLACEMENT},
 };
 use crate::{
     clock::now_rfc3339,
@@ -104,6 +104,7 @@ impl Engine {
             segment_ids: file.segment_ids(),
             decisions: held(&decisions, now),
             meta_sha256: (policy.sha256 != file.sha256).then(|| policy.sha256_hex()),
+            placement: PLACEMENT,
         };
         if let Some(bytes) = bytes {
             self.run.save_policy(&next.sha256, bytes)?;

@@ -6,7 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::engine::{log, unix_now, Engine};
+use super::{
+    engine::{log, unix_now, Engine},
+    state::PLACEMENT,
+};
 use crate::{
     clock::rfc3339,
     decisions::{holding, leaves_entries_in_place, Decision},
@@ -123,7 +126,11 @@ impl Engine {
     fn converge_on(&mut self, file: Arc<Policy>, recorded: Vec<Decision>) -> Result<()> {
         let now = unix_now();
         let want = self.desired(&recorded, now)?;
-        if want.sha256 == self.policy.sha256 && !leaves_entries_in_place(&file, &recorded, now) {
+        // Pins an older ispf enforced hash the same, but moved the
+        // entries an unforced quarantine now leaves in place.
+        let older =
+            self.enforced.placement < PLACEMENT && leaves_entries_in_place(&file, &recorded, now);
+        if want.sha256 == self.policy.sha256 && !older {
             self.decisions = Arc::new(recorded);
         } else {
             let path = self.enforced.path.clone();

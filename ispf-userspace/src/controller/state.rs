@@ -52,7 +52,16 @@ pub struct Enforced {
     /// Absent: the file alone.
     #[serde(default)]
     pub meta_sha256: Option<String>,
+    /// How the decisions placed the file's entries: [`PLACEMENT`] once an
+    /// unforced quarantine leaves a life-critical entry by address alone
+    /// where the file puts it; absent (0): by an older ispf, which moved
+    /// it, under the same hashes.
+    #[serde(default)]
+    pub placement: u32,
 }
+
+/// See [`Enforced::placement`].
+pub const PLACEMENT: u32 = 1;
 
 impl Enforced {
     /// The hash the datapath holds while this is enforced.
@@ -197,6 +206,7 @@ mod tests {
             segment_ids: [("pumps".to_string(), 3u16)].into(),
             decisions: vec![],
             meta_sha256: None,
+            placement: PLACEMENT,
         };
         run.save(&State {
             enforced: vec![e.clone()],

@@ -63,8 +63,15 @@ impl Pending {
     /// A sweep of `macs` (all: `None`) failed at `now`: the delay until
     /// the pending sweeps are tried again.
     fn failed(&mut self, macs: Option<&[String]>, now: Instant) -> Duration {
+        let due = self.next;
         self.sweep.add(macs);
-        self.again(now)
+        let delay = self.again(now);
+        // Another sweep's failure does not push back a retry already due
+        // sooner.
+        if let Some(due) = due {
+            self.next = Some(due.min(now + delay));
+        }
+        delay
     }
 
     /// The pending sweeps failed again at `now`.
@@ -127,7 +134,13 @@ impl Engine {
     /// Ends, as one generation, the role decisions the enforced file
     /// would refuse now: of the devices `macs` names, else of every one.
     pub(super) fn end_refused_roles(&mut self, macs: Option<&[String]>) {
-        if let Err(e) = self.try_end_refused_roles(macs) {
+        let r = self.try_end_refused_roles(macs);
+        if r.is_ok() {
+            // Generations are being enforced again: the pending sweeps
+            // need not wait out their delay.
+            self.sweep_again.next = None;
+        }
+        if let Err(e) = r {
             let delay = self.sweep_again.failed(macs, Instant::now());
             log(format!(
                 "warning: role sessions that move a life-critical device could not be ended, retrying in {}s: {}",

@@ -16,7 +16,9 @@ use crate::policy::{hex, model::DeviceDoc, parse_mac, sha256, Policy, PolicyDoc}
 /// keeping the file's entry (name, addresses, metadata) when the file
 /// registers the MAC, else added as a MAC-only device. A quarantine also
 /// takes the addresses it names: a file entry registering one of them by
-/// address alone is the same device and is moved with it.
+/// address alone is the same device and is moved with it, unless that
+/// entry is life-critical and the quarantine was not forced (see
+/// [`moves_entry`]).
 pub fn effective(doc: &PolicyDoc, decisions: &[Decision], now: i64) -> PolicyDoc {
     let mut out = doc.clone();
     let hold = holding(decisions, now);
@@ -116,7 +118,10 @@ struct Entries<'a> {
 
 impl<'a> Entries<'a> {
     fn of(file: &'a Policy, held: &[&Decision]) -> Self {
-        let macs: HashSet<[u8; 6]> = held.iter().filter_map(|d| parse_mac(&d.mac)).collect();
+        let macs: HashSet<[u8; 6]> = held
+            .iter()
+            .filter_map(|d| canonical_bytes(&d.mac))
+            .collect();
         let ips: HashSet<IpAddr> = held
             .iter()
             .flat_map(|d| d.addresses.iter().copied())
@@ -143,7 +148,7 @@ impl<'a> Entries<'a> {
 
     /// The name and segment of the entry the file registers `mac` with.
     fn registered(&self, mac: &str) -> Option<(String, String)> {
-        let d = self.by_mac.get(&parse_mac(mac)?)?;
+        let d = self.by_mac.get(&canonical_bytes(mac)?)?;
         Some((d.name.clone(), self.file.segment_name(d.segment).to_owned()))
     }
 

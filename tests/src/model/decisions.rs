@@ -6,7 +6,9 @@
 //! other becomes an entry of its MAC, and a quarantine of it takes the
 //! addresses the device was seen with: an address no entry names becomes
 //! the device's, an entry naming it by address alone moves with the
-//! device, and an address another MAC's entry names stays that device's.
+//! device (unless it is in a life-critical segment and the quarantine was
+//! not forced: then the entry and its address stay), and an address
+//! another MAC's entry names stays that device's.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
