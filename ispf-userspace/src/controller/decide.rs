@@ -15,21 +15,16 @@ use super::{
 use crate::{
     clock::now_rfc3339,
     decisions::{
-        applied, file_segments, holding, life_critical, plan, with_plan, Decision, DecisionRequest,
-        Kind, Known, Plan,
+        applied, holding, life_critical, plan, with_plan, Decision, DecisionRequest, Kind, Plan,
     },
     feeds::own,
     feeds::FeedSet,
-    inventory::{db, judge::Judge, store},
+    inventory::{db, store},
     policy::{
         compile::{compile, Compiled},
         Policy,
     },
 };
-
-/// The largest burst whose known devices are placed by scanning the
-/// policy: at most three scans per device, against 8 ms to index 100,000.
-const SCANNED_BURST: usize = 4;
 
 /// The file with the decisions that hold at `now` applied (see
 /// [`applied`]).
@@ -184,64 +179,6 @@ impl Engine {
             self.db = Some(db::open(&self.inventory_db)?);
         }
         Ok(self.db.as_mut().expect("just opened"))
-    }
-
-    /// What the inventory knows of `mac` (nothing when it cannot say).
-    /// `judge` places it in the enforced policy: made at the first device
-    /// the inventory knows and kept for the rest of a burst of `burst`
-    /// requests. A few are placed by scanning the policy's devices, since
-    /// indexing them cost 8 ms of every decision at 100,000 devices; a
-    /// larger burst pays for the index once instead of scanning for each.
-    pub(super) fn known(&mut self, mac: &str, judge: &mut Option<Judge>, burst: usize) -> Known {
-        let Some(m) = crate::policy::parse_mac(mac) else {
-            return Known::default();
-        };
-        let index = self.file_index.of(&self.file);
-        let registered = index.by_mac(&m).map(|i| {
-            let d = &self.file.devices[i];
-            (d.name.clone(), self.file.segment_name(d.segment).to_owned())
-        });
-        let unseen = Known {
-            registered: registered.clone(),
-            ..Known::default()
-        };
-        let Ok(conn) = self.db() else {
-            return unseen;
-        };
-        let Ok(Some(d)) = store::device(conn, &m) else {
-            return unseen;
-        };
-        let judge = judge.get_or_insert_with(|| {
-            if burst > SCANNED_BURST {
-                Judge::new(self.policy.clone())
-            } else {
-                Judge::once(self.policy.clone())
-            }
-        });
-        let placed = judge.place(&m, d.vlan, d.ipv4, d.ipv6);
-        let mut segments = vec![self.policy.segment_name(placed.segment).to_owned()];
-        if !d.segment.is_empty() {
-            segments.push(d.segment.clone());
-        }
-        let addresses: Vec<std::net::IpAddr> = d
-            .ipv4
-            .map(std::net::IpAddr::V4)
-            .into_iter()
-            .chain(d.ipv6.map(std::net::IpAddr::V6))
-            .collect();
-        // `place` names the first owner of the addresses (IPv4 before
-        // IPv6), but a quarantine moves every entry that registers one of
-        // them by address alone: a pump's IPv6 entry behind a
-        // workstation's IPv4 one is as life-critical as the first.
-        let by_address = file_segments(&self.file, &index, None, &addresses);
-        Known {
-            registered,
-            seen: true,
-            vlan: d.vlan,
-            addresses,
-            segments,
-            by_address,
-        }
     }
 
     /// Ends the roles held on the devices `put` admits into a segment the

@@ -123,6 +123,20 @@ const MIGRATIONS: &[&str] = &[
         SELECT nas, id, mac, user, role, segment, datetime(since, 'unixepoch') AS since,
                datetime(last_update, 'unixepoch') AS last_update, timeout_s FROM sessions;
     "#,
+    // 4: where a device was seen in a life-critical segment (by the file,
+    // not by a decision), and who else used an address: so that one forged
+    // sighting cannot make a pump look like something else to the checks
+    // of automatic actions (see `history`).
+    r#"
+    CREATE TABLE life_critical_seen (
+        mac        TEXT NOT NULL,
+        segment    TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        PRIMARY KEY (mac, segment)
+    );
+    CREATE INDEX device_ips_by_ip ON device_ips (ip, last_seen);
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -280,6 +294,7 @@ const TABLES: &[&str] = &[
     "baseline",
     "alerts",
     "sessions",
+    "life_critical_seen",
 ];
 
 #[cfg(test)]

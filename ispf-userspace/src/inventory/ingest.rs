@@ -62,6 +62,7 @@ struct Ingest {
     unregistered: usize,
     dirty: Vec<[u8; 6]>,
     addresses: Vec<([u8; 6], IpAddr, i64)>,
+    life_critical: Vec<([u8; 6], String, i64)>,
     timeline: Vec<TimelineEntry>,
     names: HashMap<u32, String>,
     last_overflow_note: Option<Instant>,
@@ -88,6 +89,7 @@ pub fn run(
         unregistered: 0,
         dirty: Vec::new(),
         addresses: Vec::new(),
+        life_critical: Vec::new(),
         timeline: Vec::new(),
         names: HashMap::new(),
         last_overflow_note: None,
@@ -255,6 +257,13 @@ impl Ingest {
             self.note(&d, "moved", o.at, detail, ip);
         }
         d.last_seen = d.last_seen.max(o.at);
+        // Placed in a life-critical segment by the file (a role may put a
+        // cart there; that is no pump): remembered, see `history`.
+        if placement.judged != Judged::Decision
+            && policy.segment(o.segment).is_some_and(|s| s.life_critical)
+        {
+            self.life_critical.push((d.mac, segment.clone(), o.at));
+        }
         d.segment = segment;
         d.judged = placement.judged.as_str().into();
         // A router forwards for many addresses: none of them is its own.
@@ -305,6 +314,7 @@ impl Ingest {
                 .filter_map(|m| self.devices.get(m))
                 .collect(),
             addresses: std::mem::take(&mut self.addresses),
+            life_critical: std::mem::take(&mut self.life_critical),
             timeline: std::mem::take(&mut self.timeline),
         };
         if batch.is_empty() {
@@ -326,10 +336,12 @@ impl Ingest {
                 // Kept for the next try (the timeline is bounded).
                 let Batch {
                     addresses,
+                    life_critical,
                     timeline,
                     ..
                 } = batch;
                 self.addresses = addresses;
+                self.life_critical = life_critical;
                 self.timeline = timeline;
                 let msg = format!("cannot be written: {e}");
                 if self.facts.error().as_deref() != Some(msg.as_str()) {

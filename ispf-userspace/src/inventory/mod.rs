@@ -13,6 +13,7 @@
 pub mod db;
 mod facts;
 pub mod fingerprint;
+pub mod history;
 pub mod ingest;
 pub mod judge;
 pub mod observe;

@@ -181,12 +181,18 @@ pub struct Batch<'a> {
     pub devices: Vec<&'a Device>,
     /// (mac, address, unix seconds)
     pub addresses: Vec<([u8; 6], IpAddr, i64)>,
+    /// (mac, life-critical segment the file placed it in, unix seconds):
+    /// see [`super::history`].
+    pub life_critical: Vec<([u8; 6], String, i64)>,
     pub timeline: Vec<TimelineEntry>,
 }
 
 impl Batch<'_> {
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.addresses.is_empty() && self.timeline.is_empty()
+        self.devices.is_empty()
+            && self.addresses.is_empty()
+            && self.life_critical.is_empty()
+            && self.timeline.is_empty()
     }
 }
 
@@ -224,6 +230,13 @@ pub fn write(conn: &mut Connection, b: &Batch<'_>) -> Result<(), DbError> {
         )?;
         for (mac, a, at) in &b.addresses {
             ip.execute(params![mac_string(mac), a.to_string(), at])?;
+        }
+        let mut lc = tx.prepare_cached(
+            "INSERT INTO life_critical_seen (mac, segment, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT(mac, segment) DO UPDATE SET last_seen = MAX(last_seen, excluded.last_seen)",
+        )?;
+        for (mac, segment, at) in &b.life_critical {
+            lc.execute(params![mac_string(mac), segment, at])?;
         }
         let mut tl = tx.prepare_cached(
             "INSERT INTO timeline (mac, at, event, detail, actor) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -358,6 +371,7 @@ mod tests {
             devices: vec![&dev],
             addresses: vec![(dev.mac, "10.0.0.1".parse().unwrap(), 100)],
             timeline: vec![entry.clone()],
+            ..Default::default()
         };
         write(&mut c, &b).unwrap();
         write(&mut c, &b).unwrap();

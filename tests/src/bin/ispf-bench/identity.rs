@@ -192,8 +192,7 @@ fn known_to_the_inventory(
         &mut conn,
         &store::Batch {
             devices: vec![&device],
-            addresses: Vec::new(),
-            timeline: Vec::new(),
+            ..Default::default()
         },
     )?;
     Ok(())
