@@ -37,7 +37,7 @@ impl Engine {
         let Ok(Some(d)) = store::device(conn, &m) else {
             return unseen;
         };
-        let mut addresses: Vec<std::net::IpAddr> = d
+        let seen: Vec<std::net::IpAddr> = d
             .ipv4
             .map(std::net::IpAddr::V4)
             .into_iter()
@@ -46,12 +46,18 @@ impl Engine {
         // Where the file placed it in a life-critical segment over the
         // last day, and addresses another device used too (see
         // `history`): the last sighting is whatever the last frame said.
+        // A MAC the file registers is found by its entry, whatever its
+        // frames say.
         let since = unix_now() - history::RECENT_S;
-        let seen_life_critical = history::life_critical_since(conn, &m, since);
+        let seen_life_critical = match registered {
+            Some(_) => Ok(Vec::new()),
+            None => history::life_critical_since(conn, &m, since),
+        };
         // An address another device used is not this one's alone: a
         // quarantine that took it would judge traffic to that device (a
         // monitor whose DHCP address an attacker sent from) as to the
         // quarantine. One that cannot be checked is not taken either.
+        let mut addresses = seen.clone();
         addresses.retain(|a| matches!(history::shared_since(conn, &m, a, since), Ok(false)));
         let judge = judge.get_or_insert_with(|| {
             if burst > SCANNED_BURST {
@@ -74,8 +80,10 @@ impl Engine {
         // `place` names the first owner of the addresses (IPv4 before
         // IPv6), but a quarantine moves every entry that registers one of
         // them by address alone: a pump's IPv6 entry behind a
-        // workstation's IPv4 one is as life-critical as the first.
-        let by_address = file_segments(&self.file, &index, None, &addresses);
+        // workstation's IPv4 one is as life-critical as the first. Every
+        // address seen counts, taken or not, as the sweep of roles counts
+        // them.
+        let by_address = file_segments(&self.file, &index, None, &seen);
         Known {
             registered,
             seen: true,

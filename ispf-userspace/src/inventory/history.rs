@@ -5,16 +5,57 @@
 //! frame with a pump's MAC and another address (or VLAN) would otherwise
 //! make the pump look like a laptop to detection's automatic quarantine.
 
-use std::net::IpAddr;
+use std::{collections::HashMap, net::IpAddr};
 
 use rusqlite::{params, Connection};
 
-use super::db::DbError;
-use crate::decisions::mac_string;
+use super::{
+    db::DbError,
+    judge::{Judged, Placement},
+};
+use crate::{decisions::mac_string, policy::Policy};
 
 /// How far back the checks look: a pump or monitor sends many times a
 /// day, and a day outlasts any scan an attacker would time around it.
 pub const RECENT_S: i64 = 24 * 3600;
+
+/// Whether a sighting the datapath placed in `reported` shows the file
+/// placing the device in a life-critical segment, as `placement` (the
+/// ingest's judge, over `policy`) does too: by an entry that names it by
+/// address alone, by a subnet or by a VLAN. A MAC the file registers is
+/// found by its entry whatever its frames say (the checks read this
+/// history only for others); a decision's placement is no pump (a role
+/// may put a cart in the pumps' segment); and a frame the datapath placed
+/// otherwise than the judge (a spoofed ARP or ND frame, which the datapath
+/// places by the address it borrows; a policy the ingest has not caught
+/// up with) proves nothing.
+pub fn placed_by_file(policy: &Policy, placement: &Placement, reported: u16) -> bool {
+    let by_file = match placement.device {
+        Some(i) => i < policy.file_devices && policy.devices[i].mac.is_none(),
+        None => matches!(placement.judged, Judged::Subnet | Judged::Vlan),
+    };
+    by_file
+        && placement.segment == reported
+        && policy.segment(reported).is_some_and(|s| s.life_critical)
+}
+
+/// When each device's life-critical placement was last handed to the
+/// database: a pump sends all day, and a row a minute is history enough.
+#[derive(Default)]
+pub struct Remembered(HashMap<([u8; 6], u16), i64>);
+
+impl Remembered {
+    /// Whether the placement of `mac` in `segment` at `at` is to be
+    /// written (the first, or a minute after the last written).
+    pub fn due(&mut self, mac: [u8; 6], segment: u16, at: i64) -> bool {
+        let last = self.0.entry((mac, segment)).or_insert(i64::MIN);
+        if at.saturating_sub(*last) < 60 {
+            return false;
+        }
+        *last = at;
+        true
+    }
+}
 
 /// The life-critical segments the file placed `mac` in since `since`.
 pub fn life_critical_since(
@@ -46,6 +87,48 @@ pub fn shared_since(
 mod tests {
     use super::*;
     use crate::inventory::store::{write, Batch};
+
+    #[test]
+    fn only_the_files_placements_that_the_datapath_agrees_with_are_remembered() {
+        let policy = Policy::from_str(
+            r#"{"version":1,"segments":[
+                {"name":"pumps","life_critical":true,"vlans":[20]},{"name":"ws","vlans":[30]}],
+              "devices":[{"name":"p1","mac":"02:00:00:00:10:01","segment":"pumps"},
+                         {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"}]}"#,
+            std::path::Path::new("t.json"),
+        )
+        .unwrap();
+        let judge = super::super::judge::Judge::new(std::sync::Arc::new(policy.clone()));
+        let pumps = policy.segment_id("pumps").unwrap();
+        let ws = policy.segment_id("ws").unwrap();
+        let (p1, laptop) = ([2, 0, 0, 0, 0x10, 1], [2, 0, 0, 0, 0x99, 1]);
+        // By its MAC: found by its entry, not by history.
+        assert!(!placed_by_file(
+            &policy,
+            &judge.place(&p1, 20, None, None),
+            pumps
+        ));
+        // By the VLAN, by an entry by address alone: remembered.
+        assert!(placed_by_file(
+            &policy,
+            &judge.place(&laptop, 20, None, None),
+            pumps
+        ));
+        let by_address = judge.place(&laptop, 30, Some("10.0.0.2".parse().unwrap()), None);
+        assert!(placed_by_file(&policy, &by_address, pumps));
+        // The datapath placed it elsewhere: nothing proven.
+        assert!(!placed_by_file(&policy, &by_address, ws));
+        assert!(!placed_by_file(
+            &policy,
+            &judge.place(&laptop, 30, None, None),
+            ws
+        ));
+        let mut r = Remembered::default();
+        assert!(r.due(laptop, pumps, 100));
+        assert!(!r.due(laptop, pumps, 159));
+        assert!(r.due(laptop, ws, 159));
+        assert!(r.due(laptop, pumps, 160));
+    }
 
     #[test]
     fn remembers_life_critical_placements_and_shared_addresses_for_a_day() {

@@ -26,6 +26,7 @@ use rusqlite::Connection;
 use super::{
     db,
     facts::{DeviceEvent, Facts, Notify},
+    history,
     judge::{Judge, Judged},
     observe::{Observation, Seen},
     oui::Vendors,
@@ -63,6 +64,7 @@ struct Ingest {
     dirty: Vec<[u8; 6]>,
     addresses: Vec<([u8; 6], IpAddr, i64)>,
     life_critical: Vec<([u8; 6], String, i64)>,
+    remembered: history::Remembered,
     timeline: Vec<TimelineEntry>,
     names: HashMap<u32, String>,
     last_overflow_note: Option<Instant>,
@@ -90,6 +92,7 @@ pub fn run(
         dirty: Vec::new(),
         addresses: Vec::new(),
         life_critical: Vec::new(),
+        remembered: Default::default(),
         timeline: Vec::new(),
         names: HashMap::new(),
         last_overflow_note: None,
@@ -257,10 +260,8 @@ impl Ingest {
             self.note(&d, "moved", o.at, detail, ip);
         }
         d.last_seen = d.last_seen.max(o.at);
-        // Placed in a life-critical segment by the file (a role may put a
-        // cart there; that is no pump): remembered, see `history`.
-        if placement.judged != Judged::Decision
-            && policy.segment(o.segment).is_some_and(|s| s.life_critical)
+        if history::placed_by_file(&policy, &placement, o.segment)
+            && self.remembered.due(d.mac, o.segment, o.at)
         {
             self.life_critical.push((d.mac, segment.clone(), o.at));
         }
