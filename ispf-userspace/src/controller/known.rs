@@ -46,8 +46,8 @@ impl Engine {
         // Where the file placed it in a life-critical segment over the
         // last day, and addresses another device used too (see
         // `history`): the last sighting is whatever the last frame said.
-        // A MAC the file registers is found by its entry, whatever its
-        // frames say.
+        // A MAC the file registers is found by its entry on its VLAN,
+        // whatever its frames say.
         let since = unix_now() - history::RECENT_S;
         let seen_life_critical = match registered {
             Some(_) => Ok(Vec::new()),

@@ -23,8 +23,8 @@ pub const RECENT_S: i64 = 24 * 3600;
 /// placing the device in a life-critical segment, as `placement` (the
 /// ingest's judge, over `policy`) does too: by an entry that names it by
 /// address alone, by a subnet or by a VLAN. A MAC the file registers is
-/// found by its entry whatever its frames say (the checks read this
-/// history only for others); a decision's placement is no pump (a role
+/// found by its entry on its VLAN whatever its frames say (the checks
+/// read this history only for others); a router forwards for others; a decision's placement is no pump (a role
 /// may put a cart in the pumps' segment); and a frame the datapath placed
 /// otherwise than the judge (a spoofed ARP or ND frame, which the datapath
 /// places by the address it borrows; a policy the ingest has not caught
@@ -34,8 +34,12 @@ pub fn placed_by_file(policy: &Policy, placement: &Placement, reported: u16) -> 
         Some(i) => i < policy.file_devices && policy.devices[i].mac.is_none(),
         None => matches!(placement.judged, Judged::Subnet | Judged::Vlan),
     };
+    // A quarantine moves an entry by address alone into the unknown
+    // source's segment: never the file's placement, even if a file makes
+    // that segment life-critical.
     by_file
         && placement.segment == reported
+        && reported != policy.unknown
         && policy.segment(reported).is_some_and(|s| s.life_critical)
 }
 

@@ -260,7 +260,8 @@ impl Ingest {
             self.note(&d, "moved", o.at, detail, ip);
         }
         d.last_seen = d.last_seen.max(o.at);
-        if history::placed_by_file(&policy, &placement, o.segment)
+        if !policy.routers.contains(&o.mac)
+            && history::placed_by_file(&policy, &placement, o.segment)
             && self.remembered.due(d.mac, o.segment, o.at)
         {
             self.life_critical.push((d.mac, segment.clone(), o.at));
