@@ -133,6 +133,10 @@ pub struct Engine {
     last_gc: Instant,
     /// See [`Started::refused_roles`].
     pub(super) refused_at_start: Vec<(Decision, String)>,
+    /// The file a reload naming none applies instead of the enforced
+    /// one's: the file this controller was started with, when it adopted
+    /// pins that enforce another (`policy =` changed, then a restart).
+    pub(super) reload_default: Option<PathBuf>,
     /// Role sweeps that could not be enforced, retried at each tick.
     pub(super) sweep_again: super::sweep::Pending,
 }
@@ -171,6 +175,7 @@ impl Engine {
             last_gc: Instant::now(),
             refused_at_start: s.refused_roles,
             sweep_again: Default::default(),
+            reload_default: None,
         }
     }
 

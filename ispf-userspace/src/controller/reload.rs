@@ -31,7 +31,9 @@ impl Engine {
     /// other reload on a host of a fleet (a client's, SIGHUP's, even of
     /// the file the fleet wrote) would split it from the other hosts.
     pub fn reload(&mut self, path: Option<PathBuf>, dry_run: bool, from_fleet: bool) -> Response {
-        let path = path.unwrap_or_else(|| self.enforced.path.clone());
+        let path = path
+            .or_else(|| self.reload_default.clone())
+            .unwrap_or_else(|| self.enforced.path.clone());
         if self.fleet.is_some() && !dry_run && !from_fleet {
             let site = self.fleet.as_ref().map_or("", |f| f.site());
             let message = if path
@@ -67,6 +69,7 @@ impl Engine {
         let resp = match result {
             Ok(r) => {
                 if r.applied {
+                    self.reload_default = None;
                     self.reloads_ok += 1;
                     log(format!(
                         "applied {} as generation {}",

@@ -160,16 +160,23 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             let policy = decide::desired(&file, &rec.decisions, i64::MIN).ok()?;
             (policy.sha256_hex() == kernel_sha).then_some((file, policy, bytes, rec))
         });
+    // A reload naming no file applies the one this start was given
+    // (`policy =` changed, then a restart), not the enforced one's.
+    let mut reload_default = None;
     let (file, policy, decisions, enforced) = match known {
         Some((file, policy, bytes, rec)) => {
             run.save_policy(&rec.sha256, &bytes)?;
             if given.sha256_hex() != rec.sha256 {
                 log(format!(
-                    "warning: {} differs from the enforced policy (generation {}, {}); it stays enforced until `ispf reload` applies the file",
+                    "warning: {} differs from the enforced policy (generation {}, {}); the enforced one stays until a reload applies the file: `ispf reload {}` (or `systemctl reload ispf`)",
                     opts.policy.display(),
                     dp.epoch(),
-                    rec.path.display()
+                    rec.path.display(),
+                    opts.policy.display()
                 ));
+                if opts.policy != rec.path {
+                    reload_default = Some(opts.policy.clone());
+                }
             }
             let decisions = rec.decisions.clone();
             (file, policy, decisions, rec)
@@ -264,6 +271,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
         inventory::db_path(&opts.state_dir),
     );
     e.save_state(vec![enforced])?;
+    e.reload_default = reload_default;
     // Whatever is applied next carries the cached feed contents.
     let adopted_epoch = e.dp.epoch();
     e.feeds = feed_set.clone();

@@ -17,6 +17,11 @@ pub struct PolicyDiff {
     pub devices_moved: Vec<(String, String, String)>,
     /// Devices whose MAC, addresses or VLAN changed.
     pub devices_readdressed: Vec<String>,
+    /// Segments' modes, life-critical marks, subnets and VLANs, the
+    /// defaults, and life-critical devices' identities that change (see
+    /// `diff_settings`), as printed.
+    #[serde(default)]
+    pub settings: Vec<String>,
     /// `(from, to, services newly allowed)`.
     pub opened: Vec<(String, String, Vec<String>)>,
     /// `(from, to, services no longer allowed)`.
@@ -275,6 +280,7 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
         .cloned()
         .collect();
 
+    d.settings = super::diff_settings::settings(old, new);
     let (io, in_) = (Index::new(old), Index::new(new));
     let pairs = affected_pairs(old, new).unwrap_or_else(|n| {
         d.pairs_not_compared = Some(n);
@@ -304,7 +310,7 @@ pub fn diff(old: &Policy, new: &Policy) -> PolicyDiff {
 impl std::fmt::Display for PolicyDiff {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.is_empty() {
-            return writeln!(f, "no change in devices or permitted traffic");
+            return writeln!(f, "no change in devices, settings or permitted traffic");
         }
         for n in &self.devices_added {
             writeln!(f, "+ device {n}")?;
@@ -317,6 +323,9 @@ impl std::fmt::Display for PolicyDiff {
         }
         for n in &self.devices_readdressed {
             writeln!(f, "~ device {n} changes its MAC, addresses or VLAN")?;
+        }
+        for line in &self.settings {
+            writeln!(f, "{line}")?;
         }
         for (a, b, s) in &self.opened {
             writeln!(f, "+ opens {a} -> {b}: {}", s.join(", "))?;

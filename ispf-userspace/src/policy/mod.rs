@@ -3,6 +3,7 @@
 
 pub mod compile;
 pub mod diff;
+mod diff_settings;
 pub mod identity;
 mod index;
 pub mod load;
