@@ -80,8 +80,14 @@ impl Engine {
                 segments.extend(known.by_address);
                 segments.extend(admitted.get(d.mac.as_str()).map(|s| (*s).clone()));
             }
-            if let Err(e) = check_foreign(d, &self.file, &index, &segments) {
-                refused.push(refusal(d, &e.to_string()));
+            let checked =
+                check_foreign(d, &self.file, &index, &segments).map_err(|e| e.to_string());
+            let checked = checked.and_then(|()| match d.kind {
+                Kind::Quarantine => self.takes_a_life_critical_address(d).map_or(Ok(()), Err),
+                _ => Ok(()),
+            });
+            if let Err(e) = checked {
+                refused.push(refusal(d, &e));
                 keep_old(&mut new, &old, key(d));
             }
         }

@@ -3,7 +3,7 @@
 
 use super::engine::{log, unix_now, Engine};
 use crate::{
-    decisions::{file_segments, Known},
+    decisions::{file_segments, life_critical, Decision, Known},
     inventory::{history, judge::Judge, store},
 };
 
@@ -92,5 +92,36 @@ impl Engine {
             segments,
             by_address,
         }
+    }
+
+    /// Why a quarantine another host planned must not be enforced here:
+    /// an address it takes was used within the day, as this host saw,
+    /// by another device that is life-critical (registered there by the
+    /// file, or placed there by it). The planning host may never have
+    /// seen that device; the quarantine would judge traffic to it as to
+    /// the quarantine segment, and its own frames as spoofed.
+    pub(super) fn takes_a_life_critical_address(&mut self, d: &Decision) -> Option<String> {
+        let since = unix_now() - history::RECENT_S;
+        let index = self.file_index.of(&self.file);
+        let file = self.file.clone();
+        let mac = crate::policy::parse_mac(&d.mac)?;
+        let conn = self.db().ok()?;
+        for a in &d.addresses {
+            for other in history::others_since(conn, &mac, a, since).unwrap_or_default() {
+                let registered = index
+                    .by_mac(&other)
+                    .map(|i| file.segment_name(file.devices[i].segment).to_owned());
+                let seen = history::life_critical_since(conn, &other, since).unwrap_or_default();
+                let segments: Vec<String> = registered.into_iter().chain(seen).collect();
+                if let Some(seg) = life_critical(&file, &segments) {
+                    return Some(format!(
+                        "{}: its quarantine takes {a}, which {} in the life-critical segment `{seg}` used within the day",
+                        d.mac,
+                        crate::decisions::mac_string(&other)
+                    ));
+                }
+            }
+        }
+        None
     }
 }

@@ -33,6 +33,17 @@ pub fn file_segments(
         .collect()
 }
 
+/// The segment whose subnet holds `a` most specifically, as the datapath
+/// places an address no device names.
+fn subnet_segment(file: &Policy, a: &IpAddr) -> Option<String> {
+    file.segments
+        .iter()
+        .flat_map(|s| s.subnets.iter().map(move |n| (n, s)))
+        .filter(|(n, _)| n.contains(a))
+        .max_by_key(|(n, _)| n.prefix_len())
+        .map(|(_, s)| s.name.clone())
+}
+
 /// Checks a decision this host did not plan before it is enforced here:
 /// another host's, read from etcd, where whoever can write the site can
 /// put one by hand. What `plan` would have refused is refused: a MAC that
@@ -90,14 +101,33 @@ pub fn check_foreign(
             )?;
         }
         Kind::Quarantine => {
+            // `plan` takes the last IPv4 and IPv6 address a device was
+            // seen with; a key naming more (a whole subnet's) would give
+            // them all to one made-up MAC on every host.
+            let (v4, v6) = super::effective::by_family(&d.addresses);
+            if v4.len() > 1 || v6.len() > 1 {
+                return Err(DecisionError::Invalid(format!(
+                    "{mac}: a quarantine takes at most the one IPv4 and one IPv6 address its device was last seen with; this one names {}",
+                    d.addresses.len()
+                )));
+            }
             // As `plan` counts them: every entry the quarantine moves (a
-            // device the file registers by MAC takes no address).
+            // device the file registers by MAC takes no address). And,
+            // since the host that planned it may never have seen the
+            // device: an address in a life-critical segment's subnet is
+            // that segment's device (a monitor on DHCP), whatever MAC.
             let addresses = match registered {
                 Some(_) => &[][..],
                 None => &d.addresses[..],
             };
             let known: Vec<String> = file_segments(file, index, Some(&bytes), addresses)
                 .into_iter()
+                .chain(
+                    addresses
+                        .iter()
+                        .filter(|a| index.by_ip(a).is_none())
+                        .filter_map(|a| subnet_segment(file, a)),
+                )
                 .chain(segments.iter().cloned())
                 .collect();
             if let (Some(segment), false) = (life_critical(file, &known), d.forced) {
@@ -164,7 +194,8 @@ mod tests {
     #[test]
     fn foreign_decisions_meet_the_checks_of_a_request() {
         let file = Policy::from_str(
-            r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"guest"},{"name":"ws"}],
+            r#"{"version":1,"segments":[{"name":"pumps","life_critical":true},{"name":"guest"},{"name":"ws"},
+              {"name":"monitors","life_critical":true,"subnets":["10.20.0.0/24"]}],
             "devices":[{"name":"p1","mac":"02:00:00:00:10:01","ipv4":"10.0.0.1","segment":"pumps"},
                        {"name":"p2","ipv4":"10.0.0.2","segment":"pumps"},
                        {"name":"w1","mac":"02:00:00:00:30:01","ipv4":"10.0.0.3","segment":"ws"}]}"#,
@@ -207,6 +238,22 @@ mod tests {
                 "{kind:?}"
             );
         }
+        // A made-up MAC given a monitor's DHCP address (no entry names
+        // it, the life-critical segment's subnet holds it), or a subnet's
+        // worth of addresses: refused.
+        let mut borrowed = dec("02:00:00:00:99:05", Kind::Quarantine, None);
+        borrowed.addresses = vec!["10.20.0.99".parse().unwrap()];
+        assert!(matches!(
+            check(&borrowed),
+            Err(DecisionError::LifeCritical { .. })
+        ));
+        borrowed.addresses = vec!["10.9.0.1".parse().unwrap(), "10.9.0.2".parse().unwrap()];
+        assert!(matches!(
+            check(&borrowed),
+            Err(DecisionError::Invalid(m)) if m.contains("at most the one IPv4")
+        ));
+        borrowed.addresses = vec!["10.9.0.1".parse().unwrap(), "fd00::1".parse().unwrap()];
+        assert!(check(&borrowed).is_ok());
         // Where this host saw it counts too.
         let laptop = dec("02:00:00:00:99:02", Kind::Quarantine, None);
         assert!(check(&laptop).is_ok());

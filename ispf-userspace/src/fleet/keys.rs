@@ -71,9 +71,18 @@ pub fn parse(site: &str, key: &[u8]) -> Key {
     }
     if let Some(r) = rest.strip_prefix("decisions/") {
         if let Some((mac, kind)) = r.split_once('/') {
-            if let (Ok(mac), Some(kind)) = (crate::decisions::canonical_mac(mac), Kind::parse(kind))
+            // Only the spelling ispf writes: another one (capitals,
+            // dashes) would stand for the real key in this host's set, and
+            // deleting it would lift the decision while the key stays.
+            if let (Ok(canonical), Some(kind)) =
+                (crate::decisions::canonical_mac(mac), Kind::parse(kind))
             {
-                return Key::Decision { mac, kind };
+                if canonical == mac {
+                    return Key::Decision {
+                        mac: canonical,
+                        kind,
+                    };
+                }
             }
         }
         return Key::Other;
@@ -170,5 +179,15 @@ mod tests {
             Key::Other
         );
         assert_eq!(parse(s, &[0xff, 0xfe]), Key::Other);
+        for spelling in ["02-00-00-00-30-01", "02:00:00:00:30:0A", "2:0:0:0:30:1"] {
+            assert_eq!(
+                parse(
+                    s,
+                    format!("{}decisions/{spelling}/quarantine", site_prefix(s)).as_bytes()
+                ),
+                Key::Other,
+                "{spelling}"
+            );
+        }
     }
 }

@@ -87,6 +87,24 @@ pub fn shared_since(
     Ok(st.exists(params![a.to_string(), since, mac_string(mac)])?)
 }
 
+/// The other devices that sent from `a` since `since`.
+pub fn others_since(
+    conn: &Connection,
+    mac: &[u8; 6],
+    a: &IpAddr,
+    since: i64,
+) -> Result<Vec<[u8; 6]>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT mac FROM device_ips WHERE ip = ?1 AND last_seen >= ?2 AND mac != ?3 LIMIT 16",
+    )?;
+    let rows = st.query_map(params![a.to_string(), since, mac_string(mac)], |r| {
+        r.get::<_, String>(0)
+    })?;
+    Ok(rows
+        .filter_map(|m| crate::policy::parse_mac(&m.ok()?))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +175,8 @@ mod tests {
         assert!(!shared_since(&conn, &laptop, &x, 1_001).unwrap());
         assert!(shared_since(&conn, &pump, &x, 5_000).unwrap());
         assert!(!shared_since(&conn, &pump, &"10.0.0.8".parse().unwrap(), 0).unwrap());
+        assert_eq!(others_since(&conn, &laptop, &x, 0).unwrap(), [pump]);
+        assert!(others_since(&conn, &laptop, &x, 1_001).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

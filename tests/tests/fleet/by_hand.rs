@@ -89,6 +89,34 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     );
     assert_eq!(h.ctl.status().generation, generation, "nothing applied");
 
+    // A quarantine of a made-up MAC that takes the address the pump sent
+    // its HL7 from (this host saw it; the planner may not have), and one
+    // that takes a subnet's worth of addresses: both refused.
+    let made_up = "02:00:00:00:99:0c";
+    let borrowed = keys::decision(SITE, made_up, Kind::Quarantine);
+    let with_addresses = |addresses: &[&str]| {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&by_hand(made_up, Kind::Quarantine, None)).unwrap();
+        v["addresses"] = serde_json::json!(addresses);
+        serde_json::to_vec(&v).unwrap()
+    };
+    put(&urls, &borrowed, with_addresses(&["10.10.0.11"]));
+    wait(
+        "the borrowed address refused",
+        Duration::from_secs(10),
+        || last_error(&urls).contains("used within the day"),
+    );
+    put(
+        &urls,
+        &borrowed,
+        with_addresses(&["10.40.0.1", "10.40.0.2", "10.40.0.3"]),
+    );
+    wait("the subnet refused", Duration::from_secs(10), || {
+        last_error(&urls).contains("at most the one IPv4")
+    });
+    assert!(hl7(), "a hand-written quarantine took the pump's address");
+    del(&urls, &borrowed);
+
     // An admit of a device the file registers: refused; and it does not
     // hold up a good decision made meanwhile.
     let admit = keys::decision(SITE, LAPTOP, Kind::Admit);
