@@ -73,6 +73,22 @@ impl Engine {
             .filter_map(|a| Some((a.mac.as_str(), a.segment.as_ref()?)))
             .collect();
         for d in &changed {
+            let mut d = d.clone();
+            // An address a life-critical device used, as this host saw (the
+            // planning host may not have): the quarantine is enforced here
+            // without it, as `plan` would have made it.
+            let stripped = self.life_critical_addresses(&d);
+            if !stripped.is_empty() {
+                d.addresses.retain(|a| !stripped.contains(a));
+                if old.get(&key(&d)) != Some(&d) {
+                    log(format!(
+                        "fleet: the quarantine of {} is enforced here without {}: a device this host saw in a life-critical segment (or the file registers there) used it within the day, or the inventory cannot say",
+                        d.mac,
+                        stripped.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                new.insert(key(&d), d.clone());
+            }
             let known = self.known(&d.mac, &mut judge, changed.len());
             let mut segments = known.segments;
             // A quarantine's own addresses are checked by `check_foreign`.
@@ -80,15 +96,9 @@ impl Engine {
                 segments.extend(known.by_address);
                 segments.extend(admitted.get(d.mac.as_str()).map(|s| (*s).clone()));
             }
-            let checked =
-                check_foreign(d, &self.file, &index, &segments).map_err(|e| e.to_string());
-            let checked = checked.and_then(|()| match d.kind {
-                Kind::Quarantine => self.takes_a_life_critical_address(d).map_or(Ok(()), Err),
-                _ => Ok(()),
-            });
-            if let Err(e) = checked {
-                refused.push(refusal(d, &e));
-                keep_old(&mut new, &old, key(d));
+            if let Err(e) = check_foreign(&d, &self.file, &index, &segments) {
+                refused.push(refusal(&d, &e.to_string()));
+                keep_old(&mut new, &old, key(&d));
             }
         }
         // Together they may still clash (two devices given one address):

@@ -2,8 +2,10 @@
 //! seen and with which addresses, for the checks of `plan`.
 
 use super::engine::{log, unix_now, Engine};
+use std::net::IpAddr;
+
 use crate::{
-    decisions::{file_segments, life_critical, Decision, Known},
+    decisions::{file_segments, life_critical, Decision, Kind, Known},
     inventory::{history, judge::Judge, store},
 };
 
@@ -94,34 +96,47 @@ impl Engine {
         }
     }
 
-    /// Why a quarantine another host planned must not be enforced here:
-    /// an address it takes was used within the day, as this host saw,
-    /// by another device that is life-critical (registered there by the
-    /// file, or placed there by it). The planning host may never have
-    /// seen that device; the quarantine would judge traffic to it as to
-    /// the quarantine segment, and its own frames as spoofed.
-    pub(super) fn takes_a_life_critical_address(&mut self, d: &Decision) -> Option<String> {
+    /// The addresses a quarantine another host planned must not take
+    /// here: used within the day, as this host saw, by another device
+    /// that is life-critical (registered there by the file, or placed
+    /// there by it), or all of them when the inventory cannot say. The
+    /// planning host may never have seen that device; the quarantine
+    /// would judge traffic to it as to the quarantine segment, and its
+    /// own frames as spoofed. A device the file registers takes no
+    /// address, so none is stripped from its quarantine.
+    pub(super) fn life_critical_addresses(&mut self, d: &Decision) -> Vec<IpAddr> {
+        if d.kind != Kind::Quarantine || d.addresses.is_empty() {
+            return Vec::new();
+        }
         let since = unix_now() - history::RECENT_S;
         let index = self.file_index.of(&self.file);
         let file = self.file.clone();
-        let mac = crate::policy::parse_mac(&d.mac)?;
-        let conn = self.db().ok()?;
-        for a in &d.addresses {
-            for other in history::others_since(conn, &mac, a, since).unwrap_or_default() {
+        let Some(mac) = crate::policy::parse_mac(&d.mac) else {
+            return Vec::new();
+        };
+        if index.by_mac(&mac).is_some() {
+            return Vec::new();
+        }
+        let Ok(conn) = self.db() else {
+            return d.addresses.clone();
+        };
+        let life_critical_other = |a: &IpAddr| -> Result<bool, crate::inventory::db::DbError> {
+            for other in history::others_since(conn, &mac, a, since)? {
                 let registered = index
                     .by_mac(&other)
                     .map(|i| file.segment_name(file.devices[i].segment).to_owned());
-                let seen = history::life_critical_since(conn, &other, since).unwrap_or_default();
+                let seen = history::life_critical_since(conn, &other, since)?;
                 let segments: Vec<String> = registered.into_iter().chain(seen).collect();
-                if let Some(seg) = life_critical(&file, &segments) {
-                    return Some(format!(
-                        "{}: its quarantine takes {a}, which {} in the life-critical segment `{seg}` used within the day",
-                        d.mac,
-                        crate::decisions::mac_string(&other)
-                    ));
+                if life_critical(&file, &segments).is_some() {
+                    return Ok(true);
                 }
             }
-        }
-        None
+            Ok(false)
+        };
+        d.addresses
+            .iter()
+            .filter(|a| life_critical_other(a).unwrap_or(true))
+            .copied()
+            .collect()
     }
 }

@@ -174,9 +174,11 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
                     rec.path.display(),
                     opts.policy.display()
                 ));
-                if opts.policy != rec.path {
-                    reload_default = Some(opts.policy.clone());
-                }
+            }
+            // Also when its bytes are the same now: it is the file the
+            // operator will edit next.
+            if opts.policy != rec.path {
+                reload_default = Some(opts.policy.clone());
             }
             let decisions = rec.decisions.clone();
             (file, policy, decisions, rec)

@@ -9,9 +9,10 @@ use super::{
 };
 use crate::policy::{DeviceIndex, Policy};
 
-/// The segments the file gives a device: by the entry for its MAC, and
-/// by every entry that registers one of `addresses` by address alone
-/// (IPv4 and IPv6 alike: a quarantine moves each of them). An address
+/// The segments the file gives a device: by the entry for its MAC, by
+/// every entry that registers one of `addresses` by address alone (IPv4
+/// and IPv6 alike: a quarantine moves each of them), and by the subnet
+/// holding one that no entry names. An address
 /// another MAC's entry names is that device's: the one sending from it
 /// is not the device (the datapath drops it as spoofed), so it places
 /// nobody here.
@@ -30,6 +31,14 @@ pub fn file_segments(
                 .filter(|&i| file.devices[i].mac.is_none()),
         )
         .map(|i| file.segment_name(file.devices[i].segment).to_owned())
+        // An address no entry names is its subnet's segment's device (a
+        // monitor on DHCP), whatever MAC sends from it.
+        .chain(
+            addresses
+                .iter()
+                .filter(|a| index.by_ip(a).is_none())
+                .filter_map(|a| subnet_segment(file, a)),
+        )
         .collect()
 }
 
@@ -122,12 +131,6 @@ pub fn check_foreign(
             };
             let known: Vec<String> = file_segments(file, index, Some(&bytes), addresses)
                 .into_iter()
-                .chain(
-                    addresses
-                        .iter()
-                        .filter(|a| index.by_ip(a).is_none())
-                        .filter_map(|a| subnet_segment(file, a)),
-                )
                 .chain(segments.iter().cloned())
                 .collect();
             if let (Some(segment), false) = (life_critical(file, &known), d.forced) {

@@ -265,7 +265,7 @@ fn absorb(site_name: &str, key: &[u8], value: Option<(&[u8], i64)>, site: &mut S
             false
         }
         keys::Key::Other => {
-            if key.starts_with(keys::decisions_prefix(site_name).as_bytes()) {
+            if value.is_some() && key.starts_with(keys::decisions_prefix(site_name).as_bytes()) {
                 log(format!(
                     "fleet: ignoring key {}: not a decision key as ispf writes them (decisions/aa:bb:cc:dd:ee:ff/admit|quarantine|role, MAC in lower case): delete it",
                     crate::printable(&String::from_utf8_lossy(key))

@@ -87,7 +87,8 @@ pub fn shared_since(
     Ok(st.exists(params![a.to_string(), since, mac_string(mac)])?)
 }
 
-/// The other devices that sent from `a` since `since`.
+/// The other devices that sent from `a` since `since`: all of them (a
+/// limit would let many made-up MACs push the one that matters out).
 pub fn others_since(
     conn: &Connection,
     mac: &[u8; 6],
@@ -95,7 +96,7 @@ pub fn others_since(
     since: i64,
 ) -> Result<Vec<[u8; 6]>, DbError> {
     let mut st = conn.prepare_cached(
-        "SELECT mac FROM device_ips WHERE ip = ?1 AND last_seen >= ?2 AND mac != ?3 LIMIT 16",
+        "SELECT mac FROM device_ips WHERE ip = ?1 AND last_seen >= ?2 AND mac != ?3",
     )?;
     let rows = st.query_map(params![a.to_string(), since, mac_string(mac)], |r| {
         r.get::<_, String>(0)

@@ -5,13 +5,57 @@
 //! dropping; a mistyped pump MAC makes the pump's frames spoofed), so a
 //! reload lists them; `!` marks what touches a life-critical segment.
 
-use super::Policy;
+use std::collections::HashMap;
+
+use super::{Policy, Segment};
 
 /// The lines a reload prints for what `new` changes of `old`'s settings.
 pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
     let mut out = Vec::new();
+    let (os, ns) = (by_segment_name(old), by_segment_name(new));
+    // A segment added or removed moves whatever its subnets and VLANs
+    // held: one whose subnet lies inside a life-critical segment's takes
+    // those devices out of it.
+    for (p, q, sign, verb) in [(new, &os, '+', "added"), (old, &ns, '-', "removed")] {
+        for s in p
+            .segments
+            .iter()
+            .filter(|s| !q.contains_key(s.name.as_str()))
+        {
+            let inside: Vec<&str> = p
+                .segments
+                .iter()
+                .filter(|c| c.life_critical && c.name != s.name)
+                .filter(|c| {
+                    s.subnets
+                        .iter()
+                        .any(|n| c.subnets.iter().any(|m| m.contains(&n.network())))
+                })
+                .map(|c| c.name.as_str())
+                .collect();
+            let mark = if s.life_critical || !inside.is_empty() {
+                '!'
+            } else {
+                sign
+            };
+            let within = if inside.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; its subnets lie within life-critical {}",
+                    inside.join(", ")
+                )
+            };
+            out.push(format!(
+                "{mark} segment {} {verb} (subnets {}, VLANs {}){within}",
+                s.name,
+                list(&s.subnets),
+                list(&s.vlans)
+            ));
+        }
+    }
     for o in &old.segments {
-        let Some(n) = new.segments.iter().find(|s| s.name == o.name) else {
+        let Some(n) = ns.get(o.name.as_str()) else {
             continue;
         };
         let mark = if o.life_critical || n.life_critical {
@@ -36,14 +80,14 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
             (false, true) => out.push(format!("! segment {name} becomes life-critical")),
             _ => {}
         }
-        if o.subnets != n.subnets {
+        if sorted(&o.subnets) != sorted(&n.subnets) {
             out.push(format!(
                 "{mark} segment {name}: subnets {} -> {}",
                 list(&o.subnets),
                 list(&n.subnets)
             ));
         }
-        if o.vlans != n.vlans {
+        if sorted(&o.vlans) != sorted(&n.vlans) {
             out.push(format!(
                 "{mark} segment {name}: VLANs {} -> {}",
                 list(&o.vlans),
@@ -65,15 +109,21 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
             json(&nd.infrastructure),
         ),
         ("fragments", json(&od.fragments), json(&nd.fragments)),
-        ("routers", json(&od.routers), json(&nd.routers)),
+        (
+            "routers",
+            json(&sorted(&old.routers)),
+            json(&sorted(&new.routers)),
+        ),
         ("timeouts", json(&od.timeouts), json(&nd.timeouts)),
     ] {
         if a != b {
             out.push(format!("~ defaults.{key}: {a} -> {b}"));
         }
     }
+    let by_name: HashMap<&str, &super::Device> =
+        old.devices.iter().map(|d| (d.name.as_str(), d)).collect();
     for n in &new.devices {
-        let Some(o) = old.devices.iter().find(|d| d.name == n.name) else {
+        let Some(o) = by_name.get(n.name.as_str()) else {
             continue;
         };
         let critical = |p: &Policy, seg: u16| p.segment(seg).is_some_and(|s| s.life_critical);
@@ -98,6 +148,16 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
         ));
     }
     out
+}
+
+fn by_segment_name(p: &Policy) -> HashMap<&str, &Segment> {
+    p.segments.iter().map(|s| (s.name.as_str(), s)).collect()
+}
+
+fn sorted<T: Clone + Ord>(xs: &[T]) -> Vec<T> {
+    let mut v = xs.to_vec();
+    v.sort();
+    v
 }
 
 fn list<T: std::fmt::Display>(xs: &[T]) -> String {
@@ -164,5 +224,29 @@ mod tests {
             has("! device p1 (life-critical) changes its identity: MAC 02:00:00:00:10:01 -> 02:00:00:00:10:0b"),
             "{lines:#?}"
         );
+        // A new segment carved out of the pumps' subnet takes devices out.
+        let with_subnet = |extra: &str| {
+            Policy::from_str(
+                &format!(
+                    r#"{{"version":1,"segments":[
+                    {{"name":"pumps","life_critical":true,"subnets":["10.10.0.0/24"]}}{extra}]}}"#
+                ),
+                std::path::Path::new("t.json"),
+            )
+            .unwrap()
+        };
+        let (a, b) = (
+            with_subnet(""),
+            with_subnet(r#",{"name":"carved","subnets":["10.10.0.16/28"]}"#),
+        );
+        let lines = settings(&a, &b);
+        assert!(
+            lines.iter().any(|l| l.starts_with("! segment carved added")
+                && l.contains("within life-critical pumps")),
+            "{lines:#?}"
+        );
+        assert!(settings(&b, &a)
+            .iter()
+            .any(|l| l.starts_with("! segment carved removed")));
     }
 }

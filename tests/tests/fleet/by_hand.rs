@@ -90,8 +90,9 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     assert_eq!(h.ctl.status().generation, generation, "nothing applied");
 
     // A quarantine of a made-up MAC that takes the address the pump sent
-    // its HL7 from (this host saw it; the planner may not have), and one
-    // that takes a subnet's worth of addresses: both refused.
+    // its HL7 from (this host saw it; the planner may not have): enforced
+    // without it (the log says so at the end). One that takes a subnet's
+    // worth of addresses: refused.
     let made_up = "02:00:00:00:99:0c";
     let borrowed = keys::decision(SITE, made_up, Kind::Quarantine);
     let with_addresses = |addresses: &[&str]| {
@@ -102,9 +103,14 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     };
     put(&urls, &borrowed, with_addresses(&["10.10.0.11"]));
     wait(
-        "the borrowed address refused",
+        "the made-up MAC quarantined",
         Duration::from_secs(10),
-        || last_error(&urls).contains("used within the day"),
+        || {
+            h.ctl
+                .json_lines(&["devices", "--quarantined", "--json"])
+                .iter()
+                .any(|d| d["mac"] == made_up)
+        },
     );
     put(
         &urls,
@@ -269,7 +275,13 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     // Versions start again at 1 once the key is gone: a document with the
     // number of the one a host enforces is still another document.
     let mut h = h;
-    h.ctl.kill9();
+    let log = h.ctl.kill9();
+    assert!(
+        log.contains(&format!(
+            "the quarantine of {made_up} is enforced here without 10.10.0.11"
+        )),
+        "{log}"
+    );
     push(&a);
     push(&c);
     let h = start_host("fh", 31, &a, &urls, false);
