@@ -80,13 +80,6 @@ impl Engine {
             let stripped = self.life_critical_addresses(&d);
             if !stripped.is_empty() {
                 d.addresses.retain(|a| !stripped.contains(a));
-                if old.get(&key(&d)) != Some(&d) {
-                    log(format!(
-                        "fleet: the quarantine of {} is enforced here without {}: a device this host saw in a life-critical segment (or the file registers there) used it within the day, or the inventory cannot say",
-                        d.mac,
-                        stripped.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
-                    ));
-                }
                 new.insert(key(&d), d.clone());
             }
             let known = self.known(&d.mac, &mut judge, changed.len());
@@ -99,6 +92,20 @@ impl Engine {
             if let Err(e) = check_foreign(&d, &self.file, &index, &segments) {
                 refused.push(refusal(&d, &e.to_string()));
                 keep_old(&mut new, &old, key(&d));
+            } else if !stripped.is_empty() {
+                // Said where a refusal is (the log, `ispf fleet status`):
+                // this host enforces the key otherwise than the others.
+                let text = format!(
+                    "decision key decisions/{}/quarantine (by {}) is enforced here without {}: a device this host saw in a life-critical segment (or the file registers there) used it within the day, or the inventory cannot say",
+                    d.mac,
+                    d.actor,
+                    stripped.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                );
+                let text = crate::clip(&crate::printable(&text), 1024);
+                if old.get(&key(&d)) != Some(&d) {
+                    log(format!("fleet: {text}"));
+                }
+                refused.push(text);
             }
         }
         // Together they may still clash (two devices given one address):

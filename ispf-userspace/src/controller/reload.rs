@@ -36,10 +36,9 @@ impl Engine {
             .unwrap_or_else(|| self.enforced.path.clone());
         if self.fleet.is_some() && !dry_run && !from_fleet {
             let site = self.fleet.as_ref().map_or("", |f| f.site());
-            let message = if path
-                .file_name()
-                .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE)
-            {
+            let message = if path.file_name().is_some_and(|n| {
+                n == crate::fleet::CANDIDATE_FILE || n == crate::fleet::POLICY_FILE
+            }) {
                 format!(
                     "this host follows fleet site {site}, and {} is its copy of the site's revision, not a file to edit: change the site with `ispf fleet push FILE`",
                     path.display()

@@ -178,6 +178,11 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             // Also when its bytes are the same now: it is the file the
             // operator will edit next.
             if opts.policy != rec.path {
+                log(format!(
+                    "a reload naming no file (SIGHUP, `systemctl reload ispf`) applies {}, the file this start was given, not {}",
+                    opts.policy.display(),
+                    rec.path.display()
+                ));
                 reload_default = Some(opts.policy.clone());
             }
             let decisions = rec.decisions.clone();

@@ -26,11 +26,7 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
                 .segments
                 .iter()
                 .filter(|c| c.life_critical && c.name != s.name)
-                .filter(|c| {
-                    s.subnets
-                        .iter()
-                        .any(|n| c.subnets.iter().any(|m| m.contains(&n.network())))
-                })
+                .filter(|c| overlaps(&s.subnets, &c.subnets))
                 .map(|c| c.name.as_str())
                 .collect();
             let mark = if s.life_critical || !inside.is_empty() {
@@ -81,6 +77,13 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
             _ => {}
         }
         if sorted(&o.subnets) != sorted(&n.subnets) {
+            // Subnets that overlap a life-critical segment's move devices
+            // into it or out of it.
+            let touches = new
+                .segments
+                .iter()
+                .any(|c| c.life_critical && c.name != *name && overlaps(&n.subnets, &c.subnets));
+            let mark = if touches { '!' } else { mark };
             out.push(format!(
                 "{mark} segment {name}: subnets {} -> {}",
                 list(&o.subnets),
@@ -148,6 +151,14 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
         ));
     }
     out
+}
+
+/// Whether a subnet of `a` and one of `b` share an address.
+fn overlaps(a: &[ipnet::IpNet], b: &[ipnet::IpNet]) -> bool {
+    a.iter().any(|n| {
+        b.iter()
+            .any(|m| m.contains(&n.network()) || n.contains(&m.network()))
+    })
 }
 
 fn by_segment_name(p: &Policy) -> HashMap<&str, &Segment> {

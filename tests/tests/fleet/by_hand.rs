@@ -91,7 +91,7 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
 
     // A quarantine of a made-up MAC that takes the address the pump sent
     // its HL7 from (this host saw it; the planner may not have): enforced
-    // without it (the log says so at the end). One that takes a subnet's
+    // without it, and the host's status and log say so. One that takes a subnet's
     // worth of addresses: refused.
     let made_up = "02:00:00:00:99:0c";
     let borrowed = keys::decision(SITE, made_up, Kind::Quarantine);
@@ -112,6 +112,9 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
                 .any(|d| d["mac"] == made_up)
         },
     );
+    wait("the stripped address said", Duration::from_secs(10), || {
+        last_error(&urls).contains("is enforced here without 10.10.0.11")
+    });
     put(
         &urls,
         &borrowed,
@@ -278,7 +281,7 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     let log = h.ctl.kill9();
     assert!(
         log.contains(&format!(
-            "the quarantine of {made_up} is enforced here without 10.10.0.11"
+            "decisions/{made_up}/quarantine (by mallory) is enforced here without 10.10.0.11"
         )),
         "{log}"
     );
