@@ -156,8 +156,8 @@ pub struct FleetStatus {
     pub latest: i64,
     /// Unix seconds of the last read or watch event (0: never).
     pub last_sync: i64,
-    /// What is wrong now (a refused revision or decision key, etcd
-    /// unreachable).
+    /// What is wrong now (a refused revision or decision key, one enforced
+    /// here otherwise than written, etcd unreachable).
     pub error: Option<String>,
 }
 

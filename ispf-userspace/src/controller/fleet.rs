@@ -46,7 +46,8 @@ impl Engine {
     /// changed decision this host would have refused had it been asked
     /// (see [`check_foreign`]), or that cannot be applied with the others,
     /// is not enforced: what this host enforced for its key stays. Returns
-    /// why each was refused.
+    /// why each was refused, and each quarantine enforced here without an
+    /// address (see [`Engine::life_critical_addresses`]).
     pub(super) fn fleet_decisions(
         &mut self,
         set: Vec<Decision>,
@@ -72,6 +73,7 @@ impl Engine {
             .filter(|a| a.kind == Kind::Admit)
             .filter_map(|a| Some((a.mac.as_str(), a.segment.as_ref()?)))
             .collect();
+        let mut stripped_notes = Vec::new();
         for d in &changed {
             let mut d = d.clone();
             // An address a life-critical device used, as this host saw (the
@@ -101,11 +103,11 @@ impl Engine {
                     d.actor,
                     stripped.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
                 );
-                let text = crate::clip(&crate::printable(&text), 1024);
-                if old.get(&key(&d)) != Some(&d) {
-                    log(format!("fleet: {text}"));
-                }
-                refused.push(text);
+                stripped_notes.push((
+                    key(&d),
+                    d.clone(),
+                    crate::clip(&crate::printable(&text), 1024),
+                ));
             }
         }
         // Together they may still clash (two devices given one address):
@@ -135,6 +137,13 @@ impl Engine {
             refused.extend(bad.iter().map(|(d, why)| refusal(d, why)));
             new = kept;
         }
+        // Only those the clash check did not set aside.
+        refused.extend(
+            stripped_notes
+                .into_iter()
+                .filter(|(k, d, _)| new.get(k) == Some(d))
+                .map(|(_, _, text)| text),
+        );
         for r in &refused {
             log(format!("fleet: {r}"));
         }

@@ -177,7 +177,13 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             }
             // Also when its bytes are the same now: it is the file the
             // operator will edit next.
-            if opts.policy != rec.path {
+            // A fleet host's enforced file is the site's copy, and only the
+            // fleet reloads it.
+            let fleet = rec
+                .path
+                .file_name()
+                .is_some_and(|n| n == crate::fleet::CANDIDATE_FILE);
+            if opts.policy != rec.path && !fleet {
                 log(format!(
                     "a reload naming no file (SIGHUP, `systemctl reload ispf`) applies {}, the file this start was given, not {}",
                     opts.policy.display(),

@@ -122,7 +122,7 @@ impl Facts {
 /// Applies a policy file like `ispf reload` (waits for the outcome).
 pub type ApplyPolicy = Box<dyn Fn(PathBuf) -> Result<(), String> + Send>;
 /// Makes these decisions the ones enforced (one generation); answers why
-/// any of them was refused.
+/// any of them was refused, or is enforced here otherwise than written.
 pub type ApplyDecisions = Box<dyn Fn(Vec<Decision>) -> Result<Vec<String>, String> + Send>;
 /// What the host reports: generation, policy hash, interfaces, health.
 pub type Report = Box<dyn Fn() -> (u32, String, Vec<String>, String) + Send>;

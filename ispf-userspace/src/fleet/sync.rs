@@ -38,7 +38,8 @@ struct Site {
     /// does not name a document: deleting the key starts versions again
     /// at 1, so a new document can arrive with the number of an old one.
     enforced_sha: Option<[u8; 32]>,
-    /// Why the revision or decisions last handed over were refused.
+    /// Why the revision or decisions last handed over were refused (or a
+    /// decision is enforced here otherwise than written).
     policy_error: Option<String>,
     decision_error: Option<String>,
 }

@@ -37,10 +37,7 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
             let within = if inside.is_empty() {
                 String::new()
             } else {
-                format!(
-                    "; its subnets lie within life-critical {}",
-                    inside.join(", ")
-                )
+                format!("; its subnets overlap life-critical {}", inside.join(", "))
             };
             out.push(format!(
                 "{mark} segment {} {verb} (subnets {}, VLANs {}){within}",
@@ -79,10 +76,12 @@ pub fn settings(old: &Policy, new: &Policy) -> Vec<String> {
         if sorted(&o.subnets) != sorted(&n.subnets) {
             // Subnets that overlap a life-critical segment's move devices
             // into it or out of it.
-            let touches = new
-                .segments
-                .iter()
-                .any(|c| c.life_critical && c.name != *name && overlaps(&n.subnets, &c.subnets));
+            let touches = |p: &Policy, subnets: &[ipnet::IpNet]| {
+                p.segments
+                    .iter()
+                    .any(|c| c.life_critical && c.name != *name && overlaps(subnets, &c.subnets))
+            };
+            let touches = touches(new, &n.subnets) || touches(old, &o.subnets);
             let mark = if touches { '!' } else { mark };
             out.push(format!(
                 "{mark} segment {name}: subnets {} -> {}",
@@ -253,7 +252,7 @@ mod tests {
         let lines = settings(&a, &b);
         assert!(
             lines.iter().any(|l| l.starts_with("! segment carved added")
-                && l.contains("within life-critical pumps")),
+                && l.contains("overlap life-critical pumps")),
             "{lines:#?}"
         );
         assert!(settings(&b, &a)
