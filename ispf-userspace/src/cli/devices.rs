@@ -44,13 +44,17 @@ pub fn run(c: Command) -> Result<ExitCode> {
                 Response::Device { device, timeline } => {
                     print_device(&device);
                     println!("timeline (newest first):");
+                    // A fleet peer's decision writes its own reason and
+                    // actor: no control characters reach the terminal.
                     for e in timeline {
                         println!(
                             "  {}  {:<12} {}{}",
                             rfc3339(e.at),
-                            e.event,
-                            e.detail,
-                            e.actor.map(|a| format!("  [by {a}]")).unwrap_or_default()
+                            ispf::printable(&e.event),
+                            ispf::printable(&e.detail),
+                            e.actor
+                                .map(|a| format!("  [by {}]", ispf::printable(&a)))
+                                .unwrap_or_default()
                         );
                     }
                 }

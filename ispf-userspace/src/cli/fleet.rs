@@ -108,10 +108,23 @@ pub fn run(cmd: FleetCommand, etcd: &EtcdArgs) -> Result<ExitCode> {
 async fn status(c: &mut etcd_client::Client, o: &fleet::Options, json: bool) -> Result<ExitCode> {
     let (kvs, _) = client::site(c, &o.site).await?;
     let latest = client::policy(c, &o.site).await?.map_or(0, |(_, r)| r);
+    // Whoever can write the site writes these values: the host is named
+    // by its key (a value cannot report under another host's name), and
+    // their text is printed without control characters (an escape could
+    // erase another host's "(BEHIND)").
     let mut hosts: Vec<keys::HostStatus> = kvs
         .iter()
-        .filter(|(k, _, _)| matches!(keys::parse(&o.site, k), keys::Key::Host(_)))
-        .filter_map(|(_, v, _)| serde_json::from_slice(v).ok())
+        .filter_map(|(k, v, _)| match keys::parse(&o.site, k) {
+            keys::Key::Host(name) => Some((name, v)),
+            _ => None,
+        })
+        .filter_map(|(name, v)| {
+            let mut h: keys::HostStatus = serde_json::from_slice(v).ok()?;
+            h.host = ispf::printable(&name);
+            h.health = ispf::printable(&h.health);
+            h.last_error = h.last_error.as_deref().map(ispf::printable);
+            Some(h)
+        })
         .collect();
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     let now = unix_now();
