@@ -115,6 +115,27 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     // here, since the race is the kill's timing. The restarted controller
     // (under the file that would allow the role) must not list a session
     // no role decision holds.
+    // The session table is saved after the decision's end, within a
+    // second; wait for it, so that the row planted below is the only one
+    // the restart finds.
+    let db = ispf::inventory::db_path(&ctl.paths.state);
+    let saved = || {
+        let out = command("sqlite3")
+            .arg(&db)
+            .arg("SELECT count(*) FROM sessions;")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let t = Instant::now();
+    while saved() != "0" {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "sessions still saved: {}",
+            saved()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let kept = Paths {
         pin: ctl.paths.pin.clone(),
         run: ctl.paths.run.clone(),
@@ -131,7 +152,6 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
         first,
         "{log}"
     );
-    let db = ispf::inventory::db_path(&kept.state);
     let row = format!(
         "INSERT INTO sessions (nas, id, mac, user, role, segment, since, last_update, timeout_s) \
          VALUES ('127.0.0.1', 'L3', '{LAPTOP}', 'alice', 'biomed-engineer', 'biomed-workstations', \
