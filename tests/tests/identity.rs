@@ -95,6 +95,16 @@ fn raw(packet: &[u8], from: &str) {
     s.send_to(packet, ("127.0.0.1", PORT)).unwrap();
 }
 
+/// An `Event-Timestamp` `n` seconds from now: ispf takes none older than a
+/// day, nor one older than its session's last.
+fn event_time(n: u32) -> u32 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    now + n
+}
+
 fn interim(session: &str, mac: &str, n: u32) -> Vec<u8> {
     radius::request(
         (n % 256) as u8,
@@ -105,7 +115,7 @@ fn interim(session: &str, mac: &str, n: u32) -> Vec<u8> {
             (attr::CALLING_STATION_ID, mac.as_bytes().to_vec()),
             (attr::CLASS, b"biomed".to_vec()),
             (attr::ACCT_INTERIM_INTERVAL, 60u32.to_be_bytes().to_vec()),
-            (attr::EVENT_TIMESTAMP, n.to_be_bytes().to_vec()),
+            (attr::EVENT_TIMESTAMP, event_time(n).to_be_bytes().to_vec()),
         ],
         SECRET.as_bytes(),
     )
@@ -270,6 +280,17 @@ fn a_role_session_opens_the_service_port_only_while_it_lasts() {
     // The one good interim (S3) bound the workstation again; end it.
     assert!(radclient(&acct("Stop", "S3", LAPTOP, "biomed"), SECRET));
     assert!(ctl.status().generation >= g);
+    assert_eq!(state(&ctl, LAPTOP), "workstations");
+    // Replayed after the Stop (from another port: past the duplicate
+    // window, as a capture sent a minute later is): answered, bound
+    // nothing, counted. So is a NAS's Start for the stopped session.
+    let before = scrape(&ctl.metrics);
+    raw(&good, "127.0.0.1");
+    assert!(radclient(&acct("Start", "S3", LAPTOP, "biomed"), SECRET));
+    std::thread::sleep(Duration::from_millis(500));
+    let after = scrape(&ctl.metrics);
+    let cause = "ispf_identity_ignored_total{cause=\"ended\"}";
+    assert_eq!(metric(&after, cause) - metric(&before, cause), 2, "{after}");
     assert_eq!(state(&ctl, LAPTOP), "workstations");
     assert!(device(&devices(&ctl), UNSEEN).is_none());
 

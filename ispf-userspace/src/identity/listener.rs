@@ -109,13 +109,17 @@ pub(super) fn run(
                     forget(&mut st, &e, &decisions);
                 }
             }
-            let mut changes = st.sessions.expire(unix_now());
+            let now = unix_now();
+            let mut changes = st.sessions.expire(now);
             if let Some(c) = cfg {
-                changes.extend(st.sessions.prune(&c.roles));
+                changes.extend(st.sessions.prune(&c.roles, now));
             }
             if cfg.is_none() {
                 // Identity left the policy: every session ends.
-                changes.extend(end_all(&mut st.sessions));
+                changes.extend(
+                    st.sessions
+                        .end_all("the policy has no identity section any more", now),
+                );
             }
             if !changes.is_empty() {
                 st.dirty = true;
@@ -263,7 +267,7 @@ fn forget(st: &mut State, e: &EndedRole, decisions: &[crate::decisions::Decision
     if !named {
         return;
     }
-    let gone = st.sessions.forget_device(&e.mac);
+    let gone = st.sessions.forget_device(&e.mac, unix_now());
     if let Some(s) = gone.first() {
         st.dirty = true;
         log(format!(
@@ -275,20 +279,6 @@ fn forget(st: &mut State, e: &EndedRole, decisions: &[crate::decisions::Decision
             e.reason
         ));
     }
-}
-
-fn end_all(s: &mut Sessions) -> Vec<Change> {
-    let mut out = Vec::new();
-    let macs: Vec<String> = s.bound_macs().cloned().collect();
-    *s = Sessions::default();
-    for mac in macs {
-        out.push(Change::Unbind {
-            mac,
-            why: "the policy has no identity section any more".into(),
-            session: None,
-        });
-    }
-    out
 }
 
 /// Applies changes through the engine; a refused binding leaves its

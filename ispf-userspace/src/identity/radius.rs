@@ -195,6 +195,8 @@ pub struct Accounting {
     pub nas_ip: Option<std::net::Ipv4Addr>,
     pub nas_id: Option<String>,
     pub interim_s: Option<u32>,
+    /// `Event-Timestamp`: Unix seconds at the NAS when the event happened.
+    pub event_time: Option<u32>,
 }
 
 /// An attribute's text with control characters escaped: a supplicant
@@ -222,6 +224,7 @@ impl Accounting {
                 attr::NAS_IP_ADDRESS => a.nas_ip = <[u8; 4]>::try_from(*v).ok().map(Into::into),
                 attr::NAS_IDENTIFIER => a.nas_id = Some(text(v)),
                 attr::ACCT_INTERIM_INTERVAL => a.interim_s = int(v),
+                attr::EVENT_TIMESTAMP => a.event_time = int(v),
                 _ => {}
             }
         }

@@ -34,7 +34,7 @@ pub(super) fn render(r: &prometheus::Registry, f: &Facts) -> prometheus::Result<
     let ignored = counter(
         r,
         "ispf_identity_ignored_total",
-        "Accepted accounting packets that bound nothing, by cause (no_role, no_mac, no_session, unseen_mac, refused, other_status).",
+        "Accepted accounting packets that bound nothing, by cause (no_role, no_mac, no_session, ended, stale, unseen_mac, life_critical, refused, other_status).",
         &["cause"],
     )?;
     for (cause, n) in f.ignored.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -4,11 +4,18 @@
 //! the role's segment; the `Stop` with the same `Acct-Session-Id`, an
 //! `Accounting-Off`/`On` from its NAS, or three interim intervals without
 //! an update (one hour when the NAS sends no interval) end it. A device
-//! has one binding: the newest session's.
+//! has one binding: the newest session's. Replays of ended sessions are
+//! refused (`ended`).
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+
+mod ended;
+mod ending;
+
+pub use ended::REMEMBER_S;
+use ended::{too_old, Ended, How};
 
 use super::radius::{station_mac, Accounting, Status};
 use crate::{
@@ -53,6 +60,10 @@ pub enum Ignored {
     NoRole,
     NoMac,
     NoSession,
+    /// A `Start`/`Interim-Update` for a session its NAS stopped (a replay).
+    Ended,
+    /// An `Event-Timestamp` older than the session's last, or than a day.
+    Stale,
     Other,
 }
 
@@ -62,6 +73,8 @@ impl Ignored {
             Ignored::NoRole => "no_role",
             Ignored::NoMac => "no_mac",
             Ignored::NoSession => "no_session",
+            Ignored::Ended => "ended",
+            Ignored::Stale => "stale",
             Ignored::Other => "other_status",
         }
     }
@@ -81,6 +94,9 @@ pub struct Sessions {
     /// The session a device was bound by before the newest took it, until
     /// the engine has accepted the newest: a refusal gives it back.
     displaced: HashMap<String, (String, String)>,
+    /// The newest `Event-Timestamp` each open session carried.
+    events: HashMap<(String, String), u32>,
+    ended: Ended,
 }
 
 impl Sessions {
@@ -134,20 +150,30 @@ impl Sessions {
                 // The NAS restarted: every session it reported is over.
                 let keys: Vec<_> = self.by_key.keys().filter(|k| k.0 == nas).cloned().collect();
                 let why = "the NAS reported Accounting-On/Off (it restarted)";
-                Ok(keys.iter().filter_map(|k| self.end(k, why)).collect())
+                // Lapsed, not stopped: a NAS that counts its session ids
+                // from 1 again after a restart reuses them.
+                Ok(keys
+                    .iter()
+                    .filter_map(|k| self.end(k, why, How::Lapsed, now))
+                    .collect())
             }
             Status::Stop => {
                 let key = (
                     nas.to_owned(),
                     a.session_id.clone().ok_or(Ignored::NoSession)?,
                 );
-                // A Stop for a session never started (or refused) is
-                // answered and counted, not silently taken.
+                // A Stop for a session never started (or refused, or ended
+                // by the controller) is answered and counted, not silently
+                // taken; the session is over for the NAS all the same.
                 if !self.by_key.contains_key(&key) {
+                    self.ended.record(key, How::Stopped, now, None);
                     return Err(Ignored::NoSession);
                 }
                 let why = format!("Stop for session {}", key.1);
-                Ok(self.end(&key, &why).into_iter().collect())
+                Ok(self
+                    .end(&key, &why, How::Stopped, now)
+                    .into_iter()
+                    .collect())
             }
             Status::Start | Status::Interim => {
                 let id = a.session_id.clone().ok_or(Ignored::NoSession)?;
@@ -162,6 +188,10 @@ impl Sessions {
                     .find(|r| a.classes.iter().chain(&a.filter_ids).any(|c| *c == r.class))
                     .ok_or(Ignored::NoRole)?;
                 let key = (nas.to_owned(), id.clone());
+                self.replayed(&key, a.event_time, now)?;
+                if let Some(e) = a.event_time {
+                    self.events.insert(key.clone(), e);
+                }
                 let timeout_s = a
                     .interim_s
                     .filter(|s| *s > 0)
@@ -207,7 +237,7 @@ impl Sessions {
                     }
                 }
                 self.by_key.insert(key, s.clone());
-                out.extend(self.bound_cap());
+                out.extend(self.bound_cap(now));
                 out.push(Change::Bind(s));
                 Ok(out)
             }
@@ -236,30 +266,34 @@ impl Sessions {
         }
         if self.by_key.get(&key).is_some_and(|x| x.mac == s.mac) {
             self.by_key.remove(&key);
+            self.events.remove(&key);
         }
+    }
+
+    /// Whether a `Start`/`Interim-Update` for `key` carrying `event` is a
+    /// replay or out of date (module `ended`).
+    fn replayed(
+        &mut self,
+        key: &(String, String),
+        event: Option<u32>,
+        now: i64,
+    ) -> Result<(), Ignored> {
+        if too_old(event, now) {
+            return Err(Ignored::Stale);
+        }
+        if self.by_key.contains_key(key) {
+            return match (self.events.get(key), event) {
+                (Some(last), Some(e)) if e < *last => Err(Ignored::Stale),
+                _ => Ok(()),
+            };
+        }
+        self.ended.reopen(key, event, now)
     }
 
     /// A binding the engine enforced: the session it displaced is over
     /// for good.
     pub fn accepted(&mut self, s: &Session) {
         self.displaced.remove(&s.mac);
-    }
-
-    /// Forgets every session on `mac`, whose role decision the
-    /// controller ended by itself (the file makes the device
-    /// life-critical): any of them, bound or displaced, would be refused
-    /// now, and `ispf sessions` must not list a role nothing enforces.
-    /// Their next update tries again and meets the engine's checks.
-    pub fn forget_device(&mut self, mac: &str) -> Vec<Session> {
-        self.bound.remove(mac);
-        self.displaced.remove(mac);
-        let keys: Vec<_> = self
-            .by_key
-            .iter()
-            .filter(|(_, s)| s.mac == mac)
-            .map(|(k, _)| k.clone())
-            .collect();
-        keys.iter().filter_map(|k| self.by_key.remove(k)).collect()
     }
 
     /// The sessions on device `mac`.
@@ -270,74 +304,6 @@ impl Sessions {
     /// Whether `mac` is bound by a session this table knows.
     pub fn is_bound(&self, mac: &str) -> bool {
         self.bound.contains_key(mac)
-    }
-
-    /// Sessions whose role the policy no longer has (or maps to another
-    /// segment now): they end, and their devices are unbound.
-    pub fn prune(&mut self, roles: &[RoleDoc]) -> Vec<Change> {
-        let gone: Vec<_> = self
-            .by_key
-            .iter()
-            .filter(|(_, s)| {
-                !roles
-                    .iter()
-                    .any(|r| r.name == s.role && r.segment == s.segment)
-            })
-            .map(|(k, s)| (k.clone(), s.role.clone()))
-            .collect();
-        gone.into_iter()
-            .filter_map(|(k, role)| {
-                self.end(&k, &format!("role {role} is no longer in the policy"))
-            })
-            .collect()
-    }
-
-    /// Sessions past their timeout at `now`.
-    pub fn expire(&mut self, now: i64) -> Vec<Change> {
-        let stale: Vec<_> = self
-            .by_key
-            .iter()
-            .filter(|(_, s)| now - s.last_update >= s.timeout_s)
-            .map(|(k, s)| (k.clone(), s.timeout_s))
-            .collect();
-        stale
-            .into_iter()
-            .filter_map(|(k, t)| self.end(&k, &format!("no accounting update for {t} s")))
-            .collect()
-    }
-
-    /// Ends a session; unbinds its device if this session bound it.
-    fn end(&mut self, key: &(String, String), why: &str) -> Option<Change> {
-        let s = self.by_key.remove(key)?;
-        if self.bound.get(&s.mac) == Some(key) {
-            self.bound.remove(&s.mac);
-            return Some(Change::Unbind {
-                mac: s.mac,
-                why: why.to_owned(),
-                session: Some(session_mark(&s.nas, &s.id)),
-            });
-        }
-        None
-    }
-
-    /// Ends the oldest-updated sessions beyond [`MAX_SESSIONS`], with
-    /// their bindings: a role decision must not outlive the session that
-    /// holds it, unseen in `ispf sessions`.
-    fn bound_cap(&mut self) -> Vec<Change> {
-        let mut out = Vec::new();
-        while self.by_key.len() > MAX_SESSIONS {
-            let Some(k) = self
-                .by_key
-                .iter()
-                .min_by_key(|(_, s)| s.last_update)
-                .map(|(k, _)| k.clone())
-            else {
-                break;
-            };
-            let why = format!("{MAX_SESSIONS} sessions are open; the least recently updated ends");
-            out.extend(self.end(&k, &why));
-        }
-        out
     }
 }
 

@@ -164,13 +164,13 @@ fn a_role_removed_from_the_policy_ends_its_sessions() {
         0,
     )
     .unwrap();
-    assert!(s.prune(&r).is_empty(), "the role is still there");
+    assert!(s.prune(&r, 0).is_empty(), "the role is still there");
     let moved: Vec<RoleDoc> = serde_json::from_str(
         r#"[{"name": "biomed-engineer", "class": "biomed", "segment": "elsewhere"}]"#,
     )
     .unwrap();
     assert_eq!(
-        s.prune(&moved).len(),
+        s.prune(&moved, 0).len(),
         1,
         "its segment changed: the binding ends"
     );
@@ -181,7 +181,7 @@ fn a_role_removed_from_the_policy_ends_its_sessions() {
         1,
     )
     .unwrap();
-    assert_eq!(s.prune(&[]).len(), 1);
+    assert_eq!(s.prune(&[], 0).len(), 1);
     assert!(s.list().is_empty());
 }
 
@@ -247,13 +247,13 @@ fn sessions_on_a_device_the_engine_ended_are_forgotten_and_ask_again() {
         s.account(&acct(Status::Start, id, m, "biomed"), "nas", &r, 0)
             .unwrap();
     }
-    let mut gone: Vec<String> = s.forget_device(mac).into_iter().map(|x| x.id).collect();
+    let mut gone: Vec<String> = s.forget_device(mac, 0).into_iter().map(|x| x.id).collect();
     gone.sort();
     assert_eq!(gone, ["S0", "S1"]);
     assert!(!s.is_bound(mac));
     assert!(s.is_bound(other));
     assert_eq!(s.list().len(), 1);
-    assert!(s.forget_device(mac).is_empty());
+    assert!(s.forget_device(mac, 0).is_empty());
     let c = s
         .account(&acct(Status::Interim, "S1", mac, "biomed"), "nas", &r, 5)
         .unwrap();
@@ -308,5 +308,71 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
             4
         ),
         Err(Ignored::NoSession)
+    );
+}
+
+/// A captured Start or Interim-Update sent again after the session's Stop
+/// (past the listener's 30 s duplicate window) binds nothing; a NAS's
+/// next session, with a new id, does.
+#[test]
+fn a_replay_after_the_stop_binds_nothing() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:01";
+    let start = acct(Status::Start, "S1", m, "biomed");
+    assert!(s.account(&start, "nas", &r, 100).is_ok());
+    let stop = acct(Status::Stop, "S1", m, "biomed");
+    assert_eq!(s.account(&stop, "nas", &r, 200).unwrap().len(), 1);
+    assert_eq!(s.account(&start, "nas", &r, 300), Err(Ignored::Ended));
+    let interim = acct(Status::Interim, "S1", m, "biomed");
+    assert_eq!(s.account(&interim, "nas", &r, 300), Err(Ignored::Ended));
+    assert!(!s.is_bound(m) && s.list().is_empty());
+    // Another NAS's session of the same id is another session.
+    assert!(s.account(&start, "nas2", &r, 300).is_ok());
+    // A Stop for a session the controller never bound still stops it.
+    let stop9 = acct(Status::Stop, "S9", m, "biomed");
+    assert_eq!(s.account(&stop9, "nas", &r, 300), Err(Ignored::NoSession));
+    let start9 = acct(Status::Start, "S9", m, "biomed");
+    assert_eq!(s.account(&start9, "nas", &r, 310), Err(Ignored::Ended));
+}
+
+/// With Event-Timestamps: an update older than the session's last is
+/// stale; a session the controller timed out comes back only with a newer
+/// one; one older than a day never binds.
+#[test]
+fn event_timestamps_order_updates() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:02";
+    let at = |status, t: u32| {
+        let mut a = acct(status, "S1", m, "biomed");
+        a.event_time = Some(t);
+        a
+    };
+    assert!(s.account(&at(Status::Start, 1000), "nas", &r, 1000).is_ok());
+    assert!(s
+        .account(&at(Status::Interim, 1010), "nas", &r, 1010)
+        .is_ok());
+    assert_eq!(
+        s.account(&at(Status::Interim, 1005), "nas", &r, 1011),
+        Err(Ignored::Stale)
+    );
+    assert_eq!(s.expire(1010 + 30).len(), 1, "three 10 s intervals");
+    assert_eq!(
+        s.account(&at(Status::Interim, 1010), "nas", &r, 1100),
+        Err(Ignored::Stale),
+        "the last update taken, sent again"
+    );
+    assert!(!s.is_bound(m));
+    assert!(s
+        .account(&at(Status::Interim, 1090), "nas", &r, 1100)
+        .is_ok());
+    assert!(s.is_bound(m));
+    let old = acct(Status::Start, "S2", "02:00:00:00:30:03", "biomed");
+    let old = Accounting {
+        event_time: Some(1000),
+        ..old
+    };
+    assert_eq!(
+        s.account(&old, "nas", &r, 1001 + REMEMBER_S),
+        Err(Ignored::Stale)
     );
 }
