@@ -151,12 +151,7 @@ pub(super) fn seen_in(conn: Option<&rusqlite::Connection>, mac: &str) -> Vec<std
         return Vec::new();
     };
     match store::device(conn, &m) {
-        Ok(Some(d)) => d
-            .ipv4
-            .map(std::net::IpAddr::V4)
-            .into_iter()
-            .chain(d.ipv6.map(std::net::IpAddr::V6))
-            .collect(),
+        Ok(Some(d)) => d.last_addresses(),
         _ => Vec::new(),
     }
 }

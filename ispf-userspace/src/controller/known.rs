@@ -39,12 +39,7 @@ impl Engine {
         let Ok(Some(d)) = store::device(conn, &m) else {
             return unseen;
         };
-        let seen: Vec<std::net::IpAddr> = d
-            .ipv4
-            .map(std::net::IpAddr::V4)
-            .into_iter()
-            .chain(d.ipv6.map(std::net::IpAddr::V6))
-            .collect();
+        let seen = d.last_addresses();
         // Where the file placed it in a life-critical segment over the
         // last day, and addresses another device used too (see
         // `history`): the last sighting is whatever the last frame said.

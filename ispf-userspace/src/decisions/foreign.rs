@@ -22,6 +22,8 @@ pub fn file_segments(
     mac: Option<&[u8; 6]>,
     addresses: &[IpAddr],
 ) -> Vec<String> {
+    // Built only when an address no entry names needs it.
+    let mut subnets: Option<Vec<(ipnet::IpNet, u16)>> = None;
     mac.and_then(|m| index.by_mac(m))
         .into_iter()
         .chain(
@@ -37,20 +39,13 @@ pub fn file_segments(
             addresses
                 .iter()
                 .filter(|a| index.by_ip(a).is_none())
-                .filter_map(|a| subnet_segment(file, a)),
+                .filter_map(|a| {
+                    let subnets = subnets.get_or_insert_with(|| file.subnets_longest_first());
+                    let (_, id) = subnets.iter().find(|(n, _)| n.contains(a))?;
+                    Some(file.segment_name(*id).to_owned())
+                }),
         )
         .collect()
-}
-
-/// The segment whose subnet holds `a` most specifically, as the datapath
-/// places an address no device names.
-fn subnet_segment(file: &Policy, a: &IpAddr) -> Option<String> {
-    file.segments
-        .iter()
-        .flat_map(|s| s.subnets.iter().map(move |n| (n, s)))
-        .filter(|(n, _)| n.contains(a))
-        .max_by_key(|(n, _)| n.prefix_len())
-        .map(|(_, s)| s.name.clone())
 }
 
 /// Checks a decision this host did not plan before it is enforced here:

@@ -88,15 +88,13 @@ impl Judge {
     }
 
     fn with(policy: Arc<Policy>, indexed: bool) -> Self {
-        let mut subnets = Vec::new();
+        let subnets = policy.subnets_longest_first();
         let mut vlans = HashMap::new();
         for (s, id) in policy.segments.iter().zip(&policy.ids) {
-            subnets.extend(s.subnets.iter().map(|n| (*n, *id)));
             for v in &s.vlans {
                 vlans.insert(*v, *id);
             }
         }
-        subnets.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
         Self {
             routers: policy.routers.iter().copied().collect(),
             devices: indexed.then(|| DeviceIndex::of(&policy)),

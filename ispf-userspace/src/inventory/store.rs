@@ -32,6 +32,17 @@ pub struct Device {
     pub judged: String,
 }
 
+impl Device {
+    /// The addresses of its last sighting, IPv4 first.
+    pub fn last_addresses(&self) -> Vec<IpAddr> {
+        self.ipv4
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.ipv6.map(IpAddr::V6))
+            .collect()
+    }
+}
+
 /// One line of a device's history.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TimelineEntry {
@@ -337,64 +348,5 @@ pub fn record_decisions(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn round_trips_devices_addresses_timeline_and_decisions() {
-        let d = std::env::temp_dir().join(format!("ispf-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        let mut c = super::super::db::open(&d.join("inventory.db")).unwrap();
-        let dev = Device {
-            mac: [2, 0, 0, 0, 0, 1],
-            vendor: Some("Acme".into()),
-            vlan: 20,
-            interface: "port1".into(),
-            ipv4: Some("10.0.0.1".parse().unwrap()),
-            ipv6: None,
-            hostname: Some("pump-1".into()),
-            vendor_class: None,
-            dhcp_params: None,
-            first_seen: 100,
-            last_seen: 200,
-            segment: "pumps".into(),
-            judged: "registered".into(),
-        };
-        let entry = TimelineEntry {
-            mac: mac_string(&dev.mac),
-            at: 100,
-            event: "new".into(),
-            detail: "on port1".into(),
-            actor: None,
-        };
-        let b = Batch {
-            devices: vec![&dev],
-            addresses: vec![(dev.mac, "10.0.0.1".parse().unwrap(), 100)],
-            timeline: vec![entry.clone()],
-            ..Default::default()
-        };
-        write(&mut c, &b).unwrap();
-        write(&mut c, &b).unwrap();
-        assert_eq!(devices(&c).unwrap(), vec![dev.clone()]);
-        assert_eq!(device(&c, &dev.mac).unwrap(), Some(dev.clone()));
-        assert_eq!(addresses_of(&c, &dev.mac).unwrap(), vec!["10.0.0.1"]);
-        assert_eq!(timeline(&c, &dev.mac).unwrap().len(), 2);
-        let q = Decision {
-            mac: mac_string(&dev.mac),
-            kind: Kind::Quarantine,
-            segment: None,
-            name: None,
-            risk: None,
-            reason: "scan".into(),
-            forced: true,
-            actor: "alice".into(),
-            at: 300,
-            expires: Some(400),
-            addresses: vec!["10.0.0.1".parse().unwrap()],
-        };
-        record_decisions(&mut c, std::slice::from_ref(&q), &[], &[entry]).unwrap();
-        assert_eq!(decisions(&c).unwrap(), vec![q.clone()]);
-        record_decisions(&mut c, &[], &[(q.mac.clone(), Kind::Quarantine)], &[]).unwrap();
-        assert!(decisions(&c).unwrap().is_empty());
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -202,6 +202,21 @@ impl Policy {
         self.segment(id).map_or("-", |s| s.name.as_str())
     }
 
+    /// Every segment's subnets with its segment's id, most specific
+    /// first: the first that holds an address is where the datapath's
+    /// longest-prefix match places it (validation refuses the same subnet
+    /// in two segments, so there is no tie).
+    pub fn subnets_longest_first(&self) -> Vec<(IpNet, u16)> {
+        let mut v: Vec<(IpNet, u16)> = self
+            .segments
+            .iter()
+            .zip(&self.ids)
+            .flat_map(|(s, id)| s.subnets.iter().map(move |n| (*n, *id)))
+            .collect();
+        v.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        v
+    }
+
     pub fn segment(&self, id: u16) -> Option<&Segment> {
         let i = self.ids.iter().position(|x| *x == id)?;
         self.segments.get(i)
