@@ -26,6 +26,11 @@ use crate::{
     },
 };
 
+/// What [`Engine::precompiled`] was compiled from: the file's hash and
+/// that of the file with the decisions (the feeds do not change within
+/// the engine call that keeps it).
+pub(super) type CompiledKey = ([u8; 32], [u8; 32]);
+
 /// The file with the decisions that hold at `now` applied (see
 /// [`applied`]).
 pub fn desired(file: &Arc<Policy>, decisions: &[Decision], now: i64) -> Result<Arc<Policy>> {
@@ -140,9 +145,36 @@ impl Engine {
         Ok(generation)
     }
 
+    /// Whether `decisions` can be enforced over the enforced file: they
+    /// apply to it, and the result fits the maps beside the generation
+    /// enforced now. The compilation of a set that can is kept for the
+    /// `enforce` that follows within the same engine call, which then
+    /// compiles once, not twice; the caller clears it when done.
+    pub(super) fn enforceable(
+        &mut self,
+        decisions: &[Decision],
+        now: i64,
+    ) -> std::result::Result<(), String> {
+        let policy = self
+            .desired(decisions, now)
+            .map_err(|e| crate::describe(&e))?;
+        let file = self.file.clone();
+        let c = self.compiled(&file, &policy);
+        self.dp
+            .fits(&c)
+            .map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
+        self.precompiled = Some(((file.sha256, policy.sha256), c));
+        Ok(())
+    }
+
     /// What the datapath gets for `policy`: its compilation with the feeds'
     /// current contents.
     pub(super) fn compiled(&mut self, file: &Policy, policy: &Policy) -> Compiled {
+        if let Some((key, c)) = self.precompiled.take() {
+            if key == (file.sha256, policy.sha256) {
+                return c;
+            }
+        }
         let feeds = self.feed_cache.compile(&self.feeds, file, policy);
         compile(policy).with_feeds(feeds)
     }

@@ -139,6 +139,9 @@ pub struct Engine {
     pub(super) reload_default: Option<PathBuf>,
     /// Role sweeps that could not be enforced, retried at each tick.
     pub(super) sweep_again: super::sweep::Pending,
+    /// A compilation [`Engine::enforceable`] made, for the `enforce` of
+    /// the same call (see [`Engine::compiled`]).
+    pub(super) precompiled: Option<(super::decide::CompiledKey, crate::policy::compile::Compiled)>,
 }
 
 impl Engine {
@@ -175,6 +178,7 @@ impl Engine {
             last_gc: Instant::now(),
             refused_at_start: s.refused_roles,
             sweep_again: Default::default(),
+            precompiled: None,
             reload_default: None,
         }
     }

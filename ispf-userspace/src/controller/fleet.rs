@@ -52,6 +52,16 @@ impl Engine {
         &mut self,
         set: Vec<Decision>,
     ) -> std::result::Result<Vec<String>, String> {
+        let r = self.take_fleet_decisions(set);
+        // Kept only for this call's `enforce` (see `enforceable`).
+        self.precompiled = None;
+        r
+    }
+
+    fn take_fleet_decisions(
+        &mut self,
+        set: Vec<Decision>,
+    ) -> std::result::Result<Vec<String>, String> {
         let now = unix_now();
         let key = |d: &Decision| (d.mac.clone(), d.kind);
         let old: BTreeMap<_, _> = self.decisions.iter().map(|d| (key(d), d.clone())).collect();
@@ -110,11 +120,13 @@ impl Engine {
                 ));
             }
         }
-        // Together they may still clash (two devices given one address):
-        // then the changes are admitted over what stays in halves, down to
-        // the ones that cannot be applied.
+        // Together they may still clash (two devices given one address)
+        // or not fit the maps (thousands of admits): then the changes are
+        // admitted over what stays in halves, down to the ones that cannot
+        // be applied, so that one bad burst of keys does not stop every
+        // later decision.
         if self
-            .desired(&new.values().cloned().collect::<Vec<_>>(), now)
+            .enforceable(&new.values().cloned().collect::<Vec<_>>(), now)
             .is_err()
         {
             let mut kept: BTreeMap<_, _> = old
@@ -128,9 +140,7 @@ impl Engine {
                 .map(|(k, d)| (k.clone(), d.clone()))
                 .collect();
             let mut applies = |trial: &BTreeMap<Key, Decision>| {
-                self.desired(&trial.values().cloned().collect::<Vec<_>>(), now)
-                    .map(|_| ())
-                    .map_err(|e| crate::describe(&e))
+                self.enforceable(&trial.values().cloned().collect::<Vec<_>>(), now)
             };
             let mut bad = Vec::new();
             admit(&mut kept, &changes, &mut applies, &mut bad);
@@ -191,23 +201,28 @@ impl Engine {
             }
         }));
         let policy = self.desired(&set, now).map_err(|e| crate::describe(&e))?;
-        // etcd is the record in a fleet; the local copy serves a restart
-        // without etcd, so a failure to write it does not stop enforcement.
-        if let Ok(conn) = self.db() {
-            if store::record_decisions(conn, &put, &removed, &entries).is_err() {
-                self.db = None;
-            }
-        }
         let file = self.file.clone();
         let path = self.enforced.path.clone();
         let r = self
             .enforce(file, policy, &path, None, set, now)
             .map_err(|e| crate::describe(&e));
-        self.save_backstop();
-        for e in &entries {
-            let by = e.actor.clone().unwrap_or_else(|| "fleet".into());
-            self.device_event(&e.mac, &e.event, &e.detail, &by);
+        // Recorded once enforced: a set the datapath refused must not show
+        // in `ispf device` as quarantined, nor come back at a restart
+        // without etcd. etcd is the record in a fleet; the local copy
+        // serves such a restart, so a failure to write it does not stop
+        // enforcement.
+        if r.is_ok() {
+            if let Ok(conn) = self.db() {
+                if store::record_decisions(conn, &put, &removed, &entries).is_err() {
+                    self.db = None;
+                }
+            }
+            for e in &entries {
+                let by = e.actor.clone().unwrap_or_else(|| "fleet".into());
+                self.device_event(&e.mac, &e.event, &e.detail, &by);
+            }
         }
+        self.save_backstop();
         self.publish();
         if r.is_ok() {
             // A role the site no longer holds (another host's session

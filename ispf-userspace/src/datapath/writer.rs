@@ -71,7 +71,20 @@ impl Datapath {
         *self.stats.written.lock().unwrap_or_else(|e| e.into_inner()) = Some(both);
     }
 
-    fn apply_to_slots(&mut self, c: &Compiled) -> Result<u32> {
+    /// Whether [`Self::apply`] would find room for `c` beside the
+    /// generation that stays enforced while it is written, and room after
+    /// it for a generation as large (else every later change would fail
+    /// at the capacity check): a caller trying sets of runtime decisions
+    /// sets aside those that do not fit before applying any.
+    pub fn fits(&self, c: &Compiled) -> Result<()> {
+        let new = Counts::of(c);
+        check_fits(&self.sizes, &new, &self.kept()?.1)?;
+        check_fits(&self.sizes, &new, &new)
+    }
+
+    /// The slot the next generation is written to, and what the other
+    /// slot keeps meanwhile.
+    fn kept(&self) -> Result<(usize, Counts)> {
         let active = self.active_slot()?;
         let target = if self.epoch == 0 { active } else { 1 - active };
         let kept = if target == active {
@@ -79,6 +92,12 @@ impl Datapath {
         } else {
             self.gens[active].counts()
         };
+        Ok((target, kept))
+    }
+
+    fn apply_to_slots(&mut self, c: &Compiled) -> Result<u32> {
+        let active = self.active_slot()?;
+        let (target, kept) = self.kept()?;
         check_fits(&self.sizes, &Counts::of(c), &kept)?;
         self.recycle_counters(target as u8, active as u8)?;
         let s = target as u8;

@@ -295,3 +295,79 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     );
     assert!(last_error(&urls).is_empty(), "{}", last_error(&urls));
 }
+
+/// A burst of decision keys more than the maps hold (one transaction, so
+/// one set): those that fit, with room for the next generation, are
+/// enforced; the rest are refused by name; later keys still apply. Before,
+/// the whole set failed at the capacity check and every later decision
+/// with it.
+#[test]
+fn keys_beyond_the_maps_are_refused_and_the_rest_enforced() {
+    require_root();
+    let etcd_server = Etcd::start("fm", 1, 24200);
+    let urls = etcd_server.urls();
+    let a = policy("hm", "");
+    let _u = unit("fm");
+    // Two generations of at most 8 device entries: the file's 2 and 6
+    // admits.
+    let mut h = start_host_with("fm", 47, &a, &urls, true, &["--map-size", "devices=16"]);
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+    let generation = h.ctl.status().generation;
+    let macs: Vec<String> = (0..12).map(|i| format!("02:00:00:00:78:{i:02x}")).collect();
+    let admits: Vec<(String, Vec<u8>)> = macs
+        .iter()
+        .map(|m| {
+            (
+                keys::decision(SITE, m, Kind::Admit),
+                by_hand(m, Kind::Admit, Some("workstations")),
+            )
+        })
+        .collect();
+    let all = admits.clone();
+    etcd(&urls, async move |c| {
+        let ops: Vec<etcd_client::TxnOp> = all
+            .into_iter()
+            .map(|(k, v)| etcd_client::TxnOp::put(k, v, None))
+            .collect();
+        c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    });
+    wait(
+        "the keys beyond the maps refused",
+        Duration::from_secs(15),
+        || last_error(&urls).contains("larger maps"),
+    );
+    let said = last_error(&urls);
+    assert_eq!(
+        said.matches("refused, not enforced here").count(),
+        6,
+        "{said}"
+    );
+    assert!(h.ctl.status().generation > generation, "the rest enforced");
+    // Fixed by deleting them all, then one more: enforced.
+    let keys_only: Vec<String> = admits.iter().map(|(k, _)| k.clone()).collect();
+    etcd(&urls, async move |c| {
+        let ops: Vec<etcd_client::TxnOp> = keys_only
+            .into_iter()
+            .map(|k| etcd_client::TxnOp::delete(k, None))
+            .collect();
+        c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    });
+    wait(
+        "the errors gone once fixed",
+        Duration::from_secs(10),
+        || last_error(&urls).is_empty(),
+    );
+    let before = h.ctl.status().generation;
+    put(&urls, &admits[0].0, admits[0].1.clone());
+    wait("a later key enforced", Duration::from_secs(10), || {
+        h.ctl.status().generation > before
+    });
+    assert!(last_error(&urls).is_empty(), "{}", last_error(&urls));
+    let log = h.ctl.kill9();
+    assert!(
+        log.contains("fleet: 6 decisions enforced as generation"),
+        "{log}"
+    );
+}

@@ -55,6 +55,18 @@ pub struct Host {
 }
 
 pub fn start_host(tag: &'static str, n: u16, seed: &Path, urls: &str, fresh: bool) -> Host {
+    start_host_with(tag, n, seed, urls, fresh, &[])
+}
+
+/// [`start_host`] with more options for `ispf run`.
+pub fn start_host_with(
+    tag: &'static str,
+    n: u16,
+    seed: &Path,
+    urls: &str,
+    fresh: bool,
+    extra: &[&str],
+) -> Host {
     let p = if fresh {
         paths(tag)
     } else {
@@ -71,21 +83,18 @@ pub fn start_host(tag: &'static str, n: u16, seed: &Path, urls: &str, fresh: boo
     ];
     let metrics = format!("127.0.0.1:{}", 19500 + n);
     let host = format!("host-{tag}");
-    let ctl = Ctl::start_with(
-        p,
-        seed,
-        &[&ports[0], &ports[1], &ports[2]],
-        &[
-            "--etcd",
-            urls,
-            "--site",
-            SITE,
-            "--fleet-host",
-            &host,
-            "--metrics-addr",
-            &metrics,
-        ],
-    );
+    let mut args = vec![
+        "--etcd",
+        urls,
+        "--site",
+        SITE,
+        "--fleet-host",
+        &host,
+        "--metrics-addr",
+        &metrics,
+    ];
+    args.extend_from_slice(extra);
+    let ctl = Ctl::start_with(p, seed, &[&ports[0], &ports[1], &ports[2]], &args);
     Host {
         ctl,
         tag,
