@@ -295,7 +295,7 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
             st.sessions.accepted(s);
         }
         if let (Change::Bind(s), Err(e)) = (c, &r) {
-            st.sessions.refused(s);
+            st.sessions.refused(s, unix_now());
             facts.ignore(if e.contains("has not been seen") {
                 "unseen_mac"
             } else if e.contains("life-critical") {
@@ -346,7 +346,8 @@ fn publish(st: &State, facts: &Facts) {
 /// Writes the session table when it changed (interim updates included, at
 /// most once a second through the tick).
 fn persist(st: &mut State, db_path: &Path, facts: &Facts) {
-    if !st.dirty {
+    let ended = st.sessions.ended_unsaved();
+    if !st.dirty && ended.is_none() {
         return;
     }
     if st.conn.is_none() {
@@ -354,7 +355,11 @@ fn persist(st: &mut State, db_path: &Path, facts: &Facts) {
     }
     let all: Vec<Session> = st.sessions.list();
     if let Some(c) = st.conn.as_mut() {
-        match store::save(c, &all) {
+        let r = store::save(c, &all).and_then(|()| match &ended {
+            Some(u) => store::save_ended(c, u.rewrite, &u.rows, unix_now()),
+            None => Ok(()),
+        });
+        match r {
             Ok(()) => st.dirty = false,
             Err(e) => {
                 log(format!(
@@ -363,6 +368,9 @@ fn persist(st: &mut State, db_path: &Path, facts: &Facts) {
                 st.conn = None;
             }
         }
+    }
+    if ended.is_some() {
+        st.sessions.ended_saved(!st.dirty);
     }
     publish(st, facts);
 }

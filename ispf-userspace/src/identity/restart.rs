@@ -32,7 +32,13 @@ pub(super) fn restore(
                 .iter()
                 .any(|d| d.kind == Kind::Role && d.mac == mac)
     };
-    let (sessions, stale) = Sessions::restore(store::sessions(c).unwrap_or_default(), held);
+    let now = crate::clock::unix_now();
+    let (sessions, stale) = Sessions::restore(
+        store::sessions(c).unwrap_or_default(),
+        store::ended(c, now).unwrap_or_default(),
+        held,
+        now,
+    );
     if let Some(s) = stale.first() {
         log(format!(
             "identity: {} recorded session(s) not restored (session {} of {} on {}{}): no role decision is recorded for their device (the controller ended it just before it last stopped)",

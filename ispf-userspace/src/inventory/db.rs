@@ -137,6 +137,21 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX device_ips_by_ip ON device_ips (ip, last_seen);
     "#,
+    // 5: identity: RADIUS sessions that ended, for a day, and the newest
+    // Event-Timestamp of each open one, so that a replayed Start or
+    // Interim-Update binds nothing, even after a restart.
+    r#"
+    CREATE TABLE sessions_ended (
+        nas        TEXT NOT NULL,
+        id         TEXT NOT NULL,          -- Acct-Session-Id
+        how        TEXT NOT NULL,          -- stopped (by its NAS) or lapsed (ended by ispf)
+        at         INTEGER NOT NULL,       -- when it ended
+        last_event INTEGER,                -- the newest Event-Timestamp it carried
+        PRIMARY KEY (nas, id)
+    );
+    CREATE INDEX sessions_ended_by_time ON sessions_ended (at);
+    ALTER TABLE sessions ADD COLUMN last_event INTEGER;
+    "#,
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -7,104 +7,263 @@
 //!
 //! - A session the NAS stopped stays stopped for [`REMEMBER_S`]: its
 //!   `Acct-Session-Id` is unique for the NAS (RFC 2866 §5.5), so no genuine
-//!   packet names it again. A NAS that does reuse one within the day has it
-//!   ignored (`cause="ended"`): the role is not granted, which fails safe.
+//!   packet names it again, until the NAS restarts (`Accounting-On`/`Off`:
+//!   a NAS may count its ids from 1 again), when it becomes lapsed.
 //! - A session the controller ended by itself (no update in time, its role
-//!   left the policy, the table full, the file made the device
-//!   life-critical) may come back with the NAS's next update, as before,
-//!   but only with an `Event-Timestamp` newer than the last one the
-//!   session had, when it had one: a replay of an update already taken
-//!   carries an old one.
-//! - Any `Start`/`Interim-Update` whose `Event-Timestamp` is older than
-//!   the last one its open session had, or than [`REMEMBER_S`] before now,
-//!   is stale (`cause="stale"`).
+//!   left the policy, the table full, the engine refused it, the file made
+//!   the device life-critical) is lapsed: it comes back with the NAS's next
+//!   update, but only with an `Event-Timestamp` newer than the last one
+//!   the session carried, when it carried one.
+//! - An `Event-Timestamp` more than [`REMEMBER_S`] older than the newest
+//!   its NAS sent is stale: the age is the NAS's own clock's, so a NAS
+//!   whose clock was never set still works.
 //!
-//! What this does not cover (README): a replay after a restart of the
-//! controller (this memory is not saved) of a session whose NAS sends no
-//! `Event-Timestamp`, and one more than a day later from such a NAS.
+//! Saved in the inventory database (table `sessions_ended`) so that a
+//! restart of the controller does not forget it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use super::Ignored;
 
 /// How long an ended session is remembered: a day.
 pub const REMEMBER_S: i64 = 24 * 3600;
 /// At most this many are remembered (a NAS cannot grow the controller
-/// without bound); the oldest go first.
+/// without bound); the oldest go first, a tenth at a time.
 pub const MAX_ENDED: usize = 200_000;
+/// NASes whose newest timestamp is kept (far more than any site has;
+/// beyond, the ages start again).
+const MAX_NAS: usize = 65_536;
 
-type Key = (String, String);
+pub type Key = (String, String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum How {
     /// The NAS sent its `Stop`.
     Stopped,
-    /// The controller ended it (timeout, policy, cap, life-critical).
+    /// The controller ended it.
     Lapsed,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Gone {
-    how: How,
-    at: i64,
-    last_event: Option<u32>,
+impl How {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Stopped => "stopped",
+            How::Lapsed => "lapsed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<How> {
+        match s {
+            "stopped" => Some(How::Stopped),
+            "lapsed" => Some(How::Lapsed),
+            _ => None,
+        }
+    }
+}
+
+/// One remembered session, as saved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gone {
+    pub how: How,
+    /// Unix seconds (the controller's) when it ended.
+    pub at: i64,
+    /// The newest `Event-Timestamp` it carried.
+    pub last_event: Option<u32>,
+}
+
+/// What changed since the last save.
+#[derive(Debug)]
+pub struct Unsaved {
+    /// Rewrite the whole table (`rows` is all of it).
+    pub rewrite: bool,
+    /// Each key with what is remembered of it (`None`: delete its row).
+    pub rows: Vec<(Key, Option<Gone>)>,
 }
 
 #[derive(Debug, Default)]
 pub struct Ended {
-    by_key: HashMap<Key, Gone>,
-    order: VecDeque<(i64, Key)>,
-}
-
-/// Whether `event` (an `Event-Timestamp`) is more than [`REMEMBER_S`]
-/// before `now`.
-pub fn too_old(event: Option<u32>, now: i64) -> bool {
-    event.is_some_and(|e| i64::from(e) < now - REMEMBER_S)
+    by_key: HashMap<Key, (Gone, u64)>,
+    seq: u64,
+    /// Keys recorded or forgotten since the last save.
+    unsaved: HashSet<Key>,
+    /// Too many unsaved (the database was away): the next save rewrites
+    /// the table.
+    rewrite: bool,
+    nas_newest: HashMap<String, u32>,
+    last_aged: i64,
 }
 
 impl Ended {
+    /// What the database remembered.
+    pub fn restore(rows: Vec<(Key, Gone)>) -> Self {
+        let mut e = Ended::default();
+        for (k, g) in rows {
+            e.seq += 1;
+            e.by_key.insert(k, (g, e.seq));
+        }
+        e
+    }
+
+    /// Remembers `key` as ended; a newer timestamp than one it already
+    /// had raises it.
     pub fn record(&mut self, key: Key, how: How, at: i64, last_event: Option<u32>) {
-        self.age(at);
+        let last_event = self
+            .by_key
+            .get(&key)
+            .map_or(last_event, |(g, _)| g.last_event.max(last_event));
+        self.seq += 1;
+        self.unsaved.insert(key.clone());
         self.by_key.insert(
-            key.clone(),
-            Gone {
-                how,
-                at,
-                last_event,
-            },
+            key,
+            (
+                Gone {
+                    how,
+                    at,
+                    last_event,
+                },
+                self.seq,
+            ),
         );
-        self.order.push_back((at, key));
+        if self.by_key.len() > MAX_ENDED {
+            self.evict_oldest(MAX_ENDED / 10);
+        }
     }
 
     /// Whether a `Start`/`Interim-Update` for `key` carrying `event` may
-    /// open it again; if so, it is forgotten here.
-    pub fn reopen(&mut self, key: &Key, event: Option<u32>, now: i64) -> Result<(), Ignored> {
-        self.age(now);
-        let Some(g) = self.by_key.get(key) else {
+    /// open it again. It stays remembered until [`Self::forget`] (a
+    /// binding): an update that binds nothing (no role in it) raises its
+    /// last timestamp, so an older one replayed is still refused.
+    pub fn check(&mut self, key: &Key, event: Option<u32>) -> Result<(), Ignored> {
+        let Some((g, _)) = self.by_key.get_mut(key) else {
             return Ok(());
         };
         match (g.how, g.last_event, event) {
-            (How::Stopped, _, _) => return Err(Ignored::Ended),
-            (How::Lapsed, Some(last), Some(e)) if e <= last => return Err(Ignored::Stale),
-            (How::Lapsed, Some(_), None) => return Err(Ignored::Stale),
-            _ => {}
+            (How::Stopped, _, _) => Err(Ignored::Ended),
+            (How::Lapsed, Some(last), Some(e)) if e <= last => Err(Ignored::Stale),
+            (How::Lapsed, _, Some(e)) => {
+                g.last_event = Some(e);
+                self.unsaved.insert(key.clone());
+                Ok(())
+            }
+            (How::Lapsed, _, None) => Ok(()),
         }
-        self.by_key.remove(key);
-        Ok(())
     }
 
-    /// Drops what is older than a day, and the oldest beyond the cap. The
-    /// order may name a key recorded again since: only the entry with the
-    /// same time goes.
-    fn age(&mut self, now: i64) {
-        while let Some((at, _)) = self.order.front() {
-            if *at > now - REMEMBER_S && self.order.len() < MAX_ENDED {
-                break;
+    pub fn forget(&mut self, key: &Key) {
+        if self.by_key.remove(key).is_some() {
+            self.unsaved.insert(key.clone());
+        }
+    }
+
+    /// The NAS restarted: its stopped sessions become lapsed as of its
+    /// `Accounting-On`/`Off` (forgotten when it carries no timestamp), so
+    /// that the ids it hands out again open new sessions while replays of
+    /// older packets stay refused.
+    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>) {
+        let keys: Vec<Key> = self.by_key.keys().filter(|k| k.0 == nas).cloned().collect();
+        for k in keys {
+            let (g, _) = self.by_key.get_mut(&k).expect("listed");
+            match (g.how, event) {
+                (How::Stopped, None) => {
+                    self.by_key.remove(&k);
+                }
+                (_, Some(e)) => {
+                    g.how = How::Lapsed;
+                    g.last_event = g.last_event.max(Some(e));
+                }
+                (How::Lapsed, None) => continue,
             }
-            let (at, key) = self.order.pop_front().expect("non-empty");
-            if self.by_key.get(&key).is_some_and(|g| g.at == at) {
-                self.by_key.remove(&key);
+            self.unsaved.insert(k);
+        }
+    }
+
+    /// Whether `event` from `nas` is more than [`REMEMBER_S`] older than
+    /// the newest that NAS sent; a timestamp not ahead of the controller's
+    /// clock by more than a day becomes the newest (one far in the future,
+    /// a NAS's glitch, would refuse everything after it).
+    pub fn too_old(&mut self, nas: &str, event: Option<u32>, now: i64) -> bool {
+        let Some(e) = event else {
+            return false;
+        };
+        let e64 = i64::from(e);
+        let newest = self.nas_newest.get(nas).copied();
+        if newest.is_some_and(|n| e64 < i64::from(n) - REMEMBER_S) {
+            return true;
+        }
+        if e64 <= now + REMEMBER_S && newest.is_none_or(|n| e > n) {
+            if self.nas_newest.len() >= MAX_NAS {
+                self.nas_newest.clear();
             }
+            self.nas_newest.insert(nas.to_owned(), e);
+        }
+        false
+    }
+
+    /// Forgets what ended more than a day ago (checked once a minute).
+    pub fn age(&mut self, now: i64) {
+        if now - self.last_aged < 60 {
+            return;
+        }
+        self.last_aged = now;
+        let old: Vec<Key> = self
+            .by_key
+            .iter()
+            .filter(|(_, (g, _))| g.at <= now - REMEMBER_S)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in old {
+            self.forget(&k);
+        }
+    }
+
+    fn evict_oldest(&mut self, n: usize) {
+        let mut seqs: Vec<(u64, Key)> = self
+            .by_key
+            .iter()
+            .map(|(k, (_, s))| (*s, k.clone()))
+            .collect();
+        let n = n.min(seqs.len());
+        if n == 0 {
+            return;
+        }
+        seqs.select_nth_unstable_by_key(n - 1, |(s, _)| *s);
+        for (_, k) in seqs.into_iter().take(n) {
+            self.forget(&k);
+        }
+    }
+
+    /// What to save: `None` when nothing changed.
+    pub fn unsaved(&self) -> Option<Unsaved> {
+        if self.unsaved.is_empty() && !self.rewrite {
+            return None;
+        }
+        let rows = if self.rewrite {
+            self.by_key
+                .iter()
+                .map(|(k, (g, _))| (k.clone(), Some(g.clone())))
+                .collect()
+        } else {
+            self.unsaved
+                .iter()
+                .map(|k| (k.clone(), self.by_key.get(k).map(|(g, _)| g.clone())))
+                .collect()
+        };
+        Some(Unsaved {
+            rewrite: self.rewrite,
+            rows,
+        })
+    }
+
+    pub fn saved(&mut self) {
+        self.unsaved.clear();
+        self.rewrite = false;
+    }
+
+    /// The save failed: kept for the next, but not without bound.
+    pub fn not_saved(&mut self) {
+        if self.unsaved.len() > 2 * MAX_ENDED {
+            self.unsaved.clear();
+            self.rewrite = true;
         }
     }
 
@@ -115,65 +274,5 @@ impl Ended {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(id: &str) -> Key {
-        ("10.0.0.1".into(), id.into())
-    }
-
-    #[test]
-    fn a_stopped_session_stays_stopped_for_a_day() {
-        let mut e = Ended::default();
-        e.record(key("S"), How::Stopped, 1000, Some(990));
-        assert_eq!(e.reopen(&key("S"), Some(5000), 1100), Err(Ignored::Ended));
-        assert_eq!(e.reopen(&key("S"), None, 1100), Err(Ignored::Ended));
-        assert_eq!(e.reopen(&key("T"), None, 1100), Ok(()));
-        assert_eq!(e.reopen(&key("S"), None, 1000 + REMEMBER_S), Ok(()));
-        assert_eq!(e.len(), 0);
-    }
-
-    #[test]
-    fn a_lapsed_session_reopens_only_with_a_newer_event() {
-        let mut e = Ended::default();
-        e.record(key("S"), How::Lapsed, 1000, Some(990));
-        assert_eq!(e.reopen(&key("S"), Some(990), 1100), Err(Ignored::Stale));
-        assert_eq!(e.reopen(&key("S"), None, 1100), Err(Ignored::Stale));
-        assert_eq!(e.reopen(&key("S"), Some(991), 1100), Ok(()));
-        // Forgotten once reopened.
-        assert_eq!(e.reopen(&key("S"), Some(1), 1100), Ok(()));
-        // A session that never had a timestamp comes back as before.
-        e.record(key("N"), How::Lapsed, 1000, None);
-        assert_eq!(e.reopen(&key("N"), None, 1100), Ok(()));
-    }
-
-    #[test]
-    fn a_key_recorded_again_outlives_its_first_record() {
-        let mut e = Ended::default();
-        e.record(key("S"), How::Stopped, 1000, None);
-        assert_eq!(e.reopen(&key("S"), None, 1000), Err(Ignored::Ended));
-        e.record(key("S"), How::Stopped, 2000, None);
-        assert_eq!(
-            e.reopen(&key("S"), None, 1000 + REMEMBER_S),
-            Err(Ignored::Ended),
-            "the second record is younger than a day"
-        );
-    }
-
-    #[test]
-    fn the_memory_is_bounded() {
-        let mut e = Ended::default();
-        for i in 0..MAX_ENDED + 10 {
-            e.record(key(&i.to_string()), How::Stopped, 1000, None);
-        }
-        assert!(e.len() <= MAX_ENDED);
-        assert_eq!(e.reopen(&key("0"), None, 1000), Ok(()), "oldest dropped");
-    }
-
-    #[test]
-    fn old_event_timestamps_are_too_old() {
-        assert!(too_old(Some(100), 100 + REMEMBER_S + 1));
-        assert!(!too_old(Some(100), 100 + REMEMBER_S));
-        assert!(!too_old(None, i64::MAX));
-    }
-}
+#[path = "ended_tests.rs"]
+mod tests;

@@ -22,9 +22,13 @@ impl Sessions {
             .map(|(k, _)| k.clone())
             .collect();
         let gone: Vec<Session> = keys.iter().filter_map(|k| self.by_key.remove(k)).collect();
-        for k in keys {
-            let last = self.events.remove(&k);
-            self.ended.record(k, How::Lapsed, now, last);
+        for s in &gone {
+            self.ended.record(
+                (s.nas.clone(), s.id.clone()),
+                How::Lapsed,
+                now,
+                s.last_event,
+            );
         }
         gone
     }
@@ -54,8 +58,10 @@ impl Sessions {
             .collect()
     }
 
-    /// Sessions past their timeout at `now`.
+    /// Sessions past their timeout at `now` (and ended ones remembered
+    /// for a day forgotten).
     pub fn expire(&mut self, now: i64) -> Vec<Change> {
+        self.ended.age(now);
         let stale: Vec<_> = self
             .by_key
             .iter()
@@ -80,9 +86,21 @@ impl Sessions {
     pub fn end_all(&mut self, why: &str, now: i64) -> Vec<Change> {
         let keys: Vec<_> = self.by_key.keys().cloned().collect();
         self.displaced.clear();
-        keys.iter()
+        let mut out: Vec<Change> = keys
+            .iter()
             .filter_map(|k| self.end(k, why, How::Lapsed, now))
-            .collect()
+            .collect();
+        // A binding whose session this table no longer holds as it (a
+        // refusal gave it back to a session that has since moved): ended
+        // by MAC, as before sessions were remembered.
+        for mac in std::mem::take(&mut self.bound).into_keys() {
+            out.push(Change::Unbind {
+                mac,
+                why: why.to_owned(),
+                session: None,
+            });
+        }
+        out
     }
 
     /// Ends a session; unbinds its device if this session bound it.
@@ -94,8 +112,7 @@ impl Sessions {
         now: i64,
     ) -> Option<Change> {
         let s = self.by_key.remove(key)?;
-        let last = self.events.remove(key);
-        self.ended.record(key.clone(), how, now, last);
+        self.ended.record(key.clone(), how, now, s.last_event);
         if self.bound.get(&s.mac) == Some(key) {
             self.bound.remove(&s.mac);
             return Some(Change::Unbind {

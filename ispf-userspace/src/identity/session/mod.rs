@@ -4,8 +4,8 @@
 //! the role's segment; the `Stop` with the same `Acct-Session-Id`, an
 //! `Accounting-Off`/`On` from its NAS, or three interim intervals without
 //! an update (one hour when the NAS sends no interval) end it. A device
-//! has one binding: the newest session's. Replays of ended sessions are
-//! refused (`ended`).
+//! has one binding: the newest session's. Replays of ended sessions and
+//! out-of-date updates bind nothing (module `ended`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 mod ended;
 mod ending;
 
-pub use ended::REMEMBER_S;
-use ended::{too_old, Ended, How};
+use ended::Ended;
+pub use ended::{Gone, How, Key, Unsaved, REMEMBER_S};
 
 use super::radius::{station_mac, Accounting, Status};
 use crate::{
@@ -38,6 +38,10 @@ pub struct Session {
     pub last_update: i64,
     /// Seconds without an update after which the session is over.
     pub timeout_s: i64,
+    /// The newest `Event-Timestamp` its NAS sent for it (an older one is
+    /// a replay or out of date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event: Option<u32>,
 }
 
 /// What the enforced state must do about a packet or the passing of time.
@@ -94,8 +98,6 @@ pub struct Sessions {
     /// The session a device was bound by before the newest took it, until
     /// the engine has accepted the newest: a refusal gives it back.
     displaced: HashMap<String, (String, String)>,
-    /// The newest `Event-Timestamp` each open session carried.
-    events: HashMap<(String, String), u32>,
     ended: Ended,
 }
 
@@ -105,11 +107,28 @@ impl Sessions {
     /// holds its device's role decision: one whose decision ended just
     /// before the controller was killed (the table is saved once a
     /// second) is over, not open; its next update, if the NAS sends one,
-    /// tries again and meets the engine's checks.
-    pub fn restore(list: Vec<Session>, held: impl Fn(&str) -> bool) -> (Self, Vec<Session>) {
-        let mut s = Sessions::default();
+    /// tries again and meets the engine's checks, as a lapsed session's
+    /// (`ended`, remembered with the rest).
+    pub fn restore(
+        list: Vec<Session>,
+        ended: Vec<(Key, Gone)>,
+        held: impl Fn(&str) -> bool,
+        now: i64,
+    ) -> (Self, Vec<Session>) {
+        let mut s = Sessions {
+            ended: Ended::restore(ended),
+            ..Default::default()
+        };
         let (mut list, stale): (Vec<Session>, Vec<Session>) =
             list.into_iter().partition(|x| held(&x.mac));
+        for x in &stale {
+            s.ended.record(
+                (x.nas.clone(), x.id.clone()),
+                How::Lapsed,
+                now,
+                x.last_event,
+            );
+        }
         list.sort_by_key(|x| x.since);
         for x in list {
             s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
@@ -150,12 +169,13 @@ impl Sessions {
                 // The NAS restarted: every session it reported is over.
                 let keys: Vec<_> = self.by_key.keys().filter(|k| k.0 == nas).cloned().collect();
                 let why = "the NAS reported Accounting-On/Off (it restarted)";
-                // Lapsed, not stopped: a NAS that counts its session ids
-                // from 1 again after a restart reuses them.
-                Ok(keys
+                let out = keys
                     .iter()
                     .filter_map(|k| self.end(k, why, How::Lapsed, now))
-                    .collect())
+                    .collect();
+                // A NAS may count its session ids from 1 again.
+                self.ended.nas_restarted(nas, a.event_time);
+                Ok(out)
             }
             Status::Stop => {
                 let key = (
@@ -164,10 +184,17 @@ impl Sessions {
                 );
                 // A Stop for a session never started (or refused, or ended
                 // by the controller) is answered and counted, not silently
-                // taken; the session is over for the NAS all the same.
+                // taken; the session is over for the NAS all the same, and
+                // remembered when it names a role (a replay of its Start
+                // could bind nothing otherwise).
                 if !self.by_key.contains_key(&key) {
-                    self.ended.record(key, How::Stopped, now, None);
+                    if role_of(a, roles).is_some() {
+                        self.ended.record(key, How::Stopped, now, a.event_time);
+                    }
                     return Err(Ignored::NoSession);
+                }
+                if let Some(s) = self.by_key.get_mut(&key) {
+                    s.last_event = s.last_event.max(a.event_time);
                 }
                 let why = format!("Stop for session {}", key.1);
                 Ok(self
@@ -177,21 +204,17 @@ impl Sessions {
             }
             Status::Start | Status::Interim => {
                 let id = a.session_id.clone().ok_or(Ignored::NoSession)?;
+                let key = (nas.to_owned(), id.clone());
+                // Before the MAC and role: an update without them still
+                // raises the session's last timestamp.
+                let fresh = self.fresh(&key, a.event_time, now)?;
                 let mac = a
                     .calling_station
                     .as_deref()
                     .and_then(station_mac)
                     .map(|m| mac_string(&m))
                     .ok_or(Ignored::NoMac)?;
-                let role = roles
-                    .iter()
-                    .find(|r| a.classes.iter().chain(&a.filter_ids).any(|c| *c == r.class))
-                    .ok_or(Ignored::NoRole)?;
-                let key = (nas.to_owned(), id.clone());
-                self.replayed(&key, a.event_time, now)?;
-                if let Some(e) = a.event_time {
-                    self.events.insert(key.clone(), e);
-                }
+                let role = role_of(a, roles).ok_or(Ignored::NoRole)?;
                 let timeout_s = a
                     .interim_s
                     .filter(|s| *s > 0)
@@ -201,12 +224,21 @@ impl Sessions {
                 });
                 let bound_here = self.bound.get(&mac) == Some(&key);
                 if same && bound_here {
-                    let s = self.by_key.get_mut(&key).expect("present");
-                    s.last_update = now;
-                    s.timeout_s = timeout_s;
+                    // The same timestamp again is the same update (a NAS
+                    // past the duplicate window, or a replay): it does not
+                    // keep the session alive.
+                    if fresh {
+                        let s = self.by_key.get_mut(&key).expect("present");
+                        s.last_update = now;
+                        s.timeout_s = timeout_s;
+                    }
                     return Ok(Vec::new());
                 }
                 let since = self.by_key.get(&key).map_or(now, |s| s.since);
+                let last_event = self
+                    .by_key
+                    .get(&key)
+                    .map_or(a.event_time, |s| s.last_event.max(a.event_time));
                 let s = Session {
                     nas: nas.to_owned(),
                     id,
@@ -217,6 +249,7 @@ impl Sessions {
                     since,
                     last_update: now,
                     timeout_s,
+                    last_event,
                 };
                 let mut out = Vec::new();
                 // The session moved to another device: the old one is
@@ -236,6 +269,7 @@ impl Sessions {
                         self.displaced.insert(mac, prev);
                     }
                 }
+                self.ended.forget(&key);
                 self.by_key.insert(key, s.clone());
                 out.extend(self.bound_cap(now));
                 out.push(Change::Bind(s));
@@ -249,8 +283,9 @@ impl Sessions {
     /// device): the session is forgotten, and its next update, which
     /// carries all a binding needs, tries again. Kept, a NAS's sessions for
     /// devices nobody knows (or a flood of made-up MACs) would be listed
-    /// as open and fill the table.
-    pub fn refused(&mut self, s: &Session) {
+    /// as open and fill the table. It is remembered as lapsed: a replay
+    /// of its older updates stays refused.
+    pub fn refused(&mut self, s: &Session, now: i64) {
         let key = (s.nas.clone(), s.id.clone());
         if self.bound.get(&s.mac) == Some(&key) {
             // The session it displaced still holds the role decision the
@@ -265,29 +300,47 @@ impl Sessions {
             }
         }
         if self.by_key.get(&key).is_some_and(|x| x.mac == s.mac) {
-            self.by_key.remove(&key);
-            self.events.remove(&key);
+            if let Some(gone) = self.by_key.remove(&key) {
+                self.ended.record(key, How::Lapsed, now, gone.last_event);
+            }
         }
     }
 
-    /// Whether a `Start`/`Interim-Update` for `key` carrying `event` is a
-    /// replay or out of date (module `ended`).
-    fn replayed(
-        &mut self,
-        key: &(String, String),
-        event: Option<u32>,
-        now: i64,
-    ) -> Result<(), Ignored> {
-        if too_old(event, now) {
+    /// Whether a `Start`/`Interim-Update` for `key` carrying `event` is
+    /// news: `Err` for a replay or an out-of-date one, `Ok(false)` for
+    /// the session's last timestamp again. Raises the last timestamp.
+    fn fresh(&mut self, key: &Key, event: Option<u32>, now: i64) -> Result<bool, Ignored> {
+        if self.ended.too_old(&key.0, event, now) {
             return Err(Ignored::Stale);
         }
-        if self.by_key.contains_key(key) {
-            return match (self.events.get(key), event) {
-                (Some(last), Some(e)) if e < *last => Err(Ignored::Stale),
-                _ => Ok(()),
-            };
+        let Some(s) = self.by_key.get_mut(key) else {
+            self.ended.check(key, event)?;
+            return Ok(true);
+        };
+        match (s.last_event, event) {
+            (Some(last), Some(e)) if e < last => Err(Ignored::Stale),
+            (Some(last), Some(e)) if e == last => Ok(false),
+            (_, Some(e)) => {
+                s.last_event = Some(e);
+                Ok(true)
+            }
+            (_, None) => Ok(true),
         }
-        self.ended.reopen(key, event, now)
+    }
+
+    /// What the database should remember of ended sessions (see
+    /// [`Ended::unsaved`]).
+    pub fn ended_unsaved(&self) -> Option<Unsaved> {
+        self.ended.unsaved()
+    }
+
+    /// Whether the last [`Self::ended_unsaved`] was saved.
+    pub fn ended_saved(&mut self, ok: bool) {
+        if ok {
+            self.ended.saved();
+        } else {
+            self.ended.not_saved();
+        }
     }
 
     /// A binding the engine enforced: the session it displaced is over
@@ -307,5 +360,16 @@ impl Sessions {
     }
 }
 
+/// The first role a packet's `Class` or `Filter-Id` names.
+fn role_of<'a>(a: &Accounting, roles: &'a [RoleDoc]) -> Option<&'a RoleDoc> {
+    roles
+        .iter()
+        .find(|r| a.classes.iter().chain(&a.filter_ids).any(|c| *c == r.class))
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "replay_tests.rs"]
+mod replay_tests;

@@ -3,14 +3,14 @@
 
 use super::*;
 
-fn roles() -> Vec<RoleDoc> {
+pub(super) fn roles() -> Vec<RoleDoc> {
     serde_json::from_str(
         r#"[{"name": "biomed-engineer", "class": "biomed", "segment": "biomed-ws"}]"#,
     )
     .unwrap()
 }
 
-fn acct(status: Status, id: &str, mac: &str, class: &str) -> Accounting {
+pub(super) fn acct(status: Status, id: &str, mac: &str, class: &str) -> Accounting {
     Accounting {
         status: Some(status),
         session_id: Some(id.into()),
@@ -196,7 +196,7 @@ fn a_refused_binding_is_forgotten_and_its_next_update_tries_again() {
     let [Change::Bind(b)] = &c[..] else {
         panic!("{c:?}")
     };
-    s.refused(b);
+    s.refused(b, 0);
     assert!(s.list().is_empty() && !s.is_bound("02:00:00:00:30:09"));
     // The next interim carries all a binding needs.
     let interim = acct(Status::Interim, "S1", "02:00:00:00:30:09", "biomed");
@@ -225,7 +225,7 @@ fn a_refused_rebind_leaves_the_binding_with_the_session_that_holds_it() {
     let [Change::Bind(second)] = &c[..] else {
         panic!("{c:?}")
     };
-    s.refused(second);
+    s.refused(second, 0);
     let stop = s
         .account(&acct(Status::Stop, "S1", mac, "biomed"), "nas", &r, 9)
         .unwrap();
@@ -275,6 +275,7 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
         since,
         last_update: since,
         timeout_s: 30,
+        last_event: None,
     };
     let held_mac = "02:00:00:00:30:01";
     let list = vec![
@@ -282,7 +283,7 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
         session("NEW", held_mac, 2),
         session("GONE", "02:00:00:00:30:02", 3),
     ];
-    let (mut s, stale) = Sessions::restore(list, |mac| mac == held_mac);
+    let (mut s, stale) = Sessions::restore(list, Vec::new(), |mac| mac == held_mac, 10);
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].id, "GONE");
     let ids: Vec<String> = s.list().into_iter().map(|x| x.id).collect();
@@ -308,71 +309,5 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
             4
         ),
         Err(Ignored::NoSession)
-    );
-}
-
-/// A captured Start or Interim-Update sent again after the session's Stop
-/// (past the listener's 30 s duplicate window) binds nothing; a NAS's
-/// next session, with a new id, does.
-#[test]
-fn a_replay_after_the_stop_binds_nothing() {
-    let (mut s, r) = (Sessions::default(), roles());
-    let m = "02:00:00:00:30:01";
-    let start = acct(Status::Start, "S1", m, "biomed");
-    assert!(s.account(&start, "nas", &r, 100).is_ok());
-    let stop = acct(Status::Stop, "S1", m, "biomed");
-    assert_eq!(s.account(&stop, "nas", &r, 200).unwrap().len(), 1);
-    assert_eq!(s.account(&start, "nas", &r, 300), Err(Ignored::Ended));
-    let interim = acct(Status::Interim, "S1", m, "biomed");
-    assert_eq!(s.account(&interim, "nas", &r, 300), Err(Ignored::Ended));
-    assert!(!s.is_bound(m) && s.list().is_empty());
-    // Another NAS's session of the same id is another session.
-    assert!(s.account(&start, "nas2", &r, 300).is_ok());
-    // A Stop for a session the controller never bound still stops it.
-    let stop9 = acct(Status::Stop, "S9", m, "biomed");
-    assert_eq!(s.account(&stop9, "nas", &r, 300), Err(Ignored::NoSession));
-    let start9 = acct(Status::Start, "S9", m, "biomed");
-    assert_eq!(s.account(&start9, "nas", &r, 310), Err(Ignored::Ended));
-}
-
-/// With Event-Timestamps: an update older than the session's last is
-/// stale; a session the controller timed out comes back only with a newer
-/// one; one older than a day never binds.
-#[test]
-fn event_timestamps_order_updates() {
-    let (mut s, r) = (Sessions::default(), roles());
-    let m = "02:00:00:00:30:02";
-    let at = |status, t: u32| {
-        let mut a = acct(status, "S1", m, "biomed");
-        a.event_time = Some(t);
-        a
-    };
-    assert!(s.account(&at(Status::Start, 1000), "nas", &r, 1000).is_ok());
-    assert!(s
-        .account(&at(Status::Interim, 1010), "nas", &r, 1010)
-        .is_ok());
-    assert_eq!(
-        s.account(&at(Status::Interim, 1005), "nas", &r, 1011),
-        Err(Ignored::Stale)
-    );
-    assert_eq!(s.expire(1010 + 30).len(), 1, "three 10 s intervals");
-    assert_eq!(
-        s.account(&at(Status::Interim, 1010), "nas", &r, 1100),
-        Err(Ignored::Stale),
-        "the last update taken, sent again"
-    );
-    assert!(!s.is_bound(m));
-    assert!(s
-        .account(&at(Status::Interim, 1090), "nas", &r, 1100)
-        .is_ok());
-    assert!(s.is_bound(m));
-    let old = acct(Status::Start, "S2", "02:00:00:00:30:03", "biomed");
-    let old = Accounting {
-        event_time: Some(1000),
-        ..old
-    };
-    assert_eq!(
-        s.account(&old, "nas", &r, 1001 + REMEMBER_S),
-        Err(Ignored::Stale)
     );
 }

@@ -1,0 +1,172 @@
+//! Host tests of replays: ended sessions, Event-Timestamps, refusals, NAS
+//! restarts and controller restarts.
+
+use super::{
+    tests::{acct, roles},
+    *,
+};
+
+/// A captured Start or Interim-Update sent again after the session's Stop
+/// (past the listener's 30 s duplicate window) binds nothing; a NAS's
+/// next session, with a new id, does.
+#[test]
+fn a_replay_after_the_stop_binds_nothing() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:01";
+    let start = acct(Status::Start, "S1", m, "biomed");
+    assert!(s.account(&start, "nas", &r, 100).is_ok());
+    let stop = acct(Status::Stop, "S1", m, "biomed");
+    assert_eq!(s.account(&stop, "nas", &r, 200).unwrap().len(), 1);
+    assert_eq!(s.account(&start, "nas", &r, 300), Err(Ignored::Ended));
+    let interim = acct(Status::Interim, "S1", m, "biomed");
+    assert_eq!(s.account(&interim, "nas", &r, 300), Err(Ignored::Ended));
+    assert!(!s.is_bound(m) && s.list().is_empty());
+    // Another NAS's session of the same id is another session.
+    assert!(s.account(&start, "nas2", &r, 300).is_ok());
+    // A Stop for a session the controller never bound still stops it.
+    let stop9 = acct(Status::Stop, "S9", m, "biomed");
+    assert_eq!(s.account(&stop9, "nas", &r, 300), Err(Ignored::NoSession));
+    let start9 = acct(Status::Start, "S9", m, "biomed");
+    assert_eq!(s.account(&start9, "nas", &r, 310), Err(Ignored::Ended));
+}
+
+/// With Event-Timestamps: an update older than the session's last is
+/// stale, the same one again does not keep it alive; a session the
+/// controller timed out comes back only with a newer one; one a day
+/// older than its NAS's newest never binds.
+#[test]
+fn event_timestamps_order_updates() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:02";
+    let at = |status, id: &str, t: u32, class: &str| {
+        let mut a = acct(status, id, m, class);
+        a.event_time = Some(t);
+        a
+    };
+    let ok = |s: &mut Sessions, a: &Accounting, now| s.account(a, "nas", &r, now);
+    assert!(ok(&mut s, &at(Status::Start, "S1", 1000, "biomed"), 1000).is_ok());
+    assert!(ok(&mut s, &at(Status::Interim, "S1", 1010, "biomed"), 1010).is_ok());
+    assert_eq!(
+        ok(&mut s, &at(Status::Interim, "S1", 1005, "biomed"), 1011),
+        Err(Ignored::Stale)
+    );
+    // The last update again, 15 s later: answered, but the session still
+    // times out 30 s after the update itself.
+    assert!(ok(&mut s, &at(Status::Interim, "S1", 1010, "biomed"), 1025).is_ok());
+    assert_eq!(s.expire(1010 + 30).len(), 1, "three 10 s intervals");
+    assert_eq!(
+        ok(&mut s, &at(Status::Interim, "S1", 1010, "biomed"), 1100),
+        Err(Ignored::Stale),
+        "the last update taken, sent again"
+    );
+    assert!(!s.is_bound(m));
+    // An update without the role (a reauthentication dropped it) binds
+    // nothing, but a replay of the older one with the role is stale.
+    assert_eq!(
+        ok(&mut s, &at(Status::Interim, "S1", 1090, "clerk"), 1100),
+        Err(Ignored::NoRole)
+    );
+    assert_eq!(
+        ok(&mut s, &at(Status::Interim, "S1", 1050, "biomed"), 1100),
+        Err(Ignored::Stale)
+    );
+    assert!(ok(&mut s, &at(Status::Interim, "S1", 1095, "biomed"), 1100).is_ok());
+    assert!(s.is_bound(m));
+    // A day on the NAS's clock: older than a day before its newest.
+    let later = 1000 + REMEMBER_S as u32 + 100;
+    assert!(ok(&mut s, &at(Status::Interim, "S1", later, "biomed"), 1200).is_ok());
+    assert_eq!(
+        ok(&mut s, &at(Status::Start, "S2", 1000, "biomed"), 1200),
+        Err(Ignored::Stale)
+    );
+}
+
+/// A binding the engine refused is remembered: its older updates,
+/// replayed, stay refused. A NAS's restart lets it hand out the same ids
+/// again.
+#[test]
+fn refusals_and_nas_restarts() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:04";
+    let at = |status, id: &str, t: u32| {
+        let mut a = acct(status, id, m, "biomed");
+        a.event_time = Some(t);
+        a
+    };
+    let c = s
+        .account(&at(Status::Start, "R", 100), "nas", &r, 100)
+        .unwrap();
+    let [Change::Bind(b)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    s.refused(b, 100);
+    assert_eq!(
+        s.account(&at(Status::Start, "R", 100), "nas", &r, 200),
+        Err(Ignored::Stale)
+    );
+    assert!(s
+        .account(&at(Status::Interim, "R", 160), "nas", &r, 200)
+        .is_ok());
+    // Stopped, then the NAS restarts and counts from the same id.
+    assert_eq!(
+        s.account(&at(Status::Stop, "R", 170), "nas", &r, 200)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        s.account(&at(Status::Start, "R", 180), "nas", &r, 200),
+        Err(Ignored::Ended)
+    );
+    let mut on = acct(Status::AccountingOn, "", m, "biomed");
+    on.event_time = Some(300);
+    assert!(s.account(&on, "nas", &r, 300).is_ok());
+    assert_eq!(
+        s.account(&at(Status::Start, "R", 160), "nas", &r, 310),
+        Err(Ignored::Stale),
+        "from before the restart"
+    );
+    assert!(s
+        .account(&at(Status::Start, "R", 305), "nas", &r, 310)
+        .is_ok());
+    assert!(s.is_bound(m));
+}
+
+/// What the database remembered of ended sessions holds after a restart;
+/// a recorded session no decision holds is remembered as lapsed.
+#[test]
+fn ended_sessions_survive_a_restart() {
+    let r = roles();
+    let m = "02:00:00:00:30:05";
+    let gone = Gone {
+        how: How::Stopped,
+        at: 50,
+        last_event: None,
+    };
+    let not_held = Session {
+        nas: "nas".into(),
+        id: "L".into(),
+        mac: m.into(),
+        user: "alice".into(),
+        role: "biomed-engineer".into(),
+        segment: "biomed-ws".into(),
+        since: 10,
+        last_update: 40,
+        timeout_s: 30,
+        last_event: Some(40),
+    };
+    let (mut s, stale) = Sessions::restore(
+        vec![not_held],
+        vec![(("nas".into(), "S".into()), gone)],
+        |_| false,
+        60,
+    );
+    assert_eq!(stale.len(), 1);
+    let start = acct(Status::Start, "S", m, "biomed");
+    assert_eq!(s.account(&start, "nas", &r, 70), Err(Ignored::Ended));
+    let mut replay = acct(Status::Interim, "L", m, "biomed");
+    replay.event_time = Some(40);
+    assert_eq!(s.account(&replay, "nas", &r, 70), Err(Ignored::Stale));
+    let rows = s.ended_unsaved().expect("the lapsed session to save").rows;
+    assert!(rows.iter().any(|(k, g)| k.1 == "L" && g.is_some()));
+}
