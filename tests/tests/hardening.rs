@@ -231,3 +231,53 @@ fn a_policy_of_100k_devices_is_checked_and_reloaded_ten_times() {
     let dev = s.maps.iter().find(|m| m.name == "ISPF_DEV_MAC").unwrap();
     assert_eq!((dev.entries, dev.capacity), (200_000, 262_144));
 }
+
+/// `reload --dry-run` says what the apply would refuse for the maps'
+/// size, and either warns when the maps would then hold no room for a
+/// generation as large (every later reload and decision would fail).
+#[test]
+fn a_dry_run_says_what_the_maps_would_refuse() {
+    require_root();
+    let (_topo, ports) = unit("hc");
+    let small = write_policy("dry-small", &workstations(10, 1, None));
+    let mid = write_policy("dry-mid", &workstations(600, 1, None));
+    let big = write_policy("dry-big", &workstations(1100, 1, None));
+    let ctl = Ctl::start_with(
+        paths("hc"),
+        &small,
+        &[&ports[0]],
+        &["--map-size", "devices=1024"],
+    );
+    let g = ctl.status().generation;
+    let text = |o: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let out = ctl.cli(&["reload", "--dry-run", big.to_str().unwrap()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("would not fit the maps") && text(&out).contains("--map-size devices="),
+        "{}",
+        text(&out)
+    );
+    // 600 beside the 10 enforced fit; another 600 beside them would not.
+    let out = ctl.cli(&["reload", "--dry-run", mid.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no room for another generation as large"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(ctl.status().generation, g, "a dry run applies nothing");
+    let out = ctl.cli(&["reload", mid.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no room for another generation as large"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(ctl.status().generation, g + 1);
+}

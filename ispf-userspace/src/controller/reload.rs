@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::{
     decide::desired,
@@ -60,6 +60,8 @@ impl Engine {
             now_rfc3339()
         )));
         let result = self.try_reload(&path, dry_run);
+        // Kept only for that reload's `enforce` (see `enforceable`).
+        self.precompiled = None;
         self.busy(None);
         if !dry_run {
             self.last_reload_unix = unix_now();
@@ -125,6 +127,22 @@ impl Engine {
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;
         let (skipped, old_docs) = (self.feed_skips.clone(), self.policy.doc.feeds.clone());
+        // What the apply would refuse, the dry run says; and either says
+        // when the maps would then hold no room for a generation as large
+        // (as `ispf check` does), since every later reload and decision
+        // would fail. The compilation serves the apply.
+        let c = self.compiled(&file, &new);
+        if dry_run {
+            self.dp
+                .fits_beside_enforced(&c)
+                .with_context(|| format!("{} would not fit the maps", path.display()))?;
+        }
+        if let Err(e) = self.dp.fits(&c) {
+            d.decisions.push(format!(
+                "warning: the maps would then hold no room for another generation as large, so every later reload and runtime decision would fail: {e}"
+            ));
+        }
+        self.precompiled = Some(((file.sha256, new.sha256), c));
         let generation = if dry_run {
             if !self.feeds.feeds.is_empty() && file.sha256 != self.file.sha256 {
                 let own = OwnSubnets::of(&file);

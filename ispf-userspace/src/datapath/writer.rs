@@ -77,9 +77,14 @@ impl Datapath {
     /// at the capacity check): a caller trying sets of runtime decisions
     /// sets aside those that do not fit before applying any.
     pub fn fits(&self, c: &Compiled) -> Result<()> {
+        self.fits_beside_enforced(c)?;
         let new = Counts::of(c);
-        check_fits(&self.sizes, &new, &self.kept()?.1)?;
         check_fits(&self.sizes, &new, &new)
+    }
+
+    /// What [`Self::apply`] checks of `c` before writing it.
+    pub fn fits_beside_enforced(&self, c: &Compiled) -> Result<()> {
+        check_fits(&self.sizes, &Counts::of(c), &self.kept()?.1)
     }
 
     /// The slot the next generation is written to, and what the other
