@@ -149,6 +149,36 @@ impl Config {
         if !matches!(c.hook.as_str(), "auto" | "xdp" | "tc") {
             return Err(bad("hook", format!("`{}`: one of auto, xdp, tc", c.hook)));
         }
+        // The unit's working directory is not the file's: a relative
+        // path would name whatever lies under / (or the shell's directory
+        // of a hand-run `ispf service`), not what the operator meant.
+        let etcd = c.etcd.as_ref();
+        let paths = [
+            ("policy", c.policy.as_ref()),
+            ("state_dir", Some(&c.state_dir)),
+            ("pin_dir", Some(&c.pin_dir)),
+            ("run_dir", Some(&c.run_dir)),
+            ("events", c.events.as_ref()),
+            ("etcd.ca", etcd.and_then(|e| e.ca.as_ref())),
+            ("etcd.cert", etcd.and_then(|e| e.cert.as_ref())),
+            ("etcd.key", etcd.and_then(|e| e.key.as_ref())),
+            (
+                "etcd.password_file",
+                etcd.and_then(|e| e.password_file.as_ref()),
+            ),
+        ];
+        for (key, p) in paths {
+            if let Some(p) = p.filter(|p| p.is_relative()) {
+                return Err(bad(
+                    key,
+                    format!(
+                        "`{}` is relative, and the service does not run from this file's directory: write the full path (such as /etc/ispf/{})",
+                        p.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
         for k in c.map_sizes.keys() {
             if !matches!(
                 k.as_str(),
@@ -171,6 +201,23 @@ mod tests {
 
     fn parse(t: &str) -> Result<Config, ConfigError> {
         Config::parse(t, Path::new("/etc/ispf/ispf.toml"))
+    }
+
+    #[test]
+    fn relative_paths_are_refused_with_the_line() {
+        let e = parse("interfaces = [\"p1\"]\n\npolicy = \"care.json\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("`policy`") && e.contains("/etc/ispf/care.json"),
+            "{e}"
+        );
+        let e = parse(
+            "interfaces = [\"p1\"]\n[etcd]\nendpoints = [\"https://e:2379\"]\nsite = \"s\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("etcd.ca") && e.contains("line 5"), "{e}");
     }
 
     #[test]
