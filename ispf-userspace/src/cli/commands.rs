@@ -159,7 +159,10 @@ fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> 
     let policy = policy.map(absolute);
     match control::request(
         run_dir,
-        &Request::Reload { policy, dry_run },
+        &Request::Reload {
+            policy: policy.clone(),
+            dry_run,
+        },
         Duration::from_secs(300),
     )? {
         Response::Reload(r) => {
@@ -180,10 +183,28 @@ fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> 
         }
         Response::Error { message } => {
             eprintln!("ispf: reload refused: {message}");
+            if let Some(hint) = unseen_by_controller(policy.as_deref(), &message) {
+                eprintln!("ispf: {hint}");
+            }
             Ok(ExitCode::FAILURE)
         }
         other => anyhow::bail!("unexpected answer {other:?}"),
     }
+}
+
+/// Why the controller may not see a file this shell sees: the unit runs
+/// it with a private /tmp (and a read-only view of most of the system),
+/// so `ispf reload /tmp/x.json` fails with "No such file" while `ispf
+/// check /tmp/x.json` passes.
+fn unseen_by_controller(policy: Option<&Path>, message: &str) -> Option<String> {
+    let p = policy?;
+    if !message.contains("No such file") || !p.exists() {
+        return None;
+    }
+    Some(format!(
+        "{} exists here, but not where the controller runs: the ispf unit has its own /tmp and /var/tmp (PrivateTmp). Put the file under /etc/ispf (or another path the unit reads) and reload that",
+        p.display()
+    ))
 }
 
 /// `pin_dir`: as the operator named it (`None`: not named).
@@ -266,4 +287,27 @@ fn detach(pin_dir: Option<&Path>, run_dir: &Path) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_the_controller_cannot_see_is_explained() {
+        let here = std::env::temp_dir().join(format!("ispf-unseen-{}.json", std::process::id()));
+        std::fs::write(&here, "{}").unwrap();
+        let said = "cannot read x: No such file or directory (os error 2)";
+        let hint = unseen_by_controller(Some(&here), said).unwrap();
+        assert!(
+            hint.contains("PrivateTmp") && hint.contains("/etc/ispf"),
+            "{hint}"
+        );
+        assert!(unseen_by_controller(Some(&here), "invalid JSON").is_none());
+        std::fs::remove_file(&here).unwrap();
+        assert!(
+            unseen_by_controller(Some(&here), said).is_none(),
+            "gone here too"
+        );
+    }
 }
