@@ -242,10 +242,10 @@ fn a_dry_run_says_what_the_maps_would_refuse() {
     let small = write_policy("dry-small", &workstations(10, 1, None));
     let mid = write_policy("dry-mid", &workstations(600, 1, None));
     let big = write_policy("dry-big", &workstations(1100, 1, None));
-    let ctl = Ctl::start_with(
+    let mut ctl = Ctl::start_with(
         paths("hc"),
         &small,
-        &[&ports[0]],
+        &[&ports[0], &ports[1]],
         &["--map-size", "devices=1024"],
     );
     let g = ctl.status().generation;
@@ -280,4 +280,26 @@ fn a_dry_run_says_what_the_maps_would_refuse() {
         text(&out)
     );
     assert_eq!(ctl.status().generation, g + 1);
+    // Restarted with larger maps and one port fewer: the adopted pins
+    // keep both, and the start says so and how to change them.
+    let kept = Paths {
+        pin: ctl.paths.pin.clone(),
+        run: ctl.paths.run.clone(),
+        state: ctl.paths.state.clone(),
+    };
+    ctl.kill9();
+    let mut ctl = Ctl::start_with(kept, &mid, &[&ports[0]], &["--map-size", "devices=4096"]);
+    assert_eq!(ctl.status().generation, g + 1, "adopted");
+    let log = ctl.kill9();
+    assert!(
+        log.contains("map sizes devices=4096 (the pinned maps hold 1024) are not applied"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "warning: {} stay enforced although this start does not name them",
+            ports[1]
+        )),
+        "{log}"
+    );
 }

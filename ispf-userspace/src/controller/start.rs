@@ -223,6 +223,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
         ),
     };
     let mut names = ports::pinned_links(&opts.pin_dir);
+    said_kept(opts, &dp, &names);
     for i in &opts.interfaces {
         if !names.contains(i) {
             system::check_interface(i)?;
@@ -310,4 +311,29 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             .join(", ")
     ));
     Ok(e)
+}
+
+/// What an adopting start keeps of the pinned datapath although this
+/// start's options say otherwise: map sizes, and ports no longer named.
+/// Said, since the operator changed them on purpose; kept, since changing
+/// them means an outage the operator must choose (`ispf detach`).
+fn said_kept(opts: &RunOptions, dp: &Datapath, pinned: &[String]) {
+    let unmet = opts.sizes.unmet(&dp.sizes());
+    if !unmet.is_empty() {
+        log(format!(
+            "warning: map sizes {} are not applied: an adopting start keeps the pinned maps. To resize them: `ispf detach` (enforcement stops), then start again",
+            unmet.join(", ")
+        ));
+    }
+    let unnamed: Vec<&str> = pinned
+        .iter()
+        .filter(|p| !opts.interfaces.contains(p))
+        .map(String::as_str)
+        .collect();
+    if !unnamed.is_empty() {
+        log(format!(
+            "warning: {} stay enforced although this start does not name them: a restart never takes enforcement off a port. To stop enforcing them: `ispf detach` (every port), then start with the ports to enforce",
+            unnamed.join(", ")
+        ));
+    }
 }

@@ -68,6 +68,27 @@ impl MapSizeRequest {
         }
     }
 
+    /// What was asked for that `have` (the pinned maps' sizes, which an
+    /// adopting start keeps) does not give, as `name=asked (the pinned
+    /// maps hold n)`.
+    pub fn unmet(&self, have: &MapSizes) -> Vec<String> {
+        [
+            ("devices", self.devices, have.devices),
+            ("policy", self.policy, have.policy),
+            ("conntrack", self.conntrack, have.conntrack),
+            ("fragments", self.fragments, have.fragments),
+            ("counters", self.counters, have.counters),
+            ("feeds", self.feeds, have.feeds),
+        ]
+        .into_iter()
+        .filter_map(|(name, asked, have)| {
+            asked
+                .filter(|a| *a != have)
+                .map(|a| format!("{name}={a} (the pinned maps hold {have})"))
+        })
+        .collect()
+    }
+
     /// Takes one `NAME=ENTRIES` (`devices`, `policy`, `conntrack`,
     /// `fragments`, `counters`).
     pub fn set(&mut self, spec: &str) -> Result<(), String> {
