@@ -290,12 +290,13 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
         .collect();
     let results = apply(reqs);
     let mut refused = Vec::new();
+    let mut orphans = Vec::new();
     for (c, r) in changes.iter().zip(results) {
         if let (Change::Bind(s), Ok(_)) = (c, &r) {
             st.sessions.accepted(s);
         }
         if let (Change::Bind(s), Err(e)) = (c, &r) {
-            st.sessions.refused(s, unix_now());
+            orphans.extend(st.sessions.refused(s, unix_now()));
             facts.ignore(if e.contains("has not been seen") {
                 "unseen_mac"
             } else if e.contains("life-critical") {
@@ -314,6 +315,10 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
             n => format!(" (and {} more)", n - 1),
         };
         log(format!("identity: not bound: {first}{more}"));
+    }
+    // Unbinds only: they refuse nothing, so this goes one level deep.
+    if !orphans.is_empty() {
+        enforce(st, apply, facts, orphans);
     }
     // Published by `persist`, which every caller runs next: listing the
     // sessions is the cost of a packet otherwise.
@@ -354,13 +359,17 @@ fn persist(st: &mut State, db_path: &Path, facts: &Facts) {
         st.conn = db::open(db_path).ok();
     }
     let all: Vec<Session> = st.sessions.list();
+    let mut saved = false;
     if let Some(c) = st.conn.as_mut() {
         let r = store::save(c, &all).and_then(|()| match &ended {
             Some(u) => store::save_ended(c, u.rewrite, &u.rows, unix_now()),
             None => Ok(()),
         });
         match r {
-            Ok(()) => st.dirty = false,
+            Ok(()) => {
+                st.dirty = false;
+                saved = true;
+            }
             Err(e) => {
                 log(format!(
                     "identity: sessions not saved (enforcement unaffected): {e}"
@@ -370,7 +379,7 @@ fn persist(st: &mut State, db_path: &Path, facts: &Facts) {
         }
     }
     if ended.is_some() {
-        st.sessions.ended_saved(!st.dirty);
+        st.sessions.ended_saved(saved);
     }
     publish(st, facts);
 }

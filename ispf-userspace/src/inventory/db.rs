@@ -310,6 +310,7 @@ const TABLES: &[&str] = &[
     "alerts",
     "sessions",
     "life_critical_seen",
+    "sessions_ended",
 ];
 
 #[cfg(test)]

@@ -42,6 +42,10 @@ pub enum How {
     Stopped,
     /// The controller ended it.
     Lapsed,
+    /// The engine refused its binding (an unseen MAC, a life-critical
+    /// device): the NAS's next update, even within the same second, tries
+    /// again.
+    Refused,
 }
 
 impl How {
@@ -49,6 +53,7 @@ impl How {
         match self {
             How::Stopped => "stopped",
             How::Lapsed => "lapsed",
+            How::Refused => "refused",
         }
     }
 
@@ -56,6 +61,7 @@ impl How {
         match s {
             "stopped" => Some(How::Stopped),
             "lapsed" => Some(How::Lapsed),
+            "refused" => Some(How::Refused),
             _ => None,
         }
     }
@@ -94,14 +100,26 @@ pub struct Ended {
 }
 
 impl Ended {
-    /// What the database remembered.
-    pub fn restore(rows: Vec<(Key, Gone)>) -> Self {
+    /// What the database remembered, oldest first; each NAS's newest
+    /// timestamp is the newest these carry, until it sends a newer one.
+    pub fn restore(mut rows: Vec<(Key, Gone)>) -> Self {
+        rows.sort_by_key(|(_, g)| g.at);
         let mut e = Ended::default();
         for (k, g) in rows {
+            e.seed(&k.0, g.last_event);
             e.seq += 1;
             e.by_key.insert(k, (g, e.seq));
         }
         e
+    }
+
+    /// Raises `nas`'s newest timestamp to `event` (from what a restart
+    /// restored: a replay a day older is refused before the NAS speaks).
+    pub fn seed(&mut self, nas: &str, event: Option<u32>) {
+        if let Some(e) = event {
+            let n = self.nas_newest.entry(nas.to_owned()).or_insert(e);
+            *n = (*n).max(e);
+        }
     }
 
     /// Remembers `key` as ended; a newer timestamp than one it already
@@ -140,12 +158,15 @@ impl Ended {
         match (g.how, g.last_event, event) {
             (How::Stopped, _, _) => Err(Ignored::Ended),
             (How::Lapsed, Some(last), Some(e)) if e <= last => Err(Ignored::Stale),
-            (How::Lapsed, _, Some(e)) => {
-                g.last_event = Some(e);
-                self.unsaved.insert(key.clone());
+            (How::Refused, Some(last), Some(e)) if e < last => Err(Ignored::Stale),
+            (_, _, Some(e)) => {
+                if g.last_event != Some(e) {
+                    g.last_event = Some(e);
+                    self.unsaved.insert(key.clone());
+                }
                 Ok(())
             }
-            (How::Lapsed, _, None) => Ok(()),
+            (_, _, None) => Ok(()),
         }
     }
 
@@ -155,11 +176,15 @@ impl Ended {
         }
     }
 
-    /// The NAS restarted: its stopped sessions become lapsed as of its
-    /// `Accounting-On`/`Off` (forgotten when it carries no timestamp), so
-    /// that the ids it hands out again open new sessions while replays of
-    /// older packets stay refused.
-    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>) {
+    /// The NAS restarted: its stopped sessions become lapsed as of just
+    /// before its `Accounting-On`/`Off` (forgotten when it carries no
+    /// timestamp), so that the ids it hands out again open new sessions,
+    /// even within that second, while replays of older packets stay
+    /// refused. Its clock starts again too (one without a battery comes
+    /// back in 1970).
+    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>, now: i64) {
+        self.nas_newest.remove(nas);
+        let _ = self.too_old(nas, event, now);
         let keys: Vec<Key> = self.by_key.keys().filter(|k| k.0 == nas).cloned().collect();
         for k in keys {
             let (g, _) = self.by_key.get_mut(&k).expect("listed");
@@ -167,11 +192,17 @@ impl Ended {
                 (How::Stopped, None) => {
                     self.by_key.remove(&k);
                 }
+                // The NAS's clock went back (one without a battery):
+                // its old sessions cannot be told from new ones by time,
+                // so they stay as they were (an id it hands out again is
+                // refused for the day: a role refused, not one granted
+                // to a replay).
+                (_, Some(e)) if g.last_event.is_some_and(|l| l >= e) => continue,
                 (_, Some(e)) => {
                     g.how = How::Lapsed;
-                    g.last_event = g.last_event.max(Some(e));
+                    g.last_event = Some(e - 1);
                 }
-                (How::Lapsed, None) => continue,
+                (_, None) => continue,
             }
             self.unsaved.insert(k);
         }

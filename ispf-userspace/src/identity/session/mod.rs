@@ -121,6 +121,9 @@ impl Sessions {
         };
         let (mut list, stale): (Vec<Session>, Vec<Session>) =
             list.into_iter().partition(|x| held(&x.mac));
+        for x in list.iter().chain(&stale) {
+            s.ended.seed(&x.nas, x.last_event);
+        }
         for x in &stale {
             s.ended.record(
                 (x.nas.clone(), x.id.clone()),
@@ -174,7 +177,7 @@ impl Sessions {
                     .filter_map(|k| self.end(k, why, How::Lapsed, now))
                     .collect();
                 // A NAS may count its session ids from 1 again.
-                self.ended.nas_restarted(nas, a.event_time);
+                self.ended.nas_restarted(nas, a.event_time, now);
                 Ok(out)
             }
             Status::Stop => {
@@ -194,6 +197,14 @@ impl Sessions {
                     return Err(Ignored::NoSession);
                 }
                 if let Some(s) = self.by_key.get_mut(&key) {
+                    // A Stop from before the session's last update (a
+                    // replay, or one queued across the NAS's restart that
+                    // reused the id) does not end it.
+                    if let (Some(last), Some(e)) = (s.last_event, a.event_time) {
+                        if e < last {
+                            return Err(Ignored::Stale);
+                        }
+                    }
                     s.last_event = s.last_event.max(a.event_time);
                 }
                 let why = format!("Stop for session {}", key.1);
@@ -207,7 +218,12 @@ impl Sessions {
                 let key = (nas.to_owned(), id.clone());
                 // Before the MAC and role: an update without them still
                 // raises the session's last timestamp.
-                let fresh = self.fresh(&key, a.event_time, now)?;
+                // The same timestamp again is the same update (a NAS past
+                // the duplicate window, or a replay): it changes nothing,
+                // not even the session's life.
+                if !self.fresh(&key, a.event_time, now)? {
+                    return Ok(Vec::new());
+                }
                 let mac = a
                     .calling_station
                     .as_deref()
@@ -224,14 +240,9 @@ impl Sessions {
                 });
                 let bound_here = self.bound.get(&mac) == Some(&key);
                 if same && bound_here {
-                    // The same timestamp again is the same update (a NAS
-                    // past the duplicate window, or a replay): it does not
-                    // keep the session alive.
-                    if fresh {
-                        let s = self.by_key.get_mut(&key).expect("present");
-                        s.last_update = now;
-                        s.timeout_s = timeout_s;
-                    }
+                    let s = self.by_key.get_mut(&key).expect("present");
+                    s.last_update = now;
+                    s.timeout_s = timeout_s;
                     return Ok(Vec::new());
                 }
                 let since = self.by_key.get(&key).map_or(now, |s| s.since);
@@ -283,16 +294,27 @@ impl Sessions {
     /// device): the session is forgotten, and its next update, which
     /// carries all a binding needs, tries again. Kept, a NAS's sessions for
     /// devices nobody knows (or a flood of made-up MACs) would be listed
-    /// as open and fill the table. It is remembered as lapsed: a replay
-    /// of its older updates stays refused.
-    pub fn refused(&mut self, s: &Session, now: i64) {
+    /// as open and fill the table. It is remembered (`Refused`): a replay
+    /// of its older updates stays refused. Returns the end of the role
+    /// decision the device still holds when the session it displaced has
+    /// since moved to another device: nothing would end it otherwise.
+    pub fn refused(&mut self, s: &Session, now: i64) -> Option<Change> {
         let key = (s.nas.clone(), s.id.clone());
+        let mut orphan = None;
         if self.bound.get(&s.mac) == Some(&key) {
             // The session it displaced still holds the role decision the
             // engine enforces: it is the binding again, so its Stop ends it.
             match self.displaced.remove(&s.mac) {
-                Some(prev) if self.by_key.contains_key(&prev) => {
+                Some(prev) if self.by_key.get(&prev).is_some_and(|p| p.mac == s.mac) => {
                     self.bound.insert(s.mac.clone(), prev);
+                }
+                Some(prev) if self.by_key.contains_key(&prev) => {
+                    self.bound.remove(&s.mac);
+                    orphan = Some(Change::Unbind {
+                        mac: s.mac.clone(),
+                        why: format!("session {} moved to another device", prev.1),
+                        session: Some(session_mark(&prev.0, &prev.1)),
+                    });
                 }
                 _ => {
                     self.bound.remove(&s.mac);
@@ -301,9 +323,10 @@ impl Sessions {
         }
         if self.by_key.get(&key).is_some_and(|x| x.mac == s.mac) {
             if let Some(gone) = self.by_key.remove(&key) {
-                self.ended.record(key, How::Lapsed, now, gone.last_event);
+                self.ended.record(key, How::Refused, now, gone.last_event);
             }
         }
+        orphan
     }
 
     /// Whether a `Start`/`Interim-Update` for `key` carrying `event` is

@@ -99,14 +99,28 @@ fn refusals_and_nas_restarts() {
     let [Change::Bind(b)] = &c[..] else {
         panic!("{c:?}")
     };
-    s.refused(b, 100);
+    let b = b.clone();
+    assert!(s.refused(&b, 100).is_none());
+    // An older update replayed: refused. The NAS's next one, even within
+    // the same second (it often follows the Start once the device has an
+    // address): tried again.
     assert_eq!(
-        s.account(&at(Status::Start, "R", 100), "nas", &r, 200),
+        s.account(&at(Status::Start, "R", 99), "nas", &r, 200),
         Err(Ignored::Stale)
     );
+    let c = s
+        .account(&at(Status::Interim, "R", 100), "nas", &r, 200)
+        .unwrap();
+    assert!(matches!(&c[..], [Change::Bind(_)]), "{c:?}");
     assert!(s
         .account(&at(Status::Interim, "R", 160), "nas", &r, 200)
         .is_ok());
+    // A Stop from before the session's last update does not end it.
+    assert_eq!(
+        s.account(&at(Status::Stop, "R", 150), "nas", &r, 200),
+        Err(Ignored::Stale)
+    );
+    assert!(s.is_bound(m));
     // Stopped, then the NAS restarts and counts from the same id.
     assert_eq!(
         s.account(&at(Status::Stop, "R", 170), "nas", &r, 200)
@@ -169,4 +183,62 @@ fn ended_sessions_survive_a_restart() {
     assert_eq!(s.account(&replay, "nas", &r, 70), Err(Ignored::Stale));
     let rows = s.ended_unsaved().expect("the lapsed session to save").rows;
     assert!(rows.iter().any(|(k, g)| k.1 == "L" && g.is_some()));
+}
+
+/// A replay of a displaced session's last update (the same timestamp)
+/// does not take the device back from the session that displaced it.
+#[test]
+fn the_same_update_again_changes_nothing() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:06";
+    let at = |status, id: &str, t: u32| {
+        let mut a = acct(status, id, m, "biomed");
+        a.event_time = Some(t);
+        a
+    };
+    assert!(s
+        .account(&at(Status::Start, "K1", 100), "nas", &r, 100)
+        .is_ok());
+    assert!(s
+        .account(&at(Status::Start, "K2", 110), "nas", &r, 110)
+        .is_ok());
+    let k2 = |s: &Sessions| s.list().iter().any(|x| x.id == "K2");
+    assert!(k2(&s));
+    assert_eq!(
+        s.account(&at(Status::Start, "K1", 100), "nas", &r, 120),
+        Ok(Vec::new())
+    );
+    // K2's Stop ends the binding: K1's replay did not take it back.
+    let c = s
+        .account(&at(Status::Stop, "K2", 130), "nas", &r, 130)
+        .unwrap();
+    assert!(matches!(&c[..], [Change::Unbind { .. }]), "{c:?}");
+}
+
+/// A session refused after the one it displaced moved to another device:
+/// the role decision left on the first device is ended.
+#[test]
+fn a_refusal_ends_a_role_nothing_holds_any_more() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let (a, b) = ("02:00:00:00:30:07", "02:00:00:00:30:08");
+    assert!(s
+        .account(&acct(Status::Start, "K1", a, "biomed"), "nas", &r, 1)
+        .is_ok());
+    let c = s
+        .account(&acct(Status::Start, "K2", a, "biomed"), "nas", &r, 2)
+        .unwrap();
+    let [Change::Bind(k2)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let k2 = k2.clone();
+    // K1 moves to b before the engine answers for K2.
+    assert!(s
+        .account(&acct(Status::Interim, "K1", b, "biomed"), "nas", &r, 3)
+        .is_ok());
+    let orphan = s.refused(&k2, 4);
+    assert!(
+        matches!(&orphan, Some(Change::Unbind { mac, .. }) if mac == a),
+        "{orphan:?}"
+    );
+    assert!(!s.is_bound(a) && s.is_bound(b));
 }
