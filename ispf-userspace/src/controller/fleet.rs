@@ -9,6 +9,7 @@ use anyhow::{anyhow, Result};
 use super::{
     decide::{changes, merge},
     engine::{log, unix_now, Engine, Outcome},
+    fleet_sets::{admit, fit_prefix, rank, split},
 };
 use crate::{
     decisions::{check_foreign, holding, Decision, Kind, Plan},
@@ -120,30 +121,39 @@ impl Engine {
                 ));
             }
         }
-        // Together they may still clash (two devices given one address)
-        // or not fit the maps (thousands of admits): then the changes are
-        // admitted over what stays in halves, down to the ones that cannot
-        // be applied, so that one bad burst of keys does not stop every
-        // later decision.
+        // Together they may still clash (two devices given one address):
+        // then the changes are admitted over what stays in halves, down to
+        // the ones that cannot be applied.
+        if self
+            .desired(&new.values().cloned().collect::<Vec<_>>(), now)
+            .is_err()
+        {
+            let (mut kept, changes) = split(&old, &new);
+            let mut applies = |trial: &BTreeMap<Key, Decision>| {
+                self.desired(&trial.values().cloned().collect::<Vec<_>>(), now)
+                    .map(|_| ())
+                    .map_err(|e| crate::describe(&e))
+            };
+            let mut bad = Vec::new();
+            admit(&mut kept, &changes, &mut applies, &mut bad);
+            refused.extend(bad.iter().map(|(d, why)| refusal(d, why)));
+            new = kept;
+        }
+        // Or not fit the maps (thousands of admits): then as many changes
+        // as fit are taken, quarantines first, and the rest refused, so
+        // that one burst of keys does not stop every later decision. A
+        // compilation per trial, a dozen trials for thousands of keys.
         if self
             .enforceable(&new.values().cloned().collect::<Vec<_>>(), now)
             .is_err()
         {
-            let mut kept: BTreeMap<_, _> = old
-                .iter()
-                .filter(|(k, _)| new.contains_key(*k))
-                .map(|(k, d)| (k.clone(), d.clone()))
-                .collect();
-            let changes: Vec<(Key, Decision)> = new
-                .iter()
-                .filter(|(k, d)| old.get(*k) != Some(*d))
-                .map(|(k, d)| (k.clone(), d.clone()))
-                .collect();
+            let (mut kept, mut changes) = split(&old, &new);
+            changes.sort_by_key(|(_, d)| rank(d.kind));
             let mut applies = |trial: &BTreeMap<Key, Decision>| {
                 self.enforceable(&trial.values().cloned().collect::<Vec<_>>(), now)
             };
             let mut bad = Vec::new();
-            admit(&mut kept, &changes, &mut applies, &mut bad);
+            fit_prefix(&mut kept, &changes, &mut applies, &mut bad);
             refused.extend(bad.iter().map(|(d, why)| refusal(d, why)));
             new = kept;
         }
@@ -203,15 +213,19 @@ impl Engine {
         let policy = self.desired(&set, now).map_err(|e| crate::describe(&e))?;
         let file = self.file.clone();
         let path = self.enforced.path.clone();
+        let before = self.dp.epoch();
         let r = self
             .enforce(file, policy, &path, None, set, now)
             .map_err(|e| crate::describe(&e));
-        // Recorded once enforced: a set the datapath refused must not show
-        // in `ispf device` as quarantined, nor come back at a restart
-        // without etcd. etcd is the record in a fleet; the local copy
-        // serves such a restart, so a failure to write it does not stop
-        // enforcement.
-        if r.is_ok() {
+        // Recorded once enforced (a generation written, even if saving
+        // the run state after it failed): a set the datapath refused must
+        // not show in `ispf device` as quarantined, nor come back at a
+        // restart without etcd, and one it took must not go unrecorded
+        // (the next delivery finds nothing changed). etcd is the record in
+        // a fleet; the local copy serves such a restart, so a failure to
+        // write it does not stop enforcement.
+        let applied = r.is_ok() || self.dp.epoch() != before;
+        if applied {
             if let Ok(conn) = self.db() {
                 if store::record_decisions(conn, &put, &removed, &entries).is_err() {
                     self.db = None;
@@ -224,7 +238,7 @@ impl Engine {
         }
         self.save_backstop();
         self.publish();
-        if r.is_ok() {
+        if applied {
             // A role the site no longer holds (another host's session
             // ended it, a revision made the device life-critical, an
             // operator deleted the key): this host's listener forgets the
@@ -247,42 +261,14 @@ impl Engine {
             ));
             refused
         });
-        if r.is_ok() {
+        if applied {
             self.end_roles_admitted_into_life_critical(&put);
         }
         r
     }
 }
 
-type Key = (String, Kind);
-
-/// Adds `changes` to `kept` where they apply: a group that `applies` with
-/// what is kept is kept whole; one that does not is split in halves, down
-/// to each change that cannot be applied, which goes to `refused` with
-/// why. Of `k` changes with `b` bad, about `2·b·log2 k` trials, each a copy
-/// of the whole set, where one trial per change made a site's burst of
-/// thousands of keys quadratic on the engine thread.
-fn admit<K: Ord + Clone, D: Clone>(
-    kept: &mut BTreeMap<K, D>,
-    changes: &[(K, D)],
-    applies: &mut impl FnMut(&BTreeMap<K, D>) -> Result<(), String>,
-    refused: &mut Vec<(D, String)>,
-) {
-    if changes.is_empty() {
-        return;
-    }
-    let mut trial = kept.clone();
-    trial.extend(changes.iter().cloned());
-    match applies(&trial) {
-        Ok(()) => *kept = trial,
-        Err(why) if changes.len() == 1 => refused.push((changes[0].1.clone(), why)),
-        Err(_) => {
-            let (first, rest) = changes.split_at(changes.len() / 2);
-            admit(kept, first, applies, refused);
-            admit(kept, rest, applies, refused);
-        }
-    }
-}
+pub(super) type Key = (String, Kind);
 
 /// Puts back what this host enforced for `k`, or nothing if it had none.
 fn keep_old(new: &mut BTreeMap<Key, Decision>, old: &BTreeMap<Key, Decision>, k: Key) {
@@ -302,38 +288,4 @@ fn refusal(d: &Decision, why: &str) -> String {
         d.actor
     );
     crate::clip(&crate::printable(&text), 1024)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Changes that clash (two keys claiming one address) or cannot apply
-    /// alone are refused; every other is kept, in far fewer trials than
-    /// one per change.
-    #[test]
-    fn clashing_changes_are_found_by_halves_and_the_rest_kept() {
-        // Value: the address a change claims; 0 never applies.
-        let mut kept: BTreeMap<u32, u32> = (0..100).map(|k| (k, 1_000 + k)).collect();
-        let mut changes: Vec<(u32, u32)> = (100..4_196).map(|k| (k, 10_000 + k)).collect();
-        changes[7].1 = 0;
-        changes[3_000].1 = 1_005; // claims what key 5 holds
-        changes[4_000].1 = 10_000 + 100; // claims what changes[0] claims
-        let mut trials = 0;
-        let mut applies = |m: &BTreeMap<u32, u32>| {
-            trials += 1;
-            let mut seen = std::collections::HashSet::new();
-            match m.values().find(|v| **v == 0 || !seen.insert(**v)) {
-                Some(v) => Err(format!("address {v} twice or none")),
-                None => Ok(()),
-            }
-        };
-        let mut refused = Vec::new();
-        admit(&mut kept, &changes, &mut applies, &mut refused);
-        let mut bad: Vec<u32> = refused.iter().map(|(d, _)| *d).collect();
-        bad.sort();
-        assert_eq!(bad, [0, 1_005, 10_100]);
-        assert_eq!(kept.len(), 100 + changes.len() - 3);
-        assert!(trials < 80, "{trials} trials for 4,096 changes");
-    }
 }

@@ -21,6 +21,7 @@ mod engine;
 mod exclusive;
 mod expiry;
 mod fleet;
+mod fleet_sets;
 mod known;
 mod ports;
 mod queued;
