@@ -360,6 +360,7 @@ impl Engine {
             self.last_gc = Instant::now();
             let timeout = self.policy.doc.defaults.timeouts.fragment;
             self.dp.gc_fragments(timeout);
+            self.narrow_quarantines();
         }
     }
 

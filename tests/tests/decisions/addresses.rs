@@ -163,4 +163,34 @@ fn a_quarantine_does_not_take_an_address_another_device_used() {
     };
     assert_eq!(taken(LAPTOP), "", "the monitor's address was taken");
     assert_eq!(taken(other), "10.60.0.5", "its own address is taken");
+    // Later a monitor sends from it (the quarantined device's lease ended
+    // and the address went to the monitor): the quarantine lets it go
+    // within the controller's ten-second check, and says so.
+    sql(
+        &db,
+        &format!(
+            "INSERT INTO device_ips (mac, ip, first_seen, last_seen) VALUES \
+             ('{MON1}', '10.60.0.5', strftime('%s','now'), strftime('%s','now'));"
+        ),
+    );
+    let t = std::time::Instant::now();
+    while !taken(other).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(25),
+            "still taken: {}",
+            taken(other)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let tl = timeline(&ctl, other);
+    assert!(
+        tl.iter().any(|e| e["event"] == "quarantine_narrowed"
+            && e["detail"].as_str().unwrap_or("").contains("10.60.0.5")),
+        "{tl:?}"
+    );
+    let q = ctl.json_lines(&["devices", "--quarantined", "--json"]);
+    assert!(
+        q.iter().any(|d| d["mac"] == other),
+        "the MAC stays quarantined: {q:?}"
+    );
 }

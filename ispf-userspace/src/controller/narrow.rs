@@ -1,0 +1,88 @@
+//! A quarantine takes the addresses its device was last seen with when no
+//! other device used them within the day. That is checked when it is
+//! planned; an address can change hands later (the quarantined laptop's
+//! DHCP lease ends, and a monitor is given the address). Traffic to the
+//! monitor would then be judged as traffic to the quarantine, and its own
+//! frames from the address as spoofed. So the held quarantines' addresses
+//! are checked again every ten seconds, as a fleet host checks a key it is
+//! delivered ([`Engine::life_critical_addresses`]), and a quarantine is
+//! narrowed to the addresses no life-critical device used. The quarantined
+//! MAC stays quarantined: its frames from an address taken away are
+//! dropped as spoofed.
+
+use super::engine::{log, unix_now, Engine};
+use crate::{
+    decisions::{Decision, Kind},
+    inventory::store,
+};
+
+impl Engine {
+    pub(super) fn narrow_quarantines(&mut self) {
+        // A fleet host checks each key as it is delivered; a key it
+        // enforces otherwise than the site says is its site's to fix.
+        if self.fleet.is_some() || !self.decisions.iter().any(with_addresses) {
+            return;
+        }
+        // Cannot tell who used an address: what is enforced stays.
+        if self.db().is_err() {
+            return;
+        }
+        let now = unix_now();
+        let mut next: Vec<Decision> = self.decisions.to_vec();
+        let mut narrowed = Vec::new();
+        for d in next.iter_mut().filter(|d| with_addresses(d)) {
+            let taken = self.life_critical_addresses(d);
+            if !taken.is_empty() {
+                d.addresses.retain(|a| !taken.contains(a));
+                narrowed.push((d.clone(), taken));
+            }
+        }
+        if narrowed.is_empty() {
+            return;
+        }
+        let applied = self.desired(&next, now).and_then(|policy| {
+            let file = self.file.clone();
+            let path = self.enforced.path.clone();
+            self.enforce(file, policy, &path, None, next, now)
+        });
+        let g = match applied {
+            Ok(g) => g,
+            Err(e) => {
+                log(format!(
+                    "warning: a quarantine holds an address a life-critical device used, and could not be narrowed yet: {}",
+                    crate::describe(&e)
+                ));
+                return;
+            }
+        };
+        let mut entries = Vec::new();
+        for (d, taken) in &narrowed {
+            let list: Vec<String> = taken.iter().map(|a| a.to_string()).collect();
+            let detail = format!(
+                "the quarantine no longer takes {}: a device in a life-critical segment used it since (the MAC stays quarantined)",
+                list.join(", ")
+            );
+            log(format!("{}: {detail}; generation {g}", d.mac));
+            self.device_event(&d.mac, "quarantine_narrowed", &detail, "ispf");
+            entries.push(store::TimelineEntry {
+                mac: d.mac.clone(),
+                at: now,
+                event: "quarantine_narrowed".into(),
+                detail,
+                actor: None,
+            });
+        }
+        let put: Vec<Decision> = narrowed.into_iter().map(|(d, _)| d).collect();
+        if let Ok(conn) = self.db() {
+            if store::record_decisions(conn, &put, &[], &entries).is_err() {
+                self.db = None;
+            }
+        }
+        self.save_backstop();
+        self.publish();
+    }
+}
+
+fn with_addresses(d: &Decision) -> bool {
+    d.kind == Kind::Quarantine && !d.addresses.is_empty()
+}
