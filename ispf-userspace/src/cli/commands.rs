@@ -198,7 +198,9 @@ fn reload(policy: Option<std::path::PathBuf>, dry_run: bool, run_dir: &Path) -> 
 /// check /tmp/x.json` passes.
 fn unseen_by_controller(policy: Option<&Path>, message: &str) -> Option<String> {
     let p = policy?;
-    if !message.contains("No such file") || !p.exists() {
+    // About the policy itself, not a file it names.
+    let named = message.contains(&p.display().to_string());
+    if !named || !message.contains("No such file") || !p.exists() {
         return None;
     }
     Some(format!(
@@ -297,7 +299,11 @@ mod tests {
     fn a_file_the_controller_cannot_see_is_explained() {
         let here = std::env::temp_dir().join(format!("ispf-unseen-{}.json", std::process::id()));
         std::fs::write(&here, "{}").unwrap();
-        let said = "cannot read x: No such file or directory (os error 2)";
+        let said = format!(
+            "cannot read {}: No such file or directory (os error 2)",
+            here.display()
+        );
+        let said = said.as_str();
         let hint = unseen_by_controller(Some(&here), said).unwrap();
         assert!(
             hint.contains("PrivateTmp") && hint.contains("/etc/ispf"),

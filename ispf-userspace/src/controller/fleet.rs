@@ -148,7 +148,12 @@ impl Engine {
             .is_err()
         {
             let (mut kept, mut changes) = split(&old, &new);
-            changes.sort_by_key(|(_, d)| rank(d.kind));
+            let file = self.file.clone();
+            changes.sort_by_key(|(_, d)| {
+                rank(d, |s| {
+                    crate::decisions::life_critical(&file, &[s.to_owned()]).is_some()
+                })
+            });
             let mut applies = |trial: &BTreeMap<Key, Decision>| {
                 self.enforceable(&trial.values().cloned().collect::<Vec<_>>(), now)
             };
@@ -215,7 +220,7 @@ impl Engine {
         let path = self.enforced.path.clone();
         let before = self.dp.epoch();
         let r = self
-            .enforce(file, policy, &path, None, set, now)
+            .enforce(file, policy, &path, None, set.clone(), now)
             .map_err(|e| crate::describe(&e));
         // Recorded once enforced (a generation written, even if saving
         // the run state after it failed): a set the datapath refused must
@@ -224,7 +229,9 @@ impl Engine {
         // (the next delivery finds nothing changed). etcd is the record in
         // a fleet; the local copy serves such a restart, so a failure to
         // write it does not stop enforcement.
-        let applied = r.is_ok() || self.dp.epoch() != before;
+        // Not when the datapath switched but the engine kept its old list
+        // (a failure after the switch): what follows works from that list.
+        let applied = r.is_ok() || (self.dp.epoch() != before && *self.decisions == set);
         if applied {
             if let Ok(conn) = self.db() {
                 if store::record_decisions(conn, &put, &removed, &entries).is_err() {

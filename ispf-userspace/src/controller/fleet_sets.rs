@@ -25,13 +25,16 @@ pub(super) fn split(
     (kept, changes)
 }
 
-/// Which changes go first when not all fit: a quarantine contains an
-/// attacker, a role serves a clinician now, an admit can wait.
-pub(super) fn rank(k: Kind) -> u8 {
-    match k {
-        Kind::Quarantine => 0,
-        Kind::Role => 1,
-        Kind::Admit => 2,
+/// Which changes go first when not all fit: an admit that places a
+/// device in a life-critical segment (a pump's place), then a quarantine
+/// (it contains an attacker), a role (a clinician waits for it), any
+/// other admit.
+pub(super) fn rank(d: &Decision, life_critical: impl Fn(&str) -> bool) -> u8 {
+    match d.kind {
+        Kind::Admit if d.segment.as_deref().is_some_and(&life_critical) => 0,
+        Kind::Quarantine => 1,
+        Kind::Role => 2,
+        Kind::Admit => 3,
     }
 }
 

@@ -100,22 +100,29 @@ impl Engine {
     /// own frames as spoofed. A device the file registers takes no
     /// address, so none is stripped from its quarantine.
     pub(super) fn life_critical_addresses(&mut self, d: &Decision) -> Vec<IpAddr> {
+        self.life_critical_used(d)
+            .unwrap_or_else(|_| d.addresses.clone())
+    }
+
+    /// [`Self::life_critical_addresses`], with the inventory's failure
+    /// said rather than taken as "all of them": a quarantine already
+    /// enforced keeps its addresses when the inventory cannot say.
+    pub(super) fn life_critical_used(&mut self, d: &Decision) -> anyhow::Result<Vec<IpAddr>> {
         if d.kind != Kind::Quarantine || d.addresses.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         let since = unix_now() - history::RECENT_S;
         let index = self.file_index.of(&self.file);
         let file = self.file.clone();
         let Some(mac) = crate::policy::parse_mac(&d.mac) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         if index.by_mac(&mac).is_some() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
-        let Ok(conn) = self.db() else {
-            return d.addresses.clone();
-        };
-        let life_critical_other = |a: &IpAddr| -> Result<bool, crate::inventory::db::DbError> {
+        let conn = self.db()?;
+        let mut used = Vec::new();
+        for a in &d.addresses {
             for other in history::others_since(conn, &mac, a, since)? {
                 let registered = index
                     .by_mac(&other)
@@ -123,15 +130,11 @@ impl Engine {
                 let seen = history::life_critical_since(conn, &other, since)?;
                 let segments: Vec<String> = registered.into_iter().chain(seen).collect();
                 if life_critical(&file, &segments).is_some() {
-                    return Ok(true);
+                    used.push(*a);
+                    break;
                 }
             }
-            Ok(false)
-        };
-        d.addresses
-            .iter()
-            .filter(|a| life_critical_other(a).unwrap_or(true))
-            .copied()
-            .collect()
+        }
+        Ok(used)
     }
 }

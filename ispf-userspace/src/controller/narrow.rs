@@ -8,7 +8,7 @@
 //! delivered ([`Engine::life_critical_addresses`]), and a quarantine is
 //! narrowed to the addresses no life-critical device used. The quarantined
 //! MAC stays quarantined: its frames from an address taken away are
-//! dropped as spoofed.
+//! dropped as spoofed. A fleet host narrows its own copy of the key.
 
 use super::engine::{log, unix_now, Engine};
 use crate::{
@@ -18,20 +18,20 @@ use crate::{
 
 impl Engine {
     pub(super) fn narrow_quarantines(&mut self) {
-        // A fleet host checks each key as it is delivered; a key it
-        // enforces otherwise than the site says is its site's to fix.
-        if self.fleet.is_some() || !self.decisions.iter().any(with_addresses) {
-            return;
-        }
-        // Cannot tell who used an address: what is enforced stays.
-        if self.db().is_err() {
+        // A fleet host too: its own copy of a key then differs from the
+        // site's, and the next delivery checks that key again from it.
+        if !self.decisions.iter().any(with_addresses) {
             return;
         }
         let now = unix_now();
         let mut next: Vec<Decision> = self.decisions.to_vec();
         let mut narrowed = Vec::new();
         for d in next.iter_mut().filter(|d| with_addresses(d)) {
-            let taken = self.life_critical_addresses(d);
+            // The inventory cannot say who used an address: what is
+            // enforced stays.
+            let Ok(taken) = self.life_critical_used(d) else {
+                return;
+            };
             if !taken.is_empty() {
                 d.addresses.retain(|a| !taken.contains(a));
                 narrowed.push((d.clone(), taken));

@@ -197,6 +197,9 @@ pub struct Accounting {
     pub interim_s: Option<u32>,
     /// `Event-Timestamp`: Unix seconds at the NAS when the event happened.
     pub event_time: Option<u32>,
+    /// The Request Authenticator: a replay repeats it, a new packet of
+    /// the same second does not.
+    pub authenticator: [u8; 16],
 }
 
 /// An attribute's text with control characters escaped: a supplicant
@@ -212,7 +215,10 @@ fn int(v: &[u8]) -> Option<u32> {
 
 impl Accounting {
     pub fn of(p: &Packet) -> Accounting {
-        let mut a = Accounting::default();
+        let mut a = Accounting {
+            authenticator: p.authenticator,
+            ..Default::default()
+        };
         for (t, v) in &p.attributes {
             match *t {
                 attr::ACCT_STATUS_TYPE => a.status = int(v).map(Status::from_u32),

@@ -25,6 +25,7 @@ pub fn sessions(conn: &Connection) -> Result<Vec<Session>, DbError> {
             last_update: r.get(7)?,
             timeout_s: r.get(8)?,
             last_event: r.get(9)?,
+            last_auth: None,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -30,6 +30,9 @@ pub const REMEMBER_S: i64 = 24 * 3600;
 /// At most this many are remembered (a NAS cannot grow the controller
 /// without bound); the oldest go first, a tenth at a time.
 pub const MAX_ENDED: usize = 200_000;
+/// How long after a refusal an update of the same second still tries
+/// again.
+const REFUSED_RETRY_S: i64 = 60;
 /// NASes whose newest timestamp is kept (far more than any site has;
 /// beyond, the ages start again).
 const MAX_NAS: usize = 65_536;
@@ -102,11 +105,11 @@ pub struct Ended {
 impl Ended {
     /// What the database remembered, oldest first; each NAS's newest
     /// timestamp is the newest these carry, until it sends a newer one.
-    pub fn restore(mut rows: Vec<(Key, Gone)>) -> Self {
+    pub fn restore(mut rows: Vec<(Key, Gone)>, now: i64) -> Self {
         rows.sort_by_key(|(_, g)| g.at);
         let mut e = Ended::default();
         for (k, g) in rows {
-            e.seed(&k.0, g.last_event);
+            e.seed(&k.0, g.last_event, now);
             e.seq += 1;
             e.by_key.insert(k, (g, e.seq));
         }
@@ -115,8 +118,8 @@ impl Ended {
 
     /// Raises `nas`'s newest timestamp to `event` (from what a restart
     /// restored: a replay a day older is refused before the NAS speaks).
-    pub fn seed(&mut self, nas: &str, event: Option<u32>) {
-        if let Some(e) = event {
+    pub fn seed(&mut self, nas: &str, event: Option<u32>, now: i64) {
+        if let Some(e) = event.filter(|e| i64::from(*e) <= now + REMEMBER_S) {
             let n = self.nas_newest.entry(nas.to_owned()).or_insert(e);
             *n = (*n).max(e);
         }
@@ -151,7 +154,7 @@ impl Ended {
     /// open it again. It stays remembered until [`Self::forget`] (a
     /// binding): an update that binds nothing (no role in it) raises its
     /// last timestamp, so an older one replayed is still refused.
-    pub fn check(&mut self, key: &Key, event: Option<u32>) -> Result<(), Ignored> {
+    pub fn check(&mut self, key: &Key, event: Option<u32>, now: i64) -> Result<(), Ignored> {
         let Some((g, _)) = self.by_key.get_mut(key) else {
             return Ok(());
         };
@@ -159,6 +162,11 @@ impl Ended {
             (How::Stopped, _, _) => Err(Ignored::Ended),
             (How::Lapsed, Some(last), Some(e)) if e <= last => Err(Ignored::Stale),
             (How::Refused, Some(last), Some(e)) if e < last => Err(Ignored::Stale),
+            // The refused update again, much later: a replay (a NAS's
+            // retry of the same second comes within the minute).
+            (How::Refused, Some(last), Some(e)) if e == last && now - g.at > REFUSED_RETRY_S => {
+                Err(Ignored::Stale)
+            }
             (_, _, Some(e)) => {
                 if g.last_event != Some(e) {
                     g.last_event = Some(e);
@@ -168,6 +176,10 @@ impl Ended {
             }
             (_, _, None) => Ok(()),
         }
+    }
+
+    pub fn knows(&self, key: &Key) -> bool {
+        self.by_key.contains_key(key)
     }
 
     pub fn forget(&mut self, key: &Key) {
@@ -180,10 +192,18 @@ impl Ended {
     /// before its `Accounting-On`/`Off` (forgotten when it carries no
     /// timestamp), so that the ids it hands out again open new sessions,
     /// even within that second, while replays of older packets stay
-    /// refused. Its clock starts again too (one without a battery comes
-    /// back in 1970).
+    /// refused.
     pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>, now: i64) {
-        self.nas_newest.remove(nas);
+        // Older than the newest it sent: a replay of an old
+        // Accounting-On, or a clock that came back wrong. Its sessions end
+        // (the caller ends them: that fails safe), but what is remembered
+        // stays as it is, and so does its clock: a NAS a day behind has
+        // its updates refused as stale until its clock is right.
+        if let (Some(e), Some(n)) = (event, self.nas_newest.get(nas)) {
+            if e < *n {
+                return;
+            }
+        }
         let _ = self.too_old(nas, event, now);
         let keys: Vec<Key> = self.by_key.keys().filter(|k| k.0 == nas).cloned().collect();
         for k in keys {
@@ -200,7 +220,7 @@ impl Ended {
                 (_, Some(e)) if g.last_event.is_some_and(|l| l >= e) => continue,
                 (_, Some(e)) => {
                     g.how = How::Lapsed;
-                    g.last_event = Some(e - 1);
+                    g.last_event = Some(e.saturating_sub(1));
                 }
                 (_, None) => continue,
             }

@@ -10,11 +10,11 @@ fn key(id: &str) -> Key {
 fn a_stopped_session_stays_stopped_until_it_ages_out() {
     let mut e = Ended::default();
     e.record(key("S"), How::Stopped, 1000, Some(990));
-    assert_eq!(e.check(&key("S"), Some(5000)), Err(Ignored::Ended));
-    assert_eq!(e.check(&key("S"), None), Err(Ignored::Ended));
-    assert_eq!(e.check(&key("T"), None), Ok(()));
+    assert_eq!(e.check(&key("S"), Some(5000), 2000), Err(Ignored::Ended));
+    assert_eq!(e.check(&key("S"), None, 2000), Err(Ignored::Ended));
+    assert_eq!(e.check(&key("T"), None, 2000), Ok(()));
     e.age(1000 + REMEMBER_S);
-    assert_eq!(e.check(&key("S"), None), Ok(()));
+    assert_eq!(e.check(&key("S"), None, 2000), Ok(()));
     assert_eq!(e.len(), 0);
 }
 
@@ -22,14 +22,18 @@ fn a_stopped_session_stays_stopped_until_it_ages_out() {
 fn a_lapsed_session_reopens_only_with_a_newer_event() {
     let mut e = Ended::default();
     e.record(key("S"), How::Lapsed, 1000, Some(990));
-    assert_eq!(e.check(&key("S"), Some(990)), Err(Ignored::Stale));
-    assert_eq!(e.check(&key("S"), Some(991)), Ok(()));
+    assert_eq!(e.check(&key("S"), Some(990), 2000), Err(Ignored::Stale));
+    assert_eq!(e.check(&key("S"), Some(991), 2000), Ok(()));
     // Still remembered until a binding forgets it, at the newer time: the
     // update that carried 991 may have bound nothing (no role in it).
-    assert_eq!(e.check(&key("S"), Some(991)), Err(Ignored::Stale));
-    assert_eq!(e.check(&key("S"), None), Ok(()), "no timestamp to judge");
+    assert_eq!(e.check(&key("S"), Some(991), 2000), Err(Ignored::Stale));
+    assert_eq!(
+        e.check(&key("S"), None, 2000),
+        Ok(()),
+        "no timestamp to judge"
+    );
     e.forget(&key("S"));
-    assert_eq!(e.check(&key("S"), Some(1)), Ok(()));
+    assert_eq!(e.check(&key("S"), Some(1), 2000), Ok(()));
 }
 
 #[test]
@@ -40,17 +44,20 @@ fn a_nas_restart_lets_its_ids_be_used_again_but_not_replayed() {
     e.record(("10.0.0.2".into(), "1".into()), How::Stopped, 1000, None);
     e.nas_restarted("10.0.0.1", Some(1500), 2000);
     // Session id 1 handed out again after the restart: newer, opens.
-    assert_eq!(e.check(&key("1"), Some(1600)), Ok(()));
+    assert_eq!(e.check(&key("1"), Some(1600), 2000), Ok(()));
     // A packet of before the restart, replayed: refused.
-    assert_eq!(e.check(&key("2"), Some(1400)), Err(Ignored::Stale));
+    assert_eq!(e.check(&key("2"), Some(1400), 2000), Err(Ignored::Stale));
     // Another NAS's stays stopped.
     assert_eq!(
-        e.check(&("10.0.0.2".into(), "1".into()), Some(1600)),
+        e.check(&("10.0.0.2".into(), "1".into()), Some(1600), 2000),
         Err(Ignored::Ended)
     );
     // Without a timestamp, the NAS's stopped sessions are forgotten.
     e.nas_restarted("10.0.0.2", None, 2000);
-    assert_eq!(e.check(&("10.0.0.2".into(), "1".into()), None), Ok(()));
+    assert_eq!(
+        e.check(&("10.0.0.2".into(), "1".into()), None, 2000),
+        Ok(())
+    );
 }
 
 #[test]
@@ -58,16 +65,16 @@ fn recording_again_keeps_the_newest_timestamp_and_the_record_fresh() {
     let mut e = Ended::default();
     e.record(key("S"), How::Lapsed, 1000, Some(2000));
     e.record(key("S"), How::Stopped, 1000, Some(1500));
-    assert_eq!(e.check(&key("S"), None), Err(Ignored::Ended));
+    assert_eq!(e.check(&key("S"), None, 2000), Err(Ignored::Ended));
     // The NAS's clock went back past it: kept as it was.
     e.nas_restarted("10.0.0.1", Some(1800), 2000);
-    assert_eq!(e.check(&key("S"), Some(1900)), Err(Ignored::Ended));
+    assert_eq!(e.check(&key("S"), Some(1900), 2000), Err(Ignored::Ended));
     // Recorded twice within a second: the second record is the one kept.
     e.record(key("T"), How::Stopped, 5000, None);
     e.forget(&key("T"));
     e.record(key("T"), How::Stopped, 5000, None);
     e.age(5000 + 100);
-    assert_eq!(e.check(&key("T"), None), Err(Ignored::Ended));
+    assert_eq!(e.check(&key("T"), None, 2000), Err(Ignored::Ended));
 }
 
 #[test]
@@ -77,9 +84,9 @@ fn the_memory_is_bounded_and_drops_the_oldest() {
         e.record(key(&i.to_string()), How::Stopped, 1000, None);
     }
     assert!(e.len() <= MAX_ENDED && e.len() >= MAX_ENDED * 9 / 10);
-    assert_eq!(e.check(&key("0"), None), Ok(()), "oldest dropped");
+    assert_eq!(e.check(&key("0"), None, 2000), Ok(()), "oldest dropped");
     assert_eq!(
-        e.check(&key(&(MAX_ENDED + 9).to_string()), None),
+        e.check(&key(&(MAX_ENDED + 9).to_string()), None, 2000),
         Err(Ignored::Ended),
         "newest kept"
     );
@@ -119,4 +126,33 @@ fn unsaved_changes_are_listed_once() {
     assert_eq!(rows[1].1, None, "T's row is deleted");
     e.saved();
     assert!(e.unsaved().is_none());
+}
+
+#[test]
+fn a_refused_update_retries_within_the_minute_only() {
+    let mut e = Ended::default();
+    e.record(key("R"), How::Refused, 1000, Some(990));
+    assert_eq!(e.check(&key("R"), Some(989), 1010), Err(Ignored::Stale));
+    assert_eq!(e.check(&key("R"), Some(990), 1030), Ok(()));
+    assert_eq!(
+        e.check(&key("R"), Some(990), 1100),
+        Err(Ignored::Stale),
+        "a replay later"
+    );
+    assert_eq!(e.check(&key("R"), Some(991), 1100), Ok(()));
+}
+
+#[test]
+fn an_old_accounting_on_changes_nothing_remembered() {
+    let mut e = Ended::default();
+    assert!(!e.too_old("10.0.0.1", Some(5000), 6000));
+    e.record(key("S"), How::Stopped, 6000, Some(4000));
+    // Replayed, from before the newest the NAS sent: stays stopped.
+    e.nas_restarted("10.0.0.1", Some(3000), 6000);
+    assert_eq!(e.check(&key("S"), Some(5500), 6000), Err(Ignored::Ended));
+    // A timestamp of 0 does not wrap.
+    let mut z = Ended::default();
+    z.record(key("Z"), How::Stopped, 10, None);
+    z.nas_restarted("10.0.0.1", Some(0), 10);
+    assert_eq!(z.check(&key("Z"), Some(1), 10), Ok(()));
 }

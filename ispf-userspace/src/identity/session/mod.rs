@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 mod ended;
 mod ending;
+mod memory;
 
 use ended::Ended;
 pub use ended::{Gone, How, Key, Unsaved, REMEMBER_S};
@@ -42,6 +43,10 @@ pub struct Session {
     /// a replay or out of date).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<u32>,
+    /// The authenticator of the last update taken (not saved): another
+    /// packet of the same second is news, the same one again is not.
+    #[serde(skip)]
+    pub last_auth: Option<[u8; 16]>,
 }
 
 /// What the enforced state must do about a packet or the passing of time.
@@ -102,44 +107,6 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// The sessions recorded before a restart whose device a role decision
-    /// still holds (`held`), and those it does not. Every session listed
-    /// holds its device's role decision: one whose decision ended just
-    /// before the controller was killed (the table is saved once a
-    /// second) is over, not open; its next update, if the NAS sends one,
-    /// tries again and meets the engine's checks, as a lapsed session's
-    /// (`ended`, remembered with the rest).
-    pub fn restore(
-        list: Vec<Session>,
-        ended: Vec<(Key, Gone)>,
-        held: impl Fn(&str) -> bool,
-        now: i64,
-    ) -> (Self, Vec<Session>) {
-        let mut s = Sessions {
-            ended: Ended::restore(ended),
-            ..Default::default()
-        };
-        let (mut list, stale): (Vec<Session>, Vec<Session>) =
-            list.into_iter().partition(|x| held(&x.mac));
-        for x in list.iter().chain(&stale) {
-            s.ended.seed(&x.nas, x.last_event);
-        }
-        for x in &stale {
-            s.ended.record(
-                (x.nas.clone(), x.id.clone()),
-                How::Lapsed,
-                now,
-                x.last_event,
-            );
-        }
-        list.sort_by_key(|x| x.since);
-        for x in list {
-            s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
-            s.by_key.insert((x.nas.clone(), x.id.clone()), x);
-        }
-        (s, stale)
-    }
-
     pub fn list(&self) -> Vec<Session> {
         let mut v: Vec<Session> = self.by_key.values().cloned().collect();
         v.sort_by(|a, b| b.since.cmp(&a.since).then(a.mac.cmp(&b.mac)));
@@ -167,6 +134,9 @@ impl Sessions {
         now: i64,
     ) -> Result<Vec<Change>, Ignored> {
         let status = a.status.ok_or(Ignored::Other)?;
+        // A timestamp more than a day ahead of this clock is a NAS's
+        // glitch: taken as none, since it would make every later one old.
+        let event = a.event_time.filter(|e| i64::from(*e) <= now + REMEMBER_S);
         match status {
             Status::AccountingOn | Status::AccountingOff => {
                 // The NAS restarted: every session it reported is over.
@@ -177,7 +147,7 @@ impl Sessions {
                     .filter_map(|k| self.end(k, why, How::Lapsed, now))
                     .collect();
                 // A NAS may count its session ids from 1 again.
-                self.ended.nas_restarted(nas, a.event_time, now);
+                self.ended.nas_restarted(nas, event, now);
                 Ok(out)
             }
             Status::Stop => {
@@ -191,8 +161,8 @@ impl Sessions {
                 // remembered when it names a role (a replay of its Start
                 // could bind nothing otherwise).
                 if !self.by_key.contains_key(&key) {
-                    if role_of(a, roles).is_some() {
-                        self.ended.record(key, How::Stopped, now, a.event_time);
+                    if role_of(a, roles).is_some() || self.ended.knows(&key) {
+                        self.ended.record(key, How::Stopped, now, event);
                     }
                     return Err(Ignored::NoSession);
                 }
@@ -200,12 +170,12 @@ impl Sessions {
                     // A Stop from before the session's last update (a
                     // replay, or one queued across the NAS's restart that
                     // reused the id) does not end it.
-                    if let (Some(last), Some(e)) = (s.last_event, a.event_time) {
+                    if let (Some(last), Some(e)) = (s.last_event, event) {
                         if e < last {
                             return Err(Ignored::Stale);
                         }
                     }
-                    s.last_event = s.last_event.max(a.event_time);
+                    s.last_event = s.last_event.max(event);
                 }
                 let why = format!("Stop for session {}", key.1);
                 Ok(self
@@ -221,7 +191,7 @@ impl Sessions {
                 // The same timestamp again is the same update (a NAS past
                 // the duplicate window, or a replay): it changes nothing,
                 // not even the session's life.
-                if !self.fresh(&key, a.event_time, now)? {
+                if !self.fresh(&key, event, &a.authenticator, now)? {
                     return Ok(Vec::new());
                 }
                 let mac = a
@@ -249,7 +219,7 @@ impl Sessions {
                 let last_event = self
                     .by_key
                     .get(&key)
-                    .map_or(a.event_time, |s| s.last_event.max(a.event_time));
+                    .map_or(event, |s| s.last_event.max(event));
                 let s = Session {
                     nas: nas.to_owned(),
                     id,
@@ -261,6 +231,7 @@ impl Sessions {
                     last_update: now,
                     timeout_s,
                     last_event,
+                    last_auth: Some(a.authenticator),
                 };
                 let mut out = Vec::new();
                 // The session moved to another device: the old one is
@@ -308,11 +279,19 @@ impl Sessions {
                 Some(prev) if self.by_key.get(&prev).is_some_and(|p| p.mac == s.mac) => {
                     self.bound.insert(s.mac.clone(), prev);
                 }
-                Some(prev) if self.by_key.contains_key(&prev) => {
+                // It moved to another device, or its Stop came while the
+                // refused one held the binding: the role decision it made
+                // here is still enforced, and nothing else would end it.
+                Some(prev) => {
                     self.bound.remove(&s.mac);
+                    let why = if self.by_key.contains_key(&prev) {
+                        format!("session {} moved to another device", prev.1)
+                    } else {
+                        format!("session {} ended", prev.1)
+                    };
                     orphan = Some(Change::Unbind {
                         mac: s.mac.clone(),
-                        why: format!("session {} moved to another device", prev.1),
+                        why,
                         session: Some(session_mark(&prev.0, &prev.1)),
                     });
                 }
@@ -327,43 +306,6 @@ impl Sessions {
             }
         }
         orphan
-    }
-
-    /// Whether a `Start`/`Interim-Update` for `key` carrying `event` is
-    /// news: `Err` for a replay or an out-of-date one, `Ok(false)` for
-    /// the session's last timestamp again. Raises the last timestamp.
-    fn fresh(&mut self, key: &Key, event: Option<u32>, now: i64) -> Result<bool, Ignored> {
-        if self.ended.too_old(&key.0, event, now) {
-            return Err(Ignored::Stale);
-        }
-        let Some(s) = self.by_key.get_mut(key) else {
-            self.ended.check(key, event)?;
-            return Ok(true);
-        };
-        match (s.last_event, event) {
-            (Some(last), Some(e)) if e < last => Err(Ignored::Stale),
-            (Some(last), Some(e)) if e == last => Ok(false),
-            (_, Some(e)) => {
-                s.last_event = Some(e);
-                Ok(true)
-            }
-            (_, None) => Ok(true),
-        }
-    }
-
-    /// What the database should remember of ended sessions (see
-    /// [`Ended::unsaved`]).
-    pub fn ended_unsaved(&self) -> Option<Unsaved> {
-        self.ended.unsaved()
-    }
-
-    /// Whether the last [`Self::ended_unsaved`] was saved.
-    pub fn ended_saved(&mut self, ok: bool) {
-        if ok {
-            self.ended.saved();
-        } else {
-            self.ended.not_saved();
-        }
     }
 
     /// A binding the engine enforced: the session it displaced is over

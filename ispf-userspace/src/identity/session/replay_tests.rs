@@ -105,11 +105,11 @@ fn refusals_and_nas_restarts() {
     // the same second (it often follows the Start once the device has an
     // address): tried again.
     assert_eq!(
-        s.account(&at(Status::Start, "R", 99), "nas", &r, 200),
+        s.account(&at(Status::Start, "R", 99), "nas", &r, 110),
         Err(Ignored::Stale)
     );
     let c = s
-        .account(&at(Status::Interim, "R", 100), "nas", &r, 200)
+        .account(&at(Status::Interim, "R", 100), "nas", &r, 120)
         .unwrap();
     assert!(matches!(&c[..], [Change::Bind(_)]), "{c:?}");
     assert!(s
@@ -168,6 +168,7 @@ fn ended_sessions_survive_a_restart() {
         last_update: 40,
         timeout_s: 30,
         last_event: Some(40),
+        last_auth: None,
     };
     let (mut s, stale) = Sessions::restore(
         vec![not_held],
@@ -241,4 +242,87 @@ fn a_refusal_ends_a_role_nothing_holds_any_more() {
         "{orphan:?}"
     );
     assert!(!s.is_bound(a) && s.is_bound(b));
+}
+
+/// A NAS that repeats its timestamp (or sends two updates within a
+/// second) keeps its session: only the very same packet again is no news.
+/// A timestamp a day ahead of the controller's clock is taken as none.
+#[test]
+fn repeated_timestamps_and_glitches() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:09";
+    let at = |status, t: u32, auth: u8| {
+        let mut a = acct(status, "S", m, "biomed");
+        a.event_time = Some(t);
+        a.authenticator = [auth; 16];
+        a
+    };
+    assert!(s
+        .account(&at(Status::Start, 100, 1), "nas", &r, 100)
+        .is_ok());
+    // Another packet of the same second: the session lives on.
+    assert!(s
+        .account(&at(Status::Interim, 100, 2), "nas", &r, 125)
+        .is_ok());
+    assert!(s.expire(125 + 29).is_empty(), "refreshed at 125");
+    // The same packet again: changes nothing, not even the session's life.
+    assert!(s
+        .account(&at(Status::Interim, 100, 2), "nas", &r, 150)
+        .is_ok());
+    assert_eq!(s.expire(125 + 30).len(), 1);
+    // A glitch far in the future does not make every later update old.
+    let now = 1_000_000;
+    let future = (now + 10 * REMEMBER_S) as u32;
+    let mut g = acct(Status::Start, "G", m, "biomed");
+    g.event_time = Some(future);
+    assert!(s.account(&g, "nas", &r, now).is_ok());
+    let mut next = acct(Status::Interim, "G", m, "biomed");
+    next.event_time = Some(now as u32);
+    next.authenticator = [9; 16];
+    assert!(s.account(&next, "nas", &r, now).is_ok());
+    assert!(s.is_bound(m));
+}
+
+/// A Stop with no role in it, for a session remembered as refused, stops
+/// it; and the role decision of a displaced session whose Stop came while
+/// the refused one held the device is ended.
+#[test]
+fn stops_reach_refused_and_displaced_sessions() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:0a";
+    let c = s
+        .account(&acct(Status::Start, "R", m, "biomed"), "nas", &r, 1)
+        .unwrap();
+    let [Change::Bind(b)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let b = b.clone();
+    assert!(s.refused(&b, 1).is_none());
+    let stop = acct(Status::Stop, "R", m, "clerk");
+    assert_eq!(s.account(&stop, "nas", &r, 2), Err(Ignored::NoSession));
+    assert_eq!(
+        s.account(&acct(Status::Start, "R", m, "biomed"), "nas", &r, 3),
+        Err(Ignored::Ended)
+    );
+    // A holds m; B displaces it; A's Stop; B refused: A's decision ends.
+    assert!(s
+        .account(&acct(Status::Start, "A", m, "biomed"), "nas", &r, 4)
+        .is_ok());
+    let c = s
+        .account(&acct(Status::Start, "B", m, "biomed"), "nas", &r, 5)
+        .unwrap();
+    let [Change::Bind(b)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let b = b.clone();
+    let c = s
+        .account(&acct(Status::Stop, "A", m, "biomed"), "nas", &r, 6)
+        .unwrap();
+    assert!(c.is_empty(), "B holds the binding: {c:?}");
+    let orphan = s.refused(&b, 7);
+    assert!(
+        matches!(&orphan, Some(Change::Unbind { mac, session: Some(_), .. }) if mac == m),
+        "{orphan:?}"
+    );
+    assert!(!s.is_bound(m));
 }

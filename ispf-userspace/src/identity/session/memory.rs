@@ -1,0 +1,94 @@
+//! What the session table remembers across packets and restarts: the
+//! sessions and ended sessions the database kept, and whether an update
+//! is news (module `ended`).
+
+use super::{
+    ended::{Ended, Gone, How, Key, Unsaved},
+    Ignored, Session, Sessions,
+};
+
+impl Sessions {
+    /// The sessions recorded before a restart whose device a role decision
+    /// still holds (`held`), and those it does not. Every session listed
+    /// holds its device's role decision: one whose decision ended just
+    /// before the controller was killed (the table is saved once a
+    /// second) is over, not open; its next update, if the NAS sends one,
+    /// tries again and meets the engine's checks, as a lapsed session's
+    /// (`ended`, remembered with the rest).
+    pub fn restore(
+        list: Vec<Session>,
+        ended: Vec<(Key, Gone)>,
+        held: impl Fn(&str) -> bool,
+        now: i64,
+    ) -> (Self, Vec<Session>) {
+        let mut s = Sessions {
+            ended: Ended::restore(ended, now),
+            ..Default::default()
+        };
+        let (mut list, stale): (Vec<Session>, Vec<Session>) =
+            list.into_iter().partition(|x| held(&x.mac));
+        for x in list.iter().chain(&stale) {
+            s.ended.seed(&x.nas, x.last_event, now);
+        }
+        for x in &stale {
+            s.ended.record(
+                (x.nas.clone(), x.id.clone()),
+                How::Lapsed,
+                now,
+                x.last_event,
+            );
+        }
+        list.sort_by_key(|x| x.since);
+        for x in list {
+            s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
+            s.by_key.insert((x.nas.clone(), x.id.clone()), x);
+        }
+        (s, stale)
+    }
+
+    /// Whether a `Start`/`Interim-Update` for `key` carrying `event` is
+    /// news: `Err` for a replay or an out-of-date one, `Ok(false)` for
+    /// the session's last timestamp again. Raises the last timestamp.
+    pub(super) fn fresh(
+        &mut self,
+        key: &Key,
+        event: Option<u32>,
+        auth: &[u8; 16],
+        now: i64,
+    ) -> Result<bool, Ignored> {
+        if self.ended.too_old(&key.0, event, now) {
+            return Err(Ignored::Stale);
+        }
+        let Some(s) = self.by_key.get_mut(key) else {
+            self.ended.check(key, event, now)?;
+            return Ok(true);
+        };
+        let news = match (s.last_event, event) {
+            (Some(last), Some(e)) if e < last => return Err(Ignored::Stale),
+            // A NAS may send two updates within a second, or repeat its
+            // timestamp: only the very same packet again is no news.
+            (Some(last), Some(e)) if e == last => s.last_auth != Some(*auth),
+            _ => true,
+        };
+        if news {
+            s.last_event = s.last_event.max(event);
+            s.last_auth = Some(*auth);
+        }
+        Ok(news)
+    }
+
+    /// What the database should remember of ended sessions (see
+    /// [`Ended::unsaved`]).
+    pub fn ended_unsaved(&self) -> Option<Unsaved> {
+        self.ended.unsaved()
+    }
+
+    /// Whether the last [`Self::ended_unsaved`] was saved.
+    pub fn ended_saved(&mut self, ok: bool) {
+        if ok {
+            self.ended.saved();
+        } else {
+            self.ended.not_saved();
+        }
+    }
+}
