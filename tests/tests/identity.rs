@@ -294,19 +294,12 @@ fn a_role_session_opens_the_service_port_only_while_it_lasts() {
     assert_eq!(state(&ctl, LAPTOP), "workstations");
     // Remembered in the database, so that a restart does not forget it.
     let db = ispf::inventory::db_path(&ctl.paths.state);
-    let how = || {
-        let out = command("sqlite3")
-            .arg(&db)
-            .arg("SELECT how FROM sessions_ended WHERE id = 'S3';")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let t = Instant::now();
-    while how() != "stopped" {
-        assert!(t.elapsed() < Duration::from_secs(5), "saved: {:?}", how());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ispf_tests::programs::wait_sqlite(
+        &db,
+        "SELECT how FROM sessions_ended WHERE id = 'S3';",
+        "stopped",
+        5,
+    );
     assert!(device(&devices(&ctl), UNSEEN).is_none());
 
     // A quarantine outranks a session; released, the session holds.

@@ -5,16 +5,7 @@
 
 use super::*;
 
-/// Runs `sql` on the inventory database at `db`, and its output.
-fn sql(db: &Path, sql: &str) -> String {
-    let out = command("sqlite3").arg(db).arg(sql).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use ispf_tests::programs::sqlite as sql;
 
 #[test]
 fn a_quarantine_that_would_move_a_pump_registered_by_its_ipv6_alone_needs_force() {

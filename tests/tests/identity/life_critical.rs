@@ -119,23 +119,7 @@ fn a_file_that_makes_a_bound_device_life_critical_ends_its_session() {
     // second; wait for it, so that the row planted below is the only one
     // the restart finds.
     let db = ispf::inventory::db_path(&ctl.paths.state);
-    let saved = || {
-        let out = command("sqlite3")
-            .arg(&db)
-            .arg("SELECT count(*) FROM sessions;")
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let t = Instant::now();
-    while saved() != "0" {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "sessions still saved: {}",
-            saved()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ispf_tests::programs::wait_sqlite(&db, "SELECT count(*) FROM sessions;", "0", 10);
     let kept = Paths {
         pin: ctl.paths.pin.clone(),
         run: ctl.paths.run.clone(),
