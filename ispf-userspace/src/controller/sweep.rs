@@ -239,10 +239,17 @@ impl Engine {
         self.record_undone(&undone, now);
         if let Some(f) = &self.fleet {
             let ended: Vec<Decision> = undone.iter().map(|(d, _, _)| d.clone()).collect();
-            if let Err(e) = f.delete_unchanged(&ended) {
-                log(format!(
+            match f.delete_unchanged(&ended) {
+                Err(e) => log(format!(
                     "fleet: the ended role decisions stay in etcd ({e}); every host refuses them"
-                ));
+                )),
+                // Changed since (a newer session's), or written by hand in
+                // another form: said, not silent.
+                Ok(left) if !left.is_empty() => log(format!(
+                    "fleet: {} not deleted from etcd: each changed since it was ended, or is written otherwise than ispf writes it; every host checks it again as it stands",
+                    left.join(", ")
+                )),
+                Ok(_) => {}
             }
         }
         // Published first: the listener reads the decisions that hold

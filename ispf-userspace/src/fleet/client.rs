@@ -232,14 +232,24 @@ pub async fn delete(c: &mut Client, key: String) -> Result<(), FleetError> {
     Ok(())
 }
 
-/// Deletes `key` only while it holds `value`; false when it held
-/// something else (or nothing).
+/// Deletes `key` only while it holds `value`; false when it holds
+/// something else (true when it is gone already).
 pub async fn delete_if(c: &mut Client, key: String, value: Vec<u8>) -> Result<bool, FleetError> {
     let txn = Txn::new()
         .when(vec![Compare::value(key.clone(), CompareOp::Equal, value)])
-        .and_then(vec![TxnOp::delete(key, None)]);
+        .and_then(vec![TxnOp::delete(key.clone(), None)])
+        .or_else(vec![TxnOp::get(key, None)]);
     let r = deadline("deleting", kv(c).txn(txn)).await?;
-    Ok(r.succeeded())
+    if r.succeeded() {
+        return Ok(true);
+    }
+    // Not deleted: gone already (another host deleted it) counts as
+    // done; still there with another value does not.
+    let present = r
+        .op_responses()
+        .into_iter()
+        .any(|op| matches!(op, etcd_client::TxnOpResponse::Get(g) if !g.kvs().is_empty()));
+    Ok(!present)
 }
 
 /// The policy document as it was at etcd store revision `rev`.

@@ -365,9 +365,38 @@ fn keys_beyond_the_maps_are_refused_and_the_rest_enforced() {
         h.ctl.status().generation > before
     });
     assert!(last_error(&urls).is_empty(), "{}", last_error(&urls));
+    // A role key written by hand in another form (pretty JSON), ended by
+    // an admit into the life-critical segment: its key cannot be deleted
+    // as written (the value differs), and the host says so.
+    let cart = "02:00:00:00:77:02";
+    let role = keys::decision(SITE, cart, Kind::Role);
+    let pretty: serde_json::Value =
+        serde_json::from_slice(&by_hand(cart, Kind::Role, Some("workstations"))).unwrap();
+    put(&urls, &role, serde_json::to_vec_pretty(&pretty).unwrap());
+    let g = h.ctl.status().generation;
+    wait(
+        "the hand-written role enforced",
+        Duration::from_secs(10),
+        || h.ctl.status().generation > g,
+    );
+    put(
+        &urls,
+        &keys::decision(SITE, cart, Kind::Admit),
+        by_hand(cart, Kind::Admit, Some("pumps")),
+    );
+    let g = h.ctl.status().generation;
+    wait("the admit enforced", Duration::from_secs(10), || {
+        h.ctl.status().generation > g
+    });
+    std::thread::sleep(Duration::from_secs(2));
     let log = h.ctl.kill9();
     assert!(
         log.contains("fleet: 6 decisions enforced as generation"),
         "{log}"
     );
+    assert!(
+        log.contains(&format!("decisions/{cart}/role not deleted from etcd")),
+        "{log}"
+    );
+    assert!(etcd_has(&urls, &role), "left as it stands");
 }
