@@ -48,7 +48,7 @@ impl Engine {
     /// (see [`check_foreign`]), or that cannot be applied with the others,
     /// is not enforced: what this host enforced for its key stays. Returns
     /// why each was refused, and each quarantine enforced here without an
-    /// address (see [`Engine::life_critical_addresses`]).
+    /// address (see [`Engine::life_critical_used`]).
     pub(super) fn fleet_decisions(
         &mut self,
         set: Vec<Decision>,
@@ -90,7 +90,17 @@ impl Engine {
             // An address a life-critical device used, as this host saw (the
             // planning host may not have): the quarantine is enforced here
             // without it, as `plan` would have made it.
-            let stripped = self.life_critical_addresses(&d);
+            let stripped = match self.life_critical_used(&d) {
+                Ok(s) => s,
+                // The inventory cannot say: what this host enforced for
+                // the key stays (a key it narrowed comes back every
+                // delivery); a new one is taken without its addresses.
+                Err(_) if old.contains_key(&key(&d)) => {
+                    keep_old(&mut new, &old, key(&d));
+                    continue;
+                }
+                Err(_) => d.addresses.clone(),
+            };
             if !stripped.is_empty() {
                 d.addresses.retain(|a| !stripped.contains(a));
                 new.insert(key(&d), d.clone());

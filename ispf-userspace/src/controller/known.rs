@@ -91,22 +91,15 @@ impl Engine {
         }
     }
 
-    /// The addresses a quarantine another host planned must not take
-    /// here: used within the day, as this host saw, by another device
-    /// that is life-critical (registered there by the file, or placed
-    /// there by it), or all of them when the inventory cannot say. The
-    /// planning host may never have seen that device; the quarantine
-    /// would judge traffic to it as to the quarantine segment, and its
-    /// own frames as spoofed. A device the file registers takes no
-    /// address, so none is stripped from its quarantine.
-    pub(super) fn life_critical_addresses(&mut self, d: &Decision) -> Vec<IpAddr> {
-        self.life_critical_used(d)
-            .unwrap_or_else(|_| d.addresses.clone())
-    }
-
-    /// [`Self::life_critical_addresses`], with the inventory's failure
-    /// said rather than taken as "all of them": a quarantine already
-    /// enforced keeps its addresses when the inventory cannot say.
+    /// The addresses a quarantine must not take here: used within the
+    /// day, as this host saw, by another device that is life-critical
+    /// (registered there by the file, or placed there by it). The host
+    /// that planned it may never have seen that device, and an address
+    /// changes hands (a lease); the quarantine would judge traffic to it as
+    /// to the quarantine segment, and its own frames as spoofed. A device
+    /// the file registers takes no address, so none is taken from its
+    /// quarantine. An error when the inventory cannot say: the caller
+    /// keeps what it enforced.
     pub(super) fn life_critical_used(&mut self, d: &Decision) -> anyhow::Result<Vec<IpAddr>> {
         if d.kind != Kind::Quarantine || d.addresses.is_empty() {
             return Ok(Vec::new());

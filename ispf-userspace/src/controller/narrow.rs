@@ -5,7 +5,7 @@
 //! monitor would then be judged as traffic to the quarantine, and its own
 //! frames from the address as spoofed. So the held quarantines' addresses
 //! are checked again every ten seconds, as a fleet host checks a key it is
-//! delivered ([`Engine::life_critical_addresses`]), and a quarantine is
+//! delivered ([`Engine::life_critical_used`]), and a quarantine is
 //! narrowed to the addresses no life-critical device used. The quarantined
 //! MAC stays quarantined: its frames from an address taken away are
 //! dropped as spoofed. A fleet host narrows its own copy of the key.

@@ -25,7 +25,7 @@ pub fn sessions(conn: &Connection) -> Result<Vec<Session>, DbError> {
             last_update: r.get(7)?,
             timeout_s: r.get(8)?,
             last_event: r.get(9)?,
-            last_auth: None,
+            seen_auth: Vec::new(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -99,6 +99,9 @@ pub struct Ended {
     /// the table.
     rewrite: bool,
     nas_newest: HashMap<String, u32>,
+    /// The authenticators of the last Accounting-On/Off each NAS sent (a
+    /// few): one of them again is a replay.
+    ons: HashMap<String, Vec<[u8; 16]>>,
     last_aged: i64,
 }
 
@@ -193,15 +196,26 @@ impl Ended {
     /// timestamp), so that the ids it hands out again open new sessions,
     /// even within that second, while replays of older packets stay
     /// refused.
-    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>, now: i64) {
-        // Older than the newest it sent: a replay of an old
-        // Accounting-On, or a clock that came back wrong. Its sessions end
-        // (the caller ends them: that fails safe), but what is remembered
-        // stays as it is, and so does its clock: a NAS a day behind has
-        // its updates refused as stale until its clock is right.
+    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>, auth: &[u8; 16], now: i64) {
+        // One this NAS sent before, again: a replay. Its sessions end (the
+        // caller ends them: that fails safe); nothing remembered changes.
+        let ons = self.ons.entry(nas.to_owned()).or_default();
+        if ons.contains(auth) {
+            return;
+        }
+        if ons.len() >= 16 {
+            ons.remove(0);
+        }
+        ons.push(*auth);
+        if self.ons.len() > MAX_NAS {
+            self.ons.clear();
+        }
+        // A new one older than the newest it sent: its clock came back
+        // wrong (no battery, no time server yet). Its clock starts again
+        // from there; what it had before stays as it was (below).
         if let (Some(e), Some(n)) = (event, self.nas_newest.get(nas)) {
             if e < *n {
-                return;
+                self.nas_newest.remove(nas);
             }
         }
         let _ = self.too_old(nas, event, now);

@@ -7,6 +7,10 @@ use super::{
     Ignored, Session, Sessions,
 };
 
+/// Packets of one second taken for a session (a NAS sends two or three
+/// at most): beyond, more of the same second are no news.
+const SAME_SECOND: usize = 8;
+
 impl Sessions {
     /// The sessions recorded before a restart whose device a role decision
     /// still holds (`held`), and those it does not. Every session listed
@@ -66,14 +70,22 @@ impl Sessions {
         let news = match (s.last_event, event) {
             (Some(last), Some(e)) if e < last => return Err(Ignored::Stale),
             // A NAS may send two updates within a second, or repeat its
-            // timestamp: only the very same packet again is no news.
-            (Some(last), Some(e)) if e == last => s.last_auth != Some(*auth),
-            _ => true,
+            // timestamp: a packet of that second not seen yet is news, one
+            // seen (a replay, even of several in turn) is not.
+            (Some(last), Some(e)) if e == last => {
+                let seen = s.seen_auth.contains(auth) || s.seen_auth.len() >= SAME_SECOND;
+                if !seen {
+                    s.seen_auth.push(*auth);
+                }
+                !seen
+            }
+            (_, Some(_)) => {
+                s.last_event = event;
+                s.seen_auth = vec![*auth];
+                true
+            }
+            (_, None) => true,
         };
-        if news {
-            s.last_event = s.last_event.max(event);
-            s.last_auth = Some(*auth);
-        }
         Ok(news)
     }
 

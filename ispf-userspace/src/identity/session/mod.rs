@@ -43,10 +43,11 @@ pub struct Session {
     /// a replay or out of date).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_event: Option<u32>,
-    /// The authenticator of the last update taken (not saved): another
-    /// packet of the same second is news, the same one again is not.
+    /// The authenticators of the updates taken in `last_event`'s second
+    /// (not saved): another packet of that second is news, one of these
+    /// again is not.
     #[serde(skip)]
-    pub last_auth: Option<[u8; 16]>,
+    pub seen_auth: Vec<[u8; 16]>,
 }
 
 /// What the enforced state must do about a packet or the passing of time.
@@ -147,7 +148,7 @@ impl Sessions {
                     .filter_map(|k| self.end(k, why, How::Lapsed, now))
                     .collect();
                 // A NAS may count its session ids from 1 again.
-                self.ended.nas_restarted(nas, event, now);
+                self.ended.nas_restarted(nas, event, &a.authenticator, now);
                 Ok(out)
             }
             Status::Stop => {
@@ -231,7 +232,10 @@ impl Sessions {
                     last_update: now,
                     timeout_s,
                     last_event,
-                    last_auth: Some(a.authenticator),
+                    seen_auth: self
+                        .by_key
+                        .get(&key)
+                        .map_or_else(|| vec![a.authenticator], |s| s.seen_auth.clone()),
                 };
                 let mut out = Vec::new();
                 // The session moved to another device: the old one is
@@ -246,9 +250,11 @@ impl Sessions {
                         });
                     }
                 }
+                // The first session displaced is kept, not the last: it
+                // holds the enforced role until the engine accepts one.
                 if let Some(prev) = self.bound.insert(mac.clone(), key.clone()) {
                     if prev != key {
-                        self.displaced.insert(mac, prev);
+                        self.displaced.entry(mac).or_insert(prev);
                     }
                 }
                 self.ended.forget(&key);
@@ -309,9 +315,18 @@ impl Sessions {
     }
 
     /// A binding the engine enforced: the session it displaced is over
-    /// for good.
+    /// for good. If a later one has taken the device meanwhile (its answer
+    /// still to come), this one is what the device falls back to.
     pub fn accepted(&mut self, s: &Session) {
-        self.displaced.remove(&s.mac);
+        let key = (s.nas.clone(), s.id.clone());
+        match self.bound.get(&s.mac) {
+            Some(b) if *b != key => {
+                self.displaced.insert(s.mac.clone(), key);
+            }
+            _ => {
+                self.displaced.remove(&s.mac);
+            }
+        }
     }
 
     /// The sessions on device `mac`.

@@ -168,7 +168,7 @@ fn ended_sessions_survive_a_restart() {
         last_update: 40,
         timeout_s: 30,
         last_event: Some(40),
-        last_auth: None,
+        seen_auth: Vec::new(),
     };
     let (mut s, stale) = Sessions::restore(
         vec![not_held],
@@ -324,5 +324,61 @@ fn stops_reach_refused_and_displaced_sessions() {
         matches!(&orphan, Some(Change::Unbind { mac, session: Some(_), .. }) if mac == m),
         "{orphan:?}"
     );
+    assert!(!s.is_bound(m));
+}
+
+/// Two packets of one second, replayed in turn, are no news after the
+/// first time each: they do not keep a session alive.
+#[test]
+fn packets_of_one_second_replayed_in_turn_change_nothing() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:0b";
+    let at = |status, auth: u8| {
+        let mut a = acct(status, "S", m, "biomed");
+        a.event_time = Some(100);
+        a.authenticator = [auth; 16];
+        a
+    };
+    assert!(s.account(&at(Status::Start, 1), "nas", &r, 100).is_ok());
+    assert!(s.account(&at(Status::Interim, 2), "nas", &r, 100).is_ok());
+    for now in [120, 125] {
+        assert_eq!(
+            s.account(&at(Status::Start, 1), "nas", &r, now),
+            Ok(Vec::new())
+        );
+        assert_eq!(
+            s.account(&at(Status::Interim, 2), "nas", &r, now),
+            Ok(Vec::new())
+        );
+    }
+    assert_eq!(s.expire(130).len(), 1, "not kept alive by the replays");
+}
+
+/// Two sessions take a device in one burst: the engine takes the first
+/// and refuses the second; the first then holds the device, so its Stop
+/// ends the role.
+#[test]
+fn a_burst_of_two_sessions_leaves_the_accepted_one_bound() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:0c";
+    let bind = |s: &mut Sessions, id: &str, now| {
+        let c = s
+            .account(&acct(Status::Start, id, m, "biomed"), "nas", &r, now)
+            .unwrap();
+        match &c[..] {
+            [Change::Bind(b)] => b.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let p = bind(&mut s, "P", 1);
+    s.accepted(&p);
+    let n = bind(&mut s, "N", 2);
+    let n2 = bind(&mut s, "N2", 2);
+    s.accepted(&n);
+    assert!(s.refused(&n2, 3).is_none());
+    let c = s
+        .account(&acct(Status::Stop, "N", m, "biomed"), "nas", &r, 4)
+        .unwrap();
+    assert!(matches!(&c[..], [Change::Unbind { .. }]), "{c:?}");
     assert!(!s.is_bound(m));
 }

@@ -276,7 +276,7 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
         last_update: since,
         timeout_s: 30,
         last_event: None,
-        last_auth: None,
+        seen_auth: Vec::new(),
     };
     let held_mac = "02:00:00:00:30:01";
     let list = vec![
