@@ -95,8 +95,15 @@ impl Engine {
                 // The inventory cannot say: what this host enforced for
                 // the key stays (a key it narrowed comes back every
                 // delivery); a new one is taken without its addresses.
-                Err(_) if old.contains_key(&key(&d)) => {
+                Err(e) if old.contains_key(&key(&d)) => {
                     keep_old(&mut new, &old, key(&d));
+                    refused.push(refusal(
+                        &d,
+                        &format!(
+                            "the inventory cannot say which of its addresses a life-critical device used ({}), so what this host enforced for the key stays",
+                            crate::describe(&e)
+                        ),
+                    ));
                     continue;
                 }
                 Err(_) => d.addresses.clone(),

@@ -26,6 +26,7 @@ pub fn sessions(conn: &Connection) -> Result<Vec<Session>, DbError> {
             timeout_s: r.get(8)?,
             last_event: r.get(9)?,
             seen_auth: Vec::new(),
+            enforced: false,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

@@ -98,10 +98,8 @@ pub struct Ended {
     /// Too many unsaved (the database was away): the next save rewrites
     /// the table.
     rewrite: bool,
-    nas_newest: HashMap<String, u32>,
-    /// The authenticators of the last Accounting-On/Off each NAS sent (a
-    /// few): one of them again is a replay.
-    ons: HashMap<String, Vec<[u8; 16]>>,
+    /// Each NAS's newest timestamp, and when (this clock) it was raised.
+    nas_newest: HashMap<String, (u32, i64)>,
     last_aged: i64,
 }
 
@@ -123,8 +121,10 @@ impl Ended {
     /// restored: a replay a day older is refused before the NAS speaks).
     pub fn seed(&mut self, nas: &str, event: Option<u32>, now: i64) {
         if let Some(e) = event.filter(|e| i64::from(*e) <= now + REMEMBER_S) {
-            let n = self.nas_newest.entry(nas.to_owned()).or_insert(e);
-            *n = (*n).max(e);
+            let n = self.nas_newest.entry(nas.to_owned()).or_insert((e, now));
+            if e > n.0 {
+                *n = (e, now);
+            }
         }
     }
 
@@ -196,26 +196,16 @@ impl Ended {
     /// timestamp), so that the ids it hands out again open new sessions,
     /// even within that second, while replays of older packets stay
     /// refused.
-    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>, auth: &[u8; 16], now: i64) {
-        // One this NAS sent before, again: a replay. Its sessions end (the
-        // caller ends them: that fails safe); nothing remembered changes.
-        let ons = self.ons.entry(nas.to_owned()).or_default();
-        if ons.contains(auth) {
-            return;
-        }
-        if ons.len() >= 16 {
-            ons.remove(0);
-        }
-        ons.push(*auth);
-        if self.ons.len() > MAX_NAS {
-            self.ons.clear();
-        }
-        // A new one older than the newest it sent: its clock came back
-        // wrong (no battery, no time server yet). Its clock starts again
-        // from there; what it had before stays as it was (below).
-        if let (Some(e), Some(n)) = (event, self.nas_newest.get(nas)) {
+    pub fn nas_restarted(&mut self, nas: &str, event: Option<u32>, now: i64) {
+        // Older than the newest it sent: a replay of an old
+        // Accounting-On, or a clock that came back wrong (which cannot be
+        // told apart: an authenticator never seen may be one captured
+        // before this controller started). Its sessions end (the caller
+        // ends them: that fails safe); nothing remembered changes, its
+        // clock included, which ages out a day after it last rose.
+        if let (Some(e), Some((n, _))) = (event, self.nas_newest.get(nas)) {
             if e < *n {
-                self.nas_newest.remove(nas);
+                return;
             }
         }
         let _ = self.too_old(nas, event, now);
@@ -251,7 +241,7 @@ impl Ended {
             return false;
         };
         let e64 = i64::from(e);
-        let newest = self.nas_newest.get(nas).copied();
+        let newest = self.nas_newest.get(nas).map(|(n, _)| *n);
         if newest.is_some_and(|n| e64 < i64::from(n) - REMEMBER_S) {
             return true;
         }
@@ -259,7 +249,7 @@ impl Ended {
             if self.nas_newest.len() >= MAX_NAS {
                 self.nas_newest.clear();
             }
-            self.nas_newest.insert(nas.to_owned(), e);
+            self.nas_newest.insert(nas.to_owned(), (e, now));
         }
         false
     }
@@ -279,6 +269,10 @@ impl Ended {
         for k in old {
             self.forget(&k);
         }
+        // A NAS whose clock came back wrong is refused as stale for a day
+        // at most, not until this controller restarts.
+        self.nas_newest
+            .retain(|_, (_, raised)| *raised > now - REMEMBER_S);
     }
 
     fn evict_oldest(&mut self, n: usize) {

@@ -42,7 +42,7 @@ fn a_nas_restart_lets_its_ids_be_used_again_but_not_replayed() {
     e.record(key("1"), How::Stopped, 1000, Some(990));
     e.record(key("2"), How::Stopped, 1000, None);
     e.record(("10.0.0.2".into(), "1".into()), How::Stopped, 1000, None);
-    e.nas_restarted("10.0.0.1", Some(1500), &[0; 16], 2000);
+    e.nas_restarted("10.0.0.1", Some(1500), 2000);
     // Session id 1 handed out again after the restart: newer, opens.
     assert_eq!(e.check(&key("1"), Some(1600), 2000), Ok(()));
     // A packet of before the restart, replayed: refused.
@@ -53,7 +53,7 @@ fn a_nas_restart_lets_its_ids_be_used_again_but_not_replayed() {
         Err(Ignored::Ended)
     );
     // Without a timestamp, the NAS's stopped sessions are forgotten.
-    e.nas_restarted("10.0.0.2", None, &[0; 16], 2000);
+    e.nas_restarted("10.0.0.2", None, 2000);
     assert_eq!(
         e.check(&("10.0.0.2".into(), "1".into()), None, 2000),
         Ok(())
@@ -67,7 +67,7 @@ fn recording_again_keeps_the_newest_timestamp_and_the_record_fresh() {
     e.record(key("S"), How::Stopped, 1000, Some(1500));
     assert_eq!(e.check(&key("S"), None, 2000), Err(Ignored::Ended));
     // The NAS's clock went back past it: kept as it was.
-    e.nas_restarted("10.0.0.1", Some(1800), &[0; 16], 2000);
+    e.nas_restarted("10.0.0.1", Some(1800), 2000);
     assert_eq!(e.check(&key("S"), Some(1900), 2000), Err(Ignored::Ended));
     // Recorded twice within a second: the second record is the one kept.
     e.record(key("T"), How::Stopped, 5000, None);
@@ -148,22 +148,19 @@ fn an_old_accounting_on_changes_nothing_remembered() {
     assert!(!e.too_old("10.0.0.1", Some(5000), 6000));
     e.record(key("S"), How::Stopped, 6000, Some(4000));
     // Replayed, from before the newest the NAS sent: stays stopped.
-    e.nas_restarted("10.0.0.1", Some(3000), &[0; 16], 6000);
+    e.nas_restarted("10.0.0.1", Some(3000), 6000);
     assert_eq!(e.check(&key("S"), Some(5500), 6000), Err(Ignored::Ended));
-    // Its clock came back wrong, a day behind: it starts again from the
-    // Accounting-On, so its updates are not refused as a day old.
+    // Its clock came back wrong, a day behind: refused as stale (a replay
+    // cannot be told apart), for a day at most after its clock last rose.
     let mut c = Ended::default();
     assert!(!c.too_old("n", Some(200_000), 200_000));
-    c.nas_restarted("n", Some(100), &[1; 16], 200_000);
-    assert!(!c.too_old("n", Some(150), 200_000));
-    // That Accounting-On replayed once the clock is right again changes
-    // nothing: the clock stays.
-    assert!(!c.too_old("n", Some(300_000), 300_000));
-    c.nas_restarted("n", Some(100), &[1; 16], 300_000);
-    assert!(c.too_old("n", Some(150), 300_000));
+    c.nas_restarted("n", Some(100), 200_000);
+    assert!(c.too_old("n", Some(150), 200_000));
+    c.age(200_000 + REMEMBER_S);
+    assert!(!c.too_old("n", Some(150), 200_000 + REMEMBER_S));
     // A timestamp of 0 does not wrap.
     let mut z = Ended::default();
     z.record(key("Z"), How::Stopped, 10, None);
-    z.nas_restarted("10.0.0.1", Some(0), &[0; 16], 10);
+    z.nas_restarted("10.0.0.1", Some(0), 10);
     assert_eq!(z.check(&key("Z"), Some(1), 10), Ok(()));
 }

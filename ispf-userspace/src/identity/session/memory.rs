@@ -43,7 +43,9 @@ impl Sessions {
             );
         }
         list.sort_by_key(|x| x.since);
-        for x in list {
+        for mut x in list {
+            // Restored only while a role decision holds it.
+            x.enforced = true;
             s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
             s.by_key.insert((x.nas.clone(), x.id.clone()), x);
         }

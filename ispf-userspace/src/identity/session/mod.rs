@@ -48,6 +48,10 @@ pub struct Session {
     /// again is not.
     #[serde(skip)]
     pub seen_auth: Vec<[u8; 16]>,
+    /// Whether the engine took a binding of this session (or it was
+    /// restored holding one): a later binding refused then ends it.
+    #[serde(skip)]
+    pub enforced: bool,
 }
 
 /// What the enforced state must do about a packet or the passing of time.
@@ -148,7 +152,7 @@ impl Sessions {
                     .filter_map(|k| self.end(k, why, How::Lapsed, now))
                     .collect();
                 // A NAS may count its session ids from 1 again.
-                self.ended.nas_restarted(nas, event, &a.authenticator, now);
+                self.ended.nas_restarted(nas, event, now);
                 Ok(out)
             }
             Status::Stop => {
@@ -236,6 +240,10 @@ impl Sessions {
                         .by_key
                         .get(&key)
                         .map_or_else(|| vec![a.authenticator], |s| s.seen_auth.clone()),
+                    enforced: self
+                        .by_key
+                        .get(&key)
+                        .is_some_and(|s| s.enforced && s.mac == mac),
                 };
                 let mut out = Vec::new();
                 // The session moved to another device: the old one is
@@ -277,11 +285,35 @@ impl Sessions {
     /// since moved to another device: nothing would end it otherwise.
     pub fn refused(&mut self, s: &Session, now: i64) -> Option<Change> {
         let key = (s.nas.clone(), s.id.clone());
+        // An earlier binding of this very session (accepted before, or
+        // restored) is what the engine enforces on the device.
+        let own = self
+            .by_key
+            .get(&key)
+            .is_some_and(|x| x.enforced && x.mac == s.mac);
         let mut orphan = None;
         if self.bound.get(&s.mac) == Some(&key) {
-            // The session it displaced still holds the role decision the
-            // engine enforces: it is the binding again, so its Stop ends it.
+            let end = |mac: &str, k: &Key, why: String| Change::Unbind {
+                mac: mac.to_owned(),
+                why,
+                session: Some(session_mark(&k.0, &k.1)),
+            };
             match self.displaced.remove(&s.mac) {
+                // Its own earlier role holds the device, and the session
+                // is forgotten below: that role ends with it (fails safe).
+                _ if own => {
+                    self.bound.remove(&s.mac);
+                    let why = format!("session {}: its new binding was refused", key.1);
+                    orphan = Some(end(&s.mac, &key, why));
+                }
+                Some(prev) if prev == key => {
+                    self.bound.remove(&s.mac);
+                    let why = format!("session {}: its new binding was refused", key.1);
+                    orphan = Some(end(&s.mac, &key, why));
+                }
+                // The session it displaced still holds the role decision
+                // the engine enforces: it is the binding again, so its Stop
+                // ends it.
                 Some(prev) if self.by_key.get(&prev).is_some_and(|p| p.mac == s.mac) => {
                     self.bound.insert(s.mac.clone(), prev);
                 }
@@ -295,13 +327,9 @@ impl Sessions {
                     } else {
                         format!("session {} ended", prev.1)
                     };
-                    orphan = Some(Change::Unbind {
-                        mac: s.mac.clone(),
-                        why,
-                        session: Some(session_mark(&prev.0, &prev.1)),
-                    });
+                    orphan = Some(end(&s.mac, &prev, why));
                 }
-                _ => {
+                None => {
                     self.bound.remove(&s.mac);
                 }
             }
@@ -319,6 +347,9 @@ impl Sessions {
     /// still to come), this one is what the device falls back to.
     pub fn accepted(&mut self, s: &Session) {
         let key = (s.nas.clone(), s.id.clone());
+        if let Some(x) = self.by_key.get_mut(&key).filter(|x| x.mac == s.mac) {
+            x.enforced = true;
+        }
         match self.bound.get(&s.mac) {
             Some(b) if *b != key => {
                 self.displaced.insert(s.mac.clone(), key);

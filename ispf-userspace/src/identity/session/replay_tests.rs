@@ -169,6 +169,7 @@ fn ended_sessions_survive_a_restart() {
         timeout_s: 30,
         last_event: Some(40),
         seen_auth: Vec::new(),
+        enforced: false,
     };
     let (mut s, stale) = Sessions::restore(
         vec![not_held],
@@ -380,5 +381,43 @@ fn a_burst_of_two_sessions_leaves_the_accepted_one_bound() {
         .account(&acct(Status::Stop, "N", m, "biomed"), "nas", &r, 4)
         .unwrap();
     assert!(matches!(&c[..], [Change::Unbind { .. }]), "{c:?}");
+    assert!(!s.is_bound(m));
+}
+
+/// A session's role holds the device; another session takes it and the
+/// first binds again in the same burst; the engine refuses both. The
+/// first session's old role is still enforced and the session is
+/// forgotten: that role ends, rather than stay with nothing to end it.
+#[test]
+fn a_refused_rebind_of_the_enforced_session_ends_its_role() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:0d";
+    let bind = |s: &mut Sessions, id: &str, class: &str, now| {
+        let c = s
+            .account(&acct(Status::Start, id, m, class), "nas", &r, now)
+            .unwrap();
+        match &c[..] {
+            [Change::Bind(b)] => b.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let p = bind(&mut s, "P", "biomed", 1);
+    s.accepted(&p);
+    let n = bind(&mut s, "N", "biomed", 2);
+    // P binds again (its device moved back to it, or its role changed).
+    let mut again = acct(Status::Interim, "P", m, "biomed");
+    again.user = Some("bob".into());
+    let c = s.account(&again, "nas", &r, 3).unwrap();
+    let [Change::Bind(p2)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let p2 = p2.clone();
+    assert!(s.refused(&n, 4).is_none(), "N does not hold the device");
+    let orphan = s.refused(&p2, 4);
+    assert!(
+        matches!(&orphan, Some(Change::Unbind { mac, session: Some(mark), .. })
+            if mac == m && mark.contains("P")),
+        "{orphan:?}"
+    );
     assert!(!s.is_bound(m));
 }

@@ -277,6 +277,7 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
         timeout_s: 30,
         last_event: None,
         seen_auth: Vec::new(),
+        enforced: false,
     };
     let held_mac = "02:00:00:00:30:01";
     let list = vec![
