@@ -98,8 +98,9 @@ pub struct Ended {
     /// Too many unsaved (the database was away): the next save rewrites
     /// the table.
     rewrite: bool,
-    /// Each NAS's newest timestamp, and when (this clock) it was raised.
-    nas_newest: HashMap<String, (u32, i64)>,
+    /// Each NAS's newest timestamp, and since when (this clock) it has
+    /// had updates refused as a day older, if it has.
+    nas_newest: HashMap<String, (u32, Option<i64>)>,
     last_aged: i64,
 }
 
@@ -121,9 +122,9 @@ impl Ended {
     /// restored: a replay a day older is refused before the NAS speaks).
     pub fn seed(&mut self, nas: &str, event: Option<u32>, now: i64) {
         if let Some(e) = event.filter(|e| i64::from(*e) <= now + REMEMBER_S) {
-            let n = self.nas_newest.entry(nas.to_owned()).or_insert((e, now));
+            let n = self.nas_newest.entry(nas.to_owned()).or_insert((e, None));
             if e > n.0 {
-                *n = (e, now);
+                *n = (e, None);
             }
         }
     }
@@ -243,13 +244,16 @@ impl Ended {
         let e64 = i64::from(e);
         let newest = self.nas_newest.get(nas).map(|(n, _)| *n);
         if newest.is_some_and(|n| e64 < i64::from(n) - REMEMBER_S) {
+            if let Some((_, since)) = self.nas_newest.get_mut(nas) {
+                since.get_or_insert(now);
+            }
             return true;
         }
         if e64 <= now + REMEMBER_S && newest.is_none_or(|n| e > n) {
             if self.nas_newest.len() >= MAX_NAS {
                 self.nas_newest.clear();
             }
-            self.nas_newest.insert(nas.to_owned(), (e, now));
+            self.nas_newest.insert(nas.to_owned(), (e, None));
         }
         false
     }
@@ -270,9 +274,10 @@ impl Ended {
             self.forget(&k);
         }
         // A NAS whose clock came back wrong is refused as stale for a day
-        // at most, not until this controller restarts.
+        // at most, not until this controller restarts; one that is only
+        // quiet keeps its clock (replays older than a day stay refused).
         self.nas_newest
-            .retain(|_, (_, raised)| *raised > now - REMEMBER_S);
+            .retain(|_, (_, since)| since.is_none_or(|t| t > now - REMEMBER_S));
     }
 
     fn evict_oldest(&mut self, n: usize) {

@@ -158,6 +158,12 @@ fn an_old_accounting_on_changes_nothing_remembered() {
     assert!(c.too_old("n", Some(150), 200_000));
     c.age(200_000 + REMEMBER_S);
     assert!(!c.too_old("n", Some(150), 200_000 + REMEMBER_S));
+    // A NAS that is only quiet for a day keeps its clock: a replay a day
+    // older is still refused.
+    let mut q = Ended::default();
+    assert!(!q.too_old("q", Some(200_000), 200_000));
+    q.age(200_000 + 3 * REMEMBER_S);
+    assert!(q.too_old("q", Some(100), 200_000 + 3 * REMEMBER_S));
     // A timestamp of 0 does not wrap.
     let mut z = Ended::default();
     z.record(key("Z"), How::Stopped, 10, None);

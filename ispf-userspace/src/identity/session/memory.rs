@@ -43,11 +43,15 @@ impl Sessions {
             );
         }
         list.sort_by_key(|x| x.since);
-        for mut x in list {
-            // Restored only while a role decision holds it.
-            x.enforced = true;
+        for x in list {
             s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
             s.by_key.insert((x.nas.clone(), x.id.clone()), x);
+        }
+        // The newest on each device holds its role decision.
+        for key in s.bound.values() {
+            if let Some(x) = s.by_key.get_mut(key) {
+                x.enforced = true;
+            }
         }
         (s, stale)
     }

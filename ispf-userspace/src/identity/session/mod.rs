@@ -301,11 +301,6 @@ impl Sessions {
             match self.displaced.remove(&s.mac) {
                 // Its own earlier role holds the device, and the session
                 // is forgotten below: that role ends with it (fails safe).
-                _ if own => {
-                    self.bound.remove(&s.mac);
-                    let why = format!("session {}: its new binding was refused", key.1);
-                    orphan = Some(end(&s.mac, &key, why));
-                }
                 Some(prev) if prev == key => {
                     self.bound.remove(&s.mac);
                     let why = format!("session {}: its new binding was refused", key.1);
@@ -328,6 +323,11 @@ impl Sessions {
                         format!("session {} ended", prev.1)
                     };
                     orphan = Some(end(&s.mac, &prev, why));
+                }
+                None if own => {
+                    self.bound.remove(&s.mac);
+                    let why = format!("session {}: its new binding was refused", key.1);
+                    orphan = Some(end(&s.mac, &key, why));
                 }
                 None => {
                     self.bound.remove(&s.mac);

@@ -421,3 +421,40 @@ fn a_refused_rebind_of_the_enforced_session_ends_its_role() {
     );
     assert!(!s.is_bound(m));
 }
+
+/// A session that once held the device, long since replaced by another
+/// the engine took, binds again and is refused: the device goes back to
+/// the session that holds it, whose role stays.
+#[test]
+fn a_refused_rebind_of_an_old_session_leaves_the_live_role() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let m = "02:00:00:00:30:0e";
+    let bind = |s: &mut Sessions, id: &str, now| {
+        let c = s
+            .account(&acct(Status::Start, id, m, "biomed"), "nas", &r, now)
+            .unwrap();
+        match &c[..] {
+            [Change::Bind(b)] => b.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let p = bind(&mut s, "P", 1);
+    s.accepted(&p);
+    let n = bind(&mut s, "N", 2);
+    s.accepted(&n);
+    let c = s
+        .account(&acct(Status::Interim, "P", m, "biomed"), "nas", &r, 3)
+        .unwrap();
+    let [Change::Bind(p2)] = &c[..] else {
+        panic!("{c:?}")
+    };
+    let p2 = p2.clone();
+    assert!(s.refused(&p2, 4).is_none(), "N's role stays");
+    let c = s
+        .account(&acct(Status::Stop, "N", m, "biomed"), "nas", &r, 5)
+        .unwrap();
+    assert!(
+        matches!(&c[..], [Change::Unbind { .. }]),
+        "N still holds it: {c:?}"
+    );
+}
