@@ -167,6 +167,15 @@ impl Engine {
         Ok(())
     }
 
+    /// `decisions` over the enforced file, as one generation: what the
+    /// controller's own changes to the decisions (expiry, narrowing) do.
+    pub(super) fn enforce_decisions(&mut self, decisions: Vec<Decision>, now: i64) -> Result<u32> {
+        let policy = self.desired(&decisions, now)?;
+        let file = self.file.clone();
+        let path = self.enforced.path.clone();
+        self.enforce(file, policy, &path, None, decisions, now)
+    }
+
     /// What the datapath gets for `policy`: its compilation with the feeds'
     /// current contents.
     pub(super) fn compiled(&mut self, file: &Policy, policy: &Policy) -> Compiled {

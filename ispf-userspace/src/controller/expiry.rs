@@ -37,12 +37,7 @@ impl Engine {
             .filter(|d| d.expires.is_none_or(|e| e > now))
             .cloned()
             .collect();
-        let applied = self.desired(&kept, now).and_then(|policy| {
-            let file = self.file.clone();
-            let path = self.enforced.path.clone();
-            self.enforce(file, policy, &path, None, kept, now)
-        });
-        if let Err(e) = applied {
+        if let Err(e) = self.enforce_decisions(kept, now) {
             log(format!(
                 "expired decisions could not be undone yet: {}",
                 crate::describe(&e)

@@ -40,12 +40,7 @@ impl Engine {
         if narrowed.is_empty() {
             return;
         }
-        let applied = self.desired(&next, now).and_then(|policy| {
-            let file = self.file.clone();
-            let path = self.enforced.path.clone();
-            self.enforce(file, policy, &path, None, next, now)
-        });
-        let g = match applied {
+        let g = match self.enforce_decisions(next, now) {
             Ok(g) => g,
             Err(e) => {
                 log(format!(

@@ -23,12 +23,7 @@ impl Sessions {
             .collect();
         let gone: Vec<Session> = keys.iter().filter_map(|k| self.by_key.remove(k)).collect();
         for s in &gone {
-            self.ended.record(
-                (s.nas.clone(), s.id.clone()),
-                How::Lapsed,
-                now,
-                s.last_event,
-            );
+            self.ended.record(s.key(), How::Lapsed, now, s.last_event);
         }
         gone
     }

@@ -35,17 +35,12 @@ impl Sessions {
             s.ended.seed(&x.nas, x.last_event, now);
         }
         for x in &stale {
-            s.ended.record(
-                (x.nas.clone(), x.id.clone()),
-                How::Lapsed,
-                now,
-                x.last_event,
-            );
+            s.ended.record(x.key(), How::Lapsed, now, x.last_event);
         }
         list.sort_by_key(|x| x.since);
         for x in list {
-            s.bound.insert(x.mac.clone(), (x.nas.clone(), x.id.clone()));
-            s.by_key.insert((x.nas.clone(), x.id.clone()), x);
+            s.bound.insert(x.mac.clone(), x.key());
+            s.by_key.insert(x.key(), x);
         }
         // The newest on each device holds its role decision.
         for key in s.bound.values() {

@@ -54,6 +54,13 @@ pub struct Session {
     pub enforced: bool,
 }
 
+impl Session {
+    /// Its NAS and `Acct-Session-Id`: what names it in the table.
+    pub fn key(&self) -> Key {
+        (self.nas.clone(), self.id.clone())
+    }
+}
+
 /// What the enforced state must do about a packet or the passing of time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -284,7 +291,7 @@ impl Sessions {
     /// decision the device still holds when the session it displaced has
     /// since moved to another device: nothing would end it otherwise.
     pub fn refused(&mut self, s: &Session, now: i64) -> Option<Change> {
-        let key = (s.nas.clone(), s.id.clone());
+        let key = s.key();
         // An earlier binding of this very session (accepted before, or
         // restored) is what the engine enforces on the device.
         let own = self
@@ -346,7 +353,7 @@ impl Sessions {
     /// for good. If a later one has taken the device meanwhile (its answer
     /// still to come), this one is what the device falls back to.
     pub fn accepted(&mut self, s: &Session) {
-        let key = (s.nas.clone(), s.id.clone());
+        let key = s.key();
         if let Some(x) = self.by_key.get_mut(&key).filter(|x| x.mac == s.mac) {
             x.enforced = true;
         }

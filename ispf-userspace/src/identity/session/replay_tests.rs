@@ -6,6 +6,22 @@ use super::{
     *,
 };
 
+/// A Start of session `id` on `mac` at `now`, which must bind it.
+fn bind(s: &mut Sessions, id: &str, mac: &str, now: i64) -> Session {
+    let c = s
+        .account(
+            &acct(Status::Start, id, mac, "biomed"),
+            "nas",
+            &roles(),
+            now,
+        )
+        .unwrap();
+    match &c[..] {
+        [Change::Bind(b)] => b.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A captured Start or Interim-Update sent again after the session's Stop
 /// (past the listener's 30 s duplicate window) binds nothing; a NAS's
 /// next session, with a new id, does.
@@ -362,19 +378,10 @@ fn packets_of_one_second_replayed_in_turn_change_nothing() {
 fn a_burst_of_two_sessions_leaves_the_accepted_one_bound() {
     let (mut s, r) = (Sessions::default(), roles());
     let m = "02:00:00:00:30:0c";
-    let bind = |s: &mut Sessions, id: &str, now| {
-        let c = s
-            .account(&acct(Status::Start, id, m, "biomed"), "nas", &r, now)
-            .unwrap();
-        match &c[..] {
-            [Change::Bind(b)] => b.clone(),
-            other => panic!("{other:?}"),
-        }
-    };
-    let p = bind(&mut s, "P", 1);
+    let p = bind(&mut s, "P", m, 1);
     s.accepted(&p);
-    let n = bind(&mut s, "N", 2);
-    let n2 = bind(&mut s, "N2", 2);
+    let n = bind(&mut s, "N", m, 2);
+    let n2 = bind(&mut s, "N2", m, 2);
     s.accepted(&n);
     assert!(s.refused(&n2, 3).is_none());
     let c = s
@@ -392,18 +399,9 @@ fn a_burst_of_two_sessions_leaves_the_accepted_one_bound() {
 fn a_refused_rebind_of_the_enforced_session_ends_its_role() {
     let (mut s, r) = (Sessions::default(), roles());
     let m = "02:00:00:00:30:0d";
-    let bind = |s: &mut Sessions, id: &str, class: &str, now| {
-        let c = s
-            .account(&acct(Status::Start, id, m, class), "nas", &r, now)
-            .unwrap();
-        match &c[..] {
-            [Change::Bind(b)] => b.clone(),
-            other => panic!("{other:?}"),
-        }
-    };
-    let p = bind(&mut s, "P", "biomed", 1);
+    let p = bind(&mut s, "P", m, 1);
     s.accepted(&p);
-    let n = bind(&mut s, "N", "biomed", 2);
+    let n = bind(&mut s, "N", m, 2);
     // P binds again (its device moved back to it, or its role changed).
     let mut again = acct(Status::Interim, "P", m, "biomed");
     again.user = Some("bob".into());
@@ -429,18 +427,9 @@ fn a_refused_rebind_of_the_enforced_session_ends_its_role() {
 fn a_refused_rebind_of_an_old_session_leaves_the_live_role() {
     let (mut s, r) = (Sessions::default(), roles());
     let m = "02:00:00:00:30:0e";
-    let bind = |s: &mut Sessions, id: &str, now| {
-        let c = s
-            .account(&acct(Status::Start, id, m, "biomed"), "nas", &r, now)
-            .unwrap();
-        match &c[..] {
-            [Change::Bind(b)] => b.clone(),
-            other => panic!("{other:?}"),
-        }
-    };
-    let p = bind(&mut s, "P", 1);
+    let p = bind(&mut s, "P", m, 1);
     s.accepted(&p);
-    let n = bind(&mut s, "N", 2);
+    let n = bind(&mut s, "N", m, 2);
     s.accepted(&n);
     let c = s
         .account(&acct(Status::Interim, "P", m, "biomed"), "nas", &r, 3)
