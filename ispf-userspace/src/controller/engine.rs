@@ -361,6 +361,7 @@ impl Engine {
             let timeout = self.policy.doc.defaults.timeouts.fragment;
             self.dp.gc_fragments(timeout);
             self.narrow_quarantines();
+            self.recheck_roles();
         }
     }
 

@@ -86,7 +86,11 @@ impl Pending {
     }
 
     fn due(&self, now: Instant) -> bool {
-        !matches!(self.sweep, Sweep::Nothing) && self.next.is_none_or(|t| t <= now)
+        self.pending() && self.next.is_none_or(|t| t <= now)
+    }
+
+    fn pending(&self) -> bool {
+        !matches!(self.sweep, Sweep::Nothing)
     }
 }
 
@@ -148,6 +152,19 @@ impl Engine {
                 crate::describe(&e)
             ));
         }
+    }
+
+    /// Every ten seconds: ends the roles whose device the inventory has
+    /// seen since at an address the file places in a life-critical
+    /// segment, as a reload would. Otherwise a role kept such a device out
+    /// of its segment until the session's next interim update (up to an
+    /// hour) or the next reload. While a sweep waits to be retried, its
+    /// backoff decides (a sweep of all roles is pending then too).
+    pub(super) fn recheck_roles(&mut self) {
+        if self.sweep_again.pending() || !self.decisions.iter().any(|d| d.kind == Kind::Role) {
+            return;
+        }
+        self.end_refused_roles(None);
     }
 
     /// Retries, at each tick once due, the sweeps that could not be

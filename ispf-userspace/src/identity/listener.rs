@@ -76,16 +76,20 @@ pub(super) fn run(
         st.conn = Some(c);
         st.dirty = stale;
     }
-    let orphans = restart::orphans(&decisions, &st.sessions, fleet_host.as_deref());
-    if !orphans.is_empty() {
-        apply(orphans);
-    }
+    restart::end_orphans(
+        &st.sessions,
+        st.host.as_deref(),
+        &apply,
+        &decisions,
+        "no open session after the controller restarted",
+    );
     let mut ended_seq = 0;
     publish(&st, &facts);
 
     let mut bound: Option<Bound> = None;
     let mut last_try = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
+    let mut last_orphans = Instant::now();
     let mut buf = vec![0u8; radius::MAX_PACKET + 1];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         // Borrowed from the enforced policy, once a batch: a flood of
@@ -126,6 +130,16 @@ pub(super) fn run(
                 enforce(&mut st, &apply, &facts, changes);
             }
             persist(&mut st, &db_path, &facts);
+            if last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
+                last_orphans = Instant::now();
+                restart::end_orphans(
+                    &st.sessions,
+                    st.host.as_deref(),
+                    &apply,
+                    &view().decisions,
+                    "its session ended earlier, but the role could not be ended then",
+                );
+            }
         }
         let Some(b) = bound.as_ref() else {
             std::thread::sleep(Duration::from_millis(200));

@@ -1,5 +1,6 @@
 //! What a listener takes over from before a restart: the sessions the
-//! table recorded, and the role decisions no session holds any more.
+//! table recorded, and the role decisions no session holds any more (also
+//! looked for every [`ORPHAN_SWEEP`] while it runs).
 //!
 //! In a fleet a role decision is the site's, while its session lives in
 //! the table of the host whose listener made it (the decision's actor names
@@ -7,9 +8,11 @@
 //! whatever its local copy of the decisions says, since a decision reaches
 //! etcd before the watch brings it back here.
 
+use std::time::Duration;
+
 use rusqlite::Connection;
 
-use super::{session::Sessions, store};
+use super::{session::Sessions, store, Apply};
 use crate::{
     clock::log,
     decisions::{role_held_on, Decision, DecisionRequest, Kind},
@@ -53,11 +56,12 @@ pub(super) fn restore(
 }
 
 /// Requests that end the role decisions this controller's listener made
-/// and no restored session holds.
+/// and no session in `sessions` holds, saying `why`.
 pub(super) fn orphans(
     decisions: &[Decision],
     sessions: &Sessions,
     fleet_host: Option<&str>,
+    why: &str,
 ) -> Vec<DecisionRequest> {
     let mine = |d: &Decision| match fleet_host {
         Some(h) => role_held_on(d, h),
@@ -73,11 +77,50 @@ pub(super) fn orphans(
     macs.into_iter()
         .map(|mac| DecisionRequest::EndSession {
             mac,
-            why: "no open session after the controller restarted".into(),
+            why: why.into(),
             host: fleet_host.map(str::to_owned),
             session: None,
         })
         .collect()
+}
+
+/// How often the listener looks for role decisions no session holds: an
+/// unbind the engine could not enforce then (a failing generation) is
+/// tried again, rather than leaving the role with nothing to end it.
+pub(super) const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
+/// Ends the role decisions among `decisions` that this listener's
+/// sessions made and none holds any more, saying `why`. Returns, and
+/// logs, those that could not be ended: the next sweep finds them again.
+pub(super) fn end_orphans(
+    sessions: &Sessions,
+    host: Option<&str>,
+    apply: &Apply,
+    decisions: &[Decision],
+    why: &str,
+) -> Vec<String> {
+    let reqs = orphans(decisions, sessions, host, why);
+    if reqs.is_empty() {
+        return Vec::new();
+    }
+    let macs: Vec<String> = reqs.iter().map(|r| r.mac().to_owned()).collect();
+    // A role already gone is what the request wanted.
+    let failed: Vec<String> = macs
+        .iter()
+        .zip(apply(reqs))
+        .filter_map(|(mac, r)| r.err().map(|e| (mac, e)))
+        .filter(|(_, e)| !e.ends_with("has no decision to release"))
+        .map(|(mac, e)| format!("{mac}: {e}"))
+        .collect();
+    if let Some(first) = failed.first() {
+        log(format!(
+            "identity: warning: {} role(s) with no open session still enforced ({first}{}); tried again within {}s",
+            failed.len(),
+            if failed.len() > 1 { " and others" } else { "" },
+            ORPHAN_SWEEP.as_secs()
+        ));
+    }
+    failed
 }
 
 #[cfg(test)]
@@ -119,7 +162,7 @@ mod tests {
         let none = Sessions::default();
         // Alone, every role decision is this controller's.
         let alone = [role(a, None), role(b, None), quarantine.clone()];
-        assert_eq!(ended(&orphans(&alone, &none, None)), [a, b]);
+        assert_eq!(ended(&orphans(&alone, &none, None, "")), [a, b]);
         // In a fleet, only those this host's listener made.
         let site = [
             role(a, Some("ward-3")),
@@ -127,7 +170,35 @@ mod tests {
             role(c, None),
             quarantine,
         ];
-        assert_eq!(ended(&orphans(&site, &none, Some("ward-3"))), [a]);
-        assert!(orphans(&site, &none, Some("ward-5")).is_empty());
+        assert_eq!(ended(&orphans(&site, &none, Some("ward-3"), "")), [a]);
+        assert!(orphans(&site, &none, Some("ward-5"), "").is_empty());
+    }
+
+    #[test]
+    fn roles_no_session_holds_are_ended_and_those_that_fail_are_said() {
+        let (a, b, c) = (
+            "02:00:00:00:00:0a",
+            "02:00:00:00:00:0b",
+            "02:00:00:00:00:0c",
+        );
+        let decisions = [role(a, None), role(b, None), role(c, None)];
+        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let apply: Apply = Box::new(move |reqs: Vec<DecisionRequest>| {
+            reqs.iter()
+                .map(|r| {
+                    seen.lock().unwrap().push(r.mac().to_owned());
+                    match r.mac() {
+                        m if m.ends_with('a') => Ok("ended".into()),
+                        m if m.ends_with('b') => Err(format!("{m} has no decision to release")),
+                        _ => Err("the maps are full".into()),
+                    }
+                })
+                .collect()
+        });
+        let failed = end_orphans(&Sessions::default(), None, &apply, &decisions, "why");
+        assert_eq!(*asked.lock().unwrap(), [a, b, c]);
+        // Gone already is no failure; a refused end is, and said.
+        assert_eq!(failed, [format!("{c}: the maps are full")]);
     }
 }

@@ -263,3 +263,87 @@ fn an_admit_into_a_life_critical_segment_ends_the_role_held_on_the_device() {
     ));
     assert_eq!(state(&ctl, LAPTOP), "pumps");
 }
+
+/// A role held by a device that the inventory later sees at an address of
+/// a life-critical segment's subnet (a lease there, a pump's MAC reported
+/// by a NAS) ends within the controller's ten-second check, with no
+/// reload and no interim update from the NAS.
+#[test]
+fn a_role_ends_once_its_device_is_seen_in_a_life_critical_subnet() {
+    require_root();
+    let (_topo, ports) = unit("idz");
+    let ifaces = [ports[0].as_str(), ports[1].as_str(), ports[2].as_str()];
+    let pumps = r#"{"name": "pumps", "life_critical": true}"#;
+    let text = std::fs::read_to_string(policy()).unwrap();
+    assert!(text.contains(pumps), "{text}");
+    let file = write_policy(
+        "identity-lc-subnet",
+        &text.replace(
+            pumps,
+            r#"{"name": "pumps", "life_critical": true, "subnets": ["10.10.0.0/24"]}"#,
+        ),
+    );
+    let ctl = Ctl::start(paths("idz"), &file, &ifaces);
+    let _https = Server::start("ispf-idz-pis", &[443]);
+    assert!(tcp_ok("ispf-idz-lap", "10.50.0.10", 443, 2.0, None));
+    wait_devices(&ctl, Duration::from_secs(10), "the laptop seen", |l| {
+        device(l, LAPTOP).is_some()
+    });
+    assert!(radclient(&acct("Start", "Z1", LAPTOP, "biomed"), SECRET));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+    // Two ten-second checks pass with nothing to end.
+    std::thread::sleep(Duration::from_secs(21));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+
+    // The laptop sends from an address in the pumps' subnet: dropped as
+    // spoofed (its entry names another), but seen there.
+    let ns = "ispf-idz-lap";
+    let add = [
+        "ip",
+        "-n",
+        ns,
+        "addr",
+        "add",
+        "10.10.0.50/32",
+        "dev",
+        "eth0",
+    ];
+    let st = command("ip").args(&add[1..]).status().unwrap();
+    assert!(st.success(), "{add:?}");
+    let ping = [
+        "netns",
+        "exec",
+        ns,
+        "ping",
+        "-c",
+        "2",
+        "-W",
+        "1",
+        "-I",
+        "10.10.0.50",
+        "10.50.0.10",
+    ];
+    let _ = command("ip").args(ping).output().unwrap();
+    let t = Instant::now();
+    let ended = |ctl: &Ctl| {
+        timeline(ctl, LAPTOP).iter().any(|e| {
+            e["event"] == "session_ended"
+                && e["detail"].as_str().unwrap_or("").contains("life-critical")
+        })
+    };
+    while !ended(&ctl) {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the role still holds: {:?}",
+            timeline(&ctl, LAPTOP)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Back where its entry places it; the next interim binds nothing.
+    assert_eq!(state(&ctl, LAPTOP), "workstations");
+    assert!(radclient(
+        &acct("Interim-Update", "Z1", LAPTOP, "biomed"),
+        SECRET
+    ));
+    assert_eq!(state(&ctl, LAPTOP), "workstations");
+}
