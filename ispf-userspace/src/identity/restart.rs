@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::{session::Sessions, store, Apply};
+use super::{
+    session::{Session, Sessions},
+    store, Apply,
+};
 use crate::{
     clock::log,
-    decisions::{role_held_on, Decision, DecisionRequest, Kind},
+    decisions::{names_session, role_held_on, session_mark, Decision, DecisionRequest, Kind},
 };
 
 /// The recorded sessions whose device a recorded role decision holds
@@ -35,11 +38,21 @@ pub(super) fn restore(
                 .iter()
                 .any(|d| d.kind == Kind::Role && d.mac == mac)
     };
+    // A device's older session may be the one holding its role (a newer
+    // one was refused, or displaced it and ended): that one's Stop must
+    // end the role, not the newer's.
+    let names = |x: &Session| {
+        let mark = session_mark(&x.nas, &x.id);
+        recorded
+            .iter()
+            .any(|d| d.kind == Kind::Role && d.mac == x.mac && names_session(&d.reason, &mark))
+    };
     let now = crate::clock::unix_now();
     let (sessions, stale) = Sessions::restore(
         store::sessions(c).unwrap_or_default(),
         store::ended(c, now).unwrap_or_default(),
         held,
+        names,
         now,
     );
     if let Some(s) = stale.first() {

@@ -18,11 +18,13 @@ impl Sessions {
     /// before the controller was killed (the table is saved once a
     /// second) is over, not open; its next update, if the NAS sends one,
     /// tries again and meets the engine's checks, as a lapsed session's
-    /// (`ended`, remembered with the rest).
+    /// (`ended`, remembered with the rest). The session the decision
+    /// names (`names`) holds it, else the device's newest.
     pub fn restore(
         list: Vec<Session>,
         ended: Vec<(Key, Gone)>,
         held: impl Fn(&str) -> bool,
+        names: impl Fn(&Session) -> bool,
         now: i64,
     ) -> (Self, Vec<Session>) {
         let mut s = Sessions {
@@ -38,11 +40,21 @@ impl Sessions {
             s.ended.record(x.key(), How::Lapsed, now, x.last_event);
         }
         list.sort_by_key(|x| x.since);
+        // The session the device's role decision names holds it; when the
+        // decision names none of them (written by a controller that did
+        // not say), the newest.
+        let named: Vec<(String, Key)> = list
+            .iter()
+            .filter(|x| names(x))
+            .map(|x| (x.mac.clone(), x.key()))
+            .collect();
         for x in list {
             s.bound.insert(x.mac.clone(), x.key());
             s.by_key.insert(x.key(), x);
         }
-        // The newest on each device holds its role decision.
+        for (mac, key) in named {
+            s.bound.insert(mac, key);
+        }
         for key in s.bound.values() {
             if let Some(x) = s.by_key.get_mut(key) {
                 x.enforced = true;

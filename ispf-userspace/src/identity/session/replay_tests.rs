@@ -191,6 +191,7 @@ fn ended_sessions_survive_a_restart() {
         vec![not_held],
         vec![(("nas".into(), "S".into()), gone)],
         |_| false,
+        |_| false,
         60,
     );
     assert_eq!(stale.len(), 1);

@@ -285,7 +285,13 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
         session("NEW", held_mac, 2),
         session("GONE", "02:00:00:00:30:02", 3),
     ];
-    let (mut s, stale) = Sessions::restore(list, Vec::new(), |mac| mac == held_mac, 10);
+    let (mut s, stale) = Sessions::restore(
+        list.clone(),
+        Vec::new(),
+        |mac| mac == held_mac,
+        |_| false,
+        10,
+    );
     assert_eq!(stale.len(), 1);
     assert_eq!(stale[0].id, "GONE");
     let ids: Vec<String> = s.list().into_iter().map(|x| x.id).collect();
@@ -312,4 +318,25 @@ fn a_restart_restores_only_sessions_a_decision_holds() {
         ),
         Err(Ignored::NoSession)
     );
+    // When the role decision names the older session, that one holds the
+    // role: its Stop ends it, and the newer's does not.
+    let (mut s, _) = Sessions::restore(
+        list,
+        Vec::new(),
+        |mac| mac == held_mac,
+        |x| x.id == "OLD",
+        10,
+    );
+    let stop = |s: &mut Sessions, id: &str| {
+        s.account(
+            &acct(Status::Stop, id, held_mac, "biomed"),
+            "nas",
+            &roles(),
+            4,
+        )
+    };
+    assert!(matches!(&stop(&mut s, "NEW").unwrap()[..], []));
+    assert!(s.is_bound(held_mac));
+    let c = stop(&mut s, "OLD").unwrap();
+    assert!(matches!(&c[..], [Change::Unbind { mac, .. }] if mac == held_mac));
 }
