@@ -139,6 +139,9 @@ pub struct Engine {
     pub(super) reload_default: Option<PathBuf>,
     /// Role sweeps that could not be enforced, retried at each tick.
     pub(super) sweep_again: super::sweep::Pending,
+    /// The addresses each held role's device was last judged with by
+    /// `recheck_roles`.
+    pub(super) roles_seen_at: std::collections::HashMap<String, Vec<std::net::IpAddr>>,
     /// A compilation [`Engine::enforceable`] made, for the `enforce` of
     /// the same call (see [`Engine::compiled`]).
     pub(super) precompiled: Option<(super::decide::CompiledKey, crate::policy::compile::Compiled)>,
@@ -178,6 +181,7 @@ impl Engine {
             last_gc: Instant::now(),
             refused_at_start: s.refused_roles,
             sweep_again: Default::default(),
+            roles_seen_at: Default::default(),
             precompiled: None,
             reload_default: None,
         }

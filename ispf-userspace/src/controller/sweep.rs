@@ -158,13 +158,36 @@ impl Engine {
     /// seen since at an address the file places in a life-critical
     /// segment, as a reload would. Otherwise a role kept such a device out
     /// of its segment until the session's next interim update (up to an
-    /// hour) or the next reload. While a sweep waits to be retried, its
-    /// backoff decides (a sweep of all roles is pending then too).
+    /// hour) or the next reload. Only devices whose last addresses changed
+    /// since the last check are judged, and only when the file places
+    /// anything life-critical by address. While a failed sweep waits out
+    /// its backoff, nothing is judged.
     pub(super) fn recheck_roles(&mut self) {
-        if self.sweep_again.pending() || !self.decisions.iter().any(|d| d.kind == Kind::Role) {
+        let roles: Vec<String> = self
+            .decisions
+            .iter()
+            .filter(|d| d.kind == Kind::Role)
+            .map(|d| d.mac.clone())
+            .collect();
+        self.roles_seen_at.retain(|mac, _| roles.contains(mac));
+        if roles.is_empty()
+            || self.sweep_again.pending()
+            || !life_critical_by_address(&self.file)
+            || self.db().is_err()
+        {
             return;
         }
-        self.end_refused_roles(None);
+        let mut changed = Vec::new();
+        for mac in roles {
+            let now = self.seen_addresses(&mac);
+            if self.roles_seen_at.get(&mac) != Some(&now) {
+                self.roles_seen_at.insert(mac.clone(), now);
+                changed.push(mac);
+            }
+        }
+        if !changed.is_empty() {
+            self.end_refused_roles(Some(&changed));
+        }
     }
 
     /// Retries, at each tick once due, the sweeps that could not be
@@ -281,6 +304,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether `file` places anything in a life-critical segment by address
+/// (a subnet, or a device entry without a MAC): only then can where a
+/// device was seen make it life-critical.
+fn life_critical_by_address(file: &Policy) -> bool {
+    let critical = |id: u16| file.segment(id).is_some_and(|s| s.life_critical);
+    file.segments
+        .iter()
+        .any(|s| s.life_critical && !s.subnets.is_empty())
+        || file
+            .devices
+            .iter()
+            .any(|d| d.mac.is_none() && critical(d.segment))
 }
 
 #[cfg(test)]

@@ -130,7 +130,10 @@ pub(super) fn run(
                 enforce(&mut st, &apply, &facts, changes);
             }
             persist(&mut st, &db_path, &facts);
-            if last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
+            // Not in a fleet: this host's copy of the decisions may lag
+            // etcd's, and ending what it shows could delete a key another
+            // host's live session has written since.
+            if st.host.is_none() && last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
                 last_orphans = Instant::now();
                 restart::end_orphans(
                     &st.sessions,

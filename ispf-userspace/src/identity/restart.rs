@@ -97,9 +97,10 @@ pub(super) fn orphans(
         .collect()
 }
 
-/// How often the listener looks for role decisions no session holds: an
-/// unbind the engine could not enforce then (a failing generation) is
-/// tried again, rather than leaving the role with nothing to end it.
+/// How often the listener of a single host looks for role decisions no
+/// session holds: an unbind the engine could not enforce then (a failing
+/// generation) is tried again, rather than leaving the role with nothing
+/// to end it. (A fleet host does so at start only: see the listener.)
 pub(super) const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 
 /// Ends the role decisions among `decisions` that this listener's

@@ -339,11 +339,24 @@ fn a_role_ends_once_its_device_is_seen_in_a_life_critical_subnet() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Back where its entry places it; the next interim binds nothing.
+    // Back where its entry places it; once the listener has forgotten
+    // the session, its next interim is refused as on a pump.
     assert_eq!(state(&ctl, LAPTOP), "workstations");
+    let t = Instant::now();
+    while String::from_utf8_lossy(&ctl.cli(&["sessions", "--json"]).stdout).contains(LAPTOP) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the session is still listed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = scrape(&ctl.metrics);
     assert!(radclient(
         &acct("Interim-Update", "Z1", LAPTOP, "biomed"),
         SECRET
     ));
+    let after = scrape(&ctl.metrics);
+    let cause = "ispf_identity_ignored_total{cause=\"life_critical\"}";
+    assert_eq!(metric(&after, cause) - metric(&before, cause), 1);
     assert_eq!(state(&ctl, LAPTOP), "workstations");
 }
