@@ -303,3 +303,65 @@ fn a_dry_run_says_what_the_maps_would_refuse() {
         "{log}"
     );
 }
+
+/// A reload that would take a device out of the life-critical segment the
+/// datapath placed it in, where the file's own diff cannot tell (a new,
+/// narrower subnet of another segment over a pump placed by its subnet;
+/// the same holds for one placed by its VLAN), says so in the dry run and
+/// the reload, naming the device.
+#[test]
+fn a_reload_says_which_seen_devices_would_leave_a_life_critical_segment() {
+    require_root();
+    let (_topo, ports) = unit("hl");
+    let file = |guest: &str| {
+        format!(
+            r#"{{"version": 1,
+            "segments": [
+              {{"name": "pumps", "life_critical": true, "subnets": ["10.10.0.0/24"]}},
+              {{"name": "pis-servers", "subnets": ["10.50.0.0/24"]}},
+              {{"name": "guest", "subnets": [{guest}]}}
+            ],
+            "rules": [{{"from": "pumps", "to": "pis-servers", "proto": "icmp", "action": "allow"}}]}}"#
+        )
+    };
+    let before = write_policy("leave-before", &file(r#""10.99.0.0/24""#));
+    let after = write_policy("leave-after", &file(r#""10.99.0.0/24", "10.10.0.0/28""#));
+    let ctl = Ctl::start(paths("hl"), &before, &[&ports[0], &ports[1], &ports[2]]);
+    let ping = [
+        "netns",
+        "exec",
+        "ispf-hl-pump",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.50.0.10",
+    ];
+    let _ = ispf_tests::programs::command("ip")
+        .args(ping)
+        .output()
+        .unwrap();
+    ispf_tests::inventory::wait_devices(&ctl, Duration::from_secs(10), "the pump seen", |l| {
+        ispf_tests::inventory::device(l, PUMP1).is_some_and(|d| d["segment"] == "pumps")
+    });
+    let said = format!(
+        "! 1 device(s) the datapath last placed in a life-critical segment would leave it: {PUMP1} (VLAN 0, 10.10.0.11): pumps -> guest (subnet)"
+    );
+    let g = ctl.status().generation;
+    for args in [&["reload", "--dry-run"][..], &["reload"][..]] {
+        let mut args = args.to_vec();
+        args.push(after.to_str().unwrap());
+        let out = ctl.cli(&args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains(&said),
+            "{args:?}: {text}"
+        );
+    }
+    assert_eq!(
+        ctl.status().generation,
+        g + 1,
+        "the dry run applied nothing"
+    );
+}

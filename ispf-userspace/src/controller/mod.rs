@@ -23,6 +23,7 @@ mod expiry;
 mod fleet;
 mod fleet_sets;
 mod known;
+mod leaving;
 mod narrow;
 mod ports;
 mod queued;

@@ -124,8 +124,13 @@ impl Engine {
             }),
         );
         let new = desired(&file, &decisions, now)?;
+        let leaving = self.leaving_life_critical(&new);
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;
+        match leaving {
+            Ok(line) => d.settings.extend(line),
+            Err(warning) => d.decisions.push(warning),
+        }
         let (skipped, old_docs) = (self.feed_skips.clone(), self.policy.doc.feeds.clone());
         // What the apply would refuse, the dry run says; and either says
         // when the maps would then hold no room for a generation as large

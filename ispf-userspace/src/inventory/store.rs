@@ -120,6 +120,25 @@ pub fn devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
     Ok(out)
 }
 
+/// The devices the datapath last placed in one of `segments` (by name).
+pub fn devices_in(conn: &Connection, segments: &[&str]) -> Result<Vec<Device>, DbError> {
+    if segments.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; segments.len()].join(", ");
+    let mut st = conn.prepare(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE segment IN ({marks})"
+    ))?;
+    let rows = st.query_map(rusqlite::params_from_iter(segments), device_of)?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some(d) = r? {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
 pub fn device(conn: &Connection, mac: &[u8; 6]) -> Result<Option<Device>, DbError> {
     let mut st = conn.prepare(&format!(
         "SELECT {DEVICE_COLUMNS} FROM devices WHERE mac = ?1"
