@@ -15,6 +15,7 @@ use super::{
 };
 use crate::{
     decisions::{roles_refused_now, Decision, Kind},
+    inventory::store,
     policy::Policy,
 };
 
@@ -163,7 +164,7 @@ impl Engine {
     /// anything life-critical by address. While a failed sweep waits out
     /// its backoff, nothing is judged.
     pub(super) fn recheck_roles(&mut self) {
-        let roles: Vec<String> = self
+        let roles: std::collections::HashSet<String> = self
             .decisions
             .iter()
             .filter(|d| d.kind == Kind::Role)
@@ -179,14 +180,31 @@ impl Engine {
         }
         let mut changed = Vec::new();
         for mac in roles {
-            let now = self.seen_addresses(&mac);
+            let Some(m) = crate::policy::parse_mac(&mac) else {
+                continue;
+            };
+            // A read that failed says nothing: judged at the next tick.
+            let Ok(now) = self.db().map(|c| store::device(c, &m)) else {
+                return;
+            };
+            let Ok(now) = now.map(|d| d.map(|d| d.last_addresses()).unwrap_or_default()) else {
+                continue;
+            };
             if self.roles_seen_at.get(&mac) != Some(&now) {
                 self.roles_seen_at.insert(mac.clone(), now);
                 changed.push(mac);
             }
         }
-        if !changed.is_empty() {
-            self.end_refused_roles(Some(&changed));
+        if changed.is_empty() {
+            return;
+        }
+        self.end_refused_roles(Some(&changed));
+        // Not judged after all (the sweep waits to be retried): judged
+        // afresh once it is done.
+        if self.sweep_again.pending() {
+            for mac in &changed {
+                self.roles_seen_at.remove(mac);
+            }
         }
     }
 

@@ -127,11 +127,14 @@ pub(super) fn end_orphans(
         .map(|(mac, e)| format!("{mac}: {e}"))
         .collect();
     if let Some(first) = failed.first() {
+        let again = match host {
+            None => format!("tried again within {}s", ORPHAN_SWEEP.as_secs()),
+            Some(_) => "in a fleet, tried again at this controller's next start".to_owned(),
+        };
         log(format!(
-            "identity: warning: {} role(s) with no open session still enforced ({first}{}); tried again within {}s",
+            "identity: warning: {} role(s) with no open session still enforced ({first}{}); {again}",
             failed.len(),
             if failed.len() > 1 { " and others" } else { "" },
-            ORPHAN_SWEEP.as_secs()
         ));
     }
     failed

@@ -112,4 +112,19 @@ fn role_sessions_in_a_fleet_end_only_what_their_host_made() {
         Some(theirs.actor.clone()),
         "a session ending here ended another host's role"
     );
+
+    // A newer session here takes the device back; its Stop deletes the
+    // key, which holds what this host's copy shows.
+    assert!(radclient("Start", "S2"));
+    wait("this host's role again", Duration::from_secs(10), || {
+        held().is_some_and(|d| d.reason.ends_with("session S2)"))
+    });
+    wait("the copy caught up", Duration::from_secs(10), || {
+        let out = h.ctl.cli(&["device", LAPTOP, "--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("session S2")
+    });
+    assert!(radclient("Stop", "S2"));
+    wait("the key deleted", Duration::from_secs(10), || {
+        held().is_none()
+    });
 }
