@@ -288,11 +288,24 @@ fn a_dry_run_says_what_the_maps_would_refuse() {
         state: ctl.paths.state.clone(),
     };
     ctl.kill9();
-    let mut ctl = Ctl::start_with(kept, &mid, &[&ports[0]], &["--map-size", "devices=4096"]);
+    let mut ctl = Ctl::start_with(
+        kept,
+        &mid,
+        &[&ports[0]],
+        &["--map-size", "devices=4096", "--hook", "xdp"],
+    );
     assert_eq!(ctl.status().generation, g + 1, "adopted");
     let log = ctl.kill9();
     assert!(
         log.contains("map sizes devices=4096 (the pinned maps hold 1024) are not applied"),
+        "{log}"
+    );
+    // veth ports: the first start attached them at TC.
+    assert!(
+        log.contains(&format!(
+            "warning: {} stays attached at tc (--hook xdp is not applied)",
+            ports[0]
+        )),
         "{log}"
     );
     assert!(

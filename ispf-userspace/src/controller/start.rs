@@ -240,6 +240,7 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             .map_or("native".to_owned(), |i| i.mode.clone());
         // Adoption trusts the kernel, not the pin files.
         if ports::attached(&opts.pin_dir, &name, ids) {
+            said_hook_kept(opts.attach.hook, &name, &known_mode);
             port_list.push(InterfaceStatus {
                 ifindex: crate::bpfsys::ifindex(&name),
                 name,
@@ -311,6 +312,19 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             .join(", ")
     ));
     Ok(e)
+}
+
+/// A port the pins keep at another hook than `--hook` names: said, as
+/// map sizes are; kept, since moving it means detaching it.
+fn said_hook_kept(hook: ports::Hook, name: &str, mode: &str) {
+    let wanted = match hook {
+        ports::Hook::Xdp if mode == ports::MODE_TC => "xdp",
+        ports::Hook::Tc if mode != ports::MODE_TC => "tc",
+        _ => return,
+    };
+    log(format!(
+        "warning: {name} stays attached at {mode} (--hook {wanted} is not applied): an adopting start keeps the pinned links. To move it: `ispf detach` (enforcement stops), then start again"
+    ));
 }
 
 /// What an adopting start keeps of the pinned datapath although this
