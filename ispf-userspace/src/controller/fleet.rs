@@ -26,36 +26,10 @@ impl Engine {
         actor: &str,
     ) -> Result<Vec<Outcome>> {
         let fleet = self.fleet.as_ref().expect("fleet mode");
-        let (put, mut removed) = changes(&plans);
-        // A session's end deletes the role key only while it holds the
-        // decision this host's copy shows: the copy may lag etcd's (a host
-        // starting, a watch reconnecting), and the key may hold another
-        // host's live session's decision by now.
-        let ended: Vec<Decision> = plans
-            .iter()
-            .filter(|p| p.event == "session_ended")
-            .filter_map(|p| {
-                self.decisions
-                    .iter()
-                    .find(|d| d.mac == p.mac && d.kind == Kind::Role)
-                    .cloned()
-            })
-            .collect();
-        removed.retain(|(mac, kind)| !(*kind == Kind::Role && ended.iter().any(|d| d.mac == *mac)));
+        let (put, removed) = changes(&plans);
         fleet.write(&put, &removed).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
         })?;
-        if !ended.is_empty() {
-            let left = fleet.delete_unchanged(&ended).map_err(|e| {
-                anyhow!("{e}; the session's end is not made (it must reach every host of the site)")
-            })?;
-            if !left.is_empty() {
-                log(format!(
-                    "fleet: {} not deleted: each holds another decision than this host's copy shows (a newer session's, written since)",
-                    left.join(", ")
-                ));
-            }
-        }
         let site = fleet.site().to_owned();
         let generation = self.dp.epoch();
         Ok(merge(outcomes, plans, |p| {

@@ -69,9 +69,18 @@ pub(super) fn leaving_life_critical(
     let moved: Vec<String> = seen
         .iter()
         .filter_map(|d| {
-            let was = before.place(&d.mac, d.vlan, d.ipv4, d.ipv6);
-            let is = after.place(&d.mac, d.vlan, d.ipv4, d.ipv6);
-            (critical(old, was.segment) && !critical(new, is.segment)).then(|| {
+            // The datapath places each packet by its own family: a
+            // dual-stack device leaves when either of its addresses does.
+            let families = match (d.ipv4, d.ipv6) {
+                (Some(v4), Some(v6)) => vec![(Some(v4), None), (None, Some(v6))],
+                both => vec![both],
+            };
+            let (was, is) = families.into_iter().find_map(|(v4, v6)| {
+                let was = before.place(&d.mac, d.vlan, v4, v6);
+                let is = after.place(&d.mac, d.vlan, v4, v6);
+                (critical(old, was.segment) && !critical(new, is.segment)).then_some((was, is))
+            })?;
+            Some({
                 let at: Vec<String> = d.last_addresses().iter().map(|a| a.to_string()).collect();
                 format!(
                     "{} (VLAN {}, {}): {} -> {} ({})",
@@ -161,5 +170,17 @@ mod tests {
             line.starts_with("! 12 device(s)") && line.ends_with("; and 2 more"),
             "{line}"
         );
+    }
+
+    /// The datapath places an IPv6 packet by its IPv6 source: a monitor
+    /// whose IPv4 stays inside its segment but whose IPv6 a new subnet
+    /// takes leaves it for those packets.
+    #[test]
+    fn a_dual_stack_device_leaves_when_either_address_does() {
+        let (old, new) = (policy("fd00:1::/64"), policy("fd00:30::/64"));
+        let mut m = seen([2, 0, 0, 0, 0x30, 1], 30, "10.30.0.5");
+        m.ipv6 = Some("fd00:30::5".parse().unwrap());
+        let line = leaving_life_critical(&old, &new, &[m]).expect("said");
+        assert!(line.contains("monitors -> guest (subnet)"), "{line}");
     }
 }

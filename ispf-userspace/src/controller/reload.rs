@@ -128,7 +128,15 @@ impl Engine {
         let mut d = diff(&self.policy, &new);
         d.decisions = notes;
         match leaving {
-            Ok(line) => d.settings.extend(line),
+            Ok(Some(line)) => {
+                // A reload by SIGHUP or a fleet revision has no one reading
+                // its report: the log is where it is seen.
+                if !dry_run {
+                    log(format!("reload of {}: {line}", path.display()));
+                }
+                d.settings.push(line);
+            }
+            Ok(None) => {}
             Err(warning) => d.decisions.push(warning),
         }
         let (skipped, old_docs) = (self.feed_skips.clone(), self.policy.doc.feeds.clone());

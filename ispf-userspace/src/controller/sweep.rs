@@ -185,7 +185,7 @@ impl Engine {
             };
             // A read that failed says nothing: judged at the next tick.
             let Ok(now) = self.db().map(|c| store::device(c, &m)) else {
-                return;
+                break;
             };
             let Ok(now) = now.map(|d| d.map(|d| d.last_addresses()).unwrap_or_default()) else {
                 continue;
