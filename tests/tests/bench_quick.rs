@@ -49,6 +49,7 @@ fn quick_benchmark_produces_every_figure() {
         "sightings_per_s",
         "ms_session_apply",
         "ms_session_apply_max",
+        "ns_dependent_load",
     ] {
         let v = s[key]
             .as_f64()
@@ -69,6 +70,7 @@ fn quick_benchmark_produces_every_figure() {
         "ms_session_apply_100k",
         "ms_fleet_converge_10_hosts",
         "ms_fleet_converge_3_hosts_100k",
+        "first_packet_net_in_dependent_loads",
     ] {
         assert!(
             s.get(key).is_some(),

@@ -19,6 +19,7 @@ mod fleet;
 mod identity;
 mod inventory;
 mod live;
+mod memory;
 mod packet;
 mod perpacket;
 mod report;
