@@ -115,17 +115,16 @@ impl Engine {
         }
         let conn = self.db()?;
         let mut used = Vec::new();
+        // Two queries an address, however many MACs used it.
         for a in &d.addresses {
-            for other in history::others_since(conn, &mac, a, since)? {
-                let registered = index
-                    .by_mac(&other)
-                    .map(|i| file.segment_name(file.devices[i].segment).to_owned());
-                let seen = history::life_critical_since(conn, &other, since)?;
-                let segments: Vec<String> = registered.into_iter().chain(seen).collect();
-                if life_critical(&file, &segments).is_some() {
-                    used.push(*a);
-                    break;
-                }
+            let registered = history::others_since(conn, &mac, a, since)?
+                .into_iter()
+                .filter_map(|other| index.by_mac(&other))
+                .map(|i| file.segment_name(file.devices[i].segment).to_owned());
+            let seen = history::life_critical_of_others_since(conn, &mac, a, since)?;
+            let segments: Vec<String> = registered.chain(seen).collect();
+            if life_critical(&file, &segments).is_some() {
+                used.push(*a);
             }
         }
         Ok(used)

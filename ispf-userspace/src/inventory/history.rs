@@ -106,6 +106,26 @@ pub fn others_since(
         .collect())
 }
 
+/// The life-critical segments that any device other than `mac` was
+/// placed in since `since`, of those that sent from `a` since then: one
+/// query however many MACs used the address (an attacker can make up
+/// thousands).
+pub fn life_critical_of_others_since(
+    conn: &Connection,
+    mac: &[u8; 6],
+    a: &IpAddr,
+    since: i64,
+) -> Result<Vec<String>, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT DISTINCT l.segment FROM device_ips d JOIN life_critical_seen l ON l.mac = d.mac \
+         WHERE d.ip = ?1 AND d.last_seen >= ?2 AND d.mac != ?3 AND l.last_seen >= ?2",
+    )?;
+    let rows = st.query_map(params![a.to_string(), since, mac_string(mac)], |r| {
+        r.get::<_, String>(0)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +198,14 @@ mod tests {
         assert!(!shared_since(&conn, &pump, &"10.0.0.8".parse().unwrap(), 0).unwrap());
         assert_eq!(others_since(&conn, &laptop, &x, 0).unwrap(), [pump]);
         assert!(others_since(&conn, &laptop, &x, 1_001).unwrap().is_empty());
+        // Asked for the laptop: the pump used its address, from pumps.
+        let of_others = |mac: &[u8; 6], since| life_critical_of_others_since(&conn, mac, &x, since);
+        assert_eq!(of_others(&laptop, 900).unwrap(), ["pumps"]);
+        assert!(of_others(&laptop, 1_001).unwrap().is_empty());
+        assert!(
+            of_others(&pump, 0).unwrap().is_empty(),
+            "the laptop was never life-critical"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
