@@ -40,6 +40,8 @@ use crate::decisions::{holding, mac_string};
 pub const COMMIT_EVERY: Duration = Duration::from_millis(200);
 /// How often a database that could not be opened is tried again.
 const RETRY_OPEN: Duration = Duration::from_secs(10);
+/// Old addresses go once an hour (`store::prune`).
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// Timeline entries held while the database cannot be written.
 const MAX_PENDING_TIMELINE: usize = 100_000;
 
@@ -100,6 +102,7 @@ pub fn run(
     me.open();
     let mut last_commit = Instant::now();
     let mut last_count = Instant::now() - Duration::from_secs(60);
+    let mut last_prune = Instant::now() - PRUNE_EVERY;
     loop {
         match rx.recv_timeout(COMMIT_EVERY) {
             Ok(o) => me.observe(o),
@@ -116,6 +119,16 @@ pub fn run(
         if last_count.elapsed() >= Duration::from_secs(1) {
             me.count();
             last_count = Instant::now();
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = Instant::now();
+            if let Some(Err(e)) = me
+                .conn
+                .as_ref()
+                .map(|c| store::prune(c, crate::clock::unix_now()))
+            {
+                crate::clock::log(format!("inventory: old addresses not pruned: {e}"));
+            }
         }
     }
 }

@@ -120,6 +120,25 @@ pub fn devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
     Ok(out)
 }
 
+/// How long an address a device no longer uses, and a life-critical
+/// placement no longer seen, are kept: DHCP churn on a guest VLAN adds
+/// rows every day, and `ispf devices` reads every address.
+pub const RETAIN_S: i64 = 90 * 24 * 3600;
+
+/// Deletes the addresses and life-critical placements last seen more than
+/// [`RETAIN_S`] before `now` (each device's row keeps its last addresses;
+/// the timeline, decisions and alerts are the record, and are kept).
+/// Returns how many rows went.
+pub fn prune(conn: &Connection, now: i64) -> Result<usize, DbError> {
+    let before = now - RETAIN_S;
+    let ips = conn.execute("DELETE FROM device_ips WHERE last_seen < ?1", [before])?;
+    let seen = conn.execute(
+        "DELETE FROM life_critical_seen WHERE last_seen < ?1",
+        [before],
+    )?;
+    Ok(ips + seen)
+}
+
 /// The devices the datapath last placed in one of `segments` (by name).
 pub fn devices_in(conn: &Connection, segments: &[&str]) -> Result<Vec<Device>, DbError> {
     if segments.is_empty() {

@@ -58,4 +58,19 @@ fn round_trips_devices_addresses_timeline_and_decisions() {
     assert_eq!(decisions(&c).unwrap(), vec![q.clone()]);
     record_decisions(&mut c, &[], &[(q.mac.clone(), Kind::Quarantine)], &[]).unwrap();
     assert!(decisions(&c).unwrap().is_empty());
+
+    // An address unused for the retention goes; the device's row, its
+    // last addresses and its timeline stay.
+    let b = Batch {
+        addresses: vec![(dev.mac, "10.0.0.2".parse().unwrap(), 100 + RETAIN_S)],
+        ..Default::default()
+    };
+    write(&mut c, &b).unwrap();
+    let history = timeline(&c, &dev.mac).unwrap().len();
+    assert_eq!(prune(&c, 100 + RETAIN_S).unwrap(), 0, "seen at the horizon");
+    assert_eq!(prune(&c, 101 + RETAIN_S).unwrap(), 1);
+    assert_eq!(addresses_of(&c, &dev.mac).unwrap(), vec!["10.0.0.2"]);
+    assert_eq!(device(&c, &dev.mac).unwrap(), Some(dev.clone()));
+    assert_eq!(timeline(&c, &dev.mac).unwrap().len(), history);
+    let _ = std::fs::remove_dir_all(&d);
 }
