@@ -164,17 +164,26 @@ impl ProgramIds {
 /// a TCX link of the TC entry, and its interface is the one that now
 /// carries the name.
 pub fn attached(pin_dir: &Path, iface: &str, ids: ProgramIds) -> bool {
+    attached_at(pin_dir, iface, ids).is_some()
+}
+
+/// [`attached`], with the hook the kernel has it at: `Some(true)` at TC,
+/// `Some(false)` at XDP.
+pub fn attached_at(pin_dir: &Path, iface: &str, ids: ProgramIds) -> Option<bool> {
     let index = bpfsys::ifindex(iface);
     if index == 0 {
-        return false;
+        return None;
     }
-    match bpfsys::pinned_link_facts(&link_pin(pin_dir, iface)) {
-        Ok(f) => {
-            f.ifindex == index
-                && ((f.link_type == BPF_LINK_TYPE_XDP && f.prog_id == ids.xdp)
-                    || (f.link_type == BPF_LINK_TYPE_TCX && f.prog_id == ids.tc))
-        }
-        Err(_) => false,
+    let f = bpfsys::pinned_link_facts(&link_pin(pin_dir, iface)).ok()?;
+    if f.ifindex != index {
+        return None;
+    }
+    if f.link_type == BPF_LINK_TYPE_XDP && f.prog_id == ids.xdp {
+        Some(false)
+    } else if f.link_type == BPF_LINK_TYPE_TCX && f.prog_id == ids.tc {
+        Some(true)
+    } else {
+        None
     }
 }
 

@@ -238,13 +238,19 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             .iter()
             .find(|i| i.name == name)
             .map_or("native".to_owned(), |i| i.mode.clone());
-        // Adoption trusts the kernel, not the pin files.
-        if ports::attached(&opts.pin_dir, &name, ids) {
-            said_hook_kept(opts.attach.hook, &name, &known_mode);
+        // Adoption trusts the kernel, not the pin files: the hook is the
+        // link's; XDP's native or generic mode only the state can say.
+        if let Some(tc) = ports::attached_at(&opts.pin_dir, &name, ids) {
+            let mode = match (tc, known_mode.as_str()) {
+                (true, _) => ports::MODE_TC.to_owned(),
+                (false, ports::MODE_TC) => ports::MODE_NATIVE.to_owned(),
+                (false, _) => known_mode,
+            };
+            said_hook_kept(opts.attach.hook, &name, &mode);
             port_list.push(InterfaceStatus {
                 ifindex: crate::bpfsys::ifindex(&name),
                 name,
-                mode: known_mode,
+                mode,
                 attached: true,
             });
         } else if crate::bpfsys::ifindex(&name) != 0 {

@@ -206,6 +206,17 @@ mod tests {
             of_others(&pump, 0).unwrap().is_empty(),
             "the laptop was never life-critical"
         );
+        // A monitor that used the address lately, but was life-critical
+        // only long before: both must be recent.
+        let monitor = [2, 0, 0, 0, 0x20, 1];
+        let batch = Batch {
+            addresses: vec![(monitor, x, 5_000)],
+            life_critical: vec![(monitor, "monitors".into(), 1_000)],
+            ..Default::default()
+        };
+        write(&mut conn, &batch).unwrap();
+        let of_others = |mac: &[u8; 6], since| life_critical_of_others_since(&conn, mac, &x, since);
+        assert!(of_others(&laptop, 2_000).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

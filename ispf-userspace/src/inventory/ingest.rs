@@ -124,7 +124,7 @@ pub fn run(
             last_prune = Instant::now();
             if let Some(Err(e)) = me
                 .conn
-                .as_ref()
+                .as_mut()
                 .map(|c| store::prune(c, crate::clock::unix_now()))
             {
                 crate::clock::log(format!("inventory: old addresses not pruned: {e}"));

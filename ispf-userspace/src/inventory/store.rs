@@ -126,18 +126,49 @@ pub fn devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
 pub const RETAIN_S: i64 = 90 * 24 * 3600;
 
 /// Deletes the addresses and life-critical placements last seen more than
-/// [`RETAIN_S`] before `now` (each device's row keeps its last addresses;
-/// the timeline, decisions and alerts are the record, and are kept).
-/// Returns how many rows went.
-pub fn prune(conn: &Connection, now: i64) -> Result<usize, DbError> {
-    let before = now - RETAIN_S;
-    let ips = conn.execute("DELETE FROM device_ips WHERE last_seen < ?1", [before])?;
-    let seen = conn.execute(
-        "DELETE FROM life_critical_seen WHERE last_seen < ?1",
-        [before],
+/// [`RETAIN_S`] before `now`, but never a device's last addresses (the
+/// ones `devices` names, which `ispf devices` lists), nor by a clock that
+/// jumped ahead: the horizon counts from the newest sighting when that is
+/// older than `now`. The timeline, decisions and alerts are the record,
+/// and are kept. Rows are found under a read, then deleted a chunk a
+/// transaction, so writers (a quarantine being recorded) wait for one
+/// chunk at most. Returns how many rows went.
+pub fn prune(conn: &mut Connection, now: i64) -> Result<usize, DbError> {
+    let newest: Option<i64> =
+        conn.query_row("SELECT MAX(last_seen) FROM devices", [], |r| r.get(0))?;
+    let before = newest.map_or(now, |n| n.min(now)) - RETAIN_S;
+    let found = |conn: &Connection, sql: &str| -> Result<Vec<i64>, DbError> {
+        let mut st = conn.prepare(sql)?;
+        let rows = st.query_map([before], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let ips = found(
+        conn,
+        "SELECT rowid FROM device_ips i WHERE last_seen < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM devices d WHERE d.mac = i.mac AND (d.ipv4 = i.ip OR d.ipv6 = i.ip))",
     )?;
-    Ok(ips + seen)
+    let seen = found(
+        conn,
+        "SELECT rowid FROM life_critical_seen WHERE last_seen < ?1",
+    )?;
+    for (table, rows) in [("device_ips", &ips), ("life_critical_seen", &seen)] {
+        for chunk in rows.chunks(PRUNE_CHUNK) {
+            let tx = conn.transaction()?;
+            {
+                let mut del =
+                    tx.prepare_cached(&format!("DELETE FROM {table} WHERE rowid = ?1"))?;
+                for r in chunk {
+                    del.execute([r])?;
+                }
+            }
+            tx.commit()?;
+        }
+    }
+    Ok(ips.len() + seen.len())
 }
+
+/// Rows [`prune`] deletes in one transaction.
+const PRUNE_CHUNK: usize = 2000;
 
 /// The devices the datapath last placed in one of `segments` (by name).
 pub fn devices_in(conn: &Connection, segments: &[&str]) -> Result<Vec<Device>, DbError> {

@@ -60,16 +60,27 @@ fn round_trips_devices_addresses_timeline_and_decisions() {
     assert!(decisions(&c).unwrap().is_empty());
 
     // An address unused for the retention goes; the device's row, its
-    // last addresses and its timeline stay.
+    // last address (10.0.0.1, as old) and its timeline stay.
+    let old_one = "10.0.0.9".parse().unwrap();
+    let mut newer = dev.clone();
+    newer.mac = [2, 0, 0, 0, 0, 2];
+    newer.last_seen = 200 + RETAIN_S;
     let b = Batch {
-        addresses: vec![(dev.mac, "10.0.0.2".parse().unwrap(), 100 + RETAIN_S)],
+        devices: vec![&newer],
+        addresses: vec![(dev.mac, old_one, 50)],
         ..Default::default()
     };
     write(&mut c, &b).unwrap();
     let history = timeline(&c, &dev.mac).unwrap().len();
-    assert_eq!(prune(&c, 100 + RETAIN_S).unwrap(), 0, "seen at the horizon");
-    assert_eq!(prune(&c, 101 + RETAIN_S).unwrap(), 1);
-    assert_eq!(addresses_of(&c, &dev.mac).unwrap(), vec!["10.0.0.2"]);
+    assert_eq!(
+        prune(&mut c, 50 + RETAIN_S).unwrap(),
+        0,
+        "seen at the horizon"
+    );
+    // A clock years ahead counts from the newest sighting (200): 10.0.0.1,
+    // last seen at 100, is the device's last address and stays.
+    assert_eq!(prune(&mut c, 10 * RETAIN_S).unwrap(), 1);
+    assert_eq!(addresses_of(&c, &dev.mac).unwrap(), vec!["10.0.0.1"]);
     assert_eq!(device(&c, &dev.mac).unwrap(), Some(dev.clone()));
     assert_eq!(timeline(&c, &dev.mac).unwrap().len(), history);
     let _ = std::fs::remove_dir_all(&d);

@@ -1,8 +1,12 @@
 //! The machine's own cost of a cache miss, measured in the same run as the
-//! first packet: a new flow's cost is mostly loads that miss every cache
-//! (100k devices' tables are larger than the last-level cache), so its
-//! figure is also given in these loads, which compares across machines
-//! where nanoseconds do not.
+//! first packet: a new flow's cost is mostly loads that miss the caches
+//! (100k devices' tables are larger than this VM's last-level cache), so
+//! its figure is also given in these loads, which says how much of a
+//! change between runs or machines is the memory's. (The first packet's
+//! own run-to-run spread is not removed by this: it is the measurement's.)
+//! The buffer is on the allocator's pages (transparent huge pages as the
+//! host configures them) and the maps on the kernel's, so a load here and
+//! one in a map may differ by a TLB miss.
 
 use std::{hint::black_box, time::Instant};
 
