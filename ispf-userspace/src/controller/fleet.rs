@@ -26,10 +26,28 @@ impl Engine {
         actor: &str,
     ) -> Result<Vec<Outcome>> {
         let fleet = self.fleet.as_ref().expect("fleet mode");
-        let (put, removed) = changes(&plans);
+        let (put, mut removed) = changes(&plans);
+        // A session's end deletes its role's key only while it holds the
+        // decision the end was planned against: this host's copy may lag
+        // etcd's (a start, a watch reconnecting), and the key may hold a
+        // newer session's decision that another host (or this burst)
+        // wrote since.
+        let ends: Vec<Decision> = plans.iter().filter_map(|p| p.ends.clone()).collect();
+        removed.retain(|(mac, kind)| !(*kind == Kind::Role && ends.iter().any(|d| d.mac == *mac)));
         fleet.write(&put, &removed).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
         })?;
+        if !ends.is_empty() {
+            let kept = fleet.delete_unchanged(&ends).map_err(|e| {
+                anyhow!("{e}; the session's end is not made (it must reach every host of the site)")
+            })?;
+            if !kept.is_empty() {
+                log(format!(
+                    "fleet: {} kept: each holds a newer role decision than the session's end was planned against",
+                    kept.join(", ")
+                ));
+            }
+        }
         let site = fleet.site().to_owned();
         let generation = self.dp.epoch();
         Ok(merge(outcomes, plans, |p| {

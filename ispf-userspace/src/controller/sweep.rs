@@ -301,10 +301,9 @@ impl Engine {
                 Err(e) => log(format!(
                     "fleet: the ended role decisions stay in etcd ({e}); every host refuses them"
                 )),
-                // Changed since (a newer session's), or written by hand in
-                // another form: said, not silent.
+                // Changed since (a newer session's): said, not silent.
                 Ok(left) if !left.is_empty() => log(format!(
-                    "fleet: {} not deleted from etcd: each changed since it was ended, or is written otherwise than ispf writes it; every host checks it again as it stands",
+                    "fleet: {} not deleted from etcd: each holds another decision than the one ended (written since); every host checks it again as it stands",
                     left.join(", ")
                 )),
                 Ok(_) => {}

@@ -107,6 +107,9 @@ pub struct Plan {
     pub mac: String,
     pub put: Option<Decision>,
     pub remove: Vec<Kind>,
+    /// A session's end: the role decision it ends, as planned against. In
+    /// a fleet its key is deleted only while it still holds that one.
+    pub ends: Option<Decision>,
     /// `admitted`, `quarantined`, `released`.
     pub event: &'static str,
     pub detail: String,
@@ -169,6 +172,7 @@ pub fn plan(
                 mac,
                 put: Some(d),
                 remove: Vec::new(),
+                ends: None,
                 event: "admitted",
             })
         }
@@ -222,6 +226,7 @@ pub fn plan(
                 mac,
                 put: Some(d),
                 remove: Vec::new(),
+                ends: None,
                 event: "quarantined",
             })
         }
@@ -270,6 +275,7 @@ pub fn plan(
                 mac,
                 put: Some(d),
                 remove: Vec::new(),
+                ends: None,
                 event: "session_started",
             })
         }
@@ -298,6 +304,7 @@ pub fn plan(
                 remove: vec![Kind::Role],
                 mac,
                 put: None,
+                ends: Some(held.clone()),
                 event: "session_ended",
             })
         }
@@ -317,6 +324,7 @@ pub fn plan(
                 remove: vec![undone.kind],
                 mac,
                 put: None,
+                ends: None,
                 event: "released",
             })
         }

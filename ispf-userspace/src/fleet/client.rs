@@ -9,6 +9,7 @@ use etcd_client::{
 };
 
 use super::{keys, FleetError, Options};
+use crate::decisions::Decision;
 
 /// Every request's deadline.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -232,24 +233,38 @@ pub async fn delete(c: &mut Client, key: String) -> Result<(), FleetError> {
     Ok(())
 }
 
-/// Deletes `key` only while it holds `value`; false when it holds
-/// something else (true when it is gone already).
-pub async fn delete_if(c: &mut Client, key: String, value: Vec<u8>) -> Result<bool, FleetError> {
-    let txn = Txn::new()
-        .when(vec![Compare::value(key.clone(), CompareOp::Equal, value)])
-        .and_then(vec![TxnOp::delete(key.clone(), None)])
-        .or_else(vec![TxnOp::get(key, None)]);
-    let r = deadline("deleting", kv(c).txn(txn)).await?;
-    if r.succeeded() {
-        return Ok(true);
+/// Deletes `key` only while it holds `expected`; false when it holds
+/// another decision (true when it is gone already: another host deleted
+/// it). Compared as decisions, not bytes: a key another ispf version wrote
+/// (fields in another order, an optional one left out) means the same.
+/// The delete is conditional on the revision read, so a decision written
+/// in between is not deleted; read again once.
+pub async fn delete_if_same(
+    c: &mut Client,
+    key: String,
+    expected: &Decision,
+) -> Result<bool, FleetError> {
+    for _ in 0..2 {
+        let r = deadline("reading", kv(c).get(key.clone(), None)).await?;
+        let Some(found) = r.kvs().first() else {
+            return Ok(true);
+        };
+        if keys::decode_decision(found.value()).as_ref() != Some(expected) {
+            return Ok(false);
+        }
+        let at = found.mod_revision();
+        let txn = Txn::new()
+            .when(vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                at,
+            )])
+            .and_then(vec![TxnOp::delete(key.clone(), None)]);
+        if deadline("deleting", kv(c).txn(txn)).await?.succeeded() {
+            return Ok(true);
+        }
     }
-    // Not deleted: gone already (another host deleted it) counts as
-    // done; still there with another value does not.
-    let present = r
-        .op_responses()
-        .into_iter()
-        .any(|op| matches!(op, etcd_client::TxnOpResponse::Get(g) if !g.kvs().is_empty()));
-    Ok(!present)
+    Ok(false)
 }
 
 /// The policy document as it was at etcd store revision `rev`.

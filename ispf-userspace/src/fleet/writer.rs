@@ -67,16 +67,14 @@ impl Writer {
     /// Deletes the keys of `ended`, each only while it still holds that
     /// decision: a host that applies a revision late must not delete a
     /// newer decision written for the same device since. Returns the keys
-    /// left (changed since, or written otherwise than ispf writes them),
-    /// as `decisions/<mac>/<kind>`.
+    /// left (another decision written since), as `decisions/<mac>/<kind>`.
     pub fn delete_unchanged(&self, ended: &[Decision]) -> Result<Vec<String>, FleetError> {
         self.rt.block_on(async {
             let mut c = client::connect(&self.opts).await?;
             let mut left = Vec::new();
             for d in ended {
-                let value = serde_json::to_vec(d).map_err(|e| FleetError::Config(e.to_string()))?;
                 let key = keys::decision(&self.opts.site, &d.mac, d.kind);
-                if !client::delete_if(&mut c, key, value).await? {
+                if !client::delete_if_same(&mut c, key, d).await? {
                     left.push(format!("decisions/{}/{}", d.mac, d.kind.as_str()));
                 }
             }
