@@ -12,7 +12,7 @@ use super::{
     fleet_sets::{admit, fit_prefix, rank, split},
 };
 use crate::{
-    decisions::{check_foreign, holding, Decision, Kind, Plan},
+    decisions::{check_foreign, holding, Decision, Kind, Plan, SessionEnd},
     inventory::store,
 };
 
@@ -27,26 +27,24 @@ impl Engine {
     ) -> Result<Vec<Outcome>> {
         let fleet = self.fleet.as_ref().expect("fleet mode");
         let (put, mut removed) = changes(&plans);
-        // A session's end deletes its role's key only while it holds the
-        // decision the end was planned against: this host's copy may lag
-        // etcd's (a start, a watch reconnecting), and the key may hold a
-        // newer session's decision that another host (or this burst)
-        // wrote since.
-        let ends: Vec<Decision> = plans.iter().filter_map(|p| p.ends.clone()).collect();
-        removed.retain(|(mac, kind)| !(*kind == Kind::Role && ends.iter().any(|d| d.mac == *mac)));
-        fleet.write(&put, &removed).map_err(|e| {
+        // A session's end deletes its role's key only while it holds a
+        // decision that end ends (`SessionEnd::ends`), judged on etcd's
+        // value: this host's copy may lag it both ways, another host's
+        // newer session's key and this host's own writes not delivered
+        // back yet.
+        let ends: Vec<(String, SessionEnd)> = plans
+            .iter()
+            .filter_map(|p| Some((p.mac.clone(), p.ends.clone()?)))
+            .collect();
+        removed.retain(|(mac, kind)| !(*kind == Kind::Role && ends.iter().any(|(m, _)| m == mac)));
+        let kept = fleet.write_ending(&put, &removed, &ends).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
         })?;
-        if !ends.is_empty() {
-            let kept = fleet.delete_unchanged(&ends).map_err(|e| {
-                anyhow!("{e}; the session's end is not made (it must reach every host of the site)")
-            })?;
-            if !kept.is_empty() {
-                log(format!(
-                    "fleet: {} kept: each holds a newer role decision than the session's end was planned against",
-                    kept.join(", ")
-                ));
-            }
+        if !kept.is_empty() {
+            log(format!(
+                "fleet: {} kept: each holds a role decision another session made (here or on another host), which this end does not end",
+                kept.join(", ")
+            ));
         }
         let site = fleet.site().to_owned();
         let generation = self.dp.epoch();

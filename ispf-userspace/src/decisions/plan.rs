@@ -107,9 +107,9 @@ pub struct Plan {
     pub mac: String,
     pub put: Option<Decision>,
     pub remove: Vec<Kind>,
-    /// A session's end: the role decision it ends, as planned against. In
-    /// a fleet its key is deleted only while it still holds that one.
-    pub ends: Option<Decision>,
+    /// A session's end: in a fleet its role key is deleted only while it
+    /// holds a decision this end would end.
+    pub ends: Option<super::SessionEnd>,
     /// `admitted`, `quarantined`, `released`.
     pub event: &'static str,
     pub detail: String,
@@ -304,7 +304,10 @@ pub fn plan(
                 remove: vec![Kind::Role],
                 mac,
                 put: None,
-                ends: Some(held.clone()),
+                ends: Some(super::SessionEnd {
+                    host: host.clone(),
+                    session: session.clone(),
+                }),
                 event: "session_ended",
             })
         }

@@ -57,3 +57,75 @@ pub(super) fn held_elsewhere<'a>(
     let same = session.is_some_and(|m| names_session(&d.reason, m));
     holder(d).filter(|h| *h != host && !same)
 }
+
+/// A session's end in a fleet: what its host and session (its
+/// [`session_mark`]) may end. The role key is deleted only while the
+/// decision it holds is one such end would end as planned, checked against
+/// etcd's value at the delete: this host's copy may lag etcd's both ways
+/// (another host's newer session, and this host's own writes not yet
+/// delivered back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub host: Option<String>,
+    pub session: Option<String>,
+}
+
+impl SessionEnd {
+    /// Whether this end ends role decision `d`: one that names no host
+    /// (made before hosts were named), or, for a named session, the one
+    /// that session made (another session's, even on this host, is that
+    /// session's to end); for an end that names none (no session holds
+    /// the role any more), one this host's listener made.
+    pub fn ends(&self, d: &Decision) -> bool {
+        if d.kind != Kind::Role {
+            return false;
+        }
+        match (&self.session, holder(d)) {
+            (_, None) => true,
+            (Some(mark), Some(_)) => names_session(&d.reason, mark),
+            (None, Some(h)) => self.host.as_deref() == Some(h),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(session: &str, host: Option<&str>) -> Decision {
+        Decision {
+            mac: "02:00:00:00:30:01".into(),
+            kind: Kind::Role,
+            segment: Some("ws".into()),
+            name: None,
+            risk: None,
+            reason: format!("role biomed of alice {}", session_mark("10.0.0.9", session)),
+            forced: false,
+            actor: role_actor("10.0.0.9", host),
+            at: 0,
+            expires: None,
+            addresses: Vec::new(),
+        }
+    }
+
+    /// What etcd holds when a session's end is written decides: this
+    /// host's copy may be behind it either way.
+    #[test]
+    fn a_session_end_ends_its_own_role_and_no_other_sessions() {
+        let end = |session: Option<&str>| SessionEnd {
+            host: Some("a".into()),
+            session: session.map(|s| session_mark("10.0.0.9", s)),
+        };
+        // Its own session's role, from this host or (a failover) another.
+        assert!(end(Some("S2")).ends(&role("S2", Some("a"))));
+        assert!(end(Some("S2")).ends(&role("S2", Some("b"))));
+        // A newer session's, on this host or another: not this end's.
+        assert!(!end(Some("S1")).ends(&role("S2", Some("a"))));
+        assert!(!end(Some("S1")).ends(&role("S2", Some("b"))));
+        // Made before hosts were named: ends with any session, as planned.
+        assert!(end(Some("S1")).ends(&role("S2", None)));
+        // No session holds it any more: this host's ends, another's not.
+        assert!(end(None).ends(&role("S2", Some("a"))));
+        assert!(!end(None).ends(&role("S2", Some("b"))));
+    }
+}

@@ -7,7 +7,7 @@
 //! the site's keys do not grow with every timed quarantine ever made.
 
 use super::{client, keys, FleetError, Options};
-use crate::decisions::{Decision, Kind};
+use crate::decisions::{Decision, Kind, SessionEnd};
 
 /// How long after a decision expires etcd keeps its key: a host whose
 /// clock runs a little behind still sees it expire by itself first.
@@ -38,6 +38,19 @@ impl Writer {
 
     /// Writes `put` and deletes `remove`, each a key of its own.
     pub fn write(&self, put: &[Decision], remove: &[(String, Kind)]) -> Result<(), FleetError> {
+        self.write_ending(put, remove, &[]).map(|_| ())
+    }
+
+    /// [`write`](Self::write), then each session end of `ends` (a MAC and
+    /// what may be ended) deletes that MAC's role key while it holds a
+    /// decision the end ends: after the puts, so that a burst that binds
+    /// and then ends a session leaves no role. Returns the role keys kept.
+    pub fn write_ending(
+        &self,
+        put: &[Decision],
+        remove: &[(String, Kind)],
+        ends: &[(String, SessionEnd)],
+    ) -> Result<Vec<String>, FleetError> {
         self.rt.block_on(async {
             let mut c = client::connect(&self.opts).await?;
             let now = crate::clock::unix_now();
@@ -58,7 +71,14 @@ impl Writer {
             for (mac, kind) in remove {
                 client::delete(&mut c, keys::decision(&self.opts.site, mac, *kind)).await?;
             }
-            Ok(())
+            let mut kept = Vec::new();
+            for (mac, end) in ends {
+                let key = keys::decision(&self.opts.site, mac, Kind::Role);
+                if !client::delete_if_holds(&mut c, key, |d| end.ends(d)).await? {
+                    kept.push(format!("decisions/{mac}/role"));
+                }
+            }
+            Ok(kept)
         })
     }
 }
@@ -74,7 +94,7 @@ impl Writer {
             let mut left = Vec::new();
             for d in ended {
                 let key = keys::decision(&self.opts.site, &d.mac, d.kind);
-                if !client::delete_if_same(&mut c, key, d).await? {
+                if !client::delete_if_holds(&mut c, key, |x| x == d).await? {
                     left.push(format!("decisions/{}/{}", d.mac, d.kind.as_str()));
                 }
             }
