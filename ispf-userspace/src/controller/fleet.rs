@@ -37,13 +37,19 @@ impl Engine {
             .filter_map(|p| Some((p.mac.clone(), p.ends.clone()?)))
             .collect();
         removed.retain(|(mac, kind)| !(*kind == Kind::Role && ends.iter().any(|(m, _)| m == mac)));
-        let kept = fleet.write_ending(&put, &removed, &ends).map_err(|e| {
+        let ended = fleet.write_ending(&put, &removed, &ends).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
         })?;
-        if !kept.is_empty() {
+        if !ended.kept.is_empty() {
             log(format!(
-                "fleet: {} kept: each holds a role decision another session made (here or on another host), which this end does not end",
-                kept.join(", ")
+                "fleet: {} kept: each holds a role decision another host's session made since, which an end here does not end",
+                ended.kept.join(", ")
+            ));
+        }
+        if !ended.failed.is_empty() {
+            log(format!(
+                "warning: fleet: the end of {} could not be written: the role stays in etcd, with no session here, until this host's next start ends it or the key is deleted (etcdctl del)",
+                ended.failed.join(", ")
             ));
         }
         let site = fleet.site().to_owned();

@@ -71,20 +71,20 @@ pub struct SessionEnd {
 }
 
 impl SessionEnd {
-    /// Whether this end ends role decision `d`: one that names no host
-    /// (made before hosts were named), or, for a named session, the one
-    /// that session made (another session's, even on this host, is that
-    /// session's to end); for an end that names none (no session holds
-    /// the role any more), one this host's listener made.
+    /// Whether this end ends role decision `d`, by the rule the plan
+    /// applies to this host's copy: one this host's listener made, one
+    /// that names no host, or one this same session made. Another host's
+    /// newer session's role is kept. Another local session's is not: in a
+    /// burst that ends one session and binds another here, the end may
+    /// meet the newer role, and ending it fails closed (its session binds
+    /// it again at its next update), where keeping a role whose session
+    /// the listener no longer binds could leave it with none to end it.
     pub fn ends(&self, d: &Decision) -> bool {
-        if d.kind != Kind::Role {
-            return false;
-        }
-        match (&self.session, holder(d)) {
-            (_, None) => true,
-            (Some(mark), Some(_)) => names_session(&d.reason, mark),
-            (None, Some(h)) => self.host.as_deref() == Some(h),
-        }
+        d.kind == Kind::Role
+            && self
+                .host
+                .as_deref()
+                .is_none_or(|h| held_elsewhere(d, h, self.session.as_deref()).is_none())
     }
 }
 
@@ -111,7 +111,7 @@ mod tests {
     /// What etcd holds when a session's end is written decides: this
     /// host's copy may be behind it either way.
     #[test]
-    fn a_session_end_ends_its_own_role_and_no_other_sessions() {
+    fn a_session_end_keeps_only_another_hosts_newer_role() {
         let end = |session: Option<&str>| SessionEnd {
             host: Some("a".into()),
             session: session.map(|s| session_mark("10.0.0.9", s)),
@@ -119,9 +119,10 @@ mod tests {
         // Its own session's role, from this host or (a failover) another.
         assert!(end(Some("S2")).ends(&role("S2", Some("a"))));
         assert!(end(Some("S2")).ends(&role("S2", Some("b"))));
-        // A newer session's, on this host or another: not this end's.
-        assert!(!end(Some("S1")).ends(&role("S2", Some("a"))));
+        // A newer session's on another host: kept. On this host: ended
+        // (fails closed; that session binds it again).
         assert!(!end(Some("S1")).ends(&role("S2", Some("b"))));
+        assert!(end(Some("S1")).ends(&role("S2", Some("a"))));
         // Made before hosts were named: ends with any session, as planned.
         assert!(end(Some("S1")).ends(&role("S2", None)));
         // No session holds it any more: this host's ends, another's not.

@@ -19,6 +19,14 @@ pub fn expiry_lease_ttl(expires: i64, now: i64) -> i64 {
     expires.saturating_sub(now).max(0) + EXPIRY_GRACE_S
 }
 
+/// What [`Writer::write_ending`] did not end: role keys kept (another
+/// host's session's decision) and those whose end failed.
+#[derive(Debug, Default)]
+pub struct Ended {
+    pub kept: Vec<String>,
+    pub failed: Vec<String>,
+}
+
 pub struct Writer {
     opts: Options,
     rt: tokio::runtime::Runtime,
@@ -44,13 +52,15 @@ impl Writer {
     /// [`write`](Self::write), then each session end of `ends` (a MAC and
     /// what may be ended) deletes that MAC's role key while it holds a
     /// decision the end ends: after the puts, so that a burst that binds
-    /// and then ends a session leaves no role. Returns the role keys kept.
+    /// and then ends a session leaves no role. Returns the role keys kept,
+    /// and those whose end failed with why: the puts have landed by then,
+    /// so that failure is not the whole write's.
     pub fn write_ending(
         &self,
         put: &[Decision],
         remove: &[(String, Kind)],
         ends: &[(String, SessionEnd)],
-    ) -> Result<Vec<String>, FleetError> {
+    ) -> Result<Ended, FleetError> {
         self.rt.block_on(async {
             let mut c = client::connect(&self.opts).await?;
             let now = crate::clock::unix_now();
@@ -71,14 +81,16 @@ impl Writer {
             for (mac, kind) in remove {
                 client::delete(&mut c, keys::decision(&self.opts.site, mac, *kind)).await?;
             }
-            let mut kept = Vec::new();
+            let mut done = Ended::default();
             for (mac, end) in ends {
                 let key = keys::decision(&self.opts.site, mac, Kind::Role);
-                if !client::delete_if_holds(&mut c, key, |d| end.ends(d)).await? {
-                    kept.push(format!("decisions/{mac}/role"));
+                match client::delete_if_holds(&mut c, key, |d| end.ends(d)).await {
+                    Ok(true) => {}
+                    Ok(false) => done.kept.push(format!("decisions/{mac}/role")),
+                    Err(e) => done.failed.push(format!("decisions/{mac}/role ({e})")),
                 }
             }
-            Ok(kept)
+            Ok(done)
         })
     }
 }
