@@ -42,13 +42,13 @@ impl Engine {
         })?;
         if !ended.kept.is_empty() {
             log(format!(
-                "fleet: {} kept: each holds a role decision another host's session made since, which an end here does not end",
+                "fleet: {} kept: each holds a role decision another host's session made (or was rewritten while being deleted), which an end here does not end; a host that refused that decision keeps enforcing its own copy until that session ends",
                 ended.kept.join(", ")
             ));
         }
         if !ended.failed.is_empty() {
             log(format!(
-                "warning: fleet: the end of {} could not be written: the role stays in etcd, with no session here, until this host's next start ends it or the key is deleted (etcdctl del)",
+                "warning: fleet: the end of {} could not be written: the role stays in etcd with no session here until its key is deleted (etcdctl del), or, for a role this host's listener made, until this host's next start ends it",
                 ended.failed.join(", ")
             ));
         }

@@ -233,23 +233,23 @@ pub async fn delete(c: &mut Client, key: String) -> Result<(), FleetError> {
     Ok(())
 }
 
-/// Deletes `key` only while the decision it holds passes `ok`; false when
-/// it holds one that does not (true when it is gone already: another host
-/// deleted it). Judged as a decision, not as bytes: a key another ispf
-/// version or a hand wrote in another form means the same. The delete is
-/// conditional on the revision read, so a decision written in between is
-/// not deleted; read again once.
+/// Deletes `key` only while what it holds passes `ok` (the decision, or
+/// `None` for a value that is none); false when it holds one that does
+/// not (true when it is gone already: another host deleted it). Judged as
+/// a decision, not as bytes: a key another ispf version or a hand wrote in
+/// another form means the same. The delete is conditional on the revision
+/// read, so a decision written in between is not deleted; read again once.
 pub async fn delete_if_holds(
     c: &mut Client,
     key: String,
-    ok: impl Fn(&Decision) -> bool,
+    ok: impl Fn(Option<&Decision>) -> bool,
 ) -> Result<bool, FleetError> {
     for _ in 0..2 {
         let r = deadline("reading", kv(c).get(key.clone(), None)).await?;
         let Some(found) = r.kvs().first() else {
             return Ok(true);
         };
-        if !keys::decode_decision(found.value()).is_some_and(|d| ok(&d)) {
+        if !ok(keys::decode_decision(found.value()).as_ref()) {
             return Ok(false);
         }
         let at = found.mod_revision();

@@ -20,7 +20,8 @@ pub fn expiry_lease_ttl(expires: i64, now: i64) -> i64 {
 }
 
 /// What [`Writer::write_ending`] did not end: role keys kept (another
-/// host's session's decision) and those whose end failed.
+/// host's session's decision, or one rewritten while it was being
+/// deleted) and those whose end failed.
 #[derive(Debug, Default)]
 pub struct Ended {
     pub kept: Vec<String>,
@@ -84,7 +85,13 @@ impl Writer {
             let mut done = Ended::default();
             for (mac, end) in ends {
                 let key = keys::decision(&self.opts.site, mac, Kind::Role);
-                match client::delete_if_holds(&mut c, key, |d| end.ends(d)).await {
+                // A value that is no role of this device (a hand edit, a
+                // torn write) is what every host still enforces as the
+                // last good one: the end deletes it, as it always did.
+                let ends = |d: Option<&Decision>| {
+                    d.is_none_or(|d| d.kind != Kind::Role || d.mac != *mac || end.ends(d))
+                };
+                match client::delete_if_holds(&mut c, key, ends).await {
                     Ok(true) => {}
                     Ok(false) => done.kept.push(format!("decisions/{mac}/role")),
                     Err(e) => done.failed.push(format!("decisions/{mac}/role ({e})")),
@@ -106,7 +113,7 @@ impl Writer {
             let mut left = Vec::new();
             for d in ended {
                 let key = keys::decision(&self.opts.site, &d.mac, d.kind);
-                if !client::delete_if_holds(&mut c, key, |x| x == d).await? {
+                if !client::delete_if_holds(&mut c, key, |x| x == Some(d)).await? {
                     left.push(format!("decisions/{}/{}", d.mac, d.kind.as_str()));
                 }
             }
