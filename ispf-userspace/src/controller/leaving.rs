@@ -98,15 +98,14 @@ pub(super) fn leaving_life_critical(
             })
         })
         .collect();
-    let first = moved.first()?;
-    let mut line = format!(
-        "! {} device(s) the datapath last placed in a life-critical segment would leave it: {first}",
-        moved.len()
-    );
-    for m in moved.iter().skip(1).take(NAMED - 1) {
-        line.push_str("; ");
-        line.push_str(m);
+    if moved.is_empty() {
+        return None;
     }
+    let mut line = format!(
+        "! {} device(s) the datapath last placed in a life-critical segment would leave it: {}",
+        moved.len(),
+        moved[..moved.len().min(NAMED)].join("; ")
+    );
     if moved.len() > NAMED {
         line.push_str(&format!("; and {} more", moved.len() - NAMED));
     }

@@ -327,14 +327,22 @@ impl Engine {
 /// (a subnet, or a device entry without a MAC): only then can where a
 /// device was seen make it life-critical.
 fn life_critical_by_address(file: &Policy) -> bool {
-    let critical = |id: u16| file.segment(id).is_some_and(|s| s.life_critical);
+    // Run every ten seconds over every device of the file: the segments'
+    // ids first, rather than a search of them per device.
+    let critical: std::collections::HashSet<u16> = file
+        .segments
+        .iter()
+        .zip(&file.ids)
+        .filter(|(s, _)| s.life_critical)
+        .map(|(_, id)| *id)
+        .collect();
     file.segments
         .iter()
         .any(|s| s.life_critical && !s.subnets.is_empty())
         || file
             .devices
             .iter()
-            .any(|d| d.mac.is_none() && critical(d.segment))
+            .any(|d| d.mac.is_none() && critical.contains(&d.segment))
 }
 
 #[cfg(test)]

@@ -130,9 +130,10 @@ pub(super) fn run(
                 enforce(&mut st, &apply, &facts, changes);
             }
             persist(&mut st, &db_path, &facts);
-            // Not in a fleet: this host's copy of the decisions may lag
-            // etcd's, and ending what it shows could delete a key another
-            // host's live session has written since.
+            // Not in a fleet, where this host's copy of the decisions may
+            // lag etcd's: there the sweep stays at start (a session's end
+            // now checks etcd's value before it deletes a role key, which
+            // would make a periodic sweep safe too; not done yet).
             if st.host.is_none() && last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
                 last_orphans = Instant::now();
                 restart::end_orphans(

@@ -8,7 +8,7 @@
 //! whatever its local copy of the decisions says, since a decision reaches
 //! etcd before the watch brings it back here.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use rusqlite::Connection;
 
@@ -32,20 +32,21 @@ pub(super) fn restore(
     // The recorded decisions, not only those enforced: a role decision
     // under a quarantine holds again once it is released.
     let recorded = crate::inventory::store::decisions(c).unwrap_or_else(|_| decisions.to_vec());
-    let held = |mac: &str| {
-        fleet_host.is_some()
-            || recorded
-                .iter()
-                .any(|d| d.kind == Kind::Role && d.mac == mac)
-    };
+    // Each device's role decision, found once: the table may hold 200,000
+    // sessions and the record as many decisions.
+    let roles: HashMap<&str, &str> = recorded
+        .iter()
+        .filter(|d| d.kind == Kind::Role)
+        .map(|d| (d.mac.as_str(), d.reason.as_str()))
+        .collect();
+    let held = |mac: &str| fleet_host.is_some() || roles.contains_key(mac);
     // A device's older session may be the one holding its role (a newer
     // one was refused, or displaced it and ended): that one's Stop must
     // end the role, not the newer's.
     let names = |x: &Session| {
-        let mark = session_mark(&x.nas, &x.id);
-        recorded
-            .iter()
-            .any(|d| d.kind == Kind::Role && d.mac == x.mac && names_session(&d.reason, &mark))
+        roles
+            .get(x.mac.as_str())
+            .is_some_and(|reason| names_session(reason, &session_mark(&x.nas, &x.id)))
     };
     let now = crate::clock::unix_now();
     let (sessions, stale) = Sessions::restore(
