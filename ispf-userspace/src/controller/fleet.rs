@@ -48,7 +48,7 @@ impl Engine {
         }
         if !ended.failed.is_empty() {
             log(format!(
-                "warning: fleet: the end of {} could not be written: the role stays in etcd with no session here until its key is deleted (etcdctl del), or, for a role this host's listener made, until this host's next start ends it",
+                "warning: fleet: the end of {} could not be written: the role stays in etcd with no session here until its key is deleted (etcdctl del), or, for a role this host's listener made, until its sweep of roles no session holds asks again (within ten minutes)",
                 ended.failed.join(", ")
             ));
         }

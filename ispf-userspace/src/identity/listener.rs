@@ -76,11 +76,13 @@ pub(super) fn run(
         st.conn = Some(c);
         st.dirty = stale;
     }
+    let mut swept = restart::Swept::default();
     restart::end_orphans(
         &st.sessions,
         st.host.as_deref(),
         &apply,
         &decisions,
+        &mut swept,
         "no open session after the controller restarted",
     );
     let mut ended_seq = 0;
@@ -130,17 +132,14 @@ pub(super) fn run(
                 enforce(&mut st, &apply, &facts, changes);
             }
             persist(&mut st, &db_path, &facts);
-            // Not in a fleet, where this host's copy of the decisions may
-            // lag etcd's: there the sweep stays at start (a session's end
-            // now checks etcd's value before it deletes a role key, which
-            // would make a periodic sweep safe too; not done yet).
-            if st.host.is_none() && last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
+            if last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
                 last_orphans = Instant::now();
                 restart::end_orphans(
                     &st.sessions,
                     st.host.as_deref(),
                     &apply,
                     &view().decisions,
+                    &mut swept,
                     "its session ended earlier, but the role could not be ended then",
                 );
             }

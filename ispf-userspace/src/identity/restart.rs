@@ -1,6 +1,7 @@
 //! What a listener takes over from before a restart: the sessions the
 //! table recorded, and the role decisions no session holds any more (also
-//! looked for every [`ORPHAN_SWEEP`] while it runs).
+//! looked for every [`ORPHAN_SWEEP`] while it runs, on a single host and
+//! in a fleet).
 //!
 //! In a fleet a role decision is the site's, while its session lives in
 //! the table of the host whose listener made it (the decision's actor names
@@ -8,7 +9,10 @@
 //! whatever its local copy of the decisions says, since a decision reaches
 //! etcd before the watch brings it back here.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use rusqlite::Connection;
 
@@ -70,11 +74,14 @@ pub(super) fn restore(
 }
 
 /// Requests that end the role decisions this controller's listener made
-/// and no session in `sessions` holds, saying `why`.
+/// and no session in `sessions` holds, saying `why`; those `swept` asked
+/// for lately are left out.
 pub(super) fn orphans(
     decisions: &[Decision],
     sessions: &Sessions,
     fleet_host: Option<&str>,
+    swept: &Swept,
+    now: Instant,
     why: &str,
 ) -> Vec<DecisionRequest> {
     let mine = |d: &Decision| match fleet_host {
@@ -83,7 +90,7 @@ pub(super) fn orphans(
     };
     let mut macs: Vec<String> = decisions
         .iter()
-        .filter(|d| mine(d) && !sessions.is_bound(&d.mac))
+        .filter(|d| mine(d) && !sessions.is_bound(&d.mac) && !swept.lately(d, now))
         .map(|d| d.mac.clone())
         .collect();
     macs.sort();
@@ -98,11 +105,33 @@ pub(super) fn orphans(
         .collect()
 }
 
-/// How often the listener of a single host looks for role decisions no
-/// session holds: an unbind the engine could not enforce then (a failing
-/// generation) is tried again, rather than leaving the role with nothing
-/// to end it. (A fleet host does so at start only: see the listener.)
+/// How often the listener looks for role decisions no session holds: an
+/// unbind that could not be enforced then (a generation that failed, or
+/// in a fleet etcd out of reach) is tried again, rather than leaving the
+/// role with nothing to end it. A fleet host may do so too: a session's
+/// end deletes the role's key only while etcd's value is one that end
+/// ends, so a copy of the decisions that lags etcd's ends nothing newer.
 pub(super) const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
+
+/// How long an end the engine took is not asked for again while its
+/// decision stays. In a fleet the end may have been kept (etcd holds
+/// another host's newer role, which this host refused and so still shows
+/// its own) or have failed after the burst's other writes; asking every
+/// sweep would say so in the log twice a minute.
+pub(super) const SWEPT_AGAIN: Duration = Duration::from_secs(600);
+
+/// The role decisions the sweep asked to end and the engine took, by
+/// device and reason (which names the session), with when.
+#[derive(Default)]
+pub(super) struct Swept(HashMap<(String, String), Instant>);
+
+impl Swept {
+    fn lately(&self, d: &Decision, now: Instant) -> bool {
+        self.0
+            .get(&(d.mac.clone(), d.reason.clone()))
+            .is_some_and(|at| now.saturating_duration_since(*at) < SWEPT_AGAIN)
+    }
+}
 
 /// Ends the role decisions among `decisions` that this listener's
 /// sessions made and none holds any more, saying `why`. Returns, and
@@ -112,30 +141,43 @@ pub(super) fn end_orphans(
     host: Option<&str>,
     apply: &Apply,
     decisions: &[Decision],
+    swept: &mut Swept,
     why: &str,
 ) -> Vec<String> {
-    let reqs = orphans(decisions, sessions, host, why);
+    let now = Instant::now();
+    // Forgotten once their decision is gone (or, in a fleet, replaced).
+    swept.0.retain(|(mac, reason), _| {
+        decisions
+            .iter()
+            .any(|d| d.mac == *mac && d.reason == *reason)
+    });
+    let reqs = orphans(decisions, sessions, host, swept, now, why);
     if reqs.is_empty() {
         return Vec::new();
     }
     let macs: Vec<String> = reqs.iter().map(|r| r.mac().to_owned()).collect();
-    // A role already gone is what the request wanted.
-    let failed: Vec<String> = macs
-        .iter()
-        .zip(apply(reqs))
-        .filter_map(|(mac, r)| r.err().map(|e| (mac, e)))
-        .filter(|(_, e)| !e.ends_with("has no decision to release"))
-        .map(|(mac, e)| format!("{mac}: {e}"))
-        .collect();
+    let mut failed = Vec::new();
+    for (mac, r) in macs.iter().zip(apply(reqs)) {
+        match r {
+            Ok(_) => {
+                let role = decisions
+                    .iter()
+                    .filter(|d| d.mac == *mac && d.kind == Kind::Role);
+                for d in role {
+                    swept.0.insert((d.mac.clone(), d.reason.clone()), now);
+                }
+            }
+            // A role already gone is what the request wanted.
+            Err(e) if e.ends_with("has no decision to release") => {}
+            Err(e) => failed.push(format!("{mac}: {e}")),
+        }
+    }
     if let Some(first) = failed.first() {
-        let again = match host {
-            None => format!("tried again within {}s", ORPHAN_SWEEP.as_secs()),
-            Some(_) => "in a fleet, tried again at this controller's next start".to_owned(),
-        };
         log(format!(
-            "identity: warning: {} role(s) with no open session still enforced ({first}{}); {again}",
+            "identity: warning: {} role(s) with no open session still enforced ({first}{}); tried again within {}s",
             failed.len(),
             if failed.len() > 1 { " and others" } else { "" },
+            ORPHAN_SWEEP.as_secs(),
         ));
     }
     failed
@@ -180,7 +222,17 @@ mod tests {
         let none = Sessions::default();
         // Alone, every role decision is this controller's.
         let alone = [role(a, None), role(b, None), quarantine.clone()];
-        assert_eq!(ended(&orphans(&alone, &none, None, "")), [a, b]);
+        assert_eq!(
+            ended(&orphans(
+                &alone,
+                &none,
+                None,
+                &Swept::default(),
+                Instant::now(),
+                ""
+            )),
+            [a, b]
+        );
         // In a fleet, only those this host's listener made.
         let site = [
             role(a, Some("ward-3")),
@@ -188,8 +240,26 @@ mod tests {
             role(c, None),
             quarantine,
         ];
-        assert_eq!(ended(&orphans(&site, &none, Some("ward-3"), "")), [a]);
-        assert!(orphans(&site, &none, Some("ward-5"), "").is_empty());
+        assert_eq!(
+            ended(&orphans(
+                &site,
+                &none,
+                Some("ward-3"),
+                &Swept::default(),
+                Instant::now(),
+                ""
+            )),
+            [a]
+        );
+        assert!(orphans(
+            &site,
+            &none,
+            Some("ward-5"),
+            &Swept::default(),
+            Instant::now(),
+            ""
+        )
+        .is_empty());
     }
 
     #[test]
@@ -214,9 +284,45 @@ mod tests {
                 })
                 .collect()
         });
-        let failed = end_orphans(&Sessions::default(), None, &apply, &decisions, "why");
+        let mut swept = Swept::default();
+        let failed = end_orphans(
+            &Sessions::default(),
+            None,
+            &apply,
+            &decisions,
+            &mut swept,
+            "why",
+        );
         assert_eq!(*asked.lock().unwrap(), [a, b, c]);
         // Gone already is no failure; a refused end is, and said.
         assert_eq!(failed, [format!("{c}: the maps are full")]);
+
+        // An end the engine took is not asked again while its decision
+        // stays (in a fleet, kept in etcd); a failed one is.
+        asked.lock().unwrap().clear();
+        let decisions = [role(a, None), role(c, None)];
+        end_orphans(
+            &Sessions::default(),
+            None,
+            &apply,
+            &decisions,
+            &mut swept,
+            "why",
+        );
+        assert_eq!(*asked.lock().unwrap(), [c]);
+        let later = Instant::now() + SWEPT_AGAIN;
+        let none = Sessions::default();
+        assert_eq!(
+            ended(&orphans(&decisions, &none, None, &swept, later, "")),
+            [a, c]
+        );
+        // Another session's role on the same device is another decision.
+        asked.lock().unwrap().clear();
+        let newer = Decision {
+            reason: "role biomed of alice (NAS 10.0.0.9, session S2)".into(),
+            ..role(a, None)
+        };
+        end_orphans(&none, None, &apply, &[newer], &mut swept, "why");
+        assert_eq!(*asked.lock().unwrap(), [a]);
     }
 }

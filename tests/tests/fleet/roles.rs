@@ -2,7 +2,8 @@
 //! role decision names the host whose listener holds the session; a
 //! session ending there leaves alone a newer role another host's session
 //! made; and a role the site no longer holds is forgotten by the listener,
-//! whose next update of the session binds it again.
+//! whose next update of the session binds it again. A session that ends
+//! while etcd is out of reach has its role ended once etcd is back.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -127,4 +128,58 @@ fn role_sessions_in_a_fleet_end_only_what_their_host_made() {
     wait("the key deleted", Duration::from_secs(10), || {
         held().is_none()
     });
+}
+
+#[test]
+fn a_role_whose_end_etcd_missed_is_ended_once_etcd_is_back() {
+    require_root();
+    let mut server = Etcd::start("fq", 1, 24220);
+    let urls = server.urls();
+    let seed = with_identity("oq");
+    let _u = unit("fq");
+    let key = keys::decision(SITE, LAPTOP, Kind::Role);
+    let held = || etcd_has(&urls, &key);
+    let h = start_host("fq", 47, &seed, &urls, true);
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+    let listed = || {
+        let out = h.ctl.cli(&["sessions", "--json"]);
+        String::from_utf8_lossy(&out.stdout).contains("\"S1\"")
+    };
+    wait("the listener bound", Duration::from_secs(10), || {
+        radclient("Start", "S1")
+    });
+    wait("the role in etcd", Duration::from_secs(10), held);
+    let segment = || {
+        h.ctl
+            .json_lines(&["devices", "--json"])
+            .into_iter()
+            .find(|d| d["mac"] == LAPTOP)
+            .and_then(|d| d["segment"].as_str().map(str::to_owned))
+    };
+    wait("the role enforced here", Duration::from_secs(10), || {
+        segment().as_deref() == Some("biomed-workstations")
+    });
+
+    // The session ends while etcd is out of reach: its end cannot be
+    // written, and the session is gone all the same.
+    server.members[0].stop();
+    let _ = radclient("Stop", "S1");
+    wait("the Stop taken", Duration::from_secs(20), || !listed());
+    server.members[0].start();
+    server.wait_healthy(Duration::from_secs(20));
+    assert!(held(), "the end reached etcd although etcd was down");
+
+    // The listener's sweep finds the role no session holds and ends it.
+    wait(
+        "the role ended by the sweep",
+        Duration::from_secs(45),
+        || !held(),
+    );
+    wait(
+        "and no longer enforced here",
+        Duration::from_secs(10),
+        || segment().as_deref() != Some("biomed-workstations"),
+    );
 }
