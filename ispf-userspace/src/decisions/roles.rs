@@ -17,9 +17,19 @@ pub fn session_mark(nas: &str, session: &str) -> String {
     format!("(NAS {nas}, session {session})")
 }
 
-/// Whether role decision reason `reason` names session `mark`.
+/// Whether role decision reason `reason` names session `mark`. A suffix
+/// is exact because the NAS in a mark is an address and no session id
+/// ispf takes holds `(NAS ` ([`nameable_session`]): another session's
+/// mark could only end this one's by starting inside its id.
 pub fn names_session(reason: &str, mark: &str) -> bool {
     reason.ends_with(mark)
+}
+
+/// Whether an `Acct-Session-Id` can be named in a role decision's reason
+/// without ambiguity. One that holds `(NAS ` could make a reason end with
+/// another session's mark, so that session's Stop would end this role.
+pub fn nameable_session(id: &str) -> bool {
+    !id.contains("(NAS ")
 }
 
 /// Who makes a role decision: the NAS that reported the session and, in
@@ -106,6 +116,30 @@ mod tests {
             expires: None,
             addresses: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_reason_names_only_its_own_session() {
+        let mark = |id: &str| session_mark("10.0.0.9", id);
+        let reason = session_reason(
+            "biomed",
+            "alice (NAS 10.0.0.9, session S9)",
+            "10.0.0.9",
+            "S1",
+        );
+        assert!(names_session(&reason, &mark("S1")));
+        // A user name is the supplicant's to choose; the mark comes last.
+        assert!(!names_session(&reason, &mark("S9")));
+        assert!(!names_session(&reason, &mark("1")));
+        // An id holding another session's mark would name it: such ids
+        // are not taken.
+        let sly = "z (NAS 10.0.0.8, session S2";
+        assert!(names_session(
+            &session_reason("biomed", "alice", "10.0.0.9", sly),
+            &session_mark("10.0.0.8", "S2")
+        ));
+        assert!(!nameable_session(sly));
+        assert!(nameable_session("5F3C2A1B-00000042"));
     }
 
     /// What etcd holds when a session's end is written decides: this

@@ -222,7 +222,12 @@ impl Accounting {
         for (t, v) in &p.attributes {
             match *t {
                 attr::ACCT_STATUS_TYPE => a.status = int(v).map(Status::from_u32),
-                attr::ACCT_SESSION_ID => a.session_id = Some(text(v)),
+                // One no role decision could name unambiguously is taken
+                // as none (counted `no_session`): real NASes use hex
+                // counters and the like.
+                attr::ACCT_SESSION_ID => {
+                    a.session_id = Some(text(v)).filter(|id| crate::decisions::nameable_session(id))
+                }
                 attr::USER_NAME => a.user = Some(text(v)),
                 attr::CALLING_STATION_ID => a.calling_station = Some(text(v)),
                 attr::CLASS => a.classes.push(text(v)),
@@ -282,6 +287,30 @@ mod tests {
             ],
             SECRET,
         )
+    }
+
+    #[test]
+    fn a_session_id_no_reason_could_name_is_taken_as_none() {
+        let sly = request(
+            7,
+            &[
+                (attr::ACCT_STATUS_TYPE, 2u32.to_be_bytes().to_vec()),
+                (
+                    attr::ACCT_SESSION_ID,
+                    b"x (NAS 10.0.0.8, session S2".to_vec(),
+                ),
+            ],
+            SECRET,
+        );
+        let a = Accounting::of(&parse(&sly).unwrap());
+        assert_eq!(a.status, Some(Status::Stop));
+        assert_eq!(a.session_id, None);
+        assert_eq!(
+            Accounting::of(&parse(&start()).unwrap())
+                .session_id
+                .as_deref(),
+            Some("S1")
+        );
     }
 
     #[test]
