@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     decisions::{roles_refused_now, Decision, Kind},
-    inventory::store,
+    inventory::history,
     policy::Policy,
 };
 
@@ -178,18 +178,17 @@ impl Engine {
         {
             return;
         }
+        let (macs, parsed): (Vec<String>, Vec<[u8; 6]>) = roles
+            .into_iter()
+            .filter_map(|mac| Some((crate::policy::parse_mac(&mac)?, mac)))
+            .map(|(m, mac)| (mac, m))
+            .unzip();
+        // A read that failed says nothing: judged at the next tick.
+        let Ok(Ok(seen)) = self.db().map(|c| history::last_addresses(c, &parsed)) else {
+            return;
+        };
         let mut changed = Vec::new();
-        for mac in roles {
-            let Some(m) = crate::policy::parse_mac(&mac) else {
-                continue;
-            };
-            // A read that failed says nothing: judged at the next tick.
-            let Ok(now) = self.db().map(|c| store::device(c, &m)) else {
-                break;
-            };
-            let Ok(now) = now.map(|d| d.map(|d| d.last_addresses()).unwrap_or_default()) else {
-                continue;
-            };
+        for (mac, now) in macs.into_iter().zip(seen) {
             if self.roles_seen_at.get(&mac) != Some(&now) {
                 self.roles_seen_at.insert(mac.clone(), now);
                 changed.push(mac);

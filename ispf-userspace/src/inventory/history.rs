@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     db::DbError,
@@ -59,6 +59,37 @@ impl Remembered {
         *last = at;
         true
     }
+}
+
+/// The addresses each of `macs` was last seen with (none for a device
+/// never seen), through one cached statement: the engine's ten-second role
+/// check asks this for every role's device, and preparing a statement per
+/// device was most of its cost.
+pub fn last_addresses(conn: &Connection, macs: &[[u8; 6]]) -> Result<Vec<Vec<IpAddr>>, DbError> {
+    let mut st = conn.prepare_cached("SELECT ipv4, ipv6 FROM devices WHERE mac = ?1")?;
+    let mut out = Vec::with_capacity(macs.len());
+    for mac in macs {
+        let row = st
+            .query_row([mac_string(mac)], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                ))
+            })
+            .optional()?;
+        // As `store::device` reads them: an address that does not parse
+        // (written by hand) is none.
+        let (v4, v6) = row.unwrap_or_default();
+        let v4 = v4.and_then(|s| s.parse::<std::net::Ipv4Addr>().ok());
+        let v6 = v6.and_then(|s| s.parse::<std::net::Ipv6Addr>().ok());
+        out.push(
+            v4.map(IpAddr::V4)
+                .into_iter()
+                .chain(v6.map(IpAddr::V6))
+                .collect(),
+        );
+    }
+    Ok(out)
 }
 
 /// The life-critical segments the file placed `mac` in since `since`.
@@ -217,6 +248,44 @@ mod tests {
         write(&mut conn, &batch).unwrap();
         let of_others = |mac: &[u8; 6], since| life_critical_of_others_since(&conn, mac, &x, since);
         assert!(of_others(&laptop, 2_000).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn last_addresses_read_as_a_device_read_does() {
+        let dir = std::env::temp_dir().join(format!("ispf-last-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conn = crate::inventory::db::open(&dir.join("inventory.db")).unwrap();
+        let row = |mac: &str, v4: Option<&str>, v6: Option<&str>| {
+            conn.execute(
+                "INSERT INTO devices (mac, vlan, interface, ipv4, ipv6, first_seen, last_seen, judged) \
+                 VALUES (?1, 0, 'eth0', ?2, ?3, 1, 1, 'unknown')",
+                params![mac, v4, v6],
+            )
+            .unwrap();
+        };
+        row("02:00:00:00:00:01", Some("10.0.0.1"), Some("2001:db8::1"));
+        row("02:00:00:00:00:02", None, Some("2001:db8::2"));
+        // Written by hand: an address that does not parse is none.
+        row("02:00:00:00:00:03", Some("not an address"), None);
+        let macs = [
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            [2, 0, 0, 0, 0, 3],
+            [2, 0, 0, 0, 0, 4],
+        ];
+        let got = last_addresses(&conn, &macs).unwrap();
+        for (mac, got) in macs.iter().zip(&got) {
+            let want = crate::inventory::store::device(&conn, mac)
+                .unwrap()
+                .map(|d| d.last_addresses())
+                .unwrap_or_default();
+            assert_eq!(*got, want, "{mac:?}");
+        }
+        assert_eq!(got[0].len(), 2);
+        assert_eq!(got[1], ["2001:db8::2".parse::<IpAddr>().unwrap()]);
+        assert!(got[2].is_empty() && got[3].is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
