@@ -16,6 +16,25 @@ use crate::{
     inventory::store,
 };
 
+/// Turns each accepted request whose role end could not be written
+/// (`failed`, by MAC) into that request's failure. `macs` are the
+/// accepted requests' MACs, in order.
+fn unwritten_ends(outcomes: &mut [Outcome], macs: &[String], failed: &[(String, String)]) {
+    let failed: std::collections::HashMap<&str, &str> = failed
+        .iter()
+        .map(|(m, e)| (m.as_str(), e.as_str()))
+        .collect();
+    let mut accepted = macs.iter();
+    for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
+        let mac = accepted.next().expect("one plan per accepted request");
+        if let Some(e) = failed.get(mac.as_str()) {
+            *o = Err(format!(
+                "{mac}: the end of its role could not be written to etcd: {e}"
+            ));
+        }
+    }
+}
+
 impl Engine {
     /// Fleet mode: the planned decisions are written to etcd; every host
     /// (this one included) applies them when its watch delivers them.
@@ -47,21 +66,31 @@ impl Engine {
             ));
         }
         if !ended.failed.is_empty() {
+            let keys: Vec<String> = ended
+                .failed
+                .iter()
+                .map(|(mac, e)| format!("decisions/{mac}/role ({e})"))
+                .collect();
             log(format!(
-                "warning: fleet: the end of {} could not be written: the role stays in etcd with no session here until its key is deleted (etcdctl del), or, for a role this host's listener made, until its sweep of roles no session holds asks again (within ten minutes)",
-                ended.failed.join(", ")
+                "warning: fleet: the end of {} could not be written: the role stays in etcd with no session here until its key is deleted (etcdctl del), or, for a role this host's listener made, until its sweep of roles no session holds ends it",
+                keys.join(", ")
             ));
         }
         let site = fleet.site().to_owned();
         let generation = self.dp.epoch();
-        Ok(merge(outcomes, plans, |p| {
+        // An end that failed is that request's failure, although the
+        // burst's other writes landed: the listener's sweep asks again.
+        let macs: Vec<String> = plans.iter().map(|p| p.mac.clone()).collect();
+        let mut outcomes = merge(outcomes, plans, |p| {
             let message = format!(
                 "{} {}: {} (written to fleet site {site}; every host applies it when etcd delivers it)",
                 p.mac, p.event, p.detail
             );
             log(format!("{message}, by {actor}"));
             (message, generation, p.put)
-        }))
+        });
+        unwritten_ends(&mut outcomes, &macs, &ended.failed);
+        Ok(outcomes)
     }
 
     /// Makes the site's decision set the one enforced: recorded (with a
@@ -334,4 +363,33 @@ fn refusal(d: &Decision, why: &str) -> String {
         d.actor
     );
     crate::clip(&crate::printable(&text), 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_that_could_not_be_written_is_its_requests_failure() {
+        let ok = |m: &str| -> Outcome { Ok((m.into(), 1, None)) };
+        // The second request was refused before planning: three plans.
+        let mut outcomes = vec![ok("a"), Err("refused".into()), ok("b"), ok("c")];
+        let macs = [
+            "02:00:00:00:00:0a",
+            "02:00:00:00:00:0b",
+            "02:00:00:00:00:0c",
+        ]
+        .map(String::from);
+        let failed = [("02:00:00:00:00:0b".to_owned(), "timed out".to_owned())];
+        unwritten_ends(&mut outcomes, &macs, &failed);
+        assert!(outcomes[0].is_ok() && outcomes[3].is_ok());
+        assert_eq!(outcomes[1], Err("refused".into()));
+        assert_eq!(
+            outcomes[2],
+            Err(
+                "02:00:00:00:00:0b: the end of its role could not be written to etcd: timed out"
+                    .into()
+            )
+        );
+    }
 }

@@ -21,11 +21,11 @@ pub fn expiry_lease_ttl(expires: i64, now: i64) -> i64 {
 
 /// What [`Writer::write_ending`] did not end: role keys kept (another
 /// host's session's decision, or one rewritten while it was being
-/// deleted) and those whose end failed.
+/// deleted) and those whose end failed, by MAC with why.
 #[derive(Debug, Default)]
 pub struct Ended {
     pub kept: Vec<String>,
-    pub failed: Vec<String>,
+    pub failed: Vec<(String, String)>,
 }
 
 pub struct Writer {
@@ -94,7 +94,7 @@ impl Writer {
                 match client::delete_if_holds(&mut c, key, ends).await {
                     Ok(true) => {}
                     Ok(false) => done.kept.push(format!("decisions/{mac}/role")),
-                    Err(e) => done.failed.push(format!("decisions/{mac}/role ({e})")),
+                    Err(e) => done.failed.push((mac.clone(), e.to_string())),
                 }
             }
             Ok(done)

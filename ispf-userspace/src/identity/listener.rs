@@ -6,7 +6,6 @@
 //! Accounting-Responses go out, so a NAS's answer means "enforced".
 
 use std::{
-    collections::{HashMap, VecDeque},
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::Arc,
@@ -15,6 +14,7 @@ use std::{
 
 use super::{
     bind::{rebind, Bound},
+    dups::Dups,
     radius::{self, Accounting},
     restart,
     session::{Change, Session, Sessions},
@@ -34,17 +34,9 @@ const BURST_MAX: usize = 1024;
 const DRAIN_MAX: usize = 4096;
 /// How long the listener waits for a datagram when nothing is gathered.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
-/// A duplicate is the same client, identifier and authenticator within
-/// this long (RFC 5080 §2.2.2 suggests a few seconds; NASes retry for ~30).
-const DUP_WINDOW_S: i64 = 30;
-const DUP_MAX: usize = 65_536;
-
-type DupKey = (SocketAddr, u8, [u8; 16]);
-
 struct State {
     sessions: Sessions,
-    dups: HashMap<DupKey, i64>,
-    dup_order: VecDeque<(i64, DupKey)>,
+    dups: Dups,
     conn: Option<rusqlite::Connection>,
     dirty: bool,
     /// In a fleet, this host's name, which the role decisions its
@@ -63,8 +55,7 @@ pub(super) fn run(
 ) {
     let mut st = State {
         sessions: Sessions::default(),
-        dups: HashMap::new(),
-        dup_order: VecDeque::new(),
+        dups: Dups::default(),
         conn: None,
         dirty: false,
         host: fleet_host.clone(),
@@ -92,6 +83,7 @@ pub(super) fn run(
     let mut last_try = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
     let mut last_orphans = Instant::now();
+    let mut sweep_every = restart::ORPHAN_SWEEP;
     let mut buf = vec![0u8; radius::MAX_PACKET + 1];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         // Borrowed from the enforced policy, once a batch: a flood of
@@ -132,9 +124,9 @@ pub(super) fn run(
                 enforce(&mut st, &apply, &facts, changes);
             }
             persist(&mut st, &db_path, &facts);
-            if last_orphans.elapsed() >= restart::ORPHAN_SWEEP {
+            if last_orphans.elapsed() >= sweep_every {
                 last_orphans = Instant::now();
-                restart::end_orphans(
+                let failed = restart::end_orphans(
                     &st.sessions,
                     st.host.as_deref(),
                     &apply,
@@ -142,6 +134,7 @@ pub(super) fn run(
                     &mut swept,
                     "its session ended earlier, but the role could not be ended then",
                 );
+                sweep_every = restart::next_sweep(sweep_every, !failed.is_empty());
             }
         }
         let Some(b) = bound.as_ref() else {
@@ -235,20 +228,10 @@ fn handle(
     let reply = radius::response(p.identifier, &p.authenticator, &b.secret);
     let now = unix_now();
     let key = (from, p.identifier, p.authenticator);
-    if st.dups.contains_key(&key) {
+    if st.dups.repeated(key, now) {
         facts.count("duplicate");
         return Some((reply, Vec::new()));
     }
-    while st
-        .dup_order
-        .front()
-        .is_some_and(|(t, _)| *t <= now - DUP_WINDOW_S || st.dup_order.len() >= DUP_MAX)
-    {
-        let (_, k) = st.dup_order.pop_front().expect("non-empty");
-        st.dups.remove(&k);
-    }
-    st.dups.insert(key, now);
-    st.dup_order.push_back((now, key));
     facts.count("accepted");
     let a = Accounting::of(&p);
     let nas = from.ip().to_canonical().to_string();
@@ -308,7 +291,13 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
     let results = apply(reqs);
     let mut refused = Vec::new();
     let mut orphans = Vec::new();
+    let mut unended = Vec::new();
     for (c, r) in changes.iter().zip(results) {
+        if let (Change::Unbind { mac, .. }, Err(e)) = (c, &r) {
+            if !e.ends_with("has no decision to release") {
+                unended.push(format!("{mac}: {e}"));
+            }
+        }
         if let (Change::Bind(s), Ok(_)) = (c, &r) {
             st.sessions.accepted(s);
         }
@@ -332,6 +321,14 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
             n => format!(" (and {} more)", n - 1),
         };
         log(format!("identity: not bound: {first}{more}"));
+    }
+    // The session is over all the same; its role is the sweep's now.
+    if let Some(first) = unended.first() {
+        log(format!(
+            "identity: warning: the end of {} role(s) could not be enforced ({first}{}); the listener's sweep of roles no session holds tries again",
+            unended.len(),
+            if unended.len() > 1 { " and others" } else { "" },
+        ));
     }
     // Unbinds only: they refuse nothing, so this goes one level deep.
     if !orphans.is_empty() {

@@ -9,6 +9,7 @@
 //! maps.
 
 mod bind;
+mod dups;
 mod listener;
 pub mod radius;
 mod restart;

@@ -113,6 +113,21 @@ pub(super) fn orphans(
 /// ends, so a copy of the decisions that lags etcd's ends nothing newer.
 pub(super) const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 
+/// The longest wait between sweeps that fail. Each asks the engine, which
+/// in a fleet waits for etcd up to its timeout: while etcd is out of reach
+/// a sweep every 30 s would stall RADIUS and the engine that often.
+pub(super) const ORPHAN_SWEEP_MAX: Duration = Duration::from_secs(300);
+
+/// The wait before the next sweep: doubled after one that failed, up to
+/// [`ORPHAN_SWEEP_MAX`], and [`ORPHAN_SWEEP`] again after one that did not.
+pub(super) fn next_sweep(every: Duration, failed: bool) -> Duration {
+    if failed {
+        (every * 2).min(ORPHAN_SWEEP_MAX)
+    } else {
+        ORPHAN_SWEEP
+    }
+}
+
 /// How long an end the engine took is not asked for again while its
 /// decision stays. In a fleet the end may have been kept (etcd holds
 /// another host's newer role, which this host refused and so still shows
@@ -121,15 +136,37 @@ pub(super) const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 pub(super) const SWEPT_AGAIN: Duration = Duration::from_secs(600);
 
 /// The role decisions the sweep asked to end and the engine took, by
-/// device and reason (which names the session), with when.
+/// device: the decision (its reason, maker and time) and when.
 #[derive(Default)]
-pub(super) struct Swept(HashMap<(String, String), Instant>);
+pub(super) struct Swept(HashMap<String, (Stamp, Instant)>);
+
+/// What tells one role decision of a device from another.
+#[derive(PartialEq)]
+struct Stamp {
+    reason: String,
+    actor: String,
+    at: i64,
+}
+
+impl Stamp {
+    fn of(d: &Decision) -> Stamp {
+        Stamp {
+            reason: d.reason.clone(),
+            actor: d.actor.clone(),
+            at: d.at,
+        }
+    }
+
+    fn is(&self, d: &Decision) -> bool {
+        self.reason == d.reason && self.actor == d.actor && self.at == d.at
+    }
+}
 
 impl Swept {
     fn lately(&self, d: &Decision, now: Instant) -> bool {
-        self.0
-            .get(&(d.mac.clone(), d.reason.clone()))
-            .is_some_and(|at| now.saturating_duration_since(*at) < SWEPT_AGAIN)
+        self.0.get(&d.mac).is_some_and(|(stamp, at)| {
+            stamp.is(d) && now.saturating_duration_since(*at) < SWEPT_AGAIN
+        })
     }
 }
 
@@ -145,26 +182,27 @@ pub(super) fn end_orphans(
     why: &str,
 ) -> Vec<String> {
     let now = Instant::now();
+    // Found once: after a lost session table, a start may end 200,000.
+    let roles: HashMap<&str, &Decision> = decisions
+        .iter()
+        .filter(|d| d.kind == Kind::Role)
+        .map(|d| (d.mac.as_str(), d))
+        .collect();
     // Forgotten once their decision is gone (or, in a fleet, replaced).
-    swept.0.retain(|(mac, reason), _| {
-        decisions
-            .iter()
-            .any(|d| d.mac == *mac && d.reason == *reason)
-    });
+    swept
+        .0
+        .retain(|mac, (stamp, _)| roles.get(mac.as_str()).is_some_and(|d| stamp.is(d)));
     let reqs = orphans(decisions, sessions, host, swept, now, why);
     if reqs.is_empty() {
         return Vec::new();
     }
     let macs: Vec<String> = reqs.iter().map(|r| r.mac().to_owned()).collect();
     let mut failed = Vec::new();
-    for (mac, r) in macs.iter().zip(apply(reqs)) {
+    for (mac, r) in macs.into_iter().zip(apply(reqs)) {
         match r {
             Ok(_) => {
-                let role = decisions
-                    .iter()
-                    .filter(|d| d.mac == *mac && d.kind == Kind::Role);
-                for d in role {
-                    swept.0.insert((d.mac.clone(), d.reason.clone()), now);
+                if let Some(d) = roles.get(mac.as_str()) {
+                    swept.0.insert(mac, (Stamp::of(d), now));
                 }
             }
             // A role already gone is what the request wanted.
@@ -174,10 +212,9 @@ pub(super) fn end_orphans(
     }
     if let Some(first) = failed.first() {
         log(format!(
-            "identity: warning: {} role(s) with no open session still enforced ({first}{}); tried again within {}s",
+            "identity: warning: {} role(s) with no open session still enforced ({first}{}); the listener tries again",
             failed.len(),
             if failed.len() > 1 { " and others" } else { "" },
-            ORPHAN_SWEEP.as_secs(),
         ));
     }
     failed
@@ -260,6 +297,16 @@ mod tests {
             ""
         )
         .is_empty());
+    }
+
+    #[test]
+    fn sweeps_that_fail_back_off() {
+        let mut every = ORPHAN_SWEEP;
+        for want in [60, 120, 240, 300, 300] {
+            every = next_sweep(every, true);
+            assert_eq!(every.as_secs(), want);
+        }
+        assert_eq!(next_sweep(every, false), ORPHAN_SWEEP);
     }
 
     #[test]
