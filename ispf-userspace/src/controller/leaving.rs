@@ -128,19 +128,9 @@ mod tests {
 
     fn seen(mac: [u8; 6], vlan: u16, ip: &str) -> Device {
         Device {
-            mac,
-            vendor: None,
-            vlan,
             interface: "p1".into(),
             ipv4: Some(ip.parse().unwrap()),
-            ipv6: None,
-            hostname: None,
-            vendor_class: None,
-            dhcp_params: None,
-            first_seen: 0,
-            last_seen: 0,
-            segment: "monitors".into(),
-            judged: "vlan".into(),
+            ..crate::inventory::store::tests::seen_device(mac, vlan, "monitors", "vlan")
         }
     }
 

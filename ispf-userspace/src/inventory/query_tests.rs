@@ -8,19 +8,11 @@ use crate::{decisions::Kind, inventory::store::Batch, policy::Policy};
 fn device(i: u32) -> Device {
     let b = i.to_be_bytes();
     Device {
-        mac: [2, 0, b[0], b[1], b[2], b[3]],
         vendor: Some("Acme".into()),
-        vlan: 20,
-        interface: "port1".into(),
         ipv4: Some([10, 1, b[2], b[3]].into()),
-        ipv6: None,
-        hostname: None,
-        vendor_class: None,
-        dhcp_params: None,
         first_seen: i as i64,
         last_seen: 1000 + (i as i64 * 7919) % 5003,
-        segment: String::new(),
-        judged: String::new(),
+        ..crate::inventory::store::tests::seen_device([2, 0, b[0], b[1], b[2], b[3]], 20, "", "")
     }
 }
 

@@ -418,4 +418,4 @@ pub fn record_decisions(
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
-mod tests;
+pub(crate) mod tests;

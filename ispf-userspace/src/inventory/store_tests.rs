@@ -2,25 +2,38 @@
 
 use super::*;
 
+/// A device seen once at time 0, with nothing learned of it but where:
+/// what host tests elsewhere fill in the fields they are about.
+pub(crate) fn seen_device(mac: [u8; 6], vlan: u16, segment: &str, judged: &str) -> Device {
+    Device {
+        mac,
+        vendor: None,
+        vlan,
+        interface: "port1".into(),
+        ipv4: None,
+        ipv6: None,
+        hostname: None,
+        vendor_class: None,
+        dhcp_params: None,
+        first_seen: 0,
+        last_seen: 0,
+        segment: segment.into(),
+        judged: judged.into(),
+    }
+}
+
 #[test]
 fn round_trips_devices_addresses_timeline_and_decisions() {
     let d = std::env::temp_dir().join(format!("ispf-store-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     let mut c = super::super::db::open(&d.join("inventory.db")).unwrap();
     let dev = Device {
-        mac: [2, 0, 0, 0, 0, 1],
         vendor: Some("Acme".into()),
-        vlan: 20,
-        interface: "port1".into(),
         ipv4: Some("10.0.0.1".parse().unwrap()),
-        ipv6: None,
         hostname: Some("pump-1".into()),
-        vendor_class: None,
-        dhcp_params: None,
         first_seen: 100,
         last_seen: 200,
-        segment: "pumps".into(),
-        judged: "registered".into(),
+        ..seen_device([2, 0, 0, 0, 0, 1], 20, "pumps", "registered")
     };
     let entry = TimelineEntry {
         mac: mac_string(&dev.mac),

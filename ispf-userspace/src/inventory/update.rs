@@ -54,19 +54,13 @@ mod tests {
 
     fn device() -> Device {
         Device {
-            mac: [2, 0, 0, 0, 0, 1],
-            vendor: None,
-            vlan: 110,
             interface: "veth0".into(),
-            ipv4: None,
-            ipv6: None,
-            hostname: None,
-            vendor_class: None,
-            dhcp_params: None,
-            first_seen: 0,
-            last_seen: 0,
-            segment: "pumps".into(),
-            judged: "registered".into(),
+            ..crate::inventory::store::tests::seen_device(
+                [2, 0, 0, 0, 0, 1],
+                110,
+                "pumps",
+                "registered",
+            )
         }
     }
 
