@@ -30,6 +30,8 @@ mod by_hand;
 mod cluster;
 #[path = "fleet/join.rs"]
 mod join;
+#[path = "fleet/narrowed.rs"]
+mod narrowed;
 #[path = "fleet/roles.rs"]
 mod roles;
 #[path = "fleet/sessions.rs"]

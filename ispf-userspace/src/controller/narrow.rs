@@ -75,6 +75,13 @@ impl Engine {
         }
         self.save_backstop();
         self.publish();
+        // A delivery says how each key is enforced here (in `fleet status`);
+        // a narrowing between deliveries would otherwise not show until
+        // the site's set next changed.
+        if let (Some(_), Some(s)) = (&self.fleet, &self.shared) {
+            s.fleet_reapply
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -211,6 +211,11 @@ pub(super) fn start_fleet(
             health,
         )
     });
+    let s = shared.clone();
+    let reapply: crate::fleet::Reapply = Box::new(move || {
+        s.fleet_reapply
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    });
     crate::fleet::Fleet::start(
         f,
         opts.state_dir.clone(),
@@ -219,6 +224,7 @@ pub(super) fn start_fleet(
             policy,
             decisions,
             report,
+            reapply,
         },
     )
     .context("starting to follow the site")

@@ -61,6 +61,11 @@ pub struct Shared {
     /// Role decisions the engine ended by itself, newest last (the last
     /// [`ENDED_KEPT`]), for the RADIUS listener.
     roles_ended: Mutex<std::collections::VecDeque<EndedRole>>,
+    /// Set when a fleet host changed its own copy of the site's decisions
+    /// by itself (a quarantine narrowed by the ten-second check): the
+    /// fleet applies the site's set again, and its status then says how
+    /// each key is enforced here.
+    pub fleet_reapply: std::sync::atomic::AtomicBool,
 }
 
 const ENDED_KEPT: usize = 4096;
@@ -76,6 +81,7 @@ impl Shared {
             subscribers: Mutex::new(Vec::new()),
             events_out: Mutex::new(events_out),
             roles_ended: Mutex::new(Default::default()),
+            fleet_reapply: Default::default(),
         }
     }
 

@@ -126,6 +126,10 @@ pub type ApplyPolicy = Box<dyn Fn(PathBuf) -> Result<(), String> + Send>;
 pub type ApplyDecisions = Box<dyn Fn(Vec<Decision>) -> Result<Vec<String>, String> + Send>;
 /// What the host reports: generation, policy hash, interfaces, health.
 pub type Report = Box<dyn Fn() -> (u32, String, Vec<String>, String) + Send>;
+/// Whether the host changed its own copy of the site's decisions since
+/// last asked (a quarantine narrowed between deliveries): the site's set
+/// is then applied again, so that what the status says of it is current.
+pub type Reapply = Box<dyn Fn() -> bool + Send>;
 
 pub struct Fleet {
     pub facts: Arc<Facts>,
@@ -144,6 +148,7 @@ pub struct Hooks {
     pub policy: ApplyPolicy,
     pub decisions: ApplyDecisions,
     pub report: Report,
+    pub reapply: Reapply,
 }
 
 impl Fleet {

@@ -217,6 +217,10 @@ async fn follow(
             _ = tick.tick() => {
                 keeper.keep_alive().await.map_err(|e| FleetError::Unreachable(format!("keeping the status lease: {}", client::plain(&e))))?;
                 let _ = keepalive.message().await;
+                if (hooks.reapply)() {
+                    site.applied = None;
+                    apply(state_dir, hooks, facts, site);
+                }
                 report(&mut c, opts, hooks, facts, lease).await?;
             }
             _ = stopping.tick() => {
