@@ -2,7 +2,7 @@
 //! instead of enforced at once, and the site's decision set, when the
 //! watch delivers it, is recorded and enforced as one generation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{anyhow, Result};
 
@@ -17,16 +17,14 @@ use crate::{
 };
 
 /// Turns each accepted request whose role end could not be written
-/// (`failed`, by MAC) into that request's failure. `macs` are the
-/// accepted requests' MACs, in order.
-fn unwritten_ends(outcomes: &mut [Outcome], macs: &[String], failed: &[(String, String)]) {
-    let failed: std::collections::HashMap<&str, &str> = failed
-        .iter()
-        .map(|(m, e)| (m.as_str(), e.as_str()))
-        .collect();
-    let mut accepted = macs.iter();
+/// (`failed`, by MAC) into that request's failure. `ends` are the
+/// accepted requests' MACs, in order, for those that end a session (a
+/// bind of the same device in the burst did land).
+fn unwritten_ends(outcomes: &mut [Outcome], ends: &[Option<String>], failed: &HashMap<&str, &str>) {
+    let mut accepted = ends.iter();
     for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-        let mac = accepted.next().expect("one plan per accepted request");
+        let end = accepted.next().expect("one plan per accepted request");
+        let Some(mac) = end else { continue };
         if let Some(e) = failed.get(mac.as_str()) {
             *o = Err(format!(
                 "{mac}: the end of its role could not be written to etcd: {e}"
@@ -80,16 +78,27 @@ impl Engine {
         let generation = self.dp.epoch();
         // An end that failed is that request's failure, although the
         // burst's other writes landed: the listener's sweep asks again.
-        let macs: Vec<String> = plans.iter().map(|p| p.mac.clone()).collect();
+        let ending: Vec<Option<String>> = plans
+            .iter()
+            .map(|p| p.ends.as_ref().map(|_| p.mac.clone()))
+            .collect();
+        let failed: HashMap<&str, &str> = ended
+            .failed
+            .iter()
+            .map(|(m, e)| (m.as_str(), e.as_str()))
+            .collect();
         let mut outcomes = merge(outcomes, plans, |p| {
             let message = format!(
                 "{} {}: {} (written to fleet site {site}; every host applies it when etcd delivers it)",
                 p.mac, p.event, p.detail
             );
-            log(format!("{message}, by {actor}"));
+            // An end that failed is said as one, below and by its caller.
+            if p.ends.is_none() || !failed.contains_key(p.mac.as_str()) {
+                log(format!("{message}, by {actor}"));
+            }
             (message, generation, p.put)
         });
-        unwritten_ends(&mut outcomes, &macs, &ended.failed);
+        unwritten_ends(&mut outcomes, &ending, &failed);
         Ok(outcomes)
     }
 
@@ -374,14 +383,12 @@ mod tests {
         let ok = |m: &str| -> Outcome { Ok((m.into(), 1, None)) };
         // The second request was refused before planning: three plans.
         let mut outcomes = vec![ok("a"), Err("refused".into()), ok("b"), ok("c")];
-        let macs = [
-            "02:00:00:00:00:0a",
-            "02:00:00:00:00:0b",
-            "02:00:00:00:00:0c",
-        ]
-        .map(String::from);
-        let failed = [("02:00:00:00:00:0b".to_owned(), "timed out".to_owned())];
-        unwritten_ends(&mut outcomes, &macs, &failed);
+        let (a, b) = ("02:00:00:00:00:0a", "02:00:00:00:00:0b");
+        // The third plan binds b again after the second ended it: the
+        // bind landed, only the end failed.
+        let ends = [Some(a.to_owned()), Some(b.to_owned()), None];
+        let failed = HashMap::from([(b, "timed out")]);
+        unwritten_ends(&mut outcomes, &ends, &failed);
         assert!(outcomes[0].is_ok() && outcomes[3].is_ok());
         assert_eq!(outcomes[1], Err("refused".into()));
         assert_eq!(

@@ -42,6 +42,8 @@ struct State {
     /// In a fleet, this host's name, which the role decisions its
     /// sessions make carry.
     host: Option<String>,
+    /// The wait between sweeps of roles no session holds.
+    sweep_every: Duration,
 }
 
 pub(super) fn run(
@@ -59,6 +61,7 @@ pub(super) fn run(
         conn: None,
         dirty: false,
         host: fleet_host.clone(),
+        sweep_every: restart::ORPHAN_SWEEP,
     };
     let decisions = view().decisions;
     if let Ok(c) = db::open(&db_path) {
@@ -83,7 +86,6 @@ pub(super) fn run(
     let mut last_try = Instant::now() - Duration::from_secs(60);
     let mut last_tick = Instant::now();
     let mut last_orphans = Instant::now();
-    let mut sweep_every = restart::ORPHAN_SWEEP;
     let mut buf = vec![0u8; radius::MAX_PACKET + 1];
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         // Borrowed from the enforced policy, once a batch: a flood of
@@ -124,7 +126,7 @@ pub(super) fn run(
                 enforce(&mut st, &apply, &facts, changes);
             }
             persist(&mut st, &db_path, &facts);
-            if last_orphans.elapsed() >= sweep_every {
+            if last_orphans.elapsed() >= st.sweep_every {
                 last_orphans = Instant::now();
                 let failed = restart::end_orphans(
                     &st.sessions,
@@ -134,7 +136,8 @@ pub(super) fn run(
                     &mut swept,
                     "its session ended earlier, but the role could not be ended then",
                 );
-                sweep_every = restart::next_sweep(sweep_every, !failed.is_empty());
+                st.sweep_every =
+                    restart::next_sweep(st.sweep_every, st.host.is_some() && !failed.is_empty());
             }
         }
         let Some(b) = bound.as_ref() else {
@@ -286,7 +289,7 @@ fn forget(st: &mut State, e: &EndedRole, decisions: &[crate::decisions::Decision
 fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
     let reqs: Vec<DecisionRequest> = changes
         .iter()
-        .map(|c| request(c, st.host.as_deref()))
+        .map(|c| c.request(st.host.as_deref()))
         .collect();
     let results = apply(reqs);
     let mut refused = Vec::new();
@@ -294,9 +297,13 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
     let mut unended = Vec::new();
     for (c, r) in changes.iter().zip(results) {
         if let (Change::Unbind { mac, .. }, Err(e)) = (c, &r) {
-            if !e.ends_with("has no decision to release") {
+            if !restart::gone_or_elsewhere(e) {
                 unended.push(format!("{mac}: {e}"));
             }
+        }
+        if r.is_ok() {
+            // The engine (in a fleet, etcd) answers again.
+            st.sweep_every = restart::ORPHAN_SWEEP;
         }
         if let (Change::Bind(s), Ok(_)) = (c, &r) {
             st.sessions.accepted(s);
@@ -336,26 +343,6 @@ fn enforce(st: &mut State, apply: &Apply, facts: &Facts, changes: Vec<Change>) {
     }
     // Published by `persist`, which every caller runs next: listing the
     // sessions is the cost of a packet otherwise.
-}
-
-fn request(c: &Change, host: Option<&str>) -> DecisionRequest {
-    match c {
-        Change::Bind(s) => DecisionRequest::Session {
-            mac: s.mac.clone(),
-            segment: s.segment.clone(),
-            role: s.role.clone(),
-            user: s.user.clone(),
-            nas: s.nas.clone(),
-            session: s.id.clone(),
-            host: host.map(str::to_owned),
-        },
-        Change::Unbind { mac, why, session } => DecisionRequest::EndSession {
-            mac: mac.clone(),
-            why: why.clone(),
-            host: host.map(str::to_owned),
-            session: session.clone(),
-        },
-    }
 }
 
 fn publish(st: &State, facts: &Facts) {

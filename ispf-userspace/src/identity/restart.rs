@@ -22,7 +22,10 @@ use super::{
 };
 use crate::{
     clock::log,
-    decisions::{names_session, role_held_on, session_mark, Decision, DecisionRequest, Kind},
+    decisions::{
+        nameable_session, names_session, role_held_on, session_mark, Decision, DecisionRequest,
+        Kind,
+    },
 };
 
 /// The recorded sessions whose device a recorded role decision holds
@@ -53,8 +56,25 @@ pub(super) fn restore(
             .is_some_and(|reason| names_session(reason, &session_mark(&x.nas, &x.id)))
     };
     let now = crate::clock::unix_now();
+    // Saved by an older ispf: no Stop or update could name such a session
+    // again (its id is taken as none now), so its role would stay until it
+    // timed out. Not restored, the start's sweep ends that role.
+    let (saved, unnameable): (Vec<Session>, Vec<Session>) = store::sessions(c)
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|x| nameable_session(&x.id));
+    if let Some(s) = unnameable.first() {
+        log(format!(
+            "identity: {} recorded session(s) not restored (session {} of {} on {}{}): a session id holding \"(NAS \" is taken as none, so no Stop could end it; its role ends now",
+            unnameable.len(),
+            s.id,
+            s.user,
+            s.mac,
+            if unnameable.len() > 1 { " and others" } else { "" }
+        ));
+    }
     let (sessions, stale) = Sessions::restore(
-        store::sessions(c).unwrap_or_default(),
+        saved,
         store::ended(c, now).unwrap_or_default(),
         held,
         names,
@@ -70,7 +90,7 @@ pub(super) fn restore(
             if stale.len() > 1 { " and others" } else { "" }
         ));
     }
-    (sessions, !stale.is_empty())
+    (sessions, !stale.is_empty() || !unnameable.is_empty())
 }
 
 /// Requests that end the role decisions this controller's listener made
@@ -113,19 +133,30 @@ pub(super) fn orphans(
 /// ends, so a copy of the decisions that lags etcd's ends nothing newer.
 pub(super) const ORPHAN_SWEEP: Duration = Duration::from_secs(30);
 
-/// The longest wait between sweeps that fail. Each asks the engine, which
-/// in a fleet waits for etcd up to its timeout: while etcd is out of reach
-/// a sweep every 30 s would stall RADIUS and the engine that often.
+/// The longest wait between sweeps that fail in a fleet. Each asks the
+/// engine, which waits for etcd up to its timeout: while etcd is out of
+/// reach a sweep every 30 s would stall RADIUS and the engine that often.
+/// (The listener goes back to [`ORPHAN_SWEEP`] once any request of its
+/// own is taken again.)
 pub(super) const ORPHAN_SWEEP_MAX: Duration = Duration::from_secs(300);
 
-/// The wait before the next sweep: doubled after one that failed, up to
-/// [`ORPHAN_SWEEP_MAX`], and [`ORPHAN_SWEEP`] again after one that did not.
+/// The wait before the next sweep: doubled after one that failed (and
+/// should wait: in a fleet), up to [`ORPHAN_SWEEP_MAX`], and
+/// [`ORPHAN_SWEEP`] again after one that did not.
 pub(super) fn next_sweep(every: Duration, failed: bool) -> Duration {
     if failed {
         (every * 2).min(ORPHAN_SWEEP_MAX)
     } else {
         ORPHAN_SWEEP
     }
+}
+
+/// Whether the engine's refusal of a session's end leaves nothing to do:
+/// the role is gone already, or (in a fleet) a session on another host
+/// holds it since, which no end here ends.
+pub(super) fn gone_or_elsewhere(e: &str) -> bool {
+    e.ends_with("has no decision to release")
+        || e.ends_with("a session ending here does not end it")
 }
 
 /// How long an end the engine took is not asked for again while its
@@ -205,8 +236,7 @@ pub(super) fn end_orphans(
                     swept.0.insert(mac, (Stamp::of(d), now));
                 }
             }
-            // A role already gone is what the request wanted.
-            Err(e) if e.ends_with("has no decision to release") => {}
+            Err(e) if gone_or_elsewhere(&e) => {}
             Err(e) => failed.push(format!("{mac}: {e}")),
         }
     }
@@ -221,155 +251,5 @@ pub(super) fn end_orphans(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::decisions::role_actor;
-
-    fn role(mac: &str, host: Option<&str>) -> Decision {
-        Decision {
-            mac: mac.into(),
-            kind: Kind::Role,
-            segment: Some("ws".into()),
-            name: None,
-            risk: None,
-            reason: "role biomed of alice (NAS 10.0.0.9, session S1)".into(),
-            forced: false,
-            actor: role_actor("10.0.0.9", host),
-            at: 0,
-            expires: None,
-            addresses: Vec::new(),
-        }
-    }
-
-    fn ended(r: &[DecisionRequest]) -> Vec<&str> {
-        r.iter().map(|x| x.mac()).collect()
-    }
-
-    #[test]
-    fn a_restart_ends_the_roles_its_own_listener_made_and_no_session_holds() {
-        let (a, b, c) = (
-            "02:00:00:00:20:01",
-            "02:00:00:00:20:02",
-            "02:00:00:00:20:03",
-        );
-        let quarantine = Decision {
-            kind: Kind::Quarantine,
-            ..role(c, None)
-        };
-        let none = Sessions::default();
-        // Alone, every role decision is this controller's.
-        let alone = [role(a, None), role(b, None), quarantine.clone()];
-        assert_eq!(
-            ended(&orphans(
-                &alone,
-                &none,
-                None,
-                &Swept::default(),
-                Instant::now(),
-                ""
-            )),
-            [a, b]
-        );
-        // In a fleet, only those this host's listener made.
-        let site = [
-            role(a, Some("ward-3")),
-            role(b, Some("ward-4")),
-            role(c, None),
-            quarantine,
-        ];
-        assert_eq!(
-            ended(&orphans(
-                &site,
-                &none,
-                Some("ward-3"),
-                &Swept::default(),
-                Instant::now(),
-                ""
-            )),
-            [a]
-        );
-        assert!(orphans(
-            &site,
-            &none,
-            Some("ward-5"),
-            &Swept::default(),
-            Instant::now(),
-            ""
-        )
-        .is_empty());
-    }
-
-    #[test]
-    fn sweeps_that_fail_back_off() {
-        let mut every = ORPHAN_SWEEP;
-        for want in [60, 120, 240, 300, 300] {
-            every = next_sweep(every, true);
-            assert_eq!(every.as_secs(), want);
-        }
-        assert_eq!(next_sweep(every, false), ORPHAN_SWEEP);
-    }
-
-    #[test]
-    fn roles_no_session_holds_are_ended_and_those_that_fail_are_said() {
-        let (a, b, c) = (
-            "02:00:00:00:00:0a",
-            "02:00:00:00:00:0b",
-            "02:00:00:00:00:0c",
-        );
-        let decisions = [role(a, None), role(b, None), role(c, None)];
-        let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = asked.clone();
-        let apply: Apply = Box::new(move |reqs: Vec<DecisionRequest>| {
-            reqs.iter()
-                .map(|r| {
-                    seen.lock().unwrap().push(r.mac().to_owned());
-                    match r.mac() {
-                        m if m.ends_with('a') => Ok("ended".into()),
-                        m if m.ends_with('b') => Err(format!("{m} has no decision to release")),
-                        _ => Err("the maps are full".into()),
-                    }
-                })
-                .collect()
-        });
-        let mut swept = Swept::default();
-        let failed = end_orphans(
-            &Sessions::default(),
-            None,
-            &apply,
-            &decisions,
-            &mut swept,
-            "why",
-        );
-        assert_eq!(*asked.lock().unwrap(), [a, b, c]);
-        // Gone already is no failure; a refused end is, and said.
-        assert_eq!(failed, [format!("{c}: the maps are full")]);
-
-        // An end the engine took is not asked again while its decision
-        // stays (in a fleet, kept in etcd); a failed one is.
-        asked.lock().unwrap().clear();
-        let decisions = [role(a, None), role(c, None)];
-        end_orphans(
-            &Sessions::default(),
-            None,
-            &apply,
-            &decisions,
-            &mut swept,
-            "why",
-        );
-        assert_eq!(*asked.lock().unwrap(), [c]);
-        let later = Instant::now() + SWEPT_AGAIN;
-        let none = Sessions::default();
-        assert_eq!(
-            ended(&orphans(&decisions, &none, None, &swept, later, "")),
-            [a, c]
-        );
-        // Another session's role on the same device is another decision.
-        asked.lock().unwrap().clear();
-        let newer = Decision {
-            reason: "role biomed of alice (NAS 10.0.0.9, session S2)".into(),
-            ..role(a, None)
-        };
-        end_orphans(&none, None, &apply, &[newer], &mut swept, "why");
-        assert_eq!(*asked.lock().unwrap(), [a]);
-    }
-}
+#[path = "restart_tests.rs"]
+mod tests;

@@ -69,16 +69,18 @@ pub fn last_addresses(conn: &Connection, macs: &[[u8; 6]]) -> Result<Vec<Vec<IpA
     let mut st = conn.prepare_cached("SELECT ipv4, ipv6 FROM devices WHERE mac = ?1")?;
     let mut out = Vec::with_capacity(macs.len());
     for mac in macs {
+        // An address that does not parse, or is no text (written by
+        // hand), is none: one bad row must not stop the check of all.
+        let text = |r: &rusqlite::Row, i| -> rusqlite::Result<Option<String>> {
+            Ok(r.get_ref(i)?
+                .as_str_or_null()
+                .ok()
+                .flatten()
+                .map(str::to_owned))
+        };
         let row = st
-            .query_row([mac_string(mac)], |r| {
-                Ok((
-                    r.get::<_, Option<String>>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                ))
-            })
+            .query_row([mac_string(mac)], |r| Ok((text(r, 0)?, text(r, 1)?)))
             .optional()?;
-        // As `store::device` reads them: an address that does not parse
-        // (written by hand) is none.
         let (v4, v6) = row.unwrap_or_default();
         let v4 = v4.and_then(|s| s.parse::<std::net::Ipv4Addr>().ok());
         let v6 = v6.and_then(|s| s.parse::<std::net::Ipv6Addr>().ok());
@@ -269,6 +271,16 @@ mod tests {
         row("02:00:00:00:00:02", None, Some("2001:db8::2"));
         // Written by hand: an address that does not parse is none.
         row("02:00:00:00:00:03", Some("not an address"), None);
+        // Nor is one that is no text; the others are still read.
+        conn.execute(
+            "INSERT INTO devices (mac, vlan, interface, ipv4, first_seen, last_seen, judged) \
+             VALUES ('02:00:00:00:00:05', 0, 'eth0', x'ff00', 1, 1, 'unknown')",
+            [],
+        )
+        .unwrap();
+        let blob = last_addresses(&conn, &[[2, 0, 0, 0, 0, 5], [2, 0, 0, 0, 0, 1]]).unwrap();
+        assert!(blob[0].is_empty());
+        assert_eq!(blob[1].len(), 2);
         let macs = [
             [2, 0, 0, 0, 0, 1],
             [2, 0, 0, 0, 0, 2],

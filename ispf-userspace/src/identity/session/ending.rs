@@ -4,7 +4,34 @@
 //! Every ending is remembered (module `ended`) against replays.
 
 use super::{ended::How, Change, Session, Sessions, MAX_SESSIONS};
-use crate::{decisions::session_mark, policy::RoleDoc};
+use crate::{
+    decisions::{session_mark, DecisionRequest},
+    policy::RoleDoc,
+};
+
+impl Change {
+    /// What the engine is asked to do; `host`, in a fleet, is this host's
+    /// name, which a role decision carries and a session's end checks.
+    pub fn request(&self, host: Option<&str>) -> DecisionRequest {
+        match self {
+            Change::Bind(s) => DecisionRequest::Session {
+                mac: s.mac.clone(),
+                segment: s.segment.clone(),
+                role: s.role.clone(),
+                user: s.user.clone(),
+                nas: s.nas.clone(),
+                session: s.id.clone(),
+                host: host.map(str::to_owned),
+            },
+            Change::Unbind { mac, why, session } => DecisionRequest::EndSession {
+                mac: mac.clone(),
+                why: why.clone(),
+                host: host.map(str::to_owned),
+                session: session.clone(),
+            },
+        }
+    }
+}
 
 impl Sessions {
     /// Forgets every session on `mac`, whose role decision the
