@@ -17,15 +17,12 @@ use crate::{
 };
 
 /// Turns each accepted request whose role end could not be written
-/// (`failed`, by MAC) into that request's failure. `ends` are the
-/// accepted requests' MACs, in order, for those that end a session (a
-/// bind of the same device in the burst did land).
-fn unwritten_ends(outcomes: &mut [Outcome], ends: &[Option<String>], failed: &HashMap<&str, &str>) {
-    let mut accepted = ends.iter();
-    for o in outcomes.iter_mut().filter(|o| o.is_ok()) {
-        let end = accepted.next().expect("one plan per accepted request");
-        let Some(mac) = end else { continue };
-        if let Some(e) = failed.get(mac.as_str()) {
+/// (`failed`: the plan's index among the accepted ones, its MAC and why)
+/// into that request's failure; a bind of the same device in the burst
+/// did land.
+fn unwritten_ends(outcomes: &mut [Outcome], failed: &HashMap<usize, (&str, &str)>) {
+    for (i, o) in outcomes.iter_mut().filter(|o| o.is_ok()).enumerate() {
+        if let Some((mac, e)) = failed.get(&i) {
             *o = Err(format!(
                 "{mac}: the end of its role could not be written to etcd: {e}"
             ));
@@ -49,10 +46,11 @@ impl Engine {
         // value: this host's copy may lag it both ways, another host's
         // newer session's key and this host's own writes not delivered
         // back yet.
-        let ends: Vec<(String, SessionEnd)> = plans
+        let (ending, ends): (Vec<usize>, Vec<(String, SessionEnd)>) = plans
             .iter()
-            .filter_map(|p| Some((p.mac.clone(), p.ends.clone()?)))
-            .collect();
+            .enumerate()
+            .filter_map(|(i, p)| Some((i, (p.mac.clone(), p.ends.clone()?))))
+            .unzip();
         removed.retain(|(mac, kind)| !(*kind == Kind::Role && ends.iter().any(|(m, _)| m == mac)));
         let ended = fleet.write_ending(&put, &removed, &ends).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
@@ -63,10 +61,17 @@ impl Engine {
                 ended.kept.join(", ")
             ));
         }
-        if !ended.failed.is_empty() {
-            let keys: Vec<String> = ended
-                .failed
-                .iter()
+        // By the plan each belongs to: an end that failed is that
+        // request's failure, although the burst's other writes landed (the
+        // listener's sweep asks again).
+        let failed: HashMap<usize, (&str, &str)> = ended
+            .failed
+            .iter()
+            .map(|(i, e)| (ending[*i], (ends[*i].0.as_str(), e.as_str())))
+            .collect();
+        if !failed.is_empty() {
+            let keys: Vec<String> = failed
+                .values()
                 .map(|(mac, e)| format!("decisions/{mac}/role ({e})"))
                 .collect();
             log(format!(
@@ -76,29 +81,20 @@ impl Engine {
         }
         let site = fleet.site().to_owned();
         let generation = self.dp.epoch();
-        // An end that failed is that request's failure, although the
-        // burst's other writes landed: the listener's sweep asks again.
-        let ending: Vec<Option<String>> = plans
-            .iter()
-            .map(|p| p.ends.as_ref().map(|_| p.mac.clone()))
-            .collect();
-        let failed: HashMap<&str, &str> = ended
-            .failed
-            .iter()
-            .map(|(m, e)| (m.as_str(), e.as_str()))
-            .collect();
+        let mut planned = 0;
         let mut outcomes = merge(outcomes, plans, |p| {
             let message = format!(
                 "{} {}: {} (written to fleet site {site}; every host applies it when etcd delivers it)",
                 p.mac, p.event, p.detail
             );
-            // An end that failed is said as one, below and by its caller.
-            if p.ends.is_none() || !failed.contains_key(p.mac.as_str()) {
+            // An end that failed is said as one, above and by its caller.
+            if !failed.contains_key(&planned) {
                 log(format!("{message}, by {actor}"));
             }
+            planned += 1;
             (message, generation, p.put)
         });
-        unwritten_ends(&mut outcomes, &ending, &failed);
+        unwritten_ends(&mut outcomes, &failed);
         Ok(outcomes)
     }
 
@@ -126,7 +122,14 @@ impl Engine {
         let now = unix_now();
         let key = |d: &Decision| (d.mac.clone(), d.kind);
         let old: BTreeMap<_, _> = self.decisions.iter().map(|d| (key(d), d.clone())).collect();
-        let mut new: BTreeMap<_, _> = set.iter().map(|d| (key(d), d.clone())).collect();
+        // A timed decision past its expiry is over here (`expire` undid
+        // it) although etcd keeps its key a few seconds more: delivered
+        // again, it must not come back for a second.
+        let mut new: BTreeMap<_, _> = set
+            .iter()
+            .filter(|d| d.expires.is_none_or(|e| e > now))
+            .map(|d| (key(d), d.clone()))
+            .collect();
         let mut refused = Vec::new();
         let index = self.file_index.of(&self.file);
         let mut judge = None;
@@ -383,12 +386,10 @@ mod tests {
         let ok = |m: &str| -> Outcome { Ok((m.into(), 1, None)) };
         // The second request was refused before planning: three plans.
         let mut outcomes = vec![ok("a"), Err("refused".into()), ok("b"), ok("c")];
-        let (a, b) = ("02:00:00:00:00:0a", "02:00:00:00:00:0b");
-        // The third plan binds b again after the second ended it: the
-        // bind landed, only the end failed.
-        let ends = [Some(a.to_owned()), Some(b.to_owned()), None];
-        let failed = HashMap::from([(b, "timed out")]);
-        unwritten_ends(&mut outcomes, &ends, &failed);
+        // The second plan ended b's role and failed; the third bound b
+        // again, and that landed.
+        let failed = HashMap::from([(1, ("02:00:00:00:00:0b", "timed out"))]);
+        unwritten_ends(&mut outcomes, &failed);
         assert!(outcomes[0].is_ok() && outcomes[3].is_ok());
         assert_eq!(outcomes[1], Err("refused".into()));
         assert_eq!(

@@ -21,11 +21,12 @@ pub fn expiry_lease_ttl(expires: i64, now: i64) -> i64 {
 
 /// What [`Writer::write_ending`] did not end: role keys kept (another
 /// host's session's decision, or one rewritten while it was being
-/// deleted) and those whose end failed, by MAC with why.
+/// deleted) and those whose end failed, by their index in `ends`, with
+/// why.
 #[derive(Debug, Default)]
 pub struct Ended {
     pub kept: Vec<String>,
-    pub failed: Vec<(String, String)>,
+    pub failed: Vec<(usize, String)>,
 }
 
 pub struct Writer {
@@ -83,7 +84,7 @@ impl Writer {
                 client::delete(&mut c, keys::decision(&self.opts.site, mac, *kind)).await?;
             }
             let mut done = Ended::default();
-            for (mac, end) in ends {
+            for (i, (mac, end)) in ends.iter().enumerate() {
                 let key = keys::decision(&self.opts.site, mac, Kind::Role);
                 // A value that is no role of this device (a hand edit, a
                 // torn write) is what every host still enforces as the
@@ -94,7 +95,7 @@ impl Writer {
                 match client::delete_if_holds(&mut c, key, ends).await {
                     Ok(true) => {}
                     Ok(false) => done.kept.push(format!("decisions/{mac}/role")),
-                    Err(e) => done.failed.push((mac.clone(), e.to_string())),
+                    Err(e) => done.failed.push((i, e.to_string())),
                 }
             }
             Ok(done)

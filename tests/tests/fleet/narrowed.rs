@@ -81,6 +81,12 @@ fn a_quarantine_narrowed_between_deliveries_shows_in_fleet_status() {
         site_key().contains("10.60.0.5"),
         "the site's key is the site's: a host narrows its own copy"
     );
+    // Said once, not re-applied over and over: the generation stays.
+    let generation = || hosts(&urls).first().map(|x| x["generation"].clone());
+    let at = generation();
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(generation(), at, "the re-application looped");
+    assert!(said().contains("without 10.60.0.5"));
 }
 
 fn keys_decision(mac: &str) -> String {
