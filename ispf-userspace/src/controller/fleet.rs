@@ -70,9 +70,10 @@ impl Engine {
             .map(|(i, e)| (ending[*i], (ends[*i].0.as_str(), e.as_str())))
             .collect();
         if !failed.is_empty() {
-            let keys: Vec<String> = failed
-                .values()
-                .map(|(mac, e)| format!("decisions/{mac}/role ({e})"))
+            let keys: Vec<String> = ended
+                .failed
+                .iter()
+                .map(|(i, e)| format!("decisions/{}/role ({e})", ends[*i].0))
                 .collect();
             log(format!(
                 "warning: fleet: the end of {} could not be written: the role stays in etcd with no session here until its key is deleted (etcdctl del), or, for a role this host's listener made, until its sweep of roles no session holds ends it",
@@ -123,13 +124,18 @@ impl Engine {
         let key = |d: &Decision| (d.mac.clone(), d.kind);
         let old: BTreeMap<_, _> = self.decisions.iter().map(|d| (key(d), d.clone())).collect();
         // A timed decision past its expiry is over here (`expire` undid
-        // it) although etcd keeps its key a few seconds more: delivered
-        // again, it must not come back for a second.
+        // it, or will at its next tick and record it as expired) although
+        // etcd keeps its key a few seconds more: delivered again, it is
+        // not recorded as decided again, nor as released by the fleet.
+        let over = |d: &Decision| d.expires.is_some_and(|e| e <= now);
         let mut new: BTreeMap<_, _> = set
             .iter()
-            .filter(|d| d.expires.is_none_or(|e| e > now))
+            .filter(|d| !over(d))
             .map(|d| (key(d), d.clone()))
             .collect();
+        for (k, d) in old.iter().filter(|(_, d)| over(d)) {
+            new.entry(k.clone()).or_insert_with(|| d.clone());
+        }
         let mut refused = Vec::new();
         let index = self.file_index.of(&self.file);
         let mut judge = None;
@@ -144,7 +150,7 @@ impl Engine {
         // each of a burst of role keys.
         let admitted: std::collections::HashMap<&str, &String> = set
             .iter()
-            .filter(|a| a.kind == Kind::Admit)
+            .filter(|a| a.kind == Kind::Admit && !over(a))
             .filter_map(|a| Some((a.mac.as_str(), a.segment.as_ref()?)))
             .collect();
         let mut stripped_notes = Vec::new();
