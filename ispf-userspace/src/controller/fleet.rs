@@ -51,7 +51,9 @@ impl Engine {
             .enumerate()
             .filter_map(|(i, p)| Some((i, (p.mac.clone(), p.ends.clone()?))))
             .unzip();
-        removed.retain(|(mac, kind)| !(*kind == Kind::Role && ends.iter().any(|(m, _)| m == mac)));
+        let ending_macs: std::collections::HashSet<&str> =
+            ends.iter().map(|(m, _)| m.as_str()).collect();
+        removed.retain(|(mac, kind)| !(*kind == Kind::Role && ending_macs.contains(mac.as_str())));
         let ended = fleet.write_ending(&put, &removed, &ends).map_err(|e| {
             anyhow!("{e}; the decision is not made (it must reach every host of the site)")
         })?;

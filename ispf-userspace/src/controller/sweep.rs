@@ -180,8 +180,10 @@ impl Engine {
         }
         let (macs, parsed): (Vec<String>, Vec<[u8; 6]>) = roles
             .into_iter()
-            .filter_map(|mac| Some((crate::policy::parse_mac(&mac)?, mac)))
-            .map(|(m, mac)| (mac, m))
+            .filter_map(|mac| {
+                let m = crate::policy::parse_mac(&mac)?;
+                Some((mac, m))
+            })
             .unzip();
         // A read that failed says nothing: judged at the next tick.
         let Ok(Ok(seen)) = self.db().map(|c| history::last_addresses(c, &parsed)) else {

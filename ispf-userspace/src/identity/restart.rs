@@ -167,36 +167,15 @@ pub(super) fn gone_or_elsewhere(e: &str) -> bool {
 pub(super) const SWEPT_AGAIN: Duration = Duration::from_secs(600);
 
 /// The role decisions the sweep asked to end and the engine took, by
-/// device: the decision (its reason, maker and time) and when.
+/// device, with when: the same decision still there is not asked again
+/// for [`SWEPT_AGAIN`]; another (a newer session's) is.
 #[derive(Default)]
-pub(super) struct Swept(HashMap<String, (Stamp, Instant)>);
-
-/// What tells one role decision of a device from another.
-#[derive(PartialEq)]
-struct Stamp {
-    reason: String,
-    actor: String,
-    at: i64,
-}
-
-impl Stamp {
-    fn of(d: &Decision) -> Stamp {
-        Stamp {
-            reason: d.reason.clone(),
-            actor: d.actor.clone(),
-            at: d.at,
-        }
-    }
-
-    fn is(&self, d: &Decision) -> bool {
-        self.reason == d.reason && self.actor == d.actor && self.at == d.at
-    }
-}
+pub(super) struct Swept(HashMap<String, (Decision, Instant)>);
 
 impl Swept {
     fn lately(&self, d: &Decision, now: Instant) -> bool {
-        self.0.get(&d.mac).is_some_and(|(stamp, at)| {
-            stamp.is(d) && now.saturating_duration_since(*at) < SWEPT_AGAIN
+        self.0.get(&d.mac).is_some_and(|(asked, at)| {
+            asked == d && now.saturating_duration_since(*at) < SWEPT_AGAIN
         })
     }
 }
@@ -222,7 +201,7 @@ pub(super) fn end_orphans(
     // Forgotten once their decision is gone (or, in a fleet, replaced).
     swept
         .0
-        .retain(|mac, (stamp, _)| roles.get(mac.as_str()).is_some_and(|d| stamp.is(d)));
+        .retain(|mac, (asked, _)| roles.get(mac.as_str()).is_some_and(|d| *d == asked));
     let reqs = orphans(decisions, sessions, host, swept, now, why);
     if reqs.is_empty() {
         return Vec::new();
@@ -233,7 +212,7 @@ pub(super) fn end_orphans(
         match r {
             Ok(_) => {
                 if let Some(d) = roles.get(mac.as_str()) {
-                    swept.0.insert(mac, (Stamp::of(d), now));
+                    swept.0.insert(mac, ((*d).clone(), now));
                 }
             }
             Err(e) if gone_or_elsewhere(&e) => {}

@@ -52,9 +52,7 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     let _u = unit("fh");
     let _pis = Server::start("ispf-fh-pis", &[443, 2575]);
     let h = start_host("fh", 31, &a, &urls, true);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
     let hl7 = || tcp_ok("ispf-fh-pump", "10.50.0.10", 2575, 2.0, None);
     let web = |t: f32| tcp_ok(&h.ws(), "10.50.0.10", 443, t, None);
     assert!(hl7() && web(2.0));
@@ -311,9 +309,7 @@ fn keys_beyond_the_maps_are_refused_and_the_rest_enforced() {
     // Two generations of at most 8 device entries: the file's 2 and 6
     // admits.
     let mut h = start_host_with("fm", 47, &a, &urls, true, &["--map-size", "devices=16"]);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
     let generation = h.ctl.status().generation;
     let macs: Vec<String> = (0..12).map(|i| format!("02:00:00:00:78:{i:02x}")).collect();
     let admits: Vec<(String, Vec<u8>)> = macs

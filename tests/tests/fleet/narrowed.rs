@@ -16,9 +16,7 @@ fn a_quarantine_narrowed_between_deliveries_shows_in_fleet_status() {
     let seed = policy("on", "");
     let _u = unit("fn");
     let h = start_host("fn", 48, &seed, &urls, true);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
     let db = ispf::inventory::db_path(&h.ctl.paths.state);
     let other = "02:00:00:00:99:07";
     sqlite(

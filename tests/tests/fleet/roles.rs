@@ -63,9 +63,7 @@ fn role_sessions_in_a_fleet_end_only_what_their_host_made() {
         })
     };
     let h = start_host("fo", 46, &seed, &urls, true);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
     let listed = || {
         let out = h.ctl.cli(&["sessions", "--json"]);
         String::from_utf8_lossy(&out.stdout).contains("\"S1\"")
@@ -139,9 +137,7 @@ fn a_role_whose_end_etcd_missed_is_ended_once_etcd_is_back() {
     let _u = unit("fq");
     let key = keys::decision(SITE, LAPTOP, Kind::Role);
     let mut h = start_host("fq", 47, &seed, &urls, true);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
     let listed = || {
         let out = h.ctl.cli(&["sessions", "--json"]);
         String::from_utf8_lossy(&out.stdout).contains("\"S1\"")

@@ -42,9 +42,7 @@ fn a_revision_that_makes_a_device_life_critical_ends_its_role_everywhere() {
     let _u = unit("fs");
     let _pis = Server::start("ispf-fs-pis", &[443, 2575]);
     let h = start_host("fs", 41, &a, &urls, true);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
     // The laptop's session, as another host's listener would write it.
     let role = laptop_role(None);
     let key = keys::decision(SITE, LAPTOP, Kind::Role);
@@ -111,9 +109,7 @@ fn a_restarting_host_ends_only_the_roles_its_own_listener_made() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let mut h = start_host("fr", 45, &a, &urls, true);
-    wait("seeded", Duration::from_secs(10), || {
-        hosts(&urls).first().is_some_and(|x| x["revision"] == 1)
-    });
+    wait_seeded(&urls);
 
     // Another host's session: it survives this host's restart.
     put(&role_by("host-elsewhere"));

@@ -47,6 +47,13 @@ pub fn hosts(urls: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Waits until the first host reports the seed as revision 1.
+pub fn wait_seeded(urls: &str) {
+    wait("seeded", Duration::from_secs(10), || {
+        hosts(urls).first().is_some_and(|x| x["revision"] == 1)
+    });
+}
+
 pub struct Host {
     pub ctl: Ctl,
     pub tag: &'static str,
