@@ -7,11 +7,10 @@
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
-use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::{
@@ -145,6 +144,8 @@ pub struct Engine {
     /// A compilation [`Engine::enforceable`] made, for the `enforce` of
     /// the same call (see [`Engine::compiled`]).
     pub(super) precompiled: Option<(super::decide::CompiledKey, crate::policy::compile::Compiled)>,
+    /// Warnings of a cause met at every tick, held back while it lasts.
+    pub(super) quiet: super::quiet::Quiet,
 }
 
 impl Engine {
@@ -184,6 +185,7 @@ impl Engine {
             roles_seen_at: Default::default(),
             precompiled: None,
             reload_default: None,
+            quiet: Default::default(),
         }
     }
 
@@ -268,84 +270,6 @@ impl Engine {
     pub(super) fn busy(&self, what: Option<String>) {
         if let Some(s) = &self.shared {
             s.set_busy(what);
-        }
-    }
-
-    fn note(&self, kind: &str, iface: &str, detail: &str) {
-        log(format!("{iface}: {detail}"));
-        if let Some(s) = &self.shared {
-            s.deliver_note(&json!({
-                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                "event": kind,
-                "interface": iface,
-                "detail": detail,
-            }));
-        }
-    }
-
-    /// Brings port `i` in line with the kernel: re-attaches it when its
-    /// interface exists without our program, reports it when it is gone.
-    fn check_port(&mut self, i: usize) {
-        let ids = ports::ProgramIds::of(&self.dp);
-        let name = self.ports[i].name.clone();
-        let now_attached = ports::attached(&self.pin_dir, &name, ids);
-        let ifindex = crate::bpfsys::ifindex(&name);
-        let was = self.ports[i].attached;
-        if now_attached {
-            self.ports[i].attached = true;
-            self.ports[i].ifindex = ifindex;
-            return;
-        }
-        if ifindex == 0 {
-            if was {
-                self.note(
-                    "port_gone",
-                    &name,
-                    "the port disappeared; it is not enforced until it returns, and is re-attached then",
-                );
-            }
-            self.ports[i].attached = false;
-            self.ports[i].ifindex = 0;
-            return;
-        }
-        match ports::attach(&mut self.dp, &name, &self.pin_dir, self.attach) {
-            Ok(st) => {
-                self.ports[i] = st;
-                self.note(
-                    "port_attached",
-                    &name,
-                    "the port is back and enforced again",
-                );
-            }
-            Err(e) => {
-                if was || self.ports[i].ifindex != ifindex {
-                    self.note(
-                        "port_unenforced",
-                        &name,
-                        &format!(
-                            "the port exists but cannot be enforced: {}",
-                            crate::describe(&e)
-                        ),
-                    );
-                }
-                self.ports[i].attached = false;
-                self.ports[i].ifindex = ifindex;
-            }
-        }
-    }
-
-    fn on_link(&mut self, ev: LinkEvent) {
-        let name = match &ev {
-            LinkEvent::Present { name, .. } | LinkEvent::Gone { name } => name,
-        };
-        let Some(i) = self.ports.iter().position(|p| &p.name == name) else {
-            return;
-        };
-        let before = self.ports[i].clone();
-        self.check_port(i);
-        if self.ports[i] != before {
-            let _ = self.save_state(vec![self.enforced.clone()]);
-            self.publish();
         }
     }
 

@@ -2,7 +2,7 @@
 //! convergence after a start with what was recorded while no controller
 //! ran (without the role sessions the file refuses: see `sweep`).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use anyhow::Result;
 
@@ -16,6 +16,9 @@ use crate::{
     inventory::store,
     policy::Policy,
 };
+
+/// [`super::quiet`]'s cause for expired decisions not undone yet.
+const UNDO: &str = "undo";
 
 impl Engine {
     /// Decisions whose expiry passed are undone (enforcement first: it
@@ -37,12 +40,21 @@ impl Engine {
             .filter(|d| d.expires.is_none_or(|e| e > now))
             .cloned()
             .collect();
+        // Retried every second; said once, then every five minutes.
         if let Err(e) = self.enforce_decisions(kept, now) {
-            log(format!(
-                "expired decisions could not be undone yet: {}",
-                crate::describe(&e)
-            ));
+            let line = self.quiet.warn(UNDO, Instant::now(), || {
+                format!(
+                    "expired decisions could not be undone yet (retried every second): {}",
+                    crate::describe(&e)
+                )
+            });
+            if let Some(line) = line {
+                log(line);
+            }
             return;
+        }
+        if self.quiet.clear(UNDO) > 0 {
+            log("expired decisions undone at last");
         }
         let undone: Vec<(Decision, &str, String)> = expired
             .into_iter()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::fleet::Key;
+use super::fleet_take::Key;
 use crate::decisions::{Decision, Kind};
 
 /// What `new` keeps of `old` (the values this host enforced for keys still

@@ -10,6 +10,8 @@
 //! MAC stays quarantined: its frames from an address taken away are
 //! dropped as spoofed. A fleet host narrows its own copy of the key.
 
+use std::time::Instant;
+
 use super::engine::{log, unix_now, Engine};
 use crate::{
     decisions::{Decision, Kind},
@@ -26,30 +28,43 @@ impl Engine {
         let now = unix_now();
         let mut next: Vec<Decision> = self.decisions.to_vec();
         let mut narrowed = Vec::new();
+        let mut unknown = Vec::new();
         for d in next.iter_mut().filter(|d| with_addresses(d)) {
             // The inventory cannot say who used an address: what is
-            // enforced stays.
-            let Ok(taken) = self.life_critical_used(d) else {
-                return;
+            // enforced for this quarantine stays, and the others are
+            // still checked.
+            let taken = match self.life_critical_used(d) {
+                Ok(taken) => taken,
+                Err(e) => {
+                    unknown.push(format!("{} ({})", d.mac, crate::describe(&e)));
+                    continue;
+                }
             };
             if !taken.is_empty() {
                 d.addresses.retain(|a| !taken.contains(a));
                 narrowed.push((d.clone(), taken));
             }
         }
+        self.say_unknown(&unknown);
         if narrowed.is_empty() {
             return;
         }
         let g = match self.enforce_decisions(next, now) {
             Ok(g) => g,
             Err(e) => {
-                log(format!(
-                    "warning: a quarantine holds an address a life-critical device used, and could not be narrowed yet: {}",
-                    crate::describe(&e)
-                ));
+                let line = self.quiet.warn(UNNARROWED, Instant::now(), || {
+                    format!(
+                        "warning: a quarantine holds an address a life-critical device used, and could not be narrowed yet (retried every ten seconds): {}",
+                        crate::describe(&e)
+                    )
+                });
+                if let Some(line) = line {
+                    log(line);
+                }
                 return;
             }
         };
+        self.quiet.clear(UNNARROWED);
         let mut entries = Vec::new();
         for (d, taken) in &narrowed {
             let list: Vec<String> = taken.iter().map(|a| a.to_string()).collect();
@@ -83,7 +98,30 @@ impl Engine {
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
+
+    /// Says which quarantines' addresses the inventory could not check:
+    /// at once, then every five minutes while that lasts.
+    fn say_unknown(&mut self, unknown: &[String]) {
+        if unknown.is_empty() {
+            self.quiet.clear(UNCHECKED);
+            return;
+        }
+        let line = self.quiet.warn(UNCHECKED, Instant::now(), || {
+            format!(
+                "warning: the inventory cannot say whether a life-critical device used the addresses of the quarantine of {}: each keeps its addresses until it can (checked every ten seconds)",
+                unknown.join(", ")
+            )
+        });
+        if let Some(line) = line {
+            log(line);
+        }
+    }
 }
+
+/// [`super::quiet`]'s causes: a narrowing not enforced yet, and
+/// quarantines whose addresses could not be checked.
+const UNNARROWED: &str = "unnarrowed";
+const UNCHECKED: &str = "unchecked";
 
 fn with_addresses(d: &Decision) -> bool {
     d.kind == Kind::Quarantine && !d.addresses.is_empty()

@@ -103,8 +103,24 @@ pub fn life_critical_since(
     let mut st = conn.prepare_cached(
         "SELECT segment FROM life_critical_seen WHERE mac = ?1 AND last_seen >= ?2",
     )?;
-    let rows = st.query_map(params![mac_string(mac), since], |r| r.get::<_, String>(0))?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = st.query_map(params![mac_string(mac), since], segment_name)?;
+    Ok(rows
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()?)
+}
+
+/// A stored segment name. One written into the database by hand as a
+/// number or a blob is read as its text, rather than failing the query
+/// and with it the check of every quarantine's addresses (which then
+/// keep them); only NULL names none.
+fn segment_name(r: &rusqlite::Row) -> rusqlite::Result<Option<String>> {
+    use rusqlite::types::ValueRef;
+    Ok(match r.get_ref(0)? {
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Null => None,
+    })
 }
 
 /// Whether a device other than `mac` sent from `a` since `since`.
@@ -153,10 +169,10 @@ pub fn life_critical_of_others_since(
         "SELECT DISTINCT l.segment FROM device_ips d JOIN life_critical_seen l ON l.mac = d.mac \
          WHERE d.ip = ?1 AND d.last_seen >= ?2 AND d.mac != ?3 AND l.last_seen >= ?2",
     )?;
-    let rows = st.query_map(params![a.to_string(), since, mac_string(mac)], |r| {
-        r.get::<_, String>(0)
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let rows = st.query_map(params![a.to_string(), since, mac_string(mac)], segment_name)?;
+    Ok(rows
+        .filter_map(Result::transpose)
+        .collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]
@@ -250,6 +266,31 @@ mod tests {
         write(&mut conn, &batch).unwrap();
         let of_others = |mac: &[u8; 6], since| life_critical_of_others_since(&conn, mac, &x, since);
         assert!(of_others(&laptop, 2_000).unwrap().is_empty());
+        // Segments written by hand: a number (stored as text by the
+        // column's affinity) and a blob, read as its text; the check does
+        // not fail.
+        for (mac, segment) in [
+            ("02:00:00:00:30:01", "7"),
+            ("02:00:00:00:30:02", "x'70756d7073'"),
+        ] {
+            conn.execute(
+                &format!("INSERT INTO life_critical_seen (mac, segment, first_seen, last_seen) VALUES ('{mac}', {segment}, 6000, 6000)"),
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO device_ips (mac, ip, first_seen, last_seen) VALUES (?1, '10.0.0.7', 6000, 6000)",
+                params![mac],
+            )
+            .unwrap();
+        }
+        let mut read = of_others(&laptop, 5_500).unwrap();
+        read.sort();
+        assert_eq!(read, ["7", "pumps"]);
+        assert_eq!(
+            life_critical_since(&conn, &[2, 0, 0, 0, 0x30, 1], 0).unwrap(),
+            ["7"]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -11,15 +11,11 @@ use ispf::{
 
 use super::*;
 
-fn put(urls: &str, key: &str, value: Vec<u8>) {
-    etcd(urls, async |c| c.put(key, value, None).await.unwrap());
-}
-
-fn del(urls: &str, key: &str) {
-    etcd(urls, async |c| c.delete(key, None).await.unwrap());
-}
-
 fn by_hand(mac: &str, kind: Kind, segment: Option<&str>) -> Vec<u8> {
+    by_hand_until(mac, kind, segment, None)
+}
+
+fn by_hand_until(mac: &str, kind: Kind, segment: Option<&str>, expires: Option<i64>) -> Vec<u8> {
     serde_json::to_vec(&Decision {
         mac: mac.into(),
         kind,
@@ -30,17 +26,10 @@ fn by_hand(mac: &str, kind: Kind, segment: Option<&str>) -> Vec<u8> {
         forced: false,
         actor: "mallory".into(),
         at: 1,
-        expires: None,
+        expires,
         addresses: Vec::new(),
     })
     .unwrap()
-}
-
-fn last_error(urls: &str) -> String {
-    hosts(urls)
-        .first()
-        .and_then(|h| h["last_error"].as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[test]
@@ -86,6 +75,23 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
         "{text}"
     );
     assert_eq!(h.ctl.status().generation, generation, "nothing applied");
+
+    // A quarantine that expired long before it was delivered (etcd would
+    // have deleted a key the fleet wrote: a clock ahead of the writer's,
+    // or a key written by hand): not enforced, and said, not dropped.
+    let stale = keys::decision(SITE, LAPTOP, Kind::Quarantine);
+    let hour_ago = ispf::clock::unix_now() - 3600;
+    put(
+        &urls,
+        &stale,
+        by_hand_until(LAPTOP, Kind::Quarantine, None, Some(hour_ago)),
+    );
+    wait("the stale key said", Duration::from_secs(10), || {
+        last_error(&urls).contains("s ago by this host's clock")
+    });
+    assert!(web(2.0), "a quarantine that had expired was enforced");
+    assert_eq!(h.ctl.status().generation, generation, "nothing applied");
+    del(&urls, &stale);
 
     // A quarantine of a made-up MAC that takes the address the pump sent
     // its HL7 from (this host saw it; the planner may not have): enforced

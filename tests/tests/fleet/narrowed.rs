@@ -47,12 +47,7 @@ fn a_quarantine_narrowed_between_deliveries_shows_in_fleet_status() {
     wait("the quarantine in etcd", Duration::from_secs(10), || {
         site_key().contains("10.60.0.5")
     });
-    let said = || {
-        hosts(&urls)
-            .first()
-            .and_then(|x| x["last_error"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let said = || last_error(&urls);
     // Give the site's set time to settle: nothing is said of the key yet.
     std::thread::sleep(Duration::from_secs(6));
     assert!(!said().contains(other), "{}", said());

@@ -145,3 +145,19 @@ pub fn etcd_has(urls: &str, key: &str) -> bool {
 pub fn metric(addr: &str, name: &str) -> Option<f64> {
     sample(&scrape(addr), name, &[])
 }
+
+pub fn put(urls: &str, key: &str, value: Vec<u8>) {
+    etcd(urls, async |c| c.put(key, value, None).await.unwrap());
+}
+
+pub fn del(urls: &str, key: &str) {
+    etcd(urls, async |c| c.delete(key, None).await.unwrap());
+}
+
+/// The first host's status's `last_error` ("" when none).
+pub fn last_error(urls: &str) -> String {
+    hosts(urls)
+        .first()
+        .and_then(|h| h["last_error"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

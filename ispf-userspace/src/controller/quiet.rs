@@ -1,0 +1,115 @@
+//! Warnings of a cause the engine meets again at every tick (expired
+//! decisions it cannot undo yet, a quarantine it cannot narrow yet, keys
+//! delivered already expired). Each is retried as often as before, since
+//! recovering sooner matters more than a quiet log; what is logged is the
+//! first occurrence, then at most one line every [`EVERY`] saying how many
+//! were held back, so that one lasting cause does not bury the rest of the
+//! log. Once the cause is gone ([`Quiet::clear`]) the next occurrence is
+//! logged at once.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+/// How often a lasting cause is logged again.
+pub const EVERY: Duration = Duration::from_secs(300);
+
+/// What is held back, by cause.
+#[derive(Default)]
+pub struct Quiet {
+    causes: HashMap<&'static str, Held>,
+}
+
+struct Held {
+    logged: Instant,
+    held: u64,
+}
+
+impl Quiet {
+    /// The line to log for an occurrence of `cause` at `now`, or `None`
+    /// while it is held back. `message` is only made when it is logged.
+    pub fn warn(
+        &mut self,
+        cause: &'static str,
+        now: Instant,
+        message: impl FnOnce() -> String,
+    ) -> Option<String> {
+        match self.causes.get_mut(cause) {
+            Some(h) if now.saturating_duration_since(h.logged) < EVERY => {
+                h.held += 1;
+                None
+            }
+            Some(h) => {
+                let line = match h.held {
+                    0 => message(),
+                    n => format!(
+                        "{} (and {n} more like it in the last {} s)",
+                        message(),
+                        now.saturating_duration_since(h.logged).as_secs()
+                    ),
+                };
+                *h = Held {
+                    logged: now,
+                    held: 0,
+                };
+                Some(line)
+            }
+            None => {
+                self.causes.insert(
+                    cause,
+                    Held {
+                        logged: now,
+                        held: 0,
+                    },
+                );
+                Some(message())
+            }
+        }
+    }
+
+    /// `cause` is gone: its next occurrence is logged at once. Returns how
+    /// many occurrences were held back since the last line.
+    pub fn clear(&mut self, cause: &'static str) -> u64 {
+        self.causes.remove(cause).map_or(0, |h| h.held)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lasting_cause_is_logged_once_then_every_five_minutes_with_a_count() {
+        let mut q = Quiet::default();
+        let t0 = Instant::now();
+        let msg = || "x".to_owned();
+        assert_eq!(q.warn("a", t0, msg).as_deref(), Some("x"));
+        for s in 1..300 {
+            assert_eq!(q.warn("a", t0 + Duration::from_secs(s), msg), None);
+        }
+        // Another cause is not held back by the first.
+        assert_eq!(q.warn("b", t0, msg).as_deref(), Some("x"));
+        assert_eq!(
+            q.warn("a", t0 + EVERY, msg).as_deref(),
+            Some("x (and 299 more like it in the last 300 s)")
+        );
+        assert_eq!(q.warn("a", t0 + EVERY + Duration::from_secs(1), msg), None);
+        // Gone, then back: said at once.
+        assert_eq!(q.clear("a"), 1);
+        assert_eq!(q.clear("a"), 0);
+        assert_eq!(
+            q.warn("a", t0 + EVERY + Duration::from_secs(2), msg)
+                .as_deref(),
+            Some("x")
+        );
+    }
+
+    #[test]
+    fn a_message_is_made_only_when_it_is_logged() {
+        let mut q = Quiet::default();
+        let t0 = Instant::now();
+        q.warn("a", t0, || "x".into());
+        assert!(q.warn("a", t0, || panic!("made while held back")).is_none());
+    }
+}
