@@ -146,6 +146,8 @@ pub struct Engine {
     pub(super) precompiled: Option<(super::decide::CompiledKey, crate::policy::compile::Compiled)>,
     /// Warnings of a cause met at every tick, held back while it lasts.
     pub(super) quiet: super::quiet::Quiet,
+    /// The fleet's decision keys, as first delivered.
+    pub(super) fleet_seen: super::fleet_take::Seen,
 }
 
 impl Engine {
@@ -186,6 +188,7 @@ impl Engine {
             precompiled: None,
             reload_default: None,
             quiet: Default::default(),
+            fleet_seen: Default::default(),
         }
     }
 

@@ -32,6 +32,8 @@ impl Engine {
             .cloned()
             .collect();
         if expired.is_empty() {
+            // Released or replaced meanwhile: nothing left to undo.
+            self.quiet.clear(UNDO);
             return;
         }
         let kept: Vec<Decision> = self
@@ -42,7 +44,7 @@ impl Engine {
             .collect();
         // Retried every second; said once, then every five minutes.
         if let Err(e) = self.enforce_decisions(kept, now) {
-            let line = self.quiet.warn(UNDO, Instant::now(), || {
+            let line = self.quiet.warn(UNDO, 0, Instant::now(), || {
                 format!(
                     "expired decisions could not be undone yet (retried every second): {}",
                     crate::describe(&e)
@@ -53,7 +55,7 @@ impl Engine {
             }
             return;
         }
-        if self.quiet.clear(UNDO) > 0 {
+        if self.quiet.clear(UNDO) {
             log("expired decisions undone at last");
         }
         let undone: Vec<(Decision, &str, String)> = expired

@@ -23,10 +23,24 @@ impl Engine {
         // A fleet host too: its own copy of a key then differs from the
         // site's, and the next delivery checks that key again from it.
         if !self.decisions.iter().any(with_addresses) {
+            self.quiet.clear(UNNARROWED);
+            self.quiet.clear(UNCHECKED);
             return;
         }
         let now = unix_now();
         let mut next: Vec<Decision> = self.decisions.to_vec();
+        // An inventory that cannot be opened is tried once a check, not
+        // once a quarantine (each try may scan the database).
+        if let Err(e) = self.db() {
+            let why = crate::describe(&e);
+            let all: Vec<(String, String)> = next
+                .iter()
+                .filter(|d| with_addresses(d))
+                .map(|d| (d.mac.clone(), why.clone()))
+                .collect();
+            self.say_unknown(&all);
+            return;
+        }
         let mut narrowed = Vec::new();
         let mut unknown = Vec::new();
         for d in next.iter_mut().filter(|d| with_addresses(d)) {
@@ -36,7 +50,7 @@ impl Engine {
             let taken = match self.life_critical_used(d) {
                 Ok(taken) => taken,
                 Err(e) => {
-                    unknown.push(format!("{} ({})", d.mac, crate::describe(&e)));
+                    unknown.push((d.mac.clone(), crate::describe(&e)));
                     continue;
                 }
             };
@@ -47,12 +61,13 @@ impl Engine {
         }
         self.say_unknown(&unknown);
         if narrowed.is_empty() {
+            self.quiet.clear(UNNARROWED);
             return;
         }
         let g = match self.enforce_decisions(next, now) {
             Ok(g) => g,
             Err(e) => {
-                let line = self.quiet.warn(UNNARROWED, Instant::now(), || {
+                let line = self.quiet.warn(UNNARROWED, 0, Instant::now(), || {
                     format!(
                         "warning: a quarantine holds an address a life-critical device used, and could not be narrowed yet (retried every ten seconds): {}",
                         crate::describe(&e)
@@ -99,17 +114,32 @@ impl Engine {
         }
     }
 
-    /// Says which quarantines' addresses the inventory could not check:
-    /// at once, then every five minutes while that lasts.
-    fn say_unknown(&mut self, unknown: &[String]) {
+    /// Says which quarantines' addresses the inventory could not check
+    /// (MAC and why): at once, then every five minutes while the same ones
+    /// cannot be checked.
+    fn say_unknown(&mut self, unknown: &[(String, String)]) {
         if unknown.is_empty() {
             self.quiet.clear(UNCHECKED);
             return;
         }
-        let line = self.quiet.warn(UNCHECKED, Instant::now(), || {
-            format!(
-                "warning: the inventory cannot say whether a life-critical device used the addresses of the quarantine of {}: each keeps its addresses until it can (checked every ten seconds)",
-                unknown.join(", ")
+        let about = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            unknown.iter().for_each(|(mac, _)| mac.hash(&mut h));
+            h.finish()
+        };
+        let line = self.quiet.warn(UNCHECKED, about, Instant::now(), || {
+            let (macs, why): (Vec<&str>, Vec<&str>) =
+                unknown.iter().map(|(m, w)| (m.as_str(), w.as_str())).unzip();
+            let mut why = why;
+            why.dedup();
+            crate::clip(
+                &format!(
+                    "warning: the inventory cannot say whether a life-critical device used the addresses of the quarantine of {} ({}): each keeps its addresses until it can (checked every ten seconds)",
+                    macs.join(", "),
+                    why.join("; ")
+                ),
+                2048,
             )
         });
         if let Some(line) = line {

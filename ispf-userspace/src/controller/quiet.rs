@@ -1,11 +1,12 @@
 //! Warnings of a cause the engine meets again at every tick (expired
-//! decisions it cannot undo yet, a quarantine it cannot narrow yet, keys
-//! delivered already expired). Each is retried as often as before, since
-//! recovering sooner matters more than a quiet log; what is logged is the
-//! first occurrence, then at most one line every [`EVERY`] saying how many
-//! were held back, so that one lasting cause does not bury the rest of the
-//! log. Once the cause is gone ([`Quiet::clear`]) the next occurrence is
-//! logged at once.
+//! decisions it cannot undo yet, a quarantine it cannot narrow yet, or
+//! whose addresses the inventory cannot check). Each is retried as often
+//! as before, since recovering sooner matters more than a quiet log; what
+//! is logged is the first occurrence, then at most one line every
+//! [`EVERY`] saying how many were held back, so that one lasting cause
+//! does not bury the rest of the log. Once the cause is gone
+//! ([`Quiet::clear`]), or it concerns other things than it did (another
+//! set of devices: its `about`), the next occurrence is logged at once.
 
 use std::{
     collections::HashMap,
@@ -24,19 +25,28 @@ pub struct Quiet {
 struct Held {
     logged: Instant,
     held: u64,
+    about: u64,
 }
 
 impl Quiet {
     /// The line to log for an occurrence of `cause` at `now`, or `None`
-    /// while it is held back. `message` is only made when it is logged.
+    /// while it is held back. `about` says what it concerns (0: always the
+    /// same): a change is logged at once. `message` is only made when it is
+    /// logged.
     pub fn warn(
         &mut self,
         cause: &'static str,
+        about: u64,
         now: Instant,
         message: impl FnOnce() -> String,
     ) -> Option<String> {
+        let fresh = Held {
+            logged: now,
+            held: 0,
+            about,
+        };
         match self.causes.get_mut(cause) {
-            Some(h) if now.saturating_duration_since(h.logged) < EVERY => {
+            Some(h) if h.about == about && now.saturating_duration_since(h.logged) < EVERY => {
                 h.held += 1;
                 None
             }
@@ -49,29 +59,20 @@ impl Quiet {
                         now.saturating_duration_since(h.logged).as_secs()
                     ),
                 };
-                *h = Held {
-                    logged: now,
-                    held: 0,
-                };
+                *h = fresh;
                 Some(line)
             }
             None => {
-                self.causes.insert(
-                    cause,
-                    Held {
-                        logged: now,
-                        held: 0,
-                    },
-                );
+                self.causes.insert(cause, fresh);
                 Some(message())
             }
         }
     }
 
-    /// `cause` is gone: its next occurrence is logged at once. Returns how
-    /// many occurrences were held back since the last line.
-    pub fn clear(&mut self, cause: &'static str) -> u64 {
-        self.causes.remove(cause).map_or(0, |h| h.held)
+    /// `cause` is gone: its next occurrence is logged at once. Returns
+    /// whether it was there.
+    pub fn clear(&mut self, cause: &'static str) -> bool {
+        self.causes.remove(cause).is_some()
     }
 }
 
@@ -84,32 +85,37 @@ mod tests {
         let mut q = Quiet::default();
         let t0 = Instant::now();
         let msg = || "x".to_owned();
-        assert_eq!(q.warn("a", t0, msg).as_deref(), Some("x"));
+        assert_eq!(q.warn("a", 0, t0, msg).as_deref(), Some("x"));
         for s in 1..300 {
-            assert_eq!(q.warn("a", t0 + Duration::from_secs(s), msg), None);
+            assert_eq!(q.warn("a", 0, t0 + Duration::from_secs(s), msg), None);
         }
         // Another cause is not held back by the first.
-        assert_eq!(q.warn("b", t0, msg).as_deref(), Some("x"));
+        assert_eq!(q.warn("b", 0, t0, msg).as_deref(), Some("x"));
         assert_eq!(
-            q.warn("a", t0 + EVERY, msg).as_deref(),
+            q.warn("a", 0, t0 + EVERY, msg).as_deref(),
             Some("x (and 299 more like it in the last 300 s)")
         );
-        assert_eq!(q.warn("a", t0 + EVERY + Duration::from_secs(1), msg), None);
-        // Gone, then back: said at once.
-        assert_eq!(q.clear("a"), 1);
-        assert_eq!(q.clear("a"), 0);
+        let later = t0 + EVERY + Duration::from_secs(1);
+        assert_eq!(q.warn("a", 0, later, msg), None);
+        // About something else: said at once, with what was held back.
         assert_eq!(
-            q.warn("a", t0 + EVERY + Duration::from_secs(2), msg)
-                .as_deref(),
-            Some("x")
+            q.warn("a", 7, later, msg).as_deref(),
+            Some("x (and 1 more like it in the last 1 s)")
         );
+        assert_eq!(q.warn("a", 7, later, msg), None);
+        // Gone, then back: said at once.
+        assert!(q.clear("a"));
+        assert!(!q.clear("a"));
+        assert_eq!(q.warn("a", 7, later, msg).as_deref(), Some("x"));
     }
 
     #[test]
     fn a_message_is_made_only_when_it_is_logged() {
         let mut q = Quiet::default();
         let t0 = Instant::now();
-        q.warn("a", t0, || "x".into());
-        assert!(q.warn("a", t0, || panic!("made while held back")).is_none());
+        q.warn("a", 0, t0, || "x".into());
+        assert!(q
+            .warn("a", 0, t0, || panic!("made while held back"))
+            .is_none());
     }
 }
