@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     canonical_mac,
-    roles::{held_elsewhere, role_actor, session_reason},
+    roles::{role_actor, session_reason},
     segment_of, Decision, DecisionError, Kind,
 };
 use crate::policy::{parse_mac, Policy};
@@ -290,24 +290,19 @@ pub fn plan(
                 .iter()
                 .find(|d| d.mac == mac && d.kind == Kind::Role)
                 .ok_or_else(|| DecisionError::NothingToRelease(mac.clone()))?;
-            let other = host
-                .as_deref()
-                .and_then(|h| held_elsewhere(held, h, session.as_deref()));
-            if let Some(other) = other {
-                return Err(DecisionError::Invalid(format!(
-                    "the role decision of {mac} is held by a session on host {other} ({}): a session ending here does not end it",
-                    held.reason
-                )));
+            let end = super::SessionEnd {
+                host: host.clone(),
+                session: session.clone(),
+            };
+            if let Some(why) = end.kept(held) {
+                return Err(DecisionError::Invalid(why));
             }
             Ok(Plan {
                 detail: format!("{}: {why}", held.reason),
                 remove: vec![Kind::Role],
                 mac,
                 put: None,
-                ends: Some(super::SessionEnd {
-                    host: host.clone(),
-                    session: session.clone(),
-                }),
+                ends: Some(end),
                 event: "session_ended",
             })
         }

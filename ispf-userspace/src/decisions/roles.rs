@@ -54,24 +54,17 @@ pub fn role_held_on(d: &Decision, host: &str) -> bool {
     holder(d) == Some(host)
 }
 
-/// The other host whose listener made role decision `d` for another
-/// session than `session` (its [`session_mark`], if known); `None` when it
-/// is `host`'s, names no host (made alone, or before hosts were named), or
-/// was made for that same session (a host renamed since, a NAS that failed
-/// over).
-pub(super) fn held_elsewhere<'a>(
-    d: &'a Decision,
-    host: &str,
-    session: Option<&str>,
-) -> Option<&'a str> {
-    let same = session.is_some_and(|m| names_session(&d.reason, m));
-    holder(d).filter(|h| *h != host && !same)
+/// Whether role decision reason `reason` names a session at all: every
+/// role the listener makes does; one written into etcd by hand, or made
+/// before sessions were named, may not.
+fn names_a_session(reason: &str) -> bool {
+    reason.contains("(NAS ")
 }
 
-/// A session's end in a fleet: what its host and session (its
-/// [`session_mark`]) may end. The role key is deleted only while the
-/// decision it holds is one such end would end as planned, checked against
-/// etcd's value at the delete: this host's copy may lag etcd's both ways
+/// A session's end: what its host and session (its [`session_mark`]) may
+/// end. In a fleet the role key is deleted only while the decision it
+/// holds is one such end would end as planned, checked against etcd's
+/// value at the delete: this host's copy may lag etcd's both ways
 /// (another host's newer session, and this host's own writes not yet
 /// delivered back).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,20 +74,45 @@ pub struct SessionEnd {
 }
 
 impl SessionEnd {
-    /// Whether this end ends role decision `d`, by the rule the plan
-    /// applies to this host's copy: one this host's listener made, one
-    /// that names no host, or one this same session made. Another host's
-    /// newer session's role is kept. Another local session's is not: in a
-    /// burst that ends one session and binds another here, the end may
-    /// meet the newer role, and ending it fails closed (its session binds
-    /// it again at its next update), where keeping a role whose session
-    /// the listener no longer binds could leave it with none to end it.
+    /// Whether this end ends role decision `d`. A session's end ends its
+    /// own session's role, whichever host made it (a host renamed since,
+    /// a NAS that failed over), and never another session's, on this host
+    /// or another: a burst that ends one session and binds another for the
+    /// same device (a NAS's re-authentication) is written to etcd puts
+    /// first, so the end would meet the newer role. A role no session
+    /// holds is ended by the listener's sweep of orphans, which names none:
+    /// such an end (and a session's end meeting a role that names no
+    /// session) ends a role this host's listener made or one that names no
+    /// host.
     pub fn ends(&self, d: &Decision) -> bool {
-        d.kind == Kind::Role
-            && self
+        if d.kind != Kind::Role {
+            return false;
+        }
+        match self.session.as_deref() {
+            Some(mark) if names_session(&d.reason, mark) => true,
+            Some(_) if names_a_session(&d.reason) => false,
+            _ => self
                 .host
                 .as_deref()
-                .is_none_or(|h| held_elsewhere(d, h, self.session.as_deref()).is_none())
+                .is_none_or(|h| holder(d).is_none_or(|x| x == h)),
+        }
+    }
+
+    /// Why this end does not end role decision `d`, as the engine refuses
+    /// it: the listener takes a refusal ending "a session ending here does
+    /// not end it" as nothing left to do.
+    pub fn kept(&self, d: &Decision) -> Option<String> {
+        if self.ends(d) {
+            return None;
+        }
+        let by = match holder(d) {
+            Some(h) if self.host.as_deref() != Some(h) => format!("a session on host {h}"),
+            _ => "another session".to_owned(),
+        };
+        Some(format!(
+            "the role decision of {} is held by {by} ({}): a session ending here does not end it",
+            d.mac, d.reason
+        ))
     }
 }
 
@@ -145,7 +163,7 @@ mod tests {
     /// What etcd holds when a session's end is written decides: this
     /// host's copy may be behind it either way.
     #[test]
-    fn a_session_end_keeps_only_another_hosts_newer_role() {
+    fn a_session_end_ends_only_its_own_sessions_role() {
         let end = |session: Option<&str>| SessionEnd {
             host: Some("a".into()),
             session: session.map(|s| session_mark("10.0.0.9", s)),
@@ -153,14 +171,38 @@ mod tests {
         // Its own session's role, from this host or (a failover) another.
         assert!(end(Some("S2")).ends(&role("S2", Some("a"))));
         assert!(end(Some("S2")).ends(&role("S2", Some("b"))));
-        // A newer session's on another host: kept. On this host: ended
-        // (fails closed; that session binds it again).
+        // Another session's: kept, on another host and on this one (a
+        // burst's end written after its bind of a newer session).
         assert!(!end(Some("S1")).ends(&role("S2", Some("b"))));
-        assert!(end(Some("S1")).ends(&role("S2", Some("a"))));
-        // Made before hosts were named: ends with any session, as planned.
-        assert!(end(Some("S1")).ends(&role("S2", None)));
+        assert!(!end(Some("S1")).ends(&role("S2", Some("a"))));
+        assert!(!end(Some("S1")).ends(&role("S2", None)));
         // No session holds it any more: this host's ends, another's not.
         assert!(end(None).ends(&role("S2", Some("a"))));
+        assert!(end(None).ends(&role("S2", None)));
         assert!(!end(None).ends(&role("S2", Some("b"))));
+        // A role that names no session (by hand, or from before sessions
+        // were named) ends with any session's end, as it always did.
+        let unnamed = |host| Decision {
+            reason: "written by hand".into(),
+            ..role("S2", host)
+        };
+        assert!(end(Some("S1")).ends(&unnamed(None)));
+        assert!(end(Some("S1")).ends(&unnamed(Some("a"))));
+        assert!(!end(Some("S1")).ends(&unnamed(Some("b"))));
+        // Alone (no host names): the same rule by session.
+        let alone = SessionEnd {
+            host: None,
+            session: Some(session_mark("10.0.0.9", "S1")),
+        };
+        assert!(!alone.ends(&role("S2", None)));
+        assert!(alone.ends(&role("S1", None)));
+        assert!(alone.ends(&unnamed(None)));
+        // Why it is kept, as the listener recognises it.
+        let why = end(Some("S1")).kept(&role("S2", Some("b"))).unwrap();
+        assert!(why.contains("held by a session on host b"), "{why}");
+        assert!(why.ends_with("a session ending here does not end it"));
+        let why = end(Some("S1")).kept(&role("S2", Some("a"))).unwrap();
+        assert!(why.contains("held by another session"), "{why}");
+        assert_eq!(end(Some("S2")).kept(&role("S2", Some("a"))), None);
     }
 }

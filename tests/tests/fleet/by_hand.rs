@@ -92,9 +92,11 @@ fn decisions_written_into_etcd_by_hand_are_checked_like_requests() {
     assert!(web(2.0), "a quarantine that had expired was enforced");
     assert_eq!(h.ctl.status().generation, generation, "nothing applied");
     del(&urls, &stale);
-    wait("the stale key no longer said", Duration::from_secs(10), || {
-        !last_error(&urls).contains("by this host's clock")
-    });
+    wait(
+        "the stale key no longer said",
+        Duration::from_secs(10),
+        || !last_error(&urls).contains("by this host's clock"),
+    );
 
     // A quarantine of a made-up MAC that takes the address the pump sent
     // its HL7 from (this host saw it; the planner may not have): enforced

@@ -2,8 +2,10 @@
 //! role decision names the host whose listener holds the session; a
 //! session ending there leaves alone a newer role another host's session
 //! made; and a role the site no longer holds is forgotten by the listener,
-//! whose next update of the session binds it again. A session that ends
-//! while etcd is out of reach has its role ended once etcd is back.
+//! whose next update of the session binds it again. A re-authentication
+//! (the old session's Stop and the new one's Start in one burst) keeps the
+//! new session's role. A session that ends while etcd is out of reach has
+//! its role ended once etcd is back.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -37,13 +39,16 @@ fn with_identity(name: &str) -> PathBuf {
     write_policy(&format!("fleet-{name}-identity"), &text)
 }
 
-fn radclient(status: &str, session: &str) -> bool {
-    let attrs = format!(
+fn attrs(status: &str, session: &str) -> String {
+    format!(
         "Acct-Status-Type = {status}, Acct-Session-Id = \"{session}\", User-Name = \"alice\", \
          Calling-Station-Id = \"{LAPTOP}\", Class = \"biomed\", Acct-Interim-Interval = 60, \
          NAS-IP-Address = 127.0.0.1\n"
-    );
-    ispf_tests::services::radclient(PORT, &attrs, SECRET)
+    )
+}
+
+fn radclient(status: &str, session: &str) -> bool {
+    ispf_tests::services::radclient(PORT, &attrs(status, session), SECRET)
 }
 
 #[test]
@@ -122,7 +127,45 @@ fn role_sessions_in_a_fleet_end_only_what_their_host_made() {
         let out = h.ctl.cli(&["device", LAPTOP, "--json"]);
         String::from_utf8_lossy(&out.stdout).contains("session S2")
     });
-    assert!(radclient("Stop", "S2"));
+    // A re-authentication: the Stop of S2 and the Start of S3 in one
+    // burst, which a fleet writes puts first. S2's end must not delete
+    // S3's role.
+    // `radclient` waits for each answer before it sends the next, so the
+    // NAS is played here by a socket sending both datagrams back to back.
+    let packet = |id: u8, status: u32, session: &str| {
+        use ispf::identity::radius::{self, attr};
+        radius::request(
+            id,
+            &[
+                (attr::ACCT_STATUS_TYPE, status.to_be_bytes().to_vec()),
+                (attr::ACCT_SESSION_ID, session.as_bytes().to_vec()),
+                (attr::USER_NAME, b"alice".to_vec()),
+                (attr::CALLING_STATION_ID, LAPTOP.as_bytes().to_vec()),
+                (attr::CLASS, b"biomed".to_vec()),
+                (attr::ACCT_INTERIM_INTERVAL, 60u32.to_be_bytes().to_vec()),
+            ],
+            SECRET.as_bytes(),
+        )
+    };
+    let nas = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    nas.send_to(&packet(200, 2, "S2"), ("127.0.0.1", PORT))
+        .unwrap();
+    nas.send_to(&packet(201, 1, "S3"), ("127.0.0.1", PORT))
+        .unwrap();
+    nas.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..2 {
+        nas.recv_from(&mut buf).expect("both answered");
+    }
+    wait("S3's role in etcd", Duration::from_secs(10), || {
+        held().is_some_and(|d| d.reason.ends_with("session S3)"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        held().is_some_and(|d| d.reason.ends_with("session S3)")),
+        "the end of the older session deleted the newer one's role"
+    );
+    assert!(radclient("Stop", "S3"));
     wait("the key deleted", Duration::from_secs(10), || {
         held().is_none()
     });
