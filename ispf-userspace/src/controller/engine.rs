@@ -147,7 +147,7 @@ pub struct Engine {
     /// Warnings of a cause met at every tick, held back while it lasts.
     pub(super) quiet: super::quiet::Quiet,
     /// The fleet's decision keys, as first delivered.
-    pub(super) fleet_seen: super::fleet_take::Seen,
+    pub(super) fleet_seen: super::fleet_stale::Seen,
 }
 
 impl Engine {

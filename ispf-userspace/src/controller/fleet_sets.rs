@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use super::fleet_take::Key;
 use crate::decisions::{Decision, Kind};
+
+/// A decision key of the site: `decisions/<mac>/<kind>`.
+pub(super) type Key = (String, Kind);
 
 /// What `new` keeps of `old` (the values this host enforced for keys still
 /// in `new`), and what `new` changes.

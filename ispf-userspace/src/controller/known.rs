@@ -91,6 +91,19 @@ impl Engine {
         }
     }
 
+    /// The MAC of quarantine `d` when only the inventory can say whether a
+    /// life-critical device used its addresses: `None` for a decision that
+    /// takes none, and for a MAC the file registers (whose quarantine takes
+    /// no address) or that does not parse.
+    pub(super) fn needs_inventory(&mut self, d: &Decision) -> Option<[u8; 6]> {
+        if d.kind != Kind::Quarantine || d.addresses.is_empty() {
+            return None;
+        }
+        let mac = crate::policy::parse_mac(&d.mac)?;
+        let index = self.file_index.of(&self.file);
+        index.by_mac(&mac).is_none().then_some(mac)
+    }
+
     /// The addresses a quarantine must not take here: used within the
     /// day, as this host saw, by another device that is life-critical
     /// (registered there by the file, or placed there by it). The host
@@ -101,18 +114,12 @@ impl Engine {
     /// quarantine. An error when the inventory cannot say: the caller
     /// keeps what it enforced.
     pub(super) fn life_critical_used(&mut self, d: &Decision) -> anyhow::Result<Vec<IpAddr>> {
-        if d.kind != Kind::Quarantine || d.addresses.is_empty() {
+        let Some(mac) = self.needs_inventory(d) else {
             return Ok(Vec::new());
-        }
+        };
         let since = unix_now() - history::RECENT_S;
         let index = self.file_index.of(&self.file);
         let file = self.file.clone();
-        let Some(mac) = crate::policy::parse_mac(&d.mac) else {
-            return Ok(Vec::new());
-        };
-        if index.by_mac(&mac).is_some() {
-            return Ok(Vec::new());
-        }
         let conn = self.db()?;
         let mut used = Vec::new();
         // Two queries an address, however many MACs used it.

@@ -22,6 +22,7 @@ mod exclusive;
 mod expiry;
 mod fleet;
 mod fleet_sets;
+mod fleet_stale;
 mod fleet_take;
 mod known;
 mod leaving;

@@ -31,13 +31,20 @@ impl Engine {
         let mut next: Vec<Decision> = self.decisions.to_vec();
         // An inventory that cannot be opened is tried once a check, not
         // once a quarantine (each try may scan the database).
+        let asks: Vec<String> = next
+            .iter()
+            .filter(|d| self.needs_inventory(d).is_some())
+            .map(|d| d.mac.clone())
+            .collect();
+        if asks.is_empty() {
+            self.quiet.clear(UNNARROWED);
+            self.quiet.clear(UNCHECKED);
+            return;
+        }
         if let Err(e) = self.db() {
             let why = crate::describe(&e);
-            let all: Vec<(String, String)> = next
-                .iter()
-                .filter(|d| with_addresses(d))
-                .map(|d| (d.mac.clone(), why.clone()))
-                .collect();
+            let all: Vec<(String, String)> =
+                asks.into_iter().map(|mac| (mac, why.clone())).collect();
             self.say_unknown(&all);
             return;
         }
@@ -61,7 +68,11 @@ impl Engine {
         }
         self.say_unknown(&unknown);
         if narrowed.is_empty() {
-            self.quiet.clear(UNNARROWED);
+            // Unless the one that could not be narrowed could not be
+            // checked this time either.
+            if unknown.is_empty() {
+                self.quiet.clear(UNNARROWED);
+            }
             return;
         }
         let g = match self.enforce_decisions(next, now) {
@@ -129,10 +140,10 @@ impl Engine {
             h.finish()
         };
         let line = self.quiet.warn(UNCHECKED, about, Instant::now(), || {
-            let (macs, why): (Vec<&str>, Vec<&str>) =
-                unknown.iter().map(|(m, w)| (m.as_str(), w.as_str())).unzip();
-            let mut why = why;
-            why.dedup();
+            let macs: Vec<&str> = unknown.iter().map(|(m, _)| m.as_str()).collect();
+            let why: std::collections::BTreeSet<&str> =
+                unknown.iter().map(|(_, w)| w.as_str()).collect();
+            let why: Vec<&str> = why.into_iter().collect();
             crate::clip(
                 &format!(
                     "warning: the inventory cannot say whether a life-critical device used the addresses of the quarantine of {} ({}): each keeps its addresses until it can (checked every ten seconds)",
