@@ -12,7 +12,10 @@
 
 use std::time::Instant;
 
-use super::engine::{log, unix_now, Engine};
+use super::{
+    engine::{log, unix_now, Engine},
+    quiet,
+};
 use crate::{
     decisions::{Decision, Kind},
     inventory::store,
@@ -78,9 +81,12 @@ impl Engine {
         let g = match self.enforce_decisions(next, now) {
             Ok(g) => g,
             Err(e) => {
-                let line = self.quiet.warn(UNNARROWED, 0, Instant::now(), || {
+                let about = quiet::about(narrowed.iter().map(|(d, _)| d.mac.as_str()));
+                let line = self.quiet.warn(UNNARROWED, about, Instant::now(), || {
+                    let macs: Vec<&str> = narrowed.iter().map(|(d, _)| d.mac.as_str()).collect();
                     format!(
-                        "warning: a quarantine holds an address a life-critical device used, and could not be narrowed yet (retried every ten seconds): {}",
+                        "warning: the quarantine of {} holds an address a life-critical device used, and could not be narrowed yet (retried every ten seconds): {}",
+                        macs.join(", "),
                         crate::describe(&e)
                     )
                 });
@@ -133,12 +139,7 @@ impl Engine {
             self.quiet.clear(UNCHECKED);
             return;
         }
-        let about = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            unknown.iter().for_each(|(mac, _)| mac.hash(&mut h));
-            h.finish()
-        };
+        let about = quiet::about(unknown.iter().map(|(mac, _)| mac.as_str()));
         let line = self.quiet.warn(UNCHECKED, about, Instant::now(), || {
             let macs: Vec<&str> = unknown.iter().map(|(m, _)| m.as_str()).collect();
             let why: std::collections::BTreeSet<&str> =

@@ -76,6 +76,15 @@ impl Quiet {
     }
 }
 
+/// What a warning concerns, for [`Quiet::warn`]'s `about`: the things it
+/// names (devices' MACs), in order.
+pub fn about<'a>(names: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.into_iter().for_each(|n| n.hash(&mut h));
+    h.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

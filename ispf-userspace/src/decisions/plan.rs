@@ -294,7 +294,7 @@ pub fn plan(
                 host: host.clone(),
                 session: session.clone(),
             };
-            if let Some(why) = end.kept(held) {
+            if let Some(why) = end.refused(held) {
                 return Err(DecisionError::Invalid(why));
             }
             Ok(Plan {

@@ -90,6 +90,10 @@ impl SessionEnd {
         }
         match self.session.as_deref() {
             Some(mark) if names_session(&d.reason, mark) => true,
+            // In a fleet, a role that names no host (an older ispf's, or
+            // written by hand) ends with any session's end, as it always
+            // did: no host's sweep ends it.
+            Some(_) if self.host.is_some() && holder(d).is_none() => true,
             Some(_) if names_a_session(&d.reason) => false,
             _ => self
                 .host
@@ -98,16 +102,22 @@ impl SessionEnd {
         }
     }
 
-    /// Why this end does not end role decision `d`, as the engine refuses
-    /// it: the listener takes a refusal ending "a session ending here does
-    /// not end it" as nothing left to do.
-    pub fn kept(&self, d: &Decision) -> Option<String> {
+    /// Why the engine refuses this end of role decision `d` as its copy
+    /// of the decisions shows it; `None` when it plans it. Alone, the copy
+    /// is the record and [`Self::ends`] decides. In a fleet the copy may
+    /// lag etcd (this host's own writes not yet delivered back: the copy
+    /// shows S2's role while etcd holds S3's, whose Stop this is), so only
+    /// another host's role is refused here and the delete judges etcd's
+    /// value. The listener takes a refusal ending "a session ending here
+    /// does not end it" as nothing left to do.
+    pub fn refused(&self, d: &Decision) -> Option<String> {
         if self.ends(d) {
             return None;
         }
-        let by = match holder(d) {
-            Some(h) if self.host.as_deref() != Some(h) => format!("a session on host {h}"),
-            _ => "another session".to_owned(),
+        let by = match (self.host.as_deref(), holder(d)) {
+            (Some(h), Some(x)) if x != h => format!("a session on host {x}"),
+            (Some(_), _) => return None,
+            (None, _) => "another session".to_owned(),
         };
         Some(format!(
             "the role decision of {} is held by {by} ({}): a session ending here does not end it",
@@ -175,7 +185,9 @@ mod tests {
         // burst's end written after its bind of a newer session).
         assert!(!end(Some("S1")).ends(&role("S2", Some("b"))));
         assert!(!end(Some("S1")).ends(&role("S2", Some("a"))));
-        assert!(!end(Some("S1")).ends(&role("S2", None)));
+        // A role that names no host, in a fleet: any session's end ends
+        // it (no sweep does).
+        assert!(end(Some("S1")).ends(&role("S2", None)));
         // No session holds it any more: this host's ends, another's not.
         assert!(end(None).ends(&role("S2", Some("a"))));
         assert!(end(None).ends(&role("S2", None)));
@@ -189,6 +201,7 @@ mod tests {
         assert!(end(Some("S1")).ends(&unnamed(None)));
         assert!(end(Some("S1")).ends(&unnamed(Some("a"))));
         assert!(!end(Some("S1")).ends(&unnamed(Some("b"))));
+        assert!(!end(None).ends(&unnamed(Some("b"))));
         // Alone (no host names): the same rule by session.
         let alone = SessionEnd {
             host: None,
@@ -197,12 +210,17 @@ mod tests {
         assert!(!alone.ends(&role("S2", None)));
         assert!(alone.ends(&role("S1", None)));
         assert!(alone.ends(&unnamed(None)));
-        // Why it is kept, as the listener recognises it.
-        let why = end(Some("S1")).kept(&role("S2", Some("b"))).unwrap();
+        // What the engine refuses on its copy, as the listener recognises
+        // it: another host's role. This host's is left to the delete,
+        // which judges etcd's value (the copy may lag it).
+        let why = end(Some("S1")).refused(&role("S2", Some("b"))).unwrap();
         assert!(why.contains("held by a session on host b"), "{why}");
         assert!(why.ends_with("a session ending here does not end it"));
-        let why = end(Some("S1")).kept(&role("S2", Some("a"))).unwrap();
+        assert_eq!(end(Some("S1")).refused(&role("S2", Some("a"))), None);
+        assert_eq!(end(Some("S2")).refused(&role("S2", Some("a"))), None);
+        // Alone, the copy is the record.
+        let why = alone.refused(&role("S2", None)).unwrap();
         assert!(why.contains("held by another session"), "{why}");
-        assert_eq!(end(Some("S2")).kept(&role("S2", Some("a"))), None);
+        assert_eq!(alone.refused(&role("S1", None)), None);
     }
 }

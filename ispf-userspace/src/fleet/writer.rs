@@ -7,7 +7,7 @@
 //! the site's keys do not grow with every timed quarantine ever made.
 
 use super::{client, keys, FleetError, Options};
-use crate::decisions::{Decision, Kind, SessionEnd};
+use crate::decisions::{role_held_on, Decision, Kind, SessionEnd};
 
 /// How long after a decision expires etcd keeps its key: a host whose
 /// clock runs a little behind still sees it expire by itself first.
@@ -89,11 +89,24 @@ impl Writer {
                 // A value that is no role of this device (a hand edit, a
                 // torn write) is what every host still enforces as the
                 // last good one: the end deletes it, as it always did.
+                // A newer session's role this host made (a NAS's
+                // re-authentication: the Stop and the Start in one burst,
+                // the Start's put written first) is kept as a matter of
+                // course; only another host's is worth saying.
+                let newer_here = std::cell::Cell::new(false);
                 let ends = |d: Option<&Decision>| {
-                    d.is_none_or(|d| d.kind != Kind::Role || d.mac != *mac || end.ends(d))
+                    let ends =
+                        d.is_none_or(|d| d.kind != Kind::Role || d.mac != *mac || end.ends(d));
+                    newer_here.set(
+                        !ends
+                            && d.zip(end.host.as_deref())
+                                .is_some_and(|(d, h)| role_held_on(d, h)),
+                    );
+                    ends
                 };
                 match client::delete_if_holds(&mut c, key, ends).await {
                     Ok(true) => {}
+                    Ok(false) if newer_here.get() => {}
                     Ok(false) => done.kept.push(format!("decisions/{mac}/role")),
                     Err(e) => done.failed.push((i, e.to_string())),
                 }
