@@ -84,10 +84,13 @@ impl Engine {
                 let about = quiet::about(narrowed.iter().map(|(d, _)| d.mac.as_str()));
                 let line = self.quiet.warn(UNNARROWED, about, Instant::now(), || {
                     let macs: Vec<&str> = narrowed.iter().map(|(d, _)| d.mac.as_str()).collect();
-                    format!(
-                        "warning: the quarantine of {} holds an address a life-critical device used, and could not be narrowed yet (retried every ten seconds): {}",
-                        macs.join(", "),
-                        crate::describe(&e)
+                    crate::clip(
+                        &format!(
+                            "warning: the quarantine of {} holds an address a life-critical device used, and could not be narrowed yet (retried every ten seconds): {}",
+                            macs.join(", "),
+                            crate::describe(&e)
+                        ),
+                        2048,
                     )
                 });
                 if let Some(line) = line {

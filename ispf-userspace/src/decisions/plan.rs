@@ -297,8 +297,14 @@ pub fn plan(
             if let Some(why) = end.refused(held) {
                 return Err(DecisionError::Invalid(why));
             }
+            // In a fleet the copy may show an older session's role than
+            // the one ending (etcd judges which it ends): named by the end.
+            let detail = match &session {
+                Some(mark) if !end.ends(held) => format!("role of session {mark}: {why}"),
+                _ => format!("{}: {why}", held.reason),
+            };
             Ok(Plan {
-                detail: format!("{}: {why}", held.reason),
+                detail,
                 remove: vec![Kind::Role],
                 mac,
                 put: None,

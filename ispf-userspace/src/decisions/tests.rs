@@ -362,7 +362,14 @@ fn a_role_decision_names_the_host_that_holds_its_session() {
         };
         plan(&end(host, session), "r", 0, &p, &[held], &Known::default())
     };
-    assert!(ends(&here, "ward-3", "S0").is_ok());
+    // Planned, named by the ending session: etcd holds which role it
+    // ends (S1's is not one).
+    let lagging = ends(&here, "ward-3", "S0").unwrap();
+    assert!(
+        lagging.detail.contains("session S0)") && !lagging.detail.contains("S1"),
+        "{}",
+        lagging.detail
+    );
     let e = ends(&here, "ward-4", "S0").unwrap_err().to_string();
     assert!(e.contains("held by a session on host ward-3"), "{e}");
     assert!(ends(&alone, "ward-4", "S0").is_ok());
