@@ -25,16 +25,8 @@ impl Engine {
     pub(super) fn narrow_quarantines(&mut self) {
         // A fleet host too: its own copy of a key then differs from the
         // site's, and the next delivery checks that key again from it.
-        if !self.decisions.iter().any(with_addresses) {
-            self.quiet.clear(UNNARROWED);
-            self.quiet.clear(UNCHECKED);
-            return;
-        }
-        let now = unix_now();
-        let mut next: Vec<Decision> = self.decisions.to_vec();
-        // An inventory that cannot be opened is tried once a check, not
-        // once a quarantine (each try may scan the database).
-        let asks: Vec<String> = next
+        let decisions = self.decisions.clone();
+        let asks: Vec<String> = decisions
             .iter()
             .filter(|d| self.needs_inventory(d).is_some())
             .map(|d| d.mac.clone())
@@ -44,6 +36,10 @@ impl Engine {
             self.quiet.clear(UNCHECKED);
             return;
         }
+        let now = unix_now();
+        let mut next: Vec<Decision> = decisions.to_vec();
+        // An inventory that cannot be opened is tried once a check, not
+        // once a quarantine (each try may scan the database).
         if let Err(e) = self.db() {
             let why = crate::describe(&e);
             let all: Vec<(String, String)> =

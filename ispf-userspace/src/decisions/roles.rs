@@ -76,14 +76,14 @@ pub struct SessionEnd {
 impl SessionEnd {
     /// Whether this end ends role decision `d`. A session's end ends its
     /// own session's role, whichever host made it (a host renamed since,
-    /// a NAS that failed over), and never another session's, on this host
-    /// or another: a burst that ends one session and binds another for the
-    /// same device (a NAS's re-authentication) is written to etcd puts
-    /// first, so the end would meet the newer role. A role no session
-    /// holds is ended by the listener's sweep of orphans, which names none:
-    /// such an end (and a session's end meeting a role that names no
-    /// session) ends a role this host's listener made or one that names no
-    /// host.
+    /// a NAS that failed over), and another session's only when, in a
+    /// fleet, that role names no host (no host's sweep would end it): a
+    /// burst that ends one session and binds another for the same device
+    /// (a NAS's re-authentication) is written to etcd puts first, so the
+    /// end meets the newer role, which must stay. A role no session holds
+    /// is ended by the listener's sweep of orphans, which names none: such
+    /// an end (and a session's end meeting a role that names no session)
+    /// ends a role this host's listener made or one that names no host.
     pub fn ends(&self, d: &Decision) -> bool {
         if d.kind != Kind::Role {
             return false;
