@@ -86,22 +86,12 @@ impl Writer {
             let mut done = Ended::default();
             for (i, (mac, end)) in ends.iter().enumerate() {
                 let key = keys::decision(&self.opts.site, mac, Kind::Role);
-                // A value that is no role of this device (a hand edit, a
-                // torn write) is what every host still enforces as the
-                // last good one: the end deletes it, as it always did.
-                // A newer session's role this host made (a NAS's
-                // re-authentication: the Stop and the Start in one burst,
-                // the Start's put written first) is kept as a matter of
-                // course; only another host's is worth saying.
+                // The last value read decides (the delete is retried when
+                // the key changes under it).
                 let newer_here = std::cell::Cell::new(false);
                 let ends = |d: Option<&Decision>| {
-                    let ends =
-                        d.is_none_or(|d| d.kind != Kind::Role || d.mac != *mac || end.ends(d));
-                    newer_here.set(
-                        !ends
-                            && d.zip(end.host.as_deref())
-                                .is_some_and(|(d, h)| role_held_on(d, h)),
-                    );
+                    let (ends, here) = judge_end(end, mac, d);
+                    newer_here.set(here);
                     ends
                 };
                 match client::delete_if_holds(&mut c, key, ends).await {
@@ -114,6 +104,22 @@ impl Writer {
             Ok(done)
         })
     }
+}
+
+/// Whether session end `end` of `mac`'s role deletes the key holding
+/// `d`, and, when it does not, whether `d` is a newer session's role this
+/// host made. A value that is no role of this device (a hand edit, a torn
+/// write) is what every host still enforces as the last good one: the end
+/// deletes it, as it always did. A newer session's role this host made (a
+/// NAS's re-authentication: the Stop and the Start in one burst, the
+/// Start's put written first) is kept as a matter of course; only another
+/// host's is worth saying.
+fn judge_end(end: &SessionEnd, mac: &str, d: Option<&Decision>) -> (bool, bool) {
+    let ends = d.is_none_or(|d| d.kind != Kind::Role || d.mac != mac || end.ends(d));
+    let here = !ends
+        && d.zip(end.host.as_deref())
+            .is_some_and(|(d, h)| role_held_on(d, h));
+    (ends, here)
 }
 
 impl Writer {
@@ -139,6 +145,42 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decisions::{role_actor, session_mark};
+
+    #[test]
+    fn an_end_keeps_a_newer_sessions_role_and_says_so_only_for_another_host() {
+        let mac = "02:00:00:00:30:01";
+        let role = |session: &str, host: &str| Decision {
+            mac: mac.into(),
+            kind: Kind::Role,
+            segment: Some("ws".into()),
+            name: None,
+            risk: None,
+            reason: format!("role biomed of alice {}", session_mark("10.0.0.9", session)),
+            forced: false,
+            actor: role_actor("10.0.0.9", Some(host)),
+            at: 0,
+            expires: None,
+            addresses: Vec::new(),
+        };
+        let end = SessionEnd {
+            host: Some("a".into()),
+            session: Some(session_mark("10.0.0.9", "S2")),
+        };
+        // Its own role, or a key already gone: deleted.
+        assert_eq!(judge_end(&end, mac, Some(&role("S2", "a"))), (true, false));
+        assert_eq!(judge_end(&end, mac, None), (true, false));
+        // A re-authentication's newer role here: kept, nothing to say.
+        assert_eq!(judge_end(&end, mac, Some(&role("S3", "a"))), (false, true));
+        // Another host's: kept and said.
+        assert_eq!(judge_end(&end, mac, Some(&role("T1", "b"))), (false, false));
+        // A value that is no role of this device: deleted.
+        let other = Decision {
+            mac: "02:00:00:00:30:02".into(),
+            ..role("S3", "a")
+        };
+        assert_eq!(judge_end(&end, mac, Some(&other)), (true, false));
+    }
 
     #[test]
     fn an_expiring_decision_outlives_its_expiry_in_etcd_by_the_grace() {
