@@ -8,6 +8,40 @@ use super::engine::{log, Engine};
 use crate::{decisions::Decision, inventory::db, inventory::store};
 
 impl Engine {
+    /// Records in the inventory what the engine already enforced by itself
+    /// (an expiry, a narrowing, the fleet's set). Enforcement stands if
+    /// that fails; it is said (once, then every five minutes while it
+    /// fails), since `ispf device` and the timeline then miss the change.
+    pub(super) fn record_enforced(
+        &mut self,
+        put: &[Decision],
+        removed: &[(String, crate::decisions::Kind)],
+        entries: &[store::TimelineEntry],
+    ) {
+        let r = self
+            .db()
+            .and_then(|conn| Ok(store::record_decisions(conn, put, removed, entries)?));
+        match r {
+            Ok(()) => {
+                self.quiet.clear(UNRECORDED);
+            }
+            Err(e) => {
+                self.db = None;
+                let path = self.inventory_db.display().to_string();
+                let n = put.len() + removed.len();
+                let line = self.quiet.warn(UNRECORDED, 0, std::time::Instant::now(), || {
+                    format!(
+                        "warning: {n} decision change(s) enforced could not be recorded in {path} ({}): `ispf device` and the timeline miss them; {BACKSTOP} beside it holds what is enforced",
+                        crate::describe(&e)
+                    )
+                });
+                if let Some(line) = line {
+                    log(line);
+                }
+            }
+        }
+    }
+
     /// A copy of the decisions beside the database, for a start that finds
     /// the database unreadable.
     pub(super) fn save_backstop(&self) {
@@ -22,6 +56,9 @@ impl Engine {
 
 /// The decisions' copy beside the inventory database.
 pub const BACKSTOP: &str = "decisions.json";
+
+/// [`super::quiet`]'s cause for changes enforced but not recorded.
+const UNRECORDED: &str = "unrecorded";
 
 /// The decisions recorded: from the database, else from its copy beside
 /// it, else none; with a warning saying which when not the database. A

@@ -101,11 +101,7 @@ impl Engine {
             .iter()
             .map(|(d, _, _)| (d.mac.clone(), d.kind))
             .collect();
-        if let Ok(conn) = self.db() {
-            if store::record_decisions(conn, &[], &removed, &entries).is_err() {
-                self.db = None;
-            }
-        }
+        self.record_enforced(&[], &removed, &entries);
         self.save_backstop();
     }
 

@@ -247,11 +247,7 @@ impl Engine {
         // (a failure after the switch): what follows works from that list.
         let applied = r.is_ok() || (self.dp.epoch() != before && *self.decisions == set);
         if applied {
-            if let Ok(conn) = self.db() {
-                if store::record_decisions(conn, &put, &removed, &entries).is_err() {
-                    self.db = None;
-                }
-            }
+            self.record_enforced(&put, &removed, &entries);
             for e in &entries {
                 let by = e.actor.clone().unwrap_or_else(|| "fleet".into());
                 self.device_event(&e.mac, &e.event, &e.detail, &by);

@@ -114,11 +114,7 @@ impl Engine {
             });
         }
         let put: Vec<Decision> = narrowed.into_iter().map(|(d, _)| d).collect();
-        if let Ok(conn) = self.db() {
-            if store::record_decisions(conn, &put, &[], &entries).is_err() {
-                self.db = None;
-            }
-        }
+        self.record_enforced(&put, &[], &entries);
         self.save_backstop();
         self.publish();
         // A delivery says how each key is enforced here (in `fleet status`);
