@@ -9,9 +9,11 @@ use crate::{decisions::Decision, inventory::db, inventory::store};
 
 impl Engine {
     /// Records in the inventory what the engine already enforced by itself
-    /// (an expiry, a narrowing, the fleet's set). Enforcement stands if
-    /// that fails; it is said (once, then every five minutes while it
-    /// fails), since `ispf device` and the timeline then miss the change.
+    /// (an expiry, a narrowing, the fleet's set, roles ended because the
+    /// file makes their device life-critical). Enforcement stands if that
+    /// fails; it is said (once, then every five minutes while it fails),
+    /// naming the devices, since `ispf device` and the timeline then miss
+    /// the change.
     pub(super) fn record_enforced(
         &mut self,
         put: &[Decision],
@@ -28,11 +30,20 @@ impl Engine {
             Err(e) => {
                 self.db = None;
                 let path = self.inventory_db.display().to_string();
-                let n = put.len() + removed.len();
-                let line = self.quiet.warn(UNRECORDED, 0, std::time::Instant::now(), || {
-                    format!(
-                        "warning: {n} decision change(s) enforced could not be recorded in {path} ({}): `ispf device` and the timeline miss them; {BACKSTOP} beside it holds what is enforced",
-                        crate::describe(&e)
+                let macs: Vec<&str> = put
+                    .iter()
+                    .map(|d| d.mac.as_str())
+                    .chain(removed.iter().map(|(m, _)| m.as_str()))
+                    .collect();
+                let about = super::quiet::about(macs.iter().copied());
+                let line = self.quiet.warn(UNRECORDED, about, std::time::Instant::now(), || {
+                    crate::clip(
+                        &format!(
+                            "warning: decision changes enforced for {} could not be recorded in {path} ({}): `ispf device` and the timeline miss them; {BACKSTOP} beside it holds what is enforced",
+                            macs.join(", "),
+                            crate::describe(&e)
+                        ),
+                        2048,
                     )
                 });
                 if let Some(line) = line {
