@@ -36,7 +36,7 @@ impl Engine {
                     .chain(removed.iter().map(|(m, _)| m.as_str()))
                     .collect();
                 let about = super::quiet::about(macs.iter().copied());
-                let line = self.quiet.warn(UNRECORDED, about, std::time::Instant::now(), || {
+                self.quiet.log(UNRECORDED, about, || {
                     crate::clip(
                         &format!(
                             "warning: decision changes enforced for {} could not be recorded in {path} ({}): `ispf device` and the timeline miss them; {BACKSTOP} beside it holds what is enforced",
@@ -46,9 +46,6 @@ impl Engine {
                         2048,
                     )
                 });
-                if let Some(line) = line {
-                    log(line);
-                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! convergence after a start with what was recorded while no controller
 //! ran (without the role sessions the file refuses: see `sweep`).
 
-use std::{sync::Arc, time::Instant};
+use std::sync::Arc;
 
 use anyhow::Result;
 
@@ -44,15 +44,12 @@ impl Engine {
             .collect();
         // Retried every second; said once, then every five minutes.
         if let Err(e) = self.enforce_decisions(kept, now) {
-            let line = self.quiet.warn(UNDO, 0, Instant::now(), || {
+            self.quiet.log(UNDO, 0, || {
                 format!(
                     "expired decisions could not be undone yet (retried every second): {}",
                     crate::describe(&e)
                 )
             });
-            if let Some(line) = line {
-                log(line);
-            }
             return;
         }
         if self.quiet.clear(UNDO) {

@@ -10,8 +10,6 @@
 //! MAC stays quarantined: its frames from an address taken away are
 //! dropped as spoofed. A fleet host narrows its own copy of the key.
 
-use std::time::Instant;
-
 use super::{
     engine::{log, unix_now, Engine},
     quiet,
@@ -78,7 +76,7 @@ impl Engine {
             Ok(g) => g,
             Err(e) => {
                 let about = quiet::about(narrowed.iter().map(|(d, _)| d.mac.as_str()));
-                let line = self.quiet.warn(UNNARROWED, about, Instant::now(), || {
+                self.quiet.log(UNNARROWED, about, || {
                     let macs: Vec<&str> = narrowed.iter().map(|(d, _)| d.mac.as_str()).collect();
                     crate::clip(
                         &format!(
@@ -89,9 +87,6 @@ impl Engine {
                         2048,
                     )
                 });
-                if let Some(line) = line {
-                    log(line);
-                }
                 return;
             }
         };
@@ -135,7 +130,7 @@ impl Engine {
             return;
         }
         let about = quiet::about(unknown.iter().map(|(mac, _)| mac.as_str()));
-        let line = self.quiet.warn(UNCHECKED, about, Instant::now(), || {
+        self.quiet.log(UNCHECKED, about, || {
             let macs: Vec<&str> = unknown.iter().map(|(m, _)| m.as_str()).collect();
             let why: std::collections::BTreeSet<&str> =
                 unknown.iter().map(|(_, w)| w.as_str()).collect();
@@ -149,9 +144,6 @@ impl Engine {
                 2048,
             )
         });
-        if let Some(line) = line {
-            log(line);
-        }
     }
 }
 

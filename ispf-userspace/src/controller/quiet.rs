@@ -69,6 +69,13 @@ impl Quiet {
         }
     }
 
+    /// [`Self::warn`] now, and the line, if any, logged.
+    pub fn log(&mut self, cause: &'static str, about: u64, message: impl FnOnce() -> String) {
+        if let Some(line) = self.warn(cause, about, Instant::now(), message) {
+            crate::clock::log(line);
+        }
+    }
+
     /// `cause` is gone: its next occurrence is logged at once. Returns
     /// whether it was there.
     pub fn clear(&mut self, cause: &'static str) -> bool {

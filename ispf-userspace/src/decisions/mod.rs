@@ -28,6 +28,8 @@ pub use effective::{effective, enforced_sha256, file_change_effects, leaves_entr
 pub use foreign::{check_foreign, file_segments, roles_refused_now};
 pub use overlay::{overlay, IndexCache};
 pub use plan::{life_critical, plan, validate, with_plan, DecisionRequest, Known, Plan};
+#[cfg(test)]
+pub(crate) use roles::tests::role as test_role;
 pub use roles::{
     nameable_session, names_session, role_actor, role_held_on, session_mark, SessionEnd,
 };

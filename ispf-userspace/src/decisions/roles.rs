@@ -127,10 +127,12 @@ impl SessionEnd {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn role(session: &str, host: Option<&str>) -> Decision {
+    /// A role decision of device 02:00:00:00:30:01 made for `session` of
+    /// NAS 10.0.0.9, on `host`'s listener if named.
+    pub(crate) fn role(session: &str, host: Option<&str>) -> Decision {
         Decision {
             mac: "02:00:00:00:30:01".into(),
             kind: Kind::Role,

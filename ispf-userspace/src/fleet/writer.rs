@@ -145,24 +145,12 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decisions::{role_actor, session_mark};
+    use crate::decisions::{session_mark, test_role};
 
     #[test]
     fn an_end_keeps_a_newer_sessions_role_and_says_so_only_for_another_host() {
         let mac = "02:00:00:00:30:01";
-        let role = |session: &str, host: &str| Decision {
-            mac: mac.into(),
-            kind: Kind::Role,
-            segment: Some("ws".into()),
-            name: None,
-            risk: None,
-            reason: format!("role biomed of alice {}", session_mark("10.0.0.9", session)),
-            forced: false,
-            actor: role_actor("10.0.0.9", Some(host)),
-            at: 0,
-            expires: None,
-            addresses: Vec::new(),
-        };
+        let role = |session: &str, host: &str| test_role(session, Some(host));
         let end = SessionEnd {
             host: Some("a".into()),
             session: Some(session_mark("10.0.0.9", "S2")),
