@@ -123,22 +123,40 @@ pub(super) struct First {
 
 /// What a new datapath's first generation holds and the map sizes for it:
 /// the rule `check` applies, the policy and one as large must fit.
+///
+/// Feeds kept from the last run that leave no room for it start nothing
+/// of theirs: the policy starts without them (said), since a firewall
+/// that does not start because a feed grew protects no one. They are
+/// fetched again and offered as a refresh, which says why it is refused.
 pub(super) fn first_generation(opts: &RunOptions, file: &Policy, policy: &Policy) -> Result<First> {
-    let feed_set = cached_feeds(opts, file);
-    let mut feed_cache = CompileCache::default();
-    // The skips are logged by the caller that enforces them: an upgrade
-    // says them once, when it adopts what it built here.
-    let feeds = feed_cache.compile(&feed_set, file, policy);
-    let compiled = compile(policy).with_feeds(feeds);
-    let counts = Counts::of(&compiled);
-    let sizes = opts.sizes.resolve(&counts);
-    check_fits(&sizes, &counts, &counts)?;
-    Ok(First {
-        compiled,
-        sizes,
-        feeds: feed_set,
-        feed_cache,
-    })
+    let mut feed_set = cached_feeds(opts, file);
+    loop {
+        let mut feed_cache = CompileCache::default();
+        // The skips are logged by the caller that enforces them: an
+        // upgrade says them once, when it adopts what it built here.
+        let feeds = feed_cache.compile(&feed_set, file, policy);
+        let compiled = compile(policy).with_feeds(feeds);
+        let counts = Counts::of(&compiled);
+        let sizes = opts.sizes.resolve(&counts);
+        match check_fits(&sizes, &counts, &counts) {
+            Err(e) if !feed_set.feeds.is_empty() => {
+                log(format!(
+                    "warning: the threat feeds kept from the last run ({} entries) are not enforced: {e}; the policy starts without them",
+                    feed_set.entries()
+                ));
+                feed_set = Arc::new(FeedSet::default());
+            }
+            fits => {
+                fits?;
+                return Ok(First {
+                    compiled,
+                    sizes,
+                    feeds: feed_set,
+                    feed_cache,
+                });
+            }
+        }
+    }
 }
 
 pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {
@@ -185,22 +203,8 @@ pub(super) fn recorded(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_first_generation_hands_its_feed_compilation_on() {
-        let state = std::env::temp_dir().join(format!("ispf-boot-{}", std::process::id()));
-        let cache = feeds_dir(&state);
-        std::fs::create_dir_all(&cache).unwrap();
-        let text = r#"{ "version": 1, "segments": [{ "name": "a" }],
-            "devices": [{ "name": "d", "ipv4": "10.0.0.1", "segment": "a" }],
-            "rules": [],
-            "feeds": [{ "name": "block", "source": "/nonexistent", "format": "plain", "action": "deny" }] }"#;
-        let policy = Policy::from_str(text, std::path::Path::new("t.json")).expect("valid");
-        std::fs::write(
-            feeds::refresh::cache_file(&cache, "block"),
-            "192.0.2.7\n198.51.100.0/24\n",
-        )
-        .unwrap();
-        let opts = RunOptions {
+    fn options(state: &std::path::Path) -> RunOptions {
+        RunOptions {
             policy: "t.json".into(),
             interfaces: vec![],
             pin_dir: state.join("pins"),
@@ -214,11 +218,47 @@ mod tests {
                 hook: ports::Hook::Xdp,
                 keep_gro_off: false,
             },
-            state_dir: state.clone(),
+            state_dir: state.to_owned(),
             max_unknown_devices: 0,
             alert_webhook: None,
             fleet: None,
-        };
+        }
+    }
+
+    /// A policy with one device and feed `block`, whose cached text in
+    /// `state` is `cached`.
+    fn with_cached_feed(state: &std::path::Path, cached: &str) -> Policy {
+        let cache = feeds_dir(state);
+        std::fs::create_dir_all(&cache).unwrap();
+        let text = r#"{ "version": 1, "segments": [{ "name": "a" }],
+            "devices": [{ "name": "d", "ipv4": "10.0.0.1", "segment": "a" }],
+            "rules": [],
+            "feeds": [{ "name": "block", "source": "/nonexistent", "format": "plain", "action": "deny" }] }"#;
+        std::fs::write(feeds::refresh::cache_file(&cache, "block"), cached).unwrap();
+        Policy::from_str(text, std::path::Path::new("t.json")).expect("valid")
+    }
+
+    /// A feed that grew past the maps while enforced (or a copy written
+    /// by an older ispf) must not keep the firewall from starting.
+    #[test]
+    fn cached_feeds_without_room_start_the_policy_without_them() {
+        let state = std::env::temp_dir().join(format!("ispf-boot-big-{}", std::process::id()));
+        let policy = with_cached_feed(&state, "192.0.2.7\n192.0.2.8\n");
+        let mut opts = options(&state);
+        opts.sizes.feeds = Some(3);
+        let first = first_generation(&opts, &policy, &policy);
+        std::fs::remove_dir_all(&state).unwrap();
+        let first = first.expect("the policy starts");
+        assert!(first.feeds.feeds.is_empty());
+        assert!(first.compiled.feeds.v4.is_empty());
+        assert_eq!(first.compiled.dev_v4.len(), 1, "the policy is whole");
+    }
+
+    #[test]
+    fn the_first_generation_hands_its_feed_compilation_on() {
+        let state = std::env::temp_dir().join(format!("ispf-boot-{}", std::process::id()));
+        let policy = with_cached_feed(&state, "192.0.2.7\n198.51.100.0/24\n");
+        let opts = options(&state);
         let mut first = first_generation(&opts, &policy, &policy).unwrap();
         std::fs::remove_dir_all(&state).unwrap();
         assert_eq!(first.compiled.feeds.v4.len(), 1, "the cached feed was read");

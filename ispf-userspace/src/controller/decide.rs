@@ -189,28 +189,47 @@ impl Engine {
     }
 
     /// New feed contents: the same file and decisions with them, as one
-    /// generation. Refused (capacity), the feeds enforced before stay.
-    pub(super) fn apply_feeds(&mut self, set: Arc<FeedSet>) {
+    /// generation. Refused (capacity), the feeds enforced before stay, and
+    /// the refresher is told so that it keeps them too.
+    pub(super) fn apply_feeds(&mut self, set: Arc<FeedSet>) -> std::result::Result<(), String> {
         let old = std::mem::replace(&mut self.feeds, set);
         let now = unix_now();
         let (file, policy) = (self.file.clone(), self.policy.clone());
         let path = self.enforced.path.clone();
         let decisions = self.decisions.to_vec();
-        match self.enforce(file, policy, &path, None, decisions, now) {
-            Ok(g) => log(format!(
-                "threat feeds: {} entries read, {} of them skipped for holding several segments, applied as generation {g}",
-                self.feeds.entries(),
-                self.feed_skips.len()
-            )),
-            Err(e) => {
+        // A set that fits beside the enforced generation but leaves no
+        // room for another as large would be enforced, then refuse every
+        // later reload, decision and refresh: refused now, like a reload
+        // the maps could not take twice.
+        if let Err(why) = self.enforceable(&decisions, now) {
+            log(format!(
+                "threat feeds not applied, the previous contents stay enforced: {why}"
+            ));
+            self.feeds = old;
+            self.precompiled = None;
+            self.publish();
+            return Err(why);
+        }
+        let applied = match self.enforce(file, policy, &path, None, decisions, now) {
+            Ok(g) => {
                 log(format!(
-                    "threat feeds not applied, the previous contents stay enforced: {}",
-                    crate::describe(&e)
+                    "threat feeds: {} entries read, {} of them skipped for holding several segments, applied as generation {g}",
+                    self.feeds.entries(),
+                    self.feed_skips.len()
+                ));
+                Ok(())
+            }
+            Err(e) => {
+                let why = crate::describe(&e);
+                log(format!(
+                    "threat feeds not applied, the previous contents stay enforced: {why}"
                 ));
                 self.feeds = old;
+                Err(why)
             }
-        }
+        };
         self.publish();
+        applied
     }
 
     /// The engine's own connection to the inventory database, opened when

@@ -48,8 +48,12 @@ pub enum Command {
     },
     /// The controller is stopping (enforcement stays in the pins).
     Stop,
-    /// New threat-feed contents.
-    Feeds(Arc<FeedSet>),
+    /// New threat-feed contents; the answer says whether they are
+    /// enforced (refused, the contents enforced before stay).
+    Feeds {
+        set: Arc<FeedSet>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Admit, quarantine or release a device.
     Decide {
         op: DecisionRequest,
@@ -254,7 +258,9 @@ impl Engine {
                     return;
                 }
                 Command::Stop => return,
-                Command::Feeds(set) => self.apply_feeds(set),
+                Command::Feeds { set, reply } => {
+                    let _ = reply.send(self.apply_feeds(set));
+                }
                 Command::Decide { op, actor, reply } => {
                     next = self.decide_queued(op, actor, reply, &rx);
                 }

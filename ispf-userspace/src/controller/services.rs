@@ -94,10 +94,15 @@ pub(super) fn start_feeds(
     let initial = (*shared.snapshot().feeds).clone();
     let cmd = std::sync::Mutex::new(cmd);
     let apply: feeds::refresh::Apply = Box::new(move |set| {
-        let _ = cmd
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let sent = cmd
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .send(Command::Feeds(set));
+            .send(Command::Feeds { set, reply });
+        match sent.ok().and_then(|_| rx.blocking_recv().ok()) {
+            Some(r) => r,
+            None => Err("the controller is stopping".into()),
+        }
     });
     Refresher::start(docs, boot::feeds_dir(&opts.state_dir), initial, apply)
         .context("starting the feed refresher")

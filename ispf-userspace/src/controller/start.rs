@@ -293,9 +293,25 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
     );
     e.save_state(vec![enforced])?;
     e.reload_default = reload_default;
-    // Whatever is applied next carries the cached feed contents.
+    // Whatever is applied next carries the cached feed contents, if the
+    // maps have room for them twice (else every later change would be
+    // refused): those that do not are dropped, like at a fresh start.
     let adopted_epoch = e.dp.epoch();
+    let (mut feed_set, mut dropped) = (feed_set, false);
     e.feeds = feed_set.clone();
+    if !feed_set.feeds.is_empty() {
+        let decisions = e.decisions.to_vec();
+        if let Err(why) = e.enforceable(&decisions, unix_now()) {
+            log(format!(
+                "warning: the threat feeds kept from the last run ({} entries) are not enforced: {why}",
+                feed_set.entries()
+            ));
+            feed_set = Arc::new(FeedSet::default());
+            e.feeds = feed_set.clone();
+            dropped = true;
+        }
+        e.precompiled = None;
+    }
     // Decisions made, released or expired while no controller ran.
     if let Err(err) = e.converge(recorded_decisions(opts)) {
         log(format!(
@@ -303,8 +319,11 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
             crate::describe(&err)
         ));
     }
-    if e.dp.epoch() == adopted_epoch && !feed_set.feeds.is_empty() {
-        e.apply_feeds(feed_set);
+    // The pins hold feed entries this controller cannot read back: one
+    // generation replaces them, also with none when those kept were
+    // dropped.
+    if e.dp.epoch() == adopted_epoch && (dropped || !feed_set.feeds.is_empty()) {
+        let _ = e.apply_feeds(feed_set);
     }
     log(format!(
         "adopted the pinned datapath at {}: generation {}, {} connections tracked, on {}",

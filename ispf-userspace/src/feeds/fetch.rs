@@ -75,12 +75,12 @@ fn file(path: &Path, v: &mut Validators) -> Result<Option<String>, FeedError> {
     if stamp.1.elapsed().is_ok_and(|age| age < SETTLE) {
         return Ok(None);
     }
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_FEED_BYTES).read_to_string(&mut text))
+        .and_then(|f| f.take(MAX_FEED_BYTES).read_to_end(&mut bytes))
         .map_err(|e| err(e.to_string()))?;
     v.stamp = Some(stamp);
-    Ok(Some(text))
+    Ok(Some(text_of(bytes)))
 }
 
 fn http(url: &str, v: &mut Validators, timeout: Duration) -> Result<Option<String>, FeedError> {
@@ -116,20 +116,47 @@ fn http(url: &str, v: &mut Validators, timeout: Duration) -> Result<Option<Strin
             .map(str::to_owned)
     };
     let (etag, last_modified) = (header("etag"), header("last-modified"));
-    let text = resp
+    let bytes = resp
         .body_mut()
         .with_config()
         .limit(MAX_FEED_BYTES)
-        .read_to_string()
+        .read_to_vec()
         .map_err(|e| err(e.to_string()))?;
     v.etag = etag;
     v.last_modified = last_modified;
-    Ok(Some(text))
+    Ok(Some(text_of(bytes)))
+}
+
+/// A feed's bytes as text. A byte sequence that is not UTF-8 (a Latin-1
+/// comment, a cut character) spoils its own line only: it reads as U+FFFD,
+/// so that line is skipped and reported with its number instead of the
+/// whole feed failing. A leading byte-order mark (Windows tools write one)
+/// is not part of the first line or of the JSON.
+pub fn text_of(bytes: Vec<u8>) -> String {
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_byte_spoils_its_line_and_a_byte_order_mark_is_dropped() {
+        let t = text_of(b"\xef\xbb\xbf10.0.0.1\n# St\xe4dte\n10.0.0.\xff2\n".to_vec());
+        assert_eq!(t, "10.0.0.1\n# St\u{fffd}dte\n10.0.0.\u{fffd}2\n");
+        let c = crate::feeds::plain::parse(&t);
+        assert_eq!(c.entries.len(), 1, "{:?}", c.problems);
+        assert_eq!(c.skipped, 1);
+        assert!(c.problems[0].starts_with("line 3:"), "{:?}", c.problems);
+        assert_eq!(text_of(b"plain".to_vec()), "plain");
+    }
 
     /// A file being written is read once it has been still for a second,
     /// and not again until it changes.

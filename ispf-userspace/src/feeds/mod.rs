@@ -121,10 +121,24 @@ impl Contents {
     }
 }
 
-/// Parses a feed's text in its format.
+/// Parses a feed's text in its format. A plain text of which no line is
+/// an address or a network, yet some line is something else, is not a
+/// feed (a proxy's error page answered with 200, an HTML login page): it
+/// fails, so the last good contents stay, where taking it would empty the
+/// list. A text of comments and blank lines only is an emptied list.
 pub fn parse(format: FeedFormat, text: &str, now: i64) -> Result<Contents, FeedError> {
     match format {
-        FeedFormat::Plain => Ok(plain::parse(text)),
+        FeedFormat::Plain => {
+            let c = plain::parse(text);
+            if c.entries.is_empty() && c.skipped > 0 {
+                return Err(FeedError::Parse(format!(
+                    "no line is an enforceable address or network, {} skipped ({}): not a plain feed, perhaps an error or login page; check the source",
+                    c.skipped,
+                    c.problems.first().map(String::as_str).unwrap_or("")
+                )));
+            }
+            Ok(c)
+        }
         FeedFormat::Stix2 => stix::parse(text, now),
     }
 }
@@ -184,5 +198,23 @@ impl FeedStatus {
             .into(),
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error page answered with 200 is not an emptied list.
+    #[test]
+    fn a_plain_text_without_one_address_fails_unless_it_is_only_comments() {
+        let page = "<html>\n<body>Access denied by proxy</body>\n</html>\n";
+        let e = parse(FeedFormat::Plain, page, 0).unwrap_err().to_string();
+        assert!(e.contains("3 skipped") && e.contains("line 1"), "{e}");
+        let emptied = parse(FeedFormat::Plain, "# nothing listed today\n\n", 0).unwrap();
+        assert!(emptied.entries.is_empty());
+        // One readable line among bad ones: a feed, its bad lines skipped.
+        let c = parse(FeedFormat::Plain, "garbage\n192.0.2.1\n", 0).unwrap();
+        assert_eq!((c.entries.len(), c.skipped), (1, 1));
     }
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{fetch, parse, FeedSet, FeedStatus};
+use super::{fetch, parse, Contents, FeedSet, FeedStatus};
 use crate::{
     clock::{log, unix_now},
     policy::FeedDoc,
@@ -24,11 +24,42 @@ pub(crate) fn cache_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{}.feed", &h[..32]))
 }
 
+/// What a cached text was read from, kept beside it: a feed whose
+/// `source` or `format` changed while no controller ran must not enforce
+/// the old source's list.
+fn origin_file(dir: &Path, name: &str) -> PathBuf {
+    cache_file(dir, name).with_extension("origin")
+}
+
+fn origin(doc: &FeedDoc) -> String {
+    format!("{:?} {}", doc.format, doc.source)
+}
+
+/// Keeps `text` as feed `doc`'s last good text; the origin second, so
+/// that a crash between the two leaves a text that is not read.
+fn keep(dir: &Path, doc: &FeedDoc, text: &str) -> Result<(), crate::controller::state::StateError> {
+    use crate::controller::state::write_atomic;
+    write_atomic(&cache_file(dir, &doc.name), text.as_bytes())?;
+    write_atomic(&origin_file(dir, &doc.name), origin(doc).as_bytes())
+}
+
+/// Forgets feed `name`'s cached text (its source changed).
+fn forget(dir: &Path, name: &str) {
+    let _ = std::fs::remove_file(cache_file(dir, name));
+    let _ = std::fs::remove_file(origin_file(dir, name));
+}
+
 /// The feeds' last good contents as cached on disk: enforced from the
-/// first generation of a start, before any fetch.
+/// first generation of a start, before any fetch. A copy kept for another
+/// source is not read (one kept before origins were recorded is).
 pub fn load_cached(dir: &Path, docs: &[FeedDoc]) -> FeedSet {
     let mut set = FeedSet::default();
     for d in docs {
+        if let Ok(o) = std::fs::read_to_string(origin_file(dir, &d.name)) {
+            if o != origin(d) {
+                continue;
+            }
+        }
         let Ok(text) = std::fs::read_to_string(cache_file(dir, &d.name)) else {
             continue;
         };
@@ -50,7 +81,9 @@ struct Feed {
     bad_text: bool,
 }
 
-pub type Apply = Box<dyn Fn(Arc<FeedSet>) + Send>;
+/// Hands a feed set to the engine; the answer says whether it is
+/// enforced (refused, the set enforced before stays).
+pub type Apply = Box<dyn Fn(Arc<FeedSet>) -> Result<(), String> + Send>;
 
 /// The feeds the enforced policy lists, read once a second (a reload
 /// changes them).
@@ -101,28 +134,46 @@ fn run(
     let _ = std::fs::create_dir_all(&cache_dir);
     let mut feeds: Vec<Feed> = Vec::new();
     let mut st: BTreeMap<String, FeedStatus> = BTreeMap::new();
-    let configure =
-        |docs: Vec<FeedDoc>, feeds: &mut Vec<Feed>, st: &mut BTreeMap<String, FeedStatus>| {
-            let old: BTreeMap<String, Feed> =
-                feeds.drain(..).map(|f| (f.doc.name.clone(), f)).collect();
-            let mut old = old;
-            for d in docs {
-                match old.remove(&d.name) {
-                    Some(f) if f.doc == d => feeds.push(f),
-                    _ => {
-                        st.insert(d.name.clone(), FeedStatus::new(&d));
-                        feeds.push(Feed {
-                            doc: d,
-                            validators: Default::default(),
-                            due: Instant::now(),
-                            failures: 0,
-                            bad_text: false,
-                        });
+    // Returns the feeds whose source or format changed: what they held is
+    // another source's list, no longer enforced.
+    let configure = |docs: Vec<FeedDoc>,
+                     feeds: &mut Vec<Feed>,
+                     st: &mut BTreeMap<String, FeedStatus>|
+     -> Vec<String> {
+        let mut old: BTreeMap<String, Feed> =
+            feeds.drain(..).map(|f| (f.doc.name.clone(), f)).collect();
+        let mut moved = Vec::new();
+        for d in docs {
+            match old.remove(&d.name) {
+                Some(f) if f.doc == d => feeds.push(f),
+                prev => {
+                    let mut status = FeedStatus::new(&d);
+                    match (prev, st.get(&d.name)) {
+                        (Some(p), _) if origin(&p.doc) != origin(&d) => moved.push(d.name.clone()),
+                        // Only its action or refresh changed: the same
+                        // contents stay enforced, and are said.
+                        (Some(_), Some(was)) => {
+                            status.entries = was.entries;
+                            status.skipped = was.skipped;
+                            status.problems = was.problems.clone();
+                            status.last_refresh = was.last_refresh;
+                        }
+                        _ => {}
                     }
+                    st.insert(d.name.clone(), status);
+                    feeds.push(Feed {
+                        doc: d,
+                        validators: Default::default(),
+                        due: Instant::now(),
+                        failures: 0,
+                        bad_text: false,
+                    });
                 }
             }
-            st.retain(|name, _| feeds.iter().any(|f| &f.doc.name == name));
-        };
+        }
+        st.retain(|name, _| feeds.iter().any(|f| &f.doc.name == name));
+        moved
+    };
     let mut docs = docs_of();
     configure(docs.clone(), &mut feeds, &mut st);
     for (name, c) in &set.feeds {
@@ -136,14 +187,23 @@ fn run(
         *status.lock().unwrap_or_else(|e| e.into_inner()) = st.values().cloned().collect();
         std::thread::sleep(Duration::from_secs(1));
         let now_docs = docs_of();
+        let mut changed = false;
         if now_docs != docs {
             docs = now_docs;
-            configure(docs.clone(), &mut feeds, &mut st);
+            for name in configure(docs.clone(), &mut feeds, &mut st) {
+                log(format!(
+                    "feed {name}: its source changed; what the old source listed is no longer enforced"
+                ));
+                forget(&cache_dir, &name);
+                changed |= set.feeds.remove(&name).is_some();
+            }
             set.feeds
                 .retain(|name, _| feeds.iter().any(|f| &f.doc.name == name));
         }
-        let mut changed = false;
-        for f in &mut feeds {
+        // Contents read this round, enforced only once the engine takes
+        // them: (feed index, text, contents).
+        let mut fresh: Vec<(usize, String, Arc<Contents>)> = Vec::new();
+        for (i, f) in feeds.iter_mut().enumerate() {
             let is_file = !f.doc.source.starts_with("http");
             let due = Instant::now() >= f.due;
             // A file is looked at every second; while it fails, only a
@@ -198,26 +258,19 @@ fn run(
                     if f.failures > 0 {
                         log(format!("feed {}: fetched again", f.doc.name));
                     }
-                    f.failures = 0;
-                    s.error = None;
-                    s.last_refresh = Some(unix_now());
-                    s.entries = c.distinct();
-                    s.skipped = c.skipped;
-                    s.problems = c.report();
                     f.due = Instant::now() + Duration::from_secs(f.doc.refresh_s as u64);
                     let same = set
                         .feeds
                         .get(&f.doc.name)
                         .is_some_and(|old| old.entries == c.entries);
-                    if !same {
-                        let path = cache_file(&cache_dir, &f.doc.name);
-                        if let Err(e) =
-                            crate::controller::state::write_atomic(&path, text.as_bytes())
-                        {
-                            log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
-                        }
-                        set.feeds.insert(f.doc.name.clone(), Arc::new(c));
-                        changed = true;
+                    if same {
+                        f.failures = 0;
+                        s.error = None;
+                        s.last_refresh = Some(unix_now());
+                        s.skipped = c.skipped;
+                        s.problems = c.report();
+                    } else {
+                        fresh.push((i, text, Arc::new(c)));
                     }
                 }
                 Err(e) => {
@@ -240,8 +293,64 @@ fn run(
                 }
             }
         }
-        if changed {
-            apply(Arc::new(set.clone()));
+        if fresh.is_empty() && !changed {
+            continue;
+        }
+        let mut next = set.clone();
+        for (i, _, c) in &fresh {
+            next.feeds.insert(feeds[*i].doc.name.clone(), c.clone());
+        }
+        let next = Arc::new(next);
+        let refused = apply(next.clone()).err();
+        if refused.is_none() {
+            set = (*next).clone();
+        }
+        for (i, text, c) in fresh {
+            let f = &mut feeds[i];
+            let s = st
+                .entry(f.doc.name.clone())
+                .or_insert_with(|| FeedStatus::new(&f.doc));
+            match &refused {
+                None => {
+                    f.failures = 0;
+                    s.error = None;
+                    s.last_refresh = Some(unix_now());
+                    s.entries = c.distinct();
+                    s.skipped = c.skipped;
+                    s.problems = c.report();
+                    // Kept only once enforced: a start must not begin
+                    // with contents the engine refused.
+                    if let Err(e) = keep(&cache_dir, &f.doc, &text) {
+                        log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
+                    }
+                }
+                Some(why) => {
+                    // Like a text that fails to parse: the same text is
+                    // not offered again until it changes or the backoff's
+                    // retry.
+                    f.failures += 1;
+                    f.bad_text = true;
+                    s.failures += 1;
+                    let kept = if set.feeds.contains_key(&f.doc.name) {
+                        format!(
+                            "its last good contents ({} entries) stay enforced",
+                            s.entries
+                        )
+                    } else {
+                        "nothing of it is enforced".to_owned()
+                    };
+                    let msg = format!(
+                        "its new contents ({} entries) were refused: {why}",
+                        c.distinct()
+                    );
+                    log(format!("feed {}: {msg}; {kept}", f.doc.name));
+                    s.error = Some(msg);
+                    f.due = Instant::now() + backoff(f.failures - 1, f.doc.refresh_s);
+                }
+            }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

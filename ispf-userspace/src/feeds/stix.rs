@@ -95,6 +95,7 @@ fn tokens(p: &str) -> Result<Vec<Tok>, String> {
 fn pattern_nets(p: &str) -> Result<Vec<(String, IpNet)>, String> {
     let toks = tokens(p)?;
     let mut nets = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut depth = 0i32;
     let mut i = 0;
     let mut expect_term = true;
@@ -116,8 +117,10 @@ fn pattern_nets(p: &str) -> Result<Vec<(String, IpNet)>, String> {
                         if v6 != (path == "ipv6-addr:value") {
                             return Err(format!("`{v}` is not an address of {path}"));
                         }
-                        // Named twice, it is one entry (and one skip).
-                        if !nets.iter().any(|(_, n)| *n == net) {
+                        // Named twice, it is one entry (and one skip). A
+                        // set: a pattern of a million `OR`s must not take
+                        // the refresher quadratic time.
+                        if seen.insert(net) {
                             nets.push((v.clone(), net));
                         }
                     }

@@ -1,0 +1,92 @@
+//! Host tests of the refresher with a real file feed and an engine that
+//! refuses, then takes, what it is given.
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::*;
+
+fn doc(source: &str) -> FeedDoc {
+    serde_json::from_value(serde_json::json!({
+        "name": "block", "source": source, "format": "plain", "refresh_s": 300
+    }))
+    .unwrap()
+}
+
+/// Writes a feed file already settled (older than a second).
+fn write_settled(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    let f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(5))
+        .unwrap();
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < until, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Contents the engine refuses are not kept: not as the refresher's
+/// last good contents (every later refresh would carry them and be
+/// refused too), not on disk (the next start would begin with them), and
+/// the status says why. Taken, they are kept, with their origin.
+#[test]
+fn refused_contents_are_neither_kept_nor_cached() {
+    let dir = std::env::temp_dir().join(format!("ispf-refresh-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let feed = dir.join("block.txt");
+    write_settled(&feed, "192.0.2.1\n");
+    let source = feed.to_str().unwrap().to_owned();
+    let d = doc(&source);
+    let docs: Docs = {
+        let d = d.clone();
+        Arc::new(move || vec![d.clone()])
+    };
+    let refuse = Arc::new(AtomicBool::new(true));
+    let offered = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let apply: Apply = {
+        let (refuse, offered) = (refuse.clone(), offered.clone());
+        Box::new(move |set: Arc<FeedSet>| {
+            offered.lock().unwrap().push(set.entries());
+            if refuse.load(Ordering::SeqCst) {
+                Err("no room in the maps".into())
+            } else {
+                Ok(())
+            }
+        })
+    };
+    let r = Refresher::start(docs, cache.clone(), FeedSet::default(), apply).unwrap();
+    let status = || r.statuses().into_iter().next().unwrap_or_default();
+    wait_for("the refusal in the status", || {
+        status()
+            .error
+            .is_some_and(|e| e.contains("no room in the maps"))
+    });
+    assert_eq!(status().entries, 0, "{:?}", status());
+    assert!(!cache_file(&cache, "block").exists(), "refused, yet cached");
+    // The same text is not offered again every second.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(offered.lock().unwrap().clone(), [1]);
+
+    // The list changes and fits: the new set holds it alone (not the
+    // refused contents beside it), and it is kept.
+    refuse.store(false, Ordering::SeqCst);
+    write_settled(&feed, "192.0.2.1\n192.0.2.2\n");
+    wait_for("the new contents enforced", || status().entries == 2);
+    assert_eq!(status().error, None);
+    assert_eq!(offered.lock().unwrap().last(), Some(&2));
+    assert_eq!(load_cached(&cache, std::slice::from_ref(&d)).entries(), 2);
+    // A copy kept for another source is not enforced at a start.
+    let moved = doc("/elsewhere/block.txt");
+    assert!(load_cached(&cache, &[moved]).feeds.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
