@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
+use super::scan;
 use crate::policy::DetectionDoc;
 
 /// One new flow of a device, as detection needs it.
@@ -55,7 +56,13 @@ pub trait Context {
     /// Unix seconds the device was first seen (None: not yet known).
     fn first_seen(&mut self, mac: &str) -> Option<i64>;
     fn life_critical(&self, segment: &str) -> bool;
+    /// The device's learned baseline and the services it already alerted
+    /// for, as kept (None: the store cannot be read now).
+    fn history(&mut self, mac: &str) -> Option<History>;
 }
+
+/// A device's kept detection state: (baseline, alerted services).
+pub type History = (Vec<Service>, Vec<Service>);
 
 /// Devices whose state is kept at once; the least recently active go.
 pub const MAX_TRACKED: usize = 100_000;
@@ -63,7 +70,8 @@ pub const MAX_TRACKED: usize = 100_000;
 /// device's new services are neither learned nor alerted again.
 pub const MAX_SERVICES: usize = 4_096;
 /// Anomaly alerts a device may raise a minute (a scan is one `scan`
-/// alert, not hundreds of anomalies).
+/// alert, not hundreds of anomalies); critical ones are counted apart,
+/// so that warnings cannot use up a critical flow's alert.
 pub const ANOMALIES_PER_MINUTE: usize = 3;
 /// Alerts per second over all devices.
 pub const ALERTS_PER_SECOND: usize = 50;
@@ -72,9 +80,18 @@ pub const ALERTS_PER_SECOND: usize = 50;
 struct Device {
     baseline: HashSet<Service>,
     alerted: HashSet<Service>,
-    recent: VecDeque<(i64, (String, u16))>,
+    /// The kept baseline and alerted services were read back: a device
+    /// state made anew (at a start, or after it was evicted) must not
+    /// learn or alert as if it had none.
+    restored: bool,
+    targets: scan::Window,
     last_scan_alert: Option<i64>,
     anomaly_times: VecDeque<i64>,
+    critical_times: VecDeque<i64>,
+    /// When detection first saw it: its age when the inventory has no
+    /// row for it (more unknown devices than it records, or no database),
+    /// so that such a device still leaves learning.
+    first_event: i64,
     last_active: i64,
 }
 
@@ -89,22 +106,13 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Baselines and alerted services from the database.
-    pub fn restore(&mut self, baseline: Vec<(String, Service)>, alerted: Vec<(String, Service)>) {
-        for (mac, s) in baseline {
-            self.devices.entry(mac).or_default().baseline.insert(s);
-        }
-        for (mac, s) in alerted {
-            self.devices.entry(mac).or_default().alerted.insert(s);
-        }
-    }
-
     /// A device was released: its next scan alerts again at once.
     pub fn rearm(&mut self, mac: &str) {
         if let Some(d) = self.devices.get_mut(mac) {
-            d.recent.clear();
+            d.targets.clear();
             d.last_scan_alert = None;
             d.anomaly_times.clear();
+            d.critical_times.clear();
         }
     }
 
@@ -158,28 +166,31 @@ impl Detector {
         if !self.devices.contains_key(&f.mac) {
             self.evict();
         }
-        let first_seen = ctx.first_seen(&f.mac).unwrap_or(now);
+        let known_first = ctx.first_seen(&f.mac);
         let src_critical = ctx.life_critical(&f.src_segment);
         let dst_critical = ctx.life_critical(&f.dst_segment);
-        let d = self.devices.entry(f.mac.clone()).or_default();
+        let d = self.devices.entry(f.mac.clone()).or_insert_with(|| Device {
+            first_event: now,
+            ..Default::default()
+        });
         d.last_active = now;
+        if !d.restored {
+            if let Some((baseline, alerted)) = ctx.history(&f.mac) {
+                d.baseline.extend(baseline);
+                d.alerted.extend(alerted);
+                d.restored = true;
+            }
+        }
+        let first_seen = known_first.unwrap_or(d.first_event);
 
         // Scan: distinct (address, port) targets within the window.
         let window = cfg.scan.window_s as i64;
-        d.recent.push_back((now, (f.dst_ip.clone(), f.port)));
-        while d.recent.front().is_some_and(|(t, _)| *t <= now - window) {
-            d.recent.pop_front();
-        }
-        while d.recent.len() > 4 * cfg.scan.distinct_targets as usize + 64 {
-            d.recent.pop_front();
-        }
-        let distinct: HashSet<&(String, u16)> = d.recent.iter().map(|(_, t)| t).collect();
-        let targets = distinct.len();
+        let needed = cfg.scan.distinct_targets as usize;
+        let targets = d
+            .targets
+            .see((f.dst_ip.clone(), f.port), now, window, needed);
         let quiet = d.last_scan_alert.is_none_or(|t| now - t >= window);
-        let scan = targets >= cfg.scan.distinct_targets as usize && quiet;
-        if scan {
-            d.last_scan_alert = Some(now);
-        }
+        let scan = targets >= needed && quiet;
 
         // Baseline: east-west flows only.
         let east_west =
@@ -196,19 +207,39 @@ impl Detector {
                 && !d.alerted.contains(&svc)
                 && d.alerted.len() < MAX_SERVICES
             {
-                while d.anomaly_times.front().is_some_and(|t| *t <= now - 60) {
-                    d.anomaly_times.pop_front();
+                let times = if dst_critical || src_critical {
+                    &mut d.critical_times
+                } else {
+                    &mut d.anomaly_times
+                };
+                while times.front().is_some_and(|t| *t <= now - 60) {
+                    times.pop_front();
                 }
-                if d.anomaly_times.len() < ANOMALIES_PER_MINUTE {
-                    d.anomaly_times.push_back(now);
-                    d.alerted.insert(svc.clone());
+                if times.len() < ANOMALIES_PER_MINUTE {
                     anomaly = Some(svc);
                 } else {
                     self.suppressed += 1;
                 }
             }
         }
-        if scan && self.bounded(now) {
+        // What is suppressed by the global bound is not marked as alerted:
+        // a scan, or the service's next flow, alerts (and responds) once
+        // the storm allows, rather than never.
+        let scan = scan && self.bounded(now);
+        let anomaly = anomaly.filter(|_| self.bounded(now));
+        let d = self.devices.get_mut(&f.mac).expect("made above");
+        if scan {
+            d.last_scan_alert = Some(now);
+        }
+        if let Some(svc) = &anomaly {
+            if dst_critical || src_critical {
+                d.critical_times.push_back(now);
+            } else {
+                d.anomaly_times.push_back(now);
+            }
+            d.alerted.insert(svc.clone());
+        }
+        if scan {
             out.push(Draft {
                 mac: f.mac.clone(),
                 kind: Kind::Scan,
@@ -223,135 +254,21 @@ impl Detector {
         }
         if let Some(svc) = anomaly {
             let (seg, proto, port) = svc.clone();
-            if self.bounded(now) {
-                out.push(Draft {
-                    mac: f.mac.clone(),
-                    kind: Kind::Anomaly,
-                    critical: dst_critical || src_critical,
-                    segment: f.src_segment.clone(),
-                    detail: format!(
-                        "a new east-west flow outside its baseline: to {seg} ({}) {proto}/{port}",
-                        f.dst_ip
-                    ),
-                    service: Some(svc),
-                });
-            }
+            out.push(Draft {
+                mac: f.mac.clone(),
+                kind: Kind::Anomaly,
+                critical: dst_critical || src_critical,
+                segment: f.src_segment.clone(),
+                detail: format!(
+                    "a new east-west flow outside its baseline: to {seg} ({}) {proto}/{port}",
+                    f.dst_ip
+                ),
+                service: Some(svc),
+            });
         }
         out
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Ctx {
-        first: i64,
-    }
-    impl Context for Ctx {
-        fn first_seen(&mut self, _: &str) -> Option<i64> {
-            Some(self.first)
-        }
-        fn life_critical(&self, s: &str) -> bool {
-            s == "pumps"
-        }
-    }
-
-    fn cfg() -> DetectionDoc {
-        serde_json::from_str(
-            r#"{"learning_s": 100, "scan": {"distinct_targets": 5, "window_s": 10}}"#,
-        )
-        .unwrap()
-    }
-
-    fn flow(dst_seg: &str, ip: &str, port: u16) -> Flow {
-        Flow {
-            mac: "m".into(),
-            src_segment: "ws".into(),
-            dst_segment: dst_seg.into(),
-            dst_ip: ip.into(),
-            protocol: "tcp".into(),
-            port,
-        }
-    }
-
-    #[test]
-    fn the_baseline_is_learned_then_only_new_services_alert() {
-        let mut c = cfg();
-        c.scan.distinct_targets = 100;
-        let mut d = Detector::default();
-        let mut ctx = Ctx { first: 0 };
-        assert!(d
-            .observe(&flow("pis", "10.0.0.1", 443), 10, &c, &mut ctx)
-            .is_empty());
-        assert_eq!(d.learned.len(), 1);
-        // After the window: the learned service is quiet, a new one alerts
-        // once, a flow to a life-critical segment is critical.
-        assert!(d
-            .observe(&flow("pis", "10.0.0.2", 443), 200, &c, &mut ctx)
-            .is_empty());
-        let a = d.observe(&flow("pis", "10.0.0.1", 22), 201, &c, &mut ctx);
-        assert_eq!(
-            (a.len(), a[0].kind, a[0].critical),
-            (1, Kind::Anomaly, false)
-        );
-        assert!(d
-            .observe(&flow("pis", "10.0.0.1", 22), 202, &c, &mut ctx)
-            .is_empty());
-        let a = d.observe(&flow("pumps", "10.1.0.1", 5000), 203, &c, &mut ctx);
-        assert!(a[0].critical);
-        // Neither world nor intra-segment flows are east-west.
-        assert!(d
-            .observe(&flow("world", "8.8.8.8", 53), 204, &c, &mut ctx)
-            .is_empty());
-        assert!(d
-            .observe(&flow("ws", "10.3.0.1", 80), 205, &c, &mut ctx)
-            .is_empty());
-        assert_eq!(d.baseline("m").len(), 1);
-    }
-
-    #[test]
-    fn scans_alert_once_per_window_and_storms_are_bounded() {
-        let (mut d, c) = (Detector::default(), cfg());
-        let mut ctx = Ctx { first: 0 };
-        let mut alerts = 0;
-        for port in 0..200u16 {
-            alerts += d
-                .observe(
-                    &flow("pis", "10.0.0.1", port),
-                    5 + port as i64 / 100,
-                    &c,
-                    &mut ctx,
-                )
-                .iter()
-                .filter(|a| a.kind == Kind::Scan)
-                .count();
-        }
-        assert_eq!(
-            alerts, 1,
-            "one scan alert while the scan goes on within a window"
-        );
-        // Anomalies per device per minute are capped.
-        let mut anomalies = 0;
-        for port in 0..100u16 {
-            anomalies += d
-                .observe(&flow("lab", "10.9.0.1", port), 1000, &c, &mut ctx)
-                .len();
-        }
-        assert!(anomalies <= ANOMALIES_PER_MINUTE + 1, "{anomalies}");
-        assert!(d.suppressed > 0);
-        // A scan from a life-critical device is critical.
-        let mut p = flow("pis", "10.0.0.1", 1);
-        p.src_segment = "pumps".into();
-        p.mac = "pump".into();
-        let mut crit = false;
-        for port in 0..10u16 {
-            p.port = port;
-            crit |= d
-                .observe(&p, 2000, &c, &mut ctx)
-                .iter()
-                .any(|a| a.kind == Kind::Scan && a.critical);
-        }
-        assert!(crit);
-    }
-}
+mod tests;

@@ -11,6 +11,8 @@
 //! is given. Never writes maps.
 
 pub mod logic;
+mod risk;
+mod scan;
 pub mod store;
 mod webhook;
 
@@ -32,9 +34,9 @@ use crate::{
     decisions::{holding, Kind as DecisionKind},
     events::EventRecord,
     inventory::{db, View},
-    policy::{DetectionDoc, Policy, Risk},
+    policy::{DetectionDoc, Policy},
 };
-use logic::{Context, Detector, Draft, Flow, Kind};
+use logic::{Context, Detector, Draft, Flow, History, Kind};
 use store::Alert;
 
 /// Events waiting for the detection thread; more are dropped (counted).
@@ -124,6 +126,10 @@ impl Context for Ctx<'_> {
             .and_then(|id| self.policy.segment(id))
             .is_some_and(|s| s.life_critical)
     }
+
+    fn history(&mut self, mac: &str) -> Option<History> {
+        store::history(self.conn?, mac).ok()
+    }
 }
 
 fn flow_of(e: &EventRecord) -> Flow {
@@ -135,30 +141,6 @@ fn flow_of(e: &EventRecord) -> Flow {
         protocol: e.protocol.clone(),
         port: e.dst_port.unwrap_or(0),
     }
-}
-
-/// A device's risk: the file's or the admit's; unknown devices and
-/// registered ones without a risk count as medium (the spec's default).
-fn risk_of(view: &View, mac: &str) -> Risk {
-    let held = holding(&view.decisions, unix_now());
-    if let Some(d) = held.get(mac).filter(|d| d.kind == DecisionKind::Admit) {
-        if let Some(r) = d
-            .risk
-            .as_deref()
-            .and_then(|r| serde_json::from_value(r.into()).ok())
-        {
-            return r;
-        }
-    }
-    let m = crate::policy::parse_mac(mac);
-    view.policy
-        .doc
-        .devices
-        .iter()
-        .zip(&view.policy.devices)
-        .find(|(_, d)| d.mac.is_some() && d.mac == m)
-        .and_then(|(doc, _)| doc.risk)
-        .unwrap_or(Risk::Medium)
 }
 
 fn run(
@@ -176,22 +158,13 @@ fn run(
     let mut conn: Option<Connection> = None;
     let mut last_open = Instant::now() - Duration::from_secs(60);
     let mut det = Detector::default();
-    let mut restored = false;
     let mut first = HashMap::new();
     let mut quarantined: std::collections::BTreeSet<String> = Default::default();
     loop {
         if conn.is_none() && last_open.elapsed() >= Duration::from_secs(10) {
             last_open = Instant::now();
             match db::open(&opts.db) {
-                Ok(c) => {
-                    if !restored {
-                        let b = store::baselines(&c).unwrap_or_default();
-                        let a = store::alerted(&c).unwrap_or_default();
-                        det.restore(b.into_iter().filter(|x| !a.contains(x)).collect(), a);
-                        restored = true;
-                    }
-                    conn = Some(c);
-                }
+                Ok(c) => conn = Some(c),
                 Err(e) => log(format!("detection: alerts are not kept: {e}")),
             }
         }
@@ -227,12 +200,20 @@ fn run(
                 let _ = store::remember(c, &learned, now.max(1));
             }
         }
+        // One flow may raise a scan and a critical anomaly: the first
+        // that quarantines is the response, the second says so.
+        let mut contained = false;
         for d in drafts {
-            raise(
-                d,
+            let how = Response {
                 now,
-                &v,
-                cfg.as_ref(),
+                view: &v,
+                cfg: cfg.as_ref(),
+                src_ip: e.src_ip.as_deref(),
+                contained,
+            };
+            contained |= raise(
+                d,
+                &how,
                 conn.as_mut(),
                 &quarantine,
                 &notify,
@@ -255,18 +236,30 @@ fn default_detection() -> DetectionDoc {
     serde_json::from_str("{}").expect("defaults")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What an alert's response is judged against.
+struct Response<'a> {
+    now: i64,
+    view: &'a View,
+    cfg: Option<&'a DetectionDoc>,
+    /// The flow's source address: a device the file registers by address
+    /// alone has its risk there.
+    src_ip: Option<&'a str>,
+    /// An earlier alert of the same flow quarantined the device.
+    contained: bool,
+}
+
+/// Raises alert `d` and responds to it; says whether it quarantined.
 fn raise(
     d: Draft,
-    now: i64,
-    v: &View,
-    cfg: Option<&DetectionDoc>,
+    how: &Response,
     mut conn: Option<&mut Connection>,
     quarantine: &Quarantine,
     notify: &Notify,
     facts: &Facts,
     hook: Option<&webhook::Webhook>,
-) {
+) -> bool {
+    let (now, v, cfg) = (how.now, how.view, how.cfg);
+    let mut quarantined = false;
     let severity = if d.critical { "critical" } else { "warning" };
     *facts
         .alerts
@@ -302,9 +295,11 @@ fn raise(
             "not quarantined: {} is life-critical; devices there only alert",
             d.segment
         ),
-        Some(_) if quarantined_now(v).contains(&d.mac) => "already quarantined".into(),
+        Some(_) if how.contained || quarantined_now(v).contains(&d.mac) => {
+            "already quarantined".into()
+        }
         Some(c) => {
-            let risk = risk_of(v, &d.mac);
+            let risk = risk::of(v, &d.mac, how.src_ip);
             if !c.auto_quarantine.contains(&risk) {
                 format!(
                     "not quarantined: risk {} is not in auto_quarantine",
@@ -320,6 +315,7 @@ fn raise(
                 );
                 match quarantine(&d.mac, &reason, c.quarantine_ttl_s) {
                     Ok(_) => {
+                        quarantined = true;
                         facts.quarantined.fetch_add(1, Ordering::Relaxed);
                         format!("quarantined for {} s", c.quarantine_ttl_s)
                     }
@@ -341,4 +337,5 @@ fn raise(
     if let Some(h) = hook {
         h.send(j);
     }
+    quarantined
 }

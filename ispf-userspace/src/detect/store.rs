@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 
-use super::logic::Service;
+use super::logic::{History, Service};
 use crate::{clock::rfc3339, inventory::db::DbError};
 
 /// One alert as `ispf alerts` lists it.
@@ -24,30 +24,31 @@ pub struct Alert {
     pub response: String,
 }
 
-pub fn baselines(conn: &Connection) -> Result<Vec<(String, Service)>, DbError> {
-    let mut st = conn.prepare("SELECT mac, dst_segment, protocol, port FROM baseline")?;
-    let rows = st.query_map([], |r| {
+/// One device's kept state: its learned baseline (`learned_at` > 0) and
+/// the services it already alerted for (kept as rows with `learned_at` 0,
+/// which `ispf baseline` does not list: parsing them back from alerts'
+/// details would be fragile). Read when detection first meets the device
+/// (at a start, or after it was evicted), by the table's primary key.
+pub fn history(conn: &Connection, mac: &str) -> Result<History, DbError> {
+    let mut st = conn.prepare_cached(
+        "SELECT dst_segment, protocol, port, learned_at FROM baseline WHERE mac = ?1",
+    )?;
+    let rows = st.query_map([mac], |r| {
         Ok((
-            r.get::<_, String>(0)?,
-            (r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u16),
+            (r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u16),
+            r.get::<_, i64>(3)?,
         ))
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Services each device already raised an anomaly alert for (parsed back
-/// from the alerts' detail is fragile: they are kept as baseline rows with
-/// `learned_at` 0, which `ispf baseline` does not list).
-pub fn alerted(conn: &Connection) -> Result<Vec<(String, Service)>, DbError> {
-    let mut st =
-        conn.prepare("SELECT mac, dst_segment, protocol, port FROM baseline WHERE learned_at = 0")?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            (r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? as u16),
-        ))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let (mut baseline, mut alerted) = (Vec::new(), Vec::new());
+    for row in rows {
+        let (svc, at): (Service, i64) = row?;
+        if at > 0 {
+            baseline.push(svc);
+        } else {
+            alerted.push(svc);
+        }
+    }
+    Ok((baseline, alerted))
 }
 
 /// Records learned services (`at` > 0) or alerted ones (`at` = 0).
