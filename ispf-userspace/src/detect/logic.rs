@@ -61,8 +61,10 @@ pub trait Context {
     fn history(&mut self, mac: &str) -> Option<History>;
 }
 
-/// A device's kept detection state: (baseline, alerted services).
-pub type History = (Vec<Service>, Vec<Service>);
+/// A device's kept detection state: its baseline, the services it
+/// alerted for, and when it first learned one (detection's oldest sight
+/// of it, for a device the inventory has no row for).
+pub type History = (Vec<Service>, Vec<Service>, Option<i64>);
 
 /// Devices whose state is kept at once; the least recently active go.
 pub const MAX_TRACKED: usize = 100_000;
@@ -175,9 +177,11 @@ impl Detector {
         });
         d.last_active = now;
         if !d.restored {
-            if let Some((baseline, alerted)) = ctx.history(&f.mac) {
+            if let Some((baseline, alerted, learned)) = ctx.history(&f.mac) {
                 d.baseline.extend(baseline);
                 d.alerted.extend(alerted);
+                // Made anew (a start, an eviction), it does not learn again.
+                d.first_event = learned.map_or(d.first_event, |t| t.min(d.first_event));
                 d.restored = true;
             }
         }

@@ -19,7 +19,17 @@ pub(super) fn of(view: &View, mac: &str, src_ip: Option<&str>) -> Risk {
         return r;
     }
     let m = crate::policy::parse_mac(mac);
-    let entries = || view.policy.doc.devices.iter().zip(&view.policy.devices);
+    // The file's entries only: a decision that holds adds an entry for its
+    // MAC (a role's without a risk), which must not hide the risk of the
+    // file's entry for the device's address.
+    let entries = || {
+        view.policy
+            .doc
+            .devices
+            .iter()
+            .zip(&view.policy.devices)
+            .take(view.policy.file_devices)
+    };
     if let Some((doc, _)) = entries().find(|(_, d)| d.mac.is_some() && d.mac == m) {
         return doc.risk.unwrap_or(Risk::Medium);
     }
@@ -77,6 +87,16 @@ mod tests {
             "by address alone"
         );
         assert_eq!(of(&v, "02:00:00:00:00:07", Some("10.0.0.6")), Risk::Medium);
+        // A role session on a device the file registers by address alone
+        // leaves it the address entry's risk.
+        let mut role = decision("role", "ws", None);
+        role.mac = "02:00:00:00:00:07".into();
+        let p = crate::decisions::applied(&policy, None, std::slice::from_ref(&role), 0);
+        let v = View {
+            policy: p.unwrap(),
+            decisions: Arc::new(vec![role]),
+        };
+        assert_eq!(of(&v, "02:00:00:00:00:07", Some("10.0.0.5")), Risk::High);
         // A role session on an admitted high-risk device keeps it high.
         let v = view(vec![
             decision("admit", "guest", Some("high")),

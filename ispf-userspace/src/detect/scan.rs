@@ -2,7 +2,8 @@
 //! the scan window, as the spec counts them: a target seen again is one
 //! target with a later time, so repeated flows to one service cannot push
 //! a scan's earlier targets out of the count. Memory is bounded by the
-//! threshold: once it holds that many targets a scan is already seen.
+//! threshold: it keeps the newest that many targets, all a count that
+//! stops at the threshold needs.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -33,11 +34,20 @@ impl Window {
                 self.last.remove(&k);
             }
         }
-        if self.last.contains_key(&target) || self.last.len() < threshold.max(1) {
-            self.seq += 1;
-            self.last.insert(target.clone(), self.seq);
-            self.order.push_back((now, self.seq, target));
+        // Full, the oldest target makes room: the newest `threshold`
+        // are what a scan still inside the window is counted from once
+        // older ones leave it.
+        if !self.last.contains_key(&target) && self.last.len() >= threshold.max(1) {
+            while let Some((_, seq, k)) = self.order.pop_front() {
+                if self.last.get(&k) == Some(&seq) {
+                    self.last.remove(&k);
+                    break;
+                }
+            }
         }
+        self.seq += 1;
+        self.last.insert(target.clone(), self.seq);
+        self.order.push_back((now, self.seq, target));
         // Repeats leave dead sightings behind: dropped once they
         // outnumber the live ones, so each costs O(1) on average.
         if self.order.len() > 2 * self.last.len() + 64 {
@@ -94,5 +104,20 @@ mod tests {
         }
         assert_eq!(w.last.len(), 5);
         assert!(w.order.len() <= 2 * 5 + 64);
+    }
+
+    /// Targets seen while the window was full still count once the older
+    /// ones leave it (the review's case: twenty probes, twenty more just
+    /// before the window ends, then one after).
+    #[test]
+    fn a_full_window_keeps_the_newest_targets() {
+        let mut w = Window::default();
+        for p in 0..20 {
+            w.see(t("a", p), 0, 10, 20);
+        }
+        for p in 0..20 {
+            w.see(t("b", p), 9, 10, 20);
+        }
+        assert_eq!(w.see(t("c", 1), 10, 10, 20), 20, "b's twenty and c");
     }
 }

@@ -39,16 +39,17 @@ pub fn history(conn: &Connection, mac: &str) -> Result<History, DbError> {
             r.get::<_, i64>(3)?,
         ))
     })?;
-    let (mut baseline, mut alerted) = (Vec::new(), Vec::new());
+    let (mut baseline, mut alerted, mut first) = (Vec::new(), Vec::new(), None::<i64>);
     for row in rows {
         let (svc, at): (Service, i64) = row?;
         if at > 0 {
             baseline.push(svc);
+            first = Some(first.map_or(at, |f| f.min(at)));
         } else {
             alerted.push(svc);
         }
     }
-    Ok((baseline, alerted))
+    Ok((baseline, alerted, first))
 }
 
 /// Records learned services (`at` > 0) or alerted ones (`at` = 0).

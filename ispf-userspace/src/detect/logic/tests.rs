@@ -134,7 +134,7 @@ fn a_device_made_anew_has_its_kept_baseline_back() {
     let mut ctx = at(0);
     let pis: Service = ("pis".into(), "tcp".into(), 443);
     let lab: Service = ("lab".into(), "tcp".into(), 22);
-    ctx.kept.insert("m".into(), (vec![pis], vec![lab]));
+    ctx.kept.insert("m".into(), (vec![pis], vec![lab], Some(1)));
     let mut d = Detector::default();
     assert!(d
         .observe(&flow("pis", "10.0.0.1", 443), 500, &c, &mut ctx)
@@ -163,6 +163,13 @@ fn a_device_the_inventory_does_not_record_leaves_learning() {
     assert_eq!(d.learned.len(), 1, "learned while young");
     let a = d.observe(&flow("pis", "10.0.0.1", 22), 1200, &c, &mut ctx);
     assert_eq!(a.len(), 1, "past learning_s: an anomaly");
+    // Made anew after an eviction, it is as old as its first learning.
+    let mut ctx = Ctx::default();
+    let lab: Service = ("lab".into(), "tcp".into(), 22);
+    ctx.kept.insert("m".into(), (vec![lab], vec![], Some(1000)));
+    let mut d = Detector::default();
+    let a = d.observe(&flow("pumps", "10.1.0.1", 5000), 1500, &c, &mut ctx);
+    assert!(a.len() == 1 && a[0].critical, "not learned: {a:?}");
 }
 
 /// Warnings cannot use up a critical flow's alert, and an alert the global
