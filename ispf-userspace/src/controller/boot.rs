@@ -129,34 +129,42 @@ pub(super) struct First {
 /// that does not start because a feed grew protects no one. They are
 /// fetched again and offered as a refresh, which says why it is refused.
 pub(super) fn first_generation(opts: &RunOptions, file: &Policy, policy: &Policy) -> Result<First> {
-    let mut feed_set = cached_feeds(opts, file);
-    loop {
-        let mut feed_cache = CompileCache::default();
-        // The skips are logged by the caller that enforces them: an
-        // upgrade says them once, when it adopts what it built here.
-        let feeds = feed_cache.compile(&feed_set, file, policy);
-        let compiled = compile(policy).with_feeds(feeds);
-        let counts = Counts::of(&compiled);
-        let sizes = opts.sizes.resolve(&counts);
-        match check_fits(&sizes, &counts, &counts) {
-            Err(e) if !feed_set.feeds.is_empty() => {
-                log(format!(
-                    "warning: the threat feeds kept from the last run ({} entries) are not enforced: {e}; the policy starts without them",
-                    feed_set.entries()
-                ));
-                feed_set = Arc::new(FeedSet::default());
-            }
-            fits => {
-                fits?;
-                return Ok(First {
-                    compiled,
-                    sizes,
-                    feeds: feed_set,
-                    feed_cache,
-                });
-            }
+    let feed_set = cached_feeds(opts, file);
+    let with_feeds = first_with(opts, file, policy, feed_set.clone());
+    match with_feeds {
+        Err(e) if !feed_set.feeds.is_empty() => {
+            // Dropped only when they are what does not fit.
+            let without = first_with(opts, file, policy, Arc::new(FeedSet::default()))?;
+            log(format!(
+                "warning: the threat feeds kept from the last run ({} entries) are not enforced: {e}; the policy starts without them",
+                feed_set.entries()
+            ));
+            Ok(without)
         }
+        first => first,
     }
+}
+
+fn first_with(
+    opts: &RunOptions,
+    file: &Policy,
+    policy: &Policy,
+    feed_set: Arc<FeedSet>,
+) -> Result<First> {
+    let mut feed_cache = CompileCache::default();
+    // The skips are logged by the caller that enforces them: an upgrade
+    // says them once, when it adopts what it built here.
+    let feeds = feed_cache.compile(&feed_set, file, policy);
+    let compiled = compile(policy).with_feeds(feeds);
+    let counts = Counts::of(&compiled);
+    let sizes = opts.sizes.resolve(&counts);
+    check_fits(&sizes, &counts, &counts)?;
+    Ok(First {
+        compiled,
+        sizes,
+        feeds: feed_set,
+        feed_cache,
+    })
 }
 
 pub fn feeds_dir(state_dir: &std::path::Path) -> PathBuf {

@@ -197,11 +197,7 @@ impl Engine {
         let (file, policy) = (self.file.clone(), self.policy.clone());
         let path = self.enforced.path.clone();
         let decisions = self.decisions.to_vec();
-        // A set that fits beside the enforced generation but leaves no
-        // room for another as large would be enforced, then refuse every
-        // later reload, decision and refresh: refused now, like a reload
-        // the maps could not take twice.
-        if let Err(why) = self.enforceable(&decisions, now) {
+        if let Err(why) = self.feeds_fit() {
             log(format!(
                 "threat feeds not applied, the previous contents stay enforced: {why}"
             ));
@@ -228,8 +224,27 @@ impl Engine {
                 Err(why)
             }
         };
+        // A compilation left unused (a failure before the write) holds the
+        // refused feeds under the file's and policy's key.
+        self.precompiled = None;
         self.publish();
         applied
+    }
+
+    /// Whether the enforced file and policy with [`Self::feeds`] fit the
+    /// maps with room for a generation as large. A set that fits only
+    /// beside the enforced generation would be enforced, then refuse
+    /// every later reload, decision and refresh. The compilation is kept
+    /// for the `enforce` that follows.
+    pub(super) fn feeds_fit(&mut self) -> std::result::Result<(), String> {
+        self.precompiled = None;
+        let (file, policy) = (self.file.clone(), self.policy.clone());
+        let c = self.compiled(&file, &policy);
+        self.dp
+            .fits(&c)
+            .map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
+        self.precompiled = Some(((file.sha256, policy.sha256), c));
+        Ok(())
     }
 
     /// The engine's own connection to the inventory database, opened when

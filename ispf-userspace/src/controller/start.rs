@@ -300,15 +300,19 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
     let (mut feed_set, mut dropped) = (feed_set, false);
     e.feeds = feed_set.clone();
     if !feed_set.feeds.is_empty() {
-        let decisions = e.decisions.to_vec();
-        if let Err(why) = e.enforceable(&decisions, unix_now()) {
-            log(format!(
-                "warning: the threat feeds kept from the last run ({} entries) are not enforced: {why}",
-                feed_set.entries()
-            ));
-            feed_set = Arc::new(FeedSet::default());
-            e.feeds = feed_set.clone();
-            dropped = true;
+        if let Err(why) = e.feeds_fit() {
+            // Dropped only when they are what does not fit.
+            e.feeds = Arc::new(FeedSet::default());
+            if e.feeds_fit().is_ok() {
+                log(format!(
+                    "warning: the threat feeds kept from the last run ({} entries) are not enforced: {why}",
+                    feed_set.entries()
+                ));
+                feed_set = e.feeds.clone();
+                dropped = true;
+            } else {
+                e.feeds = feed_set.clone();
+            }
         }
         e.precompiled = None;
     }

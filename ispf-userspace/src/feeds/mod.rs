@@ -122,17 +122,18 @@ impl Contents {
 }
 
 /// Parses a feed's text in its format. A plain text of which no line is
-/// an address or a network, yet some line is something else, is not a
+/// an address or a network, yet some line is not one at all, is not a
 /// feed (a proxy's error page answered with 200, an HTML login page): it
 /// fails, so the last good contents stay, where taking it would empty the
 /// list. A text of comments and blank lines only is an emptied list.
 pub fn parse(format: FeedFormat, text: &str, now: i64) -> Result<Contents, FeedError> {
     match format {
         FeedFormat::Plain => {
-            let c = plain::parse(text);
-            if c.entries.is_empty() && c.skipped > 0 {
+            // Lines skipped as too broad to be a threat are a feed's.
+            let (c, unreadable) = plain::read(text);
+            if c.entries.is_empty() && unreadable > 0 && unreadable == c.skipped {
                 return Err(FeedError::Parse(format!(
-                    "no line is an enforceable address or network, {} skipped ({}): not a plain feed, perhaps an error or login page; check the source",
+                    "no line is an address or network, {} skipped ({}): not a plain feed, perhaps an error or login page; check the source",
                     c.skipped,
                     c.problems.first().map(String::as_str).unwrap_or("")
                 )));
@@ -216,5 +217,8 @@ mod tests {
         // One readable line among bad ones: a feed, its bad lines skipped.
         let c = parse(FeedFormat::Plain, "garbage\n192.0.2.1\n", 0).unwrap();
         assert_eq!((c.entries.len(), c.skipped), (1, 1));
+        // Addresses all skipped as too broad are a feed's lines, skipped.
+        let c = parse(FeedFormat::Plain, "0.0.0.0/0\n", 0).unwrap();
+        assert_eq!((c.entries.len(), c.skipped), (0, 1));
     }
 }

@@ -7,7 +7,14 @@ use ipnet::IpNet;
 use super::{Contents, Entry};
 
 pub fn parse(text: &str) -> Contents {
+    read(text).0
+}
+
+/// [`parse`], and how many lines were neither an address, a network, a
+/// comment nor blank (not those skipped as too broad to be a threat).
+pub fn read(text: &str) -> (Contents, u64) {
     let mut c = Contents::default();
+    let mut unreadable = 0;
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
@@ -19,15 +26,18 @@ pub fn parse(text: &str) -> Contents {
                 indicator: None,
                 line: Some(i as u32 + 1),
             }),
-            None => c.skip(format!(
-                "line {}: `{}` is not an IPv4/IPv6 address or CIDR",
-                i + 1,
-                line.chars().take(60).collect::<String>()
-            )),
+            None => {
+                unreadable += 1;
+                c.skip(format!(
+                    "line {}: `{}` is not an IPv4/IPv6 address or CIDR",
+                    i + 1,
+                    line.chars().take(60).collect::<String>()
+                ))
+            }
         }
     }
     super::guard::drop_covering_together(&mut c);
-    c
+    (c, unreadable)
 }
 
 /// An address (as a host network) or a CIDR, with host bits cleared.

@@ -4,14 +4,16 @@
 //! up to the feed's `refresh_s`), keeps a copy of each good fetch on disk
 //! for the next start, and hands every new feed set to the engine.
 
+mod offer;
+
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use super::{fetch, parse, Contents, FeedSet, FeedStatus};
+use super::{fetch, parse, FeedSet, FeedStatus};
 use crate::{
     clock::{log, unix_now},
     policy::FeedDoc,
@@ -79,6 +81,9 @@ struct Feed {
     /// unchanged, it still fails. (After a fetch failure, an unchanged
     /// answer, a 304, is the last good text: a success.)
     bad_text: bool,
+    /// The engine refused its last text: read again (not answered "not
+    /// modified") at the backoff's retry, since room may have come.
+    refused: bool,
 }
 
 /// Hands a feed set to the engine; the answer says whether it is
@@ -167,6 +172,7 @@ fn run(
                         due: Instant::now(),
                         failures: 0,
                         bad_text: false,
+                        refused: false,
                     });
                 }
             }
@@ -176,6 +182,10 @@ fn run(
     };
     let mut docs = docs_of();
     configure(docs.clone(), &mut feeds, &mut st);
+    // Feeds whose source changed: their old contents leave the set the
+    // engine is offered next, and the refresher's once it takes it.
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    let mut gone_retry = Instant::now();
     for (name, c) in &set.feeds {
         if let Some(s) = st.get_mut(name) {
             s.entries = c.distinct();
@@ -187,22 +197,24 @@ fn run(
         *status.lock().unwrap_or_else(|e| e.into_inner()) = st.values().cloned().collect();
         std::thread::sleep(Duration::from_secs(1));
         let now_docs = docs_of();
-        let mut changed = false;
         if now_docs != docs {
             docs = now_docs;
             for name in configure(docs.clone(), &mut feeds, &mut st) {
                 log(format!(
-                    "feed {name}: its source changed; what the old source listed is no longer enforced"
+                    "feed {name}: its source changed; what the old source listed is removed"
                 ));
                 forget(&cache_dir, &name);
-                changed |= set.feeds.remove(&name).is_some();
+                if set.feeds.contains_key(&name) {
+                    gone.insert(name);
+                }
             }
             set.feeds
                 .retain(|name, _| feeds.iter().any(|f| &f.doc.name == name));
+            gone.retain(|name| set.feeds.contains_key(name));
         }
         // Contents read this round, enforced only once the engine takes
         // them: (feed index, text, contents).
-        let mut fresh: Vec<(usize, String, Arc<Contents>)> = Vec::new();
+        let mut fresh: Vec<offer::Fresh> = Vec::new();
         for (i, f) in feeds.iter_mut().enumerate() {
             let is_file = !f.doc.source.starts_with("http");
             let due = Instant::now() >= f.due;
@@ -218,6 +230,9 @@ fn run(
                 .or_insert_with(|| FeedStatus::new(&f.doc));
             // A feed refreshed every few seconds cannot wait 20 s for one.
             let timeout = Duration::from_secs((f.doc.refresh_s as u64).clamp(2, 20));
+            if f.refused && due {
+                f.validators = Default::default();
+            }
             let fetched = fetch::fetch(&f.doc.source, &mut f.validators, timeout);
             let text_read = matches!(fetched, Ok(Some(_)));
             let got = fetched.and_then(|text| match text {
@@ -265,10 +280,18 @@ fn run(
                         .is_some_and(|old| old.entries == c.entries);
                     if same {
                         f.failures = 0;
+                        f.refused = false;
                         s.error = None;
                         s.last_refresh = Some(unix_now());
                         s.skipped = c.skipped;
                         s.problems = c.report();
+                        // A copy kept by an older ispf records its origin
+                        // now, so a later change of source is seen.
+                        if !origin_file(&cache_dir, &f.doc.name).exists() {
+                            if let Err(e) = keep(&cache_dir, &f.doc, &text) {
+                                log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
+                            }
+                        }
                     } else {
                         fresh.push((i, text, Arc::new(c)));
                     }
@@ -293,61 +316,14 @@ fn run(
                 }
             }
         }
-        if fresh.is_empty() && !changed {
+        if fresh.is_empty() && (gone.is_empty() || Instant::now() < gone_retry) {
             continue;
         }
-        let mut next = set.clone();
-        for (i, _, c) in &fresh {
-            next.feeds.insert(feeds[*i].doc.name.clone(), c.clone());
-        }
-        let next = Arc::new(next);
-        let refused = apply(next.clone()).err();
-        if refused.is_none() {
-            set = (*next).clone();
-        }
-        for (i, text, c) in fresh {
-            let f = &mut feeds[i];
-            let s = st
-                .entry(f.doc.name.clone())
-                .or_insert_with(|| FeedStatus::new(&f.doc));
-            match &refused {
-                None => {
-                    f.failures = 0;
-                    s.error = None;
-                    s.last_refresh = Some(unix_now());
-                    s.entries = c.distinct();
-                    s.skipped = c.skipped;
-                    s.problems = c.report();
-                    // Kept only once enforced: a start must not begin
-                    // with contents the engine refused.
-                    if let Err(e) = keep(&cache_dir, &f.doc, &text) {
-                        log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
-                    }
-                }
-                Some(why) => {
-                    // Like a text that fails to parse: the same text is
-                    // not offered again until it changes or the backoff's
-                    // retry.
-                    f.failures += 1;
-                    f.bad_text = true;
-                    s.failures += 1;
-                    let kept = if set.feeds.contains_key(&f.doc.name) {
-                        format!(
-                            "its last good contents ({} entries) stay enforced",
-                            s.entries
-                        )
-                    } else {
-                        "nothing of it is enforced".to_owned()
-                    };
-                    let msg = format!(
-                        "its new contents ({} entries) were refused: {why}",
-                        c.distinct()
-                    );
-                    log(format!("feed {}: {msg}; {kept}", f.doc.name));
-                    s.error = Some(msg);
-                    f.due = Instant::now() + backoff(f.failures - 1, f.doc.refresh_s);
-                }
-            }
+        offer::offer(
+            &apply, &mut set, &mut gone, fresh, &mut feeds, &mut st, &cache_dir,
+        );
+        if !gone.is_empty() {
+            gone_retry = Instant::now() + Duration::from_secs(30);
         }
     }
 }

@@ -73,12 +73,12 @@ fn refused_contents_are_neither_kept_nor_cached() {
     });
     assert_eq!(status().entries, 0, "{:?}", status());
     assert!(!cache_file(&cache, "block").exists(), "refused, yet cached");
-    // The same text is not offered again every second.
+    // The same text is not offered again every second (only at the
+    // backoff's retry, after 5 s).
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(offered.lock().unwrap().clone(), [1]);
 
-    // The list changes and fits: the new set holds it alone (not the
-    // refused contents beside it), and it is kept.
+    // The list changes and fits: it is enforced, and kept.
     refuse.store(false, Ordering::SeqCst);
     write_settled(&feed, "192.0.2.1\n192.0.2.2\n");
     wait_for("the new contents enforced", || status().entries == 2);
@@ -88,5 +88,59 @@ fn refused_contents_are_neither_kept_nor_cached() {
     // A copy kept for another source is not enforced at a start.
     let moved = doc("/elsewhere/block.txt");
     assert!(load_cached(&cache, &[moved]).feeds.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// One feed too large for the maps does not hold back another read in the
+/// same round, and is offered again at the backoff's retry, its file
+/// unchanged, once there is room.
+#[test]
+fn a_refused_feed_holds_back_no_other_and_is_offered_again() {
+    let dir = std::env::temp_dir().join(format!("ispf-refresh-two-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (big, small) = (dir.join("big.txt"), dir.join("small.txt"));
+    write_settled(&big, "192.0.2.1\n192.0.2.2\n192.0.2.3\n");
+    write_settled(&small, "198.51.100.1\n");
+    let named = |name: &str, path: &Path| {
+        let mut d = doc(path.to_str().unwrap());
+        d.name = name.into();
+        d
+    };
+    let all = vec![named("big", &big), named("small", &small)];
+    let docs: Docs = {
+        let all = all.clone();
+        Arc::new(move || all.clone())
+    };
+    let room = Arc::new(AtomicBool::new(false));
+    let apply: Apply = {
+        let room = room.clone();
+        Box::new(move |set: Arc<FeedSet>| {
+            let fits = room.load(Ordering::SeqCst) || !set.feeds.contains_key("big");
+            fits.then_some(())
+                .ok_or_else(|| "no room for big".to_owned())
+        })
+    };
+    let r = Refresher::start(docs, cache.clone(), FeedSet::default(), apply).unwrap();
+    let of = |name: &str| {
+        r.statuses()
+            .into_iter()
+            .find(|s| s.name == name)
+            .unwrap_or_default()
+    };
+    wait_for("small enforced beside a refused big", || {
+        of("small").entries == 1 && of("big").error.is_some()
+    });
+    assert_eq!(of("big").entries, 0);
+    assert_eq!(
+        load_cached(&cache, &all).feeds.keys().collect::<Vec<_>>(),
+        ["small"]
+    );
+    room.store(true, Ordering::SeqCst);
+    wait_for("big enforced at its retry, unchanged", || {
+        of("big").entries == 3
+    });
+    assert_eq!(of("big").error, None);
+    assert_eq!(load_cached(&cache, &all).entries(), 4);
     std::fs::remove_dir_all(&dir).unwrap();
 }
