@@ -122,6 +122,14 @@ impl Refresher {
     }
 }
 
+/// When a feed the engine refused is read and offered again: 1 minute,
+/// doubling to an hour (each offer compiles the whole set), and at once
+/// when its text changes or the engine takes another change (room may
+/// have come).
+fn refused_backoff(failures: u32) -> Duration {
+    Duration::from_secs(60u64.saturating_mul(1 << failures.min(6)).min(3600))
+}
+
 fn backoff(failures: u32, refresh_s: u32) -> Duration {
     let s = 5u64
         .saturating_mul(1 << failures.min(16))
@@ -208,9 +216,15 @@ fn run(
                     gone.insert(name);
                 }
             }
-            set.feeds
-                .retain(|name, _| feeds.iter().any(|f| &f.doc.name == name));
-            gone.retain(|name| set.feeds.contains_key(name));
+            // A feed the policy no longer lists is not compiled, but the
+            // engine holds its contents until offered a set without them:
+            // listed again before that, they would be enforced at once.
+            let listed = |name: &String| feeds.iter().any(|f| &f.doc.name == name);
+            let unlisted: Vec<String> = set.feeds.keys().filter(|n| !listed(n)).cloned().collect();
+            for name in unlisted {
+                set.feeds.remove(&name);
+                gone.insert(name);
+            }
         }
         // Contents read this round, enforced only once the engine takes
         // them: (feed index, text, contents).
@@ -274,10 +288,13 @@ fn run(
                         log(format!("feed {}: fetched again", f.doc.name));
                     }
                     f.due = Instant::now() + Duration::from_secs(f.doc.refresh_s as u64);
-                    let same = set
-                        .feeds
-                        .get(&f.doc.name)
-                        .is_some_and(|old| old.entries == c.entries);
+                    // Contents awaiting removal (another source's, or of a
+                    // feed listed again) are not this text's.
+                    let same = !gone.contains(&f.doc.name)
+                        && set
+                            .feeds
+                            .get(&f.doc.name)
+                            .is_some_and(|old| old.entries == c.entries);
                     if same {
                         f.failures = 0;
                         f.refused = false;

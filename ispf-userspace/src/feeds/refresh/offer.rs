@@ -12,7 +12,7 @@ use std::{
     time::Instant,
 };
 
-use super::{backoff, keep, Apply, Feed};
+use super::{keep, refused_backoff, Apply, Feed};
 use crate::{
     clock::{log, unix_now},
     feeds::{Contents, FeedSet, FeedStatus},
@@ -50,6 +50,7 @@ pub(super) fn offer(
             for x in &fresh {
                 taken(x, feeds, st, cache_dir);
             }
+            room_may_have_come(feeds);
             return;
         }
         Err(why) => why,
@@ -68,6 +69,7 @@ pub(super) fn offer(
         if apply(Arc::new(without.clone())).is_ok() {
             *set = without;
             gone.clear();
+            room_may_have_come(feeds);
         }
     }
     for x in &fresh {
@@ -77,6 +79,7 @@ pub(super) fn offer(
                 *set = next;
                 gone.clear();
                 taken(x, feeds, st, cache_dir);
+                room_may_have_come(feeds);
             }
             Err(why) => turned_down(x, &why, set, feeds, st),
         }
@@ -86,6 +89,14 @@ pub(super) fn offer(
 fn status<'a>(st: &'a mut BTreeMap<String, FeedStatus>, f: &Feed) -> &'a mut FeedStatus {
     st.entry(f.doc.name.clone())
         .or_insert_with(|| FeedStatus::new(&f.doc))
+}
+
+/// The engine took a change: feeds it refused are read and offered again
+/// at the next round, since what it took may have made room.
+fn room_may_have_come(feeds: &mut [Feed]) {
+    for f in feeds.iter_mut().filter(|f| f.refused) {
+        f.due = Instant::now();
+    }
 }
 
 /// The engine took `x`: it is the feed's last good contents, kept on disk
@@ -141,5 +152,5 @@ fn turned_down(
     log(format!("feed {}: {msg}; {kept}", f.doc.name));
     s.error = Some(msg);
     s.entries = set.feeds.get(&f.doc.name).map_or(0, |old| old.distinct());
-    f.due = Instant::now() + backoff(f.failures - 1, f.doc.refresh_s);
+    f.due = Instant::now() + refused_backoff(f.failures - 1);
 }

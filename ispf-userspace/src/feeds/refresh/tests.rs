@@ -92,8 +92,8 @@ fn refused_contents_are_neither_kept_nor_cached() {
 }
 
 /// One feed too large for the maps does not hold back another read in the
-/// same round, and is offered again at the backoff's retry, its file
-/// unchanged, once there is room.
+/// same round, and is offered again, its file unchanged, once the engine
+/// takes another change (which may have made room).
 #[test]
 fn a_refused_feed_holds_back_no_other_and_is_offered_again() {
     let dir = std::env::temp_dir().join(format!("ispf-refresh-two-{}", std::process::id()));
@@ -136,11 +136,58 @@ fn a_refused_feed_holds_back_no_other_and_is_offered_again() {
         load_cached(&cache, &all).feeds.keys().collect::<Vec<_>>(),
         ["small"]
     );
+    // Small's taking made big due again: refused a second time, it waits.
+    wait_for("big refused again", || of("big").failures >= 2);
     room.store(true, Ordering::SeqCst);
-    wait_for("big enforced at its retry, unchanged", || {
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(of("big").entries, 0, "not offered every second");
+    write_settled(&small, "198.51.100.1\n198.51.100.2\n");
+    wait_for("big enforced after small's change, unchanged", || {
         of("big").entries == 3
     });
     assert_eq!(of("big").error, None);
-    assert_eq!(load_cached(&cache, &all).entries(), 4);
+    assert_eq!(load_cached(&cache, &all).entries(), 5);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A feed whose source changes to one listing the same addresses (a
+/// mirror, a moved file) is enforced from the new source, not left out
+/// with the old source's removal.
+#[test]
+fn a_new_source_with_the_same_list_stays_enforced() {
+    let dir = std::env::temp_dir().join(format!("ispf-refresh-moved-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
+    write_settled(&a, "192.0.2.1\n");
+    write_settled(&b, "192.0.2.1\n");
+    let current = Arc::new(Mutex::new(doc(a.to_str().unwrap())));
+    let docs: Docs = {
+        let current = current.clone();
+        Arc::new(move || vec![current.lock().unwrap().clone()])
+    };
+    let last = Arc::new(Mutex::new(FeedSet::default()));
+    let apply: Apply = {
+        let last = last.clone();
+        Box::new(move |set: Arc<FeedSet>| {
+            *last.lock().unwrap() = (*set).clone();
+            Ok(())
+        })
+    };
+    let r = Refresher::start(docs, cache.clone(), FeedSet::default(), apply).unwrap();
+    let status = || r.statuses().into_iter().next().unwrap_or_default();
+    wait_for("enforced from a", || status().entries == 1);
+    *current.lock().unwrap() = doc(b.to_str().unwrap());
+    wait_for("enforced from b", || {
+        status().source.ends_with("b.txt")
+            && status().entries == 1
+            && last.lock().unwrap().entries() == 1
+    });
+    // Settled: the engine's last set still holds it.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(last.lock().unwrap().entries(), 1);
+    assert_eq!(status().entries, 1);
+    let moved = doc(b.to_str().unwrap());
+    assert_eq!(load_cached(&cache, &[moved]).entries(), 1, "kept for b");
     std::fs::remove_dir_all(&dir).unwrap();
 }
