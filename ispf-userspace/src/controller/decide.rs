@@ -192,13 +192,12 @@ impl Engine {
     /// generation. Refused (capacity), the feeds enforced before stay, and
     /// the refresher is told so that it keeps them too.
     pub(super) fn apply_feeds(&mut self, set: Arc<FeedSet>) -> std::result::Result<(), String> {
-        let shrinks = set.entries() <= self.feeds.entries();
         let old = std::mem::replace(&mut self.feeds, set);
         let now = unix_now();
         let (file, policy) = (self.file.clone(), self.policy.clone());
         let path = self.enforced.path.clone();
         let decisions = self.decisions.to_vec();
-        if let Err(why) = self.feeds_fit(shrinks) {
+        if let Err(why) = self.feeds_fit() {
             log(format!(
                 "threat feeds not applied, the previous contents stay enforced: {why}"
             ));
@@ -235,19 +234,22 @@ impl Engine {
     /// Whether the enforced file and policy with [`Self::feeds`] fit the
     /// maps with room for a generation as large. A set that fits only
     /// beside the enforced generation would be enforced, then refuse
-    /// every later reload, decision and refresh; unless it `shrinks` (no
-    /// more entries than the set it replaces): that leaves more room than
-    /// there is, even in maps a reload left without room for two. The
-    /// compilation is kept for the `enforce` that follows.
-    pub(super) fn feeds_fit(&mut self, shrinks: bool) -> std::result::Result<(), String> {
+    /// every later reload, decision and refresh; unless it holds no more
+    /// entries than the enforced generation in any map (a removal, a
+    /// shrinking list): that leaves no less room than there is, even in
+    /// maps a reload left without room for two. The compilation is kept
+    /// for the `enforce` that follows.
+    pub(super) fn feeds_fit(&mut self) -> std::result::Result<(), String> {
         self.precompiled = None;
         let (file, policy) = (self.file.clone(), self.policy.clone());
         let c = self.compiled(&file, &policy);
-        let fits = if shrinks {
-            self.dp.fits_beside_enforced(&c)
-        } else {
-            self.dp.fits(&c)
-        };
+        let fits = self
+            .dp
+            .fits(&c)
+            .or_else(|e| match self.dp.no_larger_than_enforced(&c) {
+                Ok(true) => Ok(()),
+                _ => Err(e),
+            });
         fits.map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
         self.precompiled = Some(((file.sha256, policy.sha256), c));
         Ok(())

@@ -300,10 +300,10 @@ fn adopt(opts: &RunOptions, given: Policy, given_bytes: Vec<u8>, run: RunDir) ->
     let (mut feed_set, mut dropped) = (feed_set, false);
     e.feeds = feed_set.clone();
     if !feed_set.feeds.is_empty() {
-        if let Err(why) = e.feeds_fit(false) {
+        if let Err(why) = e.feeds_fit() {
             // Dropped only when they are what does not fit.
             e.feeds = Arc::new(FeedSet::default());
-            if e.feeds_fit(false).is_ok() {
+            if e.feeds_fit().is_ok() {
                 log(format!(
                     "warning: the threat feeds kept from the last run ({} entries) are not enforced: {why}",
                     feed_set.entries()

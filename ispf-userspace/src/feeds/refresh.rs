@@ -84,6 +84,9 @@ struct Feed {
     /// The engine refused its last text: read again (not answered "not
     /// modified") at the backoff's retry, since room may have come.
     refused: bool,
+    /// Refusals in a row, for [`refused_backoff`] (fetch failures count
+    /// apart).
+    refusals: u32,
 }
 
 /// Hands a feed set to the engine; the answer says whether it is
@@ -123,9 +126,9 @@ impl Refresher {
 }
 
 /// When a feed the engine refused is read and offered again: 1 minute,
-/// doubling to an hour (each offer compiles the whole set), and at once
-/// when its text changes or the engine takes another change (room may
-/// have come).
+/// doubling to an hour (each offer compiles the whole set); a file feed
+/// also at once when it changes, and any refused feed when the engine
+/// takes a smaller set (room may have come).
 fn refused_backoff(failures: u32) -> Duration {
     Duration::from_secs(60u64.saturating_mul(1 << failures.min(6)).min(3600))
 }
@@ -181,6 +184,7 @@ fn run(
                         failures: 0,
                         bad_text: false,
                         refused: false,
+                        refusals: 0,
                     });
                 }
             }
@@ -194,6 +198,7 @@ fn run(
     // engine is offered next, and the refresher's once it takes it.
     let mut gone: BTreeSet<String> = BTreeSet::new();
     let mut gone_retry = Instant::now();
+    let mut gone_tries = 0u32;
     for (name, c) in &set.feeds {
         if let Some(s) = st.get_mut(name) {
             s.entries = c.distinct();
@@ -298,6 +303,7 @@ fn run(
                     if same {
                         f.failures = 0;
                         f.refused = false;
+                        f.refusals = 0;
                         s.error = None;
                         s.last_refresh = Some(unix_now());
                         s.skipped = c.skipped;
@@ -339,8 +345,17 @@ fn run(
         offer::offer(
             &apply, &mut set, &mut gone, fresh, &mut feeds, &mut st, &cache_dir,
         );
-        if !gone.is_empty() {
-            gone_retry = Instant::now() + Duration::from_secs(30);
+        if gone.is_empty() {
+            gone_tries = 0;
+        } else {
+            // Said once; tried again after a minute, doubling to an hour.
+            if gone_tries == 0 {
+                log(format!(
+                    "threat feeds: the engine refused to remove the old contents of {gone:?}; tried again later"
+                ));
+            }
+            gone_retry = Instant::now() + refused_backoff(gone_tries);
+            gone_tries += 1;
         }
     }
 }

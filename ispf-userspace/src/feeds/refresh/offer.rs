@@ -45,44 +45,46 @@ pub(super) fn offer(
     let whole = compose(set, gone, &all, feeds);
     let refused = match apply(Arc::new(whole.clone())) {
         Ok(()) => {
-            *set = whole;
-            gone.clear();
+            took(set, whole, gone, feeds);
             for x in &fresh {
                 taken(x, feeds, st, cache_dir);
             }
-            room_may_have_come(feeds);
             return;
         }
         Err(why) => why,
     };
     if fresh.len() + usize::from(!gone.is_empty()) <= 1 {
-        match fresh.first() {
-            Some(x) => turned_down(x, &refused, set, feeds, st),
-            None => log(format!(
-                "threat feeds: removing the old contents of {gone:?} was refused: {refused}"
-            )),
+        // A removal alone refused is said by the caller, once.
+        if let Some(x) = fresh.first() {
+            turned_down(x, &refused, set, feeds, st);
         }
         return;
     }
     if !gone.is_empty() {
         let without = compose(set, gone, &[], feeds);
         if apply(Arc::new(without.clone())).is_ok() {
-            *set = without;
-            gone.clear();
-            room_may_have_come(feeds);
+            took(set, without, gone, feeds);
         }
     }
     for x in &fresh {
         let next = compose(set, gone, &[x], feeds);
         match apply(Arc::new(next.clone())) {
             Ok(()) => {
-                *set = next;
-                gone.clear();
+                took(set, next, gone, feeds);
                 taken(x, feeds, st, cache_dir);
-                room_may_have_come(feeds);
             }
             Err(why) => turned_down(x, &why, set, feeds, st),
         }
+    }
+}
+
+/// The engine took `next`, which holds no contents awaiting removal.
+fn took(set: &mut FeedSet, next: FeedSet, gone: &mut BTreeSet<String>, feeds: &mut [Feed]) {
+    let smaller = next.entries() < set.entries();
+    *set = next;
+    gone.clear();
+    if smaller {
+        room_may_have_come(feeds);
     }
 }
 
@@ -91,8 +93,8 @@ fn status<'a>(st: &'a mut BTreeMap<String, FeedStatus>, f: &Feed) -> &'a mut Fee
         .or_insert_with(|| FeedStatus::new(&f.doc))
 }
 
-/// The engine took a change: feeds it refused are read and offered again
-/// at the next round, since what it took may have made room.
+/// The engine took a smaller set: feeds it refused are read and offered
+/// again at the next round, since room may have come.
 fn room_may_have_come(feeds: &mut [Feed]) {
     for f in feeds.iter_mut().filter(|f| f.refused) {
         f.due = Instant::now();
@@ -113,6 +115,7 @@ fn taken(x: &Fresh, feeds: &mut [Feed], st: &mut BTreeMap<String, FeedStatus>, c
     }
     f.failures = 0;
     f.refused = false;
+    f.refusals = 0;
     s.error = None;
     s.last_refresh = Some(unix_now());
     s.entries = c.distinct();
@@ -136,6 +139,7 @@ fn turned_down(
     let f = &mut feeds[*i];
     let s = status(st, f);
     f.failures += 1;
+    f.refusals += 1;
     f.refused = true;
     s.failures += 1;
     let kept = match set.feeds.get(&f.doc.name) {
@@ -152,5 +156,5 @@ fn turned_down(
     log(format!("feed {}: {msg}; {kept}", f.doc.name));
     s.error = Some(msg);
     s.entries = set.feeds.get(&f.doc.name).map_or(0, |old| old.distinct());
-    f.due = Instant::now() + refused_backoff(f.failures - 1);
+    f.due = Instant::now() + refused_backoff(f.refusals - 1);
 }
