@@ -111,6 +111,11 @@ pub struct LastVerdict {
 /// written for every passed packet of a listed flow; only its first is a
 /// new flow (detection must not take a server's replies for flows it opens).
 pub const EVENT_OPENED: u8 = 1;
+/// [`Event::flags`]: a TCP packet that cannot open a connection (no SYN,
+/// or SYN with ACK): a flow seen mid-stream, such as a server speaking
+/// first on a connection idle past conntrack's timeout. Detection does
+/// not take it for the sender opening a flow to a new service.
+pub const EVENT_TCP_MIDSTREAM: u8 = 2;
 
 /// A flow event, written by the datapath into [`MAP_EVENTS`](crate::MAP_EVENTS).
 #[repr(C)]
@@ -129,7 +134,8 @@ pub struct Event {
     pub family: u8,
     pub proto: u8,
     /// [`EVENT_OPENED`]: this packet opened its flow (a flow event's
-    /// first packet, not a later one of a flow reported per packet).
+    /// first packet, not a later one of a flow reported per packet);
+    /// [`EVENT_TCP_MIDSTREAM`].
     pub flags: u8,
     pub sport: [u8; 2],
     pub dport: [u8; 2],

@@ -6,8 +6,9 @@
 
 use ispf_common::{
     CtKey, Event, EventStats, FingerprintEvent, SourceBudget, DENIED_REPORT_INTERVAL_NS,
-    EVENT_BURST, EVENT_DENIED, EVENT_RATE_PER_SEC, EVENT_SIGHTING, FAMILY_V4, FAMILY_V6,
-    SIGHTING_BURST, SIGHTING_RATE_PER_SEC, SOURCE_EVENT_BURST, SOURCE_EVENT_RATE_PER_SEC,
+    EVENT_BURST, EVENT_DENIED, EVENT_RATE_PER_SEC, EVENT_SIGHTING, EVENT_TCP_MIDSTREAM, FAMILY_V4,
+    FAMILY_V6, IPPROTO_TCP, SIGHTING_BURST, SIGHTING_RATE_PER_SEC, SOURCE_EVENT_BURST,
+    SOURCE_EVENT_RATE_PER_SEC,
 };
 use ispf_ebpf::{
     decide::Judgement,
@@ -329,6 +330,19 @@ pub fn emit(
     }
 }
 
+/// [`EVENT_TCP_MIDSTREAM`] for a TCP packet without SYN, or with SYN and
+/// ACK: one that cannot open a connection.
+#[inline(always)]
+fn midstream(pkt: &Packet) -> u8 {
+    const SYN: u8 = 0x02;
+    const ACK: u8 = 0x10;
+    if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & (SYN | ACK) != SYN {
+        EVENT_TCP_MIDSTREAM
+    } else {
+        0
+    }
+}
+
 /// Writes one event straight into the ring buffer.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -361,7 +375,7 @@ fn write(
         (*e).verdict = j.verdict;
         (*e).family = pkt.family;
         (*e).proto = pkt.proto;
-        (*e).flags = flags;
+        (*e).flags = flags | midstream(pkt);
         (*e).sport = pkt.sport;
         (*e).dport = pkt.dport;
         (*e).src_mac = pkt.src_mac();

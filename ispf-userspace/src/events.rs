@@ -7,7 +7,8 @@ use std::{
 };
 
 use ispf_common::{
-    reason_name, Event, EVENT_NEW_FLOW, EVENT_THREAT, FAMILY_V4, FAMILY_V6, RULE_NONE, VERDICT_PASS,
+    reason_name, Event, EVENT_NEW_FLOW, EVENT_TCP_MIDSTREAM, EVENT_THREAT, FAMILY_V4, FAMILY_V6,
+    RULE_NONE, VERDICT_PASS,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,11 @@ pub struct EventRecord {
     pub indicator: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listed: Option<String>,
+    /// A TCP packet that cannot open a connection (no SYN, or SYN with
+    /// ACK): a flow seen mid-stream, such as a server speaking first on a
+    /// connection idle past the `tcp` timeout. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub midstream: bool,
 }
 
 use crate::decisions::mac_string as mac;
@@ -146,6 +152,7 @@ impl EventRecord {
             feed_action: None,
             indicator: None,
             listed: None,
+            midstream: e.flags & EVENT_TCP_MIDSTREAM != 0,
         }
     }
 

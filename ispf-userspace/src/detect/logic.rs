@@ -20,6 +20,11 @@ pub struct Flow {
     pub protocol: String,
     /// 0 for protocols without ports.
     pub port: u16,
+    /// A TCP packet that cannot open a connection: counted as a scan's
+    /// target (an ACK scan is a scan), but neither learned nor an anomaly
+    /// (a server speaking first on a connection idle past conntrack's
+    /// timeout has not opened a flow to a new service).
+    pub midstream: bool,
 }
 
 /// (destination segment, protocol, port)
@@ -197,8 +202,10 @@ impl Detector {
         let scan = targets >= needed && quiet;
 
         // Baseline: east-west flows only.
-        let east_west =
-            f.src_segment != f.dst_segment && f.src_segment != "world" && f.dst_segment != "world";
+        let east_west = !f.midstream
+            && f.src_segment != f.dst_segment
+            && f.src_segment != "world"
+            && f.dst_segment != "world";
         let mut anomaly = None;
         if east_west {
             let svc: Service = (f.dst_segment.clone(), f.protocol.clone(), f.port);

@@ -140,6 +140,7 @@ fn flow_of(e: &EventRecord) -> Flow {
         dst_ip: e.dst_ip.clone().unwrap_or_else(|| e.dst_mac.clone()),
         protocol: e.protocol.clone(),
         port: e.dst_port.unwrap_or(0),
+        midstream: e.midstream,
     }
 }
 

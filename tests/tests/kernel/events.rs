@@ -69,3 +69,53 @@ fn a_scanner_spends_its_own_budget_and_no_more() {
     let (e3, _) = flow_events(&dp);
     assert_eq!(e3 - e2, 1, "the workstation's denied flow was not reported");
 }
+
+/// A TCP packet that cannot open a connection (no SYN, or SYN with ACK)
+/// is marked in its event: detection does not take a server speaking
+/// first on a connection idle past conntrack's timeout for it opening a
+/// flow to the pumps (a critical anomaly would quarantine it).
+#[test]
+fn a_tcp_packet_that_cannot_open_a_connection_is_marked_midstream() {
+    require_root();
+    let p = care_unit();
+    let mut dp = load(&p, MapSizes::default());
+    let ws = |sport: u16, flags: u8| {
+        eth(
+            mac(PUMP1),
+            mac(WS),
+            &[130],
+            ETH_IP,
+            &ipv4(
+                v4("10.30.0.31"),
+                v4("10.10.0.11"),
+                6,
+                &tcp(sport, 22, flags),
+                Frag::default(),
+                0,
+            ),
+        )
+    };
+    let sent = [
+        (40001, TCP_SYN, false),
+        (40002, TCP_ACK, true),
+        (40003, TCP_SYN | TCP_ACK, true),
+        (40004, TCP_ACK | TCP_PSH, true),
+    ];
+    for (sport, flags, _) in sent {
+        assert!(!dp.run(&ws(sport, flags)).expect("test run").pass);
+    }
+    let mut ring = dp.take_events().expect("the ring buffer");
+    let mut seen = Vec::new();
+    while let Some(item) = ring.next() {
+        if item.len() == std::mem::size_of::<ispf_common::Event>() {
+            // SAFETY: the datapath writes whole `Event`s; read unaligned.
+            let e = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<ispf_common::Event>()) };
+            if e.kind == ispf_common::EVENT_DENIED {
+                let midstream = e.flags & ispf_common::EVENT_TCP_MIDSTREAM != 0;
+                seen.push((u16::from_be_bytes(e.sport), midstream));
+            }
+        }
+    }
+    let want: Vec<(u16, bool)> = sent.iter().map(|(p, _, m)| (*p, *m)).collect();
+    assert_eq!(seen, want);
+}

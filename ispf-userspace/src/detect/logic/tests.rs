@@ -41,6 +41,7 @@ fn flow(dst_seg: &str, ip: &str, port: u16) -> Flow {
         dst_ip: ip.into(),
         protocol: "tcp".into(),
         port,
+        midstream: false,
     }
 }
 
@@ -205,4 +206,29 @@ fn critical_anomalies_are_not_lost_to_warnings_or_a_storm() {
         a.len() == 1 && a[0].critical,
         "raised at the next flow: {a:?}"
     );
+}
+
+/// A patient-information server speaking first on an HL7 connection a
+/// pump opened, idle past conntrack's timeout: its packet is judged as a
+/// new flow to the pumps, but it opens nothing, so it is no critical
+/// anomaly (which would quarantine the server); many such targets are
+/// still a scan (an ACK scan).
+#[test]
+fn a_midstream_packet_is_no_anomaly_but_counts_for_a_scan() {
+    let c = cfg();
+    let mut ctx = at(0);
+    let mut d = Detector::default();
+    let mut f = flow("pumps", "10.1.0.1", 41000);
+    f.midstream = true;
+    assert!(d.observe(&f, 500, &c, &mut ctx).is_empty());
+    let mut scan = false;
+    for port in 0..10 {
+        f.port = port;
+        scan |= d
+            .observe(&f, 501, &c, &mut ctx)
+            .iter()
+            .any(|a| a.kind == Kind::Scan);
+    }
+    assert!(scan);
+    assert!(d.baseline("m").is_empty(), "nothing learned mid-stream");
 }
