@@ -12,7 +12,7 @@ use ispf_common::{
 };
 use ispf_ebpf::{
     decide::Judgement,
-    parse::{Frame, Packet},
+    parse::{Frame, Packet, FRAG_LATER},
 };
 
 use crate::maps::{ISPF_DENIED_SEEN, ISPF_EVENTS, ISPF_EVENT_SOURCES, ISPF_EVENT_STATS};
@@ -62,7 +62,9 @@ pub fn denied(
     key.b_port = pkt.dport;
     key.proto = pkt.proto;
     key.family = pkt.family;
-    key._pad = [0; 2];
+    // A mid-stream packet does not hide the opening of the same 5-tuple
+    // from detection (an ACK sent first, then the SYN).
+    key._pad = [midstream(pkt), 0];
     // SAFETY: copied out at once.
     if let Some(last) = unsafe { ISPF_DENIED_SEEN.get(&*key) }.copied() {
         if now.saturating_sub(last) < DENIED_REPORT_INTERVAL_NS {
@@ -331,12 +333,13 @@ pub fn emit(
 }
 
 /// [`EVENT_TCP_MIDSTREAM`] for a TCP packet without SYN, or with SYN and
-/// ACK: one that cannot open a connection.
+/// ACK: one that cannot open a connection. (Not a later fragment, which
+/// carries no TCP header to tell.)
 #[inline(always)]
 fn midstream(pkt: &Packet) -> u8 {
     const SYN: u8 = 0x02;
     const ACK: u8 = 0x10;
-    if pkt.proto == IPPROTO_TCP && pkt.tcp_flags & (SYN | ACK) != SYN {
+    if pkt.proto == IPPROTO_TCP && pkt.frag != FRAG_LATER && pkt.tcp_flags & (SYN | ACK) != SYN {
         EVENT_TCP_MIDSTREAM
     } else {
         0

@@ -234,23 +234,17 @@ impl Engine {
     /// Whether the enforced file and policy with [`Self::feeds`] fit the
     /// maps with room for a generation as large. A set that fits only
     /// beside the enforced generation would be enforced, then refuse
-    /// every later reload, decision and refresh; unless it holds no more
-    /// entries than the enforced generation in any map (a removal, a
-    /// shrinking list): that leaves no less room than there is, even in
-    /// maps a reload left without room for two. The compilation is kept
-    /// for the `enforce` that follows.
+    /// every later reload, decision and refresh. (A set no larger than the
+    /// enforced one in any map that fits beside it always fits twice: the
+    /// double buffer needs no exception for removals.) The compilation is
+    /// kept for the `enforce` that follows.
     pub(super) fn feeds_fit(&mut self) -> std::result::Result<(), String> {
         self.precompiled = None;
         let (file, policy) = (self.file.clone(), self.policy.clone());
         let c = self.compiled(&file, &policy);
-        let fits = self
-            .dp
+        self.dp
             .fits(&c)
-            .or_else(|e| match self.dp.no_larger_than_enforced(&c) {
-                Ok(true) => Ok(()),
-                _ => Err(e),
-            });
-        fits.map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
+            .map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
         self.precompiled = Some(((file.sha256, policy.sha256), c));
         Ok(())
     }

@@ -195,7 +195,7 @@ impl Counts {
     }
 
     /// `(map, entries, capacity)` of every map these counts need.
-    pub(super) fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 12] {
+    fn per_map(&self, z: &MapSizes) -> [(&'static str, usize, u32); 12] {
         [
             (MAP_DEV_MAC, self.dev_mac, z.devices),
             (MAP_DEV_V4, self.dev_v4, z.devices),

@@ -82,21 +82,6 @@ impl Datapath {
         check_fits(&self.sizes, &new, &new)
     }
 
-    /// Whether `c` fits beside the enforced generation and holds no more
-    /// entries than it in any map: it leaves no less room than there is,
-    /// so it may be applied even when [`Self::fits`] refuses it (maps a
-    /// reload left without room for two generations).
-    pub fn no_larger_than_enforced(&self, c: &Compiled) -> Result<bool> {
-        let (_, kept) = self.kept()?;
-        let new = Counts::of(c);
-        let smaller = new
-            .per_map(&self.sizes)
-            .into_iter()
-            .zip(kept.per_map(&self.sizes))
-            .all(|((_, n, _), (_, k, _))| n <= k);
-        Ok(smaller && self.fits_beside_enforced(c).is_ok())
-    }
-
     /// What [`Self::apply`] checks of `c` before writing it.
     pub fn fits_beside_enforced(&self, c: &Compiled) -> Result<()> {
         check_fits(&self.sizes, &Counts::of(c), &self.kept()?.1)

@@ -140,7 +140,10 @@ fn flow_of(e: &EventRecord) -> Flow {
         dst_ip: e.dst_ip.clone().unwrap_or_else(|| e.dst_mac.clone()),
         protocol: e.protocol.clone(),
         port: e.dst_port.unwrap_or(0),
-        midstream: e.midstream,
+        // Only a denied one: an allowed packet mid-stream opens a tracked
+        // connection (picked up loose), and the SYN after it would raise
+        // no event; it is judged as an opening.
+        midstream: e.midstream && e.event == "denied",
     }
 }
 
@@ -292,6 +295,7 @@ fn raise(
     alert.response = match cfg {
         None => "alert only: the policy has no `detection` section".into(),
         Some(_) if !(d.kind == Kind::Scan || d.critical) => "alert only".into(),
+        Some(_) if d.midstream_only => "alert only: no flow of the scan opened a connection (a server on many idle connections looks the same)".into(),
         Some(_) if life_critical => format!(
             "not quarantined: {} is life-critical; devices there only alert",
             d.segment

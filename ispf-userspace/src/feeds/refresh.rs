@@ -219,6 +219,9 @@ fn run(
                 forget(&cache_dir, &name);
                 if set.feeds.contains_key(&name) {
                     gone.insert(name);
+                    // A new removal is offered now, not after an earlier
+                    // one's backoff.
+                    (gone_retry, gone_tries) = (Instant::now(), 0);
                 }
             }
             // A feed the policy no longer lists is not compiled, but the
@@ -229,6 +232,7 @@ fn run(
             for name in unlisted {
                 set.feeds.remove(&name);
                 gone.insert(name);
+                (gone_retry, gone_tries) = (Instant::now(), 0);
             }
         }
         // Contents read this round, enforced only once the engine takes

@@ -125,8 +125,9 @@ pub fn devices(conn: &Connection) -> Result<Vec<Device>, DbError> {
 /// rows every day, and `ispf devices` reads every address.
 pub const RETAIN_S: i64 = 90 * 24 * 3600;
 
-/// Deletes the addresses and life-critical placements last seen more than
-/// [`RETAIN_S`] before `now`, but never a device's last addresses (the
+/// Deletes the baseline of MACs the inventory does not record, learned
+/// more than [`UNRECORDED_BASELINE_S`] before `now`, and the addresses and
+/// life-critical placements last seen more than [`RETAIN_S`] before `now`, but never a device's last addresses (the
 /// ones `devices` names, which `ispf devices` lists), nor by a clock that
 /// jumped ahead: the horizon counts from the newest sighting when that is
 /// older than `now`. The timeline, decisions and alerts are the record,
@@ -137,7 +138,7 @@ pub fn prune(conn: &mut Connection, now: i64) -> Result<usize, DbError> {
     let newest: Option<i64> =
         conn.query_row("SELECT MAX(last_seen) FROM devices", [], |r| r.get(0))?;
     let before = newest.map_or(now, |n| n.min(now)) - RETAIN_S;
-    let found = |conn: &Connection, sql: &str| -> Result<Vec<i64>, DbError> {
+    let found = |conn: &Connection, sql: &str, before: i64| -> Result<Vec<i64>, DbError> {
         let mut st = conn.prepare(sql)?;
         let rows = st.query_map([before], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -146,12 +147,29 @@ pub fn prune(conn: &mut Connection, now: i64) -> Result<usize, DbError> {
         conn,
         "SELECT rowid FROM device_ips i WHERE last_seen < ?1 AND NOT EXISTS \
          (SELECT 1 FROM devices d WHERE d.mac = i.mac AND (d.ipv4 = i.ip OR d.ipv6 = i.ip))",
+        before,
     )?;
     let seen = found(
         conn,
         "SELECT rowid FROM life_critical_seen WHERE last_seen < ?1",
+        before,
     )?;
-    for (table, rows) in [("device_ips", &ips), ("life_critical_seen", &seen)] {
+    // Detection learns every MAC's baseline, also of MACs the inventory
+    // does not record (more unknown devices than it keeps: a flood of
+    // random MACs); theirs go after an hour, or the table would grow
+    // without bound. (Services alerted for, `learned_at` 0, are the
+    // alerts' and stay.)
+    let unrecorded = found(
+        conn,
+        "SELECT rowid FROM baseline b WHERE learned_at > 0 AND learned_at < ?1 AND NOT EXISTS \
+         (SELECT 1 FROM devices d WHERE d.mac = b.mac)",
+        now - UNRECORDED_BASELINE_S,
+    )?;
+    for (table, rows) in [
+        ("device_ips", &ips),
+        ("life_critical_seen", &seen),
+        ("baseline", &unrecorded),
+    ] {
         for chunk in rows.chunks(PRUNE_CHUNK) {
             let tx = conn.transaction()?;
             {
@@ -164,8 +182,12 @@ pub fn prune(conn: &mut Connection, now: i64) -> Result<usize, DbError> {
             tx.commit()?;
         }
     }
-    Ok(ips.len() + seen.len())
+    Ok(ips.len() + seen.len() + unrecorded.len())
 }
+
+/// How long detection's baseline of a MAC the inventory does not record
+/// is kept.
+pub const UNRECORDED_BASELINE_S: i64 = 3600;
 
 /// Rows [`prune`] deletes in one transaction.
 const PRUNE_CHUNK: usize = 2000;

@@ -98,3 +98,42 @@ fn round_trips_devices_addresses_timeline_and_decisions() {
     assert_eq!(timeline(&c, &dev.mac).unwrap().len(), history);
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Detection's baseline of a MAC the inventory does not record (a flood of
+/// random MACs) goes after an hour; a recorded device's stays, and so do
+/// the services alerted for.
+#[test]
+fn prune_drops_the_baseline_of_unrecorded_macs() {
+    let d = std::env::temp_dir().join(format!("ispf-prune-baseline-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    let mut c = super::super::db::open(&d.join("inventory.db")).unwrap();
+    let dev = Device {
+        first_seen: 100,
+        last_seen: 100,
+        ..seen_device([2, 0, 0, 0, 0, 1], 0, "ws", "registered")
+    };
+    let b = Batch {
+        devices: vec![&dev],
+        ..Default::default()
+    };
+    write(&mut c, &b).unwrap();
+    let svc = || ("pis".to_owned(), "tcp".to_owned(), 443u16);
+    let rows = vec![
+        ("02:00:00:00:00:01".to_owned(), svc()),
+        ("02:00:00:00:00:99".to_owned(), svc()),
+    ];
+    crate::detect::store::remember(&mut c, &rows, 100).unwrap();
+    let alerted = vec![("02:00:00:00:00:98".to_owned(), svc())];
+    crate::detect::store::remember(&mut c, &alerted, 0).unwrap();
+    assert_eq!(
+        prune(&mut c, 100 + UNRECORDED_BASELINE_S).unwrap(),
+        0,
+        "an hour"
+    );
+    assert_eq!(prune(&mut c, 101 + UNRECORDED_BASELINE_S).unwrap(), 1);
+    let left = |mac: &str| crate::detect::store::history(&c, mac).unwrap();
+    assert_eq!(left("02:00:00:00:00:01").0.len(), 1, "recorded: kept");
+    assert!(left("02:00:00:00:00:99").0.is_empty(), "unrecorded: gone");
+    assert_eq!(left("02:00:00:00:00:98").1.len(), 1, "alerted: kept");
+    let _ = std::fs::remove_dir_all(&d);
+}

@@ -138,7 +138,8 @@ fn turned_down(
     let (i, _, c) = x;
     let f = &mut feeds[*i];
     let s = status(st, f);
-    f.failures += 1;
+    // Not a fetch failure: the text was read, and is read again at the
+    // refusal's own backoff.
     f.refusals += 1;
     f.refused = true;
     s.failures += 1;
