@@ -54,10 +54,6 @@ pub struct Draft {
     pub detail: String,
     /// An anomaly's service.
     pub service: Option<Service>,
-    /// A scan of which no flow within the window opened a connection:
-    /// a server on many idle connections (keepalives after conntrack's
-    /// timeout) looks the same, so it alerts but is not contained.
-    pub midstream_only: bool,
 }
 
 /// What detection knows of the world outside the events.
@@ -97,8 +93,6 @@ struct Device {
     restored: bool,
     targets: scan::Window,
     last_scan_alert: Option<i64>,
-    /// When it last opened a flow (one not mid-stream).
-    last_opening: Option<i64>,
     anomaly_times: VecDeque<i64>,
     critical_times: VecDeque<i64>,
     /// When detection first saw it: its age when the inventory has no
@@ -204,10 +198,6 @@ impl Detector {
         let targets = d
             .targets
             .see((f.dst_ip.clone(), f.port), now, window, needed);
-        if !f.midstream {
-            d.last_opening = Some(now);
-        }
-        let midstream_only = d.last_opening.is_none_or(|t| t <= now - window);
         let quiet = d.last_scan_alert.is_none_or(|t| now - t >= window);
         let scan = targets >= needed && quiet;
 
@@ -271,7 +261,6 @@ impl Detector {
                     f.dst_ip, f.protocol, f.port
                 ),
                 service: None,
-                midstream_only,
             });
         }
         if let Some(svc) = anomaly {
@@ -286,7 +275,6 @@ impl Detector {
                     f.dst_ip
                 ),
                 service: Some(svc),
-                midstream_only: false,
             });
         }
         out

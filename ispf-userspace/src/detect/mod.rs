@@ -295,7 +295,6 @@ fn raise(
     alert.response = match cfg {
         None => "alert only: the policy has no `detection` section".into(),
         Some(_) if !(d.kind == Kind::Scan || d.critical) => "alert only".into(),
-        Some(_) if d.midstream_only => "alert only: no flow of the scan opened a connection (a server on many idle connections looks the same)".into(),
         Some(_) if life_critical => format!(
             "not quarantined: {} is life-critical; devices there only alert",
             d.segment

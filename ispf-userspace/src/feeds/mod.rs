@@ -62,6 +62,9 @@ pub struct Contents {
     pub problems: Vec<String>,
     /// The first networks enforced other than written (host bits set).
     pub notes: Vec<String>,
+    /// The earliest `valid_until` of an indicator taken (unix seconds):
+    /// then the text is read again, so that the indicator is skipped.
+    pub expires: Option<i64>,
 }
 
 impl Contents {
@@ -110,6 +113,10 @@ impl Contents {
     /// unless it is too broad to be a threat (see [`guard::too_broad`]); says
     /// where host bits were cleared.
     fn take(&mut self, written: &str, net: IpNet, at: &str, entry: impl FnOnce(IpNet) -> Entry) {
+        // An IPv4 address written IPv4-mapped (`::ffff:203.0.113.5`) is
+        // the IPv4 address: the datapath looks IPv4 packets up in the IPv4
+        // maps only, where the mapped form would never match.
+        let net = unmapped(net);
         if let Some(why) = guard::too_broad(&net) {
             self.skip(format!("{at}: `{written}` {why}; skipped"));
             return;
@@ -118,6 +125,17 @@ impl Contents {
             self.note(format!("{at}: `{written}`{HOST_BITS}{}", net.trunc()));
         }
         self.entries.push(entry(net.trunc()));
+    }
+}
+
+/// `net` as IPv4 when it is an IPv4-mapped IPv6 network (prefix ≥ 96).
+fn unmapped(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -217,6 +235,15 @@ mod tests {
         // One readable line among bad ones: a feed, its bad lines skipped.
         let c = parse(FeedFormat::Plain, "garbage\n192.0.2.1\n", 0).unwrap();
         assert_eq!((c.entries.len(), c.skipped), (1, 1));
+        // IPv4-mapped IPv6 is IPv4, where the datapath looks IPv4 up.
+        let c = parse(
+            FeedFormat::Plain,
+            "::ffff:203.0.113.5\n::ffff:198.51.100.0/120\n",
+            0,
+        )
+        .unwrap();
+        let nets: Vec<String> = c.entries.iter().map(|e| e.net.to_string()).collect();
+        assert_eq!(nets, ["203.0.113.5/32", "198.51.100.0/24"]);
         // Addresses all skipped as too broad are a feed's lines, skipped.
         let c = parse(FeedFormat::Plain, "0.0.0.0/0\n", 0).unwrap();
         assert_eq!((c.entries.len(), c.skipped), (0, 1));

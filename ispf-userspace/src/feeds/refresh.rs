@@ -4,6 +4,7 @@
 //! up to the feed's `refresh_s`), keeps a copy of each good fetch on disk
 //! for the next start, and hands every new feed set to the engine.
 
+mod lapse;
 mod offer;
 
 use std::{
@@ -239,6 +240,33 @@ fn run(
         // them: (feed index, text, contents).
         let mut fresh: Vec<offer::Fresh> = Vec::new();
         for (i, f) in feeds.iter_mut().enumerate() {
+            // An indicator of the enforced contents is past its
+            // valid_until: the kept text is read again (no fetch), so that
+            // it is skipped now, not when the source next changes.
+            if let Some(lapsed) = lapse::lapsed(&cache_dir, f, &set) {
+                match lapsed {
+                    Some((text, c))
+                        if !set
+                            .feeds
+                            .get(&f.doc.name)
+                            .is_some_and(|o| o.entries == c.entries) =>
+                    {
+                        fresh.push((i, text, Arc::new(c)));
+                        continue;
+                    }
+                    // The same entries: only the next expiry moved.
+                    Some((_, c)) => {
+                        set.feeds.insert(f.doc.name.clone(), Arc::new(c));
+                    }
+                    // No kept copy to read: the source is read again, once
+                    // (a failing source keeps its last good contents).
+                    None => {
+                        lapse::read_once(&mut set, &f.doc.name);
+                        f.validators = Default::default();
+                        f.due = Instant::now();
+                    }
+                }
+            }
             let is_file = !f.doc.source.starts_with("http");
             let due = Instant::now() >= f.due;
             // A file is looked at every second; while it fails, only a

@@ -193,13 +193,14 @@ pub fn parse(text: &str, now: i64) -> Result<Contents, FeedError> {
             c.skip(format!("{id}: revoked"));
             continue;
         }
+        let mut valid_until = None;
         if let Some(until) = o.get("valid_until").and_then(Value::as_str) {
             match unix(until) {
                 Some(t) if t <= now => {
                     c.skip(format!("{id}: expired at {until}"));
                     continue;
                 }
-                Some(_) => {}
+                Some(t) => valid_until = Some(t),
                 None => {
                     c.skip(format!("{id}: valid_until `{until}` is not a timestamp"));
                     continue;
@@ -219,6 +220,9 @@ pub fn parse(text: &str, now: i64) -> Result<Contents, FeedError> {
         };
         match pattern_nets(pattern) {
             Ok(nets) => {
+                if let Some(t) = valid_until {
+                    c.expires = Some(c.expires.map_or(t, |e| e.min(t)));
+                }
                 for (written, net) in nets {
                     c.take(&written, net, &id, |net| Entry {
                         net,

@@ -190,3 +190,47 @@ fn a_new_source_with_the_same_list_stays_enforced() {
     assert_eq!(load_cached(&cache, &[moved]).entries(), 1, "kept for b");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A STIX indicator past its `valid_until` is skipped then, although the
+/// file does not change.
+#[test]
+fn an_indicator_is_dropped_at_its_valid_until() {
+    let dir = std::env::temp_dir().join(format!("ispf-refresh-until-{}", std::process::id()));
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&dir).unwrap();
+    let feed = dir.join("vendor.json");
+    let until = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(4));
+    let indicator = |id: &str, ip: &str, until: Option<&str>| {
+        let mut o = serde_json::json!({
+            "type": "indicator", "id": id, "pattern_type": "stix",
+            "pattern": format!("[ipv4-addr:value = '{ip}']")
+        });
+        if let Some(u) = until {
+            o["valid_until"] = u.into();
+        }
+        o
+    };
+    let bundle = serde_json::json!({"type": "bundle", "id": "bundle--1", "objects": [
+        indicator("indicator--a", "192.0.2.1", Some(&until.to_string())),
+        indicator("indicator--b", "192.0.2.2", None),
+    ]});
+    write_settled(&feed, &bundle.to_string());
+    let mut d = doc(feed.to_str().unwrap());
+    d.format = crate::policy::FeedFormat::Stix2;
+    let docs: Docs = Arc::new(move || vec![d.clone()]);
+    let last = Arc::new(Mutex::new(0usize));
+    let apply: Apply = {
+        let last = last.clone();
+        Box::new(move |set: Arc<FeedSet>| {
+            *last.lock().unwrap() = set.entries();
+            Ok(())
+        })
+    };
+    let r = Refresher::start(docs, cache, FeedSet::default(), apply).unwrap();
+    let status = || r.statuses().into_iter().next().unwrap_or_default();
+    wait_for("both indicators enforced", || status().entries == 2);
+    wait_for("the expired one dropped", || {
+        status().entries == 1 && *last.lock().unwrap() == 1
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
