@@ -158,8 +158,15 @@ impl Engine {
         let policy = self
             .desired(decisions, now)
             .map_err(|e| crate::describe(&e))?;
+        self.precompile_if_it_fits(&policy)
+    }
+
+    /// Compiles `policy` over the enforced file with the feeds and keeps
+    /// the compilation for the `enforce` that follows, if it fits the maps
+    /// with room for a generation as large.
+    fn precompile_if_it_fits(&mut self, policy: &Policy) -> std::result::Result<(), String> {
         let file = self.file.clone();
-        let c = self.compiled(&file, &policy);
+        let c = self.compiled(&file, policy);
         self.dp
             .fits(&c)
             .map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
@@ -240,13 +247,8 @@ impl Engine {
     /// kept for the `enforce` that follows.
     pub(super) fn feeds_fit(&mut self) -> std::result::Result<(), String> {
         self.precompiled = None;
-        let (file, policy) = (self.file.clone(), self.policy.clone());
-        let c = self.compiled(&file, &policy);
-        self.dp
-            .fits(&c)
-            .map_err(|e| crate::describe(&anyhow::Error::from(e)))?;
-        self.precompiled = Some(((file.sha256, policy.sha256), c));
-        Ok(())
+        let policy = self.policy.clone();
+        self.precompile_if_it_fits(&policy)
     }
 
     /// The engine's own connection to the inventory database, opened when

@@ -13,6 +13,24 @@ fn flow_events(dp: &Datapath) -> (u64, u64) {
     (t.emitted - t.sightings, t.rate_limited + t.ringbuf_full)
 }
 
+/// The workstation's TCP packet to the pump's SSH port, from `sport`.
+fn ws_to_pump_ssh(sport: u16, flags: u8) -> Vec<u8> {
+    eth(
+        mac(PUMP1),
+        mac(WS),
+        &[130],
+        ETH_IP,
+        &ipv4(
+            v4("10.30.0.31"),
+            v4("10.10.0.11"),
+            6,
+            &tcp(sport, 22, flags),
+            Frag::default(),
+            0,
+        ),
+    )
+}
+
 #[test]
 fn a_scanner_spends_its_own_budget_and_no_more() {
     require_root();
@@ -50,21 +68,7 @@ fn a_scanner_spends_its_own_budget_and_no_more() {
 
     // Another sender's denied flow is still reported: the scan did not
     // spend the budget everyone shares.
-    let ws = eth(
-        mac(PUMP1),
-        mac(WS),
-        &[130],
-        ETH_IP,
-        &ipv4(
-            v4("10.30.0.31"),
-            v4("10.10.0.11"),
-            6,
-            &tcp(40000, 22, TCP_SYN),
-            Frag::default(),
-            0,
-        ),
-    );
-    let o = dp.run(&ws).expect("test run");
+    let o = dp.run(&ws_to_pump_ssh(40000, TCP_SYN)).expect("test run");
     assert!(!o.pass, "workstation → pump on SSH passed");
     let (e3, _) = flow_events(&dp);
     assert_eq!(e3 - e2, 1, "the workstation's denied flow was not reported");
@@ -79,22 +83,6 @@ fn a_tcp_packet_that_cannot_open_a_connection_is_marked_midstream() {
     require_root();
     let p = care_unit();
     let mut dp = load(&p, MapSizes::default());
-    let ws = |sport: u16, flags: u8| {
-        eth(
-            mac(PUMP1),
-            mac(WS),
-            &[130],
-            ETH_IP,
-            &ipv4(
-                v4("10.30.0.31"),
-                v4("10.10.0.11"),
-                6,
-                &tcp(sport, 22, flags),
-                Frag::default(),
-                0,
-            ),
-        )
-    };
     let sent = [
         (40001, TCP_SYN, false),
         (40002, TCP_ACK, true),
@@ -102,7 +90,11 @@ fn a_tcp_packet_that_cannot_open_a_connection_is_marked_midstream() {
         (40004, TCP_ACK | TCP_PSH, true),
     ];
     for (sport, flags, _) in sent {
-        assert!(!dp.run(&ws(sport, flags)).expect("test run").pass);
+        assert!(
+            !dp.run(&ws_to_pump_ssh(sport, flags))
+                .expect("test run")
+                .pass
+        );
     }
     let mut ring = dp.take_events().expect("the ring buffer");
     let mut seen = Vec::new();
