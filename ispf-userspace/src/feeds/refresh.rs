@@ -88,6 +88,8 @@ struct Feed {
     /// Refusals in a row, for [`refused_backoff`] (fetch failures count
     /// apart).
     refusals: u32,
+    /// A lapse (see `lapse`) the engine refused is tried again after this.
+    lapse_after: Instant,
 }
 
 /// Hands a feed set to the engine; the answer says whether it is
@@ -186,6 +188,7 @@ fn run(
                         bad_text: false,
                         refused: false,
                         refusals: 0,
+                        lapse_after: Instant::now(),
                     });
                 }
             }
@@ -243,7 +246,10 @@ fn run(
             // An indicator of the enforced contents is past its
             // valid_until: the kept text is read again (no fetch), so that
             // it is skipped now, not when the source next changes.
-            if let Some(lapsed) = lapse::lapsed(&cache_dir, f, &set) {
+            let lapsed = (Instant::now() >= f.lapse_after)
+                .then(|| lapse::lapsed(&cache_dir, f, &set))
+                .flatten();
+            if let Some(lapsed) = lapsed {
                 match lapsed {
                     Some((text, c))
                         if !set
@@ -251,11 +257,16 @@ fn run(
                             .get(&f.doc.name)
                             .is_some_and(|o| o.entries == c.entries) =>
                     {
-                        fresh.push((i, text, Arc::new(c)));
+                        fresh.push((i, text, Arc::new(c), true));
                         continue;
                     }
                     // The same entries: only the next expiry moved.
                     Some((_, c)) => {
+                        let s = st
+                            .entry(f.doc.name.clone())
+                            .or_insert_with(|| FeedStatus::new(&f.doc));
+                        s.skipped = c.skipped;
+                        s.problems = c.report();
                         set.feeds.insert(f.doc.name.clone(), Arc::new(c));
                     }
                     // No kept copy to read: the source is read again, once
@@ -340,15 +351,23 @@ fn run(
                         s.last_refresh = Some(unix_now());
                         s.skipped = c.skipped;
                         s.problems = c.report();
-                        // A copy kept by an older ispf records its origin
-                        // now, so a later change of source is seen.
-                        if !origin_file(&cache_dir, &f.doc.name).exists() {
+                        // The same entries with other expiries (a
+                        // valid_until moved): the set and the kept copy
+                        // follow, or the old expiry would drop an indicator
+                        // the source still lists. A copy kept by an older
+                        // ispf records its origin now.
+                        let moved =
+                            set.feeds.get(&f.doc.name).map(|o| o.expires) != Some(c.expires);
+                        if moved || !origin_file(&cache_dir, &f.doc.name).exists() {
                             if let Err(e) = keep(&cache_dir, &f.doc, &text) {
                                 log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
                             }
                         }
+                        if moved {
+                            set.feeds.insert(f.doc.name.clone(), Arc::new(c));
+                        }
                     } else {
-                        fresh.push((i, text, Arc::new(c)));
+                        fresh.push((i, text, Arc::new(c), false));
                     }
                 }
                 Err(e) => {

@@ -18,14 +18,17 @@ use crate::{
     feeds::{Contents, FeedSet, FeedStatus},
 };
 
-/// New contents read this round: (index in the feeds, text, contents).
-pub(super) type Fresh = (usize, String, Arc<Contents>);
+/// New contents read this round, (index in the feeds, text, contents,
+/// lapse): `lapse`, read again from the kept copy because an indicator
+/// passed its `valid_until`, not fetched: taking or refusing it says
+/// nothing of the source, and it is not kept again.
+pub(super) type Fresh = (usize, String, Arc<Contents>, bool);
 
 /// `set` without the feeds in `gone`, with `fresh`'s contents.
 fn compose(set: &FeedSet, gone: &BTreeSet<String>, fresh: &[&Fresh], feeds: &[Feed]) -> FeedSet {
     let mut next = set.clone();
     next.feeds.retain(|name, _| !gone.contains(name));
-    for (i, _, c) in fresh {
+    for (i, _, c, _) in fresh {
         next.feeds.insert(feeds[*i].doc.name.clone(), c.clone());
     }
     next
@@ -104,9 +107,15 @@ fn room_may_have_come(feeds: &mut [Feed]) {
 /// The engine took `x`: it is the feed's last good contents, kept on disk
 /// (only now: a start must not begin with contents the engine refused).
 fn taken(x: &Fresh, feeds: &mut [Feed], st: &mut BTreeMap<String, FeedStatus>, cache_dir: &Path) {
-    let (i, text, c) = x;
+    let (i, text, c, lapse) = x;
     let f = &mut feeds[*i];
     let s = status(st, f);
+    s.entries = c.distinct();
+    s.skipped = c.skipped;
+    s.problems = c.report();
+    if *lapse {
+        return;
+    }
     if f.refused {
         log(format!(
             "feed {}: its contents are enforced now",
@@ -118,9 +127,6 @@ fn taken(x: &Fresh, feeds: &mut [Feed], st: &mut BTreeMap<String, FeedStatus>, c
     f.refusals = 0;
     s.error = None;
     s.last_refresh = Some(unix_now());
-    s.entries = c.distinct();
-    s.skipped = c.skipped;
-    s.problems = c.report();
     if let Err(e) = keep(cache_dir, &f.doc, text) {
         log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
     }
@@ -135,8 +141,17 @@ fn turned_down(
     feeds: &mut [Feed],
     st: &mut BTreeMap<String, FeedStatus>,
 ) {
-    let (i, _, c) = x;
+    let (i, _, c, lapse) = x;
     let f = &mut feeds[*i];
+    if *lapse {
+        // Tried again in a minute; the source's own state is untouched.
+        log(format!(
+            "feed {}: dropping indicators past their valid_until was refused: {why}",
+            f.doc.name
+        ));
+        f.lapse_after = Instant::now() + refused_backoff(0);
+        return;
+    }
     let s = status(st, f);
     // Not a fetch failure: the text was read, and is read again at the
     // refusal's own backoff.

@@ -192,14 +192,16 @@ fn a_new_source_with_the_same_list_stays_enforced() {
 }
 
 /// A STIX indicator past its `valid_until` is skipped then, although the
-/// file does not change.
+/// file does not change; one whose `valid_until` the source moved later
+/// (the same addresses) is not dropped at the old time.
 #[test]
 fn an_indicator_is_dropped_at_its_valid_until() {
     let dir = std::env::temp_dir().join(format!("ispf-refresh-until-{}", std::process::id()));
     let cache = dir.join("cache");
     std::fs::create_dir_all(&dir).unwrap();
     let feed = dir.join("vendor.json");
-    let until = humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(4));
+    let at =
+        |s: u64| humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(s)).to_string();
     let indicator = |id: &str, ip: &str, until: Option<&str>| {
         let mut o = serde_json::json!({
             "type": "indicator", "id": id, "pattern_type": "stix",
@@ -210,11 +212,15 @@ fn an_indicator_is_dropped_at_its_valid_until() {
         }
         o
     };
-    let bundle = serde_json::json!({"type": "bundle", "id": "bundle--1", "objects": [
-        indicator("indicator--a", "192.0.2.1", Some(&until.to_string())),
-        indicator("indicator--b", "192.0.2.2", None),
-    ]});
-    write_settled(&feed, &bundle.to_string());
+    let bundle = |a_until: &str, b_until: &str| {
+        serde_json::json!({"type": "bundle", "id": "bundle--1", "objects": [
+            indicator("indicator--a", "192.0.2.1", Some(a_until)),
+            indicator("indicator--b", "192.0.2.2", Some(b_until)),
+        ]})
+        .to_string()
+    };
+    // a ends in 6 s, b in a day.
+    write_settled(&feed, &bundle(&at(6), &at(86_400)));
     let mut d = doc(feed.to_str().unwrap());
     d.format = crate::policy::FeedFormat::Stix2;
     let docs: Docs = Arc::new(move || vec![d.clone()]);
@@ -229,8 +235,15 @@ fn an_indicator_is_dropped_at_its_valid_until() {
     let r = Refresher::start(docs, cache, FeedSet::default(), apply).unwrap();
     let status = || r.statuses().into_iter().next().unwrap_or_default();
     wait_for("both indicators enforced", || status().entries == 2);
-    wait_for("the expired one dropped", || {
+    // The source moves a's end to a day from now: a stays past 6 s.
+    write_settled(&feed, &bundle(&at(86_400), &at(86_400)));
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!((status().entries, *last.lock().unwrap()), (2, 2));
+    // Now a ends in 3 s: it is dropped then, the file unchanged.
+    write_settled(&feed, &bundle(&at(3), &at(86_400)));
+    wait_for("a dropped at its valid_until", || {
         status().entries == 1 && *last.lock().unwrap() == 1
     });
+    assert_eq!(status().error, None);
     std::fs::remove_dir_all(&dir).unwrap();
 }
