@@ -90,6 +90,9 @@ struct Feed {
     refusals: u32,
     /// A lapse (see `lapse`) the engine refused is tried again after this.
     lapse_after: Instant,
+    /// The kept copy is not the text of the contents in the set (keeping
+    /// it failed): a lapse must not read it, but the source.
+    copy_stale: bool,
 }
 
 /// Hands a feed set to the engine; the answer says whether it is
@@ -189,6 +192,7 @@ fn run(
                         refused: false,
                         refusals: 0,
                         lapse_after: Instant::now(),
+                        copy_stale: false,
                     });
                 }
             }
@@ -359,9 +363,11 @@ fn run(
                         let moved =
                             set.feeds.get(&f.doc.name).map(|o| o.expires) != Some(c.expires);
                         if moved || !origin_file(&cache_dir, &f.doc.name).exists() {
-                            if let Err(e) = keep(&cache_dir, &f.doc, &text) {
-                                log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
-                            }
+                            f.copy_stale = keep(&cache_dir, &f.doc, &text)
+                                .inspect_err(|e| {
+                                    log(format!("feed {}: cannot keep a copy: {e}", f.doc.name))
+                                })
+                                .is_err();
                         }
                         if moved {
                             set.feeds.insert(f.doc.name.clone(), Arc::new(c));

@@ -22,6 +22,9 @@ pub(super) fn lapsed(dir: &Path, f: &Feed, set: &FeedSet) -> Option<Option<(Stri
     if now < until {
         return None;
     }
+    if f.copy_stale {
+        return Some(None);
+    }
     let text = std::fs::read_to_string(cache_file(dir, &f.doc.name)).ok();
     Some(text.and_then(|t| parse(f.doc.format, &t, now).ok().map(|c| (t, c))))
 }

@@ -127,9 +127,9 @@ fn taken(x: &Fresh, feeds: &mut [Feed], st: &mut BTreeMap<String, FeedStatus>, c
     f.refusals = 0;
     s.error = None;
     s.last_refresh = Some(unix_now());
-    if let Err(e) = keep(cache_dir, &f.doc, text) {
-        log(format!("feed {}: cannot keep a copy: {e}", f.doc.name));
-    }
+    f.copy_stale = keep(cache_dir, &f.doc, text)
+        .inspect_err(|e| log(format!("feed {}: cannot keep a copy: {e}", f.doc.name)))
+        .is_err();
 }
 
 /// The engine refused `x`: the feed keeps what `set` holds of it, and

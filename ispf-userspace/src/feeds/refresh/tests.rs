@@ -219,10 +219,15 @@ fn an_indicator_is_dropped_at_its_valid_until() {
         ]})
         .to_string()
     };
-    // a ends in 6 s, b in a day.
-    write_settled(&feed, &bundle(&at(6), &at(86_400)));
+    // a ends in 10 s, b in a day.
+    let start = Instant::now();
+    write_settled(&feed, &bundle(&at(10), &at(86_400)));
     let mut d = doc(feed.to_str().unwrap());
     d.format = crate::policy::FeedFormat::Stix2;
+    let kept = {
+        let (d, cache) = (d.clone(), cache.clone());
+        move || load_cached(&cache, std::slice::from_ref(&d))
+    };
     let docs: Docs = Arc::new(move || vec![d.clone()]);
     let last = Arc::new(Mutex::new(0usize));
     let apply: Apply = {
@@ -232,15 +237,23 @@ fn an_indicator_is_dropped_at_its_valid_until() {
             Ok(())
         })
     };
-    let r = Refresher::start(docs, cache, FeedSet::default(), apply).unwrap();
+    let r = Refresher::start(docs, cache.clone(), FeedSet::default(), apply).unwrap();
     let status = || r.statuses().into_iter().next().unwrap_or_default();
     wait_for("both indicators enforced", || status().entries == 2);
-    // The source moves a's end to a day from now: a stays past 6 s.
+    // The source moves a's end to a day from now: the kept copy follows,
+    // and a stays past its old end.
     write_settled(&feed, &bundle(&at(86_400), &at(86_400)));
-    std::thread::sleep(Duration::from_secs(8));
+    let far = unix_now() + 80_000;
+    wait_for("the copy follows the source", || {
+        kept()
+            .feeds
+            .values()
+            .all(|c| c.expires.is_some_and(|e| e > far))
+    });
+    std::thread::sleep((start + Duration::from_secs(12)).saturating_duration_since(Instant::now()));
     assert_eq!((status().entries, *last.lock().unwrap()), (2, 2));
-    // Now a ends in 3 s: it is dropped then, the file unchanged.
-    write_settled(&feed, &bundle(&at(3), &at(86_400)));
+    // Now a ends in 4 s: it is dropped then, the file unchanged.
+    write_settled(&feed, &bundle(&at(4), &at(86_400)));
     wait_for("a dropped at its valid_until", || {
         status().entries == 1 && *last.lock().unwrap() == 1
     });
