@@ -18,7 +18,6 @@ use crate::{
         applied, holding, life_critical, plan, with_plan, Decision, DecisionRequest, Kind, Plan,
     },
     feeds::own,
-    feeds::FeedSet,
     inventory::{db, store},
     policy::{
         compile::{compile, Compiled},
@@ -164,7 +163,10 @@ impl Engine {
     /// Compiles `policy` over the enforced file with the feeds and keeps
     /// the compilation for the `enforce` that follows, if it fits the maps
     /// with room for a generation as large.
-    fn precompile_if_it_fits(&mut self, policy: &Policy) -> std::result::Result<(), String> {
+    pub(super) fn precompile_if_it_fits(
+        &mut self,
+        policy: &Policy,
+    ) -> std::result::Result<(), String> {
         let file = self.file.clone();
         let c = self.compiled(&file, policy);
         self.dp
@@ -193,62 +195,6 @@ impl Engine {
         }
         let feeds = self.feed_cache.compile(&self.feeds, file, policy);
         compile(policy).with_feeds(feeds)
-    }
-
-    /// New feed contents: the same file and decisions with them, as one
-    /// generation. Refused (capacity), the feeds enforced before stay, and
-    /// the refresher is told so that it keeps them too.
-    pub(super) fn apply_feeds(&mut self, set: Arc<FeedSet>) -> std::result::Result<(), String> {
-        let old = std::mem::replace(&mut self.feeds, set);
-        let now = unix_now();
-        let (file, policy) = (self.file.clone(), self.policy.clone());
-        let path = self.enforced.path.clone();
-        let decisions = self.decisions.to_vec();
-        if let Err(why) = self.feeds_fit() {
-            log(format!(
-                "threat feeds not applied, the previous contents stay enforced: {why}"
-            ));
-            self.feeds = old;
-            self.precompiled = None;
-            self.publish();
-            return Err(why);
-        }
-        let applied = match self.enforce(file, policy, &path, None, decisions, now) {
-            Ok(g) => {
-                log(format!(
-                    "threat feeds: {} entries read, {} of them skipped for holding several segments, applied as generation {g}",
-                    self.feeds.entries(),
-                    self.feed_skips.len()
-                ));
-                Ok(())
-            }
-            Err(e) => {
-                let why = crate::describe(&e);
-                log(format!(
-                    "threat feeds not applied, the previous contents stay enforced: {why}"
-                ));
-                self.feeds = old;
-                Err(why)
-            }
-        };
-        // A compilation left unused (a failure before the write) holds the
-        // refused feeds under the file's and policy's key.
-        self.precompiled = None;
-        self.publish();
-        applied
-    }
-
-    /// Whether the enforced file and policy with [`Self::feeds`] fit the
-    /// maps with room for a generation as large. A set that fits only
-    /// beside the enforced generation would be enforced, then refuse
-    /// every later reload, decision and refresh. (A set no larger than the
-    /// enforced one in any map that fits beside it always fits twice: the
-    /// double buffer needs no exception for removals.) The compilation is
-    /// kept for the `enforce` that follows.
-    pub(super) fn feeds_fit(&mut self) -> std::result::Result<(), String> {
-        self.precompiled = None;
-        let policy = self.policy.clone();
-        self.precompile_if_it_fits(&policy)
     }
 
     /// The engine's own connection to the inventory database, opened when

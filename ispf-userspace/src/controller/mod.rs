@@ -20,6 +20,7 @@ mod devices;
 mod engine;
 mod exclusive;
 mod expiry;
+mod feeds_apply;
 mod fleet;
 mod fleet_sets;
 mod fleet_stale;

@@ -4,6 +4,7 @@
 //! up to the feed's `refresh_s`), keeps a copy of each good fetch on disk
 //! for the next start, and hands every new feed set to the engine.
 
+mod configure;
 mod lapse;
 mod offer;
 
@@ -156,52 +157,8 @@ fn run(
     let _ = std::fs::create_dir_all(&cache_dir);
     let mut feeds: Vec<Feed> = Vec::new();
     let mut st: BTreeMap<String, FeedStatus> = BTreeMap::new();
-    // Returns the feeds whose source or format changed: what they held is
-    // another source's list, no longer enforced.
-    let configure = |docs: Vec<FeedDoc>,
-                     feeds: &mut Vec<Feed>,
-                     st: &mut BTreeMap<String, FeedStatus>|
-     -> Vec<String> {
-        let mut old: BTreeMap<String, Feed> =
-            feeds.drain(..).map(|f| (f.doc.name.clone(), f)).collect();
-        let mut moved = Vec::new();
-        for d in docs {
-            match old.remove(&d.name) {
-                Some(f) if f.doc == d => feeds.push(f),
-                prev => {
-                    let mut status = FeedStatus::new(&d);
-                    match (prev, st.get(&d.name)) {
-                        (Some(p), _) if origin(&p.doc) != origin(&d) => moved.push(d.name.clone()),
-                        // Only its action or refresh changed: the same
-                        // contents stay enforced, and are said.
-                        (Some(_), Some(was)) => {
-                            status.entries = was.entries;
-                            status.skipped = was.skipped;
-                            status.problems = was.problems.clone();
-                            status.last_refresh = was.last_refresh;
-                        }
-                        _ => {}
-                    }
-                    st.insert(d.name.clone(), status);
-                    feeds.push(Feed {
-                        doc: d,
-                        validators: Default::default(),
-                        due: Instant::now(),
-                        failures: 0,
-                        bad_text: false,
-                        refused: false,
-                        refusals: 0,
-                        lapse_after: Instant::now(),
-                        copy_stale: false,
-                    });
-                }
-            }
-        }
-        st.retain(|name, _| feeds.iter().any(|f| &f.doc.name == name));
-        moved
-    };
     let mut docs = docs_of();
-    configure(docs.clone(), &mut feeds, &mut st);
+    configure::configure(docs.clone(), &mut feeds, &mut st);
     // Feeds whose source changed: their old contents leave the set the
     // engine is offered next, and the refresher's once it takes it.
     let mut gone: BTreeSet<String> = BTreeSet::new();
@@ -220,7 +177,7 @@ fn run(
         let now_docs = docs_of();
         if now_docs != docs {
             docs = now_docs;
-            for name in configure(docs.clone(), &mut feeds, &mut st) {
+            for name in configure::configure(docs.clone(), &mut feeds, &mut st) {
                 log(format!(
                     "feed {name}: its source changed; what the old source listed is removed"
                 ));
