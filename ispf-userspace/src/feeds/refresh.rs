@@ -319,7 +319,7 @@ fn run(
                         // ispf records its origin now.
                         let moved =
                             set.feeds.get(&f.doc.name).map(|o| o.expires) != Some(c.expires);
-                        if moved || !origin_file(&cache_dir, &f.doc.name).exists() {
+                        if moved || f.copy_stale || !origin_file(&cache_dir, &f.doc.name).exists() {
                             f.copy_stale = keep(&cache_dir, &f.doc, &text)
                                 .inspect_err(|e| {
                                     log(format!("feed {}: cannot keep a copy: {e}", f.doc.name))

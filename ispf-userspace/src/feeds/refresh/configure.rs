@@ -24,6 +24,10 @@ pub(super) fn configure(
             Some(f) if f.doc == d => feeds.push(f),
             prev => {
                 let mut status = FeedStatus::new(&d);
+                // The kept copy is still what it was for the same source.
+                let copy_stale = prev
+                    .as_ref()
+                    .is_some_and(|p| p.copy_stale && origin(&p.doc) == origin(&d));
                 match (prev, st.get(&d.name)) {
                     (Some(p), _) if origin(&p.doc) != origin(&d) => moved.push(d.name.clone()),
                     // Only its action or refresh changed: the same
@@ -46,7 +50,7 @@ pub(super) fn configure(
                     refused: false,
                     refusals: 0,
                     lapse_after: Instant::now(),
-                    copy_stale: false,
+                    copy_stale,
                 });
             }
         }
