@@ -201,6 +201,14 @@ pub struct FeedStatus {
 }
 
 impl FeedStatus {
+    /// Shows `c` as the feed's contents: what is enforced of it and what
+    /// was skipped.
+    pub fn show(&mut self, c: &Contents) {
+        self.entries = c.distinct();
+        self.skipped = c.skipped;
+        self.problems = c.report();
+    }
+
     pub fn new(doc: &FeedDoc) -> Self {
         Self {
             name: doc.name.clone(),

@@ -166,9 +166,7 @@ fn run(
     let mut gone_tries = 0u32;
     for (name, c) in &set.feeds {
         if let Some(s) = st.get_mut(name) {
-            s.entries = c.distinct();
-            s.skipped = c.skipped;
-            s.problems = c.report();
+            s.show(c);
         }
     }
     loop {
@@ -226,8 +224,7 @@ fn run(
                         let s = st
                             .entry(f.doc.name.clone())
                             .or_insert_with(|| FeedStatus::new(&f.doc));
-                        s.skipped = c.skipped;
-                        s.problems = c.report();
+                        s.show(&c);
                         set.feeds.insert(f.doc.name.clone(), Arc::new(c));
                     }
                     // No kept copy to read: the source is read again, once
@@ -310,8 +307,7 @@ fn run(
                         f.refusals = 0;
                         s.error = None;
                         s.last_refresh = Some(unix_now());
-                        s.skipped = c.skipped;
-                        s.problems = c.report();
+                        s.show(&c);
                         // The same entries with other expiries (a
                         // valid_until moved): the set and the kept copy
                         // follow, or the old expiry would drop an indicator

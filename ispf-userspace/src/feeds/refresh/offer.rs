@@ -110,9 +110,7 @@ fn taken(x: &Fresh, feeds: &mut [Feed], st: &mut BTreeMap<String, FeedStatus>, c
     let (i, text, c, lapse) = x;
     let f = &mut feeds[*i];
     let s = status(st, f);
-    s.entries = c.distinct();
-    s.skipped = c.skipped;
-    s.problems = c.report();
+    s.show(c);
     if *lapse {
         return;
     }

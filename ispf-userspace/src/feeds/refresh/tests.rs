@@ -26,6 +26,25 @@ fn write_settled(path: &Path, text: &str) {
         .unwrap();
 }
 
+/// A fresh directory for a test's feed files, and its cache under it.
+fn scratch(tag: &str) -> (PathBuf, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cache = dir.join("cache");
+    (dir, cache)
+}
+
+/// An engine that takes every set, and the last set it took.
+fn taking() -> (Arc<Mutex<FeedSet>>, Apply) {
+    let last = Arc::new(Mutex::new(FeedSet::default()));
+    let took = last.clone();
+    let apply: Apply = Box::new(move |set: Arc<FeedSet>| {
+        *took.lock().unwrap() = (*set).clone();
+        Ok(())
+    });
+    (last, apply)
+}
+
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let until = Instant::now() + Duration::from_secs(10);
     while !ok() {
@@ -40,9 +59,7 @@ fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
 /// the status says why. Taken, they are kept, with their origin.
 #[test]
 fn refused_contents_are_neither_kept_nor_cached() {
-    let dir = std::env::temp_dir().join(format!("ispf-refresh-{}", std::process::id()));
-    let cache = dir.join("cache");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, cache) = scratch("ispf-refresh");
     let feed = dir.join("block.txt");
     write_settled(&feed, "192.0.2.1\n");
     let source = feed.to_str().unwrap().to_owned();
@@ -96,9 +113,7 @@ fn refused_contents_are_neither_kept_nor_cached() {
 /// takes a smaller set (which may have made room).
 #[test]
 fn a_refused_feed_holds_back_no_other_and_is_offered_again() {
-    let dir = std::env::temp_dir().join(format!("ispf-refresh-two-{}", std::process::id()));
-    let cache = dir.join("cache");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, cache) = scratch("ispf-refresh-two");
     let (big, small) = (dir.join("big.txt"), dir.join("small.txt"));
     write_settled(&big, "192.0.2.1\n192.0.2.2\n192.0.2.3\n");
     write_settled(&small, "198.51.100.1\n");
@@ -154,9 +169,7 @@ fn a_refused_feed_holds_back_no_other_and_is_offered_again() {
 /// with the old source's removal.
 #[test]
 fn a_new_source_with_the_same_list_stays_enforced() {
-    let dir = std::env::temp_dir().join(format!("ispf-refresh-moved-{}", std::process::id()));
-    let cache = dir.join("cache");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, cache) = scratch("ispf-refresh-moved");
     let (a, b) = (dir.join("a.txt"), dir.join("b.txt"));
     write_settled(&a, "192.0.2.1\n");
     write_settled(&b, "192.0.2.1\n");
@@ -165,14 +178,7 @@ fn a_new_source_with_the_same_list_stays_enforced() {
         let current = current.clone();
         Arc::new(move || vec![current.lock().unwrap().clone()])
     };
-    let last = Arc::new(Mutex::new(FeedSet::default()));
-    let apply: Apply = {
-        let last = last.clone();
-        Box::new(move |set: Arc<FeedSet>| {
-            *last.lock().unwrap() = (*set).clone();
-            Ok(())
-        })
-    };
+    let (last, apply) = taking();
     let r = Refresher::start(docs, cache.clone(), FeedSet::default(), apply).unwrap();
     let status = || r.statuses().into_iter().next().unwrap_or_default();
     wait_for("enforced from a", || status().entries == 1);
@@ -196,9 +202,7 @@ fn a_new_source_with_the_same_list_stays_enforced() {
 /// (the same addresses) is not dropped at the old time.
 #[test]
 fn an_indicator_is_dropped_at_its_valid_until() {
-    let dir = std::env::temp_dir().join(format!("ispf-refresh-until-{}", std::process::id()));
-    let cache = dir.join("cache");
-    std::fs::create_dir_all(&dir).unwrap();
+    let (dir, cache) = scratch("ispf-refresh-until");
     let feed = dir.join("vendor.json");
     let at =
         |s: u64| humantime::format_rfc3339(SystemTime::now() + Duration::from_secs(s)).to_string();
@@ -229,14 +233,7 @@ fn an_indicator_is_dropped_at_its_valid_until() {
         move || load_cached(&cache, std::slice::from_ref(&d))
     };
     let docs: Docs = Arc::new(move || vec![d.clone()]);
-    let last = Arc::new(Mutex::new(0usize));
-    let apply: Apply = {
-        let last = last.clone();
-        Box::new(move |set: Arc<FeedSet>| {
-            *last.lock().unwrap() = set.entries();
-            Ok(())
-        })
-    };
+    let (last, apply) = taking();
     let r = Refresher::start(docs, cache.clone(), FeedSet::default(), apply).unwrap();
     let status = || r.statuses().into_iter().next().unwrap_or_default();
     wait_for("both indicators enforced", || status().entries == 2);
@@ -249,11 +246,11 @@ fn an_indicator_is_dropped_at_its_valid_until() {
         !k.feeds.is_empty() && k.feeds.values().all(|c| c.expires.is_some_and(|e| e > far))
     });
     std::thread::sleep((start + Duration::from_secs(12)).saturating_duration_since(Instant::now()));
-    assert_eq!((status().entries, *last.lock().unwrap()), (2, 2));
+    assert_eq!((status().entries, last.lock().unwrap().entries()), (2, 2));
     // Now a ends in 4 s: it is dropped then, the file unchanged.
     write_settled(&feed, &bundle(&at(4), &at(86_400)));
     wait_for("a dropped at its valid_until", || {
-        status().entries == 1 && *last.lock().unwrap() == 1
+        status().entries == 1 && last.lock().unwrap().entries() == 1
     });
     assert_eq!(status().error, None);
     std::fs::remove_dir_all(&dir).unwrap();
