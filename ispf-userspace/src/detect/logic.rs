@@ -20,11 +20,24 @@ pub struct Flow {
     pub protocol: String,
     /// 0 for protocols without ports.
     pub port: u16,
-    /// A denied TCP packet that cannot open a connection: counted as a
-    /// scan's target (an ACK scan is a scan), but neither learned nor an
-    /// anomaly (a server speaking first on a connection idle past
-    /// conntrack's timeout has not opened a flow to a new service).
-    pub midstream: bool,
+    pub shape: Shape,
+}
+
+/// How a flow's first packet can be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// It opens a flow: learned, an anomaly, a scan's target.
+    Opening,
+    /// A denied TCP packet that cannot open a connection (no SYN, or SYN
+    /// with ACK): a scan's target (an ACK scan is a scan), but neither
+    /// learned nor an anomaly, since it opened no flow to a service.
+    Midstream,
+    /// A denied mid-stream packet from a port the policy would let its
+    /// destination open towards its source: a server speaking on a
+    /// connection its client opened, idle past conntrack's `tcp` timeout.
+    /// Not a scan's target either, so that a server answering twenty
+    /// clients after a quiet hour is not quarantined as a scanner.
+    Reply,
 }
 
 /// (destination segment, protocol, port)
@@ -195,14 +208,17 @@ impl Detector {
         // Scan: distinct (address, port) targets within the window.
         let window = cfg.scan.window_s as i64;
         let needed = cfg.scan.distinct_targets as usize;
-        let targets = d
-            .targets
-            .see((f.dst_ip.clone(), f.port), now, window, needed);
+        let targets = if f.shape == Shape::Reply {
+            0
+        } else {
+            d.targets
+                .see((f.dst_ip.clone(), f.port), now, window, needed)
+        };
         let quiet = d.last_scan_alert.is_none_or(|t| now - t >= window);
         let scan = targets >= needed && quiet;
 
         // Baseline: east-west flows only.
-        let east_west = !f.midstream
+        let east_west = f.shape == Shape::Opening
             && f.src_segment != f.dst_segment
             && f.src_segment != "world"
             && f.dst_segment != "world";

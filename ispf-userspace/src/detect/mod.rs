@@ -13,6 +13,7 @@
 pub mod logic;
 mod risk;
 mod scan;
+mod shape;
 pub mod store;
 mod webhook;
 
@@ -36,7 +37,8 @@ use crate::{
     inventory::{db, View},
     policy::{DetectionDoc, Policy},
 };
-use logic::{Context, Detector, Draft, Flow, History, Kind};
+use logic::{Context, Detector, Draft, History, Kind};
+use shape::flow_of;
 use store::Alert;
 
 /// Events waiting for the detection thread; more are dropped (counted).
@@ -132,21 +134,6 @@ impl Context for Ctx<'_> {
     }
 }
 
-fn flow_of(e: &EventRecord) -> Flow {
-    Flow {
-        mac: e.src_mac.clone(),
-        src_segment: e.src_segment.clone(),
-        dst_segment: e.dst_segment.clone(),
-        dst_ip: e.dst_ip.clone().unwrap_or_else(|| e.dst_mac.clone()),
-        protocol: e.protocol.clone(),
-        port: e.dst_port.unwrap_or(0),
-        // Only a denied one: an allowed packet mid-stream opens a tracked
-        // connection (picked up loose), and the SYN after it would raise
-        // no event; it is judged as an opening.
-        midstream: e.midstream && e.event == "denied",
-    }
-}
-
 fn run(
     opts: Options,
     rx: Receiver<EventRecord>,
@@ -195,7 +182,7 @@ fn run(
                 first: &mut first,
                 policy: &v.policy,
             };
-            det.observe(&flow_of(&e), now, &rules, &mut ctx)
+            det.observe(&flow_of(&e, &v.policy), now, &rules, &mut ctx)
         };
         facts.suppressed.store(det.suppressed, Ordering::Relaxed);
         if !det.learned.is_empty() {

@@ -41,7 +41,7 @@ fn flow(dst_seg: &str, ip: &str, port: u16) -> Flow {
         dst_ip: ip.into(),
         protocol: "tcp".into(),
         port,
-        midstream: false,
+        shape: Shape::Opening,
     }
 }
 
@@ -219,7 +219,7 @@ fn a_midstream_packet_is_no_anomaly_but_counts_for_a_scan() {
     let mut d = Detector::default();
     let mut young = at(450);
     let mut f = flow("pumps", "10.1.0.1", 41000);
-    f.midstream = true;
+    f.shape = Shape::Midstream;
     assert!(d.observe(&f, 500, &c, &mut young).is_empty());
     assert!(d.learned.is_empty(), "nothing learned mid-stream");
     let mut ctx = at(0);
@@ -234,4 +234,23 @@ fn a_midstream_packet_is_no_anomaly_but_counts_for_a_scan() {
             .count();
     }
     assert_eq!(scans, 1);
+}
+
+/// The same server answering twenty pumps from the port they open HL7 to,
+/// after a quiet hour: replies, so no scan (and no quarantine of the
+/// server), no anomaly, nothing learned.
+#[test]
+fn replies_on_forgotten_connections_are_no_scan() {
+    let c = cfg();
+    let mut d = Detector::default();
+    let mut ctx = at(0);
+    let mut f = flow("pumps", "10.1.0.1", 41000);
+    f.shape = Shape::Reply;
+    for n in 0..20 {
+        f.dst_ip = format!("10.1.0.{n}");
+        assert!(d.observe(&f, 600, &c, &mut ctx).is_empty());
+    }
+    let mut young = at(550);
+    assert!(d.observe(&f, 600, &c, &mut young).is_empty());
+    assert!(d.learned.is_empty());
 }
