@@ -3,7 +3,8 @@
 //! nothing else; real nmap SYN and UDP scans from a workstation raise a
 //! `scan` alert and quarantine it within two seconds; the same scan from a
 //! pump raises a critical alert and quarantines nothing; alerts reach a
-//! webhook; a scan's storm of flows is one alert.
+//! webhook; a scan's storm of flows is one alert; a server's packets from
+//! the port its clients open are replies, not a scan.
 
 use std::{
     io::{BufRead, BufReader},
@@ -296,4 +297,32 @@ fn scans_are_contained_within_seconds_and_pumps_only_alert() {
         "{m}"
     );
     assert!(m.contains("ispf_auto_quarantines_total 2"), "{m}");
+
+    // The server's packets on connections the pumps opened to its HL7
+    // port, forgotten by conntrack (here: a real ACK scan from 2575), are
+    // replies: no scan, and the server every pump reports to stays. The
+    // same ACK scan from another port is a scan, and contained.
+    let before = last_id(&ctl);
+    let pis_ns = "ispf-dt-pis";
+    let probes = ["-sA", "-p", "40000-40039", "10.10.0.11"];
+    let mut scan = nmap(pis_ns, &[&["-g", "2575"][..], &probes[..]].concat());
+    let _ = scan.wait();
+    std::thread::sleep(Duration::from_secs(2));
+    let a = alerts(&ctl);
+    assert!(
+        !a.iter()
+            .any(|x| x["mac"] == PIS && x["id"].as_i64().unwrap() > before),
+        "replies raised an alert: {a:?}"
+    );
+    assert_ne!(device(&devices(&ctl), PIS).unwrap()["state"], "quarantined");
+    let mut scan = nmap(pis_ns, &[&["-g", "2576"][..], &probes[..]].concat());
+    let (alert, _) = scan_alert(&ctl, PIS, before, Duration::from_secs(5));
+    let _ = scan.wait();
+    assert!(
+        alert["response"]
+            .as_str()
+            .unwrap()
+            .starts_with("quarantined"),
+        "{alert}"
+    );
 }

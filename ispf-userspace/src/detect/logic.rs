@@ -32,11 +32,11 @@ pub enum Shape {
     /// with ACK): a scan's target (an ACK scan is a scan), but neither
     /// learned nor an anomaly, since it opened no flow to a service.
     Midstream,
-    /// A denied mid-stream packet from a port the policy would let its
-    /// destination open towards its source: a server speaking on a
-    /// connection its client opened, idle past conntrack's `tcp` timeout.
-    /// Not a scan's target either, so that a server answering twenty
-    /// clients after a quiet hour is not quarantined as a scanner.
+    /// A denied mid-stream packet that answers a connection its
+    /// destination opened (`shape::Shapes`): a server speaking on a
+    /// connection idle past conntrack's `tcp` timeout, or answering a
+    /// monitor-mode client. Not a scan's target either, so that a server
+    /// answering twenty clients is not quarantined as a scanner.
     Reply,
 }
 

@@ -9,7 +9,7 @@ use ispf_common::{
     FRAGMENTS_DENY, FRAGMENTS_TRACK, SEG_INTRA_DENY, SEG_LIFE_CRITICAL, SEG_MONITOR, SEG_PRESENT,
 };
 
-pub use super::matrix::allows;
+pub use super::matrix::{allows, serves};
 use super::{matrix, Action, Fragments, Policy};
 
 /// Everything the datapath needs for one policy, independent of the

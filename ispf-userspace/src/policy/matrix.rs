@@ -349,6 +349,32 @@ pub fn allows(
     proto: Option<u8>,
     port: Option<u16>,
 ) -> bool {
+    match deciding(p, src, dst, family, proto, port) {
+        Some(r) => r.allow,
+        None if src == dst => !p.segment(src).is_some_and(|s| s.intra_deny),
+        None => p.doc.defaults.default_action == Action::Allow,
+    }
+}
+
+/// Whether a rule of `p` names `port` of `proto` and allows it from
+/// segment `client` to `server`: `server` offers that service to
+/// `client`. Unlike [`allows`], neither the default nor a rule that names
+/// no port counts, so only a port a rule opens makes a server of it.
+pub fn serves(p: &Policy, client: u16, server: u16, family: u8, proto: u8, port: u16) -> bool {
+    deciding(p, client, server, family, Some(proto), Some(port))
+        .is_some_and(|r| r.allow && r.ports.is_some())
+}
+
+/// The rule that decides traffic from `src` to `dst` (None: `intra` or
+/// the default does).
+fn deciding(
+    p: &Policy,
+    src: u16,
+    dst: u16,
+    family: u8,
+    proto: Option<u8>,
+    port: Option<u16>,
+) -> Option<&Rule> {
     let pick = |f: Option<u16>, t: Option<u16>| {
         p.rules
             .iter()
@@ -367,11 +393,10 @@ pub fn allows(
         levels[2].as_slice(),
         levels[3].as_slice(),
     ];
-    match decide(&levels, family, proto, port) {
-        Some(r) => r.allow,
-        None if src == dst => !p.segment(src).is_some_and(|s| s.intra_deny),
-        None => p.doc.defaults.default_action == Action::Allow,
-    }
+    // `decide` ties its answer to the borrowed levels; the rule itself
+    // lives in `p`.
+    let index = decide(&levels, family, proto, port)?.index;
+    p.rules.iter().find(|r| r.index == index)
 }
 
 #[cfg(test)]
