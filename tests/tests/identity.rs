@@ -302,6 +302,23 @@ fn a_role_session_opens_the_service_port_only_while_it_lasts() {
     );
     assert!(device(&devices(&ctl), UNSEEN).is_none());
 
+    // A secret rotated in the same file is taken within seconds, without
+    // a reload; the old one is then refused. (A `clerk` Start changes
+    // nothing: no role has that class.)
+    let file = std::env::temp_dir().join("ispf-test-radius.secret");
+    let rotate = |to: &str| {
+        std::fs::write(&file, format!("{to}\n")).unwrap();
+        let t = Instant::now();
+        while !radclient(&acct("Start", "S9", LAPTOP, "clerk"), to) {
+            assert!(t.elapsed() < Duration::from_secs(12), "{to} not taken");
+        }
+        t.elapsed()
+    };
+    let took = rotate("rotated-secret");
+    eprintln!("a rotated secret taken {took:?} after it was written");
+    assert!(!radclient(&acct("Start", "S9", LAPTOP, "clerk"), SECRET));
+    rotate(SECRET);
+
     // A quarantine outranks a session; released, the session holds.
     assert!(ctl
         .cli(&["quarantine", LAPTOP, "--reason", "EDR alert"])

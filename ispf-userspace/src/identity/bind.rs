@@ -16,6 +16,8 @@ pub(super) struct Bound {
     pub(super) doc: RadiusDoc,
     pub(super) secret: Vec<u8>,
     pub(super) clients: Vec<IpNet>,
+    /// Why the secret file cannot be read now, said once.
+    pub(super) secret_error: Option<String>,
 }
 
 /// The socket `cfg` asks for, or `None` (no identity section, or the
@@ -29,9 +31,7 @@ pub(super) fn rebind(
     facts: &Facts,
     old: Option<Bound>,
 ) -> Option<Bound> {
-    let set = |v: Option<Result<String, String>>| {
-        *facts.listening.lock().unwrap_or_else(|e| e.into_inner()) = v;
-    };
+    let set = |v| facts.set_listening(v);
     let Some(cfg) = cfg else {
         set(None);
         return None;
@@ -60,6 +60,7 @@ pub(super) fn rebind(
             clients: doc.client_nets(),
             secret,
             doc: doc.clone(),
+            secret_error: None,
         })
     })();
     match result {
@@ -74,6 +75,44 @@ pub(super) fn rebind(
             ));
             set(Some(Err(e)));
             None
+        }
+    }
+}
+
+impl Bound {
+    /// Reads the secret file again: a secret rotated in the same file (a
+    /// leaked one) is taken within seconds, with or without a reload,
+    /// which would not rebind since the section names only the path. A
+    /// file that cannot be read now (half written, removed, made
+    /// world-readable) keeps the secret in use, said once until it
+    /// changes.
+    pub(super) fn reread_secret(&mut self, facts: &Facts) {
+        match read_secret(Path::new(&self.doc.secret_file)) {
+            Ok(s) => {
+                if s != self.secret {
+                    log(format!(
+                        "identity: the RADIUS secret in {} changed: accounting is now checked with it",
+                        self.doc.secret_file
+                    ));
+                    self.secret = s;
+                }
+                if self.secret_error.take().is_some() {
+                    facts.set_listening(Some(Ok(self.doc.listen.clone())));
+                }
+            }
+            Err(e) => {
+                let e = super::IdentityError::Secret(e).to_string();
+                if self.secret_error.as_ref() != Some(&e) {
+                    log(format!(
+                        "identity: {e}; the secret read before stays in use (enforcement unaffected)"
+                    ));
+                    facts.set_listening(Some(Ok(format!(
+                        "{} (with the secret read before: {e})",
+                        self.doc.listen
+                    ))));
+                    self.secret_error = Some(e);
+                }
+            }
         }
     }
 }
@@ -163,6 +202,39 @@ mod tests {
 
         assert!(rebind(None, &facts, Some(moved)).is_none());
         assert!(facts.listening.lock().unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A secret rotated in the same file is taken; a file that cannot be
+    /// read keeps the secret in use and says so until it can.
+    #[test]
+    fn a_rotated_secret_is_taken_and_an_unreadable_file_keeps_the_old() {
+        let dir = std::env::temp_dir().join(format!("ispf-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&secret, text).unwrap();
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("leaked\n", 0o600);
+        let facts = Facts::default();
+        let mut b = rebind(Some(&doc(&free_port(), "127.0.0.1", &secret)), &facts, None).unwrap();
+        assert_eq!(b.secret, b"leaked");
+        write("rotated\n", 0o600);
+        b.reread_secret(&facts);
+        assert_eq!(b.secret, b"rotated");
+        let listening = || facts.listening.lock().unwrap().clone().unwrap().unwrap();
+        write("readable by all\n", 0o644);
+        b.reread_secret(&facts);
+        assert_eq!(b.secret, b"rotated", "kept");
+        assert!(
+            listening().contains("with the secret read before"),
+            "{}",
+            listening()
+        );
+        write("rotated\n", 0o600);
+        b.reread_secret(&facts);
+        assert_eq!(listening(), b.doc.listen);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -34,6 +34,8 @@ const BURST_MAX: usize = 1024;
 const DRAIN_MAX: usize = 4096;
 /// How long the listener waits for a datagram when nothing is gathered.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// How often the secret file is read again (a rotated secret).
+const SECRET_CHECK: Duration = Duration::from_secs(5);
 struct State {
     sessions: Sessions,
     dups: Dups,
@@ -98,6 +100,12 @@ pub(super) fn run(
         {
             last_try = Instant::now();
             bound = rebind(cfg, &facts, bound.take());
+        } else if let Some(b) = bound
+            .as_mut()
+            .filter(|_| last_try.elapsed() >= SECRET_CHECK)
+        {
+            last_try = Instant::now();
+            b.reread_secret(&facts);
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();

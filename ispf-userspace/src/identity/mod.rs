@@ -78,6 +78,10 @@ impl Facts {
             .or_default() += 1;
     }
 
+    pub fn set_listening(&self, v: Option<Result<String, String>>) {
+        *self.listening.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
     pub fn sessions(&self) -> Vec<Session> {
         self.sessions
             .lock()
