@@ -213,10 +213,16 @@ impl Sessions {
                     .map(|m| mac_string(&m))
                     .ok_or(Ignored::NoMac)?;
                 let role = role_of(a, roles).ok_or(Ignored::NoRole)?;
+                // An update that omits the interval keeps the one its
+                // session announced: else a session announced at two hours
+                // would time out an hour after each such update, between
+                // them.
                 let timeout_s = a
                     .interim_s
                     .filter(|s| *s > 0)
-                    .map_or(DEFAULT_TIMEOUT_S, |s| 3 * s as i64);
+                    .map(|s| 3 * s as i64)
+                    .or_else(|| self.by_key.get(&key).map(|s| s.timeout_s))
+                    .unwrap_or(DEFAULT_TIMEOUT_S);
                 let same = self.by_key.get(&key).is_some_and(|s| {
                     s.mac == mac && s.role == role.name && s.segment == role.segment
                 });

@@ -106,6 +106,27 @@ fn start_interim_stop() {
     assert!(s.list().is_empty());
 }
 
+/// A NAS that announces its interval in the Start only: the session
+/// keeps three of those intervals, not the hour of a session that never
+/// announced one.
+#[test]
+fn an_update_without_an_interval_keeps_the_announced_one() {
+    let (mut s, r) = (Sessions::default(), roles());
+    let mut start = acct(Status::Start, "S1", "02:00:00:00:30:01", "biomed");
+    start.interim_s = Some(7200);
+    assert_eq!(s.account(&start, "nas", &r, 0).unwrap().len(), 1);
+    let mut interim = acct(Status::Interim, "S1", "02:00:00:00:30:01", "biomed");
+    interim.interim_s = None;
+    assert!(s.account(&interim, "nas", &r, 100).unwrap().is_empty());
+    assert!(s.expire(100 + 3_601).is_empty(), "not the default hour");
+    assert_eq!(s.expire(100 + 3 * 7200).len(), 1);
+    // Never announced: the default hour.
+    let mut quiet = acct(Status::Start, "S2", "02:00:00:00:30:02", "biomed");
+    quiet.interim_s = None;
+    s.account(&quiet, "nas", &r, 30_000).unwrap();
+    assert_eq!(s.expire(30_000 + 3_600).len(), 1);
+}
+
 #[test]
 fn the_newest_session_binds_and_an_older_stop_does_not_unbind() {
     let (mut s, r) = (Sessions::default(), roles());
