@@ -68,10 +68,16 @@ fn radclient(attrs: &str, secret: &str) -> bool {
 }
 
 fn acct(status: &str, session: &str, mac: &str, class: &str) -> String {
+    acct_of("127.0.0.1", status, session, mac, class)
+}
+
+/// An Accounting-Request of the switch `nas`, as a RADIUS proxy on the
+/// same address forwards every switch's.
+fn acct_of(nas: &str, status: &str, session: &str, mac: &str, class: &str) -> String {
     format!(
         "Acct-Status-Type = {status}, Acct-Session-Id = \"{session}\", User-Name = \"alice\", \
          Calling-Station-Id = \"{mac}\", Class = \"{class}\", Acct-Interim-Interval = 60, \
-         NAS-IP-Address = 127.0.0.1\n"
+         NAS-IP-Address = {nas}\n"
     )
 }
 
@@ -336,6 +342,23 @@ fn a_role_session_opens_the_service_port_only_while_it_lasts() {
         tcp_ok(ws, "10.10.0.11", 443, 2.0, None),
         "released: the session holds"
     );
+
+    // Another switch behind the same proxy (sender) is another NAS: its
+    // Stop of a session with the same id, and its Accounting-On (it
+    // restarted), leave this switch's session and its role.
+    let other = "10.20.0.2";
+    assert!(radclient(
+        &acct_of(other, "Stop", "S6", LAPTOP, "biomed"),
+        SECRET
+    ));
+    assert!(radclient(
+        &acct_of(other, "Accounting-On", "S6", LAPTOP, "biomed"),
+        SECRET
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+    let open = String::from_utf8_lossy(&ctl.cli(&["sessions", "--json"]).stdout).into_owned();
+    assert!(open.contains("\"S6\"") && !open.contains(other), "{open}");
 
     // A flood: 100,000 accounting packets in one second while a pump's
     // HL7 connection runs; it loses no round trip and status answers.

@@ -245,7 +245,7 @@ fn handle(
     }
     facts.count("accepted");
     let a = Accounting::of(&p);
-    let nas = from.ip().to_canonical().to_string();
+    let nas = super::nas::nas_of(&a, from.ip());
     match st.sessions.account(&a, &nas, roles, now) {
         Ok(ch) => {
             st.dirty = true;

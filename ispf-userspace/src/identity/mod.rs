@@ -11,6 +11,7 @@
 mod bind;
 mod dups;
 mod listener;
+mod nas;
 pub mod radius;
 mod restart;
 pub mod session;

@@ -34,6 +34,7 @@ pub mod attr {
     pub const ACCT_SESSION_ID: u8 = 44;
     pub const EVENT_TIMESTAMP: u8 = 55;
     pub const ACCT_INTERIM_INTERVAL: u8 = 85;
+    pub const NAS_IPV6_ADDRESS: u8 = 95;
 }
 
 /// `Acct-Status-Type` values (RFC 2866 §5.1).
@@ -194,6 +195,7 @@ pub struct Accounting {
     pub filter_ids: Vec<String>,
     pub nas_ip: Option<std::net::Ipv4Addr>,
     pub nas_id: Option<String>,
+    pub nas_ipv6: Option<std::net::Ipv6Addr>,
     pub interim_s: Option<u32>,
     /// `Event-Timestamp`: Unix seconds at the NAS when the event happened.
     pub event_time: Option<u32>,
@@ -234,6 +236,9 @@ impl Accounting {
                 attr::FILTER_ID => a.filter_ids.push(text(v)),
                 attr::NAS_IP_ADDRESS => a.nas_ip = <[u8; 4]>::try_from(*v).ok().map(Into::into),
                 attr::NAS_IDENTIFIER => a.nas_id = Some(text(v)),
+                attr::NAS_IPV6_ADDRESS => {
+                    a.nas_ipv6 = <[u8; 16]>::try_from(*v).ok().map(Into::into)
+                }
                 attr::ACCT_INTERIM_INTERVAL => a.interim_s = int(v),
                 attr::EVENT_TIMESTAMP => a.event_time = int(v),
                 _ => {}
