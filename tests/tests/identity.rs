@@ -55,7 +55,8 @@ fn policy_with(ws_segment: &str, name: &str) -> std::path::PathBuf {
         ],
         "identity": {{
           "radius_accounting": {{"listen": "127.0.0.1:{PORT}", "clients": ["127.0.0.1"], "secret_file": "{}"}},
-          "roles": [{{"name": "biomed-engineer", "class": "biomed", "segment": "biomed-workstations"}}]
+          "roles": [{{"name": "biomed-engineer", "class": "biomed", "segment": "biomed-workstations"}},
+                    {{"name": "infusion-cart", "class": "cart", "segment": "pumps"}}]
         }}}}"#,
         secret.display()
     );

@@ -68,6 +68,19 @@ impl Engine {
         if !d.segment.is_empty() {
             segments.push(d.segment.clone());
         }
+        // Where a role put it is not where it is (see `plan::admitted`):
+        // the enforced placement and the last sighting of a device a role
+        // holds name the role's segment. The file's placement over the
+        // day (`seen_life_critical`) still counts.
+        let mac_text = crate::decisions::mac_string(&m);
+        if let Some(role) = self
+            .decisions
+            .iter()
+            .find(|x| x.mac == mac_text && x.kind == Kind::Role)
+            .and_then(|x| x.segment.as_deref())
+        {
+            segments.retain(|s| s != role);
+        }
         match seen_life_critical {
             Ok(seen) => segments.extend(seen),
             Err(e) => log(format!(

@@ -4,7 +4,8 @@
 use std::net::IpAddr;
 
 use super::{
-    plan::{device_mac, life_critical, session_moves_no_life_critical, validate},
+    guard::{life_critical, session_moves_no_life_critical},
+    plan::{device_mac, validate},
     Decision, DecisionError, Kind,
 };
 use crate::policy::{DeviceIndex, Policy};

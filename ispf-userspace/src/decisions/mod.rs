@@ -13,6 +13,7 @@
 mod applied;
 mod effective;
 mod foreign;
+mod guard;
 mod overlay;
 mod plan;
 mod roles;
@@ -26,8 +27,9 @@ use crate::policy::{parse_mac, Policy};
 pub use applied::applied;
 pub use effective::{effective, enforced_sha256, file_change_effects, leaves_entries_in_place};
 pub use foreign::{check_foreign, file_segments, roles_refused_now};
+pub use guard::life_critical;
 pub use overlay::{overlay, IndexCache};
-pub use plan::{life_critical, plan, validate, with_plan, DecisionRequest, Known, Plan};
+pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
 #[cfg(test)]
 pub(crate) use roles::tests::role as test_role;
 pub use roles::{

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     canonical_mac,
+    guard::{file_or_admit, life_critical, session_moves_no_life_critical},
     roles::{role_actor, session_reason},
-    segment_of, Decision, DecisionError, Kind,
+    Decision, DecisionError, Kind,
 };
 use crate::policy::{parse_mac, Policy};
 
@@ -189,7 +190,7 @@ pub fn plan(
                 ));
             }
             let mut segments = known.segments.clone();
-            segments.extend(segment_of(policy, &mac));
+            segments.extend(file_or_admit(policy, current, &mac));
             segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
             // A device the file registers by MAC keeps its entry and
             // takes no address (see `effective`): entries by address
@@ -251,7 +252,7 @@ pub fn plan(
             // role may put carts in a life-critical segment, and a cart
             // it put there is found there by its next session.
             let mut segments = known.segments.clone();
-            segments.extend(segment_of(policy, &mac));
+            segments.extend(file_or_admit(policy, current, &mac));
             segments.extend(known.registered.as_ref().map(|r| r.1.clone()));
             // As the sweep of held roles counts them (`roles_refused_now`).
             segments.extend(known.by_address.iter().cloned());
@@ -372,19 +373,6 @@ pub fn validate(d: &Decision, policy: &Policy) -> Result<(), DecisionError> {
     Ok(())
 }
 
-/// The first of `segments` that is life-critical in `policy`.
-pub fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Option<&'a str> {
-    segments
-        .iter()
-        .find(|s| {
-            policy
-                .segment_id(s)
-                .and_then(|id| policy.segment(id))
-                .is_some_and(|seg| seg.life_critical)
-        })
-        .map(String::as_str)
-}
-
 /// `m` in canonical form, and its bytes, if it names one device: not a
 /// multicast or zero MAC, not a router's.
 pub(super) fn device_mac(m: &str, policy: &Policy) -> Result<(String, [u8; 6]), DecisionError> {
@@ -401,22 +389,4 @@ pub(super) fn device_mac(m: &str, policy: &Policy) -> Result<(String, [u8; 6]), 
         )));
     }
     Ok((mac, bytes))
-}
-
-/// Refuses a role session that would move `mac` out of a life-critical
-/// segment it is in (`segments`: where it is known to be); moving it into
-/// its `target`, even a life-critical one, is no move out.
-pub(super) fn session_moves_no_life_critical(
-    policy: &Policy,
-    mac: &str,
-    mut segments: Vec<String>,
-    target: &str,
-) -> Result<(), DecisionError> {
-    segments.retain(|s| s != target);
-    match life_critical(policy, &segments) {
-        Some(seg) => Err(DecisionError::Invalid(format!(
-            "{mac} is in the life-critical segment `{seg}`, which no role session moves"
-        ))),
-        None => Ok(()),
-    }
 }

@@ -275,11 +275,17 @@ fn raise(
             let _ = store::remember(c, &[(d.mac.clone(), svc)], 0);
         }
     }
-    let life_critical = v
-        .policy
-        .segment_id(&d.segment)
-        .and_then(|id| v.policy.segment(id))
-        .is_some_and(|s| s.life_critical);
+    // The spec protects a device in a life-critical segment by the file
+    // or by an admit: one a role put there (a cart among the monitors) is
+    // contained like any other device.
+    let by_role = v.decisions.iter().any(|x| {
+        x.mac == d.mac && x.kind == DecisionKind::Role && x.segment.as_ref() == Some(&d.segment)
+    });
+    let life_critical = !by_role
+        && v.policy
+            .segment_id(&d.segment)
+            .and_then(|id| v.policy.segment(id))
+            .is_some_and(|s| s.life_critical);
     alert.response = match cfg {
         None => "alert only: the policy has no `detection` section".into(),
         Some(_) if !(d.kind == Kind::Scan || d.critical) => "alert only".into(),

@@ -360,3 +360,34 @@ fn a_role_ends_once_its_device_is_seen_in_a_life_critical_subnet() {
     assert_eq!(metric(&after, cause) - metric(&before, cause), 1);
     assert_eq!(state(&ctl, LAPTOP), "workstations");
 }
+
+/// A role that puts a cart among the pumps does not make it a pump: the
+/// spec protects a device in a life-critical segment "by the file or by
+/// an admit". Seen there, the cart is quarantined by hand without
+/// `--force` (as detection's automatic quarantine asks), and its user's
+/// next session moves it out.
+#[test]
+fn a_cart_a_role_put_among_the_pumps_is_no_pump() {
+    require_root();
+    let (_topo, ports) = unit("idc");
+    let ifaces = [ports[0].as_str(), ports[1].as_str(), ports[2].as_str()];
+    let ctl = Ctl::start(paths("idc"), &policy(), &ifaces);
+    let _hl7 = Server::start("ispf-idc-pis", &[2575]);
+    assert!(radclient(&acct("Start", "C1", LAPTOP, "cart"), SECRET));
+    assert_eq!(state(&ctl, LAPTOP), "pumps");
+    // First seen under the role: the inventory places it among the pumps.
+    assert!(
+        tcp_ok("ispf-idc-lap", "10.50.0.10", 2575, 2.0, None),
+        "the cart speaks HL7 as its role allows"
+    );
+    wait_devices(&ctl, Duration::from_secs(10), "the cart seen", |l| {
+        device(l, LAPTOP).is_some_and(|d| d["first_seen"].is_string())
+    });
+    let q = ctl.cli(&["quarantine", LAPTOP, "--reason", "EDR alert"]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert_eq!(state(&ctl, LAPTOP), "quarantine");
+    assert!(ctl.cli(&["release", LAPTOP]).status.success());
+    assert_eq!(state(&ctl, LAPTOP), "pumps", "released: the role holds");
+    assert!(radclient(&acct("Start", "C2", LAPTOP, "biomed"), SECRET));
+    assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+}
