@@ -15,6 +15,7 @@ mod nas;
 pub mod radius;
 mod restart;
 pub mod session;
+pub mod station;
 pub mod store;
 
 use std::{

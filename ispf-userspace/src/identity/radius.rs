@@ -248,30 +248,6 @@ impl Accounting {
     }
 }
 
-/// A MAC in any of the spellings NASes use — `AA-BB-CC-DD-EE-FF`,
-/// `aa:bb:cc:dd:ee:ff`, `aabb.ccdd.eeff`, `AABBCCDDEEFF` — possibly
-/// followed by `:SSID` (RFC 3580 §3.21 for wireless).
-pub fn station_mac(s: &str) -> Option<[u8; 6]> {
-    let hex: String = s
-        .chars()
-        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '-' | '.'))
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect();
-    let hex = if hex.len() > 12 && s.contains(':') {
-        // `AA-BB-...:SSID`: only the MAC's twelve digits.
-        hex[..12].to_owned()
-    } else {
-        hex
-    };
-    if hex.len() != 12 {
-        return None;
-    }
-    let mut m = [0u8; 6];
-    for (i, b) in m.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(m)
-}
 
 #[cfg(test)]
 mod tests {
@@ -379,23 +355,6 @@ mod tests {
                     let _ = Accounting::of(&p);
                 }
             }
-        }
-    }
-
-    #[test]
-    fn every_usual_mac_spelling() {
-        let want = Some([0xaa, 0xbb, 0xcc, 0x0d, 0xee, 0xff]);
-        for s in [
-            "AA-BB-CC-0D-EE-FF",
-            "aa:bb:cc:0d:ee:ff",
-            "aabb.cc0d.eeff",
-            "AABBCC0DEEFF",
-            "AA-BB-CC-0D-EE-FF:Hospital-Staff",
-        ] {
-            assert_eq!(station_mac(s), want, "{s}");
-        }
-        for s in ["", "AA-BB-CC", "not a mac", "AA-BB-CC-0D-EE-FF-00"] {
-            assert_eq!(station_mac(s), None, "{s}");
         }
     }
 }

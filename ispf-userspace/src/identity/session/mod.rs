@@ -18,7 +18,10 @@ mod memory;
 use ended::Ended;
 pub use ended::{Gone, How, Key, Unsaved, REMEMBER_S};
 
-use super::radius::{station_mac, Accounting, Status};
+use super::{
+    radius::{Accounting, Status},
+    station::station_mac,
+};
 use crate::{
     decisions::{mac_string, session_mark},
     policy::RoleDoc,
