@@ -15,6 +15,7 @@ mod nas;
 pub mod radius;
 mod restart;
 pub mod session;
+mod session_id;
 pub mod station;
 pub mod store;
 

@@ -228,7 +228,8 @@ impl Accounting {
                 // as none (counted `no_session`): real NASes use hex
                 // counters and the like.
                 attr::ACCT_SESSION_ID => {
-                    a.session_id = Some(text(v)).filter(|id| crate::decisions::nameable_session(id))
+                    a.session_id = super::session_id::session_text(v)
+                        .filter(|id| crate::decisions::nameable_session(id))
                 }
                 attr::USER_NAME => a.user = Some(text(v)),
                 attr::CALLING_STATION_ID => a.calling_station = Some(text(v)),
@@ -247,7 +248,6 @@ impl Accounting {
         a
     }
 }
-
 
 #[cfg(test)]
 mod tests {
