@@ -147,7 +147,8 @@ pub fn check_foreign(
 /// `decisions`. Such a binding was made before the device
 /// was life-critical (a reload that registers it there or marks its
 /// segment life-critical; a controller older than this check), and ends:
-/// no automatic action moves a life-critical device.
+/// no automatic action moves a life-critical device. So does one whose
+/// segment `file` no longer has.
 pub fn roles_refused_now(
     file: &Policy,
     index: &DeviceIndex,
@@ -165,6 +166,15 @@ pub fn roles_refused_now(
                 .filter(|a| a.mac == d.mac && a.kind == Kind::Admit)
                 .filter_map(|a| a.segment.clone());
             let target = d.segment.as_deref().unwrap_or_default();
+            // Its role gone with its segment (or the segment renamed): the
+            // session's role ends with the file, as a role removed alone
+            // does, rather than the file being refused for it.
+            if file.segment_id(target).is_none() {
+                return Some((
+                    d.clone(),
+                    format!("the policy file has no segment `{target}` any more"),
+                ));
+            }
             session_moves_no_life_critical(
                 file,
                 &d.mac,
@@ -332,5 +342,14 @@ mod tests {
             refused[0].1
         );
         assert!(roles_refused_now(&file, &index, &[into], seen_at).is_empty());
+        // A role whose segment the file no longer has ends with it.
+        let gone = dec("02:00:00:00:10:02", Kind::Role, Some("biomed-ws"));
+        let refused = roles_refused_now(&file, &index, &[gone], seen_at);
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].1.contains("no segment `biomed-ws`"),
+            "{}",
+            refused[0].1
+        );
     }
 }

@@ -390,4 +390,35 @@ fn a_cart_a_role_put_among_the_pumps_is_no_pump() {
     assert_eq!(state(&ctl, LAPTOP), "pumps", "released: the role holds");
     assert!(radclient(&acct("Start", "C2", LAPTOP, "biomed"), SECRET));
     assert_eq!(state(&ctl, LAPTOP), "biomed-workstations");
+
+    // A reload that removes the biomed role with its segment ends the
+    // role held there, in the generation that applies the file (before,
+    // the reload was refused, with advice to release what `release`
+    // cannot end).
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(policy()).unwrap()).unwrap();
+    let biomed = |v: &serde_json::Value| {
+        ["name", "from", "to", "segment"]
+            .iter()
+            .any(|k| v[*k] == "biomed-workstations")
+    };
+    doc["segments"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| !biomed(v));
+    doc["rules"].as_array_mut().unwrap().retain(|v| !biomed(v));
+    doc["identity"]["roles"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|v| !biomed(v));
+    let without = write_policy("identity-no-biomed", &doc.to_string());
+    let out = ctl.cli(&["reload", without.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("no segment `biomed-workstations`"), "{said}");
+    assert_eq!(state(&ctl, LAPTOP), "workstations");
 }
