@@ -21,6 +21,9 @@ pub struct Flow {
     /// 0 for protocols without ports.
     pub port: u16,
     pub shape: Shape,
+    /// Its source address: a device the file registers by address alone
+    /// has its risk there.
+    pub src_ip: Option<String>,
 }
 
 /// How a flow's first packet can be read.
@@ -67,6 +70,8 @@ pub struct Draft {
     pub detail: String,
     /// An anomaly's service.
     pub service: Option<Service>,
+    /// The flow's source address (see [`Flow::src_ip`]).
+    pub src_ip: Option<String>,
 }
 
 /// What detection knows of the world outside the events.
@@ -95,6 +100,11 @@ pub const MAX_SERVICES: usize = 4_096;
 pub const ANOMALIES_PER_MINUTE: usize = 3;
 /// Alerts per second over all devices.
 pub const ALERTS_PER_SECOND: usize = 50;
+/// Alerts held back by [`ALERTS_PER_SECOND`], raised as the bound allows.
+pub const MAX_HELD: usize = 1_000;
+/// A held alert older than this is dropped (counted as suppressed): a
+/// storm that long has drowned the operator anyway.
+pub const HELD_S: i64 = 300;
 
 #[derive(Default)]
 struct Device {
@@ -119,6 +129,11 @@ struct Device {
 pub struct Detector {
     devices: HashMap<String, Device>,
     alert_times: VecDeque<i64>,
+    /// Alerts over the global bound, with when they were drafted: raised
+    /// by [`Detector::release`] once the bound allows, so that a worm's
+    /// scanners whose sweeps end during the storm they make are still
+    /// alerted for and contained.
+    held: VecDeque<(i64, Draft)>,
     /// Alerts not raised: over a bound.
     pub suppressed: u64,
     /// Baseline entries learned and not yet persisted.
@@ -151,11 +166,44 @@ impl Detector {
             self.alert_times.pop_front();
         }
         if self.alert_times.len() >= ALERTS_PER_SECOND {
-            self.suppressed += 1;
             return false;
         }
         self.alert_times.push_back(now);
         true
+    }
+
+    /// Whether an alert over the global bound can be held back for later
+    /// (else it is suppressed, and not marked as raised).
+    fn hold(&mut self, now: i64, d: &Draft) -> bool {
+        if self.held.len() >= MAX_HELD {
+            self.suppressed += 1;
+            return false;
+        }
+        self.held.push_back((now, d.clone()));
+        true
+    }
+
+    /// Whether alerts are held back, waiting for the bound.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The held-back alerts the global bound allows at `now`, oldest
+    /// first; those held past [`HELD_S`] are dropped.
+    pub fn release(&mut self, now: i64) -> Vec<Draft> {
+        let mut out = Vec::new();
+        while let Some((at, _)) = self.held.front() {
+            if now - at > HELD_S {
+                self.held.pop_front();
+                self.suppressed += 1;
+                continue;
+            }
+            if !self.bounded(now) {
+                break;
+            }
+            out.extend(self.held.pop_front().map(|(_, d)| d));
+        }
+        out
     }
 
     fn evict(&mut self) {
@@ -182,7 +230,6 @@ impl Detector {
         cfg: &DetectionDoc,
         ctx: &mut dyn Context,
     ) -> Vec<Draft> {
-        let mut out = Vec::new();
         if !self.devices.contains_key(&f.mac) {
             self.evict();
         }
@@ -249,39 +296,21 @@ impl Detector {
                 }
             }
         }
-        // What is suppressed by the global bound is not marked as alerted:
-        // a scan, or the service's next flow, alerts (and responds) once
-        // the storm allows, rather than never.
-        let scan = scan && self.bounded(now);
-        let anomaly = anomaly.filter(|_| self.bounded(now));
-        let d = self.devices.get_mut(&f.mac).expect("made above");
-        if scan {
-            d.last_scan_alert = Some(now);
-        }
-        if let Some(svc) = &anomaly {
-            if dst_critical || src_critical {
-                d.critical_times.push_back(now);
-            } else {
-                d.anomaly_times.push_back(now);
-            }
-            d.alerted.insert(svc.clone());
-        }
-        if scan {
-            out.push(Draft {
-                mac: f.mac.clone(),
-                kind: Kind::Scan,
-                critical: src_critical,
-                segment: f.src_segment.clone(),
-                detail: format!(
-                    "{targets} distinct targets (address, port) within {window} s, the latest {} {}/{}",
-                    f.dst_ip, f.protocol, f.port
-                ),
-                service: None,
-            });
-        }
-        if let Some(svc) = anomaly {
+        let scan_draft = scan.then(|| Draft {
+            mac: f.mac.clone(),
+            kind: Kind::Scan,
+            critical: src_critical,
+            segment: f.src_segment.clone(),
+            detail: format!(
+                "{targets} distinct targets (address, port) within {window} s, the latest {} {}/{}",
+                f.dst_ip, f.protocol, f.port
+            ),
+            service: None,
+            src_ip: f.src_ip.clone(),
+        });
+        let anomaly_draft = anomaly.map(|svc| {
             let (seg, proto, port) = svc.clone();
-            out.push(Draft {
+            Draft {
                 mac: f.mac.clone(),
                 kind: Kind::Anomaly,
                 critical: dst_critical || src_critical,
@@ -291,7 +320,34 @@ impl Detector {
                     f.dst_ip
                 ),
                 service: Some(svc),
-            });
+                src_ip: f.src_ip.clone(),
+            }
+        });
+        // Over the global bound an alert is held back and raised once the
+        // storm allows; with no room to hold it, it is not marked as
+        // raised either, so that a scan, or the service's next flow,
+        // alerts then rather than never.
+        let mut out = Vec::new();
+        for draft in scan_draft.into_iter().chain(anomaly_draft) {
+            let raised = self.bounded(now);
+            if !raised && !self.hold(now, &draft) {
+                continue;
+            }
+            let d = self.devices.get_mut(&f.mac).expect("made above");
+            match &draft.service {
+                None => d.last_scan_alert = Some(now),
+                Some(svc) => {
+                    if draft.critical {
+                        d.critical_times.push_back(now);
+                    } else {
+                        d.anomaly_times.push_back(now);
+                    }
+                    d.alerted.insert(svc.clone());
+                }
+            }
+            if raised {
+                out.push(draft);
+            }
         }
         out
     }

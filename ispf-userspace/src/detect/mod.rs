@@ -161,7 +161,9 @@ fn run(
             }
         }
         let e = match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(e) => e,
+            Ok(e) => Some(e),
+            // Alerts held back by the global bound wait for no flow.
+            Err(RecvTimeoutError::Timeout) if det.holds() => None,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
@@ -177,14 +179,16 @@ fn run(
         let cfg = v.policy.doc.detection.clone();
         let rules = cfg.clone().unwrap_or_else(default_detection);
         let now = unix_now();
-        let drafts = {
+        let mut drafts = det.release(now);
+        if let Some(e) = &e {
             let mut ctx = Ctx {
                 conn: conn.as_ref(),
                 first: &mut first,
                 policy: &v.policy,
             };
-            det.observe(&shapes.flow_of(&e, &v.policy, now), now, &rules, &mut ctx)
-        };
+            let flow = shapes.flow_of(e, &v.policy, now);
+            drafts.extend(det.observe(&flow, now, &rules, &mut ctx));
+        }
         facts.suppressed.store(det.suppressed, Ordering::Relaxed);
         if !det.learned.is_empty() {
             let learned = std::mem::take(&mut det.learned);
@@ -192,18 +196,19 @@ fn run(
                 let _ = store::remember(c, &learned, now.max(1));
             }
         }
-        // One flow may raise a scan and a critical anomaly: the first
-        // that quarantines is the response, the second says so.
-        let mut contained = false;
+        // One flow may raise a scan and a critical anomaly (or a device's
+        // held alert come with its new one): the first that quarantines
+        // is the response, the second says so.
+        let mut contained = std::collections::BTreeSet::new();
         for d in drafts {
             let how = Response {
                 now,
                 view: &v,
                 cfg: cfg.as_ref(),
-                src_ip: e.src_ip.as_deref(),
-                contained,
+                contained: contained.contains(&d.mac),
             };
-            contained |= raise(
+            let mac = d.mac.clone();
+            if raise(
                 d,
                 &how,
                 conn.as_mut(),
@@ -211,7 +216,9 @@ fn run(
                 &notify,
                 &facts,
                 hook.as_ref(),
-            );
+            ) {
+                contained.insert(mac);
+            }
         }
     }
 }
@@ -233,9 +240,6 @@ struct Response<'a> {
     now: i64,
     view: &'a View,
     cfg: Option<&'a DetectionDoc>,
-    /// The flow's source address: a device the file registers by address
-    /// alone has its risk there.
-    src_ip: Option<&'a str>,
     /// An earlier alert of the same flow quarantined the device.
     contained: bool,
 }
@@ -297,7 +301,7 @@ fn raise(
             "already quarantined".into()
         }
         Some(c) => {
-            let risk = risk::of(v, &d.mac, how.src_ip);
+            let risk = risk::of(v, &d.mac, d.src_ip.as_deref());
             if !c.auto_quarantine.contains(&risk) {
                 format!(
                     "not quarantined: risk {} is not in auto_quarantine",

@@ -40,6 +40,7 @@ impl Shapes {
             protocol: e.protocol.clone(),
             port: e.dst_port.unwrap_or(0),
             shape: self.shape_of(e, policy, now),
+            src_ip: e.src_ip.clone(),
         }
     }
 
