@@ -112,7 +112,10 @@ struct Device {
     alerted: HashSet<Service>,
     /// The kept baseline and alerted services were read back: a device
     /// state made anew (at a start, or after it was evicted) must not
-    /// learn or alert as if it had none.
+    /// learn or alert as if it had none. Until they are (the database
+    /// busy or unreadable), its flows raise no anomaly: judged against an
+    /// empty baseline, every usual flow of a workstation would, and one
+    /// to a pump would quarantine it. Its next flow reads them again.
     restored: bool,
     targets: scan::Window,
     last_scan_alert: Option<i64>,
@@ -277,7 +280,8 @@ impl Detector {
                 if d.baseline.len() < MAX_SERVICES && d.baseline.insert(svc.clone()) {
                     self.learned.push((f.mac.clone(), svc));
                 }
-            } else if !d.baseline.contains(&svc)
+            } else if d.restored
+                && !d.baseline.contains(&svc)
                 && !d.alerted.contains(&svc)
                 && d.alerted.len() < MAX_SERVICES
             {

@@ -8,6 +8,8 @@ use super::*;
 struct Ctx {
     first: Option<i64>,
     kept: HashMap<String, History>,
+    /// The store cannot be read now.
+    unreadable: bool,
 }
 impl Context for Ctx {
     fn first_seen(&mut self, _: &str) -> Option<i64> {
@@ -17,6 +19,9 @@ impl Context for Ctx {
         s == "pumps"
     }
     fn history(&mut self, mac: &str) -> Option<History> {
+        if self.unreadable {
+            return None;
+        }
         Some(self.kept.get(mac).cloned().unwrap_or_default())
     }
 }
@@ -303,4 +308,41 @@ fn alerts_over_the_global_bound_are_raised_later_without_another_flow() {
     assert!(d.holds());
     assert!(d.release(600 + HELD_S + 1).is_empty());
     assert_eq!(d.suppressed, 1);
+}
+
+/// The store cannot be read (busy, gone): a device past learning whose
+/// baseline is unknown raises no anomaly, rather than one for every usual
+/// flow (and a quarantine for its first flow to a pump); scans still
+/// count. Once the store answers, its baseline judges.
+#[test]
+fn no_anomaly_is_judged_against_a_baseline_not_read() {
+    let c = cfg();
+    let mut d = Detector::default();
+    let mut ctx = at(0);
+    ctx.unreadable = true;
+    let pis: Service = ("pis".into(), "tcp".into(), 443);
+    ctx.kept.insert("m".into(), (vec![pis], vec![], Some(0)));
+    assert!(d
+        .observe(&flow("pis", "10.0.0.1", 443), 500, &c, &mut ctx)
+        .is_empty());
+    assert!(d
+        .observe(&flow("pumps", "10.1.0.1", 80), 500, &c, &mut ctx)
+        .is_empty());
+    let mut scans = 0;
+    for port in 0..5 {
+        scans += d
+            .observe(&flow("pis", "10.0.0.1", 1000 + port), 501, &c, &mut ctx)
+            .iter()
+            .filter(|a| a.kind == Kind::Scan)
+            .count();
+    }
+    assert_eq!(scans, 1, "scans still count");
+    ctx.unreadable = false;
+    assert!(
+        d.observe(&flow("pis", "10.0.0.1", 443), 600, &c, &mut ctx)
+            .is_empty(),
+        "its usual flow"
+    );
+    let a = d.observe(&flow("pumps", "10.1.0.1", 80), 600, &c, &mut ctx);
+    assert!(a.len() == 1 && a[0].critical, "{a:?}");
 }
