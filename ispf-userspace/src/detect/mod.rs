@@ -38,7 +38,7 @@ use crate::{
     policy::{DetectionDoc, Policy},
 };
 use logic::{Context, Detector, Draft, History, Kind};
-use shape::Shapes;
+use shape::flow_of;
 use store::Alert;
 
 /// Events waiting for the detection thread; more are dropped (counted).
@@ -149,7 +149,6 @@ fn run(
     let mut conn: Option<Connection> = None;
     let mut last_open = Instant::now() - Duration::from_secs(60);
     let mut det = Detector::default();
-    let mut shapes = Shapes::default();
     let mut first = HashMap::new();
     let mut quarantined: std::collections::BTreeSet<String> = Default::default();
     loop {
@@ -186,7 +185,7 @@ fn run(
                 first: &mut first,
                 policy: &v.policy,
             };
-            let flow = shapes.flow_of(e, &v.policy, now);
+            let flow = flow_of(e, &v.policy);
             drafts.extend(det.observe(&flow, now, &rules, &mut ctx));
         }
         facts.suppressed.store(det.suppressed, Ordering::Relaxed);

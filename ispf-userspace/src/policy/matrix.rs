@@ -356,13 +356,14 @@ pub fn allows(
     }
 }
 
-/// Whether a rule of `p` names `port` of `proto` and allows it from
-/// segment `client` to `server`: `server` offers that service to
-/// `client`. Unlike [`allows`], neither the default nor a rule that names
-/// no port counts, so only a port a rule opens makes a server of it.
+/// Whether a rule of `p` allows `port` of `proto` from segment `client`
+/// to `server`, and names that port or both segments: `server` offers
+/// that service to `client`. Unlike [`allows`], neither the default nor a
+/// rule of `*` that names no port counts, which would make a server of
+/// every device.
 pub fn serves(p: &Policy, client: u16, server: u16, family: u8, proto: u8, port: u16) -> bool {
     deciding(p, client, server, family, Some(proto), Some(port))
-        .is_some_and(|r| r.allow && r.ports.is_some())
+        .is_some_and(|r| r.allow && (r.ports.is_some() || (r.from.is_some() && r.to.is_some())))
 }
 
 /// The rule that decides traffic from `src` to `dst` (None: `intra` or
