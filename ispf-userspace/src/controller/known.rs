@@ -68,18 +68,26 @@ impl Engine {
         if !d.segment.is_empty() {
             segments.push(d.segment.clone());
         }
-        // Where a role put it is not where it is (see `plan::admitted`):
-        // the enforced placement and the last sighting of a device a role
-        // holds name the role's segment. The file's placement over the
-        // day (`seen_life_critical`) still counts.
+        // Where a role put it is not where it is (see
+        // `decisions::guard`): the enforced placement and the last
+        // sighting of a device a role holds name the role's segment, so
+        // they are replaced by where the file places it (by its VLAN, a
+        // subnet, an entry by address) and where an admit does. Judged
+        // against the file once, for such a device only.
         let mac_text = crate::decisions::mac_string(&m);
-        if let Some(role) = self
+        let held: Vec<&Decision> = self
             .decisions
             .iter()
-            .find(|x| x.mac == mac_text && x.kind == Kind::Role)
-            .and_then(|x| x.segment.as_deref())
-        {
-            segments.retain(|s| s != role);
+            .filter(|x| x.mac == mac_text)
+            .collect();
+        if held.iter().any(|x| x.kind == Kind::Role) {
+            let by_file = Judge::once(self.file.clone()).place(&m, d.vlan, d.ipv4, d.ipv6);
+            segments = vec![self.file.segment_name(by_file.segment).to_owned()];
+            segments.extend(
+                held.iter()
+                    .filter(|x| x.kind == Kind::Admit)
+                    .filter_map(|x| x.segment.clone()),
+            );
         }
         match seen_life_critical {
             Ok(seen) => segments.extend(seen),

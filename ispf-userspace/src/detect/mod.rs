@@ -222,6 +222,19 @@ fn run(
     }
 }
 
+/// Whether anomaly `d` is a flow towards a life-critical segment: the
+/// spec's critical anomaly, which quarantines. One from such a segment is
+/// critical to read, but a pump is never quarantined, and a cart a role
+/// put among the pumps is not for its first flow to a printer.
+fn towards_life_critical(v: &View, d: &Draft) -> bool {
+    d.service.as_ref().is_some_and(|(segment, _, _)| {
+        v.policy
+            .segment_id(segment)
+            .and_then(|id| v.policy.segment(id))
+            .is_some_and(|s| s.life_critical)
+    })
+}
+
 fn quarantined_now(v: &View) -> std::collections::BTreeSet<String> {
     holding(&v.decisions, unix_now())
         .into_iter()
@@ -291,7 +304,7 @@ fn raise(
             .is_some_and(|s| s.life_critical);
     alert.response = match cfg {
         None => "alert only: the policy has no `detection` section".into(),
-        Some(_) if !(d.kind == Kind::Scan || d.critical) => "alert only".into(),
+        Some(_) if !(d.kind == Kind::Scan || towards_life_critical(v, &d)) => "alert only".into(),
         Some(_) if life_critical => format!(
             "not quarantined: {} is life-critical; devices there only alert",
             d.segment
