@@ -72,8 +72,9 @@ impl Engine {
         // `decisions::guard`): the enforced placement and the last
         // sighting of a device a role holds name the role's segment, so
         // they are replaced by where the file places it (by its VLAN, a
-        // subnet, an entry by address) and where an admit does. Judged
-        // against the file once, for such a device only.
+        // subnet, an entry by address) and where an admit does, judged
+        // with the file's kept index (a NAS's replay of thousands of
+        // sessions must not scan the file for each).
         let mac_text = crate::decisions::mac_string(&m);
         let held: Vec<&Decision> = self
             .decisions
@@ -81,7 +82,8 @@ impl Engine {
             .filter(|x| x.mac == mac_text)
             .collect();
         if held.iter().any(|x| x.kind == Kind::Role) {
-            let by_file = Judge::once(self.file.clone()).place(&m, d.vlan, d.ipv4, d.ipv6);
+            let by_file = Judge::indexed(self.file.clone(), index.clone())
+                .place(&m, d.vlan, d.ipv4, d.ipv6);
             segments = vec![self.file.segment_name(by_file.segment).to_owned()];
             segments.extend(
                 held.iter()

@@ -68,7 +68,7 @@ pub struct Judge {
     policy: Arc<Policy>,
     /// `None` for a judge of a few devices: a scan of the devices costs far
     /// less than indexing them (8 ms at 100,000, on every decision).
-    devices: Option<DeviceIndex>,
+    devices: Option<Arc<DeviceIndex>>,
     routers: HashSet<[u8; 6]>,
     /// Longest prefix first.
     subnets: Vec<(IpNet, u16)>,
@@ -87,6 +87,14 @@ impl Judge {
         Self::with(policy, false)
     }
 
+    /// A judge over `policy` with its devices' `index` made already (the
+    /// engine keeps the file's).
+    pub fn indexed(policy: Arc<Policy>, index: Arc<DeviceIndex>) -> Self {
+        let mut j = Self::with(policy, false);
+        j.devices = Some(index);
+        j
+    }
+
     fn with(policy: Arc<Policy>, indexed: bool) -> Self {
         let subnets = policy.subnets_longest_first();
         let mut vlans = HashMap::new();
@@ -97,7 +105,7 @@ impl Judge {
         }
         Self {
             routers: policy.routers.iter().copied().collect(),
-            devices: indexed.then(|| DeviceIndex::of(&policy)),
+            devices: indexed.then(|| Arc::new(DeviceIndex::of(&policy))),
             policy,
             subnets,
             vlans,
