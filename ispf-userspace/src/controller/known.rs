@@ -82,8 +82,8 @@ impl Engine {
             .filter(|x| x.mac == mac_text)
             .collect();
         if held.iter().any(|x| x.kind == Kind::Role) {
-            let by_file = Judge::indexed(self.file.clone(), index.clone())
-                .place(&m, d.vlan, d.ipv4, d.ipv6);
+            let by_file =
+                Judge::indexed(self.file.clone(), index.clone()).place(&m, d.vlan, d.ipv4, d.ipv6);
             segments = vec![self.file.segment_name(by_file.segment).to_owned()];
             segments.extend(
                 held.iter()

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::scan;
+use super::{held::Held, scan};
 use crate::policy::DetectionDoc;
 
 /// One new flow of a device, as detection needs it.
@@ -100,11 +100,6 @@ pub const MAX_SERVICES: usize = 4_096;
 pub const ANOMALIES_PER_MINUTE: usize = 3;
 /// Alerts per second over all devices.
 pub const ALERTS_PER_SECOND: usize = 50;
-/// Alerts held back by [`ALERTS_PER_SECOND`], raised as the bound allows.
-pub const MAX_HELD: usize = 1_000;
-/// A held alert older than this is dropped (counted as suppressed): a
-/// storm that long has drowned the operator anyway.
-pub const HELD_S: i64 = 300;
 
 #[derive(Default)]
 struct Device {
@@ -136,7 +131,7 @@ pub struct Detector {
     /// by [`Detector::release`] once the bound allows, so that a worm's
     /// scanners whose sweeps end during the storm they make are still
     /// alerted for and contained.
-    held: VecDeque<(i64, Draft)>,
+    held: Held,
     /// Alerts not raised: over a bound.
     pub suppressed: u64,
     /// Baseline entries learned and not yet persisted.
@@ -152,6 +147,7 @@ impl Detector {
             d.anomaly_times.clear();
             d.critical_times.clear();
         }
+        self.held.forget(mac);
     }
 
     pub fn baseline(&self, mac: &str) -> Vec<Service> {
@@ -175,38 +171,35 @@ impl Detector {
         true
     }
 
-    /// Whether an alert over the global bound can be held back for later
-    /// (else it is suppressed, and not marked as raised).
-    fn hold(&mut self, now: i64, d: &Draft) -> bool {
-        if self.held.len() >= MAX_HELD {
-            self.suppressed += 1;
-            return false;
-        }
-        self.held.push_back((now, d.clone()));
-        true
-    }
-
     /// Whether alerts are held back, waiting for the bound.
     pub fn holds(&self) -> bool {
         !self.held.is_empty()
     }
 
-    /// The held-back alerts the global bound allows at `now`, oldest
-    /// first; those held past [`HELD_S`] are dropped.
+    /// The held-back alerts the global bound allows at `now`, critical
+    /// ones first; those held past `held::HELD_S` are dropped.
     pub fn release(&mut self, now: i64) -> Vec<Draft> {
+        self.suppressed += self.held.expire(now) as u64;
         let mut out = Vec::new();
-        while let Some((at, _)) = self.held.front() {
-            if now - at > HELD_S {
-                self.held.pop_front();
-                self.suppressed += 1;
-                continue;
-            }
-            if !self.bounded(now) {
-                break;
-            }
-            out.extend(self.held.pop_front().map(|(_, d)| d));
+        while !self.held.is_empty() && self.bounded(now) {
+            let Some(d) = self.held.next() else { break };
+            self.raised(&d, now);
+            out.push(d);
         }
         out
+    }
+
+    /// Marks `d` raised on its device: its scan's window, its service.
+    fn raised(&mut self, d: &Draft, now: i64) {
+        let Some(dev) = self.devices.get_mut(&d.mac) else {
+            return;
+        };
+        match &d.service {
+            None => dev.last_scan_alert = Some(now),
+            Some(svc) => {
+                dev.alerted.insert(svc.clone());
+            }
+        }
     }
 
     fn evict(&mut self) {
@@ -328,29 +321,28 @@ impl Detector {
             }
         });
         // Over the global bound an alert is held back and raised once the
-        // storm allows; with no room to hold it, it is not marked as
-        // raised either, so that a scan, or the service's next flow,
-        // alerts then rather than never.
+        // bound allows, marked raised only then: one dropped later (held
+        // too long, its device released) is raised by the next flow
+        // rather than never. The per-device caps count it at once.
         let mut out = Vec::new();
         for draft in scan_draft.into_iter().chain(anomaly_draft) {
-            let raised = self.bounded(now);
-            if !raised && !self.hold(now, &draft) {
-                continue;
-            }
-            let d = self.devices.get_mut(&f.mac).expect("made above");
-            match &draft.service {
-                None => d.last_scan_alert = Some(now),
-                Some(svc) => {
-                    if draft.critical {
-                        d.critical_times.push_back(now);
-                    } else {
-                        d.anomaly_times.push_back(now);
-                    }
-                    d.alerted.insert(svc.clone());
+            if draft.service.is_some() {
+                let d = self.devices.get_mut(&f.mac).expect("made above");
+                if draft.critical {
+                    d.critical_times.push_back(now);
+                } else {
+                    d.anomaly_times.push_back(now);
                 }
             }
-            if raised {
+            if self.bounded(now) {
+                self.raised(&draft, now);
                 out.push(draft);
+            } else {
+                let mut displaced = 0;
+                if !self.held.hold(now, &draft, &mut displaced) {
+                    self.suppressed += 1;
+                }
+                self.suppressed += displaced;
             }
         }
         out

@@ -10,6 +10,7 @@
 //! inventory database, and the engine through the quarantine callback it
 //! is given. Never writes maps.
 
+mod held;
 pub mod logic;
 mod risk;
 mod scan;
@@ -129,8 +130,15 @@ impl Context for Ctx<'_> {
             .is_some_and(|s| s.life_critical)
     }
 
+    /// Nothing kept when no database is open (none configured, or it
+    /// cannot be opened): detection runs on what it sees, as it learns.
+    /// Only a read that fails is "cannot say now" (retried at the
+    /// device's next flow): else anomaly detection would stop for good.
     fn history(&mut self, mac: &str) -> Option<History> {
-        store::history(self.conn?, mac).ok()
+        match self.conn {
+            None => Some(History::default()),
+            Some(c) => store::history(c, mac).ok(),
+        }
     }
 }
 

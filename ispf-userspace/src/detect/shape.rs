@@ -24,33 +24,31 @@ pub fn flow_of(e: &EventRecord, policy: &Policy) -> Flow {
     }
 }
 
-/// A TCP packet that cannot open a connection (no SYN, or SYN with ACK)
-/// is a reply, counting for nothing:
+/// A denied TCP packet that cannot open a connection (no SYN, or SYN
+/// with ACK) is a reply, counting for nothing:
 /// - when monitor mode passed it (`would_drop`): such connections are
 ///   never tracked, so both ends' packets on every one of them are judged,
 ///   and reported once a minute, for as long as it lasts; the server of
 ///   twenty of them would be a scanner;
-/// - when a rule allowing its destination's segment to open its source
-///   port towards its source's decides that reverse flow (a rule that
-///   names the port, or names both segments): a server speaking on a
-///   connection its client opened, idle past conntrack's `tcp` timeout.
-///   Not the default, nor a rule of `*` naming no port, which would make
-///   a server of every device.
+/// - when it was dropped, and a rule allowing its destination's segment
+///   to open its source port towards its source's decides that reverse
+///   flow (a rule that names the port, or names both segments): a server
+///   speaking on a connection its client opened, idle past conntrack's
+///   `tcp` timeout. Not the default, nor a rule of `*` naming no port,
+///   which would make a server of every device.
 ///
-/// Otherwise a denied one is `Midstream` (a scan's target: an ACK scan is
-/// a scan), and an allowed one an opening: it opens a tracked connection
-/// (picked up loose), and the SYN after it would raise no event.
+/// Otherwise it is `Midstream` (a scan's target: an ACK scan is a scan).
+/// An allowed one is always an opening, reply-shaped or not: it opens a
+/// tracked connection (picked up loose), and the SYN after it would raise
+/// no event, so it must be judged as the new service it may reach.
 fn shape_of(e: &EventRecord, policy: &Policy) -> Shape {
-    if !e.midstream {
+    if !e.midstream || e.event != "denied" {
         return Shape::Opening;
     }
-    let denied = e.event == "denied";
-    if (denied && e.verdict == "pass") || served(e, policy) {
+    if e.verdict == "pass" || served(e, policy) {
         Shape::Reply
-    } else if denied {
-        Shape::Midstream
     } else {
-        Shape::Opening
+        Shape::Midstream
     }
 }
 
@@ -125,6 +123,11 @@ mod tests {
         );
         assert_eq!(
             shape(&event(2576, true, "new_flow", "pass"), &p),
+            Shape::Opening
+        );
+        // Allowed, even from the served port: it may reach a new service.
+        assert_eq!(
+            shape(&event(2575, true, "new_flow", "pass"), &p),
             Shape::Opening
         );
         // The pumps may not open 443 to the server (the workstations may).

@@ -306,8 +306,43 @@ fn alerts_over_the_global_bound_are_raised_later_without_another_flow() {
         }
     }
     assert!(d.holds());
-    assert!(d.release(600 + HELD_S + 1).is_empty());
+    assert!(d.release(600 + super::super::held::HELD_S + 1).is_empty());
     assert_eq!(d.suppressed, 1);
+    // Dropped, it was never marked raised: the scanner's next scan alerts.
+    let mut again = 0;
+    for port in 0..5u16 {
+        let mut f = flow("pis", "10.0.0.3", port);
+        f.mac = format!("late{ALERTS_PER_SECOND}");
+        again += d.observe(&f, 1000, &c, &mut ctx).len();
+    }
+    assert_eq!(again, 1);
+}
+
+/// Held critical alerts go first; a device released by hand has what it
+/// was held for forgotten, not raised on old evidence.
+#[test]
+fn held_critical_alerts_go_first_and_a_release_forgets_the_held() {
+    let mut c = cfg();
+    c.scan.distinct_targets = 1000;
+    let mut d = Detector::default();
+    let mut ctx = at(0);
+    // The bound spent by warnings, then more warnings and one critical
+    // anomaly held, and one of a device released.
+    for n in 0..(ALERTS_PER_SECOND + 3) {
+        let mut f = flow("lab", "10.2.0.1", 1);
+        f.mac = format!("w{n}");
+        d.observe(&f, 500, &c, &mut ctx);
+    }
+    let mut crit = flow("pumps", "10.1.0.1", 5000);
+    crit.mac = "cart".into();
+    assert!(d.observe(&crit, 500, &c, &mut ctx).is_empty(), "held");
+    d.rearm(&format!("w{}", ALERTS_PER_SECOND + 2));
+    let out = d.release(501);
+    assert_eq!(out.len(), 3);
+    assert!(out[0].critical && out[0].mac == "cart", "{out:?}");
+    assert!(out
+        .iter()
+        .all(|a| a.mac != format!("w{}", ALERTS_PER_SECOND + 2)));
 }
 
 /// The store cannot be read (busy, gone): a device past learning whose
