@@ -1,10 +1,10 @@
-//! Alerts over the global bound, held back and raised as it allows:
-//! critical ones first, each (device, kind, service) once, none for longer
-//! than [`HELD_S`].
+//! Alerts over the global bound, held back and raised as it allows: those
+//! that would contain a device first, then critical ones, each (device,
+//! kind, service) once, none for longer than [`HELD_S`].
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
-use super::logic::Draft;
+use super::logic::{Draft, Kind, Service};
 
 /// Alerts held back at most.
 pub const MAX_HELD: usize = 1_000;
@@ -12,53 +12,82 @@ pub const MAX_HELD: usize = 1_000;
 /// storm that long has drowned the operator anyway.
 pub const HELD_S: i64 = 300;
 
+type Key = (String, Kind, Option<Service>);
+
+fn key(d: &Draft) -> Key {
+    (d.mac.clone(), d.kind, d.service.clone())
+}
+
+/// Which held alert goes first: one that may quarantine (a worm's scan,
+/// a flow towards a pump), then a critical one (a pump's own, which only
+/// alerts), then the rest.
+fn rank(d: &Draft) -> (bool, bool) {
+    (d.urgent, d.critical)
+}
+
 #[derive(Default)]
 pub struct Held {
     /// With when each was drafted, oldest first.
     q: VecDeque<(i64, Draft)>,
+    keys: HashSet<Key>,
 }
 
 impl Held {
     /// Holds `d`, drafted at `now`. False when it cannot be: full of
-    /// alerts at least as grave (a critical one takes the place of the
-    /// oldest warning, whose loss `displaced` counts). An alert held
+    /// alerts at least as urgent (a more urgent one takes the place of the
+    /// oldest less urgent, whose loss `displaced` counts). An alert held
     /// already (the same scan, or the same service, at a later flow) is
     /// held once.
     pub fn hold(&mut self, now: i64, d: &Draft, displaced: &mut u64) -> bool {
-        let same = |h: &Draft| h.mac == d.mac && h.kind == d.kind && h.service == d.service;
-        if self.q.iter().any(|(_, h)| same(h)) {
+        if self.keys.contains(&key(d)) {
             return true;
         }
         if self.q.len() >= MAX_HELD {
-            let warning = self.q.iter().position(|(_, h)| !h.critical);
-            match warning {
-                Some(i) if d.critical => {
-                    self.q.remove(i);
-                    *displaced += 1;
-                }
-                _ => return false,
+            let below = self.q.iter().position(|(_, h)| rank(h) < rank(d));
+            let Some(i) = below else {
+                return false;
+            };
+            if let Some((_, gone)) = self.q.remove(i) {
+                self.keys.remove(&key(&gone));
+                *displaced += 1;
             }
         }
+        self.keys.insert(key(d));
         self.q.push_back((now, d.clone()));
         true
     }
 
-    /// Drops what was held past [`HELD_S`] at `now`; says how many.
-    pub fn expire(&mut self, now: i64) -> usize {
-        let before = self.q.len();
-        self.q.retain(|(at, _)| now - at <= HELD_S);
-        before - self.q.len()
+    /// Whether the alert `(mac, kind, service)` is held.
+    pub fn holds(&self, mac: &str, kind: Kind, service: Option<&Service>) -> bool {
+        self.keys
+            .contains(&(mac.to_owned(), kind, service.cloned()))
     }
 
-    /// The next alert to raise: the oldest critical one, else the oldest.
+    /// Drops what was held past [`HELD_S`] at `now`; says how many.
+    pub fn expire(&mut self, now: i64) -> usize {
+        let mut n = 0;
+        while self.q.front().is_some_and(|(at, _)| now - at > HELD_S) {
+            if let Some((_, d)) = self.q.pop_front() {
+                self.keys.remove(&key(&d));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The next alert to raise: the oldest of the most urgent.
     pub fn next(&mut self) -> Option<Draft> {
-        let i = self.q.iter().position(|(_, d)| d.critical).unwrap_or(0);
-        self.q.remove(i).map(|(_, d)| d)
+        let top = self.q.iter().map(|(_, d)| rank(d)).max()?;
+        let i = self.q.iter().position(|(_, d)| rank(d) == top)?;
+        let (_, d) = self.q.remove(i)?;
+        self.keys.remove(&key(&d));
+        Some(d)
     }
 
     /// A device released by hand: what it was held for is not raised.
     pub fn forget(&mut self, mac: &str) {
         self.q.retain(|(_, d)| d.mac != mac);
+        self.keys.retain(|k| k.0 != mac);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,13 +98,13 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::logic::Kind;
 
-    fn draft(mac: &str, critical: bool) -> Draft {
+    fn draft(mac: &str, urgent: bool) -> Draft {
         Draft {
             mac: mac.into(),
             kind: Kind::Scan,
-            critical,
+            critical: false,
+            urgent,
             segment: "ws".into(),
             detail: String::new(),
             service: None,
@@ -83,11 +112,11 @@ mod tests {
         }
     }
 
-    /// Full of warnings, a critical alert takes the oldest one's place;
-    /// full of critical ones, it cannot be held. The same alert is held
-    /// once.
+    /// Full of alerts that only alert, one that may contain a device takes
+    /// the oldest one's place; full of urgent ones, another cannot be
+    /// held. The same alert is held once.
     #[test]
-    fn a_critical_alert_displaces_the_oldest_warning() {
+    fn an_urgent_alert_displaces_the_oldest_lesser_one() {
         let mut h = Held::default();
         let mut displaced = 0;
         for n in 0..MAX_HELD {
@@ -97,13 +126,17 @@ mod tests {
             h.hold(1, &draft("w5", false), &mut displaced),
             "held already"
         );
+        assert!(h.holds("w5", Kind::Scan, None));
         assert!(!h.hold(1, &draft("w-new", false), &mut displaced));
-        assert!(h.hold(1, &draft("pump-scan", true), &mut displaced));
+        assert!(h.hold(1, &draft("worm", true), &mut displaced));
         assert_eq!(displaced, 1);
-        assert_eq!(h.next().unwrap().mac, "pump-scan");
-        assert_eq!(h.next().unwrap().mac, "w1", "w0 gave its place");
+        assert!(!h.holds("w0", Kind::Scan, None), "w0 gave its place");
+        assert_eq!(h.next().unwrap().mac, "worm");
+        assert_eq!(h.next().unwrap().mac, "w1");
+        h.forget("w2");
+        assert!(!h.holds("w2", Kind::Scan, None));
         assert_eq!(h.expire(HELD_S), 0);
-        assert_eq!(h.expire(HELD_S + 1), MAX_HELD - 2);
-        assert!(h.is_empty());
+        assert_eq!(h.expire(HELD_S + 1), MAX_HELD - 3);
+        assert!(h.is_empty() && h.keys.is_empty());
     }
 }

@@ -46,7 +46,7 @@ pub enum Shape {
 /// (destination segment, protocol, port)
 pub type Service = (String, String, u16);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     Scan,
     Anomaly,
@@ -66,6 +66,10 @@ pub struct Draft {
     pub mac: String,
     pub kind: Kind,
     pub critical: bool,
+    /// It may quarantine its device (a scan from outside a life-critical
+    /// segment, an anomaly towards one from outside): raised first when
+    /// alerts are held back.
+    pub urgent: bool,
     pub segment: String,
     pub detail: String,
     /// An anomaly's service.
@@ -189,6 +193,15 @@ impl Detector {
         out
     }
 
+    /// The database opened after devices were met without it: they read
+    /// their kept baselines at their next flow, rather than be judged
+    /// against what they learned in between.
+    pub fn unrestore(&mut self) {
+        for d in self.devices.values_mut() {
+            d.restored = false;
+        }
+    }
+
     /// Marks `d` raised on its device: its scan's window, its service.
     fn raised(&mut self, d: &Draft, now: i64) {
         let Some(dev) = self.devices.get_mut(&d.mac) else {
@@ -258,7 +271,8 @@ impl Detector {
                 .see((f.dst_ip.clone(), f.port), now, window, needed)
         };
         let quiet = d.last_scan_alert.is_none_or(|t| now - t >= window);
-        let scan = targets >= needed && quiet;
+        // Held already, it is not drafted again (nor counted).
+        let scan = targets >= needed && quiet && !self.held.holds(&f.mac, Kind::Scan, None);
 
         // Baseline: east-west flows only.
         let east_west = f.shape == Shape::Opening
@@ -274,6 +288,7 @@ impl Detector {
                     self.learned.push((f.mac.clone(), svc));
                 }
             } else if d.restored
+                && !self.held.holds(&f.mac, Kind::Anomaly, Some(&svc))
                 && !d.baseline.contains(&svc)
                 && !d.alerted.contains(&svc)
                 && d.alerted.len() < MAX_SERVICES
@@ -297,6 +312,7 @@ impl Detector {
             mac: f.mac.clone(),
             kind: Kind::Scan,
             critical: src_critical,
+            urgent: !src_critical,
             segment: f.src_segment.clone(),
             detail: format!(
                 "{targets} distinct targets (address, port) within {window} s, the latest {} {}/{}",
@@ -311,6 +327,7 @@ impl Detector {
                 mac: f.mac.clone(),
                 kind: Kind::Anomaly,
                 critical: dst_critical || src_critical,
+                urgent: dst_critical && !src_critical,
                 segment: f.src_segment.clone(),
                 detail: format!(
                     "a new east-west flow outside its baseline: to {seg} ({}) {proto}/{port}",

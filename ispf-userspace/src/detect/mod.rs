@@ -163,7 +163,10 @@ fn run(
         if conn.is_none() && last_open.elapsed() >= Duration::from_secs(10) {
             last_open = Instant::now();
             match db::open(&opts.db) {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    conn = Some(c);
+                    det.unrestore();
+                }
                 Err(e) => log(format!("detection: alerts are not kept: {e}")),
             }
         }

@@ -381,3 +381,53 @@ fn no_anomaly_is_judged_against_a_baseline_not_read() {
     let a = d.observe(&flow("pumps", "10.1.0.1", 80), 600, &c, &mut ctx);
     assert!(a.len() == 1 && a[0].critical, "{a:?}");
 }
+
+/// While an anomaly is held, its service's later flows neither draft it
+/// again nor use up the device's per-minute cap: its next critical
+/// anomaly is still drafted.
+#[test]
+fn a_held_anomaly_does_not_use_up_its_devices_cap() {
+    let mut c = cfg();
+    c.scan.distinct_targets = 1000;
+    let mut d = Detector::default();
+    let mut ctx = at(0);
+    for n in 0..ALERTS_PER_SECOND {
+        let mut f = flow("lab", "10.2.0.1", 1);
+        f.mac = format!("w{n}");
+        d.observe(&f, 500, &c, &mut ctx);
+    }
+    for _ in 0..5 {
+        assert!(d
+            .observe(&flow("pumps", "10.1.0.1", 80), 500, &c, &mut ctx)
+            .is_empty());
+    }
+    assert!(d
+        .observe(&flow("pumps", "10.1.0.1", 81), 500, &c, &mut ctx)
+        .is_empty());
+    let out = d.release(501);
+    assert_eq!(out.len(), 2, "both held, each once: {out:?}");
+    assert_eq!(d.suppressed, 0);
+}
+
+/// Devices met while the database could not be opened read their kept
+/// baselines once it opens, rather than be judged against an empty one.
+#[test]
+fn devices_met_without_the_database_read_it_once_it_opens() {
+    let c = cfg();
+    let mut d = Detector::default();
+    let mut none = Ctx::default();
+    assert!(
+        d.observe(&flow("lab", "10.2.0.1", 1), 500, &c, &mut none)
+            .is_empty(),
+        "learning: its first_seen is its first flow"
+    );
+    let mut kept = at(0);
+    let pumps: Service = ("pumps".into(), "tcp".into(), 80);
+    kept.kept.insert("m".into(), (vec![pumps], vec![], Some(0)));
+    d.unrestore();
+    assert!(
+        d.observe(&flow("pumps", "10.1.0.1", 80), 700, &c, &mut kept)
+            .is_empty(),
+        "its kept baseline"
+    );
+}
