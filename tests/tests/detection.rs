@@ -316,13 +316,19 @@ fn scans_are_contained_within_seconds_and_pumps_only_alert() {
     );
     assert_ne!(device(&devices(&ctl), PIS).unwrap()["state"], "quarantined");
     let mut scan = nmap(pis_ns, &[&["-g", "2576"][..], &probes[..]].concat());
-    let (alert, _) = scan_alert(&ctl, PIS, before, Duration::from_secs(5));
+    scan_alert(&ctl, PIS, before, Duration::from_secs(5));
     let _ = scan.wait();
-    assert!(
-        alert["response"]
-            .as_str()
-            .unwrap()
-            .starts_with("quarantined"),
-        "{alert}"
-    );
+    // The alert is stored before its response is known: read until the
+    // response says it quarantined.
+    let t = Instant::now();
+    let contained = |a: &Value| {
+        a["mac"] == PIS
+            && a["kind"] == "scan"
+            && a["response"].as_str().unwrap().starts_with("quarantined")
+    };
+    while !alerts(&ctl).iter().any(contained) {
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", alerts(&ctl));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(device(&devices(&ctl), PIS).unwrap()["state"], "quarantined");
 }

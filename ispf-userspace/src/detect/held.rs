@@ -43,8 +43,13 @@ impl Held {
             return true;
         }
         if self.q.len() >= MAX_HELD {
-            let below = self.q.iter().position(|(_, h)| rank(h) < rank(d));
-            let Some(i) = below else {
+            // The oldest of the least urgent goes, if less urgent than `d`:
+            // not a worm's scan for a pump's alert while warnings stay.
+            let least = self.q.iter().map(|(_, h)| rank(h)).min();
+            let Some(least) = least.filter(|r| *r < rank(d)) else {
+                return false;
+            };
+            let Some(i) = self.q.iter().position(|(_, h)| rank(h) == least) else {
                 return false;
             };
             if let Some((_, gone)) = self.q.remove(i) {
@@ -63,7 +68,9 @@ impl Held {
             .contains(&(mac.to_owned(), kind, service.cloned()))
     }
 
-    /// Drops what was held past [`HELD_S`] at `now`; says how many.
+    /// Drops what was held past [`HELD_S`] at `now`; says how many. From
+    /// the front, oldest first: a clock stepped back keeps later ones at
+    /// most that much longer.
     pub fn expire(&mut self, now: i64) -> usize {
         let mut n = 0;
         while self.q.front().is_some_and(|(at, _)| now - at > HELD_S) {
@@ -130,13 +137,19 @@ mod tests {
         assert!(!h.hold(1, &draft("w-new", false), &mut displaced));
         assert!(h.hold(1, &draft("worm", true), &mut displaced));
         assert_eq!(displaced, 1);
+        // A pump's critical alert that may not quarantine displaces a
+        // warning, not the worm's scan queued before the warnings.
+        let mut pump = draft("pump", false);
+        pump.critical = true;
+        assert!(h.hold(1, &pump, &mut displaced));
+        assert!(h.holds("worm", Kind::Scan, None) && !h.holds("w1", Kind::Scan, None));
+        assert!(h.next().unwrap().mac == "worm" && h.next().unwrap().mac == "pump");
         assert!(!h.holds("w0", Kind::Scan, None), "w0 gave its place");
-        assert_eq!(h.next().unwrap().mac, "worm");
-        assert_eq!(h.next().unwrap().mac, "w1");
-        h.forget("w2");
-        assert!(!h.holds("w2", Kind::Scan, None));
+        assert_eq!(h.next().unwrap().mac, "w2");
+        h.forget("w3");
+        assert!(!h.holds("w3", Kind::Scan, None));
         assert_eq!(h.expire(HELD_S), 0);
-        assert_eq!(h.expire(HELD_S + 1), MAX_HELD - 3);
+        assert_eq!(h.expire(HELD_S + 1), MAX_HELD - 4);
         assert!(h.is_empty() && h.keys.is_empty());
     }
 }

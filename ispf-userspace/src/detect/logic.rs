@@ -98,6 +98,9 @@ pub const MAX_TRACKED: usize = 100_000;
 /// Services remembered per device (baseline and alerted), beyond which a
 /// device's new services are neither learned nor alerted again.
 pub const MAX_SERVICES: usize = 4_096;
+/// Baseline entries learned and not yet saved (the database down) at
+/// most: beyond them, what is learned lives only in memory.
+pub const MAX_UNSAVED: usize = 100_000;
 /// Anomaly alerts a device may raise a minute (a scan is one `scan`
 /// alert, not hundreds of anomalies); critical ones are counted apart,
 /// so that warnings cannot use up a critical flow's alert.
@@ -180,8 +183,8 @@ impl Detector {
         !self.held.is_empty()
     }
 
-    /// The held-back alerts the global bound allows at `now`, critical
-    /// ones first; those held past `held::HELD_S` are dropped.
+    /// The held-back alerts the global bound allows at `now`, the most
+    /// urgent first; those held past `held::HELD_S` are dropped.
     pub fn release(&mut self, now: i64) -> Vec<Draft> {
         self.suppressed += self.held.expire(now) as u64;
         let mut out = Vec::new();
@@ -259,7 +262,9 @@ impl Detector {
                 d.restored = true;
             }
         }
-        let first_seen = known_first.unwrap_or(d.first_event);
+        // The earlier of the two: an inventory that recorded the device
+        // late (full, or opened late) must not make an old device young.
+        let first_seen = known_first.map_or(d.first_event, |k| k.min(d.first_event));
 
         // Scan: distinct (address, port) targets within the window.
         let window = cfg.scan.window_s as i64;
@@ -285,7 +290,10 @@ impl Detector {
             let learning = now - first_seen < cfg.learning_s as i64;
             if learning {
                 if d.baseline.len() < MAX_SERVICES && d.baseline.insert(svc.clone()) {
-                    self.learned.push((f.mac.clone(), svc));
+                    // Kept for the database while it cannot take them.
+                    if self.learned.len() < MAX_UNSAVED {
+                        self.learned.push((f.mac.clone(), svc));
+                    }
                 }
             } else if d.restored
                 && !self.held.holds(&f.mac, Kind::Anomaly, Some(&svc))

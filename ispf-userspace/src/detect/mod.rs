@@ -157,6 +157,7 @@ fn run(
     let mut conn: Option<Connection> = None;
     let mut last_open = Instant::now() - Duration::from_secs(60);
     let mut det = Detector::default();
+    let mut last_save = Instant::now() - Duration::from_secs(1);
     let mut first = HashMap::new();
     let mut quarantined: std::collections::BTreeSet<String> = Default::default();
     loop {
@@ -173,7 +174,7 @@ fn run(
         let e = match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(e) => Some(e),
             // Alerts held back by the global bound wait for no flow.
-            Err(RecvTimeoutError::Timeout) if det.holds() => None,
+            Err(RecvTimeoutError::Timeout) if det.holds() || !det.learned.is_empty() => None,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => return,
         };
@@ -200,10 +201,15 @@ fn run(
             drafts.extend(det.observe(&flow, now, &rules, &mut ctx));
         }
         facts.suppressed.store(det.suppressed, Ordering::Relaxed);
-        if !det.learned.is_empty() {
-            let learned = std::mem::take(&mut det.learned);
-            if let Some(c) = conn.as_mut() {
-                let _ = store::remember(c, &learned, now.max(1));
+        // Kept until a database takes them: a baseline learned while it
+        // was down is what the device is judged by after a restart. Saved
+        // a second at a time, so that a locked database (a second's busy
+        // wait) does not hold up every event.
+        let due = last_save.elapsed() >= Duration::from_secs(1);
+        if let (false, true, Some(c)) = (det.learned.is_empty(), due, conn.as_mut()) {
+            last_save = Instant::now();
+            if store::remember(c, &det.learned, now.max(1)).is_ok() {
+                det.learned.clear();
             }
         }
         // One flow may raise a scan and a critical anomaly (or a device's
