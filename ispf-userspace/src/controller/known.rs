@@ -5,7 +5,7 @@ use super::engine::{log, unix_now, Engine};
 use std::net::IpAddr;
 
 use crate::{
-    decisions::{file_segments, life_critical, Decision, Kind, Known},
+    decisions::{file_segments, life_critical, segments_of, Decision, Kind, Known},
     inventory::{history, judge::Judge, store},
 };
 
@@ -76,20 +76,14 @@ impl Engine {
         // with the file's kept index (a NAS's replay of thousands of
         // sessions must not scan the file for each).
         let mac_text = crate::decisions::mac_string(&m);
-        let held: Vec<&Decision> = self
-            .decisions
-            .iter()
-            .filter(|x| x.mac == mac_text)
-            .collect();
-        if held.iter().any(|x| x.kind == Kind::Role) {
+        if segments_of(&self.decisions, &mac_text, Kind::Role)
+            .next()
+            .is_some()
+        {
             let by_file =
                 Judge::indexed(self.file.clone(), index.clone()).place(&m, d.vlan, d.ipv4, d.ipv6);
             segments = vec![self.file.segment_name(by_file.segment).to_owned()];
-            segments.extend(
-                held.iter()
-                    .filter(|x| x.kind == Kind::Admit)
-                    .filter_map(|x| x.segment.clone()),
-            );
+            segments.extend(segments_of(&self.decisions, &mac_text, Kind::Admit));
         }
         match seen_life_critical {
             Ok(seen) => segments.extend(seen),

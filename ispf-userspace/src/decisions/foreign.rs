@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use super::{
-    guard::{life_critical, session_moves_no_life_critical},
+    guard::{life_critical, segments_of, session_moves_no_life_critical},
     plan::{device_mac, validate},
     Decision, DecisionError, Kind,
 };
@@ -161,10 +161,7 @@ pub fn roles_refused_now(
         .filter_map(|d| {
             let mac = crate::policy::parse_mac(&d.mac);
             let registered = file_segments(file, index, mac.as_ref(), &seen_at(&d.mac)).into_iter();
-            let admitted = decisions
-                .iter()
-                .filter(|a| a.mac == d.mac && a.kind == Kind::Admit)
-                .filter_map(|a| a.segment.clone());
+            let admitted = segments_of(decisions, &d.mac, Kind::Admit);
             let target = d.segment.as_deref().unwrap_or_default();
             // Its role gone with its segment (or the segment renamed): the
             // session's role ends with the file, as a role removed alone

@@ -9,13 +9,20 @@ use crate::policy::Policy;
 pub fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Option<&'a str> {
     segments
         .iter()
-        .find(|s| {
-            policy
-                .segment_id(s)
-                .and_then(|id| policy.segment(id))
-                .is_some_and(|seg| seg.life_critical)
-        })
+        .find(|s| policy.life_critical_named(s))
         .map(String::as_str)
+}
+
+/// The segments the `kind` decisions among `decisions` give `mac`.
+pub fn segments_of<'a>(
+    decisions: &'a [Decision],
+    mac: &'a str,
+    kind: Kind,
+) -> impl Iterator<Item = String> + 'a {
+    decisions
+        .iter()
+        .filter(move |d| d.mac == mac && d.kind == kind)
+        .filter_map(|d| d.segment.clone())
 }
 
 /// Where the enforced `policy` puts `mac` by the file or an admit: where
@@ -25,18 +32,12 @@ pub fn life_critical<'a>(policy: &Policy, segments: &'a [String]) -> Option<&'a 
 /// `--force`, and moved by its user's next session. (A registered
 /// device's own entry is the caller's `Known::registered`.)
 pub(super) fn file_or_admit(policy: &Policy, current: &[Decision], mac: &str) -> Vec<String> {
-    let of = |kind: Kind| {
-        current
-            .iter()
-            .filter(move |d| d.mac == mac && d.kind == kind)
-            .filter_map(|d| d.segment.clone())
-    };
-    let roles: Vec<String> = of(Kind::Role).collect();
+    let roles: Vec<String> = segments_of(current, mac, Kind::Role).collect();
     let mut out: Vec<String> = segment_of(policy, mac)
         .into_iter()
         .filter(|s| !roles.contains(s))
         .collect();
-    out.extend(of(Kind::Admit));
+    out.extend(segments_of(current, mac, Kind::Admit));
     out
 }
 

@@ -27,7 +27,7 @@ use crate::policy::{parse_mac, Policy};
 pub use applied::applied;
 pub use effective::{effective, enforced_sha256, file_change_effects, leaves_entries_in_place};
 pub use foreign::{check_foreign, file_segments, roles_refused_now};
-pub use guard::life_critical;
+pub use guard::{life_critical, segments_of};
 pub use overlay::{overlay, IndexCache};
 pub use plan::{plan, validate, with_plan, DecisionRequest, Known, Plan};
 #[cfg(test)]

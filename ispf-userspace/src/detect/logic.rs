@@ -35,11 +35,12 @@ pub enum Shape {
     /// with ACK): a scan's target (an ACK scan is a scan), but neither
     /// learned nor an anomaly, since it opened no flow to a service.
     Midstream,
-    /// A denied mid-stream packet that answers a connection its
-    /// destination opened (`shape::Shapes`): a server speaking on a
-    /// connection idle past conntrack's `tcp` timeout, or answering a
-    /// monitor-mode client. Not a scan's target either, so that a server
-    /// answering twenty clients is not quarantined as a scanner.
+    /// A denied mid-stream packet that passed in monitor mode, or was
+    /// dropped coming from a port its destination may open towards it
+    /// (see `shape`): a server answering a monitor-mode client, or
+    /// speaking on a connection idle past conntrack's `tcp` timeout. Not
+    /// a scan's target either, so that a server answering twenty clients
+    /// is not quarantined as a scanner.
     Reply,
 }
 

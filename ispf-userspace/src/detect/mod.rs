@@ -33,7 +33,7 @@ use rusqlite::Connection;
 
 use crate::{
     clock::{log, now_rfc3339, unix_now},
-    decisions::{holding, Kind as DecisionKind},
+    decisions::{holding, segments_of, Kind as DecisionKind},
     events::EventRecord,
     inventory::{db, View},
     policy::{DetectionDoc, Policy},
@@ -124,10 +124,7 @@ impl Context for Ctx<'_> {
     }
 
     fn life_critical(&self, segment: &str) -> bool {
-        self.policy
-            .segment_id(segment)
-            .and_then(|id| self.policy.segment(id))
-            .is_some_and(|s| s.life_critical)
+        self.policy.life_critical_named(segment)
     }
 
     /// Nothing kept when no database is open (none configured, or it
@@ -244,12 +241,9 @@ fn run(
 /// critical to read, but a pump is never quarantined, and a cart a role
 /// put among the pumps is not for its first flow to a printer.
 fn towards_life_critical(v: &View, d: &Draft) -> bool {
-    d.service.as_ref().is_some_and(|(segment, _, _)| {
-        v.policy
-            .segment_id(segment)
-            .and_then(|id| v.policy.segment(id))
-            .is_some_and(|s| s.life_critical)
-    })
+    d.service
+        .as_ref()
+        .is_some_and(|(segment, _, _)| v.policy.life_critical_named(segment))
 }
 
 fn quarantined_now(v: &View) -> std::collections::BTreeSet<String> {
@@ -311,14 +305,8 @@ fn raise(
     // The spec protects a device in a life-critical segment by the file
     // or by an admit: one a role put there (a cart among the monitors) is
     // contained like any other device.
-    let by_role = v.decisions.iter().any(|x| {
-        x.mac == d.mac && x.kind == DecisionKind::Role && x.segment.as_ref() == Some(&d.segment)
-    });
-    let life_critical = !by_role
-        && v.policy
-            .segment_id(&d.segment)
-            .and_then(|id| v.policy.segment(id))
-            .is_some_and(|s| s.life_critical);
+    let by_role = segments_of(&v.decisions, &d.mac, DecisionKind::Role).any(|s| s == d.segment);
+    let life_critical = !by_role && v.policy.life_critical_named(&d.segment);
     alert.response = match cfg {
         None => "alert only: the policy has no `detection` section".into(),
         Some(_) if !(d.kind == Kind::Scan || towards_life_critical(v, &d)) => "alert only".into(),

@@ -227,6 +227,14 @@ impl Policy {
         Some(self.ids[i])
     }
 
+    /// Whether the segment named `name` is life-critical (false for a
+    /// name this policy does not have).
+    pub fn life_critical_named(&self, name: &str) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.name == name && s.life_critical)
+    }
+
     /// Every segment's id by name.
     pub fn segment_ids(&self) -> BTreeMap<String, u16> {
         self.segments
